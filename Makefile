@@ -1,0 +1,41 @@
+# wsmesh — the two commands a new user runs: `make up` and `make test`.
+# Both install what is missing (redis-server via apt), so a fresh
+# Debian/Ubuntu machine with a Rust toolchain needs nothing else.
+
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES_TEST := redis-server
+
+.PHONY: up test release deps lint unit e2e bench help
+
+help:
+	@echo "make up      build (release) and start the local cluster; Ctrl-C stops it"
+	@echo "make test    lint, unit tests and end-to-end tests against real processes"
+	@echo "make bench   benchmarks (QUICK=1 for a short run)"
+
+## Install the system packages the cluster and the tests need, if missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES_TEST); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing:$$missing — run: apt-get install -y$$missing (as root)"; exit 1; \
+	  fi; \
+	fi
+
+release:
+	$(CARGO) build --release --workspace --bins
+
+up: deps release
+	exec target/release/lab up
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: deps lint
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace -- --test-threads=2
