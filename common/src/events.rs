@@ -47,6 +47,11 @@ impl Keys {
     pub fn rooms(&self) -> String {
         format!("{}rooms", self.prefix)
     }
+    /// Hash of a room's online count per instance (field = instance name,
+    /// value = `count:expiry_unix_ms`), summed for the cluster-wide presence.
+    pub fn presence(&self, room: &str) -> String {
+        format!("{}presence:{}", self.prefix, room)
+    }
     /// Pub/sub channel every stored chat is published on (JSON `Chat`).
     pub fn channel(&self) -> String {
         format!("{}chat", self.prefix)
@@ -65,6 +70,7 @@ mod tests {
             k.cid("lobby", "c"),
             k.session("t"),
             k.rooms(),
+            k.presence("lobby"),
             k.channel(),
         ] {
             assert!(key.starts_with("wsmesh:"), "{key}");
