@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# wsmesh 4-host lab — shared provisioning steps, sourced by app.sh, lb.sh and
+# redis.sh. Every step is idempotent: `vagrant provision` may run it again.
+#
+# Inputs (set by the Vagrantfile):
+#   WSMESH_STAGE    where the file provisioners uploaded deploy/, configs/
+#                   (configs/vagrant), secrets/ (.vagrant/wsmesh-secrets) and bin/
+#   WSMESH_LAB_NET  network prefix, e.g. 192.168.56 (default: hosts.env)
+set -euo pipefail
+
+: "${WSMESH_STAGE:?WSMESH_STAGE is not set (run through the Vagrantfile)}"
+STAGE="$WSMESH_STAGE"
+ETC=/etc/wsmesh
+
+log() { echo "wsmesh-provision: $*"; }
+
+# The address table shared with the Vagrantfile and `lab netns`.
+load_hosts() {
+  # shellcheck disable=SC1091
+  . "$STAGE/configs/hosts.env"
+  CONFIG_NET="$LAB_NET"
+  NET="${WSMESH_LAB_NET:-$LAB_NET}"
+  LB_ADDR="$NET.$HOST_LB"
+  APP1_ADDR="$NET.$HOST_APP1"
+  APP2_ADDR="$NET.$HOST_APP2"
+  REDIS_ADDR="$NET.$HOST_REDIS"
+  export CONFIG_NET NET LB_ADDR APP1_ADDR APP2_ADDR REDIS_ADDR REDIS_PORT
+}
+
+# Reads one generated secret; refuses an empty one.
+secret() {
+  local value
+  value="$(tr -d '[:space:]' < "$STAGE/secrets/$1")"
+  [ -n "$value" ] || { log "secret $1 is empty"; exit 1; }
+  printf '%s' "$value"
+}
+
+# Installs a file only when its content changed; prints "changed" if it did.
+install_if_changed() { # SRC DEST MODE OWNER:GROUP
+  local src="$1" dest="$2" mode="$3" owner="$4"
+  if [ -f "$dest" ] && cmp -s "$src" "$dest"; then
+    chmod "$mode" "$dest"; chown "$owner" "$dest"
+    return 0
+  fi
+  install -D -m "$mode" -o "${owner%%:*}" -g "${owner##*:}" "$src" "$dest"
+  echo changed
+}
+
+# The service user: no shell, no home, owns nothing but what it must read.
+ensure_user() {
+  if ! getent passwd wsmesh >/dev/null; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin wsmesh
+    log "created user wsmesh"
+  fi
+  install -d -m 0750 -o root -g wsmesh "$ETC"
+}
+
+# Release binaries built on the host (`make release`).
+install_binaries() { # NAME...
+  local b
+  for b in "$@"; do
+    install -m 0755 -o root -g root "$STAGE/bin/$b" "/usr/local/bin/$b"
+  done
+}
+
+# A config from configs/vagrant, with the network prefix rewritten when the
+# lab runs on another one (WSMESH_LAB_NET).
+install_config() { # SRC-NAME DEST-NAME
+  local tmp
+  tmp="$(mktemp)"
+  sed "s/${CONFIG_NET//./\\.}\./$NET./g" "$STAGE/configs/$1" > "$tmp"
+  install_if_changed "$tmp" "$ETC/$2" 0640 root:wsmesh >/dev/null
+  rm -f "$tmp"
+}
+
+# The token of the internal API and the Redis URL with its password, for the
+# units (EnvironmentFile=/etc/wsmesh/wsmesh.env) and for check-config by hand
+# (token_file = /etc/wsmesh/internal-token).
+install_secrets() {
+  local tmp
+  tmp="$(mktemp)"
+  secret internal-token > "$tmp"; echo >> "$tmp"
+  install_if_changed "$tmp" "$ETC/internal-token" 0640 root:wsmesh >/dev/null
+  {
+    echo "# Written by deploy/provision/common.sh; secrets: do not copy around."
+    echo "WSMESH_REDIS_URL=redis://:$(secret redis-password)@$REDIS_ADDR:$REDIS_PORT/"
+    echo "WSMESH_INTERNAL_TOKEN=$(secret internal-token)"
+  } > "$tmp"
+  install_if_changed "$tmp" "$ETC/wsmesh.env" 0640 root:wsmesh >/dev/null
+  rm -f "$tmp"
+}
+
+install_unit() { # NAME
+  install -m 0644 -o root -g root "$STAGE/deploy/systemd/$1.service" "/etc/systemd/system/$1.service"
+}
+
+# Enables and (re)starts units after daemon-reload; waits until active.
+start_units() { # NAME...
+  local u i
+  systemctl daemon-reload
+  for u in "$@"; do
+    systemctl enable "$u" >/dev/null 2>&1
+    systemctl restart "$u"
+  done
+  for u in "$@"; do
+    for i in $(seq 1 30); do
+      systemctl is-active --quiet "$u" && break
+      sleep 1
+    done
+    if ! systemctl is-active --quiet "$u"; then
+      log "$u did not start:"; journalctl -u "$u" -n 30 --no-pager || true
+      exit 1
+    fi
+    log "$u is active"
+  done
+}
+
+# The staging directory holds secrets: remove it whatever happens.
+cleanup_stage() { rm -rf "$STAGE"; }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# wsmesh 4-host lab — the lb VM: TLS on 443 (HTTP 80 redirects), backends
+# app1 and app2 on their private addresses. Certificates are made here, once,
+# by `lb gen-cert` into /etc/wsmesh/certs/ (a lab CA and a server certificate
+# for the lb's address). Idempotent.
+set -euo pipefail
+# shellcheck disable=SC1091
+. "$WSMESH_STAGE/deploy/provision/common.sh"
+trap cleanup_stage EXIT
+load_hosts
+
+ensure_user
+install_binaries lb
+install_config lb.toml lb.toml
+if [ ! -s "$ETC/certs/server.pem" ]; then
+  install -d -m 0750 -o root -g wsmesh "$ETC/certs"
+  LB_GEN_CERT
+  chgrp -R wsmesh "$ETC/certs"
+  chmod 0640 "$ETC/certs/"*
+  chmod 0644 "$ETC/certs/ca.pem"
+  log "generated certificates in $ETC/certs (trust ca.pem in your browser)"
+fi
+/usr/local/bin/lb check-config "$ETC/lb.toml"
+install_unit wsmesh-lb
+start_units wsmesh-lb
