@@ -185,6 +185,8 @@ def parse_args():
     p.add_argument("--instance", required=True, help="name reported in welcome.instance")
     p.add_argument("--redis", default="redis://127.0.0.1:6404/0", help="Redis URL")
     p.add_argument("--channel", default="bench:seed-python:chat", help="pub/sub channel")
+    p.add_argument("--access-log", action="store_true",
+                   help="log every request (off by default: it would dominate a benchmark)")
     return p.parse_args()
 
 
@@ -192,6 +194,8 @@ async def main():
     args = parse_args()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s " + args.instance + " %(levelname)s %(message)s")
+    if not args.access_log:
+        logging.getLogger("tornado.access").setLevel(logging.WARNING)
     hub = Hub(args.instance, redis.Redis.from_url(args.redis), args.channel)
     public = tornado.web.Application([
         (r"/ws", ChatSocket, {"hub": hub}),
