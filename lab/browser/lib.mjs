@@ -1,0 +1,166 @@
+// Shared parts of the browser tests: configuration from the environment, a Chromium
+// launch that stays off the network, a pass/fail tally, and DOM helpers that read the
+// page's test hooks (see the header of app/src/page/chat.js).
+import { mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = resolve(here, '..', '..');
+
+/** Flags that keep Chromium off the (closed) network: no background fetches, no QUIC. */
+export const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+/** Whether a URL points at this machine's loopback only. */
+export function isLoopbackUrl(u) {
+  let url;
+  try { url = new URL(u); } catch (_) { return false; }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return false;
+  const h = url.hostname;
+  return h === 'localhost' || h === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** Test settings from the environment; exits 2 on a bad one. */
+export function settings() {
+  const a = process.env.WSMESH_URL_A || 'http://127.0.0.1:9001/';
+  const b = process.env.WSMESH_URL_B || 'http://127.0.0.1:9002/';
+  for (const u of [a, b]) {
+    if (!isLoopbackUrl(u)) {
+      console.error(`refusing to run: ${u} is not an http(s) URL on loopback (127.0.0.0/8, ::1, localhost)`);
+      process.exit(2);
+    }
+  }
+  const shots = process.env.WSMESH_SCREENSHOT_DIR
+    ? resolve(process.env.WSMESH_SCREENSHOT_DIR)
+    : join(repoRoot, 'target', 'browser');
+  mkdirSync(shots, { recursive: true });
+  return {
+    urlA: a,
+    urlB: b,
+    ignoreCerts: process.env.WSMESH_CA_IGNORE === '1',
+    shots,
+    chromium: process.env.WSMESH_CHROMIUM || '/usr/bin/chromium',
+    timeoutMs: Number(process.env.WSMESH_TEST_TIMEOUT_MS || 60000),
+  };
+}
+
+export async function launch(cfg) {
+  const args = [...CHROMIUM_ARGS];
+  if (cfg.ignoreCerts) args.push('--ignore-certificate-errors');
+  // playwright gives every launch a fresh temporary --user-data-dir and removes it on close.
+  return chromium.launch({ executablePath: cfg.chromium, headless: true, args, timeout: 20000 });
+}
+
+/** A page in its own context (own localStorage, so its own session and nick). */
+export async function openPage(browser, cfg, label, errors) {
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: cfg.ignoreCerts, viewport: { width: 900, height: 700 } });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(15000);
+  page.on('pageerror', (e) => errors.push(`${label}: page error: ${e.message}`));
+  page.on('console', (m) => {
+    const t = m.text();
+    if (/Content Security Policy|Refused to (apply|execute|load)/i.test(t)) errors.push(`${label}: CSP: ${t}`);
+  });
+  return page;
+}
+
+/** Pass/fail tally printed as `N passed, M failed` at the end. */
+export class Tally {
+  constructor() { this.passed = 0; this.failed = 0; }
+  ok(name) { this.passed++; console.log(`ok   - ${name}`); }
+  fail(name, why) { this.failed++; console.log(`FAIL - ${name}: ${why}`); }
+  /** Runs a check; an exception or a false result is a failure with its message. */
+  async check(name, fn) {
+    try {
+      const r = await fn();
+      if (r === false) this.fail(name, 'condition false');
+      else this.ok(name);
+      return true;
+    } catch (e) {
+      this.fail(name, String(e && e.message ? e.message : e).split('\n')[0]);
+      return false;
+    }
+  }
+  summary() { console.log(`${this.passed} passed, ${this.failed} failed`); }
+}
+
+export function must(cond, msg) { if (!cond) throw new Error(msg); }
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Room name unique to this run. */
+export const uniqueRoom = (prefix) => `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
+
+export function withRoom(url, room) {
+  const u = new URL(url);
+  u.searchParams.set('room', room);
+  return u.toString();
+}
+
+/** Waits until the status says connected (with an instance name) in `room`. */
+export async function waitConnected(page, room, timeout = 15000) {
+  await page.waitForFunction((r) => {
+    const s = document.getElementById('status');
+    const app = document.getElementById('app');
+    return s && s.dataset.state === 'connected' && s.dataset.instance && (!r || app.dataset.room === r);
+  }, room, { timeout });
+  return page.evaluate(() => document.getElementById('status').dataset.instance);
+}
+
+export async function setNick(page, nick) {
+  await page.fill('#nick', nick);
+  await page.press('#nick', 'Enter');
+  await page.waitForFunction((n) => document.getElementById('app').dataset.nick === n, nick, { timeout: 5000 });
+}
+
+export async function sendText(page, text) {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+}
+
+/** Confirmed messages as [{id, nick, body, own}] in DOM order. */
+export function messages(page) {
+  return page.$$eval('#messages li[data-id]', (els) => els.map((e) => ({
+    id: e.dataset.id,
+    nick: e.dataset.nick,
+    body: e.querySelector('.body').textContent,
+    own: e.classList.contains('own'),
+  })));
+}
+
+/** Waits until the page shows `n` confirmed messages and nothing pending. */
+export async function waitSettled(page, n, timeout = 20000) {
+  await page.waitForFunction((want) => {
+    const done = document.querySelectorAll('#messages li[data-id]').length;
+    const pending = document.querySelectorAll('#messages li[data-cid]').length;
+    return done >= want && pending === 0 && document.getElementById('app').dataset.pending === '0';
+  }, n, { timeout });
+}
+
+export function cmpId(a, b) {
+  const [am, as] = a.split('-').map(Number);
+  const [bm, bs] = b.split('-').map(Number);
+  return am - bm || as - bs;
+}
+
+/** Asserts both lists hold the same ids, nicks and texts in the same, strictly growing id order. */
+export function assertSameLog(la, lb) {
+  must(la.length === lb.length, `A shows ${la.length} messages, B shows ${lb.length}`);
+  for (let i = 0; i < la.length; i++) {
+    const x = la[i]; const y = lb[i];
+    must(x.id === y.id && x.body === y.body && x.nick === y.nick,
+      `message ${i} differs: A ${JSON.stringify([x.id, x.nick, x.body])} B ${JSON.stringify([y.id, y.nick, y.body])}`);
+    if (i > 0) must(cmpId(la[i - 1].id, x.id) < 0, `ids not strictly growing at ${i}: ${la[i - 1].id} then ${x.id}`);
+  }
+}
+
+/** Resolves after `ms`, rejecting the run: the overall bound of a test. */
+export function deadline(ms, onExpire) {
+  const t = setTimeout(onExpire, ms);
+  t.unref();
+  return t;
+}

@@ -1,0 +1,155 @@
+// Two real browser pages chat in one room and must end with the same log.
+//
+//   WSMESH_URL_A=http://127.0.0.1:9001/ WSMESH_URL_B=http://127.0.0.1:9002/ node lab/browser/two_pages.mjs
+//   WSMESH_URL_A=https://127.0.0.1:8443/ WSMESH_URL_B=https://127.0.0.1:8443/ WSMESH_CA_IGNORE=1 node lab/browser/two_pages.mjs
+//
+// Page A opens the room from its URL, page B starts in the default room and switches with
+// the room field. Both set nicks and send interleaved messages (HTML-looking, multi-line and
+// non-ASCII text included). Then: same ids, nicks and texts in the same growing id order on
+// both, each message once, own messages marked on the sender's page only, status
+// `connected` with an instance name, presence shown, the 4096-byte limit enforced, and a
+// reload of A keeping its session (nick) and showing the same log from history.
+// Screenshots go to $WSMESH_SCREENSHOT_DIR (default target/browser). Last line:
+// `N passed, M failed`; exit 1 on any failure. Bounded by WSMESH_TEST_TIMEOUT_MS (60 s).
+import { join } from 'node:path';
+import {
+  Tally, assertSameLog, deadline, launch, messages, must, openPage, sendText, setNick,
+  settings, uniqueRoom, waitConnected, waitSettled, withRoom,
+} from './lib.mjs';
+
+const cfg = settings();
+const tally = new Tally();
+const errors = [];
+let browser = null;
+let pages = {};
+
+async function screenshots(suffix = '') {
+  for (const [name, page] of Object.entries(pages)) {
+    const file = join(cfg.shots, `two_pages-${name}${suffix}.png`);
+    try {
+      await page.screenshot({ path: file, fullPage: false, timeout: 5000 });
+      console.log(`# screenshot ${file}`);
+    } catch (e) {
+      console.log(`# screenshot ${file} failed: ${e.message.split('\n')[0]}`);
+    }
+  }
+}
+
+async function finish() {
+  if (browser) { const b = browser; browser = null; await b.close().catch(() => {}); }
+  tally.summary();
+  process.exit(tally.failed ? 1 : 0);
+}
+
+deadline(cfg.timeoutMs, async () => {
+  tally.fail('whole run', `not finished within ${cfg.timeoutMs} ms`);
+  await screenshots('-timeout');
+  await finish();
+});
+
+async function main() {
+  browser = await launch(cfg);
+  const room = uniqueRoom('browser');
+  const run = room.split('-').pop();
+  const nickA = `alice-${run}`;
+  const nickB = `bob-${run}`;
+  console.log(`# room ${room}; A ${cfg.urlA}; B ${cfg.urlB}`);
+  const a = await openPage(browser, cfg, 'A', errors);
+  const b = await openPage(browser, cfg, 'B', errors);
+  pages = { A: a, B: b };
+
+  let instA = ''; let instB = '';
+  await tally.check('A opens the room from its URL and shows "connected to <instance>"', async () => {
+    await a.goto(withRoom(cfg.urlA, room), { waitUntil: 'domcontentloaded' });
+    instA = await waitConnected(a, room);
+    const text = await a.textContent('#status');
+    must(text.includes(`connected to ${instA}`), `status text is ${JSON.stringify(text)}`);
+  });
+  await tally.check('B switches to the room with the room field and reconnects', async () => {
+    await b.goto(cfg.urlB, { waitUntil: 'domcontentloaded' });
+    await waitConnected(b, null);
+    await b.fill('#room', room);
+    await b.press('#room', 'Enter');
+    instB = await waitConnected(b, room);
+    must(new URL(b.url()).searchParams.get('room') === room, `B's URL is ${b.url()}`);
+  });
+  console.log(`# A on ${instA || '?'}, B on ${instB || '?'}`);
+
+  await tally.check('nick changes are shown (A and B)', async () => {
+    await setNick(a, nickA);
+    await setNick(b, nickB);
+  });
+
+  const textsA = ['hello from A', '<b>not bold</b> & "quotes" <img src=x onerror=alert(1)>', 'ünïcödé ✓ 日本語 🙂', 'A: line one\nA: line two', 'A last'];
+  const textsB = ['hi from B', 'B 2', 'B <script>alert(1)</script>', 'B four', 'B last'];
+  for (let i = 0; i < textsA.length; i++) {
+    await sendText(a, textsA[i]);
+    await sendText(b, textsB[i]);
+  }
+  const total = textsA.length + textsB.length;
+
+  await tally.check(`both pages settle with ${total} confirmed messages, none pending`, async () => {
+    await Promise.all([waitSettled(a, total), waitSettled(b, total)]);
+  });
+
+  const la = await messages(a);
+  const lb = await messages(b);
+  await tally.check('A and B show the identical ordered list of ids, nicks and texts', () => assertSameLog(la, lb));
+  await tally.check('every sent text appears exactly once, under its sender\'s nick', () => {
+    must(la.length === total, `A shows ${la.length} messages, expected ${total}`);
+    for (const [texts, nick] of [[textsA, nickA], [textsB, nickB]]) {
+      for (const t of texts) {
+        const hits = la.filter((m) => m.body === t);
+        must(hits.length === 1, `${JSON.stringify(t)} shown ${hits.length} times`);
+        must(hits[0].nick === nick, `${JSON.stringify(t)} under nick ${hits[0].nick}, expected ${nick}`);
+      }
+    }
+    must(new Set(la.map((m) => m.id)).size === la.length, 'an id is shown twice');
+  });
+  await tally.check('own messages are marked on the sender\'s page only', () => {
+    for (const m of la) must(m.own === textsA.includes(m.body), `A: ${JSON.stringify(m.body)} own=${m.own}`);
+    for (const m of lb) must(m.own === textsB.includes(m.body), `B: ${JSON.stringify(m.body)} own=${m.own}`);
+  });
+  await tally.check('user text is rendered as text, never as HTML', async () => {
+    for (const p of [a, b]) {
+      const n = await p.$$eval('#messages b, #messages img, #messages script', (e) => e.length);
+      must(n === 0, `${n} elements made from message text`);
+    }
+  });
+  await tally.check('presence shows the people in the room ("N online", N >= 2)', async () => {
+    for (const [name, p] of [['A', a], ['B', b]]) {
+      await p.waitForFunction(() => Number(document.getElementById('presence').dataset.online) >= 2, null, { timeout: 5000 })
+        .catch(async () => { throw new Error(`${name} shows ${JSON.stringify(await p.textContent('#presence'))}`); });
+      must(/^\d+ online$/.test(await p.textContent('#presence')), `${name} presence text`);
+    }
+  });
+  await tally.check('a message over 4096 bytes cannot be sent and says why', async () => {
+    await a.fill('#text', 'é'.repeat(2049)); // 4098 bytes
+    must(await a.isDisabled('#send'), 'send button enabled');
+    must(await a.isVisible('#too-long'), 'no explanation shown');
+    must((await a.textContent('#counter')).startsWith('4098 / 4096'), 'counter wrong');
+    await a.press('#text', 'Enter');
+    must(await a.$$eval('#messages li[data-cid]', (e) => e.length) === 0, 'a too-long message went into the outbox');
+    await a.fill('#text', '');
+  });
+
+  await screenshots();
+
+  await tally.check('after a reload A keeps its session (nick) and shows the same log from history', async () => {
+    await a.reload({ waitUntil: 'domcontentloaded' });
+    await waitConnected(a, room);
+    await waitSettled(a, total);
+    must(await a.evaluate(() => document.getElementById('app').dataset.nick) === nickA, 'nick lost after reload');
+    assertSameLog(await messages(a), lb);
+  });
+
+  await tally.check('no CSP violations or page errors', () => must(errors.length === 0, errors.join('; ')));
+}
+
+try {
+  await main();
+} catch (e) {
+  tally.fail('run', String(e && e.message ? e.message : e).split('\n')[0]);
+  await screenshots('-error');
+}
+await finish();
