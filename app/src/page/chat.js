@@ -124,7 +124,7 @@
     const d = new Date(ts);
     const now = new Date();
     const sameDay = d.toDateString() === now.toDateString();
-    const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
     return sameDay ? time : `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${time}`;
   }
 
@@ -395,9 +395,11 @@
     if (n === null) {
       ui.presence.dataset.online = '';
       ui.presence.textContent = '–';
+      ui.presence.hidden = true;
     } else {
       ui.presence.dataset.online = String(n);
       ui.presence.textContent = `${n} online`;
+      ui.presence.hidden = false;
     }
   }
 
