@@ -1,1 +1,175 @@
-fn main() {}
+//! `subscriber`: forwards the chats published on Redis to the local app's
+//! internal API, losing nothing across Redis, app or own restarts. This file
+//! only parses the command line and wires the parts together.
+
+mod app_client;
+mod config;
+mod feed;
+mod forward;
+mod health;
+mod metrics;
+mod queue;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use wsmesh_common::backoff::Backoff;
+use wsmesh_common::events::Keys;
+
+use crate::app_client::AppClient;
+use crate::config::Config;
+use crate::feed::{Feed, GapFill};
+use crate::forward::Forwarder;
+use crate::health::HealthState;
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+use crate::status::Status;
+
+/// How long a stopping subscriber keeps posting what is queued.
+const FLUSH_WINDOW: Duration = Duration::from_secs(2);
+
+/// wsmesh subscriber: Redis pub/sub → HTTP forwarder for its local app.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (TOML), e.g. configs/local/subscriber1.toml.
+    #[arg(long, value_name = "FILE", required_unless_present = "command")]
+    config: Option<PathBuf>,
+    /// Something other than running.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a config file; prints FILE:LINE:COL: reason and exits non-zero when it is bad.
+    CheckConfig {
+        /// Config file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match (cli.command, cli.config) {
+        (Some(Command::CheckConfig { file }), _) => check_config(&file),
+        (None, Some(file)) => {
+            wsmesh_common::logging::init();
+            match run(&file) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    error!("{error:#}");
+                    eprintln!("subscriber: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        (None, None) => ExitCode::FAILURE,
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(file: &Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let status = Arc::new(Status::default());
+    let queue = Arc::new(Queue::new(config.queue.capacity, metrics.clone()));
+    let keys = Keys::new(config.redis.prefix.clone());
+    let redis = redis::Client::open(config.redis.url.as_str()).context("redis.url")?;
+    let app_retry = || Backoff::new(config.app.retry_base, config.app.retry_cap);
+
+    let listener = TcpListener::bind(config.listen.health)
+        .await
+        .with_context(|| format!("cannot listen on {} (listen.health)", config.listen.health))?;
+    let health = tokio::spawn(health::serve(
+        listener,
+        HealthState {
+            status: status.clone(),
+            metrics: metrics.clone(),
+            queue: queue.clone(),
+            heartbeat: config.app.heartbeat,
+        },
+    ));
+
+    let (stop, stopped) = watch::channel(false);
+    let forwarder = Forwarder::new(
+        AppClient::new(config.app.clone()),
+        queue.clone(),
+        status.clone(),
+        metrics.clone(),
+        (config.queue.batch_max, config.app.heartbeat),
+        app_retry(),
+    );
+    let mut forwarding = tokio::spawn(forwarder.run(stopped));
+
+    let gap = GapFill::new(
+        AppClient::new(config.app.clone()),
+        keys.clone(),
+        config.queue.batch_max,
+        app_retry(),
+        queue.clone(),
+        metrics.clone(),
+    );
+    let feed = Feed::new(
+        redis,
+        keys,
+        gap,
+        queue.clone(),
+        status,
+        metrics,
+        Backoff::new(config.redis.reconnect_base, config.redis.reconnect_cap),
+        config.queue.capacity,
+    );
+    let feeding = tokio::spawn(feed.run());
+    info!(
+        health = %config.listen.health,
+        app = %config.app.endpoint.authority,
+        "subscriber started"
+    );
+
+    let signal = wsmesh_common::signal::terminate();
+    tokio::select! {
+        result = signal => result.context("cannot install signal handlers")?,
+        ended = &mut forwarding => anyhow::bail!("the forwarder stopped unexpectedly: {ended:?}"),
+    }
+    info!("stopping: no more reading from redis, flushing the queue");
+    feeding.abort();
+    stop.send_replace(true);
+    match tokio::time::timeout(FLUSH_WINDOW, forwarding).await {
+        Ok(_) => info!("stopped"),
+        Err(_) => warn!(
+            left = queue.len(),
+            "flush window over; the rest is refilled from the streams at the next start"
+        ),
+    }
+    health.abort();
+    Ok(())
+}

@@ -1,0 +1,515 @@
+//! The Redis side: SUBSCRIBE to the chat channel, reconnect with jittered
+//! backoff when the connection is lost, and after every confirmed subscribe
+//! (and whenever queued chats were dropped) fill the gap: ask the app how far
+//! it is (`GET /internal/cursors`) and read each room's stream after that id.
+//! Pub/sub is fire-and-forget, so whatever was published while we were not
+//! subscribed exists only in the streams; the fill is what makes the
+//! subscriber lossless. Live chats that arrive during a fill are held and
+//! queued after it, minus those the fill already read, so per-room order holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::streams::{StreamId as RedisEntry, StreamRangeReply};
+use redis::{AsyncConnectionConfig, RedisError};
+use tokio::time::{timeout, Interval, MissedTickBehavior};
+use tracing::{debug, info, warn};
+use wsmesh_common::backoff::Backoff;
+use wsmesh_common::chat::{is_valid_room, Chat};
+use wsmesh_common::events::Keys;
+use wsmesh_common::stream_id::StreamId;
+
+use crate::app_client::AppClient;
+use crate::metrics::Metrics;
+use crate::queue::{Admission, FillInterrupted, Queue};
+use crate::status::{FeedState, Status};
+
+/// Longest wait for a Redis connection or a SUBSCRIBE confirmation.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for one XRANGE page.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an idle subscription is pinged, so a silently dead one is noticed.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// Why the subscription ended.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error("redis did not answer {0} in time")]
+    Timeout(&'static str),
+    #[error("the subscription connection closed")]
+    Closed,
+}
+
+/// Why a gap fill did not complete.
+#[derive(Debug, thiserror::Error)]
+enum FillError {
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    #[error(transparent)]
+    Interrupted(#[from] FillInterrupted),
+}
+
+/// Reads what the app missed from the streams into the queue.
+pub struct GapFill {
+    /// Own connection to the app, for `GET /internal/cursors`.
+    app: AppClient,
+    /// Key names.
+    keys: Keys,
+    /// Entries per XRANGE page.
+    page: usize,
+    /// Delays between cursor requests while the app is down.
+    retry: Backoff,
+    /// Where the chats go.
+    queue: Arc<Queue>,
+    /// Counters.
+    metrics: Arc<Metrics>,
+}
+
+/// Per room, the newest id a gap fill has queued (or found the app already has).
+#[derive(Debug, Default)]
+struct Filled {
+    /// Room → newest id covered.
+    newest: HashMap<String, StreamId>,
+}
+
+impl Filled {
+    /// Whether `chat` was already queued (or is already covered) by the fill.
+    fn covers(&self, chat: &Chat) -> bool {
+        match (self.newest.get(&chat.room), chat.stream_id()) {
+            (Some(newest), Some(id)) => id <= *newest,
+            _ => false,
+        }
+    }
+}
+
+impl GapFill {
+    pub fn new(
+        app: AppClient,
+        keys: Keys,
+        page: usize,
+        retry: Backoff,
+        queue: Arc<Queue>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        GapFill {
+            app,
+            keys,
+            page: page.max(1),
+            retry,
+            queue,
+            metrics,
+        }
+    }
+
+    /// One fill: the app's cursors (retried while the app is down), then every
+    /// room's stream after its cursor, page by page, into the queue.
+    async fn run(&mut self, conn: &mut MultiplexedConnection) -> Result<Filled, FillError> {
+        let cursors = loop {
+            match self.app.cursors().await {
+                Ok(cursors) => break cursors,
+                Err(error) => {
+                    let delay = self.retry.next_delay();
+                    warn!(%error, retry_in = ?delay, "cannot get the app's cursors; gap fill waits");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        self.retry.reset();
+        let mut filled = Filled::default();
+        let mut total = 0u64;
+        for (room, cursor) in &cursors {
+            if !is_valid_room(room) {
+                warn!(room, "app reported a cursor for an invalid room; skipped");
+                continue;
+            }
+            let Ok(cursor) = cursor.parse::<StreamId>() else {
+                warn!(room, cursor, "app reported a malformed cursor; room skipped");
+                continue;
+            };
+            filled.newest.insert(room.clone(), cursor);
+            total += self.fill_room(conn, room, cursor, &mut filled).await?;
+        }
+        self.metrics.chats_refilled.inc_by(total);
+        info!(rooms = cursors.len(), chats = total, "gap fill done");
+        Ok(filled)
+    }
+
+    async fn fill_room(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        room: &str,
+        mut after: StreamId,
+        filled: &mut Filled,
+    ) -> Result<u64, FillError> {
+        let key = self.keys.stream(room);
+        let mut count = 0u64;
+        loop {
+            let page: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(format!("({after}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(self.page)
+                .query_async(conn)
+                .await?;
+            let read = page.ids.len();
+            for entry in page.ids {
+                let Ok(id) = entry.id.parse::<StreamId>() else {
+                    warn!(
+                        room,
+                        id = entry.id,
+                        "stream entry with a malformed id; stopping this room"
+                    );
+                    return Ok(count);
+                };
+                after = id;
+                match entry_to_chat(room, id, &entry) {
+                    Some(chat) => {
+                        self.queue.push_fill(chat).await?;
+                        filled.newest.insert(room.to_string(), id);
+                        count += 1;
+                    }
+                    None => warn!(room, %id, "stream entry without nick or body; skipped"),
+                }
+            }
+            if read < self.page {
+                return Ok(count);
+            }
+        }
+    }
+}
+
+/// A stream entry (`nick`, `body`, `cid`) as a `Chat`; `None` when fields are missing.
+fn entry_to_chat(room: &str, id: StreamId, entry: &RedisEntry) -> Option<Chat> {
+    let nick: String = entry.get("nick")?;
+    let body: String = entry.get("body")?;
+    let cid = entry.get::<String>("cid").filter(|cid| !cid.is_empty());
+    Some(Chat {
+        id: id.to_string(),
+        room: room.to_string(),
+        nick,
+        body,
+        ts: id.ms,
+        cid,
+    })
+}
+
+/// A pub/sub payload as a `Chat`; malformed ones are logged, counted and skipped
+/// (a later gap fill recovers them from the stream).
+fn decode(payload: &[u8], metrics: &Metrics) -> Option<Chat> {
+    let chat = match serde_json::from_slice::<Chat>(payload) {
+        Ok(chat) => chat,
+        Err(error) => {
+            metrics.malformed_payloads.inc();
+            warn!(%error, bytes = payload.len(), "malformed chat on the channel; skipped");
+            return None;
+        }
+    };
+    if chat.stream_id().is_none() || !is_valid_room(&chat.room) {
+        metrics.malformed_payloads.inc();
+        warn!(id = %chat.id, room = %chat.room, "chat with a bad id or room on the channel; skipped");
+        return None;
+    }
+    Some(chat)
+}
+
+/// Live chats received during a fill, bounded like the queue.
+#[derive(Debug)]
+struct Held {
+    /// Chats in arrival order.
+    chats: Vec<Chat>,
+    /// Most chats held.
+    capacity: usize,
+    /// Chats were discarded; another fill must follow (the streams have them).
+    overflowed: bool,
+}
+
+impl Held {
+    fn push(&mut self, chat: Chat) {
+        if self.chats.len() >= self.capacity {
+            self.chats.clear();
+            self.overflowed = true;
+        }
+        if !self.overflowed {
+            self.chats.push(chat);
+        }
+    }
+}
+
+/// The subscription loop.
+pub struct Feed {
+    /// Redis client (connection parameters).
+    client: redis::Client,
+    /// Channel name comes from here.
+    keys: Keys,
+    /// Gap fills.
+    gap: GapFill,
+    /// Where live chats go.
+    queue: Arc<Queue>,
+    /// Where our state is reported.
+    status: Arc<Status>,
+    /// Counters.
+    metrics: Arc<Metrics>,
+    /// Delays between reconnect attempts.
+    reconnect: Backoff,
+    /// Most live chats held during a fill.
+    hold_capacity: usize,
+    /// Whether a subscription existed before (so the next one is a reconnect).
+    subscribed_before: bool,
+}
+
+impl Feed {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: redis::Client,
+        keys: Keys,
+        gap: GapFill,
+        queue: Arc<Queue>,
+        status: Arc<Status>,
+        metrics: Arc<Metrics>,
+        reconnect: Backoff,
+        hold_capacity: usize,
+    ) -> Feed {
+        Feed {
+            client,
+            keys,
+            gap,
+            queue,
+            status,
+            metrics,
+            reconnect,
+            hold_capacity: hold_capacity.max(1),
+            subscribed_before: false,
+        }
+    }
+
+    /// Subscribes, fills, forwards; reconnects forever. Ends only when aborted.
+    pub async fn run(mut self) {
+        loop {
+            self.status.set_feed(FeedState::Connecting);
+            let error = self.session().await;
+            self.status.set_feed(FeedState::Connecting);
+            let delay = self.reconnect.next_delay();
+            warn!(%error, retry_in = ?delay, "redis subscription lost; reconnecting");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One subscription, from connect to loss.
+    async fn session(&mut self) -> FeedError {
+        match self.subscribed().await {
+            Ok((sink, stream, conn)) => self.serve(sink, stream, conn).await,
+            Err(error) => error,
+        }
+    }
+
+    async fn subscribed(&mut self) -> Result<(PubSubSink, PubSubStream, MultiplexedConnection), FeedError> {
+        let pubsub = timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| FeedError::Timeout("the connection"))??;
+        let (mut sink, stream) = pubsub.split();
+        let channel = self.keys.channel();
+        // Resolves once Redis confirmed: from here on nothing published is missed.
+        timeout(CONNECT_TIMEOUT, sink.subscribe(&channel))
+            .await
+            .map_err(|_| FeedError::Timeout("SUBSCRIBE"))??;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        self.reconnect.reset();
+        if self.subscribed_before {
+            self.metrics.redis_reconnects.inc();
+        }
+        self.subscribed_before = true;
+        info!(channel, "subscribed");
+        Ok((sink, stream, conn))
+    }
+
+    async fn serve(
+        &mut self,
+        mut sink: PubSubSink,
+        mut stream: PubSubStream,
+        mut conn: MultiplexedConnection,
+    ) -> FeedError {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            self.status.set_feed(FeedState::Filling);
+            if let Err(error) = self.fill(&mut conn, &mut stream).await {
+                return error;
+            }
+            self.status.set_feed(FeedState::Live);
+            info!("live");
+            if let Err(error) = self.live(&mut sink, &mut stream, &mut ping).await {
+                return error;
+            }
+        }
+    }
+
+    /// Queues live chats until a fill is needed (`Ok`) or the subscription is lost.
+    async fn live(
+        &mut self,
+        sink: &mut PubSubSink,
+        stream: &mut PubSubStream,
+        ping: &mut Interval,
+    ) -> Result<(), FeedError> {
+        ping.reset();
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let msg = msg.ok_or(FeedError::Closed)?;
+                    let Some(chat) = decode(msg.get_payload_bytes(), &self.metrics) else { continue };
+                    if self.queue.push_live(chat) == Admission::FillNeeded {
+                        return Ok(());
+                    }
+                }
+                _ = self.queue.fill_wanted() => return Ok(()),
+                _ = ping.tick() => {
+                    timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>())
+                        .await
+                        .map_err(|_| FeedError::Timeout("PING"))??;
+                }
+            }
+        }
+    }
+
+    /// Runs gap fills until one completes without losing held chats.
+    async fn fill(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        stream: &mut PubSubStream,
+    ) -> Result<(), FeedError> {
+        loop {
+            self.metrics.gap_fills.inc();
+            self.queue.reopen();
+            let mut held = Held {
+                chats: Vec::new(),
+                capacity: self.hold_capacity,
+                overflowed: false,
+            };
+            let outcome = {
+                let work = self.gap.run(conn);
+                tokio::pin!(work);
+                loop {
+                    tokio::select! {
+                        outcome = &mut work => break outcome,
+                        msg = stream.next() => {
+                            let msg = msg.ok_or(FeedError::Closed)?;
+                            if let Some(chat) = decode(msg.get_payload_bytes(), &self.metrics) {
+                                held.push(chat);
+                            }
+                        }
+                    }
+                }
+            };
+            let filled = match outcome {
+                Ok(filled) => filled,
+                Err(FillError::Redis(error)) => return Err(error.into()),
+                Err(FillError::Interrupted(_)) => {
+                    debug!("chats dropped during the gap fill; starting over");
+                    continue;
+                }
+            };
+            let mut again = held.overflowed;
+            for chat in held.chats {
+                if filled.covers(&chat) {
+                    continue;
+                }
+                if self.queue.push_live(chat) == Admission::FillNeeded {
+                    again = true;
+                    break;
+                }
+            }
+            if !again {
+                return Ok(());
+            }
+            debug!("live chats were dropped during the gap fill; filling again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(room: &str, id: &str) -> Chat {
+        Chat {
+            id: id.into(),
+            room: room.into(),
+            nick: "n".into(),
+            body: "b".into(),
+            ts: 0,
+            cid: None,
+        }
+    }
+
+    #[test]
+    fn decode_skips_malformed_payloads_and_counts_them() {
+        let m = Metrics::default();
+        assert!(decode(b"not json", &m).is_none());
+        assert!(decode(br#"{"id":"x","room":"r","nick":"n","body":"b","ts":1}"#, &m).is_none());
+        assert!(decode(br#"{"id":"1-0","room":"a b","nick":"n","body":"b","ts":1}"#, &m).is_none());
+        assert_eq!(m.malformed_payloads.get(), 3);
+        let ok = decode(
+            br#"{"id":"1-0","room":"r","nick":"n","body":"b","ts":1,"cid":"c"}"#,
+            &m,
+        )
+        .unwrap();
+        assert_eq!(ok.cid.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn filled_covers_only_ids_up_to_the_newest_read() {
+        let mut f = Filled::default();
+        f.newest.insert("a".into(), "5-0".parse().unwrap());
+        assert!(f.covers(&chat("a", "5-0")));
+        assert!(f.covers(&chat("a", "4-9")));
+        assert!(!f.covers(&chat("a", "5-1")));
+        assert!(!f.covers(&chat("b", "1-0")));
+    }
+
+    #[test]
+    fn held_overflow_discards_and_marks_another_fill() {
+        let mut h = Held {
+            chats: Vec::new(),
+            capacity: 2,
+            overflowed: false,
+        };
+        h.push(chat("a", "1-0"));
+        h.push(chat("a", "2-0"));
+        assert!(!h.overflowed);
+        h.push(chat("a", "3-0"));
+        h.push(chat("a", "4-0"));
+        assert!(h.overflowed);
+        assert!(h.chats.is_empty());
+    }
+
+    #[test]
+    fn stream_entries_become_chats_with_ts_from_the_id() {
+        let mut entry = RedisEntry {
+            id: "1700000000123-4".into(),
+            ..RedisEntry::default()
+        };
+        for (k, v) in [("nick", "ana"), ("body", "hi"), ("cid", "")] {
+            entry
+                .map
+                .insert(k.into(), redis::Value::BulkString(v.as_bytes().to_vec()));
+        }
+        let id: StreamId = entry.id.parse().unwrap();
+        let c = entry_to_chat("lobby", id, &entry).unwrap();
+        assert_eq!(c.ts, 1_700_000_000_123);
+        assert_eq!(c.id, "1700000000123-4");
+        assert_eq!(c.cid, None);
+        entry.map.remove("body");
+        assert!(entry_to_chat("lobby", id, &entry).is_none());
+    }
+}
