@@ -1,0 +1,59 @@
+#!/bin/sh
+# Real-browser tests of the chat page. Installs what is missing (Debian's chromium via
+# apt, playwright-core via `npm ci`), then runs one of:
+#
+#   lab/browser/run.sh mock        page against the in-memory mock (no cluster needed):
+#                                  two_pages.mjs and failover.mjs, mock on 127.0.0.1:19031/19032
+#   lab/browser/run.sh two_pages   against WSMESH_URL_A / WSMESH_URL_B (a running cluster)
+#   lab/browser/run.sh failover    same, plus WSMESH_KILL_CMD_<INSTANCE> (see failover.mjs)
+#
+# Every test prints `N passed, M failed` last and exits non-zero on a failure.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+
+if [ ! -x "${WSMESH_CHROMIUM:-/usr/bin/chromium}" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing chromium (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium missing: run apt-get install -y chromium (as root)" >&2
+    exit 1
+  fi
+fi
+if [ ! -d node_modules/playwright-core ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+case "${1:-mock}" in
+  mock)
+    ports=${MOCK_PORTS:-19031,19032}
+    node mock_server.mjs &
+    mock=$!
+    trap 'kill $mock 2>/dev/null || true' EXIT INT TERM
+    a=http://127.0.0.1:${ports%,*}/
+    b=http://127.0.0.1:${ports#*,}/
+    i=0
+    until curl -fsS -o /dev/null "$a" 2>/dev/null; do
+      i=$((i + 1)); [ $i -le 50 ] || { echo "mock did not start" >&2; exit 1; }; sleep 0.1
+    done
+    rc=0
+    log=$(mktemp)
+    WSMESH_URL_A=$a WSMESH_URL_B=$b node two_pages.mjs >"$log" 2>&1 || rc=1
+    sed '$d' "$log"
+    p1=$(tail -n 1 "$log")
+    WSMESH_URL_A=$a WSMESH_URL_B=$b \
+      WSMESH_KILL_CMD_APP1="curl -fsS -X POST ${a}mock/down" WSMESH_RESTART_CMD_APP1="curl -fsS -X POST ${a}mock/up" \
+      node failover.mjs >"$log" 2>&1 || rc=1
+    sed '$d' "$log"
+    p2=$(tail -n 1 "$log")
+    rm -f "$log"
+    # One closing line for both: "N passed, M failed".
+    echo "$p1
+$p2" | awk '{ p += $1; f += $3 } END { printf "%d passed, %d failed\n", p, f + 0 }'
+    exit $rc
+    ;;
+  two_pages) exec node two_pages.mjs ;;
+  failover) exec node failover.mjs ;;
+  *) echo "usage: $0 [mock|two_pages|failover]" >&2; exit 2 ;;
+esac
