@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Static checks of the 4-host lab and of every committed config, run by
+# `make test` after the binaries are built (so it uses the real parsers):
+#   1. `ruby -c Vagrantfile` (installs ruby with apt when missing, as root)
+#   2. bash -n on the provisioning scripts
+#   3. `systemd-analyze verify` on the units in deploy/systemd/. The units
+#      name /usr/local/bin/{lb,app,subscriber} as on the VMs; verify needs
+#      those to exist, so it checks copies whose ExecStart/ExecStartPre point
+#      at the binaries built in $WSMESH_BIN_DIR (default target/debug) and
+#      nothing else changed. Any warning fails the check (unknown keys,
+#      bad values, missing binaries).
+#   4. `<bin> check-config` on every file in configs/ (app*, subscriber*,
+#      lb*). configs/vagrant/ files are checked with the environment the
+#      units give them (WSMESH_REDIS_URL, WSMESH_INTERNAL_TOKEN, as written by
+#      deploy/provision/common.sh); lb.toml next to certificates made by
+#      `lb gen-cert`, as on the lb VM.
+#   5. Every 192.168.56.x address in configs/vagrant/ is a host of
+#      configs/vagrant/hosts.env, and each app listens on its own host's.
+# Ends with "N passed, M failed"; exits non-zero on any failure.
+set -uo pipefail
+
+cd "$(dirname "$0")/.." || exit 1
+ROOT="$PWD"
+BIN_DIR="${WSMESH_BIN_DIR:-$ROOT/target/debug}"
+passed=0
+failed=0
+ok() { echo "ok   $*"; passed=$((passed + 1)); }
+bad() { echo "FAIL $*"; failed=$((failed + 1)); }
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+# 1. Vagrantfile syntax.
+if ! command -v ruby >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing ruby (for ruby -c Vagrantfile)"
+    { apt-get install -y -qq ruby || { apt-get update -qq && apt-get install -y -qq ruby; }; } >/dev/null 2>&1
+  elif command -v sudo >/dev/null 2>&1; then
+    { sudo apt-get install -y -qq ruby || { sudo apt-get update -qq && sudo apt-get install -y -qq ruby; }; } >/dev/null 2>&1
+  fi
+fi
+if ! command -v ruby >/dev/null 2>&1; then
+  bad "ruby -c Vagrantfile: ruby is missing and could not be installed (apt-get install -y ruby)"
+elif out="$(ruby -c Vagrantfile 2>&1)"; then
+  ok "ruby -c Vagrantfile: $out"
+else
+  bad "ruby -c Vagrantfile: $out"
+fi
+
+# 2. Provisioning scripts parse.
+for s in deploy/provision/*.sh deploy/check.sh; do
+  if out="$(bash -n "$s" 2>&1)"; then ok "bash -n $s"; else bad "bash -n $s: $out"; fi
+done
+
+# 3. systemd units.
+missing=""
+for b in lb app subscriber; do [ -x "$BIN_DIR/$b" ] || missing="$missing $b"; done
+if [ -n "$missing" ]; then
+  bad "binaries missing in $BIN_DIR:$missing (cargo build -p lb -p app -p subscriber)"
+fi
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  bad "systemd-analyze is missing (apt-get install -y systemd)"
+else
+  mkdir -p "$tmp/units"
+  for u in deploy/systemd/*.service; do
+    sed "s|/usr/local/bin/|$BIN_DIR/|g" "$u" > "$tmp/units/$(basename "$u")"
+  done
+  for u in "$tmp"/units/*.service; do
+    name="deploy/systemd/$(basename "$u")"
+    out="$(systemd-analyze verify "$u" 2>&1)"
+    rc=$?
+    if [ $rc = 0 ] && [ -z "$out" ]; then ok "systemd-analyze verify $name"; else bad "systemd-analyze verify $name: $out"; fi
+  done
+fi
+
+# 4. check-config on every config.
+# shellcheck disable=SC1091
+. configs/vagrant/hosts.env
+unit_env=(
+  "WSMESH_REDIS_URL=redis://:check-password@$LAB_NET.$HOST_REDIS:$REDIS_PORT/"
+  "WSMESH_INTERNAL_TOKEN=check-token"
+)
+check_config() { # BIN FILE [ENV...]
+  local bin="$1" file="$2" out
+  shift 2
+  if [ ! -x "$BIN_DIR/$bin" ]; then bad "$bin check-config $file: no $BIN_DIR/$bin"; return; fi
+  if out="$(env -u WSMESH_REDIS_URL -u WSMESH_INTERNAL_TOKEN -u WSMESH_ADMIN_TOKEN "$@" "$BIN_DIR/$bin" check-config "$file" 2>&1)"; then
+    ok "$bin check-config $file"
+  else
+    bad "$bin check-config $file: $out"
+  fi
+}
+for f in configs/*/*.toml; do
+  base="$(basename "$f")"
+  dir="$(basename "$(dirname "$f")")"
+  case "$base" in
+    app*.toml) bin=app ;;
+    subscriber*.toml) bin=subscriber ;;
+    lb*.toml) bin=lb ;;
+    *) bad "$f: no binary checks this file"; continue ;;
+  esac
+  if [ "$dir" = vagrant ] && [ "$bin" = lb ]; then
+    # As on the lb VM: /etc/wsmesh/lb.toml next to certs/ made by lb gen-cert.
+    mkdir -p "$tmp/lb/certs"
+    cp "$f" "$tmp/lb/$base"
+    if [ -x "$BIN_DIR/lb" ] && out="$("$BIN_DIR/lb" gen-cert --dir "$tmp/lb/certs" --host "$LAB_NET.$HOST_LB" 2>&1)"; then
+      check_config lb "$tmp/lb/$base"
+    else
+      bad "lb gen-cert for $f: ${out:-no lb binary}"
+    fi
+  elif [ "$dir" = vagrant ]; then
+    check_config "$bin" "$f" "${unit_env[@]}"
+  else
+    check_config "$bin" "$f"
+  fi
+done
+
+# 5. Addresses of configs/vagrant/ against hosts.env.
+hosts=" $HOST_CLIENT $HOST_LB $HOST_APP1 $HOST_APP2 $HOST_REDIS "
+net_re="${LAB_NET//./\\.}\.[0-9]+"
+for f in configs/vagrant/*.toml configs/vagrant/*.conf; do
+  unknown=""
+  for a in $(grep -v '^[[:space:]]*#' "$f" | grep -oE "$net_re" | sort -u); do
+    case "$hosts" in *" ${a##*.} "*) ;; *) unknown="$unknown $a" ;; esac
+  done
+  if [ -z "$unknown" ]; then ok "addresses in $f are hosts of hosts.env"; else bad "$f names addresses not in hosts.env:$unknown"; fi
+done
+for n in 1 2; do
+  var="HOST_APP$n"
+  want="$LAB_NET.${!var}:"
+  if grep -qE "^public = \"$want" "configs/vagrant/app$n.toml"; then
+    ok "configs/vagrant/app$n.toml listens on app$n's address"
+  else
+    bad "configs/vagrant/app$n.toml: listen.public is not on $want"
+  fi
+done
+
+echo "deploy/check.sh: $passed passed, $failed failed"
+[ "$failed" = 0 ]

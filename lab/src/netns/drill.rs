@@ -1,0 +1,429 @@
+//! What `lab netns` checks once the services run, all of it from where a
+//! user or an operator would look: health from the client namespace (apps)
+//! and from each host's own loopback (subscribers, the lb's admin API); the
+//! chat through the lb over TLS from the client namespace, trusting only the
+//! lab CA; then the failover drill — app1's cable is pulled, the lb must mark
+//! app1 down, a client that was on app1 must resume on app2 with every
+//! message exactly once and in order, and app1 must come back `up` once the
+//! cable is back.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use wsmesh_common::chat::Chat;
+
+use super::enter::{block_in_netns, http_get_in};
+use super::procs::Procs;
+use super::topology::{LinkSwitch, Role, Topology};
+use super::{check_interrupted, wait_until, NetnsError};
+use crate::client::ConnectOptions;
+use crate::session::{Event, ResilientClient, ResilientConfig};
+
+/// Everything the checks need to know about the running lab.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Namespace of the client (the browser's machine).
+    pub client_ns: String,
+    /// Namespace of the lb host.
+    pub lb_ns: String,
+    /// Namespaces of app1's and app2's hosts.
+    pub app_ns: [String; 2],
+    /// The lb's address.
+    pub lb_addr: Ipv4Addr,
+    /// The lab CA the clients trust.
+    pub ca: PathBuf,
+    /// `configs/vagrant`, for the ports.
+    pub configs: PathBuf,
+}
+
+/// A dotted key of a TOML file, as a string.
+fn toml_str(path: &Path, keys: &[&str]) -> Result<String, NetnsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
+    let value: toml::Value = toml::from_str(&text).map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
+    keys.iter()
+        .try_fold(&value, |v, k| v.get(k))
+        .and_then(toml::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| NetnsError::Setup(format!("{}: no {}", path.display(), keys.join("."))))
+}
+
+/// Server name → state, from the lb's `/api/backends`.
+fn server_states(body: &str) -> Result<HashMap<String, String>, NetnsError> {
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| NetnsError::Check(format!("/api/backends is not JSON: {e}")))?;
+    let mut states = HashMap::new();
+    for backend in v["backends"].as_array().into_iter().flatten() {
+        for server in backend["servers"].as_array().into_iter().flatten() {
+            if let (Some(name), Some(state)) = (server["name"].as_str(), server["state"].as_str()) {
+                states.insert(name.to_string(), state.to_string());
+            }
+        }
+    }
+    if states.is_empty() {
+        return Err(NetnsError::Check(format!("/api/backends lists no server: {body}")));
+    }
+    Ok(states)
+}
+
+/// The lb's view of its servers, asked on the lb host's loopback.
+fn lb_states(lb_ns: &str, admin: &str) -> Result<HashMap<String, String>, NetnsError> {
+    let (status, body) = http_get_in(lb_ns, &format!("http://{admin}/api/backends"), Duration::from_secs(2))?;
+    if status != 200 {
+        return Err(NetnsError::Check(format!("/api/backends answered {status}")));
+    }
+    server_states(&body)
+}
+
+/// Runs every check; one summary line per check.
+pub fn run(plan: &Plan, topo: &Topology, procs: &mut Procs) -> Result<Vec<String>, NetnsError> {
+    let mut lines = Vec::new();
+    let admin = toml_str(&plan.configs.join("lb.toml"), &["admin", "listen"]).unwrap_or_else(|_| "127.0.0.1:8404".into());
+    let started = Instant::now();
+
+    for n in 0..2 {
+        let public = toml_str(&plan.configs.join(format!("app{}.toml", n + 1)), &["listen", "public"])?;
+        let url = format!("http://{public}/healthz");
+        let client_ns = plan.client_ns.clone();
+        wait_until(&format!("app{} {url} → 200 from the client", n + 1), Duration::from_secs(60), procs, || {
+            Ok(http_get_in(&client_ns, &url, Duration::from_secs(2))
+                .ok()
+                .filter(|(s, _)| *s == 200))
+        })?;
+        let health = toml_str(
+            &plan.configs.join(format!("subscriber{}.toml", n + 1)),
+            &["listen", "health"],
+        )?;
+        let url = format!("http://{health}/healthz");
+        let app_ns = plan.app_ns[n].clone();
+        wait_until(&format!("subscriber{} {url} → 200 on its host", n + 1), Duration::from_secs(30), procs, || {
+            Ok(http_get_in(&app_ns, &url, Duration::from_secs(2))
+                .ok()
+                .filter(|(s, _)| *s == 200))
+        })?;
+    }
+    wait_until("the lb to see app1 and app2 up", Duration::from_secs(30), procs, || {
+        let states = lb_states(&plan.lb_ns, &admin)?;
+        Ok((states.get("app1").map(String::as_str) == Some("up") && states.get("app2").map(String::as_str) == Some("up"))
+            .then_some(()))
+    })?;
+    lines.push(format!(
+        "healthy in {:.1}s: app1, app2 (/healthz from the client), subscriber1, subscriber2, lb sees app1 up, app2 up",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let (status, _) = http_get_in(&plan.client_ns, &format!("http://{}/", plan.lb_addr), Duration::from_secs(3))?;
+    if status != 301 {
+        return Err(NetnsError::Check(format!("http://{}/ answered {status}, expected 301 to https", plan.lb_addr)));
+    }
+    lines.push(format!("http://{}/ redirects to https (301)", plan.lb_addr));
+
+    // The chat check and the drill run on a thread inside the client
+    // namespace; this thread keeps watching the services and the signals.
+    let job = Job {
+        url: format!("wss://{}/ws", plan.lb_addr),
+        ca: plan.ca.clone(),
+        lb_ns: plan.lb_ns.clone(),
+        admin,
+        app1_link: topo.link_switch(Role::App1),
+    };
+    let client_ns = plan.client_ns.clone();
+    let handle = std::thread::Builder::new()
+        .name("netns-drill".into())
+        .spawn(move || block_in_netns(&client_ns, move || job.run()))
+        .map_err(|e| NetnsError::Setup(format!("thread: {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !handle.is_finished() {
+        check_interrupted()?;
+        procs.check_alive()?;
+        if Instant::now() > deadline {
+            return Err(NetnsError::Timeout("the chat check and drill took over 240s".into()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let job_lines = handle
+        .join()
+        .map_err(|_| NetnsError::Check("the drill thread panicked".into()))??;
+    lines.extend(job_lines);
+    Ok(lines)
+}
+
+/// The part that runs inside the client namespace.
+#[derive(Debug)]
+struct Job {
+    /// `wss://<lb>/ws`.
+    url: String,
+    /// CA to trust.
+    ca: PathBuf,
+    /// lb host namespace, for the admin API.
+    lb_ns: String,
+    /// Admin listener address on the lb host.
+    admin: String,
+    /// app1's cable.
+    app1_link: LinkSwitch,
+}
+
+/// Bounds of the drill.
+const STEP: Duration = Duration::from_secs(15);
+
+impl Job {
+    fn client(&self, room: &str, nick: &str) -> Result<ResilientClient, NetnsError> {
+        let tls = crate::tls::client_config(&self.ca).map_err(|e| NetnsError::Setup(e.to_string()))?;
+        let opts = ConnectOptions::new(&self.url)
+            .map_err(|e| NetnsError::Setup(e.to_string()))?
+            .room(room)
+            .tls(tls);
+        let mut config = ResilientConfig::new(opts);
+        config.nick = Some(nick.to_string());
+        config.backoff_cap = Duration::from_secs(2);
+        Ok(ResilientClient::spawn(config))
+    }
+
+    /// A client that resumes where `last_id` left off, with `session`.
+    fn resumed_client(&self, room: &str, nick: &str, last_id: Option<String>) -> Result<ResilientClient, NetnsError> {
+        let tls = crate::tls::client_config(&self.ca).map_err(|e| NetnsError::Setup(e.to_string()))?;
+        let mut opts = ConnectOptions::new(&self.url)
+            .map_err(|e| NetnsError::Setup(e.to_string()))?
+            .room(room)
+            .tls(tls);
+        if let Some(id) = last_id {
+            opts = opts.since(id);
+        }
+        let mut config = ResilientConfig::new(opts);
+        config.nick = Some(nick.to_string());
+        config.backoff_cap = Duration::from_secs(2);
+        Ok(ResilientClient::spawn(config))
+    }
+
+    async fn states(&self) -> Result<HashMap<String, String>, NetnsError> {
+        let (lb_ns, admin) = (self.lb_ns.clone(), self.admin.clone());
+        tokio::task::spawn_blocking(move || lb_states(&lb_ns, &admin))
+            .await
+            .map_err(|e| NetnsError::Check(format!("admin query: {e}")))?
+    }
+
+    async fn wait_state(&self, server: &str, want: &str, limit: Duration) -> Result<Duration, NetnsError> {
+        let start = Instant::now();
+        let mut last = String::from("?");
+        while start.elapsed() < limit {
+            check_interrupted()?;
+            if let Ok(states) = self.states().await {
+                last = states.get(server).cloned().unwrap_or_else(|| "missing".into());
+                if last == want {
+                    return Ok(start.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(NetnsError::Timeout(format!(
+            "lb did not mark {server} {want} within {limit:?} (last: {last})"
+        )))
+    }
+
+    async fn set_link(&self, up: bool) -> Result<(), NetnsError> {
+        let link = self.app1_link.clone();
+        tokio::task::spawn_blocking(move || link.set(up))
+            .await
+            .map_err(|e| NetnsError::Check(format!("link switch: {e}")))?
+    }
+
+    async fn run(self) -> Result<Vec<String>, NetnsError> {
+        let mut lines = Vec::new();
+        let room = format!("netns-{}", std::process::id());
+
+        // Chat check: two clients through the lb, each message to both, once.
+        let mut ana = self.client(&room, "ana")?;
+        let mut bob = self.client(&room, "bob")?;
+        let ana_on = connected(&mut ana, "ana").await?;
+        let bob_on = connected(&mut bob, "bob").await?;
+        ana.send("hello from ana");
+        bob.send("hello from bob");
+        let expect = ["hello from ana", "hello from bob"];
+        for (name, c) in [("ana", &mut ana), ("bob", &mut bob)] {
+            let got = c.chats(2, STEP).await;
+            check_bodies(name, &got, &expect)?;
+            let extra = c.chats(1, Duration::from_millis(500)).await;
+            if !extra.is_empty() || c.stats().duplicates > 0 {
+                return Err(NetnsError::Check(format!("{name} received a message twice")));
+            }
+        }
+        lines.push(format!(
+            "chat check: ana on {ana_on}, bob on {bob_on} over wss://…/ws (lab CA); both received both messages exactly once"
+        ));
+
+        // The drill needs a client on app1 (the victim) and one elsewhere
+        // (the witness); leastconn spreads ana and bob, more clients are
+        // added only when it did not.
+        let mut pool: Vec<(String, ResilientClient, String)> =
+            vec![("ana".into(), ana, ana_on.clone()), ("bob".into(), bob, bob_on.clone())];
+        for i in 0..6 {
+            let on_app1 = pool.iter().any(|(_, _, on)| on == "app1");
+            let elsewhere = pool.iter().any(|(_, _, on)| on != "app1");
+            if on_app1 && elsewhere {
+                break;
+            }
+            let nick = format!("cara{i}");
+            let mut c = self.client(&room, &nick)?;
+            let on = connected(&mut c, &nick).await?;
+            pool.push((nick, c, on));
+        }
+        let victim_at = pool
+            .iter()
+            .position(|(_, _, on)| on == "app1")
+            .ok_or_else(|| NetnsError::Check("no client landed on app1 in 8 tries".into()))?;
+        let (victim_nick, mut victim, _) = pool.remove(victim_at);
+        let witness_at = pool
+            .iter()
+            .position(|(_, _, on)| on != "app1")
+            .ok_or_else(|| NetnsError::Check("no client landed off app1 in 8 tries".into()))?;
+        let (witness_nick, mut witness, _) = pool.remove(witness_at);
+        let (victim_nick, witness_nick) = (victim_nick.as_str(), witness_nick.as_str());
+        let mut victim_chats: Vec<Chat> = Vec::new();
+        let mut witness_chats: Vec<Chat> = Vec::new();
+
+        // Pull app1's cable.
+        let t0 = Instant::now();
+        self.set_link(false).await?;
+        let marked = self.wait_state("app1", "down", Duration::from_secs(20)).await?;
+
+        // The witness keeps chatting while the victim's tunnel is dead.
+        let mut sent = Vec::new();
+        for i in 0..10 {
+            check_interrupted()?;
+            let body = format!("during failover {i}");
+            witness.send(body.clone());
+            sent.push(body);
+            witness_chats.extend(witness.chats(1, STEP).await);
+        }
+        // A client whose instance vanished resumes elsewhere: the lb closing
+        // the dead tunnel makes the client reconnect by itself; otherwise the
+        // drill reconnects it (a page reload), from the last id it saw.
+        let reconnected = victim
+            .wait_for(Duration::from_secs(5), |e| match e {
+                Event::Connected(r) if r.instance != "app1" => Some(r.instance.clone()),
+                _ => None,
+            })
+            .await;
+        let how = match reconnected {
+            Some(on) => format!("reconnected by itself to {on}"),
+            None => {
+                let stats = victim.stats();
+                let mut seen = Vec::new();
+                while let Some(c) = victim.next_chat(Duration::from_millis(100)).await {
+                    seen.push(c);
+                }
+                victim_chats.extend(seen);
+                drop(victim);
+                victim = self.resumed_client(&room, victim_nick, stats.last_id.clone())?;
+                let on = connected(&mut victim, victim_nick).await?;
+                if on == "app1" {
+                    return Err(NetnsError::Check("the lb sent a new session to app1 while it was down".into()));
+                }
+                format!("resumed on {on} after a reconnect with since={}", stats.last_id.unwrap_or_default())
+            }
+        };
+        // Everything the witness sent must reach the victim once, in order.
+        let until = Instant::now() + STEP;
+        while victim_chats.iter().filter(|c| c.body.starts_with("during failover")).count() < sent.len()
+            && Instant::now() < until
+        {
+            victim_chats.extend(victim.chats(1, Duration::from_millis(500)).await);
+        }
+        let got: Vec<&str> = victim_chats
+            .iter()
+            .map(|c| c.body.as_str())
+            .filter(|b| b.starts_with("during failover"))
+            .collect();
+        let want: Vec<&str> = sent.iter().map(String::as_str).collect();
+        if got != want {
+            return Err(NetnsError::Check(format!(
+                "{victim_nick} (was on app1) received {got:?}, expected {want:?}"
+            )));
+        }
+        check_bodies(witness_nick, &witness_chats, &want)?;
+        lines.push(format!(
+            "failover: app1's link down; lb marked app1 down after {:.1}s; {victim_nick} {how}; \
+             {} messages from {witness_nick} arrived exactly once, in order, at both",
+            marked.as_secs_f64(),
+            sent.len()
+        ));
+
+        // Put the cable back: app1 must come back up and serve again.
+        self.set_link(true).await?;
+        let back = self.wait_state("app1", "up", Duration::from_secs(60)).await?;
+        let mut dora = self.client(&room, "dora")?;
+        let dora_on = connected(&mut dora, "dora").await?;
+        witness.send("after recovery");
+        let d = dora.chats(1, STEP).await;
+        check_bodies("dora", &d, &["after recovery"])?;
+        let v = victim.chats(1, STEP).await;
+        check_bodies(victim_nick, &v, &["after recovery"])?;
+        for (name, c) in [(victim_nick, &victim), (witness_nick, &witness)] {
+            let s = c.stats();
+            if s.duplicates > 0 || s.out_of_order > 0 {
+                return Err(NetnsError::Check(format!(
+                    "{name}: {} duplicates, {} out of order",
+                    s.duplicates, s.out_of_order
+                )));
+            }
+        }
+        lines.push(format!(
+            "recovery: link up; lb marked app1 up after {:.1}s; a new client landed on {dora_on} and got the next message; drill took {:.1}s",
+            back.as_secs_f64(),
+            t0.elapsed().as_secs_f64()
+        ));
+        drop(pool);
+        Ok(lines)
+    }
+}
+
+/// Waits for the client's first welcome; the instance it landed on.
+async fn connected(c: &mut ResilientClient, name: &str) -> Result<String, NetnsError> {
+    c.wait_for(STEP, |e| match e {
+        Event::Connected(r) => Some(r.instance.clone()),
+        _ => None,
+    })
+    .await
+    .ok_or_else(|| NetnsError::Timeout(format!("{name} was not welcomed through the lb within {STEP:?}")))
+}
+
+/// `got` holds exactly the bodies of `want`, in order.
+fn check_bodies(name: &str, got: &[Chat], want: &[&str]) -> Result<(), NetnsError> {
+    let bodies: Vec<&str> = got.iter().map(|c| c.body.as_str()).collect();
+    let mut sorted = bodies.clone();
+    sorted.sort_unstable();
+    let mut expected = want.to_vec();
+    expected.sort_unstable();
+    if sorted != expected {
+        return Err(NetnsError::Check(format!("{name} received {bodies:?}, expected {want:?}")));
+    }
+    let ids: Vec<_> = got.iter().filter_map(Chat::stream_id).collect();
+    if ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(NetnsError::Check(format!("{name} received out of id order: {bodies:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_states_reads_the_admin_api_shape() {
+        let body = r#"{"backends":[{"name":"apps","servers":[
+            {"name":"app1","addr":"192.168.56.11:8080","state":"up","weight":1,"sessions":3},
+            {"name":"app2","addr":"192.168.56.12:8080","state":"down","weight":1,"sessions":0}]}]}"#;
+        let s = server_states(body).unwrap();
+        assert_eq!(s["app1"], "up");
+        assert_eq!(s["app2"], "down");
+        assert!(server_states(r#"{"backends":[]}"#).is_err());
+    }
+
+    #[test]
+    fn toml_str_reads_the_shipped_app_config() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/vagrant");
+        assert_eq!(toml_str(&dir.join("app1.toml"), &["listen", "public"]).unwrap(), "192.168.56.11:8080");
+        assert_eq!(toml_str(&dir.join("lb.toml"), &["admin", "listen"]).unwrap(), "127.0.0.1:8404");
+    }
+}

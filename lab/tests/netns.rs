@@ -1,0 +1,68 @@
+//! The 4-host Vagrant lab, run for real in network namespaces by `lab netns`
+//! (see `lab/src/netns.rs`): the files in `configs/vagrant/`, redis-server,
+//! two apps, two subscribers and the lb, a chat check and the failover drill.
+//! Needs root; elsewhere `lab netns` exits 77 and this test prints
+//! `skipped: <reason>` and passes.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `lab netns`'s exit code for "cannot run here".
+const EXIT_SKIPPED: i32 = 77;
+
+#[test]
+fn four_host_lab_chats_and_fails_over_in_network_namespaces() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lab = Path::new(env!("CARGO_BIN_EXE_lab"));
+    let mut child = Command::new(lab)
+        .arg("netns")
+        .arg("--configs")
+        .arg(repo.join("configs/vagrant"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lab netns");
+    // Drain both pipes on threads so a chatty child never blocks.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    // `lab netns` bounds itself; this is the outer bound. SIGTERM lets it
+    // clean up; SIGKILL only if that too hangs.
+    let deadline = Instant::now() + Duration::from_secs(420);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let pid = child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            std::thread::sleep(Duration::from_secs(30));
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("lab netns did not finish within 420s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = out.join().expect("stdout thread");
+    let stderr = err.join().expect("stderr thread");
+    if status.code() == Some(EXIT_SKIPPED) {
+        println!("{}", stdout.trim());
+        return;
+    }
+    print!("{stdout}");
+    assert!(status.success(), "lab netns failed ({status}):\n{stdout}\n{stderr}");
+    assert!(stdout.contains("netns lab: passed"), "{stdout}");
+    assert!(stdout.contains("failover:"), "{stdout}");
+}
