@@ -13,7 +13,7 @@
 #      lb*). configs/vagrant/ files are checked with the environment the
 #      units give them (WSMESH_REDIS_URL, WSMESH_INTERNAL_TOKEN, as written by
 #      deploy/provision/common.sh); lb.toml next to certificates made by
-#      `lb gen-cert`, as on the lb VM.
+#      deploy/provision/certs.sh, as on the lb VM.
 #   5. Every 192.168.56.x address in configs/vagrant/ is a host of
 #      configs/vagrant/hosts.env, and each app listens on its own host's.
 # Ends with "N passed, M failed"; exits non-zero on any failure.
@@ -102,7 +102,7 @@ for f in configs/*/*.toml; do
     # As on the lb VM: /etc/wsmesh/lb.toml next to certs/ made by lb gen-cert.
     mkdir -p "$tmp/lb/certs"
     cp "$f" "$tmp/lb/$base"
-    if [ -x "$BIN_DIR/lb" ] && out="$("$BIN_DIR/lb" gen-cert --dir "$tmp/lb/certs" --host "$LAB_NET.$HOST_LB" 2>&1)"; then
+    if [ -x "$BIN_DIR/lb" ] && out="$(LB_BIN="$BIN_DIR/lb" bash deploy/provision/certs.sh "$tmp/lb/certs" "$LAB_NET.$HOST_LB" 2>&1)"; then
       check_config lb "$tmp/lb/$base"
     else
       bad "lb gen-cert for $f: ${out:-no lb binary}"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # wsmesh 4-host lab — the lb VM: TLS on 443 (HTTP 80 redirects), backends
 # app1 and app2 on their private addresses. Certificates are made here, once,
-# by `lb gen-cert` into /etc/wsmesh/certs/ (a lab CA and a server certificate
-# for the lb's address). Idempotent.
+# by certs.sh (`lb gen-cert`) into /etc/wsmesh/certs/: a lab CA and a server
+# certificate for the lb's address. Idempotent.
 set -euo pipefail
 # shellcheck disable=SC1091
 . "$WSMESH_STAGE/deploy/provision/common.sh"
@@ -14,11 +14,12 @@ install_binaries lb
 install_config lb.toml lb.toml
 if [ ! -s "$ETC/certs/server.pem" ]; then
   install -d -m 0750 -o root -g wsmesh "$ETC/certs"
-  LB_GEN_CERT
-  chgrp -R wsmesh "$ETC/certs"
-  chmod 0640 "$ETC/certs/"*
-  chmod 0644 "$ETC/certs/ca.pem"
-  log "generated certificates in $ETC/certs (trust ca.pem in your browser)"
+  LB_BIN=/usr/local/bin/lb bash "$STAGE/deploy/provision/certs.sh" "$ETC/certs" "$LB_ADDR"
+  chgrp wsmesh "$ETC/certs/server.pem" "$ETC/certs/server.key"
+  chmod 0640 "$ETC/certs/server.pem" "$ETC/certs/server.key"
+  chmod 0600 "$ETC/certs/dev-ca.key"
+  chmod 0644 "$ETC/certs/dev-ca.pem"
+  log "generated certificates in $ETC/certs (trust dev-ca.pem in your browser)"
 fi
 /usr/local/bin/lb check-config "$ETC/lb.toml"
 install_unit wsmesh-lb

@@ -37,6 +37,10 @@ pub struct NetnsArgs {
     /// Directory with the lab's files (hosts.env, app1.toml, …, lb.toml, redis.conf).
     #[arg(long, default_value = "configs/vagrant")]
     pub configs: PathBuf,
+    /// The provisioning scripts (certs.sh); default: `deploy/provision` of
+    /// the repository that holds `--configs`.
+    #[arg(long)]
+    pub provision: Option<PathBuf>,
     /// Directory with the `lb`, `app` and `subscriber` binaries; default: next
     /// to this `lab` binary.
     #[arg(long)]
@@ -150,6 +154,8 @@ struct Inputs {
     redis_server: PathBuf,
     /// The address table.
     hosts: HostTable,
+    /// `deploy/provision/certs.sh`.
+    certs_script: PathBuf,
 }
 
 impl Inputs {
@@ -186,7 +192,16 @@ impl Inputs {
                 return Err(NetnsError::Setup(format!("{} is missing", configs.join(file).display())));
             }
         }
+        let provision = match &args.provision {
+            Some(p) => p.clone(),
+            None => configs.join("../../deploy/provision"),
+        };
+        let certs_script = provision.join("certs.sh");
+        if !certs_script.is_file() {
+            return Err(NetnsError::Setup(format!("{} is missing (pass --provision)", certs_script.display())));
+        }
         Ok(Inputs {
+            certs_script,
             lb: bin("lb")?,
             app: bin("app")?,
             subscriber: bin("subscriber")?,
@@ -341,7 +356,7 @@ fn run_in(inputs: &Inputs, topo: &Topology, procs: &mut Procs, tmp: &Path) -> Re
     let lb_config = lb_dir.join("lb.toml");
     std::fs::copy(inputs.configs.join("lb.toml"), &lb_config)
         .map_err(|e| NetnsError::Setup(format!("{}: {e}", lb_config.display())))?;
-    gen_cert(&inputs.lb, &certs, hosts)?;
+    gen_cert(&inputs.certs_script, &inputs.lb, &certs, hosts)?;
     procs.spawn(Spec {
         name: "lb",
         ns: &topo.ns(Role::Lb),
@@ -362,38 +377,33 @@ fn run_in(inputs: &Inputs, topo: &Topology, procs: &mut Procs, tmp: &Path) -> Re
     Ok(lines)
 }
 
-/// CA certificate written by `lb gen-cert` (trusted by the clients).
-pub(crate) const CA_FILE: &str = "ca.pem";
+/// CA certificate written by `deploy/provision/certs.sh` (trusted by the clients).
+pub(crate) const CA_FILE: &str = "dev-ca.pem";
 
-/// Makes the lab CA and the lb's server certificate, as `deploy/provision/lb.sh` does.
-fn gen_cert(lb: &Path, dir: &Path, hosts: &HostTable) -> Result<(), NetnsError> {
-    let out = std::process::Command::new(lb)
-        .args(gen_cert_args(dir, hosts))
+/// Makes the lab CA and the lb's server certificate with the very script
+/// `deploy/provision/lb.sh` runs on the lb VM.
+fn gen_cert(script: &Path, lb: &Path, dir: &Path, hosts: &HostTable) -> Result<(), NetnsError> {
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(dir)
+        .arg(hosts.addr(Role::Lb).to_string())
+        .env("LB_BIN", lb)
+        .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| NetnsError::Command(format!("{} gen-cert: {e}", lb.display())))?;
+        .map_err(|e| NetnsError::Command(format!("{}: {e}", script.display())))?;
     if !out.status.success() {
         return Err(NetnsError::Command(format!(
-            "{} gen-cert: {}: {}",
-            lb.display(),
+            "{}: {}: {}",
+            script.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
+    tracing::info!(output = %String::from_utf8_lossy(&out.stdout).trim(), "certificates");
     if !dir.join(CA_FILE).is_file() {
-        return Err(NetnsError::Setup(format!("lb gen-cert wrote no {}", dir.join(CA_FILE).display())));
+        return Err(NetnsError::Setup(format!("{} wrote no {}", script.display(), dir.join(CA_FILE).display())));
     }
     Ok(())
-}
-
-/// The arguments of `lb gen-cert`, shared in spirit with `deploy/provision/lb.sh`.
-fn gen_cert_args(dir: &Path, hosts: &HostTable) -> Vec<String> {
-    vec![
-        "gen-cert".into(),
-        "--dir".into(),
-        dir.display().to_string(),
-        "--host".into(),
-        hosts.addr(Role::Lb).to_string(),
-    ]
 }
 
 /// Waits until `probe` returns `Ok(Some(_))`, checking processes and signals
