@@ -8,6 +8,7 @@
 // Faults, for the page's edge cases:
 //   MOCK_ECHO_DELAY_MS  delay live `chat` fan-out (the `ack` goes first), default 0
 //   MOCK_ACK_DELAY_MS   delay `ack` (the `chat` goes first), default 0
+//   MOCK_RATE_BURST / MOCK_RATE_PER_SEC   per-connection send budget (50, 20/s) → rate_limited
 //   POST /mock/drop?code=1012   closes every socket of that instance with the code
 //   POST /mock/down             this instance refuses connections until POST /mock/up
 // Serves the page from app/src/page/ with the same CSP the app sends. Loopback only.
@@ -21,6 +22,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const pageDir = join(here, '..', '..', 'app', 'src', 'page');
 const ports = (process.env.MOCK_PORTS || '19031,19032').split(',').map(Number);
 const echoDelay = Number(process.env.MOCK_ECHO_DELAY_MS || 0);
+const rateBurst = Number(process.env.MOCK_RATE_BURST || 50);
+const ratePerSec = Number(process.env.MOCK_RATE_PER_SEC || 20);
 const ackDelay = Number(process.env.MOCK_ACK_DELAY_MS || 0);
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
@@ -111,6 +114,8 @@ function serve(port, inst) {
     c.send({ type: 'history', room: name, chats });
     presence(name);
 
+    let tokens = rateBurst;
+    let refilled = Date.now();
     let buf = Buffer.alloc(0);
     sock.on('data', (d) => {
       buf = Buffer.concat([buf, d]);
@@ -136,6 +141,11 @@ function serve(port, inst) {
       let f; try { f = JSON.parse(text); } catch (_) { c.send({ type: 'error', code: 'bad_json', message: 'not JSON' }); return; }
       if (f.type === 'nick') { sess.nick = String(f.nick).slice(0, 32); return; }
       if (f.type !== 'send') { c.send({ type: 'error', code: 'unknown_type', message: 'unknown type' }); return; }
+      const now = Date.now();
+      tokens = Math.min(rateBurst, tokens + ((now - refilled) / 1000) * ratePerSec);
+      refilled = now;
+      if (tokens < 1) { c.send({ type: 'error', code: 'rate_limited', message: 'slow down' }); return; }
+      tokens -= 1;
       const body = String(f.body ?? '');
       if (Buffer.byteLength(body) > 4096) { c.send({ type: 'error', code: 'too_large', message: 'body over 4096 bytes' }); return; }
       const cid = typeof f.cid === 'string' ? f.cid : undefined;

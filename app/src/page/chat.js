@@ -31,8 +31,12 @@
   const HISTORY_WAIT_MS = 1500;
   /** An outbox entry sent this long ago without an ack is sent again (same cid). */
   const RESEND_AFTER_MS = 5000;
-  /** Most outbox entries sent in one go (stays well under the server's burst of 50). */
-  const FLUSH_BATCH = 25;
+  /**
+   * Own pacing of sends, under the server's default budget (burst 50, 20/s), so a burst
+   * of messages is not refused and lands in the order it was typed.
+   */
+  const PACE_BURST = 40;
+  const PACE_PER_SEC = 16;
   /** Messages kept per room in memory and in the DOM. */
   const KEEP_PER_ROOM = 1000;
   const STORAGE = {
@@ -161,6 +165,10 @@
     /** Outbox retry after rate_limited / unavailable. */
     retryAttempt: 0,
     holdUntil: 0,
+    /** After a refusal: one send at a time until the outbox is empty, to keep the order. */
+    careful: false,
+    /** Send pacing bucket. */
+    pace: { tokens: PACE_BURST, at: Date.now() },
     flushTimer: null,
     /** Instance name from the last `welcome`. */
     instance: '',
@@ -569,6 +577,7 @@
     // mergeChats removes the placeholder and the outbox entry (matched by cid).
     mergeChats(e.room, [{ id: f.id, room: e.room, nick: state.nick, body: e.body, ts: parseId(f.id)[0], cid }], false);
     if (state.outbox.has(cid)) { state.outbox.delete(cid); saveOutbox(); }
+    if (state.careful) flushOutbox();
   }
 
   function onError(f) {
@@ -576,12 +585,16 @@
     // The server answers a connection's frames in order: an error answers the oldest open send.
     const cid = state.inflight.shift();
     if (code === 'rate_limited' || code === 'unavailable') {
-      state.retryAttempt++;
-      const delay = Math.max(200, backoffDelay(state.retryAttempt));
-      state.holdUntil = Date.now() + delay;
-      for (const e of state.outbox.values()) e.sentOn = -1; // send all again after the pause
+      state.careful = true;
+      // One pause per refusal round: a burst answered by many errors backs off once.
+      if (Date.now() >= state.holdUntil) {
+        state.retryAttempt++;
+        const delay = Math.max(200, backoffDelay(state.retryAttempt));
+        state.holdUntil = Date.now() + delay;
+        scheduleFlush(delay);
+      }
+      for (const e of state.outbox.values()) e.sentOn = -1; // send all unacked again after the pause
       state.inflight = [];
-      scheduleFlush(delay);
     } else if (code === 'too_large' && cid && state.outbox.has(cid)) {
       const e = state.outbox.get(cid);
       e.failed = true;
@@ -605,28 +618,39 @@
     state.flushTimer = setTimeout(() => { state.flushTimer = null; flushOutbox(); }, delay);
   }
 
-  /** Send what is due: never sent on this socket, or unanswered for too long. */
+  /**
+   * Send what is due: never sent on this socket, or unanswered for too long; paced by
+   * the local bucket, and one at a time (waiting for its ack) after a refusal.
+   */
   function flushOutbox() {
     const ws = state.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN || !state.ready) return;
     const now = Date.now();
     if (now < state.holdUntil) { scheduleFlush(state.holdUntil - now); return; }
-    let sent = 0;
-    let more = false;
+    const pace = state.pace;
+    pace.tokens = Math.min(PACE_BURST, pace.tokens + ((now - pace.at) / 1000) * PACE_PER_SEC);
+    pace.at = now;
     let waiting = false;
+    let mine = 0;
     for (const e of state.outbox.values()) {
       if (e.room !== state.room || e.failed) continue;
+      mine++;
       const due = e.sentOn !== state.connSerial || now - e.sentAt >= RESEND_AFTER_MS;
       if (!due) { waiting = true; continue; }
-      if (sent >= FLUSH_BATCH) { more = true; break; }
+      if (state.careful && (state.inflight.length || waiting)) { waiting = true; break; }
+      if (pace.tokens < 1) {
+        scheduleFlush(Math.ceil(((1 - pace.tokens) / PACE_PER_SEC) * 1000));
+        return;
+      }
       ws.send(JSON.stringify({ type: 'send', body: e.body, cid: e.cid }));
+      pace.tokens -= 1;
       e.sentOn = state.connSerial;
       e.sentAt = now;
       state.inflight.push(e.cid);
-      sent++;
+      waiting = true;
     }
-    if (more) scheduleFlush(1000);
-    else if (waiting || sent) scheduleFlush(RESEND_AFTER_MS + 50);
+    if (!mine) state.careful = false;
+    if (waiting) scheduleFlush(RESEND_AFTER_MS + 50);
   }
 
   function submitMessage() {
