@@ -1,1 +1,135 @@
-fn main() {}
+//! `app`: one wsmesh chat server instance. Parses the command line, loads the
+//! config, binds both listeners and wires the parts; on SIGTERM/SIGINT it
+//! drains and exits 0.
+
+mod config;
+mod conversation;
+mod drain;
+mod health;
+mod hub;
+mod internal;
+mod legacy;
+mod limits;
+mod metrics;
+mod origin;
+mod page;
+mod presence;
+mod query;
+mod routes;
+mod server;
+mod shared;
+mod socket;
+mod store;
+mod upgrade;
+mod ws;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::shared::Shared;
+
+/// wsmesh chat server.
+#[derive(Debug, Parser)]
+#[command(name = "app", version, about)]
+struct Cli {
+    /// Config file to run with (e.g. configs/local/app1.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a config file: exit 0, or print FILE:LINE:COL: reason and exit 1.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    wsmesh_common::logging::init();
+    let path = match (&cli.command, cli.config) {
+        (Some(Command::CheckConfig { file }), _) => {
+            return match config::load(file) {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        (None, Some(path)) => path,
+        (None, None) => {
+            eprintln!("usage: app --config FILE | app check-config FILE");
+            return ExitCode::from(2);
+        }
+    };
+    let (config, token) = match config::load(&path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, token)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: config::Config, token: config::InternalToken) -> anyhow::Result<()> {
+    let public = TcpListener::bind(config.listen.public)
+        .await
+        .with_context(|| format!("cannot listen on {} (public)", config.listen.public))?;
+    let internal = TcpListener::bind(config.listen.internal)
+        .await
+        .with_context(|| format!("cannot listen on {} (internal)", config.listen.internal))?;
+    let shared = Shared::new(config, token).context("redis settings")?;
+    tracing::info!(
+        instance = %shared.config.instance,
+        public = %public.local_addr()?,
+        internal = %internal.local_addr()?,
+        redis = %shared.config.redis.url,
+        "app listening: public http://{} internal http://{}",
+        public.local_addr()?,
+        internal.local_addr()?,
+    );
+    let presence = tokio::spawn(shared.presence.clone().run());
+    let s = shared.clone();
+    let public_task = tokio::spawn(server::serve("public", public, move |req| {
+        routes::handle(s.clone(), req)
+    }));
+    let s = shared.clone();
+    let internal_task = tokio::spawn(server::serve("internal", internal, move |req| {
+        internal::handle(s.clone(), req)
+    }));
+    wsmesh_common::signal::terminate()
+        .await
+        .context("cannot install signal handlers")?;
+    tracing::info!("signal received");
+    shared.drain.run(&shared.config.drain, &shared.slots).await;
+    presence.abort();
+    public_task.abort();
+    internal_task.abort();
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The life of one joined socket, the same for every dialect: write what the
+//! hub queues, hand what the client sends to the dialect, and close with the
+//! right code when the hub gives up on the socket (1013), the instance drains
+//! (1012) or the client breaks a rule (1009, 1007). Only the wording differs
+//! between dialects, so that is the `Dialect` trait.
+
+use std::future::Future;
+use std::pin::pin;
+
+use wsmesh_common::protocol::close;
+
+use crate::drain;
+use crate::hub::{Membership, Outbound};
+use crate::shared::Shared;
+use crate::socket::{self, Inbound, WriteError, Ws};
+
+/// How one wire format talks.
+pub trait Dialect: Send {
+    /// Writes what the hub queued for this socket.
+    fn deliver(&mut self, ws: &mut Ws, out: Outbound) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// Handles one text message from the client.
+    fn receive(&mut self, ws: &mut Ws, text: String) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// Handles a binary message from the client.
+    fn binary(&mut self, ws: &mut Ws) -> impl Future<Output = Result<(), WriteError>> + Send;
+}
+
+/// Runs until the socket is closed, by either side.
+pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Membership, dialect: &mut D) {
+    let mut turn = pin!(drain::my_turn(
+        shared.drain.subscribe(),
+        shared.config.drain.window
+    ));
+    let mut kick_pending = true;
+    loop {
+        let result = tokio::select! {
+            biased;
+            kick = &mut membership.kicked, if kick_pending => {
+                kick_pending = false;
+                if kick.is_ok() {
+                    tracing::info!(room = %membership.room, "closing a slow client (1013)");
+                    socket::close(ws, close::TRY_AGAIN_LATER, "too slow: reconnect with since").await;
+                    return;
+                }
+                Ok(())
+            }
+            () = &mut turn => {
+                socket::close(ws, close::SERVICE_RESTART, "instance restarting").await;
+                return;
+            }
+            out = membership.rx.recv() => match out {
+                Some(out) => dialect.deliver(ws, out).await,
+                // Only a kick removes a socket from the hub, and that branch
+                // returns first; be safe rather than spin.
+                None => return,
+            },
+            inbound = socket::next(ws) => match inbound {
+                Inbound::Text(text) => dialect.receive(ws, text).await,
+                Inbound::Binary => dialect.binary(ws).await,
+                Inbound::Violation(code, reason) => {
+                    socket::close(ws, code, reason).await;
+                    return;
+                }
+                Inbound::Gone => return,
+            },
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "socket write failed; dropping it");
+            return;
+        }
+    }
+}

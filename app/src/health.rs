@@ -1,0 +1,208 @@
+//! `/healthz`: the lb's view of whether this instance should get new
+//! sessions. Healthy means Redis answers, the subscriber is alive (otherwise
+//! clients here would miss live messages), there is room for more sockets, and
+//! the instance is not draining. The body says which of these failed.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::drain::{Drain, Phase};
+use crate::limits::Slots;
+use crate::store::Store;
+
+/// When the subscriber last posted (a batch or a heartbeat).
+#[derive(Debug, Default)]
+pub struct SubscriberClock {
+    /// Time of the last authorized POST, if any.
+    last: Mutex<Option<Instant>>,
+}
+
+impl SubscriberClock {
+    /// Records "heard from the subscriber now".
+    pub fn heard(&self) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Time since the subscriber was last heard, if ever.
+    pub fn age(&self) -> Option<Duration> {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|t| t.elapsed())
+    }
+}
+
+/// Overall verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Fail,
+}
+
+/// The JSON body of `/healthz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `ok` (HTTP 200) or `fail` (HTTP 503).
+    pub status: Status,
+    /// Instance name.
+    pub instance: String,
+    /// Whether a drain has started.
+    pub draining: bool,
+    /// Redis reachability.
+    pub redis: RedisHealth,
+    /// Subscriber liveness.
+    pub subscriber: SubscriberHealth,
+    /// Socket counts.
+    pub connections: ConnectionsHealth,
+    /// Why `status` is `fail`; empty when ok.
+    pub reasons: Vec<String>,
+}
+
+/// `redis` part of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisHealth {
+    /// PING answered within the command timeout.
+    pub ok: bool,
+    /// PING round trip, when it answered.
+    pub rtt_ms: Option<f64>,
+}
+
+/// `subscriber` part of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriberHealth {
+    /// Heard from within `subscriber_max_age`.
+    pub ok: bool,
+    /// Milliseconds since it was last heard; `null` if never.
+    pub age_ms: Option<u64>,
+}
+
+/// `connections` part of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionsHealth {
+    /// Open sockets.
+    pub current: usize,
+    /// `max_connections`.
+    pub max: usize,
+    /// Count at which health turns 503.
+    pub threshold: usize,
+}
+
+/// Everything `/healthz` looks at.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// Instance name for the report.
+    pub instance: String,
+    /// Redis, for the PING.
+    pub store: Store,
+    /// Open sockets.
+    pub slots: Arc<Slots>,
+    /// Socket count at which to report 503.
+    pub threshold: usize,
+    /// Subscriber liveness.
+    pub subscriber: Arc<SubscriberClock>,
+    /// Longest acceptable subscriber silence.
+    pub subscriber_max_age: Duration,
+    /// Drain phase.
+    pub drain: Drain,
+}
+
+impl Health {
+    /// Checks everything now.
+    pub async fn report(&self) -> Report {
+        let mut reasons = Vec::new();
+        let draining = self.drain.phase() != Phase::Serving;
+        if draining {
+            reasons.push("draining".to_string());
+        }
+        let redis = match self.store.ping().await {
+            Ok(rtt) => RedisHealth {
+                ok: true,
+                rtt_ms: Some(rtt.as_secs_f64() * 1000.0),
+            },
+            Err(e) => {
+                reasons.push(format!("redis: {e}"));
+                RedisHealth {
+                    ok: false,
+                    rtt_ms: None,
+                }
+            }
+        };
+        let age = self.subscriber.age();
+        let subscriber_ok = age.is_some_and(|a| a <= self.subscriber_max_age);
+        if !subscriber_ok {
+            reasons.push(match age {
+                Some(a) => format!("subscriber silent for {} ms", a.as_millis()),
+                None => "subscriber never heard from".to_string(),
+            });
+        }
+        let current = self.slots.current();
+        if current >= self.threshold {
+            reasons.push(format!("{current} connections, threshold {}", self.threshold));
+        }
+        Report {
+            status: if reasons.is_empty() {
+                Status::Ok
+            } else {
+                Status::Fail
+            },
+            instance: self.instance.clone(),
+            draining,
+            redis,
+            subscriber: SubscriberHealth {
+                ok: subscriber_ok,
+                age_ms: age.map(|a| a.as_millis() as u64),
+            },
+            connections: ConnectionsHealth {
+                current,
+                max: self.slots.max(),
+                threshold: self.threshold,
+            },
+            reasons,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriber_clock_starts_unheard_and_records() {
+        let c = SubscriberClock::default();
+        assert!(c.age().is_none());
+        c.heard();
+        assert!(c.age().is_some());
+    }
+
+    #[test]
+    fn report_serializes_in_the_documented_shape() {
+        let r = Report {
+            status: Status::Fail,
+            instance: "app1".into(),
+            draining: true,
+            redis: RedisHealth {
+                ok: true,
+                rtt_ms: Some(0.4),
+            },
+            subscriber: SubscriberHealth {
+                ok: true,
+                age_ms: Some(300),
+            },
+            connections: ConnectionsHealth {
+                current: 3,
+                max: 10,
+                threshold: 8,
+            },
+            reasons: vec!["draining".into()],
+        };
+        let v: serde_json::Value = serde_json::to_value(&r).expect("serializes");
+        assert_eq!(v["status"], "fail");
+        assert_eq!(v["redis"]["rtt_ms"], 0.4);
+        assert_eq!(v["subscriber"]["age_ms"], 300);
+        assert_eq!(v["connections"]["threshold"], 8);
+        assert_eq!(v["reasons"][0], "draining");
+    }
+}

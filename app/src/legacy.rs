@@ -1,0 +1,288 @@
+//! The seed clients' wire formats (ARCHITECTURE.md, "Seed clients"), so the
+//! pages this design grew from keep working on the same room (`lobby`) and
+//! history:
+//! - simple-chat (`/ws` without a subprotocol): `{"name","content"}` in,
+//!   `{"time","name","content"}` out, no history;
+//! - CloudChat (`/chatsocket`): `{"body"}` in, `{"chats":[{"body"}]}` out,
+//!   history on `{"type":"command","command":"requestFirstChat"}`.
+//!
+//! The originals had no error frames, so refused input is only logged.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use wsmesh_common::chat::{Chat, DEFAULT_ROOM};
+use wsmesh_common::protocol::close;
+
+use crate::conversation::{self, Dialect};
+use crate::hub::{Outbound, Start};
+use crate::limits::{check_nick, check_send, TokenBucket};
+use crate::origin::Verdict;
+use crate::shared::Shared;
+use crate::socket::{self, WriteError, Ws};
+
+/// Which seed format a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `/ws` without `wsmesh.v1`.
+    SimpleChat,
+    /// `/chatsocket`.
+    CloudChat,
+}
+
+/// simple-chat, client → server.
+#[derive(Debug, Deserialize)]
+struct SimpleIn {
+    /// Sender name.
+    name: String,
+    /// Message text.
+    content: String,
+}
+
+/// simple-chat, server → client.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+struct SimpleOut<'a> {
+    /// `YYYY/MM/DD HH:MM:SS`, UTC.
+    time: String,
+    /// Sender name.
+    name: &'a str,
+    /// Message text.
+    content: &'a str,
+}
+
+/// CloudChat, client → server: a message or a command.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CloudIn {
+    /// `{"type":"command","command":"requestFirstChat"}`.
+    Command {
+        /// Always `command`.
+        #[serde(rename = "type")]
+        kind: String,
+        /// The command name.
+        command: String,
+    },
+    /// `{"body":B}`.
+    Message {
+        /// Message text.
+        body: String,
+    },
+}
+
+/// CloudChat, server → client.
+#[derive(Debug, Serialize)]
+struct CloudOut<'a> {
+    /// Messages, oldest first.
+    chats: Vec<CloudChat<'a>>,
+}
+
+/// One CloudChat message.
+#[derive(Debug, Serialize)]
+struct CloudChat<'a> {
+    /// Message text.
+    body: &'a str,
+}
+
+/// One seed-format client.
+struct Legacy {
+    /// Instance parts.
+    shared: Arc<Shared>,
+    /// Which format.
+    format: Format,
+    /// Nick for CloudChat sends, which carry none.
+    nick: String,
+    /// Send budget.
+    bucket: TokenBucket,
+}
+
+/// Serves one upgraded seed-format socket to the end.
+pub async fn run(shared: Arc<Shared>, mut ws: Ws, format: Format, origin: Verdict) {
+    if origin == Verdict::Refused {
+        socket::close(&mut ws, close::POLICY, "origin not allowed").await;
+        return;
+    }
+    let mut membership = shared.hub.join(DEFAULT_ROOM, Start::Live);
+    let limits = &shared.config.limits;
+    let mut legacy = Legacy {
+        bucket: TokenBucket::new(limits.rate_burst, limits.rate_per_sec, Instant::now()),
+        nick: format!("guest-{:04}", rand::rng().random_range(0..10_000)),
+        format,
+        shared: shared.clone(),
+    };
+    conversation::run(&shared, &mut ws, &mut membership, &mut legacy).await;
+}
+
+impl Legacy {
+    /// Stores a message in the lobby if it passes the limits.
+    async fn store(&mut self, nick: &str, body: &str) {
+        let limits = &self.shared.config.limits;
+        if let Err(r) = check_nick(limits, nick).and_then(|()| check_send(limits, body, None)) {
+            tracing::debug!(reason = %r.message, "seed client message refused");
+            self.shared.metrics.error(r.code);
+            return;
+        }
+        if !self.bucket.try_take(Instant::now()) {
+            tracing::debug!("seed client rate limited");
+            self.shared
+                .metrics
+                .error(wsmesh_common::protocol::ErrorCode::RateLimited);
+            return;
+        }
+        match self.shared.store.append(DEFAULT_ROOM, nick, body, None).await {
+            Ok(_) => {
+                self.shared.metrics.messages_in.inc();
+            }
+            Err(e) => tracing::warn!(error = %e, "seed client message not stored"),
+        }
+    }
+
+    /// Sends the lobby's recent history as one CloudChat frame.
+    async fn first_chats(&self, ws: &mut Ws) -> Result<(), WriteError> {
+        let history = self
+            .shared
+            .store
+            .last(DEFAULT_ROOM, self.shared.config.limits.history_limit)
+            .await;
+        match history {
+            Ok(chats) => {
+                let out = CloudOut {
+                    chats: chats.iter().map(|c| CloudChat { body: &c.body }).collect(),
+                };
+                socket::send_json(ws, &out).await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "seed client history unavailable");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Dialect for Legacy {
+    async fn deliver(&mut self, ws: &mut Ws, out: Outbound) -> Result<(), WriteError> {
+        let Outbound::Chats(chats) = out else {
+            // The seed formats have no presence.
+            return Ok(());
+        };
+        self.shared.metrics.messages_out.inc_by(chats.len() as u64);
+        match self.format {
+            Format::SimpleChat => {
+                for c in &chats {
+                    socket::send_json(ws, &simple_out(c)).await?;
+                }
+                Ok(())
+            }
+            Format::CloudChat => {
+                let out = CloudOut {
+                    chats: chats.iter().map(|c| CloudChat { body: &c.body }).collect(),
+                };
+                socket::send_json(ws, &out).await
+            }
+        }
+    }
+
+    async fn receive(&mut self, ws: &mut Ws, text: String) -> Result<(), WriteError> {
+        match self.format {
+            Format::SimpleChat => match serde_json::from_str::<SimpleIn>(&text) {
+                Ok(m) => self.store(&m.name, &m.content).await,
+                Err(e) => tracing::debug!(error = %e, "simple-chat frame ignored"),
+            },
+            Format::CloudChat => match serde_json::from_str::<CloudIn>(&text) {
+                Ok(CloudIn::Command { kind, command })
+                    if kind == "command" && command == "requestFirstChat" =>
+                {
+                    return self.first_chats(ws).await
+                }
+                Ok(CloudIn::Message { body }) => {
+                    let nick = self.nick.clone();
+                    self.store(&nick, &body).await
+                }
+                Ok(CloudIn::Command { command, .. }) => {
+                    tracing::debug!(%command, "unknown CloudChat command")
+                }
+                Err(e) => tracing::debug!(error = %e, "CloudChat frame ignored"),
+            },
+        }
+        Ok(())
+    }
+
+    async fn binary(&mut self, _ws: &mut Ws) -> Result<(), WriteError> {
+        tracing::debug!("seed client binary frame ignored");
+        Ok(())
+    }
+}
+
+fn simple_out(c: &Chat) -> SimpleOut<'_> {
+    SimpleOut {
+        time: utc_time(c.ts),
+        name: &c.nick,
+        content: &c.body,
+    }
+}
+
+/// `YYYY/MM/DD HH:MM:SS` (UTC) for unix milliseconds.
+fn utc_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day); Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_is_formatted_like_simple_chat() {
+        assert_eq!(utc_time(0), "1970/01/01 00:00:00");
+        // 2024-02-29 13:05:09 UTC
+        assert_eq!(utc_time(1_709_211_909_123), "2024/02/29 13:05:09");
+        assert_eq!(utc_time(1_735_689_599_000), "2024/12/31 23:59:59");
+    }
+
+    #[test]
+    fn simple_out_has_the_seed_shape() {
+        let c = Chat {
+            id: "1-0".into(),
+            room: "lobby".into(),
+            nick: "ana".into(),
+            body: "hi".into(),
+            ts: 0,
+            cid: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&simple_out(&c)).expect("json"),
+            r#"{"time":"1970/01/01 00:00:00","name":"ana","content":"hi"}"#
+        );
+    }
+
+    #[test]
+    fn cloudchat_input_is_told_apart() {
+        let cmd: CloudIn =
+            serde_json::from_str(r#"{"type":"command","command":"requestFirstChat"}"#).expect("parses");
+        assert!(matches!(cmd, CloudIn::Command { ref command, .. } if command == "requestFirstChat"));
+        let msg: CloudIn = serde_json::from_str(r#"{"body":"yo"}"#).expect("parses");
+        assert!(matches!(msg, CloudIn::Message { ref body } if body == "yo"));
+    }
+}

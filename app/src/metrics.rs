@@ -1,0 +1,141 @@
+//! Prometheus metrics of one app instance, served as text on `/metrics`.
+//! Every metric is created once here so the names are in one place.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use wsmesh_common::protocol::ErrorCode;
+
+/// Label set `code="bad_json"` and the like.
+type CodeLabel = [(&'static str, &'static str); 1];
+
+/// The instance's counters, gauges and histograms.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Where everything is registered, for encoding.
+    registry: Registry,
+    /// Open WebSockets.
+    pub connections: Gauge,
+    /// Chats stored on behalf of this instance's clients.
+    pub messages_in: Counter,
+    /// Chats written to this instance's clients (one per socket).
+    pub messages_out: Counter,
+    /// Sockets closed with 1013 because their queue was full.
+    pub queue_drops: Counter,
+    /// Redis command latency in seconds.
+    pub redis_latency: Histogram,
+    /// `error` frames sent, by code.
+    pub errors: Family<CodeLabel, Counter>,
+    /// Authorized `POST /internal/events` received (heartbeats included).
+    pub internal_batches: Counter,
+    /// Chats dropped because their id was not newer than the room's last.
+    pub duplicates_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wsmesh_app");
+        let connections = Gauge::default();
+        let messages_in = Counter::default();
+        let messages_out = Counter::default();
+        let queue_drops = Counter::default();
+        let redis_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        let errors = Family::<CodeLabel, Counter>::default();
+        let internal_batches = Counter::default();
+        let duplicates_dropped = Counter::default();
+        registry.register("connections", "Open WebSocket connections", connections.clone());
+        registry.register(
+            "messages_in",
+            "Chats stored for local clients",
+            messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Chats written to local clients",
+            messages_out.clone(),
+        );
+        registry.register(
+            "queue_drops",
+            "Clients closed with 1013 because their send queue was full",
+            queue_drops.clone(),
+        );
+        registry.register(
+            "redis_latency_seconds",
+            "Redis command latency",
+            redis_latency.clone(),
+        );
+        registry.register("errors", "Error frames sent to clients, by code", errors.clone());
+        registry.register(
+            "internal_batches",
+            "Authorized event batches (and heartbeats) from the subscriber",
+            internal_batches.clone(),
+        );
+        registry.register(
+            "duplicates_dropped",
+            "Chats dropped as not newer than the room's last delivered id",
+            duplicates_dropped.clone(),
+        );
+        for code in ErrorCode::ALL {
+            // Report zero counts too, so dashboards see every code.
+            drop(errors.get_or_create(&[("code", code.as_str())]));
+        }
+        Metrics {
+            registry,
+            connections,
+            messages_in,
+            messages_out,
+            queue_drops,
+            redis_latency,
+            errors,
+            internal_batches,
+            duplicates_dropped,
+        }
+    }
+
+    /// Counts one `error` frame.
+    pub fn error(&self, code: ErrorCode) {
+        self.errors.get_or_create(&[("code", code.as_str())]).inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_lists_every_metric_and_error_code() {
+        let m = Metrics::new();
+        m.error(ErrorCode::RateLimited);
+        m.redis_latency.observe(0.001);
+        let text = m.encode().expect("encodes");
+        for name in [
+            "wsmesh_app_connections",
+            "wsmesh_app_messages_in_total",
+            "wsmesh_app_messages_out_total",
+            "wsmesh_app_queue_drops_total",
+            "wsmesh_app_redis_latency_seconds_bucket",
+            "wsmesh_app_internal_batches_total",
+            "wsmesh_app_duplicates_dropped_total",
+            "wsmesh_app_errors_total{code=\"bad_json\"} 0",
+            "wsmesh_app_errors_total{code=\"rate_limited\"} 1",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+}

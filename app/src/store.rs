@@ -1,0 +1,426 @@
+//! Everything the app keeps in Redis: room streams (append + publish in one
+//! script, history reads), remembered cids, sessions and presence counts.
+//! One auto-reconnecting connection; every command is bounded by
+//! `command_timeout`, so a dead Redis turns into an `unavailable` error
+//! instead of a hung socket.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamRangeReply;
+use redis::{RedisError, RedisResult, Script};
+use wsmesh_common::chat::Chat;
+use wsmesh_common::events::Keys;
+use wsmesh_common::stream_id::StreamId;
+
+use crate::config::RedisConfig;
+use crate::metrics::Metrics;
+
+/// Store and publish atomically: a known cid returns its first id and does
+/// nothing else; otherwise XADD, remember the cid, note the room, PUBLISH the
+/// chat JSON (with `ts` spliced in as an integer, since cjson would print a
+/// float). Nothing is published that was not stored, in id order.
+const APPEND_SCRIPT: &str = r#"
+local has_cid = ARGV[4] ~= ''
+if has_cid then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then return {existing, 0} end
+end
+local fields = {'nick', ARGV[2], 'body', ARGV[3]}
+if has_cid then
+  table.insert(fields, 'cid')
+  table.insert(fields, ARGV[4])
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+if has_cid then
+  redis.call('SET', KEYS[2], id, 'EX', ARGV[5], 'NX')
+end
+redis.call('SADD', KEYS[3], ARGV[6])
+local chat = {id = id, room = ARGV[6], nick = ARGV[2], body = ARGV[3]}
+if has_cid then chat['cid'] = ARGV[4] end
+local ms = string.match(id, '^(%d+)-')
+redis.call('PUBLISH', ARGV[7], '{"ts":' .. ms .. ',' .. string.sub(cjson.encode(chat), 2))
+return {id, 1}
+"#;
+
+/// Entries read per XRANGE call when replaying after `since`.
+const PAGE: usize = 500;
+
+/// A Redis operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis answered with an error or the connection broke.
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    /// Redis did not answer in time.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered something this code does not understand.
+    #[error("unexpected redis reply: {0}")]
+    Reply(String),
+}
+
+/// Whether an append stored something new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored and published now.
+    Stored,
+    /// The cid was already known; nothing was stored or published.
+    Duplicate,
+}
+
+/// Result of `append`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The message's stream id (the first one, for a repeated cid).
+    pub id: String,
+    /// New or repeated.
+    pub outcome: Outcome,
+}
+
+/// A replay read from a room's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    /// Chats in id order.
+    pub chats: Vec<Chat>,
+    /// Some messages after `since` were already trimmed away.
+    pub truncated: bool,
+}
+
+/// A client's session as kept in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// 128-bit random token, hex.
+    pub token: String,
+    /// Current nick.
+    pub nick: String,
+    /// Unix ms of the session's first connect.
+    pub connected_since: u64,
+}
+
+/// The app's Redis access.
+#[derive(Clone)]
+pub struct Store {
+    /// Shared auto-reconnecting connection.
+    conn: ConnectionManager,
+    /// Key names.
+    keys: Keys,
+    /// The append+publish script (EVALSHA, loaded on demand).
+    append: Arc<Script>,
+    /// `[redis]` settings (maxlen, TTLs, timeout).
+    cfg: RedisConfig,
+    /// Latency histogram.
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("prefix", &self.keys.prefix)
+            .finish()
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn is_token(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Store {
+    /// Prepares the connection without connecting: the app starts (and says
+    /// "unavailable") while Redis is down, and connects when it comes back.
+    pub fn new(cfg: &RedisConfig, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        let client = redis::Client::open(cfg.url.as_str())?;
+        let manager_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.command_timeout))
+            .set_response_timeout(Some(cfg.command_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_cfg)?;
+        Ok(Store {
+            conn,
+            keys: Keys::new(cfg.prefix.clone()),
+            append: Arc::new(Script::new(APPEND_SCRIPT)),
+            cfg: cfg.clone(),
+            metrics,
+        })
+    }
+
+    /// Runs one Redis call under the command timeout and records its latency.
+    async fn timed<T>(&self, call: impl Future<Output = RedisResult<T>>) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let result = tokio::time::timeout(self.cfg.command_timeout, call).await;
+        self.metrics.redis_latency.observe(start.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(StoreError::Timeout(self.cfg.command_timeout)),
+        }
+    }
+
+    /// Round trip of a PING.
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
+        let mut c = self.conn.clone();
+        let start = Instant::now();
+        let pong: String = self.timed(redis::cmd("PING").query_async(&mut c)).await?;
+        if pong != "PONG" {
+            return Err(StoreError::Reply(pong));
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Stores and publishes a chat (see `APPEND_SCRIPT`).
+    pub async fn append(
+        &self,
+        room: &str,
+        nick: &str,
+        body: &str,
+        cid: Option<&str>,
+    ) -> Result<Appended, StoreError> {
+        let mut c = self.conn.clone();
+        let mut call = self.append.prepare_invoke();
+        call.key(self.keys.stream(room))
+            .key(self.keys.cid(room, cid.unwrap_or("")))
+            .key(self.keys.rooms())
+            .arg(self.cfg.stream_maxlen)
+            .arg(nick)
+            .arg(body)
+            .arg(cid.unwrap_or(""))
+            .arg(self.cfg.cid_ttl.as_secs().max(1))
+            .arg(room)
+            .arg(self.keys.channel());
+        let (id, new): (String, i64) = self.timed(call.invoke_async(&mut c)).await?;
+        let outcome = if new == 1 {
+            Outcome::Stored
+        } else {
+            Outcome::Duplicate
+        };
+        Ok(Appended { id, outcome })
+    }
+
+    /// The last `limit` chats of a room, oldest first.
+    pub async fn last(&self, room: &str, limit: usize) -> Result<Vec<Chat>, StoreError> {
+        let mut c = self.conn.clone();
+        let reply: StreamRangeReply = self
+            .timed(
+                redis::cmd("XREVRANGE")
+                    .arg(self.keys.stream(room))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut c),
+            )
+            .await?;
+        let mut chats = to_chats(room, reply);
+        chats.reverse();
+        Ok(chats)
+    }
+
+    /// Every retained chat after `since` (exclusive), oldest first, read in
+    /// pages; `truncated` when entries after `since` were trimmed away.
+    pub async fn after(&self, room: &str, since: StreamId) -> Result<History, StoreError> {
+        let key = self.keys.stream(room);
+        let mut c = self.conn.clone();
+        let mut chats = Vec::new();
+        let mut start = since;
+        // Bounded: the stream holds about stream_maxlen entries.
+        let max_pages = self.cfg.stream_maxlen as usize / PAGE + 4;
+        for _ in 0..max_pages {
+            let reply: StreamRangeReply = self
+                .timed(
+                    redis::cmd("XRANGE")
+                        .arg(&key)
+                        .arg(format!("({start}"))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(PAGE)
+                        .query_async(&mut c),
+                )
+                .await?;
+            let page = to_chats(room, reply);
+            let full = page.len() == PAGE;
+            if let Some(last) = page.last().and_then(Chat::stream_id) {
+                start = last;
+            }
+            chats.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let truncated = self.trimmed_after(&key, since).await?;
+        Ok(History { chats, truncated })
+    }
+
+    /// Whether the stream has trimmed an entry newer than `since`
+    /// (XINFO STREAM's `max-deleted-entry-id`, Redis 7+).
+    async fn trimmed_after(&self, key: &str, since: StreamId) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let exists: bool = self
+            .timed(redis::cmd("EXISTS").arg(key).query_async(&mut c))
+            .await?;
+        if !exists {
+            return Ok(false);
+        }
+        let info: HashMap<String, redis::Value> = self
+            .timed(redis::cmd("XINFO").arg("STREAM").arg(key).query_async(&mut c))
+            .await?;
+        let max_deleted = info
+            .get("max-deleted-entry-id")
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .and_then(|s| s.parse::<StreamId>().ok());
+        Ok(max_deleted.is_some_and(|deleted| since < deleted))
+    }
+
+    /// The session for `token`, refreshed; a new one when the token is
+    /// absent, malformed or unknown.
+    pub async fn session(&self, token: Option<&str>) -> Result<Session, StoreError> {
+        let ttl = self.cfg.session_ttl.as_secs().max(1);
+        let mut c = self.conn.clone();
+        if let Some(token) = token.filter(|t| is_token(t)) {
+            let key = self.keys.session(token);
+            let (fields, _): (HashMap<String, String>, i64) = self
+                .timed(
+                    redis::pipe()
+                        .atomic()
+                        .hgetall(&key)
+                        .expire(&key, ttl as i64)
+                        .query_async(&mut c),
+                )
+                .await?;
+            let since = fields.get("connected_since").and_then(|s| s.parse().ok());
+            if let (Some(nick), Some(connected_since)) = (fields.get("nick"), since) {
+                return Ok(Session {
+                    token: token.to_string(),
+                    nick: nick.clone(),
+                    connected_since,
+                });
+            }
+        }
+        let session = Session {
+            token: format!("{:032x}", rand::random::<u128>()),
+            nick: format!("guest-{:04}", rand::rng().random_range(0..10_000)),
+            connected_since: now_ms(),
+        };
+        let key = self.keys.session(&session.token);
+        let _: () = self
+            .timed(
+                redis::pipe()
+                    .atomic()
+                    .hset_multiple(
+                        &key,
+                        &[
+                            ("nick", session.nick.clone()),
+                            ("connected_since", session.connected_since.to_string()),
+                        ],
+                    )
+                    .ignore()
+                    .expire(&key, ttl as i64)
+                    .ignore()
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(session)
+    }
+
+    /// Changes a session's nick and refreshes its TTL.
+    pub async fn set_nick(&self, token: &str, nick: &str) -> Result<(), StoreError> {
+        let key = self.keys.session(token);
+        let ttl = self.cfg.session_ttl.as_secs().max(1) as i64;
+        let mut c = self.conn.clone();
+        self.timed(
+            redis::pipe()
+                .atomic()
+                .hset(&key, "nick", nick)
+                .ignore()
+                .expire(&key, ttl)
+                .ignore()
+                .query_async(&mut c),
+        )
+        .await
+    }
+
+    /// Records this instance's count for `room` (valid until `valid_for` from
+    /// now) and returns the cluster-wide sum of unexpired counts.
+    pub async fn presence(
+        &self,
+        room: &str,
+        instance: &str,
+        count: u64,
+        valid_for: Duration,
+    ) -> Result<u64, StoreError> {
+        let key = self.keys.presence(room);
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        if count == 0 {
+            pipe.hdel(&key, instance).ignore();
+        } else {
+            let expiry = now + valid_for.as_millis() as u64;
+            pipe.hset(&key, instance, format!("{count}:{expiry}")).ignore();
+            pipe.pexpire(&key, valid_for.as_millis() as i64).ignore();
+        }
+        pipe.hgetall(&key);
+        let mut c = self.conn.clone();
+        let (fields,): (HashMap<String, String>,) = self.timed(pipe.query_async(&mut c)).await?;
+        Ok(sum_presence(fields.values().map(String::as_str), now))
+    }
+}
+
+/// Sums `count:expiry_ms` values that have not expired at `now`; malformed
+/// values count as nothing.
+fn sum_presence<'a>(values: impl Iterator<Item = &'a str>, now: u64) -> u64 {
+    values
+        .filter_map(|v| {
+            let (count, expiry) = v.split_once(':')?;
+            let (count, expiry) = (count.parse::<u64>().ok()?, expiry.parse::<u64>().ok()?);
+            (expiry > now).then_some(count)
+        })
+        .sum()
+}
+
+/// Turns stream entries into chats; entries without nick or body are skipped
+/// (they were not written by this app).
+fn to_chats(room: &str, reply: StreamRangeReply) -> Vec<Chat> {
+    reply
+        .ids
+        .into_iter()
+        .filter_map(|e| {
+            let id: StreamId = e.id.parse().ok()?;
+            Some(Chat {
+                nick: e.get("nick")?,
+                body: e.get("body")?,
+                cid: e.get("cid"),
+                ts: id.ms,
+                id: e.id,
+                room: room.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_sums_only_unexpired_well_formed_counts() {
+        let values = ["3:2000", "4:999", "x:5000", "2:3000", "7"];
+        assert_eq!(sum_presence(values.into_iter(), 1000), 5);
+    }
+
+    #[test]
+    fn tokens_are_32_hex_chars() {
+        assert!(is_token(&format!("{:032x}", 7u128)));
+        assert!(!is_token("abc"));
+        assert!(!is_token(&"g".repeat(32)));
+    }
+}

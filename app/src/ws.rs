@@ -1,0 +1,292 @@
+//! The `wsmesh.v1` protocol on `/ws` (ARCHITECTURE.md, "Client protocol"):
+//! welcome, history replay merged gap-free with live chats, sends with acks,
+//! nick changes, presence, and error frames after which the socket stays.
+//!
+//! If Redis cannot give a session or the history, the client gets
+//! `unavailable` and the socket is closed with 1011: a client without its
+//! history would silently miss messages, so it must retry (with `since`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wsmesh_common::chat::Chat;
+use wsmesh_common::protocol::{close, ClientFrame, ErrorCode, ServerFrame};
+use wsmesh_common::stream_id::StreamId;
+
+use crate::conversation::{self, Dialect};
+use crate::hub::{Outbound, Start};
+use crate::limits::{check_nick, check_send, Refusal, TokenBucket};
+use crate::origin::Verdict;
+use crate::query::{BadQuery, Connect};
+use crate::shared::Shared;
+use crate::socket::{self, WriteError, Ws, INTERNAL_ERROR};
+use crate::store::{Outcome, Session};
+
+/// One v1 client after its welcome.
+struct V1 {
+    /// Instance parts.
+    shared: Arc<Shared>,
+    /// The room joined.
+    room: String,
+    /// The client's session (token, nick).
+    session: Session,
+    /// Send budget.
+    bucket: TokenBucket,
+}
+
+/// Serves one upgraded v1 socket to the end.
+pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuery>, origin: Verdict) {
+    if origin == Verdict::Refused {
+        socket::close(&mut ws, close::POLICY, "origin not allowed").await;
+        return;
+    }
+    let connect = match query {
+        Ok(c) => c,
+        Err(bad) => {
+            shared.metrics.error(bad.code);
+            let frame = ServerFrame::Error {
+                code: bad.code,
+                message: bad.message.clone(),
+            };
+            if socket::send_json(&mut ws, &frame).await.is_ok() {
+                socket::close(&mut ws, close::POLICY, &bad.message).await;
+            }
+            return;
+        }
+    };
+    let session = match shared.store.session(connect.session.as_deref()).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
+    };
+    let mut membership = shared.hub.join(&connect.room, Start::Replaying);
+    let welcome = ServerFrame::Welcome {
+        session: session.token.clone(),
+        nick: session.nick.clone(),
+        room: connect.room.clone(),
+        instance: shared.config.instance.clone(),
+        connected_since: session.connected_since,
+    };
+    if socket::send_json(&mut ws, &welcome).await.is_err() {
+        return;
+    }
+    let (chats, truncated) = match connect.since {
+        Some(since) => match shared.store.after(&connect.room, since).await {
+            Ok(h) => (h.chats, h.truncated),
+            Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
+        },
+        None => match shared
+            .store
+            .last(&connect.room, shared.config.limits.history_limit)
+            .await
+        {
+            Ok(chats) => (chats, false),
+            Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
+        },
+    };
+    let covered = chats
+        .last()
+        .and_then(Chat::stream_id)
+        .unwrap_or(connect.since.unwrap_or(StreamId::ZERO));
+    let replayed = chats.len() as u64;
+    let history = ServerFrame::History {
+        room: connect.room.clone(),
+        chats,
+        truncated,
+    };
+    if socket::send_json(&mut ws, &history).await.is_err() {
+        return;
+    }
+    shared.metrics.messages_out.inc_by(replayed);
+    shared.hub.go_live(&connect.room, membership.id, covered);
+    if let Ok(online) = shared.presence.refresh(&connect.room, Some(membership.id)).await {
+        let frame = ServerFrame::Presence {
+            room: connect.room.clone(),
+            online,
+        };
+        if socket::send_json(&mut ws, &frame).await.is_err() {
+            return;
+        }
+    }
+    tracing::debug!(room = %connect.room, nick = %session.nick, "v1 client live");
+    let mut v1 = V1 {
+        bucket: TokenBucket::new(
+            shared.config.limits.rate_burst,
+            shared.config.limits.rate_per_sec,
+            Instant::now(),
+        ),
+        shared: shared.clone(),
+        room: connect.room,
+        session,
+    };
+    conversation::run(&shared, &mut ws, &mut membership, &mut v1).await;
+}
+
+/// Tells the client Redis failed and closes with 1011 so it retries.
+async fn unavailable(shared: &Shared, ws: &mut Ws, why: &str) {
+    tracing::warn!(error = %why, "cannot set up a socket: redis unavailable");
+    shared.metrics.error(ErrorCode::Unavailable);
+    let frame = ServerFrame::Error {
+        code: ErrorCode::Unavailable,
+        message: "storage unavailable, reconnect shortly".into(),
+    };
+    if socket::send_json(ws, &frame).await.is_ok() {
+        socket::close(ws, INTERNAL_ERROR, "storage unavailable").await;
+    }
+}
+
+/// Reads a client frame, telling apart malformed JSON and unknown types.
+pub fn parse_frame(text: &str) -> Result<ClientFrame, Refusal> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Refusal::new(ErrorCode::BadJson, format!("not JSON: {e}")))?;
+    let kind = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| Refusal::new(ErrorCode::BadJson, "expected an object with a string \"type\""))?;
+    if !matches!(kind.as_str(), "send" | "nick") {
+        return Err(Refusal::new(
+            ErrorCode::UnknownType,
+            format!("unknown type {:?}", kind.chars().take(32).collect::<String>()),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| Refusal::new(ErrorCode::BadJson, format!("bad {kind} frame: {e}")))
+}
+
+impl V1 {
+    async fn refuse(&self, ws: &mut Ws, r: Refusal) -> Result<(), WriteError> {
+        self.shared.metrics.error(r.code);
+        socket::send_json(
+            ws,
+            &ServerFrame::Error {
+                code: r.code,
+                message: r.message,
+            },
+        )
+        .await
+    }
+
+    async fn send(&mut self, ws: &mut Ws, body: String, cid: Option<String>) -> Result<(), WriteError> {
+        let limits = &self.shared.config.limits;
+        if let Err(r) = check_send(limits, &body, cid.as_deref()) {
+            return self.refuse(ws, r).await;
+        }
+        if !self.bucket.try_take(Instant::now()) {
+            return self
+                .refuse(
+                    ws,
+                    Refusal::new(ErrorCode::RateLimited, "too many messages, slow down"),
+                )
+                .await;
+        }
+        let stored = self
+            .shared
+            .store
+            .append(&self.room, &self.session.nick, &body, cid.as_deref())
+            .await;
+        match stored {
+            Ok(appended) => {
+                if appended.outcome == Outcome::Stored {
+                    self.shared.metrics.messages_in.inc();
+                }
+                match cid {
+                    Some(cid) => socket::send_json(ws, &ServerFrame::Ack { cid, id: appended.id }).await,
+                    None => Ok(()),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, room = %self.room, "send not stored");
+                let r = Refusal::new(ErrorCode::Unavailable, "message not stored, try again");
+                self.refuse(ws, r).await
+            }
+        }
+    }
+
+    async fn nick(&mut self, ws: &mut Ws, nick: String) -> Result<(), WriteError> {
+        if let Err(r) = check_nick(&self.shared.config.limits, &nick) {
+            return self.refuse(ws, r).await;
+        }
+        match self.shared.store.set_nick(&self.session.token, &nick).await {
+            Ok(()) => {
+                self.session.nick = nick;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "nick not stored");
+                self.refuse(
+                    ws,
+                    Refusal::new(ErrorCode::Unavailable, "nick not stored, try again"),
+                )
+                .await
+            }
+        }
+    }
+}
+
+impl Dialect for V1 {
+    async fn deliver(&mut self, ws: &mut Ws, out: Outbound) -> Result<(), WriteError> {
+        let frame = match out {
+            Outbound::Chats(chats) => {
+                self.shared.metrics.messages_out.inc_by(chats.len() as u64);
+                ServerFrame::Chat {
+                    chats: chats.iter().map(|c| Chat::clone(c)).collect(),
+                }
+            }
+            Outbound::Presence(online) => ServerFrame::Presence {
+                room: self.room.clone(),
+                online,
+            },
+        };
+        socket::send_json(ws, &frame).await
+    }
+
+    async fn receive(&mut self, ws: &mut Ws, text: String) -> Result<(), WriteError> {
+        match parse_frame(&text) {
+            Ok(ClientFrame::Send { body, cid }) => self.send(ws, body, cid).await,
+            Ok(ClientFrame::Nick { nick }) => self.nick(ws, nick).await,
+            Err(r) => self.refuse(ws, r).await,
+        }
+    }
+
+    async fn binary(&mut self, ws: &mut Ws) -> Result<(), WriteError> {
+        self.refuse(
+            ws,
+            Refusal::new(ErrorCode::BadJson, "binary frames are not supported"),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_parse_or_get_the_right_code() {
+        assert_eq!(
+            parse_frame(r#"{"type":"send","body":"hi"}"#),
+            Ok(ClientFrame::Send {
+                body: "hi".into(),
+                cid: None
+            })
+        );
+        assert_eq!(parse_frame("{oops").unwrap_err().code, ErrorCode::BadJson);
+        assert_eq!(parse_frame("[1]").unwrap_err().code, ErrorCode::BadJson);
+        assert_eq!(
+            parse_frame(r#"{"body":"x"}"#).unwrap_err().code,
+            ErrorCode::BadJson
+        );
+        assert_eq!(
+            parse_frame(r#"{"type":"dance"}"#).unwrap_err().code,
+            ErrorCode::UnknownType
+        );
+        assert_eq!(
+            parse_frame(r#"{"type":"send"}"#).unwrap_err().code,
+            ErrorCode::BadJson
+        );
+        assert_eq!(
+            parse_frame(r#"{"type":"send","body":3}"#).unwrap_err().code,
+            ErrorCode::BadJson
+        );
+    }
+}
