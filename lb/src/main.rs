@@ -1,1 +1,117 @@
-fn main() {}
+//! `lb`: the wsmesh TLS-terminating HTTP/WebSocket load balancer.
+//!
+//! `lb --config FILE` runs it; `lb check-config FILE` validates a file like
+//! `haproxy -c`; `lb gen-cert` makes development certificates.
+
+mod access_log;
+mod admin;
+mod certgen;
+mod client_io;
+mod config;
+mod drain;
+mod lifecycle;
+mod listener;
+mod metrics;
+mod proxy;
+mod runtime;
+mod stats_page;
+mod tls;
+mod tunnel;
+mod upstream;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lb",
+    version,
+    about = "wsmesh TLS load balancer for HTTP and WebSocket"
+)]
+struct Cli {
+    /// Configuration file to run with.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a configuration file (syntax, references, certificates) and exit.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Make a development CA and a server certificate for 127.0.0.1/localhost.
+    GenCert {
+        /// Directory for dev-ca.pem, dev-ca.key, server.pem, server.key.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match (cli.command, cli.config) {
+        (Some(Command::CheckConfig { file }), _) => match lifecycle::check(&file) {
+            Ok(()) => {
+                println!("Configuration file is valid: {}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        (Some(Command::GenCert { dir, force }), _) => match certgen::generate(&dir, force) {
+            Ok(outcome) => {
+                let verb = match outcome {
+                    certgen::Outcome::Written => "wrote",
+                    certgen::Outcome::Kept => "kept existing",
+                };
+                println!(
+                    "{verb} {0}/{1} {0}/{2} {0}/{3} {0}/{4}; trust the CA with: curl --cacert {0}/{1}",
+                    dir.display(),
+                    certgen::CA_CERT,
+                    certgen::CA_KEY,
+                    certgen::SERVER_CERT,
+                    certgen::SERVER_KEY
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gen-cert: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        (None, Some(config)) => run(config),
+        (None, None) => {
+            eprintln!("usage: lb --config FILE | lb check-config FILE | lb gen-cert [--dir DIR] [--force]");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(config: PathBuf) -> ExitCode {
+    wsmesh_common::logging::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(lifecycle::run(&config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "lb failed");
+            ExitCode::FAILURE
+        }
+    }
+}

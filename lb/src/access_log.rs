@@ -1,0 +1,234 @@
+//! One structured log line per request and per tunnel (target `access`),
+//! with HAProxy's timers: `th` TLS handshake, `tw` queue wait (always 0:
+//! the lb does not queue), `tc` server connect, `tr` response headers,
+//! `tt` total (for a tunnel: its whole life). Also the body wrappers that
+//! count bytes and write the line when a response is done, since a streamed
+//! body ends long after the handler returns.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::upstream::SessionGuard;
+
+/// What is known about one request, filled in as it goes.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Client address.
+    pub client: SocketAddr,
+    /// Frontend name.
+    pub frontend: String,
+    /// Backend name, `-` when none was involved.
+    pub backend: String,
+    /// Server name, `-` when none was involved.
+    pub server: String,
+    /// Request method.
+    pub method: String,
+    /// Request path (no query).
+    pub path: String,
+    /// Status sent to the client.
+    pub status: u16,
+    /// TLS handshake time of the connection.
+    pub th: Duration,
+    /// When the request head was received.
+    pub started: Instant,
+    /// Time to connect to the server.
+    pub tc: Option<Duration>,
+    /// Time until the server's response head.
+    pub tr: Option<Duration>,
+    /// Request body bytes received so far.
+    pub bytes_in: Arc<AtomicU64>,
+    /// Server connect attempts that failed before this one.
+    pub retries: usize,
+}
+
+fn ms(d: Option<Duration>) -> i64 {
+    d.map_or(-1, |d| d.as_millis() as i64)
+}
+
+impl Exchange {
+    /// Writes the line for a finished request.
+    fn log(&self, bytes_out: u64) {
+        tracing::info!(
+            target: "access",
+            client = %self.client,
+            frontend = %self.frontend,
+            backend = %self.backend,
+            server = %self.server,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            bytes_in = self.bytes_in.load(Ordering::Relaxed),
+            bytes_out,
+            th_ms = self.th.as_millis() as u64,
+            tw_ms = 0,
+            tc_ms = ms(self.tc),
+            tr_ms = ms(self.tr),
+            tt_ms = self.started.elapsed().as_millis() as u64,
+            retries = self.retries,
+            "request"
+        );
+    }
+
+    /// Writes the line for a finished tunnel.
+    pub fn log_tunnel(&self, bytes_in: u64, bytes_out: u64, duration: Duration, end: &str) {
+        tracing::info!(
+            target: "access",
+            client = %self.client,
+            frontend = %self.frontend,
+            backend = %self.backend,
+            server = %self.server,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            bytes_in,
+            bytes_out,
+            th_ms = self.th.as_millis() as u64,
+            tw_ms = 0,
+            tc_ms = ms(self.tc),
+            tr_ms = ms(self.tr),
+            tt_ms = duration.as_millis() as u64,
+            retries = self.retries,
+            end,
+            "tunnel"
+        );
+    }
+}
+
+/// Marks a request in flight on its client connection (for the idle timer).
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub fn new(count: &Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Response body sent to the client: counts bytes, holds the server
+/// session open until the body is done, and logs the exchange on drop.
+#[derive(Debug)]
+pub struct LoggedBody {
+    /// The body itself.
+    inner: BoxBody<Bytes, hyper::Error>,
+    /// The request's record; logged on drop.
+    exchange: Option<Exchange>,
+    /// Bytes sent so far.
+    bytes_out: u64,
+    /// Session on the server, if one was used.
+    session: Option<SessionGuard>,
+    /// Keeps the request counted as in flight.
+    _in_flight: Option<InFlight>,
+}
+
+impl LoggedBody {
+    pub fn new(
+        inner: BoxBody<Bytes, hyper::Error>,
+        exchange: Option<Exchange>,
+        session: Option<SessionGuard>,
+        in_flight: Option<InFlight>,
+    ) -> LoggedBody {
+        LoggedBody {
+            inner,
+            exchange,
+            bytes_out: 0,
+            session,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes_out += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(exchange) = &self.exchange {
+            if let Some(session) = &self.session {
+                let c = &session.server.shared.counters;
+                c.bytes_out.fetch_add(self.bytes_out, Ordering::Relaxed);
+                c.bytes_in
+                    .fetch_add(exchange.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            exchange.log(self.bytes_out);
+        }
+    }
+}
+
+/// Request body from the client, counting bytes as they pass.
+#[derive(Debug)]
+pub struct CountedBody {
+    /// The body itself.
+    inner: hyper::body::Incoming,
+    /// Running count, shared with the [`Exchange`].
+    bytes: Arc<AtomicU64>,
+}
+
+impl CountedBody {
+    pub fn new(inner: hyper::body::Incoming, bytes: Arc<AtomicU64>) -> CountedBody {
+        CountedBody { inner, bytes }
+    }
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,222 @@
+//! The admin listener: `/stats` (HTML), `/metrics` (Prometheus),
+//! `GET /api/backends` (JSON) and `POST /api/backends/SERVER/state` with
+//! `{"state":"ready|drain|maint"}` — HAProxy's stats page and runtime API
+//! for this job. An optional bearer token guards all of it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::drain::Drain;
+use crate::metrics::{self, CLASSES};
+use crate::runtime::Runtime;
+use crate::stats_page;
+use crate::upstream::{AdminState, Backend, Server};
+
+/// Largest request body accepted by the admin API.
+const MAX_BODY: usize = 4096;
+
+/// Body of `POST /api/backends/SERVER/state`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateRequest {
+    /// `ready`, `drain` or `maint`.
+    state: String,
+}
+
+/// Serves the admin API on `listener` until the lb stops.
+pub async fn serve(listener: TcpListener, runtime: watch::Receiver<Arc<Runtime>>, drain: Drain) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = drain.stopping() => return,
+        };
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let rt = runtime.borrow().clone();
+                async move { Ok::<_, Infallible>(route(req, rt, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(tcp), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(client = %peer, error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> AdminResponse {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn json_response(status: StatusCode, v: &Value) -> AdminResponse {
+    respond(status, "application/json", v.to_string())
+}
+
+fn error(status: StatusCode, msg: &str) -> AdminResponse {
+    json_response(status, &json!({ "error": msg }))
+}
+
+fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
+    let Some(token) = token else { return true };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+async fn route(req: Request<Incoming>, rt: Arc<Runtime>, peer: SocketAddr) -> AdminResponse {
+    if !authorized(&req, rt.admin_token.as_deref()) {
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/stats") | (Method::GET, "/") => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            stats_page::render(&rt),
+        ),
+        (Method::GET, "/metrics") => match metrics::render(&rt) {
+            Ok(text) => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text),
+            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed"),
+        },
+        (Method::GET, "/api/backends") => json_response(StatusCode::OK, &backends_json(&rt)),
+        (Method::POST, p) => match p
+            .strip_prefix("/api/backends/")
+            .and_then(|rest| rest.strip_suffix("/state"))
+        {
+            Some(name) => set_state(req, &rt, name.to_string(), peer).await,
+            None => error(StatusCode::NOT_FOUND, "not found"),
+        },
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+async fn set_state(req: Request<Incoming>, rt: &Runtime, name: String, peer: SocketAddr) -> AdminResponse {
+    let Some(server) = rt.server(&name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no server named {name:?}"));
+    };
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "body unreadable or too large"),
+    };
+    let wanted: StateRequest = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"state\":\"ready|drain|maint\"}}: {e}"),
+            )
+        }
+    };
+    let admin = match wanted.state.as_str() {
+        "ready" => AdminState::Ready,
+        "drain" => AdminState::Drain,
+        "maint" => AdminState::Maint,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("unknown state {other:?}; use ready, drain or maint"),
+            )
+        }
+    };
+    tracing::info!(server = %name, state = %wanted.state, admin_client = %peer, "admin state change requested");
+    server.set_admin(admin);
+    let backend = rt.backends.iter().find(|b| b.server(&name).is_some());
+    match backend {
+        Some(b) => json_response(StatusCode::OK, &server_json(b, server)),
+        None => error(StatusCode::NOT_FOUND, "server vanished"),
+    }
+}
+
+/// `{"backends":[{"name":…,"servers":[…]}]}`.
+pub fn backends_json(rt: &Runtime) -> Value {
+    let backends: Vec<Value> = rt
+        .backends
+        .iter()
+        .map(|b| {
+            json!({
+                "name": b.name,
+                "balance": format!("{:?}", b.balance).to_lowercase(),
+                "servers": b.servers.iter().map(|s| server_json(b, s)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "backends": backends })
+}
+
+fn server_json(b: &Backend, s: &Server) -> Value {
+    let v = s.view();
+    let c = &s.shared.counters;
+    let responses: serde_json::Map<String, Value> = CLASSES
+        .iter()
+        .zip(&c.responses)
+        .map(|(k, n)| ((*k).to_string(), json!(n.load(Ordering::Relaxed))))
+        .collect();
+    let check = match (&b.check, &v.last_check) {
+        (None, _) => json!({ "enabled": false, "status": "none" }),
+        (Some(cfg), last) => json!({
+            "enabled": true,
+            "status": last.as_ref().map_or("INI", |r| r.status.as_str()),
+            "code": last.as_ref().and_then(|r| r.code),
+            "detail": last.as_ref().map_or("", |r| r.detail.as_str()),
+            "health": v.health,
+            "rise": cfg.rise,
+            "fall": cfg.fall,
+            "path": cfg.path,
+        }),
+    };
+    json!({
+        "name": s.name,
+        "addr": s.addr.to_string(),
+        "state": v.state.as_str(),
+        "weight": s.weight,
+        "effective_weight": s.effective_weight(),
+        "backup": s.backup,
+        "sessions": s.sessions(),
+        "max_sessions": c.max_sessions.load(Ordering::Relaxed),
+        "total_sessions": c.total_sessions.load(Ordering::Relaxed),
+        "bytes_in": c.bytes_in.load(Ordering::Relaxed),
+        "bytes_out": c.bytes_out.load(Ordering::Relaxed),
+        "connect_errors": c.connect_errors.load(Ordering::Relaxed),
+        "responses": responses,
+        "check": check,
+        "last_change_secs": v.since_change.as_secs(),
+    })
+}

@@ -1,0 +1,540 @@
+//! The lb's TOML configuration: what the file may say, its defaults (all in
+//! this file), and the checks that need more than the TOML grammar (names
+//! that must exist, limits), each reported with the file and line like
+//! `haproxy -c`. Building the runtime from it (certificates, sockets) is
+//! `runtime.rs`'s job.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use wsmesh_common::config::{ConfigError, Source};
+
+/// Environment variable that overrides `admin.token`.
+pub const ADMIN_TOKEN_ENV: &str = "WSMESH_ADMIN_TOKEN";
+
+/// Highest server weight accepted (HAProxy's limit).
+pub const MAX_WEIGHT: u32 = 256;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide limits.
+    #[serde(default)]
+    pub global: Global,
+    /// Timeouts shared by every frontend and backend.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// The admin listener (stats page, JSON API, metrics).
+    #[serde(default)]
+    pub admin: Admin,
+    /// Client-facing listeners.
+    #[serde(default, rename = "frontend")]
+    pub frontends: Vec<Frontend>,
+    /// Groups of servers that frontends send traffic to.
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<Backend>,
+}
+
+/// Process-wide settings (HAProxy `global`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Global {
+    /// Client connections open at once over all frontends; more wait in the
+    /// kernel's accept queue.
+    pub maxconn: usize,
+    /// On SIGTERM, how long WebSocket tunnels and in-flight requests may
+    /// continue before they are closed (`hard-stop-after`).
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            maxconn: 10_000,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Timeouts with HAProxy's meaning (`timeout connect`, …).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Connecting to a server (TCP); on expiry the next server is tried.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// Client inactivity: an idle keep-alive connection (no request in
+    /// flight) is closed after this; also bounds the TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub client: Duration,
+    /// Waiting for a server's response headers; 504 on expiry.
+    #[serde(with = "humantime_serde")]
+    pub server: Duration,
+    /// A request's complete headers must arrive within this, counted from
+    /// the connection's start or the request's first byte; 408 on expiry.
+    #[serde(with = "humantime_serde")]
+    pub http_request: Duration,
+    /// Inactivity in both directions of an upgraded (WebSocket) connection.
+    #[serde(with = "humantime_serde")]
+    pub tunnel: Duration,
+    /// Once one side of a tunnel has closed its half, how long the other
+    /// direction may still run.
+    #[serde(with = "humantime_serde")]
+    pub client_fin: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            client: Duration::from_secs(30),
+            server: Duration::from_secs(30),
+            http_request: Duration::from_secs(10),
+            tunnel: Duration::from_secs(3600),
+            client_fin: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Admin listener (HAProxy `stats` + runtime API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Address of the admin listener; keep it on loopback or a private net.
+    pub listen: Spanned<String>,
+    /// Bearer token required on every admin request; empty: none.
+    /// Overridden by `WSMESH_ADMIN_TOKEN`.
+    pub token: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: Spanned::new(0..0, "127.0.0.1:8404".into()),
+            token: String::new(),
+        }
+    }
+}
+
+impl Admin {
+    /// The token in force: the environment wins over the file.
+    pub fn effective_token(&self) -> Option<String> {
+        wsmesh_common::config::env_override(ADMIN_TOKEN_ENV)
+            .or_else(|| Some(self.token.clone()).filter(|t| !t.is_empty()))
+    }
+}
+
+/// One client-facing listener (HAProxy `frontend` + `bind`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frontend {
+    /// Name used in logs, stats and metrics.
+    pub name: Spanned<String>,
+    /// Address to listen on, e.g. `127.0.0.1:8443`.
+    pub listen: Spanned<String>,
+    /// Certificates; any present makes this a TLS listener. The first one is
+    /// the default for clients without SNI or with an unknown name.
+    #[serde(default, rename = "cert")]
+    pub certs: Vec<CertFiles>,
+    /// Backend for requests no route matches (`default_backend`). Required
+    /// unless the frontend only redirects.
+    #[serde(default)]
+    pub backend: Option<Spanned<String>>,
+    /// When set, every request is answered with a 301 to `https://` on this
+    /// port, path and query kept (`redirect scheme https code 301`).
+    #[serde(default)]
+    pub redirect_https_port: Option<u16>,
+    /// `Strict-Transport-Security` value added to responses on a TLS
+    /// frontend, e.g. `max-age=31536000`; empty: none.
+    #[serde(default)]
+    pub hsts: String,
+    /// Add `X-Forwarded-For/-Proto/-Host` and `Forwarded` to requests
+    /// (`option forwardfor`).
+    #[serde(default = "default_true")]
+    pub forwarded_headers: bool,
+    /// Connections open at once on this frontend; 0: only the global limit.
+    #[serde(default)]
+    pub maxconn: usize,
+    /// Path prefixes answered with 403 (`http-request deny if { path_beg … }`).
+    #[serde(default = "default_deny")]
+    pub deny: Vec<String>,
+    /// Path prefixes sent to another backend (`use_backend … if { path_beg … }`),
+    /// first match wins.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+/// A certificate chain and its key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFiles {
+    /// PEM file with the leaf certificate first, then the chain; may also
+    /// hold the private key (HAProxy-style combined PEM). Relative paths are
+    /// resolved against the config file's directory.
+    pub cert: Spanned<String>,
+    /// PEM file with the private key; omit when `cert` holds it.
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+}
+
+/// A path-prefix route to a named backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Path prefix, e.g. `/api/`.
+    pub prefix: String,
+    /// Backend that gets the matching requests.
+    pub backend: Spanned<String>,
+}
+
+/// Balancing algorithm (HAProxy `balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// In turn, in proportion to weight.
+    RoundRobin,
+    /// Fewest current sessions per weight; for long-lived WebSockets.
+    #[default]
+    LeastConn,
+    /// Hash of the client IP, so a client keeps its server.
+    Source,
+}
+
+/// A group of servers (HAProxy `backend`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Name that frontends and routes refer to.
+    pub name: Spanned<String>,
+    /// Balancing algorithm.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Further servers tried after a failed connect (`retries`, with
+    /// `option redispatch`: each retry goes to the next server).
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    /// Idle keep-alive connections kept per server.
+    #[serde(default = "default_pool_idle")]
+    pub pool_max_idle: usize,
+    /// Active health check; without it servers count as up until a connect fails.
+    #[serde(default)]
+    pub check: Option<Check>,
+    /// The servers.
+    #[serde(rename = "server")]
+    pub servers: Vec<Server>,
+}
+
+/// Active HTTP health check (`option httpchk` + `http-check expect status`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Check {
+    /// Path requested with GET.
+    pub path: String,
+    /// Status that counts as success.
+    pub expect_status: u16,
+    /// Time between checks (`inter`).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time between checks while a server is changing state (`fastinter`);
+    /// default: `interval`.
+    #[serde(with = "humantime_serde::option")]
+    pub fastinter: Option<Duration>,
+    /// Time between checks while a server is down (`downinter`); default: `interval`.
+    #[serde(with = "humantime_serde::option")]
+    pub downinter: Option<Duration>,
+    /// One check's connect + response budget (`timeout check`); default: `interval`.
+    #[serde(with = "humantime_serde::option")]
+    pub timeout: Option<Duration>,
+    /// Consecutive successes that bring a down server up.
+    pub rise: u32,
+    /// Consecutive failures that take an up server down.
+    pub fall: u32,
+}
+
+impl Default for Check {
+    fn default() -> Self {
+        Check {
+            path: "/".into(),
+            expect_status: 200,
+            interval: Duration::from_secs(2),
+            fastinter: None,
+            downinter: None,
+            timeout: None,
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// One server of a backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Name, unique in the whole file (the admin API addresses servers by it).
+    pub name: Spanned<String>,
+    /// `ip:port` of the server's plain-HTTP listener.
+    pub addr: Spanned<String>,
+    /// Share of traffic relative to the others, 0–256; 0 gets none.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Sessions at once on this server; 0: unlimited. A full server is skipped.
+    #[serde(default)]
+    pub maxconn: usize,
+    /// Used only when no non-backup server is usable.
+    #[serde(default)]
+    pub backup: bool,
+    /// After coming up, the weight ramps from 0 to full over this time.
+    #[serde(default, with = "humantime_serde")]
+    pub slowstart: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_deny() -> Vec<String> {
+    vec!["/internal/".into()]
+}
+fn default_retries() -> usize {
+    3
+}
+fn default_pool_idle() -> usize {
+    32
+}
+fn default_weight() -> u32 {
+    1
+}
+
+impl Check {
+    /// `fastinter`, defaulting to `interval`.
+    pub fn fast_interval(&self) -> Duration {
+        self.fastinter.unwrap_or(self.interval)
+    }
+    /// `downinter`, defaulting to `interval`.
+    pub fn down_interval(&self) -> Duration {
+        self.downinter.unwrap_or(self.interval)
+    }
+    /// `timeout`, defaulting to `interval`.
+    pub fn check_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(self.interval)
+    }
+}
+
+/// Parses an `ip:port` that sits at `span` of the file.
+pub fn parse_addr(source: &Source, value: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+    value.get_ref().parse().map_err(|_| {
+        source.error_at(
+            value.span(),
+            format!("{:?} is not an ip:port address", value.get_ref()),
+        )
+    })
+}
+
+/// Resolves a path from the file against the file's directory.
+pub fn resolve_path(source: &Source, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    source.file.parent().unwrap_or(Path::new(".")).join(p)
+}
+
+impl Config {
+    /// Reads, parses and checks the file; certificates are checked later,
+    /// when they are loaded.
+    pub fn load(path: &Path) -> Result<(Config, Source), ConfigError> {
+        let (config, source): (Config, Source) = wsmesh_common::config::load(path)?;
+        config.validate(&source)?;
+        Ok((config, source))
+    }
+
+    /// Checks what the grammar cannot: references, uniqueness, ranges.
+    fn validate(&self, source: &Source) -> Result<(), ConfigError> {
+        if self.frontends.is_empty() {
+            return Err(source.error("no [[frontend]] defined"));
+        }
+        if self.global.maxconn == 0 {
+            return Err(source.error_at_key("maxconn", "global maxconn must be at least 1"));
+        }
+        let mut listens = HashSet::new();
+        let admin = parse_addr(source, &self.admin.listen)?;
+        listens.insert(admin);
+        let mut backend_names = HashSet::new();
+        let mut server_names = HashSet::new();
+        for b in &self.backends {
+            if !backend_names.insert(b.name.get_ref().as_str()) {
+                return Err(
+                    source.error_at(b.name.span(), format!("duplicate backend {:?}", b.name.get_ref()))
+                );
+            }
+            if b.servers.is_empty() {
+                return Err(source.error_at(
+                    b.name.span(),
+                    format!("backend {:?} has no [[backend.server]]", b.name.get_ref()),
+                ));
+            }
+            if let Some(check) = &b.check {
+                if check.rise == 0 || check.fall == 0 {
+                    return Err(source.error_at_key(
+                        if check.rise == 0 { "rise" } else { "fall" },
+                        "rise and fall must be at least 1",
+                    ));
+                }
+                if !check.path.starts_with('/') {
+                    return Err(source.error_at_key("path", "check path must start with '/'"));
+                }
+                if check.interval.is_zero() {
+                    return Err(source.error_at_key("interval", "check interval must not be 0"));
+                }
+            }
+            for s in &b.servers {
+                if !server_names.insert(s.name.get_ref().as_str()) {
+                    return Err(source.error_at(
+                        s.name.span(),
+                        format!(
+                            "duplicate server name {:?} (names are unique across backends)",
+                            s.name.get_ref()
+                        ),
+                    ));
+                }
+                parse_addr(source, &s.addr)?;
+                if s.weight > MAX_WEIGHT {
+                    return Err(source.error_at(
+                        s.name.span(),
+                        format!(
+                            "server {:?}: weight {} is over {MAX_WEIGHT}",
+                            s.name.get_ref(),
+                            s.weight
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut frontend_names = HashSet::new();
+        for f in &self.frontends {
+            if !frontend_names.insert(f.name.get_ref().as_str()) {
+                return Err(source.error_at(
+                    f.name.span(),
+                    format!("duplicate frontend {:?}", f.name.get_ref()),
+                ));
+            }
+            let addr = parse_addr(source, &f.listen)?;
+            if !listens.insert(addr) {
+                return Err(source.error_at(f.listen.span(), format!("address {addr} is used twice")));
+            }
+            let known = |name: &Spanned<String>| -> Result<(), ConfigError> {
+                if backend_names.contains(name.get_ref().as_str()) {
+                    Ok(())
+                } else {
+                    Err(source.error_at(name.span(), format!("unknown backend {:?}", name.get_ref())))
+                }
+            };
+            match (&f.backend, f.redirect_https_port) {
+                (Some(b), _) => known(b)?,
+                (None, Some(_)) => {}
+                (None, None) => {
+                    return Err(source.error_at(
+                        f.name.span(),
+                        format!(
+                            "frontend {:?} needs a backend (or redirect_https_port)",
+                            f.name.get_ref()
+                        ),
+                    ))
+                }
+            }
+            for r in &f.routes {
+                known(&r.backend)?;
+                if !r.prefix.starts_with('/') {
+                    return Err(source.error_at(r.backend.span(), "route prefix must start with '/'"));
+                }
+            }
+            if !f.hsts.is_empty() && http::HeaderValue::from_str(&f.hsts).is_err() {
+                return Err(source.error_at_key("hsts", "hsts is not a valid header value"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let source = Source {
+            file: PathBuf::from("/etc/lb/lb.toml"),
+            text: text.into(),
+        };
+        let config: Config = source.parse()?;
+        config.validate(&source)?;
+        Ok(config)
+    }
+
+    const MINIMAL: &str = r#"
+[[frontend]]
+name = "web"
+listen = "127.0.0.1:8080"
+backend = "apps"
+
+[[backend]]
+name = "apps"
+[[backend.server]]
+name = "app1"
+addr = "127.0.0.1:9001"
+"#;
+
+    #[test]
+    fn minimal_config_gets_haproxy_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.backends[0].balance, Balance::LeastConn);
+        assert_eq!(c.backends[0].retries, 3);
+        assert_eq!(c.frontends[0].deny, vec!["/internal/".to_string()]);
+        assert_eq!(c.admin.listen.get_ref(), "127.0.0.1:8404");
+        let check = Check::default();
+        assert_eq!(
+            (check.interval, check.rise, check.fall),
+            (Duration::from_secs(2), 2, 3)
+        );
+        assert_eq!(check.fast_interval(), check.interval);
+    }
+
+    #[test]
+    fn unknown_backend_names_its_line() {
+        let text = MINIMAL.replace("backend = \"apps\"", "backend = \"nope\"");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(5), "{e}");
+        assert!(e.reason.contains("unknown backend \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn bad_server_address_names_its_line() {
+        let e = parse(&MINIMAL.replace("127.0.0.1:9001", "localhost")).unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(11), "{e}");
+    }
+
+    #[test]
+    fn duplicate_server_names_are_refused() {
+        let text = format!("{MINIMAL}[[backend.server]]\nname = \"app1\"\naddr = \"127.0.0.1:9002\"\n");
+        let e = parse(&text).unwrap_err();
+        assert!(e.reason.contains("duplicate server"), "{e}");
+        assert_eq!(e.position.map(|p| p.0), Some(13), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let source = Source {
+            file: PathBuf::from("/etc/lb/lb.toml"),
+            text: String::new(),
+        };
+        assert_eq!(
+            resolve_path(&source, "certs/a.pem"),
+            PathBuf::from("/etc/lb/certs/a.pem")
+        );
+        assert_eq!(resolve_path(&source, "/x.pem"), PathBuf::from("/x.pem"));
+    }
+}

@@ -1,0 +1,262 @@
+//! Client connections: binding the frontends' addresses, accepting within
+//! the global and per-frontend `maxconn` (a full lb stops accepting, as
+//! HAProxy does, and the kernel queues), the TLS handshake, and serving
+//! HTTP/1.1 or HTTP/2 (by ALPN) on each connection until it ends, idles out
+//! (`timeout client`) or the lb stops.
+//!
+//! Listening sockets survive reloads: each accept loop looks up its
+//! frontend in the configuration in force for every new connection, and a
+//! reload only opens addresses that are new and closes ones that are gone.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::client_io::{Activity, ClientIo};
+use crate::drain::{Drain, Running};
+use crate::proxy::{self, ConnCtx};
+use crate::runtime::{Frontend, Runtime};
+
+/// What every accept loop shares; lives for the whole process.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration in force.
+    pub runtime: watch::Receiver<Arc<Runtime>>,
+    /// Global `maxconn`.
+    pub global: Arc<Semaphore>,
+    /// Stop signal and running count.
+    pub drain: Drain,
+}
+
+/// Slots a client connection holds; released when the connection and any
+/// tunnel made from it are gone.
+#[derive(Debug)]
+pub struct Permits {
+    /// Global slot.
+    _global: OwnedSemaphorePermit,
+    /// Frontend slot, when the frontend has a limit.
+    _frontend: Option<OwnedSemaphorePermit>,
+    /// Counts the connection as running.
+    _running: Running,
+}
+
+/// A listening address that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Why.
+    pub source: io::Error,
+}
+
+/// The open listening sockets, by address.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// Accept loop per address.
+    tasks: HashMap<SocketAddr, JoinHandle<()>>,
+}
+
+impl Listeners {
+    /// Opens the addresses of `rt` not open yet. Nothing changes until
+    /// [`Listeners::apply`], so a failure leaves the running set intact.
+    pub async fn bind_new(&self, rt: &Runtime) -> Result<Vec<(SocketAddr, TcpListener)>, BindError> {
+        let mut opened = Vec::new();
+        for addr in rt.frontends.keys() {
+            if !self.tasks.contains_key(addr) {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BindError { addr: *addr, source })?;
+                opened.push((*addr, l));
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Starts accepting on `opened` and closes addresses `rt` no longer has.
+    pub fn apply(&mut self, opened: Vec<(SocketAddr, TcpListener)>, rt: &Runtime, shared: &Arc<Shared>) {
+        self.tasks.retain(|addr, task| {
+            let keep = rt.frontends.contains_key(addr);
+            if !keep {
+                tracing::info!(%addr, "listener closed");
+                task.abort();
+            }
+            keep
+        });
+        for (addr, l) in opened {
+            if let Some(fe) = rt.frontends.get(&addr) {
+                tracing::info!(frontend = %fe.name, %addr, tls = fe.tls.is_some(), "listening");
+                self.tasks
+                    .insert(addr, tokio::spawn(accept_loop(l, addr, shared.clone())));
+            }
+        }
+    }
+
+    /// Closes every listening socket (on stop).
+    pub fn close_all(&mut self) {
+        for (_, task) in self.tasks.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// Accepts connections for the frontend configured at `addr`.
+async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
+    loop {
+        let global = tokio::select! {
+            p = shared.global.clone().acquire_owned() => p,
+            _ = shared.drain.stopping() => return,
+        };
+        let Ok(global) = global else { return };
+        let limit = shared
+            .runtime
+            .borrow()
+            .frontends
+            .get(&addr)
+            .and_then(|f| f.maxconn.clone());
+        let frontend = match limit {
+            Some(sem) => match sem.acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => continue,
+            },
+            None => None,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(%addr, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shared.drain.stopping() => return,
+        };
+        let rt = shared.runtime.borrow().clone();
+        let Some(fe) = rt.frontends.get(&addr).cloned() else {
+            continue;
+        };
+        let permits = Arc::new(Permits {
+            _global: global,
+            _frontend: frontend,
+            _running: shared.drain.running(),
+        });
+        tokio::spawn(serve(tcp, peer, fe, rt, permits, shared.drain.clone()));
+    }
+}
+
+/// One client connection, from TLS handshake to close.
+async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    fe: Arc<Frontend>,
+    rt: Arc<Runtime>,
+    permits: Arc<Permits>,
+    drain: Drain,
+) {
+    let _ = tcp.set_nodelay(true);
+    let accepted = Instant::now();
+    let activity = Activity::new();
+    let ctx = |th: Duration| {
+        Arc::new(ConnCtx {
+            peer,
+            frontend: fe.clone(),
+            runtime: rt.clone(),
+            th,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            permits: permits.clone(),
+            drain: drain.clone(),
+        })
+    };
+    match &fe.tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            let stream = match tokio::time::timeout(rt.timeouts.client, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, frontend = %fe.name, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %peer, frontend = %fe.name, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            serve_http(stream, h2, ctx(accepted.elapsed()), activity).await;
+        }
+        None => serve_http(tcp, false, ctx(Duration::ZERO), activity).await,
+    }
+}
+
+/// Drives a hyper server connection until it ends; asks it to finish
+/// gracefully when the lb stops or the connection idles out.
+macro_rules! drive {
+    ($conn:expr, $ctx:expr, $activity:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        let stopping = $ctx.drain.stopping();
+        tokio::pin!(stopping);
+        let idle_limit = $ctx.runtime.timeouts.client;
+        let mut closing = false;
+        loop {
+            let idle_check = tokio::time::Instant::now() + idle_limit.saturating_sub($activity.idle());
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(client = %$ctx.peer, error = %e, "client connection ended with an error");
+                    }
+                    break;
+                }
+                _ = &mut stopping, if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep_until(idle_check), if !closing => {
+                    if $ctx.in_flight.load(Ordering::Relaxed) == 0 && $activity.idle() >= idle_limit {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }};
+}
+
+async fn serve_http<T>(io: T, h2: bool, ctx: Arc<ConnCtx>, activity: Arc<Activity>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_ctx = ctx.clone();
+    let svc = service_fn(move |req| proxy::handle(req, svc_ctx.clone()));
+    if h2 {
+        let io = TokioIo::new(ClientIo::plain(io, activity.clone()));
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, svc);
+        drive!(conn, ctx, activity);
+    } else {
+        let io = TokioIo::new(ClientIo::http1(
+            io,
+            activity.clone(),
+            ctx.runtime.timeouts.http_request,
+        ));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .serve_connection(io, svc)
+            .with_upgrades();
+        drive!(conn, ctx, activity);
+    }
+}

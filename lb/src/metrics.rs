@@ -1,0 +1,104 @@
+//! `/metrics` in Prometheus text format: per-server state, sessions, bytes,
+//! response classes and connect errors. Values are read from the live
+//! counters at scrape time, so there is no second set of numbers to keep
+//! in step.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::runtime::Runtime;
+use crate::upstream::BackendState;
+
+type Labels = Vec<(String, String)>;
+
+/// Response class labels, in the order of `Counters::responses`.
+pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// Renders the metrics of `rt`.
+pub fn render(rt: &Runtime) -> Result<String, std::fmt::Error> {
+    let up = Family::<Labels, Gauge>::default();
+    let state = Family::<Labels, Gauge>::default();
+    let weight = Family::<Labels, Gauge>::default();
+    let sessions = Family::<Labels, Gauge>::default();
+    let max_sessions = Family::<Labels, Gauge>::default();
+    let total = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    let bytes_in = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    let bytes_out = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    let responses = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    let connect_errors = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    for b in &rt.backends {
+        for s in &b.servers {
+            let labels = vec![
+                ("backend".to_string(), b.name.clone()),
+                ("server".to_string(), s.name.clone()),
+            ];
+            let c = &s.shared.counters;
+            let shown = s.state();
+            up.get_or_create(&labels)
+                .set(i64::from(shown == BackendState::Up));
+            for st in [
+                BackendState::Up,
+                BackendState::Down,
+                BackendState::Draining,
+                BackendState::Maint,
+            ] {
+                let mut l = labels.clone();
+                l.push(("state".into(), st.as_str().into()));
+                state.get_or_create(&l).set(i64::from(shown == st));
+            }
+            weight.get_or_create(&labels).set(i64::from(s.weight));
+            sessions.get_or_create(&labels).set(s.sessions() as i64);
+            max_sessions
+                .get_or_create(&labels)
+                .set(c.max_sessions.load(Ordering::Relaxed) as i64);
+            total
+                .get_or_create(&labels)
+                .inc_by(c.total_sessions.load(Ordering::Relaxed));
+            bytes_in
+                .get_or_create(&labels)
+                .inc_by(c.bytes_in.load(Ordering::Relaxed));
+            bytes_out
+                .get_or_create(&labels)
+                .inc_by(c.bytes_out.load(Ordering::Relaxed));
+            connect_errors
+                .get_or_create(&labels)
+                .inc_by(c.connect_errors.load(Ordering::Relaxed));
+            for (class, n) in CLASSES.iter().zip(&c.responses) {
+                let mut l = labels.clone();
+                l.push(("class".into(), (*class).into()));
+                responses.get_or_create(&l).inc_by(n.load(Ordering::Relaxed));
+            }
+        }
+    }
+    let mut registry = Registry::with_prefix("lb");
+    registry.register("server_up", "1 when the server is up and ready", up);
+    registry.register("server_state", "1 for the server's current state", state);
+    registry.register("server_weight", "Configured weight", weight);
+    registry.register("server_sessions", "Current sessions", sessions);
+    registry.register("server_sessions_max", "Highest concurrent sessions", max_sessions);
+    registry.register("server_session_starts", "Sessions started since start", total);
+    registry.register(
+        "server_bytes_in",
+        "Body bytes from clients to the server",
+        bytes_in,
+    );
+    registry.register(
+        "server_bytes_out",
+        "Body bytes from the server to clients",
+        bytes_out,
+    );
+    registry.register("server_responses", "Responses by status class", responses);
+    registry.register(
+        "server_connect_errors",
+        "Failed connects to the server",
+        connect_errors,
+    );
+    let mut out = String::new();
+    encode(&mut out, &registry)?;
+    Ok(out)
+}

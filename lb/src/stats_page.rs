@@ -1,0 +1,89 @@
+//! `/stats`: an HTML table like HAProxy's stats page — per server its state,
+//! last check and when the state last changed, current / max / total
+//! sessions, bytes in and out, response classes and weight. Refreshes itself.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::metrics::CLASSES;
+use crate::runtime::Runtime;
+
+/// Escapes text for HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Renders the page.
+pub fn render(rt: &Runtime) -> String {
+    let mut h = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
+         <title>lb stats</title><style>body{font-family:sans-serif;font-size:13px}\
+         table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #999;padding:2px 6px;text-align:right}\
+         th{background:#ddd}td.n{text-align:left}.up{background:#c0ffc0}.down{background:#ffa0a0}\
+         .drain{background:#a0a0ff}.maint{background:#c0c0c0}</style></head><body><h1>lb statistics</h1>",
+    );
+    for b in &rt.backends {
+        let _ = write!(
+            h,
+            "<h2>backend {} ({:?})</h2><table><tr><th>server</th><th>address</th><th>state</th><th>last change</th>\
+             <th>check</th><th>weight</th><th>cur</th><th>max</th><th>total</th><th>bytes in</th><th>bytes out</th>",
+            esc(&b.name),
+            b.balance
+        );
+        for c in CLASSES {
+            let _ = write!(h, "<th>{c}</th>");
+        }
+        h.push_str("<th>conn err</th></tr>");
+        for s in &b.servers {
+            let v = s.view();
+            let c = &s.shared.counters;
+            let check = match &v.last_check {
+                Some(r) => format!(
+                    "{}{} {}",
+                    r.status.as_str(),
+                    r.code.map(|c| format!(" {c}")).unwrap_or_default(),
+                    esc(&r.detail)
+                ),
+                None if b.check.is_some() => "INI".into(),
+                None => "no check".into(),
+            };
+            let _ = write!(
+                h,
+                "<tr class=\"{st}\"><td class=\"n\">{name}{backup}</td><td class=\"n\">{addr}</td><td class=\"n\">{st}</td>\
+                 <td>{since}s</td><td class=\"n\">{check}</td><td>{w}</td><td>{cur}</td><td>{max}</td><td>{tot}</td>\
+                 <td>{bin}</td><td>{bout}</td>",
+                st = v.state.as_str(),
+                name = esc(&s.name),
+                backup = if s.backup { " (backup)" } else { "" },
+                addr = s.addr,
+                since = v.since_change.as_secs(),
+                w = s.weight,
+                cur = s.sessions(),
+                max = c.max_sessions.load(Ordering::Relaxed),
+                tot = c.total_sessions.load(Ordering::Relaxed),
+                bin = c.bytes_in.load(Ordering::Relaxed),
+                bout = c.bytes_out.load(Ordering::Relaxed),
+            );
+            for n in &c.responses {
+                let _ = write!(h, "<td>{}</td>", n.load(Ordering::Relaxed));
+            }
+            let _ = write!(h, "<td>{}</td></tr>", c.connect_errors.load(Ordering::Relaxed));
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::esc;
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(esc("<a href=\"x\">&"), "&lt;a href=&quot;x&quot;&gt;&amp;");
+    }
+}

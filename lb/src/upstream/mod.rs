@@ -1,0 +1,539 @@
+//! Backends and their servers as the running lb sees them: configuration,
+//! admin state (ready/drain/maint), health (up/down with HAProxy's rise/fall
+//! counter), and the per-server counters the stats page and metrics show.
+//!
+//! A server's [`ServerShared`] outlives a reload when the server keeps its
+//! name and address, so sessions, counters, health and pooled connections
+//! carry over to the new configuration.
+
+pub mod health;
+pub mod pool;
+pub mod select;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::{self, Balance};
+use pool::Pool;
+
+/// What the admin asked for (HAProxy `set server … state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// Normal operation.
+    Ready,
+    /// No new sessions; established ones stay; checks go on.
+    Drain,
+    /// No traffic and no checks.
+    Maint,
+}
+
+/// What the checks say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    Down,
+}
+
+/// The state shown to operators, combining admin state and health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    Up,
+    Down,
+    Draining,
+    Maint,
+}
+
+impl BackendState {
+    /// The name used in the admin JSON and on the stats page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::Draining => "drain",
+            BackendState::Maint => "maint",
+        }
+    }
+}
+
+/// Outcome of the last health check, with HAProxy's status names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckStatus {
+    /// HTTP status as expected.
+    L7Ok,
+    /// Unexpected HTTP status.
+    L7Sts,
+    /// No valid HTTP status line.
+    L7Rsp,
+    /// Connected but no answer in time.
+    L7Tout,
+    /// Connection refused or reset.
+    L4Con,
+    /// Connect did not finish in time.
+    L4Tout,
+    /// A client request could not connect (passive check).
+    Passive,
+}
+
+impl CheckStatus {
+    /// HAProxy's short name (`L7OK`, `L4CON`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::L7Ok => "L7OK",
+            CheckStatus::L7Sts => "L7STS",
+            CheckStatus::L7Rsp => "L7RSP",
+            CheckStatus::L7Tout => "L7TOUT",
+            CheckStatus::L4Con => "L4CON",
+            CheckStatus::L4Tout => "L4TOUT",
+            CheckStatus::Passive => "PASSIVE",
+        }
+    }
+}
+
+/// One check result: the status and the words for the log.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    /// Classification.
+    pub status: CheckStatus,
+    /// HTTP status code seen, if any.
+    pub code: Option<u16>,
+    /// Human-readable detail, e.g. "connection refused".
+    pub detail: String,
+}
+
+impl CheckResult {
+    /// Whether this result counts as a success.
+    pub fn ok(&self) -> bool {
+        self.status == CheckStatus::L7Ok
+    }
+}
+
+/// Health bookkeeping, HAProxy style: `health` runs from 0 to
+/// `rise + fall - 1`; the server is up while `health >= rise`.
+#[derive(Debug)]
+struct HealthCounter {
+    /// Current position on the scale.
+    health: u32,
+    /// Current verdict.
+    state: Health,
+}
+
+/// Mutable status of a server, behind one lock.
+#[derive(Debug)]
+struct Status {
+    /// Admin state.
+    admin: AdminState,
+    /// Health counter and verdict.
+    counter: HealthCounter,
+    /// Last check outcome.
+    last_check: Option<CheckResult>,
+    /// When the shown state last changed.
+    last_change: Instant,
+    /// When the server last became usable (for slowstart).
+    usable_since: Instant,
+}
+
+/// Counters shown on the stats page and in metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Sessions now (requests in flight + open tunnels).
+    pub sessions: AtomicUsize,
+    /// Highest `sessions` seen.
+    pub max_sessions: AtomicUsize,
+    /// Sessions ever.
+    pub total_sessions: AtomicU64,
+    /// Body bytes from clients to this server.
+    pub bytes_in: AtomicU64,
+    /// Body bytes from this server to clients.
+    pub bytes_out: AtomicU64,
+    /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    pub responses: [AtomicU64; 6],
+    /// Connects that failed (refused or timed out).
+    pub connect_errors: AtomicU64,
+}
+
+/// The part of a server that survives reloads.
+#[derive(Debug)]
+pub struct ServerShared {
+    /// Status, behind a lock held only briefly.
+    status: Mutex<Status>,
+    /// Counters.
+    pub counters: Counters,
+    /// Idle keep-alive connections to this server.
+    pub pool: Pool,
+}
+
+/// A server as configured now, plus its shared state.
+#[derive(Debug)]
+pub struct Server {
+    /// Name, unique in the configuration.
+    pub name: String,
+    /// Address of the server.
+    pub addr: SocketAddr,
+    /// Configured weight (0–256).
+    pub weight: u32,
+    /// Session limit; 0: none.
+    pub maxconn: usize,
+    /// Only used when no regular server is usable.
+    pub backup: bool,
+    /// Weight ramp after coming up.
+    pub slowstart: Duration,
+    /// Health thresholds (rise, fall); `None` without active checks, when
+    /// nothing could bring a server back up and so nothing takes it down.
+    rise_fall: Option<(u32, u32)>,
+    /// State and counters kept across reloads.
+    pub shared: Arc<ServerShared>,
+}
+
+/// A backend as configured now.
+#[derive(Debug)]
+pub struct Backend {
+    /// Name.
+    pub name: String,
+    /// Balancing algorithm.
+    pub balance: Balance,
+    /// Extra attempts after a failed connect.
+    pub retries: usize,
+    /// Active check settings, if any.
+    pub check: Option<config::Check>,
+    /// Servers in configuration order.
+    pub servers: Vec<Arc<Server>>,
+    /// Rotation counter for roundrobin and leastconn ties.
+    pub rotation: AtomicUsize,
+}
+
+impl ServerShared {
+    /// Fresh state: up (HAProxy starts servers up, one failed check away
+    /// from down), ready, empty counters.
+    pub fn new(rise: u32, pool_max_idle: usize) -> Arc<ServerShared> {
+        let now = Instant::now();
+        Arc::new(ServerShared {
+            status: Mutex::new(Status {
+                admin: AdminState::Ready,
+                counter: HealthCounter {
+                    health: rise,
+                    state: Health::Up,
+                },
+                last_check: None,
+                last_change: now,
+                usable_since: now,
+            }),
+            counters: Counters::default(),
+            pool: Pool::new(pool_max_idle),
+        })
+    }
+
+    fn status(&self) -> MutexGuard<'_, Status> {
+        // A panic while holding this lock cannot leave it inconsistent
+        // (plain field writes), so a poisoned lock is still usable.
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A consistent copy of a server's status, for display.
+#[derive(Debug, Clone)]
+pub struct StatusView {
+    /// Shown state.
+    pub state: BackendState,
+    /// Last check, if any ran.
+    pub last_check: Option<CheckResult>,
+    /// Health counter position.
+    pub health: u32,
+    /// Time since the shown state changed.
+    pub since_change: Duration,
+}
+
+impl Server {
+    pub fn new(
+        cfg: &config::Server,
+        addr: SocketAddr,
+        check: Option<&config::Check>,
+        shared: Arc<ServerShared>,
+    ) -> Server {
+        Server {
+            name: cfg.name.get_ref().clone(),
+            addr,
+            weight: cfg.weight,
+            maxconn: cfg.maxconn,
+            backup: cfg.backup,
+            slowstart: cfg.slowstart,
+            rise_fall: check.map(|c| (c.rise, c.fall)),
+            shared,
+        }
+    }
+
+    /// State shown to operators.
+    pub fn state(&self) -> BackendState {
+        let s = self.shared.status();
+        shown(&s)
+    }
+
+    /// Copy of the status for display.
+    pub fn view(&self) -> StatusView {
+        let s = self.shared.status();
+        StatusView {
+            state: shown(&s),
+            last_check: s.last_check.clone(),
+            health: s.counter.health,
+            since_change: s.last_change.elapsed(),
+        }
+    }
+
+    /// Admin state.
+    pub fn admin_state(&self) -> AdminState {
+        self.shared.status().admin
+    }
+
+    /// Sessions now.
+    pub fn sessions(&self) -> usize {
+        self.shared.counters.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Whether new sessions may go here: ready, up, weight > 0, below maxconn.
+    pub fn usable(&self) -> bool {
+        let s = self.shared.status();
+        s.admin == AdminState::Ready
+            && s.counter.state == Health::Up
+            && self.weight > 0
+            && (self.maxconn == 0 || self.sessions() < self.maxconn)
+    }
+
+    /// Weight in force now: ramps up during `slowstart` after coming up.
+    /// Never below 1 for a usable server, so it can still be picked.
+    pub fn effective_weight(&self) -> u32 {
+        if self.slowstart.is_zero() {
+            return self.weight;
+        }
+        let up_for = self.shared.status().usable_since.elapsed();
+        if up_for >= self.slowstart {
+            return self.weight;
+        }
+        let share = up_for.as_secs_f64() / self.slowstart.as_secs_f64();
+        ((f64::from(self.weight) * share).ceil() as u32).clamp(1, self.weight.max(1))
+    }
+
+    /// Changes the admin state; returns the previous one.
+    pub fn set_admin(&self, admin: AdminState) -> AdminState {
+        let mut s = self.shared.status();
+        let before = shown(&s);
+        let previous = std::mem::replace(&mut s.admin, admin);
+        if admin == AdminState::Ready && previous != AdminState::Ready {
+            s.usable_since = Instant::now();
+        }
+        if admin == AdminState::Maint {
+            // HAProxy: a server leaving maintenance is checked afresh.
+            s.last_check = None;
+        }
+        let after = shown(&s);
+        if before != after {
+            s.last_change = Instant::now();
+            tracing::warn!(server = %self.name, from = before.as_str(), to = after.as_str(), reason = "admin request", "server state changed");
+        }
+        previous
+    }
+
+    /// Feeds one check result (active or passive) into the rise/fall counter,
+    /// logging any state change with its reason.
+    pub fn record(&self, result: CheckResult) {
+        let Some((rise, fall)) = self.rise_fall else {
+            return;
+        };
+        let max = rise + fall - 1;
+        let mut s = self.shared.status();
+        let before = shown(&s);
+        let c = &mut s.counter;
+        if result.ok() {
+            if c.health < max {
+                c.health += 1;
+                if c.health >= rise {
+                    c.health = max;
+                    if c.state == Health::Down {
+                        c.state = Health::Up;
+                        s.usable_since = Instant::now();
+                    }
+                }
+            }
+        } else if c.health > rise {
+            c.health -= 1;
+        } else {
+            c.health = 0;
+            c.state = Health::Down;
+        }
+        let reason = format!(
+            "{}{}{}",
+            result.status.as_str(),
+            result.code.map(|c| format!(" {c}")).unwrap_or_default(),
+            if result.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", result.detail)
+            }
+        );
+        s.last_check = Some(result);
+        let after = shown(&s);
+        if before != after {
+            s.last_change = Instant::now();
+            let health = s.counter.health;
+            drop(s);
+            tracing::warn!(server = %self.name, addr = %self.addr, from = before.as_str(), to = after.as_str(), %reason, health, "server state changed");
+        }
+    }
+
+    /// Counts a response's status class.
+    pub fn count_response(&self, status: u16) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        self.shared.counters.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Opens a session on this server; closed when the guard drops.
+    pub fn open_session(self: &Arc<Self>) -> SessionGuard {
+        let c = &self.shared.counters;
+        let now = c.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        c.max_sessions.fetch_max(now, Ordering::Relaxed);
+        c.total_sessions.fetch_add(1, Ordering::Relaxed);
+        SessionGuard { server: self.clone() }
+    }
+}
+
+fn shown(s: &Status) -> BackendState {
+    match (s.admin, s.counter.state) {
+        (AdminState::Maint, _) => BackendState::Maint,
+        (_, Health::Down) => BackendState::Down,
+        (AdminState::Drain, Health::Up) => BackendState::Draining,
+        (AdminState::Ready, Health::Up) => BackendState::Up,
+    }
+}
+
+/// A session on a server; dropping it ends the session.
+#[derive(Debug)]
+pub struct SessionGuard {
+    /// The server the session is on.
+    pub server: Arc<Server>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.server
+            .shared
+            .counters
+            .sessions
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Backend {
+    /// Finds a server by name.
+    pub fn server(&self, name: &str) -> Option<&Arc<Server>> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(rise: u32, fall: u32) -> Server {
+        Server {
+            name: "s".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            weight: 1,
+            maxconn: 0,
+            backup: false,
+            slowstart: Duration::ZERO,
+            rise_fall: Some((rise, fall)),
+            shared: ServerShared::new(rise, 1),
+        }
+    }
+
+    fn ok() -> CheckResult {
+        CheckResult {
+            status: CheckStatus::L7Ok,
+            code: Some(200),
+            detail: String::new(),
+        }
+    }
+
+    fn bad() -> CheckResult {
+        CheckResult {
+            status: CheckStatus::L7Sts,
+            code: Some(503),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn first_failure_at_start_takes_server_down() {
+        let s = server(2, 3);
+        assert_eq!(s.state(), BackendState::Up);
+        s.record(bad());
+        assert_eq!(s.state(), BackendState::Down);
+    }
+
+    #[test]
+    fn rise_successes_bring_it_up_and_fall_failures_take_it_down() {
+        let s = server(2, 3);
+        s.record(bad());
+        s.record(ok());
+        assert_eq!(s.state(), BackendState::Down, "one success is not enough");
+        s.record(ok());
+        assert_eq!(s.state(), BackendState::Up);
+        s.record(bad());
+        s.record(bad());
+        assert_eq!(s.state(), BackendState::Up, "two failures are not enough");
+        s.record(ok());
+        s.record(bad());
+        s.record(bad());
+        assert_eq!(
+            s.state(),
+            BackendState::Up,
+            "a success in between resets the count"
+        );
+        s.record(bad());
+        assert_eq!(s.state(), BackendState::Down);
+    }
+
+    #[test]
+    fn admin_states_override_health_in_the_shown_state() {
+        let s = server(2, 3);
+        s.set_admin(AdminState::Drain);
+        assert_eq!(s.state(), BackendState::Draining);
+        assert!(!s.usable());
+        s.set_admin(AdminState::Maint);
+        assert_eq!(s.state(), BackendState::Maint);
+        s.set_admin(AdminState::Ready);
+        assert!(s.usable());
+    }
+
+    #[test]
+    fn slowstart_ramps_weight() {
+        let mut s = server(1, 1);
+        s.weight = 100;
+        s.slowstart = Duration::from_secs(3600);
+        let w = s.effective_weight();
+        assert!((1..10).contains(&w), "{w}");
+        s.slowstart = Duration::ZERO;
+        assert_eq!(s.effective_weight(), 100);
+    }
+
+    #[test]
+    fn session_guard_counts_current_max_and_total() {
+        let s = Arc::new(server(1, 1));
+        let a = s.open_session();
+        let b = s.open_session();
+        assert_eq!(s.sessions(), 2);
+        drop(a);
+        drop(b);
+        let c = &s.shared.counters;
+        assert_eq!(s.sessions(), 0);
+        assert_eq!(c.max_sessions.load(Ordering::Relaxed), 2);
+        assert_eq!(c.total_sessions.load(Ordering::Relaxed), 2);
+    }
+}
