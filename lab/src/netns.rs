@@ -19,7 +19,6 @@ mod procs;
 mod topology;
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -118,23 +117,25 @@ pub(crate) fn check_interrupted() -> Result<(), NetnsError> {
     }
 }
 
-/// Entry point of the `lab netns` subcommand.
-pub fn cli(args: NetnsArgs) -> ExitCode {
+/// Entry point of the `lab netns` subcommand: the process exit code (0
+/// passed, [`EXIT_SKIPPED`], 1 failed). Everything it started is gone when
+/// it returns.
+pub fn cli(args: NetnsArgs) -> i32 {
     match run(&args) {
         Ok(Outcome::Passed(lines)) => {
             for line in lines {
                 println!("{line}");
             }
             println!("netns lab: passed");
-            ExitCode::SUCCESS
+            0
         }
         Ok(Outcome::Skipped(reason)) => {
             println!("skipped: {reason}");
-            ExitCode::from(EXIT_SKIPPED)
+            i32::from(EXIT_SKIPPED)
         }
         Err(e) => {
             eprintln!("netns lab: FAILED: {e}");
-            ExitCode::FAILURE
+            1
         }
     }
 }
@@ -167,7 +168,9 @@ impl Inputs {
             None => std::env::current_exe()
                 .ok()
                 .and_then(|p| p.parent().map(Path::to_path_buf))
-                .ok_or_else(|| NetnsError::Setup("cannot tell where the lab binary is; pass --bin-dir".into()))?,
+                .ok_or_else(|| {
+                    NetnsError::Setup("cannot tell where the lab binary is; pass --bin-dir".into())
+                })?,
         };
         let bin = |name: &str| {
             let p = bin_dir.join(name);
@@ -187,9 +190,19 @@ impl Inputs {
             ))
         })?;
         let hosts = HostTable::read(&configs.join("hosts.env"))?;
-        for file in ["app1.toml", "app2.toml", "subscriber1.toml", "subscriber2.toml", "lb.toml", "redis.conf"] {
+        for file in [
+            "app1.toml",
+            "app2.toml",
+            "subscriber1.toml",
+            "subscriber2.toml",
+            "lb.toml",
+            "redis.conf",
+        ] {
             if !configs.join(file).is_file() {
-                return Err(NetnsError::Setup(format!("{} is missing", configs.join(file).display())));
+                return Err(NetnsError::Setup(format!(
+                    "{} is missing",
+                    configs.join(file).display()
+                )));
             }
         }
         let provision = match &args.provision {
@@ -198,7 +211,10 @@ impl Inputs {
         };
         let certs_script = provision.join("certs.sh");
         if !certs_script.is_file() {
-            return Err(NetnsError::Setup(format!("{} is missing (pass --provision)", certs_script.display())));
+            return Err(NetnsError::Setup(format!(
+                "{} is missing (pass --provision)",
+                certs_script.display()
+            )));
         }
         Ok(Inputs {
             certs_script,
@@ -278,7 +294,12 @@ fn random_hex() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn run_in(inputs: &Inputs, topo: &Topology, procs: &mut Procs, tmp: &Path) -> Result<Vec<String>, NetnsError> {
+fn run_in(
+    inputs: &Inputs,
+    topo: &Topology,
+    procs: &mut Procs,
+    tmp: &Path,
+) -> Result<Vec<String>, NetnsError> {
     let hosts = &inputs.hosts;
     let secrets = Secrets {
         internal_token: random_hex(),
@@ -297,7 +318,8 @@ fn run_in(inputs: &Inputs, topo: &Topology, procs: &mut Procs, tmp: &Path) -> Re
 
     // redis VM: the shared settings plus the host-specific lines, as redis.sh writes them.
     let redis_dir = tmp.join("redis");
-    std::fs::create_dir_all(&redis_dir).map_err(|e| NetnsError::Setup(format!("{}: {e}", redis_dir.display())))?;
+    std::fs::create_dir_all(&redis_dir)
+        .map_err(|e| NetnsError::Setup(format!("{}: {e}", redis_dir.display())))?;
     let redis_conf = redis_dir.join("redis.conf");
     let conf = format!(
         "include {}\nbind {} 127.0.0.1\nrequirepass {}\ndir {}\ndaemonize no\nlogfile \"\"\n",
@@ -306,7 +328,8 @@ fn run_in(inputs: &Inputs, topo: &Topology, procs: &mut Procs, tmp: &Path) -> Re
         secrets.redis_password,
         redis_dir.display()
     );
-    std::fs::write(&redis_conf, conf).map_err(|e| NetnsError::Setup(format!("{}: {e}", redis_conf.display())))?;
+    std::fs::write(&redis_conf, conf)
+        .map_err(|e| NetnsError::Setup(format!("{}: {e}", redis_conf.display())))?;
     procs.spawn(Spec {
         name: "redis",
         ns: &topo.ns(Role::Redis),
@@ -326,7 +349,10 @@ fn run_in(inputs: &Inputs, topo: &Topology, procs: &mut Procs, tmp: &Path) -> Re
                 hosts.redis_port
             ),
         ),
-        ("WSMESH_INTERNAL_TOKEN".to_string(), secrets.internal_token.clone()),
+        (
+            "WSMESH_INTERNAL_TOKEN".to_string(),
+            secrets.internal_token.clone(),
+        ),
     ];
     for (n, role) in [(1, Role::App1), (2, Role::App2)] {
         let ns = topo.ns(role);
@@ -401,7 +427,11 @@ fn gen_cert(script: &Path, lb: &Path, dir: &Path, hosts: &HostTable) -> Result<(
     }
     tracing::info!(output = %String::from_utf8_lossy(&out.stdout).trim(), "certificates");
     if !dir.join(CA_FILE).is_file() {
-        return Err(NetnsError::Setup(format!("{} wrote no {}", script.display(), dir.join(CA_FILE).display())));
+        return Err(NetnsError::Setup(format!(
+            "{} wrote no {}",
+            script.display(),
+            dir.join(CA_FILE).display()
+        )));
     }
     Ok(())
 }

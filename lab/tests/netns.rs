@@ -62,7 +62,10 @@ fn four_host_lab_chats_and_fails_over_in_network_namespaces() {
         return;
     }
     print!("{stdout}");
-    assert!(status.success(), "lab netns failed ({status}):\n{stdout}\n{stderr}");
+    assert!(
+        status.success(),
+        "lab netns failed ({status}):\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("netns lab: passed"), "{stdout}");
     assert!(stdout.contains("failover:"), "{stdout}");
 }

@@ -40,8 +40,10 @@ pub struct Plan {
 
 /// A dotted key of a TOML file, as a string.
 fn toml_str(path: &Path, keys: &[&str]) -> Result<String, NetnsError> {
-    let text = std::fs::read_to_string(path).map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
-    let value: toml::Value = toml::from_str(&text).map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
+    let value: toml::Value =
+        toml::from_str(&text).map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
     keys.iter()
         .try_fold(&value, |v, k| v.get(k))
         .and_then(toml::Value::as_str)
@@ -51,8 +53,8 @@ fn toml_str(path: &Path, keys: &[&str]) -> Result<String, NetnsError> {
 
 /// Server name → state, from the lb's `/api/backends`.
 fn server_states(body: &str) -> Result<HashMap<String, String>, NetnsError> {
-    let v: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| NetnsError::Check(format!("/api/backends is not JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| NetnsError::Check(format!("/api/backends is not JSON: {e}")))?;
     let mut states = HashMap::new();
     for backend in v["backends"].as_array().into_iter().flatten() {
         for server in backend["servers"].as_array().into_iter().flatten() {
@@ -62,14 +64,20 @@ fn server_states(body: &str) -> Result<HashMap<String, String>, NetnsError> {
         }
     }
     if states.is_empty() {
-        return Err(NetnsError::Check(format!("/api/backends lists no server: {body}")));
+        return Err(NetnsError::Check(format!(
+            "/api/backends lists no server: {body}"
+        )));
     }
     Ok(states)
 }
 
 /// The lb's view of its servers, asked on the lb host's loopback.
 fn lb_states(lb_ns: &str, admin: &str) -> Result<HashMap<String, String>, NetnsError> {
-    let (status, body) = http_get_in(lb_ns, &format!("http://{admin}/api/backends"), Duration::from_secs(2))?;
+    let (status, body) = http_get_in(
+        lb_ns,
+        &format!("http://{admin}/api/backends"),
+        Duration::from_secs(2),
+    )?;
     if status != 200 {
         return Err(NetnsError::Check(format!("/api/backends answered {status}")));
     }
@@ -79,43 +87,70 @@ fn lb_states(lb_ns: &str, admin: &str) -> Result<HashMap<String, String>, NetnsE
 /// Runs every check; one summary line per check.
 pub fn run(plan: &Plan, topo: &Topology, procs: &mut Procs) -> Result<Vec<String>, NetnsError> {
     let mut lines = Vec::new();
-    let admin = toml_str(&plan.configs.join("lb.toml"), &["admin", "listen"]).unwrap_or_else(|_| "127.0.0.1:8404".into());
+    let admin = toml_str(&plan.configs.join("lb.toml"), &["admin", "listen"])
+        .unwrap_or_else(|_| "127.0.0.1:8404".into());
     let started = Instant::now();
 
     for n in 0..2 {
-        let public = toml_str(&plan.configs.join(format!("app{}.toml", n + 1)), &["listen", "public"])?;
+        let public = toml_str(
+            &plan.configs.join(format!("app{}.toml", n + 1)),
+            &["listen", "public"],
+        )?;
         let url = format!("http://{public}/healthz");
         let client_ns = plan.client_ns.clone();
-        wait_until(&format!("app{} {url} → 200 from the client", n + 1), Duration::from_secs(60), procs, || {
-            Ok(http_get_in(&client_ns, &url, Duration::from_secs(2))
-                .ok()
-                .filter(|(s, _)| *s == 200))
-        })?;
+        wait_until(
+            &format!("app{} {url} → 200 from the client", n + 1),
+            Duration::from_secs(60),
+            procs,
+            || {
+                Ok(http_get_in(&client_ns, &url, Duration::from_secs(2))
+                    .ok()
+                    .filter(|(s, _)| *s == 200))
+            },
+        )?;
         let health = toml_str(
             &plan.configs.join(format!("subscriber{}.toml", n + 1)),
             &["listen", "health"],
         )?;
         let url = format!("http://{health}/healthz");
         let app_ns = plan.app_ns[n].clone();
-        wait_until(&format!("subscriber{} {url} → 200 on its host", n + 1), Duration::from_secs(30), procs, || {
-            Ok(http_get_in(&app_ns, &url, Duration::from_secs(2))
-                .ok()
-                .filter(|(s, _)| *s == 200))
-        })?;
+        wait_until(
+            &format!("subscriber{} {url} → 200 on its host", n + 1),
+            Duration::from_secs(30),
+            procs,
+            || {
+                Ok(http_get_in(&app_ns, &url, Duration::from_secs(2))
+                    .ok()
+                    .filter(|(s, _)| *s == 200))
+            },
+        )?;
     }
-    wait_until("the lb to see app1 and app2 up", Duration::from_secs(30), procs, || {
-        let states = lb_states(&plan.lb_ns, &admin)?;
-        Ok((states.get("app1").map(String::as_str) == Some("up") && states.get("app2").map(String::as_str) == Some("up"))
+    wait_until(
+        "the lb to see app1 and app2 up",
+        Duration::from_secs(30),
+        procs,
+        || {
+            let states = lb_states(&plan.lb_ns, &admin)?;
+            Ok((states.get("app1").map(String::as_str) == Some("up")
+                && states.get("app2").map(String::as_str) == Some("up"))
             .then_some(()))
-    })?;
+        },
+    )?;
     lines.push(format!(
         "healthy in {:.1}s: app1, app2 (/healthz from the client), subscriber1, subscriber2, lb sees app1 up, app2 up",
         started.elapsed().as_secs_f64()
     ));
 
-    let (status, _) = http_get_in(&plan.client_ns, &format!("http://{}/", plan.lb_addr), Duration::from_secs(3))?;
+    let (status, _) = http_get_in(
+        &plan.client_ns,
+        &format!("http://{}/", plan.lb_addr),
+        Duration::from_secs(3),
+    )?;
     if status != 301 {
-        return Err(NetnsError::Check(format!("http://{}/ answered {status}, expected 301 to https", plan.lb_addr)));
+        return Err(NetnsError::Check(format!(
+            "http://{}/ answered {status}, expected 301 to https",
+            plan.lb_addr
+        )));
     }
     lines.push(format!("http://{}/ redirects to https (301)", plan.lb_addr));
 
@@ -138,7 +173,9 @@ pub fn run(plan: &Plan, topo: &Topology, procs: &mut Procs) -> Result<Vec<String
         check_interrupted()?;
         procs.check_alive()?;
         if Instant::now() > deadline {
-            return Err(NetnsError::Timeout("the chat check and drill took over 240s".into()));
+            return Err(NetnsError::Timeout(
+                "the chat check and drill took over 240s".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -181,7 +218,12 @@ impl Job {
     }
 
     /// A client that resumes where `last_id` left off, with `session`.
-    fn resumed_client(&self, room: &str, nick: &str, last_id: Option<String>) -> Result<ResilientClient, NetnsError> {
+    fn resumed_client(
+        &self,
+        room: &str,
+        nick: &str,
+        last_id: Option<String>,
+    ) -> Result<ResilientClient, NetnsError> {
         let tls = crate::tls::client_config(&self.ca).map_err(|e| NetnsError::Setup(e.to_string()))?;
         let mut opts = ConnectOptions::new(&self.url)
             .map_err(|e| NetnsError::Setup(e.to_string()))?
@@ -255,8 +297,10 @@ impl Job {
         // The drill needs a client on app1 (the victim) and one elsewhere
         // (the witness); leastconn spreads ana and bob, more clients are
         // added only when it did not.
-        let mut pool: Vec<(String, ResilientClient, String)> =
-            vec![("ana".into(), ana, ana_on.clone()), ("bob".into(), bob, bob_on.clone())];
+        let mut pool: Vec<(String, ResilientClient, String)> = vec![
+            ("ana".into(), ana, ana_on.clone()),
+            ("bob".into(), bob, bob_on.clone()),
+        ];
         for i in 0..6 {
             let on_app1 = pool.iter().any(|(_, _, on)| on == "app1");
             let elsewhere = pool.iter().any(|(_, _, on)| on != "app1");
@@ -318,14 +362,23 @@ impl Job {
                 victim = self.resumed_client(&room, victim_nick, stats.last_id.clone())?;
                 let on = connected(&mut victim, victim_nick).await?;
                 if on == "app1" {
-                    return Err(NetnsError::Check("the lb sent a new session to app1 while it was down".into()));
+                    return Err(NetnsError::Check(
+                        "the lb sent a new session to app1 while it was down".into(),
+                    ));
                 }
-                format!("resumed on {on} after a reconnect with since={}", stats.last_id.unwrap_or_default())
+                format!(
+                    "resumed on {on} after a reconnect with since={}",
+                    stats.last_id.unwrap_or_default()
+                )
             }
         };
         // Everything the witness sent must reach the victim once, in order.
         let until = Instant::now() + STEP;
-        while victim_chats.iter().filter(|c| c.body.starts_with("during failover")).count() < sent.len()
+        while victim_chats
+            .iter()
+            .filter(|c| c.body.starts_with("during failover"))
+            .count()
+            < sent.len()
             && Instant::now() < until
         {
             victim_chats.extend(victim.chats(1, Duration::from_millis(500)).await);
@@ -396,11 +449,15 @@ fn check_bodies(name: &str, got: &[Chat], want: &[&str]) -> Result<(), NetnsErro
     let mut expected = want.to_vec();
     expected.sort_unstable();
     if sorted != expected {
-        return Err(NetnsError::Check(format!("{name} received {bodies:?}, expected {want:?}")));
+        return Err(NetnsError::Check(format!(
+            "{name} received {bodies:?}, expected {want:?}"
+        )));
     }
     let ids: Vec<_> = got.iter().filter_map(Chat::stream_id).collect();
     if ids.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(NetnsError::Check(format!("{name} received out of id order: {bodies:?}")));
+        return Err(NetnsError::Check(format!(
+            "{name} received out of id order: {bodies:?}"
+        )));
     }
     Ok(())
 }
@@ -423,7 +480,13 @@ mod tests {
     #[test]
     fn toml_str_reads_the_shipped_app_config() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/vagrant");
-        assert_eq!(toml_str(&dir.join("app1.toml"), &["listen", "public"]).unwrap(), "192.168.56.11:8080");
-        assert_eq!(toml_str(&dir.join("lb.toml"), &["admin", "listen"]).unwrap(), "127.0.0.1:8404");
+        assert_eq!(
+            toml_str(&dir.join("app1.toml"), &["listen", "public"]).unwrap(),
+            "192.168.56.11:8080"
+        );
+        assert_eq!(
+            toml_str(&dir.join("lb.toml"), &["admin", "listen"]).unwrap(),
+            "127.0.0.1:8404"
+        );
     }
 }

@@ -75,7 +75,8 @@ pub struct HostTable {
 impl HostTable {
     /// Reads `hosts.env`: `KEY=VALUE` lines, `#` comments.
     pub fn read(path: &Path) -> Result<HostTable, NetnsError> {
-        let text = std::fs::read_to_string(path).map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
         HostTable::parse(&text).map_err(|reason| NetnsError::Setup(format!("{}: {reason}", path.display())))
     }
 
@@ -105,7 +106,11 @@ impl HostTable {
         let redis_port = get("REDIS_PORT")?
             .parse()
             .map_err(|_| "REDIS_PORT is not a port".to_string())?;
-        Ok(HostTable { net, addrs, redis_port })
+        Ok(HostTable {
+            net,
+            addrs,
+            redis_port,
+        })
     }
 
     /// The address of `role`.
@@ -116,7 +121,6 @@ impl HostTable {
             .map(|(_, a)| *a)
             .unwrap_or(Ipv4Addr::UNSPECIFIED)
     }
-
 }
 
 /// The namespaces and links of one run. Dropping it kills every process left
@@ -150,7 +154,10 @@ fn run(program: &str, args: &[&str]) -> Result<String, NetnsError> {
             Ok(None) | Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(NetnsError::Command(format!("{program} {}: timed out", args.join(" "))));
+                return Err(NetnsError::Command(format!(
+                    "{program} {}: timed out",
+                    args.join(" ")
+                )));
             }
         }
     }
@@ -199,7 +206,9 @@ impl Topology {
             let ns = topo.ns(role);
             topo.add_ns(&ns)?;
             let port = Self::port(role);
-            ip(&["-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            ip(&[
+                "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ])?;
             ip(&["-n", &hub, "link", "set", &port, "master", "br0", "up"])?;
             let cidr = format!("{}/24", table.addr(role));
             ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
@@ -322,7 +331,9 @@ pub fn unsupported_reason() -> Option<String> {
     if let Err(e) = ip(&["netns", "add", &probe]) {
         return Some(format!("network namespaces are not available here: {e}"));
     }
-    let veth = ip(&["-n", &probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1"]);
+    let veth = ip(&[
+        "-n", &probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1",
+    ]);
     remove_ns(&probe);
     if let Err(e) = veth {
         return Some(format!("veth pairs are not available here: {e}"));
