@@ -2,27 +2,6 @@
 //! config, binds both listeners and wires the parts; on SIGTERM/SIGINT it
 //! drains and exits 0.
 
-mod config;
-mod conversation;
-mod drain;
-mod health;
-mod hub;
-mod internal;
-mod legacy;
-mod limits;
-mod metrics;
-mod origin;
-mod page;
-mod presence;
-mod query;
-mod routes;
-mod server;
-mod shared;
-mod socket;
-mod store;
-mod upgrade;
-mod ws;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,7 +9,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::shared::Shared;
+use app::shared::Shared;
+use app::{config, internal, routes, server};
 
 /// wsmesh chat server.
 #[derive(Debug, Parser)]

@@ -261,8 +261,9 @@ impl Store {
         Ok(History { chats, truncated })
     }
 
-    /// Whether the stream has trimmed an entry newer than `since`
-    /// (XINFO STREAM's `max-deleted-entry-id`, Redis 7+).
+    /// Whether entries after `since` may have been trimmed away: entries were
+    /// removed and `since` is older than the first one retained (or older than
+    /// the newest deleted one). XINFO STREAM fields of Redis 7+.
     async fn trimmed_after(&self, key: &str, since: StreamId) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
         let exists: bool = self
@@ -274,11 +275,20 @@ impl Store {
         let info: HashMap<String, redis::Value> = self
             .timed(redis::cmd("XINFO").arg("STREAM").arg(key).query_async(&mut c))
             .await?;
-        let max_deleted = info
-            .get("max-deleted-entry-id")
-            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
-            .and_then(|s| s.parse::<StreamId>().ok());
-        Ok(max_deleted.is_some_and(|deleted| since < deleted))
+        let int = |name: &str| {
+            info.get(name)
+                .and_then(|v| redis::from_redis_value_ref::<u64>(v).ok())
+        };
+        let id = |name: &str| {
+            info.get(name)
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                .and_then(|s| s.parse::<StreamId>().ok())
+        };
+        let removed =
+            matches!((int("entries-added"), int("length")), (Some(added), Some(len)) if added > len);
+        let before_first = id("recorded-first-entry-id").is_some_and(|first| since < first);
+        let before_deleted = id("max-deleted-entry-id").is_some_and(|deleted| since < deleted);
+        Ok(removed && before_first || before_deleted)
     }
 
     /// The session for `token`, refreshed; a new one when the token is

@@ -1,0 +1,183 @@
+//! The Redis store against a real redis-server: the append script's
+//! idempotency and publish payload, history replay after `since` (paged),
+//! truncation detection, sessions and presence sums.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::config::RedisConfig;
+use app::metrics::Metrics;
+use app::store::{Outcome, Store};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use support::Redis;
+use wsmesh_common::chat::Chat;
+use wsmesh_common::stream_id::StreamId;
+
+fn store(redis: &Redis, maxlen: u64) -> Store {
+    let cfg = RedisConfig {
+        url: redis.url(),
+        stream_maxlen: maxlen,
+        ..RedisConfig::default()
+    };
+    Store::new(&cfg, Arc::new(Metrics::new())).expect("store")
+}
+
+async fn next_published(ps: &mut redis::aio::PubSub) -> Chat {
+    let msg = tokio::time::timeout(Duration::from_secs(5), ps.on_message().next())
+        .await
+        .expect("a publish within 5 s")
+        .expect("pubsub open");
+    let payload: String = msg.get_payload().expect("string payload");
+    serde_json::from_str(&payload).unwrap_or_else(|e| panic!("{payload} is not a Chat: {e}"))
+}
+
+#[tokio::test]
+async fn resend_with_same_cid_is_stored_and_published_once() {
+    let redis = Redis::start();
+    let s = store(&redis, 1000);
+    let mut ps = redis.subscribe().await;
+    let first = s
+        .append("lobby", "ana", "hi \"there\" / é", Some("c1"))
+        .await
+        .expect("append");
+    let again = s
+        .append("lobby", "ana", "hi \"there\" / é", Some("c1"))
+        .await
+        .expect("append");
+    assert_eq!(first.outcome, Outcome::Stored);
+    assert_eq!(again.outcome, Outcome::Duplicate);
+    assert_eq!(again.id, first.id);
+    let mut conn = redis.conn().await;
+    let len: u64 = conn.xlen("wsmesh:room:lobby").await.expect("xlen");
+    assert_eq!(len, 1);
+    let published = next_published(&mut ps).await;
+    let id: StreamId = first.id.parse().expect("stream id");
+    assert_eq!(
+        published,
+        Chat {
+            id: first.id.clone(),
+            room: "lobby".into(),
+            nick: "ana".into(),
+            body: "hi \"there\" / é".into(),
+            ts: id.ms,
+            cid: Some("c1".into()),
+        }
+    );
+    // A later chat is the next publish: the duplicate published nothing.
+    let other = s.append("lobby", "bo", "second", None).await.expect("append");
+    let next = next_published(&mut ps).await;
+    assert_eq!(next.id, other.id);
+    assert_eq!(next.cid, None);
+    let rooms: Vec<String> = conn.smembers("wsmesh:rooms").await.expect("smembers");
+    assert_eq!(rooms, vec!["lobby".to_string()]);
+    let remembered: String = conn.get("wsmesh:cid:lobby:c1").await.expect("cid key");
+    assert_eq!(remembered, first.id);
+}
+
+#[tokio::test]
+async fn same_cid_in_another_room_is_a_new_message() {
+    let redis = Redis::start();
+    let s = store(&redis, 1000);
+    let a = s.append("a", "n", "x", Some("c")).await.expect("append");
+    let b = s.append("b", "n", "x", Some("c")).await.expect("append");
+    assert_eq!((a.outcome, b.outcome), (Outcome::Stored, Outcome::Stored));
+    let mut conn = redis.conn().await;
+    let len: u64 = conn.xlen("wsmesh:room:b").await.expect("xlen");
+    assert_eq!(len, 1);
+}
+
+#[tokio::test]
+async fn replay_after_since_is_exclusive_ordered_and_paged() {
+    let redis = Redis::start();
+    let s = store(&redis, 100_000);
+    let mut ids = Vec::new();
+    for i in 0..1203 {
+        ids.push(
+            s.append("big", "n", &format!("m{i}"), None)
+                .await
+                .expect("append")
+                .id,
+        );
+    }
+    let since: StreamId = ids[100].parse().expect("id");
+    let h = s.after("big", since).await.expect("after");
+    assert!(!h.truncated);
+    let got: Vec<&str> = h.chats.iter().map(|c| c.id.as_str()).collect();
+    let want: Vec<&str> = ids[101..].iter().map(String::as_str).collect();
+    assert_eq!(got, want);
+    assert_eq!(h.chats[0].body, "m101");
+    let last = s.last("big", 50).await.expect("last");
+    assert_eq!(last.len(), 50);
+    assert_eq!(last.last().map(|c| c.id.as_str()), ids.last().map(String::as_str));
+    assert_eq!(last[0].id, ids[1203 - 50]);
+}
+
+#[tokio::test]
+async fn trimmed_gap_is_reported_as_truncated() {
+    let redis = Redis::start();
+    let s = store(&redis, 10);
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        ids.push(
+            s.append("small", "n", &format!("m{i}"), None)
+                .await
+                .expect("append")
+                .id,
+        );
+    }
+    let old: StreamId = ids[0].parse().expect("id");
+    let h = s.after("small", old).await.expect("after");
+    assert!(h.truncated, "the gap after {old} was trimmed");
+    assert!(h.chats.len() < 59);
+    let recent: StreamId = ids[57].parse().expect("id");
+    let h = s.after("small", recent).await.expect("after");
+    assert!(!h.truncated);
+    assert_eq!(h.chats.len(), 2);
+    let none = s.after("nothing-here", old).await.expect("after");
+    assert!(!none.truncated && none.chats.is_empty());
+}
+
+#[tokio::test]
+async fn known_session_keeps_nick_and_connected_since() {
+    let redis = Redis::start();
+    let s = store(&redis, 100);
+    let fresh = s.session(None).await.expect("session");
+    assert_eq!(fresh.token.len(), 32);
+    assert!(fresh.nick.starts_with("guest-"));
+    s.set_nick(&fresh.token, "ana").await.expect("nick");
+    let back = s.session(Some(&fresh.token)).await.expect("session");
+    assert_eq!(back.token, fresh.token);
+    assert_eq!(back.nick, "ana");
+    assert_eq!(back.connected_since, fresh.connected_since);
+    let unknown = s.session(Some(&"0".repeat(32))).await.expect("session");
+    assert_ne!(unknown.token, "0".repeat(32), "an unknown token is not adopted");
+    let mut conn = redis.conn().await;
+    let ttl: i64 = conn
+        .ttl(format!("wsmesh:session:{}", fresh.token))
+        .await
+        .expect("ttl");
+    assert!(ttl > 0, "sessions expire");
+}
+
+#[tokio::test]
+async fn presence_sums_instances_and_forgets_a_leaver() {
+    let redis = Redis::start();
+    let s = store(&redis, 100);
+    let ttl = Duration::from_secs(30);
+    assert_eq!(s.presence("r", "app1", 2, ttl).await.expect("presence"), 2);
+    assert_eq!(s.presence("r", "app2", 3, ttl).await.expect("presence"), 5);
+    assert_eq!(s.presence("r", "app1", 0, ttl).await.expect("presence"), 3);
+}
+
+#[tokio::test]
+async fn ping_answers_and_a_dead_redis_is_an_error_not_a_hang() {
+    let redis = Redis::start();
+    let s = store(&redis, 100);
+    s.ping().await.expect("ping");
+    drop(redis);
+    assert!(s.append("lobby", "n", "x", None).await.is_err());
+    assert!(s.ping().await.is_err());
+}
