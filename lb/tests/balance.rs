@@ -1,0 +1,73 @@
+//! Distribution: roundrobin alternates, leastconn sends new sessions to the
+//! server with fewer open ones, source keeps a client on one server.
+
+mod support;
+
+use std::collections::HashMap;
+
+use support::*;
+
+async fn first_server_counts(certs: &Certs, port: u16, n: usize) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let (_, headers, _) = https_get(certs, port, "/").await;
+        let name = headers["x-server"].to_str().unwrap().to_string();
+        *seen.entry(name).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn roundrobin_alternates_between_servers() {
+    let certs = Certs::new();
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    let lb = Lb::start(&LbOpts::new(&[&a, &b], &certs)).await;
+    let seen = first_server_counts(&certs, lb.ports.https, 10).await;
+    assert_eq!(seen["app1"], 5, "{seen:?}");
+    assert_eq!(seen["app2"], 5, "{seen:?}");
+}
+
+#[tokio::test]
+async fn leastconn_sends_new_tunnels_to_the_less_loaded_server() {
+    let certs = Certs::new();
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    let mut opts = LbOpts::new(&[&a, &b], &certs);
+    opts.balance = "leastconn";
+    let lb = Lb::start(&opts).await;
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let (ws, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
+        held.push((greeting, ws));
+    }
+    let on = |held: &Vec<(String, Wss)>, name: &str| held.iter().filter(|(g, _)| g.ends_with(name)).count();
+    assert_eq!((on(&held, "app1"), on(&held, "app2")), (3, 3));
+    // Close two of app1's tunnels: app1 now has 1 session, app2 has 3, so
+    // the next two new sessions both go to app1.
+    for _ in 0..2 {
+        let pos = held.iter().position(|(g, _)| g.ends_with("app1")).unwrap();
+        let (_, mut ws) = held.remove(pos);
+        ws.close(None).await.unwrap();
+    }
+    eventually(5, "app1 down to one session", || async {
+        lb.servers().await["app1"]["sessions"] == 1
+    })
+    .await;
+    for _ in 0..2 {
+        let (ws, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
+        assert_eq!(greeting, "hello from app1");
+        held.push((greeting, ws));
+    }
+    assert_eq!(lb.servers().await["app2"]["sessions"], 3);
+}
+
+#[tokio::test]
+async fn source_keeps_a_client_on_one_server() {
+    let certs = Certs::new();
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    let mut opts = LbOpts::new(&[&a, &b], &certs);
+    opts.balance = "source";
+    let lb = Lb::start(&opts).await;
+    let seen = first_server_counts(&certs, lb.ports.https, 10).await;
+    assert_eq!(seen.len(), 1, "one client IP, one server: {seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), 10);
+}

@@ -1,0 +1,636 @@
+//! Test harness for the lb: certificates made with rcgen in a temp dir, the
+//! real `lb` binary started with a generated config, real in-test backends
+//! (HTTP + WebSocket echo, health that can be flipped), and TLS / WebSocket /
+//! admin clients. Everything binds loopback only and is cleaned up on drop.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
+use tokio_tungstenite::WebSocketStream;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `f` every 50 ms until it is true, at most `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..(secs * 20) {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+// ---------------------------------------------------------------- certificates
+
+/// A CA and certificates it signed, in a temp dir.
+pub struct Certs {
+    pub dir: tempfile::TempDir,
+    ca_key: rcgen::KeyPair,
+    ca_params: rcgen::CertificateParams,
+    pub ca_der: CertificateDer<'static>,
+    pub ca_pem: PathBuf,
+}
+
+impl Certs {
+    pub fn new() -> Certs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let ca_pem = dir.path().join("ca.pem");
+        std::fs::write(&ca_pem, ca.pem()).expect("write ca");
+        Certs {
+            ca_der: ca.der().clone(),
+            dir,
+            ca_key,
+            ca_params,
+            ca_pem,
+        }
+    }
+
+    /// Writes `<file>.pem` + `<file>.key` for `names`; returns (cert, key).
+    pub fn server(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let (cert, key) = self.issue(names);
+        let c = self.dir.path().join(format!("{file}.pem"));
+        let k = self.dir.path().join(format!("{file}.key"));
+        std::fs::write(&c, cert).expect("write cert");
+        std::fs::write(&k, key).expect("write key");
+        (c, k)
+    }
+
+    /// Writes a HAProxy-style combined PEM (key, then chain) for `names`.
+    pub fn combined(&self, file: &str, names: &[&str]) -> PathBuf {
+        let (cert, key) = self.issue(names);
+        let c = self.dir.path().join(format!("{file}.pem"));
+        std::fs::write(&c, format!("{key}{cert}")).expect("write combined");
+        c
+    }
+
+    fn issue(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca_key);
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A rustls client config trusting this CA, with the given ALPN.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).expect("add root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut c = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(c)
+    }
+}
+
+// ---------------------------------------------------------------- backends
+
+/// A real HTTP + WebSocket server in the test process.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// What /healthz answers: 200 when true, 503 when false.
+    pub healthy: Arc<AtomicBool>,
+    /// Requests served (health checks excluded).
+    pub hits: Arc<AtomicUsize>,
+    /// Headers of the last non-health request.
+    pub last_headers: Arc<Mutex<HashMap<String, String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        Self::start_on(name, "127.0.0.1:0").await
+    }
+
+    pub async fn start_on(name: &str, addr: &str) -> Backend {
+        let listener = TcpListener::bind(addr).await.expect("bind backend");
+        let addr = listener.local_addr().expect("addr");
+        let healthy = Arc::new(AtomicBool::new(true));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let last_headers = Arc::new(Mutex::new(HashMap::new()));
+        let state = (
+            name.to_string(),
+            healthy.clone(),
+            hits.clone(),
+            last_headers.clone(),
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(backend_handle(req, state).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Backend {
+            name: name.to_string(),
+            addr,
+            healthy,
+            hits,
+            last_headers,
+            task,
+        }
+    }
+
+    pub fn set_healthy(&self, up: bool) {
+        self.healthy.store(up, Ordering::SeqCst);
+    }
+}
+
+type BackendState = (
+    String,
+    Arc<AtomicBool>,
+    Arc<AtomicUsize>,
+    Arc<Mutex<HashMap<String, String>>>,
+);
+
+fn full(s: impl Into<Bytes>) -> Body {
+    Full::new(s.into()).map_err(|never| match never {}).boxed()
+}
+
+async fn backend_handle(
+    mut req: Request<Incoming>,
+    (name, healthy, hits, last): BackendState,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        let up = healthy.load(Ordering::SeqCst);
+        let mut r = Response::new(full(if up { "ok" } else { "draining" }));
+        *r.status_mut() = if up {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return r;
+    }
+    hits.fetch_add(1, Ordering::SeqCst);
+    {
+        let mut h = last.lock().expect("lock");
+        h.clear();
+        for (k, v) in req.headers() {
+            h.insert(k.as_str().to_string(), v.to_str().unwrap_or("?").to_string());
+        }
+        h.insert(":path".into(), req.uri().to_string());
+    }
+    if path == "/ws" && req.headers().contains_key(http::header::UPGRADE) {
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .map(|k| tungstenite::handshake::derive_accept_key(k.as_bytes()))
+            .unwrap_or_default();
+        let protocol = req
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|s| s.trim().to_string());
+        let upgrade = hyper::upgrade::on(&mut req);
+        let server_name = name.clone();
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else { return };
+            let mut ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            let _ = ws.send(Message::text(format!("hello from {server_name}"))).await;
+            while let Some(Ok(msg)) = ws.next().await {
+                match msg {
+                    Message::Text(_) | Message::Binary(_) => {
+                        if ws.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                    Message::Close(_) => return,
+                    _ => {}
+                }
+            }
+        });
+        let mut r = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", key);
+        if let Some(p) = protocol {
+            r = r.header("sec-websocket-protocol", p);
+        }
+        return r.body(full("")).expect("response");
+    }
+    match path.as_str() {
+        "/echo" => {
+            // Streams the request body straight back.
+            let body = req.into_body().boxed();
+            Response::builder()
+                .header("x-server", name)
+                .body(body)
+                .expect("response")
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Response::new(full("slow"))
+        }
+        _ => Response::builder()
+            .header("x-server", name.clone())
+            .body(full(name))
+            .expect("response"),
+    }
+}
+
+// ---------------------------------------------------------------- lb process
+
+/// Settings of a generated lb config.
+pub struct LbOpts {
+    pub balance: &'static str,
+    pub servers: Vec<(String, SocketAddr)>,
+    /// Active checks on /healthz (interval 100ms, rise 2, fall 3).
+    pub check: bool,
+    /// Extra TOML appended to [timeouts].
+    pub timeouts: String,
+    /// [[frontend.cert]] entries: (cert, optional key).
+    pub certs: Vec<(PathBuf, Option<PathBuf>)>,
+    /// Extra keys for the https frontend.
+    pub frontend_extra: String,
+    /// Extra text appended to the file.
+    pub extra: String,
+}
+
+impl LbOpts {
+    pub fn new(servers: &[&Backend], certs: &Certs) -> LbOpts {
+        let (c, k) = certs.server("server", &["localhost", "127.0.0.1"]);
+        LbOpts {
+            balance: "roundrobin",
+            servers: servers.iter().map(|b| (b.name.clone(), b.addr)).collect(),
+            check: false,
+            timeouts: String::new(),
+            certs: vec![(c, Some(k))],
+            frontend_extra: String::new(),
+            extra: String::new(),
+        }
+    }
+}
+
+/// Ports of one lb instance.
+#[derive(Clone, Copy)]
+pub struct Ports {
+    pub https: u16,
+    pub http: u16,
+    pub admin: u16,
+}
+
+pub fn render_config(o: &LbOpts, p: Ports) -> String {
+    let mut s = format!(
+        "[global]\ngrace = \"2s\"\n\n[timeouts]\nconnect = \"1s\"\n{}\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n\
+         [[frontend]]\nname = \"https\"\nlisten = \"127.0.0.1:{}\"\nbackend = \"apps\"\n{}\n",
+        o.timeouts, p.admin, p.https, o.frontend_extra
+    );
+    for (c, k) in &o.certs {
+        s.push_str(&format!(
+            "[[frontend.cert]]\ncert = {:?}\n",
+            c.display().to_string()
+        ));
+        if let Some(k) = k {
+            s.push_str(&format!("key = {:?}\n", k.display().to_string()));
+        }
+    }
+    s.push_str(&format!(
+        "\n[[frontend]]\nname = \"http\"\nlisten = \"127.0.0.1:{}\"\nredirect_https_port = {}\n\n\
+         [[backend]]\nname = \"apps\"\nbalance = \"{}\"\n",
+        p.http, p.https, o.balance
+    ));
+    if o.check {
+        s.push_str(
+            "[backend.check]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nrise = 2\nfall = 3\n",
+        );
+    }
+    for (name, addr) in &o.servers {
+        s.push_str(&format!(
+            "[[backend.server]]\nname = \"{name}\"\naddr = \"{addr}\"\n"
+        ));
+    }
+    s.push_str(&o.extra);
+    s
+}
+
+/// The real lb binary, killed on drop.
+pub struct Lb {
+    pub child: Child,
+    pub ports: Ports,
+    pub config: PathBuf,
+    pub log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn lb_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lb")
+}
+
+impl Lb {
+    pub async fn start(opts: &LbOpts) -> Lb {
+        let ports = Ports {
+            https: free_port(),
+            http: free_port(),
+            admin: free_port(),
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("lb.toml");
+        std::fs::write(&config, render_config(opts, ports)).expect("write config");
+        let mut child = Command::new(lb_bin())
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env("WSMESH_LOG_JSON", "1")
+            .env_remove("WSMESH_ADMIN_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lb");
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    log.lock().expect("lock").push_str(&line);
+                    log.lock().expect("lock").push('\n');
+                }
+            });
+        }
+        let lb = Lb {
+            child,
+            ports,
+            config,
+            log,
+            _dir: dir,
+        };
+        let admin = lb.ports.admin;
+        eventually(10, "lb admin API answers", || async move {
+            admin_get(admin, "/api/backends").await.is_some()
+        })
+        .await;
+        lb
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("lock").clone()
+    }
+
+    /// The server JSON objects, by name.
+    pub async fn servers(&self) -> HashMap<String, serde_json::Value> {
+        let v = admin_get(self.ports.admin, "/api/backends")
+            .await
+            .expect("admin answers");
+        let mut out = HashMap::new();
+        for b in v["backends"].as_array().expect("backends") {
+            for s in b["servers"].as_array().expect("servers") {
+                out.insert(s["name"].as_str().expect("name").to_string(), s.clone());
+            }
+        }
+        out
+    }
+
+    pub async fn state_of(&self, server: &str) -> String {
+        self.servers().await[server]["state"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    }
+
+    pub async fn wait_state(&self, server: &str, state: &str) {
+        let what = format!("{server} is {state}");
+        eventually(15, &what, || async { self.state_of(server).await == state }).await;
+    }
+}
+
+// ---------------------------------------------------------------- clients
+
+/// Sends a request over plain HTTP/1.1; returns status and body.
+pub async fn http1(addr: SocketAddr, req: Request<Body>) -> Option<(StatusCode, http::HeaderMap, Bytes)> {
+    let tcp = TcpStream::connect(addr).await.ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let resp = send.send_request(req).await.ok()?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.ok()?.to_bytes();
+    Some((parts.status, parts.headers, body))
+}
+
+pub async fn admin_get(port: u16, path: &str) -> Option<serde_json::Value> {
+    let req = Request::get(path).header("host", "admin").body(empty()).ok()?;
+    let (status, _, body) = http1(SocketAddr::from(([127, 0, 0, 1], port)), req).await?;
+    if status != StatusCode::OK {
+        return None;
+    }
+    serde_json::from_slice(&body).ok()
+}
+
+pub async fn admin_set_state(port: u16, server: &str, state: &str) -> StatusCode {
+    let req = Request::post(format!("/api/backends/{server}/state"))
+        .header("host", "admin")
+        .header("content-type", "application/json")
+        .body(full(format!("{{\"state\":\"{state}\"}}")))
+        .expect("request");
+    http1(SocketAddr::from(([127, 0, 0, 1], port)), req)
+        .await
+        .expect("admin answers")
+        .0
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+pub fn body(s: impl Into<Bytes>) -> Body {
+    full(s)
+}
+
+/// A TLS connection to the lb with SNI `sni`.
+pub async fn tls_connect(
+    certs: &Certs,
+    port: u16,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let connector = tokio_rustls::TlsConnector::from(certs.client_config(alpn));
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| std::io::Error::other(e.to_string()))?;
+    connector.connect(name, tcp).await
+}
+
+/// GET over HTTPS/1.1 (one connection per call).
+pub async fn https_get(certs: &Certs, port: u16, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
+    https_request(
+        certs,
+        port,
+        Request::get(path)
+            .header("host", "localhost")
+            .body(empty())
+            .expect("req"),
+    )
+    .await
+}
+
+pub async fn https_request(
+    certs: &Certs,
+    port: u16,
+    req: Request<Body>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let tls = tls_connect(certs, port, "localhost", &[b"http/1.1"])
+        .await
+        .expect("tls connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let resp = send.send_request(req).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+/// GET over HTTP/2 with ALPN h2; returns status, version and body.
+pub async fn h2_get(certs: &Certs, port: u16, path: &str) -> (StatusCode, http::Version, Bytes) {
+    let tls = tls_connect(certs, port, "localhost", &[b"h2"])
+        .await
+        .expect("tls connect");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get(format!("https://localhost:{port}{path}"))
+        .body(empty())
+        .expect("req");
+    let resp = send.send_request(req).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.version,
+        body.collect().await.expect("body").to_bytes(),
+    )
+}
+
+pub type Wss = WebSocketStream<TlsStream<TcpStream>>;
+
+/// Opens `wss://localhost:port/ws` offering `protocol`; returns the socket,
+/// the selected subprotocol and the backend's greeting.
+pub async fn wss_connect(certs: &Certs, port: u16, protocol: &str) -> (Wss, Option<String>, String) {
+    let tls = tls_connect(certs, port, "localhost", &[b"http/1.1"])
+        .await
+        .expect("tls connect");
+    let mut req = format!("wss://localhost:{port}/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("sec-websocket-protocol", protocol.parse().expect("header"));
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .expect("websocket handshake");
+    let selected = resp
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let greeting = next_text(&mut ws).await;
+    (ws, selected, greeting)
+}
+
+/// The next text message, within 5 s.
+pub async fn next_text(ws: &mut Wss) -> String {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("message within 5s")
+            .expect("stream open")
+            .expect("no error");
+        if let Message::Text(t) = msg {
+            return t.to_string();
+        }
+    }
+}
+
+/// Sends `text` and expects it echoed.
+pub async fn echo(ws: &mut Wss, text: &str) {
+    ws.send(Message::text(text.to_string())).await.expect("send");
+    assert_eq!(next_text(ws).await, text);
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

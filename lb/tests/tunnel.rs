@@ -1,0 +1,35 @@
+//! WebSocket through the lb: `wss://` to the lb, plain WebSocket to the
+//! server, subprotocol intact, frames spliced both ways.
+
+mod support;
+
+use support::*;
+
+#[tokio::test]
+async fn websocket_through_the_lb_keeps_the_subprotocol_and_echoes() {
+    let certs = Certs::new();
+    let app = Backend::start("app1").await;
+    let lb = Lb::start(&LbOpts::new(&[&app], &certs)).await;
+    let (mut ws, protocol, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
+    assert_eq!(protocol.as_deref(), Some("wsmesh.v1"));
+    assert_eq!(greeting, "hello from app1");
+    for i in 0..20 {
+        echo(&mut ws, &format!("message {i}")).await;
+    }
+    let big = "y".repeat(100_000);
+    echo(&mut ws, &big).await;
+    let h = app.last_headers.lock().unwrap().clone();
+    assert_eq!(h["sec-websocket-protocol"], "wsmesh.v1");
+    assert_eq!(h["upgrade"], "websocket");
+    eventually(5, "server shows the tunnel as a session", || async {
+        lb.servers().await["app1"]["sessions"] == 1
+    })
+    .await;
+    drop(ws);
+    eventually(5, "tunnel log line after close", || async {
+        lb.log_text()
+            .lines()
+            .any(|l| l.contains(r#""message":"tunnel""#) && l.contains(r#""status":101"#))
+    })
+    .await;
+}
