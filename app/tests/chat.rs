@@ -425,3 +425,36 @@ async fn sigterm_drains_with_1012_and_exits_zero() {
     assert_eq!(close_code(&mut ws).await, 1012);
     assert!(app.terminate().success());
 }
+
+#[tokio::test]
+async fn redis_outage_gives_unavailable_and_the_app_recovers() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let app = App::start(&redis, "t1", "[redis]\ncommand_timeout = \"500ms\"\n");
+    let (mut ws, _) = connect_v1(&app.ws_url("/ws")).await;
+    next_frame(&mut ws).await;
+    next_frame(&mut ws).await;
+    drop(redis);
+    send_json(&mut ws, json!({"type":"send","body":"lost?","cid":"k1"})).await;
+    expect_error(next_frame(&mut ws).await, ErrorCode::Unavailable);
+    let (mut fresh, _) = connect_v1(&app.ws_url("/ws")).await;
+    expect_error(next_frame(&mut fresh).await, ErrorCode::Unavailable);
+    assert_eq!(close_code(&mut fresh).await, 1011);
+
+    let _redis = Redis::start_on(port);
+    let mut welcomed = false;
+    for _ in 0..50 {
+        let (mut c, _) = connect_v1(&app.ws_url("/ws")).await;
+        if matches!(next_frame(&mut c).await, ServerFrame::Welcome { .. }) {
+            welcomed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(welcomed, "app never recovered");
+    send_json(&mut ws, json!({"type":"send","body":"back","cid":"k1"})).await;
+    assert!(
+        matches!(next_frame(&mut ws).await, ServerFrame::Ack { .. }),
+        "old socket still works"
+    );
+}

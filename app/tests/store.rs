@@ -181,3 +181,28 @@ async fn ping_answers_and_a_dead_redis_is_an_error_not_a_hang() {
     assert!(s.append("lobby", "n", "x", None).await.is_err());
     assert!(s.ping().await.is_err());
 }
+
+#[tokio::test]
+async fn store_recovers_after_a_redis_restart() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let s = store(&redis, 100);
+    s.append("lobby", "n", "before", None).await.expect("append");
+    drop(redis);
+    assert!(s.append("lobby", "n", "during", None).await.is_err());
+    let _again = Redis::start_on(port);
+    let mut recovered = false;
+    for _ in 0..50 {
+        if s.append("lobby", "n", "after", None).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "store never reconnected");
+    assert_eq!(
+        s.last("lobby", 10).await.expect("last").len(),
+        1,
+        "fresh redis holds only the new chat"
+    );
+}

@@ -47,8 +47,12 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    /// Starts on a given port (to restart "the same" Redis after a kill).
+    pub fn start_on(port: u16) -> Redis {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let mut child = Command::new("redis-server")
             .args([
                 "--port",
@@ -130,14 +134,14 @@ impl App {
         let config = dir.path().join("app.toml");
         let text = format!(
             "instance = \"{instance}\"\n[listen]\npublic = \"{public}\"\ninternal = \"{internal}\"\n\
-             [redis]\nurl = \"{}\"\n[internal]\ntoken = \"{TOKEN}\"\n{extra}",
-            redis.url()
+             [internal]\ntoken = \"{TOKEN}\"\n{extra}"
         );
         std::fs::write(&config, text).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_app"))
             .arg("--config")
             .arg(&config)
-            .env_remove("WSMESH_REDIS_URL")
+            // Through the environment override, so `extra` may hold a [redis] table.
+            .env("WSMESH_REDIS_URL", redis.url())
             .env_remove("WSMESH_INTERNAL_TOKEN")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
