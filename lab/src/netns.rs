@@ -122,10 +122,7 @@ pub(crate) fn check_interrupted() -> Result<(), NetnsError> {
 /// it returns.
 pub fn cli(args: NetnsArgs) -> i32 {
     match run(&args) {
-        Ok(Outcome::Passed(lines)) => {
-            for line in lines {
-                println!("{line}");
-            }
+        Ok(Outcome::Passed(_)) => {
             println!("netns lab: passed");
             0
         }
@@ -262,7 +259,10 @@ pub fn run(args: &NetnsArgs) -> Result<Outcome, NetnsError> {
     let result = run_in(&inputs, &topo, &mut procs, tmp.path());
     let result = match result {
         Ok(mut lines) => {
-            lines.push(format!("total {:.1}s", started.elapsed().as_secs_f64()));
+            say(
+                &mut lines,
+                format!("total {:.1}s", started.elapsed().as_secs_f64()),
+            );
             Ok(Outcome::Passed(lines))
         }
         Err(e) => {
@@ -305,16 +305,20 @@ fn run_in(
         internal_token: random_hex(),
         redis_password: random_hex(),
     };
-    let mut lines = vec![format!(
-        "namespaces up: {}* on {}.0/24 (lb {}, app1 {}, app2 {}, redis {}, client {})",
-        topo.ns(Role::Lb).trim_end_matches("lb"),
-        hosts.net,
-        hosts.addr(Role::Lb),
-        hosts.addr(Role::App1),
-        hosts.addr(Role::App2),
-        hosts.addr(Role::Redis),
-        hosts.addr(Role::Client)
-    )];
+    let mut lines = Vec::new();
+    say(
+        &mut lines,
+        format!(
+            "namespaces up: {}* on {}.0/24 (lb {}, app1 {}, app2 {}, redis {}, client {})",
+            topo.ns(Role::Lb).trim_end_matches("lb"),
+            hosts.net,
+            hosts.addr(Role::Lb),
+            hosts.addr(Role::App1),
+            hosts.addr(Role::App2),
+            hosts.addr(Role::Redis),
+            hosts.addr(Role::Client)
+        ),
+    );
 
     // redis VM: the shared settings plus the host-specific lines, as redis.sh writes them.
     let redis_dir = tmp.join("redis");
@@ -434,6 +438,12 @@ fn gen_cert(script: &Path, lb: &Path, dir: &Path, hosts: &HostTable) -> Result<(
         )));
     }
     Ok(())
+}
+
+/// Prints a summary line at once (so a failure still shows what passed) and keeps it.
+pub(crate) fn say(lines: &mut Vec<String>, line: String) {
+    println!("{line}");
+    lines.push(line);
 }
 
 /// Waits until `probe` returns `Ok(Some(_))`, checking processes and signals

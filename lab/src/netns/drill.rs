@@ -17,7 +17,7 @@ use wsmesh_common::chat::Chat;
 use super::enter::{block_in_netns, http_get_in};
 use super::procs::Procs;
 use super::topology::{LinkSwitch, Role, Topology};
-use super::{check_interrupted, wait_until, NetnsError};
+use super::{check_interrupted, say, wait_until, NetnsError};
 use crate::client::ConnectOptions;
 use crate::session::{Event, ResilientClient, ResilientConfig};
 
@@ -136,7 +136,7 @@ pub fn run(plan: &Plan, topo: &Topology, procs: &mut Procs) -> Result<Vec<String
             .then_some(()))
         },
     )?;
-    lines.push(format!(
+    say(&mut lines, format!(
         "healthy in {:.1}s: app1, app2 (/healthz from the client), subscriber1, subscriber2, lb sees app1 up, app2 up",
         started.elapsed().as_secs_f64()
     ));
@@ -152,7 +152,10 @@ pub fn run(plan: &Plan, topo: &Topology, procs: &mut Procs) -> Result<Vec<String
             plan.lb_addr
         )));
     }
-    lines.push(format!("http://{}/ redirects to https (301)", plan.lb_addr));
+    say(
+        &mut lines,
+        format!("http://{}/ redirects to https (301)", plan.lb_addr),
+    );
 
     // The chat check and the drill run on a thread inside the client
     // namespace; this thread keeps watching the services and the signals.
@@ -290,7 +293,7 @@ impl Job {
                 return Err(NetnsError::Check(format!("{name} received a message twice")));
             }
         }
-        lines.push(format!(
+        say(&mut lines, format!(
             "chat check: ana on {ana_on}, bob on {bob_on} over wss://…/ws (lab CA); both received both messages exactly once"
         ));
 
@@ -367,7 +370,7 @@ impl Job {
                     ));
                 }
                 format!(
-                    "resumed on {on} after a reconnect with since={}",
+                    "reconnected on {on} from since={} (by the drill: the lb kept its dead tunnel to app1 open)",
                     stats.last_id.unwrap_or_default()
                 )
             }
@@ -395,18 +398,34 @@ impl Job {
             )));
         }
         check_bodies(witness_nick, &witness_chats, &want)?;
-        lines.push(format!(
-            "failover: app1's link down; lb marked app1 down after {:.1}s; {victim_nick} {how}; \
+        say(
+            &mut lines,
+            format!(
+                "failover: app1's link down; lb marked app1 down after {:.1}s; {victim_nick} {how}; \
              {} messages from {witness_nick} arrived exactly once, in order, at both",
-            marked.as_secs_f64(),
-            sent.len()
-        ));
+                marked.as_secs_f64(),
+                sent.len()
+            ),
+        );
 
         // Put the cable back: app1 must come back up and serve again.
         self.set_link(true).await?;
         let back = self.wait_state("app1", "up", Duration::from_secs(60)).await?;
         let mut dora = self.client(&room, "dora")?;
         let dora_on = connected(&mut dora, "dora").await?;
+        // Her history frame first (it arrives right after the welcome).
+        let history = dora.chats(usize::MAX, Duration::from_millis(700)).await;
+        if history
+            .iter()
+            .filter(|c| c.body.starts_with("during failover"))
+            .count()
+            != sent.len()
+        {
+            return Err(NetnsError::Check(format!(
+                "dora's history lacks messages sent during the failover: {:?}",
+                history.iter().map(|c| c.body.as_str()).collect::<Vec<_>>()
+            )));
+        }
         witness.send("after recovery");
         let d = dora.chats(1, STEP).await;
         check_bodies("dora", &d, &["after recovery"])?;
@@ -421,7 +440,7 @@ impl Job {
                 )));
             }
         }
-        lines.push(format!(
+        say(&mut lines, format!(
             "recovery: link up; lb marked app1 up after {:.1}s; a new client landed on {dora_on} and got the next message; drill took {:.1}s",
             back.as_secs_f64(),
             t0.elapsed().as_secs_f64()
