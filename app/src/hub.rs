@@ -13,9 +13,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsmesh_common::chat::Chat;
 use wsmesh_common::events::Cursors;
 use wsmesh_common::stream_id::StreamId;
@@ -25,11 +26,44 @@ use crate::metrics::Metrics;
 /// Identifies one socket in the hub.
 pub type ConnId = u64;
 
+/// Live chats of one room, in id order, shared by every socket that gets
+/// all of them, so the fan-out serializes a frame once per room, not once
+/// per socket.
+#[derive(Debug)]
+pub struct Batch {
+    /// The chats.
+    chats: Vec<Arc<Chat>>,
+    /// The v1 `chat` frame, rendered by the first socket that needs it
+    /// (shared bytes: every socket writes the same buffer).
+    v1_frame: OnceLock<Option<Utf8Bytes>>,
+}
+
+impl Batch {
+    fn new(chats: Vec<Arc<Chat>>) -> Arc<Batch> {
+        Arc::new(Batch {
+            chats,
+            v1_frame: OnceLock::new(),
+        })
+    }
+
+    /// The chats, oldest first.
+    pub fn chats(&self) -> &[Arc<Chat>] {
+        &self.chats
+    }
+
+    /// The frame text, rendered once with `render` (`None` if it failed).
+    pub fn v1_frame(&self, render: impl FnOnce(&[Arc<Chat>]) -> Option<String>) -> Option<Utf8Bytes> {
+        self.v1_frame
+            .get_or_init(|| render(&self.chats).map(Utf8Bytes::from))
+            .clone()
+    }
+}
+
 /// What the hub hands a socket's task to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Outbound {
     /// Live chats of the socket's room, in id order.
-    Chats(Vec<Arc<Chat>>),
+    Chats(Arc<Batch>),
     /// The room's cluster-wide online count changed.
     Presence(u64),
 }
@@ -180,7 +214,7 @@ impl Hub {
         m.last_sent = m.last_sent.max(covered);
         let fresh = newer_than(&buffered, m.last_sent);
         if !fresh.is_empty() {
-            push(m, fresh, &self.metrics);
+            push(m, Batch::new(fresh), &self.metrics);
         }
         if m.kick.is_none() {
             r.members.remove(&id);
@@ -220,19 +254,26 @@ impl Hub {
             let Some(room) = rooms.get_mut(&name) else {
                 continue;
             };
+            let first = chats
+                .first()
+                .and_then(|c| c.stream_id())
+                .unwrap_or(StreamId::ZERO);
+            let shared = Batch::new(chats);
             let queue = self.queue;
             room.members.retain(|_, m| {
                 match &mut m.phase {
                     Phase::Replaying(buffer) => {
-                        buffer.extend(chats.iter().cloned());
+                        buffer.extend(shared.chats().iter().cloned());
                         if buffer.len() > queue {
                             kick(m, &self.metrics);
                         }
                     }
+                    // The usual case: the socket has none of these yet.
+                    Phase::Live if m.last_sent < first => push(m, shared.clone(), &self.metrics),
                     Phase::Live => {
-                        let fresh = newer_than(&chats, m.last_sent);
+                        let fresh = newer_than(shared.chats(), m.last_sent);
                         if !fresh.is_empty() {
-                            push(m, fresh, &self.metrics);
+                            push(m, Batch::new(fresh), &self.metrics);
                         }
                     }
                 }
@@ -300,9 +341,9 @@ fn newer_than(chats: &[Arc<Chat>], after: StreamId) -> Vec<Arc<Chat>> {
 }
 
 /// Queues chats for a live member, or kicks it when its queue is full.
-fn push(m: &mut Member, chats: Vec<Arc<Chat>>, metrics: &Metrics) {
-    let newest = chats.last().and_then(|c| c.stream_id());
-    match m.tx.try_send(Outbound::Chats(chats)) {
+fn push(m: &mut Member, batch: Arc<Batch>, metrics: &Metrics) {
+    let newest = batch.chats().last().and_then(|c| c.stream_id());
+    match m.tx.try_send(Outbound::Chats(batch)) {
         Ok(()) => {
             if let Some(id) = newest {
                 m.last_sent = m.last_sent.max(id);
@@ -344,8 +385,8 @@ mod tests {
     fn drain_ids(m: &mut Membership) -> Vec<String> {
         let mut ids = vec![];
         while let Ok(out) = m.rx.try_recv() {
-            if let Outbound::Chats(c) = out {
-                ids.extend(c.iter().map(|c| c.id.clone()));
+            if let Outbound::Chats(b) = out {
+                ids.extend(b.chats().iter().map(|c| c.id.clone()));
             }
         }
         ids
@@ -360,6 +401,26 @@ mod tests {
             3
         );
         assert_eq!(drain_ids(&mut m), vec!["1-0", "2-0"]);
+    }
+
+    #[test]
+    fn members_share_one_batch_so_it_is_rendered_once() {
+        let h = hub(8);
+        let mut a = h.join("r", Start::Live);
+        let mut b = h.join("r", Start::Live);
+        h.deliver(vec![chat("r", "1-0")]);
+        let (Ok(Outbound::Chats(x)), Ok(Outbound::Chats(y))) = (a.rx.try_recv(), b.rx.try_recv()) else {
+            panic!("both members get the batch");
+        };
+        assert!(Arc::ptr_eq(&x, &y));
+        let mut renders = 0;
+        for batch in [&x, &y] {
+            batch.v1_frame(|_| {
+                renders += 1;
+                Some("frame".into())
+            });
+        }
+        assert_eq!(renders, 1);
     }
 
     #[test]

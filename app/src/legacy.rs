@@ -162,14 +162,15 @@ impl Legacy {
 
 impl Dialect for Legacy {
     async fn deliver(&mut self, ws: &mut Ws, out: Outbound) -> Result<(), WriteError> {
-        let Outbound::Chats(chats) = out else {
+        let Outbound::Chats(batch) = out else {
             // The seed formats have no presence.
             return Ok(());
         };
+        let chats = batch.chats();
         self.shared.metrics.messages_out.inc_by(chats.len() as u64);
         match self.format {
             Format::SimpleChat => {
-                for c in &chats {
+                for c in chats {
                     socket::send_json(ws, &simple_out(c)).await?;
                 }
                 Ok(())

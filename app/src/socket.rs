@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 /// The upgraded connection.
@@ -78,8 +78,12 @@ pub async fn next(ws: &mut Ws) -> Inbound {
 
 /// Writes one JSON text frame.
 pub async fn send_json<T: Serialize>(ws: &mut Ws, frame: &T) -> Result<(), WriteError> {
-    let text = serde_json::to_string(frame)?;
-    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::text(text))).await {
+    send_text(ws, serde_json::to_string(frame)?.into()).await
+}
+
+/// Writes one text frame that is already rendered (possibly shared).
+pub async fn send_text(ws: &mut Ws, text: Utf8Bytes) -> Result<(), WriteError> {
+    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::Text(text))).await {
         Ok(r) => Ok(r?),
         Err(_) => Err(WriteError::Timeout),
     }

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::Serialize;
+
 use wsmesh_common::chat::Chat;
 use wsmesh_common::protocol::{close, ClientFrame, ErrorCode, ServerFrame};
 use wsmesh_common::stream_id::StreamId;
@@ -134,6 +136,27 @@ async fn unavailable(shared: &Shared, ws: &mut Ws, why: &str) {
     }
 }
 
+/// `ServerFrame::Chat` borrowing shared chats, to render a live batch once.
+#[derive(Serialize)]
+struct ChatFrame<'a> {
+    /// Always `chat`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The batch.
+    chats: Vec<&'a Chat>,
+}
+
+/// The v1 `chat` frame for a batch; `None` (logged) if it cannot be rendered.
+fn render_chat_frame(chats: &[Arc<Chat>]) -> Option<String> {
+    let frame = ChatFrame {
+        kind: "chat",
+        chats: chats.iter().map(|c| &**c).collect(),
+    };
+    serde_json::to_string(&frame)
+        .map_err(|e| tracing::error!(error = %e, "cannot render a chat frame"))
+        .ok()
+}
+
 /// Reads a client frame, telling apart malformed JSON and unknown types.
 pub fn parse_frame(text: &str) -> Result<ClientFrame, Refusal> {
     let value: serde_json::Value =
@@ -225,19 +248,25 @@ impl V1 {
 
 impl Dialect for V1 {
     async fn deliver(&mut self, ws: &mut Ws, out: Outbound) -> Result<(), WriteError> {
-        let frame = match out {
-            Outbound::Chats(chats) => {
-                self.shared.metrics.messages_out.inc_by(chats.len() as u64);
-                ServerFrame::Chat {
-                    chats: chats.iter().map(|c| Chat::clone(c)).collect(),
+        match out {
+            Outbound::Chats(batch) => {
+                self.shared
+                    .metrics
+                    .messages_out
+                    .inc_by(batch.chats().len() as u64);
+                match batch.v1_frame(render_chat_frame) {
+                    Some(text) => socket::send_text(ws, text).await,
+                    None => Ok(()),
                 }
             }
-            Outbound::Presence(online) => ServerFrame::Presence {
-                room: self.room.clone(),
-                online,
-            },
-        };
-        socket::send_json(ws, &frame).await
+            Outbound::Presence(online) => {
+                let frame = ServerFrame::Presence {
+                    room: self.room.clone(),
+                    online,
+                };
+                socket::send_json(ws, &frame).await
+            }
+        }
     }
 
     async fn receive(&mut self, ws: &mut Ws, text: String) -> Result<(), WriteError> {
@@ -260,6 +289,21 @@ impl Dialect for V1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_chat_frame_is_the_protocol_chat_frame() {
+        let chat = Chat {
+            id: "1-2".into(),
+            room: "r".into(),
+            nick: "n".into(),
+            body: "b\"".into(),
+            ts: 1,
+            cid: Some("c".into()),
+        };
+        let rendered = render_chat_frame(&[Arc::new(chat.clone())]).expect("renders");
+        let expected = serde_json::to_string(&ServerFrame::Chat { chats: vec![chat] }).expect("json");
+        assert_eq!(rendered, expected);
+    }
 
     #[test]
     fn frames_parse_or_get_the_right_code() {
