@@ -33,3 +33,30 @@ async fn websocket_through_the_lb_keeps_the_subprotocol_and_echoes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn idle_tunnel_is_closed_after_timeout_tunnel_but_not_by_timeout_client() {
+    let certs = Certs::new();
+    let app = Backend::start("app1").await;
+    let mut opts = LbOpts::new(&[&app], &certs);
+    // The client timeout is shorter, yet must not apply to a tunnel.
+    opts.timeouts = "client = \"200ms\"\ntunnel = \"1s\"\n".into();
+    let lb = Lb::start(&opts).await;
+    let (mut ws, _, _) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
+    // Activity keeps it open past several client timeouts.
+    for i in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        echo(&mut ws, &format!("keepalive {i}")).await;
+    }
+    // Then silence: closed by the tunnel timeout.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(closed.is_ok(), "idle tunnel still open");
+    eventually(5, "tunnel end logged as timeout-tunnel", || async {
+        lb.log_text().contains("timeout-tunnel")
+    })
+    .await;
+}

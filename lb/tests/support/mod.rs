@@ -258,14 +258,9 @@ async fn backend_handle(
             .await;
             let _ = ws.send(Message::text(format!("hello from {server_name}"))).await;
             while let Some(Ok(msg)) = ws.next().await {
-                match msg {
-                    Message::Text(_) | Message::Binary(_) => {
-                        if ws.send(msg).await.is_err() {
-                            return;
-                        }
-                    }
-                    Message::Close(_) => return,
-                    _ => {}
+                let echo = matches!(msg, Message::Text(_) | Message::Binary(_));
+                if msg.is_close() || (echo && ws.send(msg).await.is_err()) {
+                    return;
                 }
             }
         });

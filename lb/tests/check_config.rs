@@ -1,0 +1,90 @@
+//! `lb check-config FILE` (like `haproxy -c`) and `lb gen-cert`.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn check(path: &std::path::Path) -> (bool, String, String) {
+    let out = Command::new(lb_bin())
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let p = dir.join("lb.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn gen_cert_files_make_a_valid_config_and_the_repo_config_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    let out = Command::new(lb_bin())
+        .args(["gen-cert", "--dir"])
+        .arg(&certs_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for f in ["dev-ca.pem", "dev-ca.key", "server.pem", "server.key"] {
+        assert!(certs_dir.join(f).is_file(), "{f} missing");
+    }
+    // The shipped local config, with cert paths relative to its directory.
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/local/lb.toml")).unwrap();
+    let conf_dir = dir.path().join("configs/local");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let path = write(&conf_dir, &shipped);
+    let (ok, stdout, stderr) = check(&path);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("valid"), "{stdout}");
+}
+
+#[tokio::test]
+async fn errors_name_file_line_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new();
+    let app = Backend::start("app1").await;
+    let good = render_config(
+        &LbOpts::new(&[&app], &certs),
+        Ports {
+            https: 1,
+            http: 2,
+            admin: 3,
+        },
+    );
+    let path = write(dir.path(), &good);
+    assert!(check(&path).0, "{}", check(&path).2);
+
+    let cases = [
+        (
+            good.replace("backend = \"apps\"", "backend = \"missing\""),
+            "unknown backend \"missing\"",
+        ),
+        (
+            good.replace("balance = \"roundrobin\"", "balance = \"random\""),
+            "unknown variant",
+        ),
+        (format!("{good}bogus_key = 1\n"), "bogus_key"),
+        (good.replace("server.pem", "nonexistent.pem"), "nonexistent.pem"),
+    ];
+    for (text, reason) in cases {
+        let path = write(dir.path(), &text);
+        let (ok, _, stderr) = check(&path);
+        assert!(!ok, "accepted a broken config ({reason})");
+        let prefix = format!("{}:", path.display());
+        assert!(stderr.starts_with(&prefix), "no file in {stderr:?}");
+        let line = stderr[prefix.len()..].split(':').next().unwrap();
+        assert!(line.parse::<usize>().is_ok(), "no line number in {stderr:?}");
+        assert!(stderr.contains(reason), "{reason:?} not in {stderr:?}");
+    }
+}

@@ -1,0 +1,99 @@
+//! Timeouts: a request head that does not complete within `http_request`
+//! gets 408 (slowloris, or a client that says nothing); a server slower
+//! than `server` gets 504.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start(timeouts: &str) -> (Certs, Backend, Lb) {
+    let certs = Certs::new();
+    let app = Backend::start("app1").await;
+    let mut opts = LbOpts::new(&[&app], &certs);
+    opts.timeouts = timeouts.to_string();
+    let lb = Lb::start(&opts).await;
+    (certs, app, lb)
+}
+
+async fn read_all(tls: &mut (impl AsyncReadExt + Unpin)) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn slowloris_gets_408() {
+    let (certs, app, lb) = start("http_request = \"300ms\"\n").await;
+    let mut tls = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    // Trickle header lines, never finishing the head.
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if tls
+            .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let reply = read_all(&mut tls).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?}");
+    assert_eq!(app.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn silent_client_gets_408_and_keep_alive_requests_are_not_cut() {
+    let (certs, _app, lb) = start("http_request = \"300ms\"\n").await;
+    let mut silent = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let reply = read_all(&mut silent).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?}");
+    // A keep-alive client pausing between complete requests is fine: the
+    // timer only runs while a head is incomplete.
+    let mut tls = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
+    for round in 0..2 {
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\napp1") {
+            let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+                .await
+                .expect("response within 5s")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed in round {round}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        // Idle longer than http_request between the two requests.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn slow_server_gets_504() {
+    let (certs, _app, lb) = start("server = \"500ms\"\n").await;
+    let (status, _, _) = https_get(&certs, lb.ports.https, "/slow").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+}
