@@ -38,10 +38,10 @@ const FLUSH_WINDOW: Duration = Duration::from_secs(2);
 
 /// wsmesh subscriber: Redis pub/sub → HTTP forwarder for its local app.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, subcommand_negates_reqs = true)]
 struct Cli {
     /// Config file (TOML), e.g. configs/local/subscriber1.toml.
-    #[arg(long, value_name = "FILE", required_unless_present = "command")]
+    #[arg(long, value_name = "FILE", required = true)]
     config: Option<PathBuf>,
     /// Something other than running.
     #[command(subcommand)]
@@ -72,6 +72,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        // clap requires --config unless a subcommand is given.
         (None, None) => ExitCode::FAILURE,
     }
 }
@@ -172,4 +173,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     health.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cli_takes_config_or_check_config() {
+        let run = Cli::try_parse_from(["subscriber", "--config", "a.toml"]).unwrap();
+        assert_eq!(run.config, Some(PathBuf::from("a.toml")));
+        let check = Cli::try_parse_from(["subscriber", "check-config", "b.toml"]).unwrap();
+        assert!(matches!(check.command, Some(Command::CheckConfig { file }) if file == Path::new("b.toml")));
+        assert!(Cli::try_parse_from(["subscriber"]).is_err());
+    }
 }
