@@ -19,6 +19,9 @@ use crate::origin::{self, Verdict};
 use crate::page::{self, Body};
 use crate::socket::Ws;
 
+/// Initial read buffer of each socket.
+const READ_BUFFER_BYTES: usize = 4096;
+
 /// A request that asked for a WebSocket, checked and ready to be answered.
 #[derive(Debug)]
 pub struct Handshake {
@@ -117,7 +120,10 @@ impl Handshake {
 pub async fn finish(req: Request<Incoming>, max_frame_bytes: usize) -> Option<Ws> {
     match hyper::upgrade::on(req).await {
         Ok(upgraded) => {
+            // Small eager read buffer (the default 128 KiB per socket would cost
+            // over a GiB at 10k sockets); it grows for the rare large frame.
             let config = WebSocketConfig::default()
+                .read_buffer_size(READ_BUFFER_BYTES)
                 .max_frame_size(Some(max_frame_bytes))
                 .max_message_size(Some(max_frame_bytes));
             Some(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
