@@ -247,8 +247,9 @@ pub fn run(args: &NetnsArgs) -> Result<Outcome, NetnsError> {
     if removed > 0 {
         tracing::info!(removed, "removed leftover namespaces of earlier runs");
     }
+    remove_leftover_dirs();
     let tmp = tempfile::Builder::new()
-        .prefix("wsmesh-netns-")
+        .prefix(&format!("{TMP_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|e| NetnsError::Setup(format!("tempdir: {e}")))?;
     let started = Instant::now();
@@ -277,6 +278,32 @@ pub fn run(args: &NetnsArgs) -> Result<Outcome, NetnsError> {
         println!("kept {}", kept.display());
     }
     result
+}
+
+/// Prefix of the per-run temporary directory; the pid follows.
+const TMP_PREFIX: &str = "wsmesh-netns-";
+
+/// Removes temporary directories of runs that were killed (SIGKILL leaves
+/// them; everything else is removed by drop guards). Best effort.
+fn remove_leftover_dirs() {
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(TMP_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !topology::is_live_lab(pid) {
+            tracing::info!(dir = %entry.path().display(), "removing a leftover directory of a dead run");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Secrets generated per run, as provisioning generates them per lab.

@@ -297,8 +297,15 @@ fn owner_pid(name: &str) -> Option<u32> {
 
 /// Whether `pid` is a live `lab` process (a parallel run whose namespaces
 /// must be left alone).
-fn is_live_lab(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "lab")
+pub(crate) fn is_live_lab(pid: u32) -> bool {
+    // `/proc/PID/stat` is `pid (comm) state …`; a zombie (Z) or dead (X)
+    // process owns nothing any more.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") ")) else {
+            return false;
+        };
+        comm == "lab" && !rest.starts_with(['Z', 'X'])
+    })
 }
 
 /// Removes namespaces named by this module whose run is gone. Returns how
