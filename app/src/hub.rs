@@ -283,18 +283,16 @@ impl Hub {
         fresh_count
     }
 
-    /// Announces a room's online count to its live sockets (but `skip`) if it
-    /// changed.
-    pub fn announce_presence(&self, room: &str, online: u64, skip: Option<ConnId>) {
+    /// Announces a room's online count to its live sockets if it changed.
+    pub fn announce_presence(&self, room: &str, online: u64) {
         let mut rooms = self.rooms();
         let Some(r) = rooms.get_mut(room) else { return };
         if r.presence_sent == Some(online) {
             return;
         }
         r.presence_sent = Some(online);
-        r.members.retain(|id, m| {
-            let wanted = matches!(m.phase, Phase::Live) && skip != Some(*id);
-            if wanted && m.tx.try_send(Outbound::Presence(online)).is_err() {
+        r.members.retain(|_, m| {
+            if matches!(m.phase, Phase::Live) && m.tx.try_send(Outbound::Presence(online)).is_err() {
                 kick(m, &self.metrics);
             }
             m.kick.is_some()
@@ -511,10 +509,9 @@ mod tests {
     fn presence_is_announced_only_on_change() {
         let h = hub(4);
         let mut m = h.join("r", Start::Live);
-        h.announce_presence("r", 2, None);
-        h.announce_presence("r", 2, None);
-        h.announce_presence("r", 3, None);
-        h.announce_presence("r", 4, Some(m.id));
+        h.announce_presence("r", 2);
+        h.announce_presence("r", 2);
+        h.announce_presence("r", 3);
         let mut seen = vec![];
         while let Ok(Outbound::Presence(n)) = m.rx.try_recv() {
             seen.push(n);

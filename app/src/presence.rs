@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::hub::{ConnId, Hub};
+use crate::hub::Hub;
 use crate::store::{Store, StoreError};
 
 /// How often every room with local sockets is refreshed.
@@ -31,16 +31,13 @@ impl Presence {
         Presence { hub, store, instance }
     }
 
-    /// Writes the local count of `room`, reads the total and announces it to
-    /// the room (except `skip`, which gets it from its caller).
-    pub async fn refresh(&self, room: &str, skip: Option<ConnId>) -> Result<u64, StoreError> {
+    /// Writes the local count of `room` and reads the cluster-wide total.
+    /// Joining sockets use this for their own first presence frame; the room
+    /// hears about changes only from `run`, at most once per `INTERVAL`, so N
+    /// joins cost N frames, not N².
+    pub async fn total(&self, room: &str) -> Result<u64, StoreError> {
         let local = self.hub.local_count(room);
-        let total = self
-            .store
-            .presence(room, &self.instance, local, VALID_FOR)
-            .await?;
-        self.hub.announce_presence(room, total, skip);
-        Ok(total)
+        self.store.presence(room, &self.instance, local, VALID_FOR).await
     }
 
     /// Refreshes every room with local sockets every `INTERVAL`, and clears
@@ -53,8 +50,9 @@ impl Presence {
             tick.tick().await;
             let rooms: HashSet<String> = self.hub.local_counts().into_iter().map(|(r, _)| r).collect();
             for room in rooms.union(&reported) {
-                if let Err(e) = self.refresh(room, None).await {
-                    tracing::debug!(room = %room, error = %e, "presence refresh failed");
+                match self.total(room).await {
+                    Ok(online) => self.hub.announce_presence(room, online),
+                    Err(e) => tracing::debug!(room = %room, error = %e, "presence refresh failed"),
                 }
             }
             reported = rooms;

@@ -100,7 +100,7 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
     }
     shared.metrics.messages_out.inc_by(replayed);
     shared.hub.go_live(&connect.room, membership.id, covered);
-    if let Ok(online) = shared.presence.refresh(&connect.room, Some(membership.id)).await {
+    if let Ok(online) = shared.presence.total(&connect.room).await {
         let frame = ServerFrame::Presence {
             room: connect.room.clone(),
             online,

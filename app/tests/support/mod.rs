@@ -261,7 +261,7 @@ pub async fn next_msg(ws: &mut Client) -> Message {
 
 /// The next v1 frame that is not presence, within 10 s each.
 pub async fn next_frame(ws: &mut Client) -> ServerFrame {
-    for _ in 0..20 {
+    for _ in 0..1000 {
         match next_msg(ws).await {
             Message::Text(t) => {
                 let f: ServerFrame = serde_json::from_str(t.as_str()).expect("server frame parses");
