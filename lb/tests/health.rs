@@ -51,7 +51,7 @@ async fn rise_and_fall_follow_a_backend_that_flips_its_health() {
 async fn refused_connect_is_retried_on_the_other_server() {
     let certs = Certs::new();
     let live = Backend::start("app2").await;
-    let dead_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead_addr = dead_addr();
     let mut opts = LbOpts::new(&[&live], &certs);
     opts.servers.insert(0, ("app1".into(), dead_addr));
     let lb = Lb::start(&opts).await;
@@ -72,7 +72,7 @@ async fn refused_connect_is_retried_on_the_other_server() {
 async fn refused_connect_counts_against_a_checked_server() {
     let certs = Certs::new();
     let live = Backend::start("app2").await;
-    let dead_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead_addr = dead_addr();
     let mut opts = LbOpts::new(&[&live], &certs);
     opts.check = true;
     opts.servers.insert(0, ("app1".into(), dead_addr));

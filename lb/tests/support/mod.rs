@@ -629,3 +629,9 @@ pub async fn echo(ws: &mut Wss, text: &str) {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// An address where nothing listens: nothing in the tests binds 127.0.0.2,
+/// so another test cannot take the port in the meantime.
+pub fn dead_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 2], free_port()))
+}
