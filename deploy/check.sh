@@ -13,7 +13,8 @@
 #      lb*). configs/vagrant/ files are checked with the environment the
 #      units give them (WSMESH_REDIS_URL, WSMESH_INTERNAL_TOKEN, as written by
 #      deploy/provision/common.sh); lb.toml next to certificates made by
-#      deploy/provision/certs.sh, as on the lb VM.
+#      deploy/provision/certs.sh, as on the lb VM; other lb configs as copies
+#      in the repository's layout next to certificates from `lb gen-cert`.
 #   5. Every 192.168.56.x address in configs/vagrant/ is a host of
 #      configs/vagrant/hosts.env, and each app listens on its own host's.
 # Ends with "N passed, M failed"; exits non-zero on any failure.
@@ -79,14 +80,14 @@ unit_env=(
   "WSMESH_REDIS_URL=redis://:check-password@$LAB_NET.$HOST_REDIS:$REDIS_PORT/"
   "WSMESH_INTERNAL_TOKEN=check-token"
 )
-check_config() { # BIN FILE [ENV...]
-  local bin="$1" file="$2" out
-  shift 2
-  if [ ! -x "$BIN_DIR/$bin" ]; then bad "$bin check-config $file: no $BIN_DIR/$bin"; return; fi
+check_config() { # BIN FILE SHOWN-AS [ENV...]
+  local bin="$1" file="$2" shown="$3" out
+  shift 3
+  if [ ! -x "$BIN_DIR/$bin" ]; then bad "$bin check-config $shown: no $BIN_DIR/$bin"; return; fi
   if out="$(env -u WSMESH_REDIS_URL -u WSMESH_INTERNAL_TOKEN -u WSMESH_ADMIN_TOKEN "$@" "$BIN_DIR/$bin" check-config "$file" 2>&1)"; then
-    ok "$bin check-config $file"
+    ok "$bin check-config $shown"
   else
-    bad "$bin check-config $file: $out"
+    bad "$bin check-config $shown: $out"
   fi
 }
 for f in configs/*/*.toml; do
@@ -103,14 +104,26 @@ for f in configs/*/*.toml; do
     mkdir -p "$tmp/lb/certs"
     cp "$f" "$tmp/lb/$base"
     if [ -x "$BIN_DIR/lb" ] && out="$(LB_BIN="$BIN_DIR/lb" bash deploy/provision/certs.sh "$tmp/lb/certs" "$LAB_NET.$HOST_LB" 2>&1)"; then
-      check_config lb "$tmp/lb/$base"
+      check_config lb "$tmp/lb/$base" "$f (next to certs.sh certificates)"
+    else
+      bad "lb gen-cert for $f: ${out:-no lb binary}"
+    fi
+  elif [ "$bin" = lb ]; then
+    # Other lb configs name certificates relative to the repository (e.g.
+    # ../../certs/, made by `make up`): check a copy in the same layout under
+    # a temporary root, with certificates from `lb gen-cert`, so the check
+    # neither needs nor touches the repository's certs/.
+    mkdir -p "$tmp/$dir/configs/$dir"
+    cp "$f" "$tmp/$dir/configs/$dir/$base"
+    if [ -x "$BIN_DIR/lb" ] && out="$("$BIN_DIR/lb" gen-cert --dir "$tmp/$dir/certs" 2>&1)"; then
+      check_config lb "$tmp/$dir/configs/$dir/$base" "$f (next to lb gen-cert certificates)"
     else
       bad "lb gen-cert for $f: ${out:-no lb binary}"
     fi
   elif [ "$dir" = vagrant ]; then
-    check_config "$bin" "$f" "${unit_env[@]}"
+    check_config "$bin" "$f" "$f (with the units' environment)" "${unit_env[@]}"
   else
-    check_config "$bin" "$f"
+    check_config "$bin" "$f" "$f"
   fi
 done
 
