@@ -67,7 +67,6 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     error!("{error:#}");
-                    eprintln!("subscriber: {error:#}");
                     ExitCode::FAILURE
                 }
             }
