@@ -32,6 +32,8 @@ pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Memb
     ));
     let mut kick_pending = true;
     loop {
+        // Kick and drain first; then the client's frames before the queue, so
+        // a busy room cannot starve reading (pings, sends) of a socket.
         let result = tokio::select! {
             biased;
             kick = &mut membership.kicked, if kick_pending => {
@@ -47,12 +49,6 @@ pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Memb
                 socket::close(ws, close::SERVICE_RESTART, "instance restarting").await;
                 return;
             }
-            out = membership.rx.recv() => match out {
-                Some(out) => dialect.deliver(ws, out).await,
-                // Only a kick removes a socket from the hub, and that branch
-                // returns first; be safe rather than spin.
-                None => return,
-            },
             inbound = socket::next(ws) => match inbound {
                 Inbound::Text(text) => dialect.receive(ws, text).await,
                 Inbound::Binary => dialect.binary(ws).await,
@@ -61,6 +57,12 @@ pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Memb
                     return;
                 }
                 Inbound::Gone => return,
+            },
+            out = membership.rx.recv() => match out {
+                Some(out) => dialect.deliver(ws, out).await,
+                // Only a kick removes a socket from the hub, and that branch
+                // returns first; be safe rather than spin.
+                None => return,
             },
         };
         if let Err(e) = result {
