@@ -124,6 +124,43 @@ mod tests {
     use tokio::net::TcpListener;
 
     #[test]
+    fn interval_is_fastinter_while_changing_and_downinter_while_down() {
+        let check = Check {
+            interval: Duration::from_secs(2),
+            fastinter: Some(Duration::from_millis(500)),
+            downinter: Some(Duration::from_secs(5)),
+            ..Check::default()
+        };
+        let cfg: crate::config::Server = toml::from_str("name = \"s\"\naddr = \"127.0.0.1:1\"\n").unwrap();
+        let shared = crate::upstream::ServerShared::new(check.rise, 1);
+        let server = Server::new(&cfg, "127.0.0.1:1".parse().unwrap(), Some(&check), shared);
+        let ok = || CheckResult {
+            status: CheckStatus::L7Ok,
+            code: Some(200),
+            detail: String::new(),
+        };
+        let bad = || CheckResult {
+            status: CheckStatus::L4Con,
+            code: None,
+            detail: String::new(),
+        };
+        // Started up at health = rise: not yet steady.
+        assert_eq!(next_interval(&server, &check), check.fast_interval());
+        server.record(ok());
+        assert_eq!(next_interval(&server, &check), check.interval, "fully up");
+        server.record(bad());
+        assert_eq!(
+            next_interval(&server, &check),
+            check.fast_interval(),
+            "going down"
+        );
+        for _ in 0..2 {
+            server.record(bad());
+        }
+        assert_eq!(next_interval(&server, &check), check.down_interval(), "down");
+    }
+
+    #[test]
     fn status_line_is_parsed() {
         assert_eq!(status_code(b"HTTP/1.1 503 Service Unavailable\r\n"), Some(503));
         assert_eq!(status_code(b"HTTP/1.0 200\r\n"), Some(200));

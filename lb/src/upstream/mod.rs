@@ -130,8 +130,10 @@ struct Status {
     last_check: Option<CheckResult>,
     /// When the shown state last changed.
     last_change: Instant,
-    /// When the server last became usable (for slowstart).
-    usable_since: Instant,
+    /// When the server last came back (up from down, or ready from
+    /// drain/maint), for slowstart; `None` since start, as HAProxy applies
+    /// no slowstart at startup.
+    usable_since: Option<Instant>,
 }
 
 /// Counters shown on the stats page and in metrics.
@@ -217,7 +219,7 @@ impl ServerShared {
                 },
                 last_check: None,
                 last_change: now,
-                usable_since: now,
+                usable_since: None,
             }),
             counters: Counters::default(),
             pool: Pool::new(pool_max_idle),
@@ -305,7 +307,9 @@ impl Server {
         if self.slowstart.is_zero() {
             return self.weight;
         }
-        let up_for = self.shared.status().usable_since.elapsed();
+        let Some(up_for) = self.shared.status().usable_since.map(|t| t.elapsed()) else {
+            return self.weight;
+        };
         if up_for >= self.slowstart {
             return self.weight;
         }
@@ -319,7 +323,7 @@ impl Server {
         let before = shown(&s);
         let previous = std::mem::replace(&mut s.admin, admin);
         if admin == AdminState::Ready && previous != AdminState::Ready {
-            s.usable_since = Instant::now();
+            s.usable_since = Some(Instant::now());
         }
         if admin == AdminState::Maint {
             // HAProxy: a server leaving maintenance is checked afresh.
@@ -350,7 +354,7 @@ impl Server {
                     c.health = max;
                     if c.state == Health::Down {
                         c.state = Health::Up;
-                        s.usable_since = Instant::now();
+                        s.usable_since = Some(Instant::now());
                     }
                 }
             }
@@ -513,10 +517,13 @@ mod tests {
     }
 
     #[test]
-    fn slowstart_ramps_weight() {
+    fn slowstart_ramps_weight_after_coming_back_but_not_at_start() {
         let mut s = server(1, 1);
         s.weight = 100;
         s.slowstart = Duration::from_secs(3600);
+        assert_eq!(s.effective_weight(), 100, "no slowstart at startup");
+        s.set_admin(AdminState::Maint);
+        s.set_admin(AdminState::Ready);
         let w = s.effective_weight();
         assert!((1..10).contains(&w), "{w}");
         s.slowstart = Duration::ZERO;
