@@ -94,21 +94,22 @@ install_unit() { # NAME
   install -m 0644 -o root -g root "$STAGE/deploy/systemd/$1.service" "/etc/systemd/system/$1.service"
 }
 
-# Enables and (re)starts units after daemon-reload; waits until active.
+# Enables and (re)starts units after daemon-reload. A Type=simple unit is
+# "active" as soon as it forked, so a unit counts as started only when it is
+# still active, without restarts, a few seconds later.
 start_units() { # NAME...
-  local u i
+  local u restarts
   systemctl daemon-reload
   for u in "$@"; do
     systemctl enable "$u" >/dev/null 2>&1
     systemctl restart "$u"
   done
+  sleep 3
   for u in "$@"; do
-    for i in $(seq 1 30); do
-      systemctl is-active --quiet "$u" && break
-      sleep 1
-    done
-    if ! systemctl is-active --quiet "$u"; then
-      log "$u did not start:"; journalctl -u "$u" -n 30 --no-pager || true
+    restarts="$(systemctl show -p NRestarts --value "$u" 2>/dev/null || true)"
+    if ! systemctl is-active --quiet "$u" || [ "${restarts:-0}" != 0 ]; then
+      log "$u did not start (restarts: ${restarts:-?}):"
+      journalctl -u "$u" -n 30 --no-pager || true
       exit 1
     fi
     log "$u is active"
