@@ -67,7 +67,10 @@ async function recordStates(page) {
   await page.evaluate(() => {
     const s = document.getElementById('status');
     window.__states = [];
+    window.__closes = [];
     new MutationObserver(() => {
+      const code = s.dataset.lastClose;
+      if (code && window.__closes[window.__closes.length - 1] !== code) window.__closes.push(code);
       const last = window.__states[window.__states.length - 1];
       if (!last || last.state !== s.dataset.state) window.__states.push({ state: s.dataset.state, text: s.textContent });
     }).observe(s, { attributes: true, childList: true, characterData: true, subtree: true });
@@ -115,6 +118,8 @@ async function main() {
   for (let i = 1; i <= 3; i++) { await say(a, `A during ${i}`); await say(b, `B during ${i}`); }
   const pendingSeen = await a.$$eval('#messages li[data-cid]', (e) => e.length);
   console.log(`# A had ${pendingSeen} pending message(s) while away`);
+  const away = join(cfg.shots, 'failover-A-away.png');
+  await a.screenshot({ path: away, timeout: 5000 }).then(() => console.log(`# screenshot ${away}`), () => {});
   let restarted = null;
   if (restart) restarted = sleep(Number(process.env.WSMESH_RESTART_AFTER_MS || 2000)).then(() => sh(restart));
 
@@ -126,7 +131,8 @@ async function main() {
   if (restarted) await tally.check(`restart ${instA}: ${restart}`, () => restarted);
   await tally.check('A said "reconnecting in N s… (attempt k)" on the way', async () => {
     const states = await a.evaluate(() => window.__states);
-    console.log(`# A states: ${states.map((s) => s.state).join(' → ')}`);
+    const closes = await a.evaluate(() => window.__closes);
+    console.log(`# A states: ${states.map((s) => s.state).join(' → ')}; close codes seen: ${closes.join(', ')}`);
     const r = states.find((s) => s.state === 'reconnecting');
     must(r, 'never in state reconnecting');
     must(/^reconnecting in \d+\.\d s… \(attempt \d+\)$/.test(r.text), `text ${JSON.stringify(r.text)}`);

@@ -9,7 +9,7 @@
 //   with `since=<last id seen>`, so nothing is missed.
 //
 // User data only ever reaches the DOM through `textContent`.
-// Test hooks (stable, for lab/browser): #status[data-state|data-instance|data-attempt],
+// Test hooks (stable, for lab/browser): #status[data-state|data-instance|data-attempt|data-last-close],
 // #presence[data-online], #app[data-room|data-nick|data-pending], and every message
 // `li[data-id]` (confirmed) or `li[data-cid][data-state=pending|failed]` (own, not acked).
 'use strict';
@@ -498,6 +498,7 @@
       clearConnTimers();
       setPresence(null);
       markOutboxUnsent();
+      ui.status.dataset.lastClose = String(ev.code);
       scheduleReconnect(ev.code);
     };
     ws.onerror = () => { /* a close event follows */ };
