@@ -23,6 +23,8 @@ async fn published_chats_arrive_in_order_with_the_token() {
     wait_delivered(&app, &sub, "beta", &b).await;
     app.assert_posts_in_order_with_token();
     assert!(app.posts().iter().all(|p| p.chats.len() <= 50));
+    sub.wait_metric_at_least("wsmesh_subscriber_chats_forwarded_total", 90.0)
+        .await;
     assert_eq!(
         sub.metric("wsmesh_subscriber_chats_forwarded_total").await,
         Some(90.0)
@@ -64,7 +66,8 @@ async fn queued_chats_are_posted_in_batches_of_at_most_batch_max() {
         "queued chats were not batched: {accepted:?}"
     );
     assert!(app.posts().iter().any(|p| p.status == 503));
-    assert!(sub.metric("wsmesh_subscriber_post_retries_total").await > Some(0.0));
+    sub.wait_metric_at_least("wsmesh_subscriber_post_retries_total", 1.0)
+        .await;
 }
 
 #[tokio::test]
@@ -156,7 +159,8 @@ async fn malformed_batch_is_dropped_and_refilled_from_the_stream() {
         sub.metric("wsmesh_subscriber_batches_rejected_total").await,
         Some(2.0)
     );
-    assert!(sub.metric("wsmesh_subscriber_chats_refilled_total").await > Some(0.0));
+    sub.wait_metric_at_least("wsmesh_subscriber_chats_refilled_total", 1.0)
+        .await;
 }
 
 #[tokio::test]

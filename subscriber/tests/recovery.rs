@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{eventually, wait_delivered, FakeApp, Publisher, RedisServer, Settings, Subscriber};
+use support::{wait_delivered, FakeApp, Publisher, RedisServer, Settings, Subscriber};
 
 #[tokio::test]
 async fn redis_restart_gap_is_filled_from_the_streams() {
@@ -31,9 +31,12 @@ async fn redis_restart_gap_is_filled_from_the_streams() {
     wait_delivered(&app, &sub, "alpha", &a).await;
     wait_delivered(&app, &sub, "beta", &b).await;
     app.assert_posts_in_order_with_token();
-    assert!(sub.metric("wsmesh_subscriber_redis_reconnects_total").await >= Some(1.0));
-    assert!(sub.metric("wsmesh_subscriber_gap_fills_total").await >= Some(2.0));
-    assert!(sub.metric("wsmesh_subscriber_chats_refilled_total").await >= Some(3.0));
+    sub.wait_metric_at_least("wsmesh_subscriber_redis_reconnects_total", 1.0)
+        .await;
+    sub.wait_metric_at_least("wsmesh_subscriber_gap_fills_total", 2.0)
+        .await;
+    sub.wait_metric_at_least("wsmesh_subscriber_chats_refilled_total", 3.0)
+        .await;
 }
 
 #[tokio::test]
@@ -69,8 +72,6 @@ async fn subscriber_restart_is_filled_from_the_app_cursors() {
     wait_delivered(&app, &sub, "alpha", &a).await;
     wait_delivered(&app, &sub, "beta", &b).await;
     app.assert_posts_in_order_with_token();
-    eventually("the new process counted its refill", || async {
-        sub.metric("wsmesh_subscriber_chats_refilled_total").await >= Some(60.0)
-    })
-    .await;
+    sub.wait_metric_at_least("wsmesh_subscriber_chats_refilled_total", 60.0)
+        .await;
 }
