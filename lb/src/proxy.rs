@@ -22,7 +22,7 @@ use crate::listener::Permits;
 use crate::runtime::{Frontend, Runtime};
 use crate::tunnel::{self, TunnelCtx};
 use crate::upstream::pool::{self, ConnectError, Sender, UpstreamBody};
-use crate::upstream::{select, CheckResult, CheckStatus, Server};
+use crate::upstream::{select, Backend, CheckResult, CheckStatus, Server, SessionGuard};
 
 /// What a request handler knows about its client connection.
 #[derive(Debug)]
@@ -123,24 +123,8 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     };
 
     let timeouts = &ctx.runtime.timeouts;
-    let mut candidates = select::candidates(&backend, ctx.peer.ip());
-    let mut attempt = 0;
-    let (server, mut sender) = loop {
-        let Some(server) = (attempt <= backend.retries).then(|| candidates.next()).flatten() else {
-            return Ok(unavailable(exchange, in_flight));
-        };
-        attempt += 1;
-        let t = Instant::now();
-        match checkout(&server, upgrade, timeouts.connect).await {
-            Ok((sender, fresh)) => {
-                exchange.tc = Some(if fresh { t.elapsed() } else { Duration::ZERO });
-                break (server, sender);
-            }
-            Err(e) => {
-                exchange.retries += 1;
-                connect_failed(&server, &e);
-            }
-        }
+    let Some((server, mut sender)) = connect_candidate(&backend, &ctx, upgrade, &mut exchange).await else {
+        return Ok(unavailable(exchange, in_flight));
     };
     exchange.server = server.name.clone();
     let session = server.open_session();
@@ -178,24 +162,8 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
 
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, status) {
         let server_upgrade = hyper::upgrade::on(&mut resp);
+        start_tunnel(client_upgrade, server_upgrade, &ctx, exchange, session);
         let (parts, _) = resp.into_parts();
-        let t = &ctx.runtime.timeouts;
-        let tunnel_ctx = TunnelCtx {
-            exchange,
-            session,
-            tunnel_timeout: t.tunnel,
-            client_fin: t.client_fin,
-            grace: ctx.runtime.config.global.grace,
-            drain: ctx.drain.clone(),
-            _running: ctx.drain.running(),
-            _permits: ctx.permits.clone(),
-        };
-        tokio::spawn(async move {
-            match tokio::try_join!(client_upgrade, server_upgrade) {
-                Ok((client, server)) => tunnel::splice(client, server, tunnel_ctx).await,
-                Err(e) => tracing::warn!(error = %e, "upgrade failed after 101"),
-            }
-        });
         let mut out = Response::from_parts(parts, LoggedBody::new(empty(), None, None, Some(in_flight)));
         *out.version_mut() = Version::HTTP_11;
         return Ok(out);
@@ -218,6 +186,60 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         parts,
         LoggedBody::new(body.boxed(), Some(exchange), Some(session), Some(in_flight)),
     ))
+}
+
+/// Connects to the first candidate that accepts, counting each refused or
+/// timed-out connect against its server; `None` when none is left within
+/// `retries`.
+async fn connect_candidate(
+    backend: &Backend,
+    ctx: &ConnCtx,
+    upgrade: bool,
+    exchange: &mut Exchange,
+) -> Option<(Arc<Server>, Sender)> {
+    let mut candidates = select::candidates(backend, ctx.peer.ip());
+    for _ in 0..=backend.retries {
+        let server = candidates.next()?;
+        let t = Instant::now();
+        match checkout(&server, upgrade, ctx.runtime.timeouts.connect).await {
+            Ok((sender, fresh)) => {
+                exchange.tc = Some(if fresh { t.elapsed() } else { Duration::ZERO });
+                return Some((server, sender));
+            }
+            Err(e) => {
+                exchange.retries += 1;
+                connect_failed(&server, &e);
+            }
+        }
+    }
+    None
+}
+
+/// Splices the two upgraded streams once both sides have switched.
+fn start_tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    server: hyper::upgrade::OnUpgrade,
+    ctx: &ConnCtx,
+    exchange: Exchange,
+    session: SessionGuard,
+) {
+    let t = &ctx.runtime.timeouts;
+    let tunnel_ctx = TunnelCtx {
+        exchange,
+        session,
+        tunnel_timeout: t.tunnel,
+        client_fin: t.client_fin,
+        grace: ctx.runtime.config.global.grace,
+        drain: ctx.drain.clone(),
+        _running: ctx.drain.running(),
+        _permits: ctx.permits.clone(),
+    };
+    tokio::spawn(async move {
+        match tokio::try_join!(client, server) {
+            Ok((client, server)) => tunnel::splice(client, server, tunnel_ctx).await,
+            Err(e) => tracing::warn!(error = %e, "upgrade failed after 101"),
+        }
+    });
 }
 
 /// A connection to `server`: an idle pooled one (not for upgrades, which
@@ -268,10 +290,6 @@ async fn send(
 
 /// Counts a failed connect against the server (passive health) and logs it.
 fn connect_failed(server: &Server, e: &ConnectError) {
-    let status = match e {
-        ConnectError::Timeout(_) => CheckStatus::L4Tout,
-        _ => CheckStatus::L4Con,
-    };
     server
         .shared
         .counters
@@ -279,10 +297,9 @@ fn connect_failed(server: &Server, e: &ConnectError) {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::warn!(server = %server.name, addr = %server.addr, error = %e, "connect failed, trying the next server");
     server.record(CheckResult {
-        status: if status == CheckStatus::L4Tout {
-            CheckStatus::L4Tout
-        } else {
-            CheckStatus::Passive
+        status: match e {
+            ConnectError::Timeout(_) => CheckStatus::L4Tout,
+            _ => CheckStatus::L4Con,
         },
         code: None,
         detail: format!("client request: {e}"),

@@ -72,8 +72,6 @@ pub enum CheckStatus {
     L4Con,
     /// Connect did not finish in time.
     L4Tout,
-    /// A client request could not connect (passive check).
-    Passive,
 }
 
 impl CheckStatus {
@@ -86,7 +84,6 @@ impl CheckStatus {
             CheckStatus::L7Tout => "L7TOUT",
             CheckStatus::L4Con => "L4CON",
             CheckStatus::L4Tout => "L4TOUT",
-            CheckStatus::Passive => "PASSIVE",
         }
     }
 }
