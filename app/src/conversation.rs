@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::pin;
 
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsmesh_common::protocol::close;
 
 use crate::drain;
@@ -14,10 +15,14 @@ use crate::hub::{Membership, Outbound};
 use crate::shared::Shared;
 use crate::socket::{self, Inbound, WriteError, Ws};
 
+/// Most queued items written with one flush.
+const MAX_COALESCED: usize = 64;
+
 /// How one wire format talks.
 pub trait Dialect: Send {
-    /// Writes what the hub queued for this socket.
-    fn deliver(&mut self, ws: &mut Ws, out: Outbound) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// Renders what the hub queued into text frames (none for what the
+    /// dialect does not show).
+    fn render(&mut self, out: Outbound, frames: &mut Vec<Utf8Bytes>);
     /// Handles one text message from the client.
     fn receive(&mut self, ws: &mut Ws, text: String) -> impl Future<Output = Result<(), WriteError>> + Send;
     /// Handles a binary message from the client.
@@ -31,6 +36,7 @@ pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Memb
         shared.config.drain.window
     ));
     let mut kick_pending = true;
+    let mut frames = Vec::new();
     loop {
         // Kick and drain first; then the client's frames before the queue, so
         // a busy room cannot starve reading (pings, sends) of a socket.
@@ -59,7 +65,18 @@ pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Memb
                 Inbound::Gone => return,
             },
             out = membership.rx.recv() => match out {
-                Some(out) => dialect.deliver(ws, out).await,
+                Some(out) => {
+                    // Take what else is queued too: one flush for the lot.
+                    frames.clear();
+                    dialect.render(out, &mut frames);
+                    for _ in 1..MAX_COALESCED {
+                        match membership.rx.try_recv() {
+                            Ok(more) => dialect.render(more, &mut frames),
+                            Err(_) => break,
+                        }
+                    }
+                    socket::send_texts(ws, &frames).await
+                }
                 // Only a kick removes a socket from the hub, and that branch
                 // returns first; be safe rather than spin.
                 None => return,

@@ -22,6 +22,7 @@ use crate::limits::{check_nick, check_send, TokenBucket};
 use crate::origin::Verdict;
 use crate::shared::Shared;
 use crate::socket::{self, WriteError, Ws};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Which seed format a socket speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,26 +162,28 @@ impl Legacy {
 }
 
 impl Dialect for Legacy {
-    async fn deliver(&mut self, ws: &mut Ws, out: Outbound) -> Result<(), WriteError> {
+    fn render(&mut self, out: Outbound, frames: &mut Vec<Utf8Bytes>) {
         let Outbound::Chats(batch) = out else {
             // The seed formats have no presence.
-            return Ok(());
+            return;
         };
         let chats = batch.chats();
         self.shared.metrics.messages_out.inc_by(chats.len() as u64);
-        match self.format {
-            Format::SimpleChat => {
-                for c in chats {
-                    socket::send_json(ws, &simple_out(c)).await?;
-                }
-                Ok(())
-            }
+        let rendered = match self.format {
+            Format::SimpleChat => chats
+                .iter()
+                .map(|c| serde_json::to_string(&simple_out(c)))
+                .collect::<Result<Vec<_>, _>>(),
             Format::CloudChat => {
                 let out = CloudOut {
                     chats: chats.iter().map(|c| CloudChat { body: &c.body }).collect(),
                 };
-                socket::send_json(ws, &out).await
+                serde_json::to_string(&out).map(|t| vec![t])
             }
+        };
+        match rendered {
+            Ok(texts) => frames.extend(texts.into_iter().map(Utf8Bytes::from)),
+            Err(e) => tracing::error!(error = %e, "cannot render a seed-format frame"),
         }
     }
 

@@ -89,6 +89,20 @@ pub async fn send_text(ws: &mut Ws, text: Utf8Bytes) -> Result<(), WriteError> {
     }
 }
 
+/// Writes several rendered text frames with a single flush.
+pub async fn send_texts(ws: &mut Ws, texts: &[Utf8Bytes]) -> Result<(), WriteError> {
+    let write_all = async {
+        for text in texts {
+            ws.feed(Message::Text(text.clone())).await?;
+        }
+        ws.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write_all).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(WriteError::Timeout),
+    }
+}
+
 /// Sends a close frame and waits (briefly) for the peer's answer.
 pub async fn close(ws: &mut Ws, code: u16, reason: &str) {
     let frame = CloseFrame {

@@ -23,6 +23,7 @@ use crate::query::{BadQuery, Connect};
 use crate::shared::Shared;
 use crate::socket::{self, WriteError, Ws, INTERNAL_ERROR};
 use crate::store::{Outcome, Session};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One v1 client after its welcome.
 struct V1 {
@@ -247,24 +248,24 @@ impl V1 {
 }
 
 impl Dialect for V1 {
-    async fn deliver(&mut self, ws: &mut Ws, out: Outbound) -> Result<(), WriteError> {
+    fn render(&mut self, out: Outbound, frames: &mut Vec<Utf8Bytes>) {
         match out {
             Outbound::Chats(batch) => {
                 self.shared
                     .metrics
                     .messages_out
                     .inc_by(batch.chats().len() as u64);
-                match batch.v1_frame(render_chat_frame) {
-                    Some(text) => socket::send_text(ws, text).await,
-                    None => Ok(()),
-                }
+                frames.extend(batch.v1_frame(render_chat_frame));
             }
             Outbound::Presence(online) => {
                 let frame = ServerFrame::Presence {
                     room: self.room.clone(),
                     online,
                 };
-                socket::send_json(ws, &frame).await
+                match serde_json::to_string(&frame) {
+                    Ok(text) => frames.push(text.into()),
+                    Err(e) => tracing::error!(error = %e, "cannot render a presence frame"),
+                }
             }
         }
     }
