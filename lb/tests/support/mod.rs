@@ -390,12 +390,33 @@ pub fn lb_bin() -> &'static str {
 }
 
 impl Lb {
+    /// Starts the lb on fresh ports; if a port was taken in the meantime
+    /// (the lb exits), tries again with others, at most three times.
     pub async fn start(opts: &LbOpts) -> Lb {
-        let ports = Ports {
-            https: free_port(),
-            http: free_port(),
-            admin: free_port(),
-        };
+        for _ in 0..3 {
+            let ports = Ports {
+                https: free_port(),
+                http: free_port(),
+                admin: free_port(),
+            };
+            let mut lb = Lb::spawn(opts, ports);
+            // "lb ready" is logged once every socket is bound: unambiguous,
+            // unlike a port answering (which could be another test's lb).
+            for _ in 0..200 {
+                if lb.log_text().contains("lb ready") {
+                    return lb;
+                }
+                if lb.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            eprintln!("lb did not start, retrying:\n{}", lb.log_text());
+        }
+        panic!("lb did not start three times");
+    }
+
+    fn spawn(opts: &LbOpts, ports: Ports) -> Lb {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("lb.toml");
         std::fs::write(&config, render_config(opts, ports)).expect("write config");
@@ -414,24 +435,19 @@ impl Lb {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    log.lock().expect("lock").push_str(&line);
-                    log.lock().expect("lock").push('\n');
+                    let mut l = log.lock().expect("lock");
+                    l.push_str(&line);
+                    l.push('\n');
                 }
             });
         }
-        let lb = Lb {
+        Lb {
             child,
             ports,
             config,
             log,
             _dir: dir,
-        };
-        let admin = lb.ports.admin;
-        eventually(10, "lb admin API answers", || async move {
-            admin_get(admin, "/api/backends").await.is_some()
-        })
-        .await;
-        lb
+        }
     }
 
     pub fn signal(&self, sig: i32) {
