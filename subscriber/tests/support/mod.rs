@@ -149,73 +149,135 @@ impl Drop for RedisServer {
     }
 }
 
+/// Stores and publishes in one script, as the app does: nothing is published
+/// that was not stored, and publish order is id order.
+const STORE_AND_PUBLISH: &str = r#"
+local id = redis.call('XADD', KEYS[1], '*', 'nick', ARGV[1], 'body', ARGV[2], 'cid', '')
+redis.call('SADD', KEYS[2], ARGV[3])
+if ARGV[4] == '1' then
+  local ms = string.match(id, '^(%d+)')
+  redis.call('PUBLISH', KEYS[3], '{"id":"' .. id .. '","ts":' .. ms .. ',' .. ARGV[5])
+end
+return id
+"#;
+
 /// Writes chats the way the app does: XADD to the room's stream, SADD the room, PUBLISH.
 pub struct Publisher {
-    /// Connection to the test Redis.
-    conn: redis::aio::MultiplexedConnection,
+    /// Where to (re)connect.
+    client: redis::Client,
+    /// Connection, dropped after an error so the next call reconnects.
+    conn: Option<redis::aio::MultiplexedConnection>,
     /// Key names with the default prefix.
     keys: Keys,
 }
 
 impl Publisher {
     pub async fn connect(redis: &RedisServer) -> Publisher {
-        let client = redis::Client::open(redis.url()).expect("redis url");
         Publisher {
-            conn: client
-                .get_multiplexed_async_connection()
-                .await
-                .expect("connect to redis"),
+            client: redis::Client::open(redis.url()).expect("redis url"),
+            conn: None,
             keys: Keys::new("wsmesh:"),
         }
     }
 
-    /// Stores a chat without publishing it (a publish that pub/sub lost).
-    pub async fn append(&mut self, room: &str, body: &str) -> Chat {
-        let id: String = redis::cmd("XADD")
-            .arg(self.keys.stream(room))
-            .arg("*")
-            .arg("nick")
+    /// Stores (and with `publish`, publishes) a chat; errors when Redis is away.
+    pub async fn try_store(&mut self, room: &str, body: &str, publish: bool) -> redis::RedisResult<Chat> {
+        let conn = match self.conn.as_mut() {
+            Some(conn) => conn,
+            None => self
+                .conn
+                .insert(self.client.get_multiplexed_async_connection().await?),
+        };
+        // The JSON after "id" and "ts", escaped by serde.
+        let rest = format!(
+            "\"room\":{},\"nick\":\"tester\",\"body\":{}}}",
+            serde_json::Value::from(room),
+            serde_json::Value::from(body)
+        );
+        let result: redis::RedisResult<String> = redis::Script::new(STORE_AND_PUBLISH)
+            .key(self.keys.stream(room))
+            .key(self.keys.rooms())
+            .key(self.keys.channel())
             .arg("tester")
-            .arg("body")
             .arg(body)
-            .arg("cid")
-            .arg("")
-            .query_async(&mut self.conn)
-            .await
-            .expect("XADD");
-        let _: i64 = redis::cmd("SADD")
-            .arg(self.keys.rooms())
             .arg(room)
-            .query_async(&mut self.conn)
-            .await
-            .expect("SADD");
+            .arg(if publish { "1" } else { "0" })
+            .arg(rest)
+            .invoke_async(conn)
+            .await;
+        let id = result.inspect_err(|_| self.conn = None)?;
         let ts = id.parse::<StreamId>().expect("stream id").ms;
-        Chat {
+        Ok(Chat {
             id,
             room: room.into(),
             nick: "tester".into(),
             body: body.into(),
             ts,
             cid: None,
-        }
+        })
+    }
+
+    /// Stores a chat without publishing it (a publish that pub/sub lost).
+    pub async fn append(&mut self, room: &str, body: &str) -> Chat {
+        self.try_store(room, body, false).await.expect("store a chat")
     }
 
     /// Stores and publishes a chat.
     pub async fn publish(&mut self, room: &str, body: &str) -> Chat {
-        let chat = self.append(room, body).await;
-        self.publish_raw(serde_json::to_string(&chat).expect("json"))
-            .await;
-        chat
+        self.try_store(room, body, true)
+            .await
+            .expect("store and publish a chat")
     }
 
     /// Publishes any payload on the chat channel.
     pub async fn publish_raw(&mut self, payload: String) {
+        let conn = match self.conn.as_mut() {
+            Some(conn) => conn,
+            None => self.conn.insert(
+                self.client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connect"),
+            ),
+        };
         let _: i64 = redis::cmd("PUBLISH")
             .arg(self.keys.channel())
             .arg(payload)
-            .query_async(&mut self.conn)
+            .query_async(conn)
             .await
             .expect("PUBLISH");
+    }
+
+    /// Every chat in a room's stream, oldest first (the ground truth after a restart).
+    pub async fn stream(&mut self, room: &str) -> Vec<Chat> {
+        let conn = match self.conn.as_mut() {
+            Some(conn) => conn,
+            None => self.conn.insert(
+                self.client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connect"),
+            ),
+        };
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.keys.stream(room))
+            .arg("-")
+            .arg("+")
+            .query_async(conn)
+            .await
+            .expect("XRANGE");
+        reply
+            .ids
+            .iter()
+            .map(|entry| Chat {
+                id: entry.id.clone(),
+                room: room.into(),
+                nick: entry.get("nick").expect("nick"),
+                body: entry.get("body").expect("body"),
+                ts: entry.id.parse::<StreamId>().expect("stream id").ms,
+                cid: None,
+            })
+            .collect()
     }
 }
 
