@@ -17,6 +17,8 @@
 #      in the repository's layout next to certificates from `lb gen-cert`.
 #   5. Every 192.168.56.x address in configs/vagrant/ is a host of
 #      configs/vagrant/hosts.env, and each app listens on its own host's.
+#   6. As root: deploy/provision-test.sh runs the provisioning scripts for
+#      real in a throwaway network + mount namespace and checks the result.
 # Ends with "N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
 
@@ -48,7 +50,7 @@ else
 fi
 
 # 2. Provisioning scripts parse.
-for s in deploy/provision/*.sh deploy/check.sh; do
+for s in deploy/provision/*.sh deploy/check.sh deploy/provision-test.sh; do
   if out="$(bash -n "$s" 2>&1)"; then ok "bash -n $s"; else bad "bash -n $s: $out"; fi
 done
 
@@ -146,6 +148,16 @@ for n in 1 2; do
     bad "configs/vagrant/app$n.toml: listen.public is not on $want"
   fi
 done
+
+# 6. The provisioning scripts, run for real in a throwaway namespace (root only).
+if [ "$(id -u)" != 0 ]; then
+  echo "skip deploy/provision-test.sh: needs root"
+elif out="$(bash deploy/provision-test.sh "$BIN_DIR" 2>&1)"; then
+  ok "deploy/provision-test.sh: redis.sh, app.sh app1, lb.sh, app.sh app1 again; $(echo "$out" | grep -c '^ok ') checks"
+else
+  echo "$out" | tail -n 40
+  bad "deploy/provision-test.sh"
+fi
 
 echo "deploy/check.sh: $passed passed, $failed failed"
 [ "$failed" = 0 ]
