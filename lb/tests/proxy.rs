@@ -208,3 +208,14 @@ async fn each_request_writes_an_access_log_line_with_timers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn hsts_is_added_on_tls_responses_when_configured() {
+    let certs = Certs::new();
+    let app = Backend::start("app1").await;
+    let mut opts = LbOpts::new(&[&app], &certs);
+    opts.frontend_extra = "hsts = \"max-age=60\"\n".into();
+    let lb = Lb::start(&opts).await;
+    let (_, headers, _) = https_get(&certs, lb.ports.https, "/").await;
+    assert_eq!(headers["strict-transport-security"], "max-age=60");
+}

@@ -97,3 +97,20 @@ async fn slow_server_gets_504() {
     let (status, _, _) = https_get(&certs, lb.ports.https, "/slow").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connection_is_closed_after_timeout_client() {
+    let (certs, _app, lb) = start("client = \"300ms\"\n").await;
+    let mut tls = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_all(&mut tls).await;
+    // read_all returns at EOF: the lb closed the idle connection itself.
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("app1"),
+        "{reply:?}"
+    );
+}
