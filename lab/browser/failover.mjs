@@ -129,6 +129,10 @@ async function main() {
     console.log(`# A reconnected to ${instA2}`);
   });
   if (restarted) await tally.check(`restart ${instA}: ${restart}`, () => restarted);
+  else {
+    await tally.check(`without a restart A lands on another instance than ${instA} (through the lb)`,
+      () => must(instA2 && instA2 !== instA, `A is on ${instA2}`));
+  }
   await tally.check('A said "reconnecting in N s… (attempt k)" on the way', async () => {
     const states = await a.evaluate(() => window.__states);
     const closes = await a.evaluate(() => window.__closes);
