@@ -29,8 +29,10 @@ if [ "${1:-}" = --inside ]; then
   cp -a /etc "$WORK/etc"
   mount --bind "$WORK/etc" /etc
   mount --bind "$WORK/usrlocalbin" /usr/local/bin
+  # Only directories that exist: creating one would change the real
+  # filesystem (the mounts are private, the filesystem is not).
   for d in /var/lib/redis:varlibredis /var/log/redis:varlogredis /run/redis:runredis; do
-    mkdir -p "${d%%:*}"
+    [ -d "${d%%:*}" ] || continue
     mount --bind "$WORK/${d##*:}" "${d%%:*}"
     chown redis:redis "$WORK/${d##*:}"
   done
