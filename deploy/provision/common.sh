@@ -49,7 +49,7 @@ install_if_changed() { # SRC DEST MODE OWNER:GROUP
 # The service user: no shell, no home, owns nothing but what it must read.
 ensure_user() {
   if ! getent passwd wsmesh >/dev/null; then
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin wsmesh
+    useradd --system --no-create-home --no-log-init --home-dir /nonexistent --shell /usr/sbin/nologin wsmesh
     log "created user wsmesh"
   fi
   install -d -m 0750 -o root -g wsmesh "$ETC"
