@@ -8,6 +8,7 @@
 // Faults, for the page's edge cases:
 //   MOCK_ECHO_DELAY_MS  delay live `chat` fan-out (the `ack` goes first), default 0
 //   MOCK_ACK_DELAY_MS   delay `ack` (the `chat` goes first), default 0
+//   MOCK_MAXLEN         messages kept per room (older `since` gets `truncated:true`), default 10000
 //   MOCK_RATE_BURST / MOCK_RATE_PER_SEC   per-connection send budget (50, 20/s) → rate_limited
 //   POST /mock/drop?code=1012   closes every socket of that instance with the code
 //   POST /mock/down             this instance refuses connections until POST /mock/up
@@ -22,6 +23,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const pageDir = join(here, '..', '..', 'app', 'src', 'page');
 const ports = (process.env.MOCK_PORTS || '19031,19032').split(',').map(Number);
 const echoDelay = Number(process.env.MOCK_ECHO_DELAY_MS || 0);
+const maxlen = Number(process.env.MOCK_MAXLEN || 10000);
 const rateBurst = Number(process.env.MOCK_RATE_BURST || 50);
 const ratePerSec = Number(process.env.MOCK_RATE_PER_SEC || 20);
 const ackDelay = Number(process.env.MOCK_ACK_DELAY_MS || 0);
@@ -36,7 +38,7 @@ const conns = new Set();
 
 function room(name) {
   let r = rooms.get(name);
-  if (!r) { r = { chats: [], lastMs: 0, seq: 0, cids: new Map() }; rooms.set(name, r); }
+  if (!r) { r = { chats: [], lastMs: 0, seq: 0, cids: new Map(), trimmed: null }; rooms.set(name, r); }
   return r;
 }
 const cmpId = (a, b) => {
@@ -111,7 +113,8 @@ function serve(port, inst) {
     const r = room(name);
     const since = url.searchParams.get('since');
     const chats = since ? r.chats.filter((x) => cmpId(x.id, since) > 0) : r.chats.slice(-50);
-    c.send({ type: 'history', room: name, chats });
+    const truncated = !!(since && r.trimmed && cmpId(since, r.trimmed) < 0);
+    c.send({ type: 'history', room: name, chats, ...(truncated ? { truncated } : {}) });
     presence(name);
 
     let tokens = rateBurst;
@@ -154,6 +157,7 @@ function serve(port, inst) {
       r.seq = ms === r.lastMs ? r.seq + 1 : 0; r.lastMs = ms;
       const chat = { id: `${ms}-${r.seq}`, room: name, nick: sess.nick, body, ts: ms, ...(cid ? { cid } : {}) };
       r.chats.push(chat);
+      while (r.chats.length > maxlen) r.trimmed = r.chats.shift().id;
       if (cid) r.cids.set(cid, chat.id);
       const fan = () => { for (const o of conns) if (o.room === name) o.send({ type: 'chat', chats: [chat] }); };
       const ack = () => { if (cid) c.send({ type: 'ack', cid, id: chat.id }); };

@@ -120,6 +120,8 @@
     return x[0] - y[0] || x[1] - y[1];
   }
   const byteLength = (s) => encoder.encode(s).length;
+  /** A nick the server accepts: no control characters, trimmed, 1..32 characters (code points). */
+  const cleanNick = (s) => Array.from(String(s).replace(/\p{Cc}/gu, '').trim()).slice(0, MAX_NICK_CHARS).join('').trim();
   const jitter = (ceiling) => Math.random() * ceiling;
   const backoffDelay = (attempt) =>
     jitter(Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, attempt)));
@@ -685,7 +687,7 @@
   }
 
   function applyNick() {
-    const nick = ui.nick.value.trim().slice(0, MAX_NICK_CHARS);
+    const nick = cleanNick(ui.nick.value);
     if (!nick || nick === state.nick) { ui.nick.value = state.nick; return; }
     local.set(STORAGE.nick, nick);
     sendNick(nick);
@@ -765,7 +767,7 @@
     const saved = local.get(STORAGE.room);
     const room = [fromUrl, saved, 'lobby'].find((r) => r && ROOM_RE.test(r));
     const nick = params.get('nick');
-    if (nick && nick.trim()) local.set(STORAGE.nick, nick.trim().slice(0, MAX_NICK_CHARS));
+    if (nick && cleanNick(nick)) local.set(STORAGE.nick, cleanNick(nick));
     state.nick = local.get(STORAGE.nick) || '';
     loadOutbox();
     updateComposer();
