@@ -1,0 +1,516 @@
+//! One supervised child process of a lab cluster: how to start it, how to
+//! tell it is healthy, the signals a drill sends it, and a kill on drop so no
+//! test, however it ends, leaves a process behind.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::http;
+
+/// What a process is, which decides the shutdown order (Redis last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `redis-server`.
+    Redis,
+    /// The chat server.
+    App,
+    /// The Redis → app forwarder.
+    Subscriber,
+    /// The TLS load balancer.
+    Lb,
+}
+
+/// How to tell a process is ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// `PING` answered with `+PONG` (not `-LOADING`).
+    RedisPing(SocketAddr),
+    /// `GET url` answered 200.
+    Http(String),
+}
+
+/// Everything needed to (re)start a process.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// Name used in log prefixes and lookups, e.g. `app1`.
+    pub name: String,
+    /// What it is.
+    pub kind: Kind,
+    /// Executable.
+    pub program: PathBuf,
+    /// Arguments.
+    pub args: Vec<OsString>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Environment variables removed (e.g. overrides that would beat the config).
+    pub env_remove: Vec<String>,
+    /// Readiness check.
+    pub health: Health,
+    /// Addresses it listens on, with what each is for (for port checks).
+    pub listens: Vec<(SocketAddr, String)>,
+}
+
+/// Why a process could not be started or did not become healthy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The executable does not exist.
+    #[error("{program}: not found{hint}")]
+    Missing {
+        /// The executable looked for.
+        program: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// Spawning failed otherwise.
+    #[error("cannot start {name}: {source}")]
+    Spawn {
+        /// Process name.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It exited while we waited for it.
+    #[error("{name} exited ({status})")]
+    Exited {
+        /// Process name.
+        name: String,
+        /// Its exit status.
+        status: ExitStatus,
+    },
+    /// Still not healthy at the deadline.
+    #[error("{name} not healthy after {waited:?}: {last}")]
+    Unhealthy {
+        /// Process name.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+        /// The last check's failure.
+        last: String,
+    },
+    /// A signal could not be delivered.
+    #[error("signal to {name}: {source}")]
+    Signal {
+        /// Process name.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Where a process is in its life.
+#[derive(Debug)]
+enum State {
+    /// Running (or at least not yet reaped).
+    Running(Child),
+    /// Stopped with SIGSTOP; SIGCONT resumes it.
+    Paused(Child),
+    /// Exited and reaped.
+    Exited(ExitStatus),
+}
+
+/// A started process and how to restart it.
+#[derive(Debug)]
+pub struct Process {
+    /// How it was started.
+    spec: ProcessSpec,
+    /// Its life state.
+    state: State,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let State::Running(child) | State::Paused(child) = &mut self.state {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Process {
+    /// Starts `spec`; its stdout and stderr are forwarded line by line as `[name] line`.
+    pub fn spawn(spec: ProcessSpec) -> Result<Process, ProcessError> {
+        let child = launch(&spec)?;
+        Ok(Process {
+            spec,
+            state: State::Running(child),
+        })
+    }
+
+    /// Name, e.g. `app1`.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// How it is started.
+    pub fn spec(&self) -> &ProcessSpec {
+        &self.spec
+    }
+
+    /// The health URL, for HTTP-checked processes.
+    pub fn health_url(&self) -> Option<&str> {
+        match &self.spec.health {
+            Health::Http(url) => Some(url),
+            Health::RedisPing(_) => None,
+        }
+    }
+
+    /// Process id while not reaped.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.state {
+            State::Running(c) | State::Paused(c) => Some(c.id()),
+            State::Exited(_) => None,
+        }
+    }
+
+    /// Whether it exited; reaps it when it did. Returns the status only the
+    /// first time, so a supervisor logs each exit once.
+    pub fn reap(&mut self) -> Option<ExitStatus> {
+        let (State::Running(child) | State::Paused(child)) = &mut self.state else {
+            return None;
+        };
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                self.state = State::Exited(status);
+                Some(status)
+            }
+            Ok(None) | Err(_) => None,
+        }
+    }
+
+    /// The exit status once it exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.reap();
+        match self.state {
+            State::Exited(status) => Some(status),
+            _ => None,
+        }
+    }
+
+    fn signal(&mut self, sig: libc::c_int) -> Result<(), ProcessError> {
+        self.reap();
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let pid = libc::pid_t::try_from(pid).map_err(|_| ProcessError::Signal {
+            name: self.spec.name.clone(),
+            source: std::io::Error::other("pid out of range"),
+        })?;
+        // SAFETY: kill(2) has no memory effects; the pid is our unreaped child, so not recycled.
+        let rc = unsafe { libc::kill(pid, sig) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(ProcessError::Signal {
+                name: self.spec.name.clone(),
+                source: std::io::Error::last_os_error(),
+            })
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) -> Result<(), ProcessError> {
+        self.signal(libc::SIGKILL)?;
+        if let State::Running(child) | State::Paused(child) = &mut self.state {
+            let status = child.wait().map_err(|source| ProcessError::Signal {
+                name: self.spec.name.clone(),
+                source,
+            })?;
+            self.state = State::Exited(status);
+        }
+        Ok(())
+    }
+
+    /// SIGTERM (graceful stop); does not wait.
+    pub fn term(&mut self) -> Result<(), ProcessError> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// SIGSTOP: the process freezes, its sockets stay open.
+    pub fn stop(&mut self) -> Result<(), ProcessError> {
+        self.signal(libc::SIGSTOP)?;
+        self.state = match std::mem::replace(&mut self.state, State::Exited(ExitStatus::default())) {
+            State::Running(child) => State::Paused(child),
+            other => other,
+        };
+        Ok(())
+    }
+
+    /// SIGCONT after `stop`.
+    pub fn cont(&mut self) -> Result<(), ProcessError> {
+        self.signal(libc::SIGCONT)?;
+        self.state = match std::mem::replace(&mut self.state, State::Exited(ExitStatus::default())) {
+            State::Paused(child) => State::Running(child),
+            other => other,
+        };
+        Ok(())
+    }
+
+    /// Waits until it exits, at most `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it is still running after `grace`.
+    pub async fn shutdown(&mut self, grace: Duration) -> Result<(), ProcessError> {
+        if matches!(self.state, State::Paused(_)) {
+            self.cont()?;
+        }
+        self.term()?;
+        if self.wait_exit(grace).await.is_none() {
+            tracing::warn!(name = %self.spec.name, "still running after SIGTERM; killing");
+            self.kill9()?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again with the same command line (after it exited or was killed).
+    pub fn start(&mut self) -> Result<(), ProcessError> {
+        if self.exit_status().is_none() {
+            return Ok(());
+        }
+        self.state = State::Running(launch(&self.spec)?);
+        Ok(())
+    }
+
+    /// Graceful stop (SIGTERM, SIGKILL after `grace`) and start with the same ports and config.
+    pub async fn restart(&mut self, grace: Duration) -> Result<(), ProcessError> {
+        self.shutdown(grace).await?;
+        self.start()
+    }
+
+    /// One readiness check; `Err` says why it is not ready.
+    pub async fn check(&self) -> Result<(), String> {
+        match &self.spec.health {
+            Health::Http(url) => match http::get(url, Duration::from_secs(2)).await {
+                Ok(r) if r.status == 200 => Ok(()),
+                Ok(r) => Err(format!("{url}: HTTP {} {}", r.status, r.body.trim())),
+                Err(e) => Err(format!("{url}: {e}")),
+            },
+            Health::RedisPing(addr) => {
+                let addr = *addr;
+                tokio::task::spawn_blocking(move || redis_ping(addr))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        }
+    }
+
+    /// Polls `check` until it passes; fails at once if the process exits.
+    pub async fn wait_healthy(&mut self, limit: Duration) -> Result<(), ProcessError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Err(ProcessError::Exited {
+                    name: self.spec.name.clone(),
+                    status,
+                });
+            }
+            let last = match self.check().await {
+                Ok(()) => return Ok(()),
+                Err(reason) => reason,
+            };
+            if Instant::now() >= deadline {
+                return Err(ProcessError::Unhealthy {
+                    name: self.spec.name.clone(),
+                    waited: limit,
+                    last,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `PING` over a plain TCP connection; a loading Redis answers `-LOADING`.
+fn redis_ping(addr: SocketAddr) -> Result<(), String> {
+    let limit = Duration::from_secs(1);
+    let mut tcp = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("redis {addr}: {e}"))?;
+    tcp.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
+    tcp.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(tcp)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    if line.starts_with("+PONG") {
+        Ok(())
+    } else {
+        Err(format!("redis {addr}: {}", line.trim()))
+    }
+}
+
+fn launch(spec: &ProcessSpec) -> Result<Child, ProcessError> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own process group: a terminal's Ctrl-C reaches only the launcher, which stops
+        // the children in order.
+        .process_group(0);
+    for var in &spec.env_remove {
+        cmd.env_remove(var);
+    }
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It makes
+    // the kernel kill the child when the spawning thread dies, so even a launcher killed
+    // with SIGKILL leaves nothing behind.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ProcessError::Missing {
+            program: spec.program.display().to_string(),
+            hint: match spec.kind {
+                Kind::Redis => {
+                    " — install it with `apt-get install redis-server` (`make up` does this)".into()
+                }
+                _ => " — build it with `cargo build --workspace --bins`".into(),
+            },
+        },
+        _ => ProcessError::Spawn {
+            name: spec.name.clone(),
+            source,
+        },
+    })?;
+    if let Some(out) = child.stdout.take() {
+        forward(&spec.name, out);
+    }
+    if let Some(err) = child.stderr.take() {
+        forward(&spec.name, err);
+    }
+    Ok(child)
+}
+
+/// Copies a child's output to ours, one `[name] line` at a time. A thread, not
+/// a task: it must keep draining even when no runtime is polling.
+fn forward(name: &str, pipe: impl Read + Send + 'static) {
+    let prefix = format!("[{name}]");
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line);
+                    println!("{prefix} {}", text.trim_end());
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(name: &str, script: &str, health: Health) -> ProcessSpec {
+        ProcessSpec {
+            name: name.into(),
+            kind: Kind::App,
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![],
+            env_remove: vec![],
+            health,
+            listens: vec![],
+        }
+    }
+
+    fn unused_addr() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn kill9_reaps_and_start_runs_it_again() {
+        let mut p = Process::spawn(sh("sleeper", "sleep 30", Health::RedisPing(unused_addr()))).unwrap();
+        let first = p.pid().unwrap();
+        p.kill9().unwrap();
+        assert!(p.pid().is_none());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(p.exit_status().and_then(|s| s.signal()), Some(libc::SIGKILL));
+        p.start().unwrap();
+        assert_ne!(p.pid(), Some(first));
+        assert!(p.pid().is_some());
+    }
+
+    #[tokio::test]
+    async fn shutdown_escalates_to_sigkill_when_term_is_ignored() {
+        let mut p = Process::spawn(sh(
+            "stubborn",
+            "trap '' TERM; sleep 30",
+            Health::RedisPing(unused_addr()),
+        ))
+        .unwrap();
+        // Give the shell a moment to install its trap, bounded.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        p.shutdown(Duration::from_millis(300)).await.unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(p.exit_status().and_then(|s| s.signal()), Some(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn wait_healthy_fails_fast_when_the_process_exits() {
+        let mut p = Process::spawn(sh("quitter", "exit 3", Health::RedisPing(unused_addr()))).unwrap();
+        match p.wait_healthy(Duration::from_secs(20)).await {
+            Err(ProcessError::Exited { status, .. }) => assert_eq!(status.code(), Some(3)),
+            other => panic!("expected exit, got {other:?}"),
+        }
+        assert!(p.reap().is_none(), "an exit is reported once");
+    }
+
+    #[tokio::test]
+    async fn missing_program_names_the_install_hint() {
+        let mut spec = sh("redis", "", Health::RedisPing(unused_addr()));
+        spec.kind = Kind::Redis;
+        spec.program = "/nonexistent/redis-server".into();
+        let err = Process::spawn(spec).unwrap_err();
+        assert!(err.to_string().contains("apt-get install redis-server"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn drop_kills_the_child() {
+        let p = Process::spawn(sh("dropped", "sleep 30", Health::RedisPing(unused_addr()))).unwrap();
+        let pid = p.pid().unwrap() as libc::pid_t;
+        drop(p);
+        // SAFETY: signal 0 only probes existence.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        assert!(!alive, "child {pid} survived drop");
+    }
+
+    #[tokio::test]
+    async fn stop_and_cont_track_state() {
+        let mut p = Process::spawn(sh("pausable", "sleep 30", Health::RedisPing(unused_addr()))).unwrap();
+        p.stop().unwrap();
+        assert!(matches!(p.state, State::Paused(_)));
+        p.cont().unwrap();
+        assert!(matches!(p.state, State::Running(_)));
+    }
+}
