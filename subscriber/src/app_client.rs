@@ -37,6 +37,8 @@ pub enum AppError {
     Unauthorized,
     #[error("the app refused the batch as malformed (400): {0}")]
     Malformed(String),
+    #[error("the app refused the batch as too large (413)")]
+    TooLarge,
     #[error("the app answered {status}: {body}")]
     Status { status: StatusCode, body: String },
     #[error("the app's cursors are not a JSON object of room to id: {0}")]
@@ -52,6 +54,8 @@ pub enum Failure {
     Unauthorized,
     /// The request itself is refused: retrying the same one will not help.
     Rejected,
+    /// The body is over the app's size limit: smaller requests will do.
+    TooLarge,
 }
 
 impl AppError {
@@ -59,6 +63,7 @@ impl AppError {
         match self {
             AppError::Unauthorized => Failure::Unauthorized,
             AppError::Malformed(_) => Failure::Rejected,
+            AppError::TooLarge => Failure::TooLarge,
             _ => Failure::Transient,
         }
     }
@@ -126,6 +131,7 @@ impl AppClient {
             s if s.is_success() => Ok(body),
             StatusCode::UNAUTHORIZED => Err(AppError::Unauthorized),
             StatusCode::BAD_REQUEST => Err(AppError::Malformed(excerpt(&body))),
+            StatusCode::PAYLOAD_TOO_LARGE => Err(AppError::TooLarge),
             status => Err(AppError::Status {
                 status,
                 body: excerpt(&body),
@@ -181,6 +187,7 @@ mod tests {
     fn only_a_malformed_request_is_not_worth_retrying() {
         assert_eq!(AppError::Malformed("x".into()).failure(), Failure::Rejected);
         assert_eq!(AppError::Unauthorized.failure(), Failure::Unauthorized);
+        assert_eq!(AppError::TooLarge.failure(), Failure::TooLarge);
         let unavailable = AppError::Status {
             status: StatusCode::SERVICE_UNAVAILABLE,
             body: String::new(),

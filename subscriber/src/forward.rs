@@ -89,6 +89,16 @@ pub struct Forwarder {
     delivered: Delivered,
 }
 
+/// How one POST of a batch ended.
+enum Posted {
+    /// Accepted, or refused as malformed and dropped (a refill is scheduled).
+    Done,
+    /// Over the app's size limit (413): to be split.
+    TooLarge(Vec<Chat>),
+    /// Stop was requested while retrying.
+    Stopped(Vec<Chat>),
+}
+
 /// Why a batch was not delivered.
 enum Undelivered {
     /// Stop was requested while retrying; the batch is handed back for the flush.
@@ -159,19 +169,45 @@ impl Forwarder {
         }
     }
 
-    /// Posts `batch` until the app takes it (or refuses it as malformed).
-    /// With `stop`, a stop request during a retry wait hands the batch back.
+    /// Posts `batch` until the app takes it (or refuses it as malformed). A
+    /// batch over the app's size limit is split in halves, sent in order.
+    /// With `stop`, a stop request during a retry wait hands back what is left.
     async fn deliver(
         &mut self,
         batch: Vec<Chat>,
         mut stop: Option<&mut watch::Receiver<bool>>,
     ) -> Result<(), Undelivered> {
+        // Parts still to send; the last one goes first.
+        let mut parts = vec![batch];
+        while let Some(part) = parts.pop() {
+            match self.post(part, stop.as_deref_mut()).await {
+                Posted::Done => {}
+                Posted::TooLarge(mut part) if part.len() > 1 => {
+                    let tail = part.split_off(part.len() / 2);
+                    parts.push(tail);
+                    parts.push(part);
+                }
+                Posted::TooLarge(part) => {
+                    // Refilling would read the same chat again: it can never be delivered.
+                    error!(room = ?part.first().map(|c| &c.room), "a single chat is over the app's size limit; dropped");
+                    self.metrics.batches_rejected.inc();
+                }
+                Posted::Stopped(part) => {
+                    let rest = parts.into_iter().rev().flatten();
+                    return Err(Undelivered::Stopped(part.into_iter().chain(rest).collect()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Posts one batch, retrying what retrying can fix.
+    async fn post(&mut self, batch: Vec<Chat>, mut stop: Option<&mut watch::Receiver<bool>>) -> Posted {
         loop {
-            let result = self.client.post_events(&batch).await;
-            let error = match result {
+            let error = match self.client.post_events(&batch).await {
                 Ok(()) => {
                     self.accepted(&batch);
-                    return Ok(());
+                    return Posted::Done;
                 }
                 Err(error) => error,
             };
@@ -186,7 +222,12 @@ impl Forwarder {
                     }
                     // Pause anyway, so an app that refuses everything is not hammered.
                     tokio::time::sleep(delay).await;
-                    return Ok(());
+                    return Posted::Done;
+                }
+                Failure::TooLarge => {
+                    warn!(%error, chats = batch.len(), "batch over the app's size limit; splitting it");
+                    self.retry.reset();
+                    return Posted::TooLarge(batch);
                 }
                 Failure::Unauthorized => {
                     error!(%error, attempt, retry_in = ?delay, "app refuses our token; nothing is delivered")
@@ -200,7 +241,7 @@ impl Forwarder {
                 Some(stop) => {
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = stop.wait_for(|stopped| *stopped) => return Err(Undelivered::Stopped(batch)),
+                        _ = stop.wait_for(|stopped| *stopped) => return Posted::Stopped(batch),
                     }
                 }
                 None => tokio::time::sleep(delay).await,

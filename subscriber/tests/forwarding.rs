@@ -131,11 +131,12 @@ async fn refused_token_is_retried_until_the_app_accepts_it() {
         app.posts().iter().any(|p| p.status == 401 && !p.chats.is_empty())
     })
     .await;
-    assert!(
-        sub.log().contains("token"),
-        "401 is not logged loudly:\n{}",
+    eventually("the 401 is logged as an error naming the token", || async {
         sub.log()
-    );
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("token"))
+    })
+    .await;
     app.set_mode(AppMode::Healthy);
     wait_delivered(&app, &sub, "lobby", &sent).await;
     app.assert_posts_in_order_with_token();
@@ -201,4 +202,30 @@ async fn malformed_payload_is_skipped_and_later_chats_still_arrive() {
         sub.metric("wsmesh_subscriber_malformed_payloads_total").await,
         Some(1.0)
     );
+}
+
+#[tokio::test]
+async fn batch_over_the_app_size_limit_is_split_in_order() {
+    let redis = RedisServer::start().await;
+    let app = FakeApp::start(&["lobby"]).await;
+    let sub = Subscriber::start(&redis, &app, &Settings::default()).await;
+    app.set_mode(AppMode::Unavailable);
+    let mut publisher = Publisher::connect(&redis).await;
+    let mut sent = Vec::new();
+    for i in 0..45 {
+        sent.push(publisher.publish("lobby", &format!("m{i}")).await);
+    }
+    eventually("chats queued while the app answers 503", || async {
+        sub.metric("wsmesh_subscriber_queue_depth").await >= Some(40.0)
+    })
+    .await;
+    app.set_mode(AppMode::SizeLimit(7));
+    wait_delivered(&app, &sub, "lobby", &sent).await;
+    app.assert_posts_in_order_with_token();
+    assert!(app.posts().iter().any(|p| p.status == 413));
+    assert!(app
+        .posts()
+        .iter()
+        .filter(|p| p.status == 204)
+        .all(|p| p.chats.len() <= 7));
 }

@@ -292,6 +292,8 @@ pub enum AppMode {
     Unauthorized,
     /// 400 to the next N non-empty batches, then healthy.
     RejectBatches(u32),
+    /// 413 to batches of more than N chats.
+    SizeLimit(usize),
 }
 
 /// One POST the fake app received.
@@ -485,6 +487,7 @@ async fn answer(log: &Mutex<AppLog>, req: Request<Incoming>) -> Response<Full<By
             log.mode = AppMode::RejectBatches(n - 1);
             StatusCode::BAD_REQUEST
         }
+        (None, AppMode::SizeLimit(max)) if chats.len() > max => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::NO_CONTENT,
     };
     if status == StatusCode::NO_CONTENT {
