@@ -49,6 +49,26 @@ else
   bad "ruby -c Vagrantfile: $out"
 fi
 
+# 1b. The Vagrantfile, loaded for real (a copy in a temporary root, since
+# loading it generates secrets): four VMs with the addresses of hosts.env,
+# and the 192.168.33 layout through WSMESH_LAB_NET.
+if command -v ruby >/dev/null 2>&1; then
+  # shellcheck disable=SC1091
+  . configs/vagrant/hosts.env
+  mkdir -p "$tmp/vf/configs/vagrant"
+  cp Vagrantfile "$tmp/vf/"
+  cp configs/vagrant/hosts.env "$tmp/vf/configs/vagrant/"
+  for net in "$LAB_NET" 192.168.33; do
+    want="$(printf '%s\n' "redis $net.$HOST_REDIS" "app1 $net.$HOST_APP1" "app2 $net.$HOST_APP2" "lb $net.$HOST_LB")"
+    got="$(cd "$tmp/vf" && WSMESH_LAB_NET="$net" ruby "$ROOT/deploy/vagrantfile-check.rb" 2>&1)"
+    if [ "$got" = "$want" ]; then
+      ok "Vagrantfile loads: redis, app1, app2, lb on $net.x as in hosts.env"
+    else
+      bad "Vagrantfile with WSMESH_LAB_NET=$net: got [$got], want [$want]"
+    fi
+  done
+fi
+
 # 2. Provisioning scripts parse.
 for s in deploy/provision/*.sh deploy/check.sh deploy/provision-test.sh; do
   if out="$(bash -n "$s" 2>&1)"; then ok "bash -n $s"; else bad "bash -n $s: $out"; fi
