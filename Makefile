@@ -6,7 +6,7 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES_TEST := redis-server
 
-.PHONY: up test release deps lint unit e2e bench help
+.PHONY: up test release deps certs lint bench help
 
 help:
 	@echo "make up      build (release) and start the local cluster; Ctrl-C stops it"
@@ -30,7 +30,11 @@ deps:
 release:
 	$(CARGO) build --release --workspace --bins
 
-up: deps release
+## Dev CA and server certificate for 127.0.0.1/localhost (kept if present).
+certs: release
+	target/release/lb gen-cert --dir certs
+
+up: deps release certs
 	exec target/release/lab up
 
 lint:
