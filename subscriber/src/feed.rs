@@ -257,14 +257,11 @@ pub struct Feed {
     metrics: Arc<Metrics>,
     /// Delays between reconnect attempts.
     reconnect: Backoff,
-    /// Most live chats held during a fill.
-    hold_capacity: usize,
     /// Whether a subscription existed before (so the next one is a reconnect).
     subscribed_before: bool,
 }
 
 impl Feed {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: redis::Client,
         keys: Keys,
@@ -273,7 +270,6 @@ impl Feed {
         status: Arc<Status>,
         metrics: Arc<Metrics>,
         reconnect: Backoff,
-        hold_capacity: usize,
     ) -> Feed {
         Feed {
             client,
@@ -283,7 +279,6 @@ impl Feed {
             status,
             metrics,
             reconnect,
-            hold_capacity: hold_capacity.max(1),
             subscribed_before: false,
         }
     }
@@ -291,7 +286,6 @@ impl Feed {
     /// Subscribes, fills, forwards; reconnects forever. Ends only when aborted.
     pub async fn run(mut self) {
         loop {
-            self.status.set_feed(FeedState::Connecting);
             let error = self.session().await;
             self.status.set_feed(FeedState::Connecting);
             let delay = self.reconnect.next_delay();
@@ -393,7 +387,7 @@ impl Feed {
             self.queue.reopen();
             let mut held = Held {
                 chats: Vec::new(),
-                capacity: self.hold_capacity,
+                capacity: self.queue.capacity(),
                 overflowed: false,
             };
             let outcome = {

@@ -146,7 +146,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         status,
         metrics,
         Backoff::new(config.redis.reconnect_base, config.redis.reconnect_cap),
-        config.queue.capacity,
     );
     let feeding = tokio::spawn(feed.run());
     info!(
