@@ -37,6 +37,7 @@ case "${1:-mock}" in
     until curl -fsS -o /dev/null "$a" 2>/dev/null; do
       i=$((i + 1)); [ $i -le 50 ] || { echo "mock did not start" >&2; exit 1; }; sleep 0.1
     done
+    kill -0 $mock 2>/dev/null || { echo "mock did not start (ports ${ports} taken?)" >&2; exit 1; }
     rc=0
     log=$(mktemp)
     WSMESH_URL_A=$a WSMESH_URL_B=$b node two_pages.mjs >"$log" 2>&1 || rc=1

@@ -87,7 +87,7 @@ async function main() {
     await sendText(a, textsA[i]);
     await sendText(b, textsB[i]);
   }
-  const total = textsA.length + textsB.length;
+  let total = textsA.length + textsB.length;
 
   await tally.check(`both pages settle with ${total} confirmed messages, none pending`, async () => {
     await Promise.all([waitSettled(a, total), waitSettled(b, total)]);
@@ -143,6 +143,29 @@ async function main() {
     must(await a.evaluate(() => document.getElementById('app').dataset.nick) === nickA, 'nick lost after reload');
     assertSameLog(await messages(a), lb);
   });
+
+  await tally.check('A offline: status "offline", sends wait greyed; back online: resumes, nothing lost or doubled', async () => {
+    const before = (await messages(b)).length;
+    const ctx = a.context();
+    await ctx.setOffline(true);
+    await a.evaluate(() => window.wsmeshTest.drop());
+    await a.waitForFunction(() => document.getElementById('status').dataset.state === 'offline', null, { timeout: 5000 });
+    await sendText(a, 'A wrote this offline');
+    await a.waitForSelector('#messages li[data-cid][data-state="pending"]', { timeout: 2000 });
+    for (const t of ['B while A offline 1', 'B while A offline 2']) await sendText(b, t);
+    await waitSettled(b, before + 2);
+    const shot = join(cfg.shots, 'two_pages-A-offline.png');
+    await a.screenshot({ path: shot, timeout: 5000 }).then(() => console.log(`# screenshot ${shot}`), () => {});
+    await ctx.setOffline(false);
+    await waitConnected(a, room);
+    await Promise.all([waitSettled(a, before + 3), waitSettled(b, before + 3)]);
+    const xa = await messages(a);
+    assertSameLog(xa, await messages(b));
+    for (const t of ['A wrote this offline', 'B while A offline 1', 'B while A offline 2']) {
+      must(xa.filter((m) => m.body === t).length === 1, `${JSON.stringify(t)} not shown exactly once`);
+    }
+  });
+  total += 3;
 
   await tally.check('a burst of 70 sends from A (over the rate budget) lands exactly once, in order, on both', async () => {
     await a.evaluate(() => {

@@ -11,7 +11,8 @@
 // User data only ever reaches the DOM through `textContent`.
 // Test hooks (stable, for lab/browser): #status[data-state|data-instance|data-attempt|data-last-close],
 // #presence[data-online], #app[data-room|data-nick|data-pending], and every message
-// `li[data-id]` (confirmed) or `li[data-cid][data-state=pending|failed]` (own, not acked).
+// `li[data-id]` (confirmed) or `li[data-cid][data-state=pending|failed]` (own, not acked);
+// `window.wsmeshTest.drop()` closes the socket as a network loss would.
 'use strict';
 
 (() => {
@@ -752,6 +753,11 @@
   ui.nick.addEventListener('change', applyNick);
   ui.nick.addEventListener('blur', () => { if (!ui.nick.value.trim()) ui.nick.value = state.nick; });
   ui.retryNow.addEventListener('click', () => { state.attempt = 0; connect(); });
+  // For automation: behave as if the network dropped the socket (the page then
+  // reconnects and resumes like after any other loss).
+  window.wsmeshTest = Object.freeze({
+    drop() { if (state.ws) state.ws.close(4001, 'test drop'); },
+  });
   ui.list.addEventListener('scroll', () => { if (atBottom()) ui.jump.hidden = true; });
   ui.jump.addEventListener('click', scrollToBottom);
   window.addEventListener('online', () => { if (!state.ws) { state.attempt = 0; connect(); } });
