@@ -573,6 +573,28 @@ impl Connection {
         .await
     }
 
+    /// Live chats until one matches `last` (included), within `limit`; other
+    /// frames are skipped. Tests send a marker and read up to it, so "nothing
+    /// else arrived" is checked without sleeping.
+    pub async fn chats_until(
+        &mut self,
+        limit: Duration,
+        mut last: impl FnMut(&Chat) -> bool,
+    ) -> Result<Vec<Chat>, ClientError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            for chat in self.next_chats(left).await? {
+                let done = last(&chat);
+                out.push(chat);
+                if done {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+
     /// Waits for the server to close; `Ok(None)` when it dropped without a close frame.
     pub async fn wait_close(&mut self, limit: Duration) -> Result<Option<CloseInfo>, ClientError> {
         let deadline = tokio::time::Instant::now() + limit;

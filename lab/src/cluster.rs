@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::client::{ClientError, ConnectOptions, Connection, Endpoint, Scheme};
 use crate::ports;
 use crate::process::{Health, Kind, Process, ProcessError, ProcessSpec};
 
@@ -326,6 +327,13 @@ impl AppInfo {
     }
 }
 
+/// Test processes: no environment override beats the rendered config, and
+/// logs are plain text (they end up in test output, not a terminal).
+fn quiet_env(spec: &mut ProcessSpec) {
+    spec.env_remove = OVERRIDE_VARS.iter().map(|v| v.to_string()).collect();
+    spec.env.push(("NO_COLOR".into(), "1".into()));
+}
+
 /// A test cluster: Redis, two apps and two subscribers on free loopback ports,
 /// configs and Redis data in a temporary directory.
 #[derive(Debug)]
@@ -403,7 +411,7 @@ impl LocalCluster {
             let config = dir.path().join(format!("{name}.toml"));
             render(&template, &overrides, &config)?;
             let mut spec = app_spec(&name, app_bin.clone(), &config, info.public, info.internal);
-            spec.env_remove = OVERRIDE_VARS.iter().map(|v| v.to_string()).collect();
+            quiet_env(&mut spec);
             cluster.spawn(spec)?;
 
             let sub_name = format!("subscriber{i}");
@@ -417,7 +425,7 @@ impl LocalCluster {
             let config = dir.path().join(format!("{sub_name}.toml"));
             render(&templates.join(format!("{sub_name}.toml")), &overrides, &config)?;
             let mut spec = subscriber_spec(&sub_name, sub_bin.clone(), &config, health);
-            spec.env_remove = OVERRIDE_VARS.iter().map(|v| v.to_string()).collect();
+            quiet_env(&mut spec);
             cluster.spawn(spec)?;
             apps.push(info);
         }
@@ -434,6 +442,23 @@ impl LocalCluster {
     /// App `i` (0-based: `app(0)` is app1).
     pub fn app(&self, i: usize) -> &AppInfo {
         &self.apps[i % self.apps.len()]
+    }
+
+    /// v1 connect options for app `i`'s `/ws` (0-based).
+    pub fn ws(&self, i: usize) -> ConnectOptions {
+        ConnectOptions::for_endpoint(Endpoint {
+            scheme: Scheme::Ws,
+            host: self.app(i).public.ip().to_string(),
+            port: self.app(i).public.port(),
+            path: "/ws".into(),
+        })
+    }
+
+    /// A v1 connection to app `i` in `room`, past its welcome and history.
+    pub async fn join(&self, i: usize, room: &str) -> Result<Connection, ClientError> {
+        let mut conn = Connection::connect(&self.ws(i).room(room)).await?;
+        conn.join(Duration::from_secs(10)).await?;
+        Ok(conn)
     }
 
     /// The process called `name`, for signals and restarts.
