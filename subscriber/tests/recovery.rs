@@ -104,3 +104,27 @@ async fn subscriber_restart_is_filled_from_the_app_cursors() {
     sub.wait_metric_at_least("wsmesh_subscriber_chats_refilled_total", 60.0)
         .await;
 }
+
+#[tokio::test]
+async fn sigterm_with_the_app_down_exits_cleanly_and_the_next_start_refills() {
+    let redis = RedisServer::start().await;
+    let mut app = FakeApp::start(&["lobby"]).await;
+    let mut sub = Subscriber::start(&redis, &app, &Settings::default()).await;
+    let mut publisher = Publisher::connect(&redis).await;
+    let mut sent = vec![publisher.publish("lobby", "before").await];
+    wait_delivered(&app, &sub, "lobby", &sent).await;
+    app.down().await;
+    for i in 0..10 {
+        sent.push(publisher.publish("lobby", &format!("queued {i}")).await);
+    }
+    sub.wait_metric_at_least("wsmesh_subscriber_post_retries_total", 1.0)
+        .await;
+    // The flush cannot reach the app; the process still ends on its own, with 0.
+    let status = sub.terminate().expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", sub.log());
+    assert!(sub.log().contains("flushing"), "{}", sub.log());
+    app.up().await;
+    sub.restart_after(async {}).await;
+    wait_delivered(&app, &sub, "lobby", &sent).await;
+    app.assert_posts_in_order_with_token();
+}
