@@ -36,6 +36,28 @@ pub async fn get(url: &str, limit: Duration) -> Result<HttpResponse, HttpError> 
     request("GET", url, &[], String::new(), limit).await
 }
 
+/// Polls `GET url` until it answers `want`, within `limit`; the last answer
+/// (or failure) comes back as the error.
+pub async fn wait_status(url: &str, want: u16, limit: Duration) -> Result<HttpResponse, HttpError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let last = get(url, Duration::from_secs(2)).await;
+        match last {
+            Ok(r) if r.status == want => return Ok(r),
+            _ if tokio::time::Instant::now() >= deadline => {
+                let seen = match last {
+                    Ok(r) => format!("HTTP {} {}", r.status, r.body.trim()),
+                    Err(e) => e.to_string(),
+                };
+                return Err(HttpError::Transport(format!(
+                    "{url} never answered {want}; last: {seen}"
+                )));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// Any method with headers and a body, over a fresh connection.
 pub async fn request(
     method: &str,
