@@ -8,8 +8,9 @@
 // non-ASCII text included). Then: same ids, nicks and texts in the same growing id order on
 // both, each message once, own messages marked on the sender's page only, status
 // `connected` with an instance name, presence shown, the 4096-byte limit enforced, a
-// reload of A keeping its session (nick) and showing the same log from history, and a
-// burst of 70 sends from A landing exactly once on both pages.
+// reload of A keeping its session (nick) and showing the same log from history, A going
+// offline and coming back without loss, a burst of 70 sends from A landing exactly once
+// on both pages, and auto-scroll only when already at the bottom.
 // Screenshots go to $WSMESH_SCREENSHOT_DIR (default target/browser). Last line:
 // `N passed, M failed`; exit 1 on any failure. Bounded by WSMESH_TEST_TIMEOUT_MS (60 s).
 import { join } from 'node:path';
@@ -200,6 +201,24 @@ async function main() {
     // The page paces itself under the server's default budget, so without a refusal the
     // typed order must hold; after a refusal the server may have taken a later one first.
     if (!notices.some((t) => t.startsWith('slow down'))) must(inOrder, 'burst messages out of typed order without any refusal');
+  });
+
+  await tally.check('A scrolled up stays put when B writes ("new messages" button), at the bottom it follows', async () => {
+    const atBottom = () => a.evaluate(() => {
+      const l = document.getElementById('messages');
+      return l.scrollHeight - l.scrollTop - l.clientHeight < 24;
+    });
+    const count = (await messages(a)).length;
+    await a.evaluate(() => { document.getElementById('messages').scrollTop = 0; });
+    await sendText(b, 'B scroll test 1');
+    await waitSettled(a, count + 1);
+    must(await a.evaluate(() => document.getElementById('messages').scrollTop) === 0, 'A was scrolled away from what it read');
+    must(await a.isVisible('#jump'), 'no "new messages" button');
+    await a.click('#jump');
+    must(await atBottom(), 'the button did not scroll to the bottom');
+    await sendText(b, 'B scroll test 2');
+    await waitSettled(a, count + 2);
+    must(await atBottom(), 'A at the bottom did not follow the new message');
   });
 
   await tally.check('no CSP violations or page errors', () => must(errors.length === 0, errors.join('; ')));
