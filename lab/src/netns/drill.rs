@@ -393,14 +393,15 @@ impl Job {
         let back = self.wait_state("app1", "up", Duration::from_secs(60)).await?;
         let mut dora = self.client(&room, "dora")?;
         let dora_on = connected(&mut dora, "dora").await?;
-        // Her history frame first (it arrives right after the welcome).
-        let history = dora.chats(usize::MAX, Duration::from_millis(700)).await;
-        if history
-            .iter()
-            .filter(|c| c.body.starts_with("during failover"))
-            .count()
-            != sent.len()
-        {
+        // Her history first (it arrives right after the welcome): it must
+        // hold the messages sent during the failover.
+        let mut history = Vec::new();
+        let until = Instant::now() + STEP;
+        let missed = |h: &[Chat]| h.iter().filter(|c| c.body.starts_with("during failover")).count();
+        while missed(&history) < sent.len() && Instant::now() < until {
+            history.extend(dora.chats(1, Duration::from_millis(500)).await);
+        }
+        if missed(&history) != sent.len() {
             return Err(NetnsError::Check(format!(
                 "dora's history lacks messages sent during the failover: {:?}",
                 history.iter().map(|c| c.body.as_str()).collect::<Vec<_>>()
