@@ -99,19 +99,14 @@ enum Posted {
     Stopped(Vec<Chat>),
 }
 
-/// Why a batch was not delivered.
-enum Undelivered {
-    /// Stop was requested while retrying; the batch is handed back for the flush.
-    Stopped(Vec<Chat>),
-}
-
 impl Forwarder {
     pub fn new(
         client: AppClient,
         queue: Arc<Queue>,
         status: Arc<Status>,
         metrics: Arc<Metrics>,
-        (batch_max, heartbeat): (usize, Duration),
+        batch_max: usize,
+        heartbeat: Duration,
         retry: Backoff,
     ) -> Forwarder {
         Forwarder {
@@ -146,7 +141,7 @@ impl Forwarder {
             }
             match self.deliver(batch, Some(&mut stop)).await {
                 Ok(()) => last_post = Instant::now(),
-                Err(Undelivered::Stopped(batch)) => break batch,
+                Err(left) => break left,
             }
         };
         self.flush(pending).await;
@@ -171,12 +166,13 @@ impl Forwarder {
 
     /// Posts `batch` until the app takes it (or refuses it as malformed). A
     /// batch over the app's size limit is split in halves, sent in order.
-    /// With `stop`, a stop request during a retry wait hands back what is left.
+    /// With `stop`, a stop request during a retry wait ends it, handing back
+    /// what is left (`Err`) for the flush.
     async fn deliver(
         &mut self,
         batch: Vec<Chat>,
         mut stop: Option<&mut watch::Receiver<bool>>,
-    ) -> Result<(), Undelivered> {
+    ) -> Result<(), Vec<Chat>> {
         // Parts still to send; the last one goes first.
         let mut parts = vec![batch];
         while let Some(part) = parts.pop() {
@@ -194,7 +190,7 @@ impl Forwarder {
                 }
                 Posted::Stopped(part) => {
                     let rest = parts.into_iter().rev().flatten();
-                    return Err(Undelivered::Stopped(part.into_iter().chain(rest).collect()));
+                    return Err(part.into_iter().chain(rest).collect());
                 }
             }
         }

@@ -125,7 +125,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         queue.clone(),
         status.clone(),
         metrics.clone(),
-        (config.queue.batch_max, config.app.heartbeat),
+        config.queue.batch_max,
+        config.app.heartbeat,
         app_retry(),
     );
     let mut forwarding = tokio::spawn(forwarder.run(stopped));
