@@ -61,6 +61,7 @@
   const ui = {
     app: $('app'),
     status: $('status'),
+    statusLive: $('status-live'),
     retryNow: $('retry-now'),
     presence: $('presence'),
     settings: $('settings'),
@@ -351,6 +352,7 @@
         while (i > 0 && cmpId(r.chats[i - 1].id, chat.id) > 0) i--;
         r.chats.splice(i, 0, chat);
         r.byId.set(chat.id, chat);
+        if (fromStream && visible && document.hidden && !isOwn(chat)) { unread++; drawTitle(); }
         if (visible) {
           const next = r.chats[i + 1];
           const ref = next ? elementForId(next.id) : firstPendingEl();
@@ -392,7 +394,14 @@
 
   // ---- status line ---------------------------------------------------------------
 
+  /** Messages from others that arrived while the tab was hidden, shown in the title. */
+  let unread = 0;
+  function drawTitle() {
+    document.title = `${unread ? `(${unread}) ` : ''}${state.room} — wsmesh chat`;
+  }
+
   /** state: connecting | connected | reconnecting | offline. */
+  let spoken = '';
   function setStatus(kind, text) {
     ui.status.dataset.state = kind;
     ui.status.dataset.attempt = String(state.attempt);
@@ -400,6 +409,9 @@
     ui.status.textContent = text;
     ui.retryNow.hidden = !(kind === 'reconnecting' || kind === 'offline');
     ui.app.dataset.state = kind;
+    // Screen readers hear a change of state, not every tick of the countdown.
+    const say = kind === 'reconnecting' ? `reconnecting, attempt ${state.attempt}` : text;
+    if (say !== spoken) { spoken = say; ui.statusLive.textContent = say; }
   }
 
   function setPresence(n) {
@@ -715,7 +727,7 @@
     const url = new URL(location.href);
     url.searchParams.set('room', room);
     try { history.replaceState(null, '', url); } catch (_) { /* file:// */ }
-    document.title = `${room} — wsmesh chat`;
+    drawTitle();
     setPresence(null);
     redrawRoom();
     state.attempt = 0;
@@ -760,6 +772,9 @@
   });
   ui.list.addEventListener('scroll', () => { if (atBottom()) ui.jump.hidden = true; });
   ui.jump.addEventListener('click', scrollToBottom);
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && unread) { unread = 0; drawTitle(); }
+  });
   window.addEventListener('online', () => { if (!state.ws) { state.attempt = 0; connect(); } });
   window.addEventListener('offline', () => {
     if (!state.ws) { cancelReconnect(); setStatus('offline', 'offline'); }
