@@ -9,6 +9,7 @@
 //   MOCK_ECHO_DELAY_MS  delay live `chat` fan-out (the `ack` goes first), default 0
 //   MOCK_ACK_DELAY_MS   delay `ack` (the `chat` goes first), default 0
 //   MOCK_MAXLEN         messages kept per room (older `since` gets `truncated:true`), default 10000
+//   MOCK_MAX_BODY       body limit in bytes (too_large above), default 4096
 //   MOCK_RATE_BURST / MOCK_RATE_PER_SEC   per-connection send budget (50, 20/s) → rate_limited
 //   POST /mock/drop?code=1012   closes every socket of that instance with the code
 //   POST /mock/down             this instance refuses connections until POST /mock/up
@@ -24,6 +25,7 @@ const pageDir = join(here, '..', '..', 'app', 'src', 'page');
 const ports = (process.env.MOCK_PORTS || '19031,19032').split(',').map(Number);
 const echoDelay = Number(process.env.MOCK_ECHO_DELAY_MS || 0);
 const maxlen = Number(process.env.MOCK_MAXLEN || 10000);
+const maxBody = Number(process.env.MOCK_MAX_BODY || 4096);
 const rateBurst = Number(process.env.MOCK_RATE_BURST || 50);
 const ratePerSec = Number(process.env.MOCK_RATE_PER_SEC || 20);
 const ackDelay = Number(process.env.MOCK_ACK_DELAY_MS || 0);
@@ -150,7 +152,7 @@ function serve(port, inst) {
       if (tokens < 1) { c.send({ type: 'error', code: 'rate_limited', message: 'slow down' }); return; }
       tokens -= 1;
       const body = String(f.body ?? '');
-      if (Buffer.byteLength(body) > 4096) { c.send({ type: 'error', code: 'too_large', message: 'body over 4096 bytes' }); return; }
+      if (Buffer.byteLength(body) > maxBody) { c.send({ type: 'error', code: 'too_large', message: `body over ${maxBody} bytes` }); return; }
       const cid = typeof f.cid === 'string' ? f.cid : undefined;
       if (cid && r.cids.has(cid)) { c.send({ type: 'ack', cid, id: r.cids.get(cid) }); return; }
       const ms = Math.max(Date.now(), r.lastMs);

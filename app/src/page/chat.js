@@ -255,6 +255,12 @@
       li.querySelector('.meta').append(mark);
     }
     mark.textContent = kind === 'failed' ? 'not sent: too large' : 'sending…';
+    if (kind === 'failed' && !li.querySelector('.dismiss')) {
+      const b = el('button', 'link-button dismiss', 'dismiss');
+      b.type = 'button';
+      b.setAttribute('aria-label', 'dismiss the message that was not sent');
+      li.querySelector('.meta').append(b);
+    }
   }
 
   function noticeElement(text) {
@@ -772,6 +778,14 @@
   });
   ui.list.addEventListener('scroll', () => { if (atBottom()) ui.jump.hidden = true; });
   ui.jump.addEventListener('click', scrollToBottom);
+  ui.list.addEventListener('click', (ev) => {
+    const b = ev.target.closest && ev.target.closest('button.dismiss');
+    const li = b && b.closest('li[data-cid]');
+    if (!li) return;
+    state.outbox.delete(li.dataset.cid);
+    saveOutbox();
+    li.remove();
+  });
   document.addEventListener('visibilitychange', () => {
     if (!document.hidden && unread) { unread = 0; drawTitle(); }
   });
