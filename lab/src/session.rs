@@ -82,7 +82,8 @@ pub struct ConnectionRecord {
     pub nick: String,
     /// `connected_since` from `welcome`.
     pub connected_since: u64,
-    /// Time from losing the previous connection to this welcome (None for the first).
+    /// Time from losing the previous connection (or the first failed attempt) to this welcome;
+    /// `None` for a first connection that succeeded at once.
     pub reconnect_took: Option<Duration>,
     /// Whether the history frame said the gap was older than retained history.
     pub truncated: bool,
@@ -352,10 +353,11 @@ impl Runner {
                     Ended::Lost(code) => {
                         self.lost_at = Some(Instant::now());
                         self.emit(Event::Disconnected(code));
+                        // The instance is going away or was lost: the next endpoint first.
+                        next += 1;
                         if matches!(code, Some(close::SERVICE_RESTART | close::TRY_AGAIN_LATER)) {
                             jitter(self.config.restart_jitter)
                         } else {
-                            next += 1;
                             backoff.next_delay()
                         }
                     }
