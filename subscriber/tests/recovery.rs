@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{eventually, wait_delivered, FakeApp, Publisher, RedisServer, Settings, Subscriber};
+use support::{eventually, wait_delivered, AppMode, FakeApp, Publisher, RedisServer, Settings, Subscriber};
 
 #[tokio::test]
 async fn redis_restart_while_publishing_is_filled_from_the_streams() {
@@ -127,4 +127,73 @@ async fn sigterm_with_the_app_down_exits_cleanly_and_the_next_start_refills() {
     sub.restart_after(async {}).await;
     wait_delivered(&app, &sub, "lobby", &sent).await;
     app.assert_posts_in_order_with_token();
+}
+
+#[tokio::test]
+async fn every_fault_at_once_still_delivers_every_stored_chat_in_order() {
+    const ROOMS: [&str; 4] = ["r0", "r1", "r2", "r3"];
+    const WRITES: usize = 600;
+    let mut redis = RedisServer::start().await;
+    let mut app = FakeApp::start(&ROOMS).await;
+    let settings = Settings {
+        capacity: 40,
+        batch_max: 10,
+        ..Settings::default()
+    };
+    let sub = Subscriber::start(&redis, &app, &settings).await;
+    let mut publisher = Publisher::connect(&redis).await;
+    let attempted = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn({
+        let attempted = attempted.clone();
+        async move {
+            for i in 0..WRITES {
+                // Failures while redis-server restarts are expected; the streams tell what was stored.
+                let _ = publisher
+                    .try_store(ROOMS[i % ROOMS.len()], &format!("m{i}"), true)
+                    .await;
+                attempted.store(i + 1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            publisher
+        }
+    });
+    let reached = |n: usize| {
+        let attempted = attempted.clone();
+        async move {
+            eventually(&format!("{n} writes attempted"), || async {
+                attempted.load(Ordering::Relaxed) >= n
+            })
+            .await
+        }
+    };
+    reached(50).await;
+    app.down().await;
+    reached(200).await;
+    app.up().await;
+    reached(250).await;
+    app.set_mode(AppMode::RejectBatches(1));
+    reached(300).await;
+    redis.restart().await;
+    reached(400).await;
+    app.set_mode(AppMode::Unavailable);
+    reached(500).await;
+    app.set_mode(AppMode::Healthy);
+    let mut publisher = writer.await.expect("writer task");
+    for room in ROOMS {
+        publisher.publish(room, "last").await;
+    }
+    for room in ROOMS {
+        let expected = publisher.stream(room).await;
+        wait_delivered(&app, &sub, room, &expected).await;
+    }
+    app.assert_posts_in_order_with_token();
+    // Every fault really happened.
+    for series in [
+        "wsmesh_subscriber_chats_dropped_overflow_total",
+        "wsmesh_subscriber_batches_rejected_total",
+        "wsmesh_subscriber_redis_reconnects_total",
+        "wsmesh_subscriber_post_retries_total",
+    ] {
+        sub.wait_metric_at_least(series, 1.0).await;
+    }
 }
