@@ -322,9 +322,9 @@ impl Job {
             sent.push(body);
             witness_chats.extend(witness.chats(1, STEP).await);
         }
-        // A client whose instance vanished resumes elsewhere: the lb closing
-        // the dead tunnel makes the client reconnect by itself; otherwise the
-        // drill reconnects it (a page reload), from the last id it saw.
+        // A client whose instance vanished resumes elsewhere: if the lb
+        // closes the dead tunnel, the client reconnects by itself with
+        // `since`; otherwise the drill reloads it below.
         let reconnected = victim
             .wait_for(Duration::from_secs(5), |e| match e {
                 Event::Connected(r) if r.instance != "app1" => Some(r.instance.clone()),
