@@ -13,6 +13,10 @@ ensure_user
 install_binaries lb
 install_config lb.toml lb.toml
 if [ ! -s "$ETC/certs/server.pem" ]; then
+  if ! command -v openssl >/dev/null 2>&1; then # certs.sh may need it
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  fi
   install -d -m 0750 -o root -g wsmesh "$ETC/certs"
   LB_BIN=/usr/local/bin/lb bash "$STAGE/deploy/provision/certs.sh" "$ETC/certs" "$LB_ADDR"
   chgrp wsmesh "$ETC/certs/server.pem" "$ETC/certs/server.key"
