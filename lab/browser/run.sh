@@ -3,7 +3,8 @@
 # apt, playwright-core via `npm ci`), then runs one of:
 #
 #   lab/browser/run.sh mock        page against the in-memory mock (no cluster needed):
-#                                  two_pages.mjs and failover.mjs, mock on 127.0.0.1:19031/19032
+#                                  two_pages.mjs, failover.mjs and page_edges.mjs,
+#                                  mock on 127.0.0.1:19031/19032 (MOCK_PORTS)
 #   lab/browser/run.sh two_pages   against WSMESH_URL_A / WSMESH_URL_B (a running cluster)
 #   lab/browser/run.sh failover    same, plus WSMESH_KILL_CMD_<INSTANCE> (see failover.mjs)
 #
@@ -48,10 +49,17 @@ case "${1:-mock}" in
       node failover.mjs >"$log" 2>&1 || rc=1
     sed '$d' "$log"
     p2=$(tail -n 1 "$log")
+    kill $mock 2>/dev/null || true
+    wait $mock 2>/dev/null || true
+    # page_edges.mjs starts the mock itself, once per scenario, with its faults.
+    node page_edges.mjs >"$log" 2>&1 || rc=1
+    sed '$d' "$log"
+    p3=$(tail -n 1 "$log")
     rm -f "$log"
-    # One closing line for both: "N passed, M failed".
+    # One closing line for all: "N passed, M failed".
     echo "$p1
-$p2" | awk '{ p += $1; f += $3 } END { printf "%d passed, %d failed\n", p, f + 0 }'
+$p2
+$p3" | awk '{ p += $1; f += $3 } END { printf "%d passed, %d failed\n", p, f + 0 }'
     exit $rc
     ;;
   two_pages) exec node two_pages.mjs ;;
