@@ -3,6 +3,7 @@
 //! the client protocol, `up` is the `lab up` launcher and `line_chat` the
 //! interactive `lab chat`.
 
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod http;

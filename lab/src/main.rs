@@ -46,6 +46,24 @@ enum Command {
     },
     /// The 4-host Vagrant lab in network namespaces: chat check and failover drill (needs root).
     Netns(lab::netns::NetnsArgs),
+    /// Benchmarks: lb vs HAProxy vs direct, wsmesh vs seed-python vs node (`make bench`).
+    Bench {
+        /// The short run (about two minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Directory for report.md, report.json and the charts.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+        /// Run only these scenarios (1-6), e.g. --only 1 --only 5.
+        #[arg(long)]
+        only: Vec<u8>,
+    },
+    /// The fixed fast backend of the proxy benchmarks (small response, WebSocket echo).
+    Backend {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:29001")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[tokio::main]
@@ -67,6 +85,20 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("lab chat")?,
         Command::Netns(args) => std::process::exit(lab::netns::cli(args)),
+        Command::Bench { quick, out, only } => {
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let report = lab::bench::run(lab::bench::BenchOptions {
+                quick,
+                out: out.clone(),
+                only,
+                command,
+            })
+            .await
+            .context("lab bench")?;
+            println!("{}\n{}", report.table(), report.goals_text());
+            println!("report: {}/report.md, report.json and charts", out.display());
+        }
+        Command::Backend { listen } => lab::bench::backend::run(listen).await.context("lab backend")?,
     }
     Ok(())
 }

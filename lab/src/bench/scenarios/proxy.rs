@@ -1,0 +1,180 @@
+//! Scenarios 1–4: the lb against HAProxy and against no proxy at all, on the
+//! fixed fast backend. 1: keep-alive requests/s and latency; 2: new TLS
+//! connections per second; 3: WebSocket echo at several connection counts;
+//! 4: memory per idle tunnel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Findings, Params};
+use crate::bench::loadgen::{self, Budget, Run};
+use crate::bench::net::Sources;
+use crate::bench::proxies::{ProxySystems, DIRECT, LB};
+use crate::bench::sys::rss_bytes;
+
+/// Systems of scenarios 1–3, in run order.
+fn systems(p: &ProxySystems) -> Vec<String> {
+    p.targets.iter().map(|(s, _)| s.clone()).collect()
+}
+
+/// Every system once for warm-up, then `rounds` alternating rounds.
+fn schedule(p: &ProxySystems, params: &Params) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = systems(p).into_iter().map(|s| (s, true)).collect();
+    for _ in 0..params.rounds {
+        out.extend(systems(p).into_iter().map(|s| (s, false)));
+    }
+    out
+}
+
+fn budget(params: &Params, warmup: bool) -> Budget {
+    Budget {
+        duration: if warmup { params.warmup } else { params.duration },
+        max_ops: params.max_ops,
+    }
+}
+
+fn record_latency(f: &mut Findings, scenario: &str, system: &str, run: &Run, quantiles: &[(&str, f64)]) {
+    for (name, q) in quantiles {
+        f.metric(scenario, name, false, LB).push(system, run.ms(*q));
+    }
+}
+
+/// Scenario 1.
+pub async fn keepalive(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f: &mut Findings) {
+    let scenario = "1 https keep-alive";
+    for (system, warmup) in schedule(p, params) {
+        let targets = p.targets(&system);
+        {
+            let run = loadgen::http_keepalive(
+                &targets,
+                sources.clone(),
+                params.keepalive_conns,
+                budget(params, warmup),
+            )
+            .await;
+            tracing::info!(
+                scenario,
+                system,
+                warmup,
+                rps = run.rate(),
+                p99 = run.ms(0.99),
+                errors = run.errors,
+                "run"
+            );
+            if warmup {
+                continue;
+            }
+            f.errors(scenario, &system, run.errors, run.first_error.as_ref());
+            f.metric(scenario, "requests/s", true, LB)
+                .push(&system, run.rate());
+            record_latency(f, scenario, &system, &run, &[("p50 ms", 0.5), ("p99 ms", 0.99)]);
+        }
+    }
+}
+
+/// Scenario 2.
+pub async fn handshakes(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f: &mut Findings) {
+    let scenario = "2 new TLS connections";
+    for (system, warmup) in schedule(p, params) {
+        let targets = p.targets(&system);
+        {
+            let run = loadgen::http_new_conns(
+                &targets,
+                sources.clone(),
+                params.handshake_concurrency,
+                budget(params, warmup),
+            )
+            .await;
+            tracing::info!(
+                scenario,
+                system,
+                warmup,
+                cps = run.rate(),
+                p99 = run.ms(0.99),
+                errors = run.errors,
+                "run"
+            );
+            if warmup {
+                continue;
+            }
+            f.errors(scenario, &system, run.errors, run.first_error.as_ref());
+            // Direct is plain TCP to the backend: no TLS handshake, the floor.
+            f.metric(scenario, "connections/s", true, LB)
+                .push(&system, run.rate());
+            record_latency(f, scenario, &system, &run, &[("p99 ms", 0.99)]);
+        }
+    }
+}
+
+/// Scenario 3, for each connection count.
+pub async fn ws_echo(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f: &mut Findings) {
+    for &conns in &params.echo_conns {
+        let scenario = format!("3 ws echo, {conns} conns");
+        let scenario = scenario.as_str();
+        for (system, warmup) in schedule(p, params) {
+            let targets = p.targets(&system);
+            {
+                let run = loadgen::ws_echo(&targets, sources.clone(), conns, budget(params, warmup)).await;
+                tracing::info!(
+                    scenario,
+                    system,
+                    warmup,
+                    mps = run.rate(),
+                    p99 = run.ms(0.99),
+                    errors = run.errors,
+                    "run"
+                );
+                if warmup {
+                    continue;
+                }
+                f.errors(scenario, &system, run.errors, run.first_error.as_ref());
+                f.metric(scenario, "messages/s", true, LB)
+                    .push(&system, run.rate());
+                record_latency(f, scenario, &system, &run, &[("p99 ms", 0.99)]);
+            }
+        }
+    }
+}
+
+/// Scenario 4: for the lb and HAProxy, RSS before and with `tunnels` idle tunnels open.
+pub async fn tunnel_memory(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f: &mut Findings) {
+    let scenario = "4 idle ws tunnels";
+    let proxies: Vec<String> = systems(p).into_iter().filter(|s| s != DIRECT).collect();
+    for _ in 0..params.tunnel_rounds {
+        for system in &proxies {
+            let (Some(pid), Some(target)) = (p.pid(system), p.targets(system).first().cloned()) else {
+                continue;
+            };
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Some(before) = rss_bytes(pid) else { continue };
+            let (open, failed) = loadgen::idle_tunnels(
+                &target,
+                sources.clone(),
+                params.tunnels,
+                64,
+                Duration::from_secs(120),
+            )
+            .await;
+            // Let the proxy settle its buffers before reading.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let after = rss_bytes(pid).unwrap_or(before);
+            let n = open.len();
+            tracing::info!(scenario, system, n, failed, before, after, "tunnels");
+            f.errors(
+                scenario,
+                system,
+                failed,
+                Some(&format!("{failed} of {} tunnels failed to open", params.tunnels)),
+            );
+            if n > 0 {
+                let per = after.saturating_sub(before) as f64 / n as f64 / 1024.0;
+                f.metric(scenario, "KiB per tunnel", false, LB).push(system, per);
+                f.metric(scenario, "tunnels open", true, LB)
+                    .push(system, n as f64);
+            }
+            drop(open);
+            // Let the closes go through before the next system.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
