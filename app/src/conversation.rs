@@ -45,9 +45,7 @@ pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Memb
             kick = &mut membership.kicked, if kick_pending => {
                 kick_pending = false;
                 if kick.is_ok() {
-                    tracing::info!(room = %membership.room, "closing a slow client (1013)");
-                    socket::close(ws, close::TRY_AGAIN_LATER, "too slow: reconnect with since").await;
-                    return;
+                    return close_slow(ws, &membership.room).await;
                 }
                 Ok(())
             }
@@ -75,7 +73,19 @@ pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Memb
                             Err(_) => break,
                         }
                     }
-                    socket::send_texts(ws, &frames).await
+                    // A client that stopped reading blocks this write; a kick
+                    // must still close it now, not at the write timeout.
+                    tokio::select! {
+                        biased;
+                        written = socket::send_texts(ws, &frames) => written,
+                        kick = &mut membership.kicked, if kick_pending => {
+                            kick_pending = false;
+                            if kick.is_ok() {
+                                return close_slow(ws, &membership.room).await;
+                            }
+                            Ok(())
+                        }
+                    }
                 }
                 // Only a kick removes a socket from the hub, and that branch
                 // returns first; be safe rather than spin.
@@ -87,4 +97,10 @@ pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Memb
             return;
         }
     }
+}
+
+/// Closes a socket the hub gave up on (its queue was full) with 1013.
+async fn close_slow(ws: &mut Ws, room: &str) {
+    tracing::info!(room = %room, "closing a slow client (1013)");
+    socket::close(ws, close::TRY_AGAIN_LATER, "too slow: reconnect with since").await;
 }

@@ -463,32 +463,33 @@ async fn redis_outage_gives_unavailable_and_the_app_recovers() {
 async fn a_client_that_stops_reading_is_closed_with_1013_and_others_are_not() {
     let redis = Redis::start();
     let app = App::start(&redis, "t1", "[limits]\nsend_queue = 2\n");
-    let (mut slow, _) = connect_v1(&app.ws_url("/ws?room=big")).await;
+    let mut slow = support::connect_v1_tiny_buffer(app.public, "/ws?room=big").await;
     next_frame(&mut slow).await;
     next_frame(&mut slow).await;
-    let body = "x".repeat(64 * 1024);
-    // Six posts of ~3 MiB: the slow socket's kernel buffers fill, its writer
-    // blocks, its queue of 2 overflows. The test reads nothing meanwhile.
-    let internal = app.internal;
-    tokio::task::spawn_blocking(move || {
-        for post in 0..6u64 {
-            let batch: Vec<serde_json::Value> = (0..50u64)
+    // Post ~1 MiB batches until the hub gives up on the socket: its kernel
+    // buffers fill, its writer blocks, its queue of 2 overflows. Bounded: at
+    // most 80 posts. The test reads nothing from the slow socket meanwhile.
+    let (internal, public) = (app.internal, app.public);
+    let kicked = tokio::task::spawn_blocking(move || {
+        let body = "x".repeat(64 * 1024);
+        let auth = format!("Bearer {TOKEN}");
+        for post in 0..80u64 {
+            let batch: Vec<serde_json::Value> = (0..16u64)
                 .map(|i| json!({"id": format!("{}-{i}", 100 + post), "room":"big","nick":"n","body":body,"ts":1}))
                 .collect();
-            let auth = format!("Bearer {TOKEN}");
-            let body = serde_json::to_string(&batch).expect("json");
-            let (status, _) = http(internal, "POST", "/internal/events", &[("Authorization", &auth)], &body);
+            let text = serde_json::to_string(&batch).expect("json");
+            let (status, _) = http(internal, "POST", "/internal/events", &[("Authorization", &auth)], &text);
             assert_eq!(status, 204);
+            let (_, metrics) = http(public, "GET", "/metrics", &[], "");
+            if metrics.contains("wsmesh_app_queue_drops_total 1") {
+                return true;
+            }
         }
+        false
     })
     .await
     .expect("poster");
-    // A socket that joins now is unaffected.
-    let (mut fresh, _) = connect_v1(&app.ws_url("/ws?room=big")).await;
-    assert!(matches!(
-        next_frame(&mut fresh).await,
-        ServerFrame::Welcome { .. }
-    ));
+    assert!(kicked, "slow socket was never kicked");
     // Reading again, the slow socket finds what was in flight, then 1013.
     let mut code = None;
     for _ in 0..100 {
@@ -502,6 +503,10 @@ async fn a_client_that_stops_reading_is_closed_with_1013_and_others_are_not() {
         }
     }
     assert_eq!(code, Some(1013));
-    let (_, metrics) = http(app.public, "GET", "/metrics", &[], "");
-    assert!(metrics.contains("wsmesh_app_queue_drops_total 1"), "{metrics}");
+    // A socket that joins now is unaffected.
+    let (mut fresh, _) = connect_v1(&app.ws_url("/ws?room=big")).await;
+    assert!(matches!(
+        next_frame(&mut fresh).await,
+        ServerFrame::Welcome { .. }
+    ));
 }

@@ -1,6 +1,7 @@
 //! Test harness: a real `redis-server` on a free loopback port and real `app`
 //! processes, each killed when dropped; plus tiny HTTP and WebSocket helpers.
-//! Every wait is bounded in count and time.
+//! Every wait is bounded in count and time. `APP_TEST_LOG=debug` shows the
+//! apps' logs (default `warn`).
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
@@ -143,7 +144,10 @@ impl App {
             // Through the environment override, so `extra` may hold a [redis] table.
             .env("WSMESH_REDIS_URL", redis.url())
             .env_remove("WSMESH_INTERNAL_TOKEN")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("APP_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn app");
@@ -249,6 +253,23 @@ pub async fn connect_v1(url: &str) -> (Client, Option<String>) {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     (ws, proto)
+}
+
+/// Connects a v1 client whose socket has a tiny fixed receive buffer (no
+/// autotuning), so a client that stops reading backs up the server quickly.
+pub async fn connect_v1_tiny_buffer(addr: SocketAddr, path_and_query: &str) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(8192).expect("SO_RCVBUF");
+    let stream = socket.connect(addr).await.expect("connect");
+    let mut req = format!("ws://{addr}{path_and_query}")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("wsmesh.v1"));
+    let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .expect("websocket handshake");
+    ws
 }
 
 /// The next message, within 10 s.
