@@ -413,7 +413,7 @@ async fn sigterm_drains_with_1012_and_exits_zero() {
         .expect("kill");
     // Health is 503 at once, while sockets are still served.
     let mut saw_503 = false;
-    for _ in 0..20 {
+    for _ in 0..100 {
         let (status, _) = http(app.public, "GET", "/healthz", &[], "");
         if status == 503 {
             saw_503 = true;
