@@ -94,6 +94,13 @@ async fn run(config: config::Config, token: config::InternalToken) -> anyhow::Re
         public.local_addr()?,
         internal.local_addr()?,
     );
+    // Not fatal: the app serves (and says "unavailable") until Redis is back.
+    match shared.store.ping().await {
+        Ok(rtt) => tracing::info!(rtt_ms = rtt.as_secs_f64() * 1000.0, "redis reachable"),
+        Err(e) => {
+            tracing::warn!(error = %e, "redis not reachable yet; clients get \"unavailable\" until it is")
+        }
+    }
     let presence = tokio::spawn(shared.presence.clone().run());
     let s = shared.clone();
     let public_task = tokio::spawn(server::serve("public", public, move |req| {
