@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES_TEST := redis-server
+APT_PACKAGES_TEST := redis-server ruby iproute2 openssl curl systemd
 
 .PHONY: up test release deps certs lint bench help
 
@@ -42,4 +42,5 @@ lint:
 
 test: deps lint
 	$(CARGO) build --workspace --bins
+	bash deploy/check.sh
 	$(CARGO) test --workspace -- --test-threads=2

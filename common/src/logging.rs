@@ -1,6 +1,8 @@
 //! One log setup for every binary: `tracing` to stderr, level from
 //! `RUST_LOG` (default `info`), JSON lines when `WSMESH_LOG_JSON=1`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Safe to call once per process.
