@@ -38,7 +38,9 @@ impl SubscriberClock {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Send new sessions here (HTTP 200).
     Ok,
+    /// Do not (HTTP 503); `reasons` says why.
     Fail,
 }
 

@@ -19,6 +19,7 @@ struct Cli {
     /// Config file to run with (e.g. configs/local/app1.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// A subcommand instead of running.
     #[command(subcommand)]
     command: Option<Command>,
 }
