@@ -268,6 +268,9 @@ impl Config {
         if let Some((_, key, reason)) = checks.iter().find(|(bad, _, _)| *bad) {
             return Err(src.error_at_key(key, format!("{key} {reason}")));
         }
+        if self.listen.public == self.listen.internal {
+            return Err(src.error_at_key("internal", "listen.internal must differ from listen.public"));
+        }
         if self.health.subscriber_max_age.is_zero() {
             return Err(src.error_at_key("subscriber_max_age", "subscriber_max_age must be more than 0"));
         }
@@ -382,6 +385,12 @@ mod tests {
         );
         let (_, token) = load_text(&text).expect("loads");
         assert_eq!(token, InternalToken("secret".into()));
+    }
+
+    #[test]
+    fn one_address_for_both_listeners_is_an_error() {
+        let e = load_text(&MINIMAL.replace("127.0.0.1:2", "127.0.0.1:1")).unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(4), "{e}");
     }
 
     #[test]
