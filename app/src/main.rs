@@ -90,7 +90,7 @@ async fn run(config: config::Config, token: config::InternalToken) -> anyhow::Re
         instance = %shared.config.instance,
         public = %public.local_addr()?,
         internal = %internal.local_addr()?,
-        redis = %shared.config.redis.url,
+        redis = %wsmesh_common::config::redact_url(&shared.config.redis.url),
         "app listening: public http://{} internal http://{}",
         public.local_addr()?,
         internal.local_addr()?,

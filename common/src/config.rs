@@ -119,6 +119,23 @@ pub fn env_override(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A URL fit for logs: the password of `scheme://user:password@host` is
+/// replaced by `***` (Redis URLs carry `requirepass` that way).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority
+        .rsplit_once('@')
+        .and_then(|(userinfo, host)| Some((userinfo.split_once(':')?.0, host)))
+    {
+        Some((user, host)) => format!("{scheme}://{user}:***@{host}{path}"),
+        None => url.to_string(),
+    }
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..text.floor_char_boundary(offset)];
@@ -175,6 +192,18 @@ mod tests {
         let e = s.error_at_key("port", "too small");
         assert_eq!(e.to_string(), "demo.toml:3:1: too small");
         assert_eq!(s.error_at_key("missing", "r").position, None);
+    }
+
+    #[test]
+    fn redact_url_hides_only_the_password() {
+        assert_eq!(
+            redact_url("redis://:s3cret@10.0.0.1:6379/0"),
+            "redis://:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(redact_url("redis://app:s3cret@h/"), "redis://app:***@h/");
+        assert_eq!(redact_url("redis://127.0.0.1:6390/"), "redis://127.0.0.1:6390/");
+        assert_eq!(redact_url("redis://app@h/"), "redis://app@h/");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]
