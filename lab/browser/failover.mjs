@@ -50,7 +50,11 @@ async function screenshots(suffix = '') {
   }
 }
 
+let finishing = false;
 async function finish() {
+  if (finishing) return new Promise(() => {}); // the first caller exits the process
+  finishing = true;
+  tally.closed = true;
   if (browser) { const b = browser; browser = null; await b.close().catch(() => {}); }
   tally.summary();
   process.exit(tally.failed ? 1 : 0);
@@ -160,7 +164,9 @@ async function main() {
 try {
   await main();
 } catch (e) {
-  tally.fail('run', String(e && e.message ? e.message : e).split('\n')[0]);
-  await screenshots('-error');
+  if (!tally.closed) {
+    tally.fail('run', String(e && e.message ? e.message : e).split('\n')[0]);
+    await screenshots('-error');
+  }
 }
 await finish();

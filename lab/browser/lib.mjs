@@ -70,22 +70,23 @@ export async function openPage(browser, cfg, label, errors) {
 
 /** Pass/fail tally printed as `N passed, M failed` at the end. */
 export class Tally {
-  constructor() { this.passed = 0; this.failed = 0; }
-  ok(name) { this.passed++; console.log(`ok   - ${name}`); }
-  fail(name, why) { this.failed++; console.log(`FAIL - ${name}: ${why}`); }
-  /** Runs a check; an exception or a false result is a failure with its message. */
+  constructor() { this.passed = 0; this.failed = 0; this.closed = false; }
+  ok(name) { if (!this.closed) { this.passed++; console.log(`ok   - ${name}`); } }
+  fail(name, why) { if (!this.closed) { this.failed++; console.log(`FAIL - ${name}: ${why}`); } }
+  /** Runs a check; an exception or a false result is a failure with its message. Returns whether it passed. */
   async check(name, fn) {
+    if (this.closed) return false; // the run is being ended (overall timeout)
     try {
       const r = await fn();
-      if (r === false) this.fail(name, 'condition false');
-      else this.ok(name);
+      if (r === false) { this.fail(name, 'condition false'); return false; }
+      this.ok(name);
       return true;
     } catch (e) {
       this.fail(name, String(e && e.message ? e.message : e).split('\n')[0]);
       return false;
     }
   }
-  summary() { console.log(`${this.passed} passed, ${this.failed} failed`); }
+  summary() { this.closed = true; console.log(`${this.passed} passed, ${this.failed} failed`); }
 }
 
 export function must(cond, msg) { if (!cond) throw new Error(msg); }

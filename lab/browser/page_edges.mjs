@@ -58,7 +58,11 @@ async function stopMock() {
 
 const post = (base, path) => fetch(new URL(path, base), { method: 'POST' }).then((r) => r.text());
 
+let finishing = false;
 async function finish() {
+  if (finishing) return new Promise(() => {}); // the first caller exits the process
+  finishing = true;
+  tally.closed = true;
   if (browser) { const b = browser; browser = null; await b.close().catch(() => {}); }
   await stopMock();
   tally.summary();

@@ -37,7 +37,11 @@ async function screenshots(suffix = '') {
   }
 }
 
+let finishing = false;
 async function finish() {
+  if (finishing) return new Promise(() => {}); // the first caller exits the process
+  finishing = true;
+  tally.closed = true;
   if (browser) { const b = browser; browser = null; await b.close().catch(() => {}); }
   tally.summary();
   process.exit(tally.failed ? 1 : 0);
@@ -61,13 +65,13 @@ async function main() {
   pages = { A: a, B: b };
 
   let instA = ''; let instB = '';
-  await tally.check('A opens the room from its URL and shows "connected to <instance>"', async () => {
+  const openedA = await tally.check('A opens the room from its URL and shows "connected to <instance>"', async () => {
     await a.goto(withRoom(cfg.urlA, room), { waitUntil: 'domcontentloaded' });
     instA = await waitConnected(a, room);
     const text = await a.textContent('#status');
     must(text.includes(`connected to ${instA}`), `status text is ${JSON.stringify(text)}`);
   });
-  await tally.check('B switches to the room with the room field and reconnects', async () => {
+  const openedB = await tally.check('B switches to the room with the room field and reconnects', async () => {
     await b.goto(cfg.urlB, { waitUntil: 'domcontentloaded' });
     await waitConnected(b, null);
     await b.fill('#room', room);
@@ -76,6 +80,7 @@ async function main() {
     must(new URL(b.url()).searchParams.get('room') === room, `B's URL is ${b.url()}`);
   });
   console.log(`# A on ${instA || '?'}, B on ${instB || '?'}`);
+  if (!openedA || !openedB) return; // nothing else can be checked
 
   await tally.check('nick changes are shown (A and B)', async () => {
     await setNick(a, nickA);
@@ -227,7 +232,9 @@ async function main() {
 try {
   await main();
 } catch (e) {
-  tally.fail('run', String(e && e.message ? e.message : e).split('\n')[0]);
-  await screenshots('-error');
+  if (!tally.closed) {
+    tally.fail('run', String(e && e.message ? e.message : e).split('\n')[0]);
+    await screenshots('-error');
+  }
 }
 await finish();
