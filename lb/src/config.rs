@@ -225,9 +225,70 @@ pub struct Backend {
     /// Active health check; without it servers count as up until a connect fails.
     #[serde(default)]
     pub check: Option<Check>,
+    /// What happens to a server's open sessions when it is marked down or
+    /// put in maintenance (`default-server on-marked-down`); a server may
+    /// override it.
+    #[serde(default)]
+    pub on_marked_down: OnMarkedDown,
+    /// Passive health: what a refused or timed-out connect does to the
+    /// server's health (`observe layer4` + `on-error`); a server may override it.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Consecutive refused or timed-out connects that trigger `on_error`
+    /// (`error-limit`); a successful connect resets the count.
+    #[serde(default = "default_error_limit")]
+    pub error_limit: u32,
+    /// Which failures of a request make it go to the next server (`retry-on`).
+    #[serde(default = "default_retry_on")]
+    pub retry_on: Vec<RetryOn>,
     /// The servers.
     #[serde(rename = "server")]
     pub servers: Vec<Server>,
+}
+
+/// What to do with a server's open sessions when it is marked down
+/// (HAProxy `on-marked-down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMarkedDown {
+    /// Leave them; they end on their own (HAProxy's default).
+    #[default]
+    None,
+    /// Close its WebSocket tunnels and abort requests waiting for it, so
+    /// clients reconnect to a healthy server at once instead of hanging on
+    /// a frozen one (`shutdown-sessions`).
+    ShutdownSessions,
+}
+
+/// What passive health does once `error_limit` connects in a row failed
+/// (HAProxy `on-error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Only count them in `connect_errors`.
+    None,
+    /// Count as one failed check: down after `fall` of them in a row.
+    #[default]
+    FailCheck,
+    /// Leave the server one failed check away from down.
+    SuddenDeath,
+    /// Mark the server down at once; checks bring it back after `rise`.
+    MarkDown,
+}
+
+/// A failure after which a request is sent to the next server (HAProxy
+/// `retry-on` keywords).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryOn {
+    /// The connect was refused or timed out (nothing was sent).
+    ConnFailure,
+    /// The server closed the connection without a response (replayable
+    /// requests only).
+    EmptyResponse,
+    /// The server answered 503 (replayable requests only).
+    #[serde(rename = "503")]
+    Status503,
 }
 
 /// Active HTTP health check (`option httpchk` + `http-check expect status`).
@@ -292,6 +353,12 @@ pub struct Server {
     /// After coming up, the weight ramps from 0 to full over this time.
     #[serde(default, with = "humantime_serde")]
     pub slowstart: Duration,
+    /// Overrides the backend's `on_marked_down` for this server.
+    #[serde(default)]
+    pub on_marked_down: Option<OnMarkedDown>,
+    /// Overrides the backend's `on_error` for this server.
+    #[serde(default)]
+    pub on_error: Option<OnError>,
 }
 
 fn default_true() -> bool {
@@ -308,6 +375,12 @@ fn default_pool_idle() -> usize {
 }
 fn default_weight() -> u32 {
     1
+}
+fn default_error_limit() -> u32 {
+    1
+}
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnFailure]
 }
 
 impl Check {
@@ -391,6 +464,9 @@ impl Config {
                 if check.interval.is_zero() {
                     return Err(source.error_at_key("interval", "check interval must not be 0"));
                 }
+            }
+            if b.error_limit == 0 {
+                return Err(source.error_at_key("error_limit", "error_limit must be at least 1"));
             }
             for s in &b.servers {
                 if !server_names.insert(s.name.get_ref().as_str()) {

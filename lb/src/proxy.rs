@@ -127,12 +127,22 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         return Ok(unavailable(exchange, in_flight));
     };
     exchange.server = server.name.clone();
-    let session = server.open_session();
-    let sent = tokio::time::timeout(
-        timeouts.server,
-        send(&server, &mut sender, upstream_req, timeouts.connect),
-    )
-    .await;
+    let mut session = server.open_session();
+    let sent = tokio::select! {
+        sent = tokio::time::timeout(
+            timeouts.server,
+            send(&server, &mut sender, upstream_req, timeouts.connect),
+        ) => sent,
+        _ = session.shut_down() => {
+            server.count_response(503);
+            return Ok(local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503 Service Unavailable: the server went down during the request.\n",
+                exchange,
+                in_flight,
+            ));
+        }
+    };
     exchange.tr = Some(exchange.started.elapsed());
     let mut resp = match sent {
         Err(_) => {
@@ -203,6 +213,9 @@ async fn connect_candidate(
         let t = Instant::now();
         match checkout(&server, upgrade, ctx.runtime.timeouts.connect).await {
             Ok((sender, fresh)) => {
+                if fresh {
+                    server.connect_succeeded();
+                }
                 exchange.tc = Some(if fresh { t.elapsed() } else { Duration::ZERO });
                 return Some((server, sender));
             }
@@ -296,7 +309,7 @@ fn connect_failed(server: &Server, e: &ConnectError) {
         .connect_errors
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::warn!(server = %server.name, addr = %server.addr, error = %e, "connect failed, trying the next server");
-    server.record(CheckResult {
+    server.connect_failed(CheckResult {
         status: match e {
             ConnectError::Timeout(_) => CheckStatus::L4Tout,
             _ => CheckStatus::L4Con,

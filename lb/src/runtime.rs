@@ -15,7 +15,7 @@ use wsmesh_common::config::{ConfigError, Source};
 
 use crate::config::{self, parse_addr, resolve_path, Config, Timeouts};
 use crate::tls;
-use crate::upstream::{Backend, Server, ServerShared};
+use crate::upstream::{Backend, Reactions, Server, ServerShared};
 
 /// A frontend ready to serve.
 #[derive(Debug)]
@@ -161,7 +161,9 @@ fn build_backend(
             .get(&key)
             .cloned()
             .unwrap_or_else(|| ServerShared::new(rise, b.pool_max_idle));
-        servers.push(Arc::new(Server::new(s, addr, b.check.as_ref(), shared)));
+        let mut server = Server::new(s, addr, b.check.as_ref(), shared);
+        server.reactions = Reactions::of(b, s);
+        servers.push(Arc::new(server));
     }
     Ok(Backend {
         name,

@@ -3,7 +3,10 @@
 //! subprotocols and extensions pass untouched. `timeout tunnel` closes it
 //! after inactivity in both directions; once one side has closed its half,
 //! `timeout client-fin` bounds the other; on shutdown it gets the grace
-//! period, then closes.
+//! period, then closes. When its server is marked down or put in
+//! maintenance with `on_marked_down = "shutdown-sessions"`, it closes at
+//! once, so the client reconnects to a healthy server instead of waiting on
+//! a frozen one (a stopped process or a cut link keeps TCP open forever).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -45,6 +48,7 @@ enum End {
     Idle,
     HalfClosed,
     Shutdown,
+    ServerDown,
     Error,
 }
 
@@ -55,6 +59,7 @@ impl End {
             End::Idle => "timeout-tunnel",
             End::HalfClosed => "timeout-client-fin",
             End::Shutdown => "shutdown",
+            End::ServerDown => "server-down",
             End::Error => "error",
         }
     }
@@ -87,7 +92,7 @@ where
 }
 
 /// Runs the tunnel to its end and logs it.
-pub async fn splice(client: Upgraded, server: Upgraded, ctx: TunnelCtx) {
+pub async fn splice(client: Upgraded, server: Upgraded, mut ctx: TunnelCtx) {
     let started = Instant::now();
     let activity = Activity::new();
     let up = std::sync::atomic::AtomicU64::new(0);
@@ -103,6 +108,9 @@ pub async fn splice(client: Upgraded, server: Upgraded, ctx: TunnelCtx) {
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let stopping = ctx.drain.stopping();
     tokio::pin!(stopping);
+    let server = ctx.session.server.clone();
+    let server_down = ctx.session.shut_down();
+    tokio::pin!(server_down);
     let end = loop {
         let idle_deadline = tokio::time::Instant::now() + ctx.tunnel_timeout.saturating_sub(activity.idle());
         tokio::select! {
@@ -130,10 +138,13 @@ pub async fn splice(client: Upgraded, server: Upgraded, ctx: TunnelCtx) {
             _ = tokio::time::sleep_until(grace_deadline.unwrap_or_else(far)), if grace_deadline.is_some() => {
                 break End::Shutdown;
             }
+            _ = &mut server_down => {
+                break End::ServerDown;
+            }
         }
     };
     let (bytes_in, bytes_out) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
-    let counters = &ctx.session.server.shared.counters;
+    let counters = &server.shared.counters;
     counters.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
     counters.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
     ctx.exchange

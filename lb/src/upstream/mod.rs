@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::config::{self, Balance};
+use tokio::sync::watch;
+
+use crate::config::{self, Balance, OnError, OnMarkedDown};
 use pool::Pool;
 
 /// What the admin asked for (HAProxy `set server … state`).
@@ -131,6 +133,8 @@ struct Status {
     /// drain/maint), for slowstart; `None` since start, as HAProxy applies
     /// no slowstart at startup.
     usable_since: Option<Instant>,
+    /// Refused or timed-out connects in a row, for `error_limit`.
+    consecutive_errors: u32,
 }
 
 /// Counters shown on the stats page and in metrics.
@@ -161,6 +165,10 @@ pub struct ServerShared {
     pub counters: Counters,
     /// Idle keep-alive connections to this server.
     pub pool: Pool,
+    /// Bumped to close every open session (`on-marked-down
+    /// shutdown-sessions`); each session watches it from its start, so
+    /// sessions opened afterwards are not affected.
+    shutdown: watch::Sender<u64>,
 }
 
 /// A server as configured now, plus its shared state.
@@ -181,8 +189,46 @@ pub struct Server {
     /// Health thresholds (rise, fall); `None` without active checks, when
     /// nothing could bring a server back up and so nothing takes it down.
     rise_fall: Option<(u32, u32)>,
+    /// What being marked down and failed connects do to this server.
+    pub reactions: Reactions,
     /// State and counters kept across reloads.
     pub shared: Arc<ServerShared>,
+}
+
+/// How a server reacts to trouble, from its backend's settings and its own
+/// overrides (HAProxy `on-marked-down`, `on-error`, `error-limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reactions {
+    /// What happens to open sessions when the server is marked down or
+    /// put in maintenance.
+    pub on_marked_down: OnMarkedDown,
+    /// What `error_limit` failed connects in a row do to its health.
+    pub on_error: OnError,
+    /// Failed connects in a row that trigger `on_error`.
+    pub error_limit: u32,
+}
+
+impl Default for Reactions {
+    /// The lb's behaviour before these were configurable: sessions stay,
+    /// each failed connect counts as one failed check.
+    fn default() -> Self {
+        Reactions {
+            on_marked_down: OnMarkedDown::None,
+            on_error: OnError::FailCheck,
+            error_limit: 1,
+        }
+    }
+}
+
+impl Reactions {
+    /// The server's own settings over its backend's.
+    pub fn of(backend: &config::Backend, server: &config::Server) -> Reactions {
+        Reactions {
+            on_marked_down: server.on_marked_down.unwrap_or(backend.on_marked_down),
+            on_error: server.on_error.unwrap_or(backend.on_error),
+            error_limit: backend.error_limit.max(1),
+        }
+    }
 }
 
 /// A backend as configured now.
@@ -217,9 +263,11 @@ impl ServerShared {
                 last_check: None,
                 last_change: now,
                 usable_since: None,
+                consecutive_errors: 0,
             }),
             counters: Counters::default(),
             pool: Pool::new(pool_max_idle),
+            shutdown: watch::Sender::new(0),
         })
     }
 
@@ -258,6 +306,7 @@ impl Server {
             backup: cfg.backup,
             slowstart: cfg.slowstart,
             rise_fall: check.map(|c| (c.rise, c.fall)),
+            reactions: Reactions::default(),
             shared,
         }
     }
@@ -331,35 +380,75 @@ impl Server {
             s.last_change = Instant::now();
             tracing::warn!(server = %self.name, from = before.as_str(), to = after.as_str(), reason = "admin request", "server state changed");
         }
+        drop(s);
+        // HAProxy treats entering maintenance as being marked down; drain
+        // is not, so drained sessions keep running.
+        if admin == AdminState::Maint && previous != AdminState::Maint {
+            self.marked_down("maintenance");
+        }
         previous
     }
 
-    /// Feeds one check result (active or passive) into the rise/fall counter,
-    /// logging any state change with its reason.
+    /// Feeds one active check result into the rise/fall counter, logging
+    /// any state change with its reason.
     pub fn record(&self, result: CheckResult) {
+        let ok = result.ok();
+        self.update(result, |c, rise, max| step(c, ok, rise, max));
+    }
+
+    /// Passive health: a connect to this server was refused or timed out.
+    /// Once `error_limit` happened in a row, `on_error` decides what it does
+    /// to the server's health. Only for servers with active checks, since
+    /// nothing else could bring them back.
+    pub fn connect_failed(&self, result: CheckResult) {
+        if self.rise_fall.is_none() {
+            return;
+        }
+        {
+            let mut s = self.shared.status();
+            s.consecutive_errors += 1;
+            if s.consecutive_errors < self.reactions.error_limit {
+                return;
+            }
+            s.consecutive_errors = 0;
+        }
+        match self.reactions.on_error {
+            OnError::None => {}
+            OnError::FailCheck => self.update(result, |c, rise, max| step(c, false, rise, max)),
+            OnError::SuddenDeath => self.update(result, |c, rise, _| {
+                if c.state == Health::Up {
+                    // The lowest "up" position: the next failure takes it down.
+                    c.health = c.health.min(rise);
+                }
+            }),
+            OnError::MarkDown => self.update(result, |c, _, _| {
+                c.health = 0;
+                c.state = Health::Down;
+            }),
+        }
+    }
+
+    /// A connect to this server worked: the run of failed ones is over.
+    pub fn connect_succeeded(&self) {
+        if self.rise_fall.is_some() {
+            self.shared.status().consecutive_errors = 0;
+        }
+    }
+
+    /// Applies `change` to the health counter (given rise and the top of
+    /// the scale), remembers `result` as the last check, and logs and acts
+    /// on a change of the shown state.
+    fn update(&self, result: CheckResult, change: impl FnOnce(&mut HealthCounter, u32, u32)) {
         let Some((rise, fall)) = self.rise_fall else {
             return;
         };
         let max = rise + fall - 1;
         let mut s = self.shared.status();
         let before = shown(&s);
-        let c = &mut s.counter;
-        if result.ok() {
-            if c.health < max {
-                c.health += 1;
-                if c.health >= rise {
-                    c.health = max;
-                    if c.state == Health::Down {
-                        c.state = Health::Up;
-                        s.usable_since = Some(Instant::now());
-                    }
-                }
-            }
-        } else if c.health > rise {
-            c.health -= 1;
-        } else {
-            c.health = 0;
-            c.state = Health::Down;
+        let was_down = s.counter.state == Health::Down;
+        change(&mut s.counter, rise, max);
+        if was_down && s.counter.state == Health::Up {
+            s.usable_since = Some(Instant::now());
         }
         let reason = format!(
             "{}{}{}",
@@ -378,7 +467,23 @@ impl Server {
             let health = s.counter.health;
             drop(s);
             tracing::warn!(server = %self.name, addr = %self.addr, from = before.as_str(), to = after.as_str(), %reason, health, "server state changed");
+            if after == BackendState::Down {
+                self.marked_down(&reason);
+            }
         }
+    }
+
+    /// The server was marked down or put in maintenance: with
+    /// `shutdown-sessions`, every open session on it is told to close.
+    fn marked_down(&self, reason: &str) {
+        if self.reactions.on_marked_down != OnMarkedDown::ShutdownSessions {
+            return;
+        }
+        let open = self.sessions();
+        self.shared.shutdown.send_modify(|n| *n = n.wrapping_add(1));
+        // Idle pooled connections to it are of no use any more either.
+        self.shared.pool.clear();
+        tracing::warn!(server = %self.name, sessions = open, %reason, "shutting down the server's sessions (on_marked_down = shutdown-sessions)");
     }
 
     /// Counts a response's status class.
@@ -400,7 +505,30 @@ impl Server {
         let now = c.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         c.max_sessions.fetch_max(now, Ordering::Relaxed);
         c.total_sessions.fetch_add(1, Ordering::Relaxed);
-        SessionGuard { server: self.clone() }
+        SessionGuard {
+            server: self.clone(),
+            shutdown: self.shared.shutdown.subscribe(),
+        }
+    }
+}
+
+/// One check outcome on HAProxy's health scale: a success climbs (and
+/// jumps to the top on reaching `rise`), a failure steps down while above
+/// `rise`, else the server goes down.
+fn step(c: &mut HealthCounter, ok: bool, rise: u32, max: u32) {
+    if ok {
+        if c.health < max {
+            c.health += 1;
+            if c.health >= rise {
+                c.health = max;
+                c.state = Health::Up;
+            }
+        }
+    } else if c.health > rise {
+        c.health -= 1;
+    } else {
+        c.health = 0;
+        c.state = Health::Down;
     }
 }
 
@@ -418,6 +546,21 @@ fn shown(s: &Status) -> BackendState {
 pub struct SessionGuard {
     /// The server the session is on.
     pub server: Arc<Server>,
+    /// The server's shutdown signal as it was when the session opened.
+    shutdown: watch::Receiver<u64>,
+}
+
+impl SessionGuard {
+    /// Resolves once the server's sessions are shut down (marked down or
+    /// put in maintenance with `on_marked_down = "shutdown-sessions"`)
+    /// after this session opened; never otherwise.
+    pub async fn shut_down(&mut self) {
+        if self.shutdown.changed().await.is_err() {
+            // The sender lives as long as the server, which this guard
+            // keeps alive, so this does not happen; never resolve if it did.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl Drop for SessionGuard {
@@ -450,6 +593,7 @@ mod tests {
             backup: false,
             slowstart: Duration::ZERO,
             rise_fall: Some((rise, fall)),
+            reactions: Reactions::default(),
             shared: ServerShared::new(rise, 1),
         }
     }
@@ -499,6 +643,92 @@ mod tests {
         );
         s.record(bad());
         assert_eq!(s.state(), BackendState::Down);
+    }
+
+    fn refused() -> CheckResult {
+        CheckResult {
+            status: CheckStatus::L4Con,
+            code: None,
+            detail: "client request: refused".into(),
+        }
+    }
+
+    /// A fully up server (health at the top) reacting with `on_error`.
+    fn fully_up(on_error: OnError, error_limit: u32) -> Server {
+        let mut s = server(2, 3);
+        s.reactions.on_error = on_error;
+        s.reactions.error_limit = error_limit;
+        s.record(ok());
+        assert_eq!(s.view().health, 4);
+        s
+    }
+
+    #[test]
+    fn on_error_decides_what_failed_connects_do() {
+        let s = fully_up(OnError::MarkDown, 1);
+        s.connect_failed(refused());
+        assert_eq!(s.state(), BackendState::Down, "mark-down: at once");
+
+        let s = fully_up(OnError::FailCheck, 1);
+        s.connect_failed(refused());
+        assert_eq!(
+            (s.state(), s.view().health),
+            (BackendState::Up, 3),
+            "fail-check: one step"
+        );
+
+        let s = fully_up(OnError::SuddenDeath, 1);
+        s.connect_failed(refused());
+        assert_eq!(s.state(), BackendState::Up);
+        s.record(bad());
+        assert_eq!(s.state(), BackendState::Down, "sudden-death: one more failure");
+
+        let s = fully_up(OnError::None, 1);
+        s.connect_failed(refused());
+        assert_eq!(
+            (s.state(), s.view().health),
+            (BackendState::Up, 4),
+            "none: counted only"
+        );
+    }
+
+    #[test]
+    fn error_limit_counts_failed_connects_in_a_row() {
+        let s = fully_up(OnError::MarkDown, 3);
+        s.connect_failed(refused());
+        s.connect_failed(refused());
+        s.connect_succeeded();
+        s.connect_failed(refused());
+        s.connect_failed(refused());
+        assert_eq!(s.state(), BackendState::Up, "a success in between resets the run");
+        s.connect_failed(refused());
+        assert_eq!(s.state(), BackendState::Down);
+        s.record(ok());
+        s.record(ok());
+        assert_eq!(s.state(), BackendState::Up, "checks bring it back after rise");
+    }
+
+    #[tokio::test]
+    async fn shutdown_sessions_signals_sessions_open_at_mark_down_only() {
+        let mut s = server(2, 3);
+        s.reactions.on_marked_down = OnMarkedDown::ShutdownSessions;
+        let s = Arc::new(s);
+        let mut open = s.open_session();
+        s.set_admin(AdminState::Drain);
+        assert!(!open.shutdown.has_changed().unwrap(), "drain keeps sessions");
+        s.set_admin(AdminState::Ready);
+        s.record(bad());
+        assert_eq!(s.state(), BackendState::Down);
+        open.shut_down().await;
+        let mut later = s.open_session();
+        assert!(
+            !later.shutdown.has_changed().unwrap(),
+            "a later session is not affected"
+        );
+        s.record(ok());
+        s.record(ok());
+        s.set_admin(AdminState::Maint);
+        later.shut_down().await;
     }
 
     #[test]

@@ -68,6 +68,11 @@ impl Pool {
         }
         idle.push(sender);
     }
+
+    /// Drops every idle connection (the server was marked down).
+    pub fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
 }
 
 /// Opens a TCP connection within `timeout`.

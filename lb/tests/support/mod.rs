@@ -140,6 +140,10 @@ pub struct Backend {
     pub hits: Arc<AtomicUsize>,
     /// Headers of the last non-health request.
     pub last_headers: Arc<Mutex<HashMap<String, String>>>,
+    /// When true, WebSocket upgrades get 503 (as an app does once draining).
+    pub refuse_upgrades: Arc<AtomicBool>,
+    /// Connection and WebSocket tasks, aborted by `kill`.
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -147,6 +151,17 @@ impl Drop for Backend {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// What the request handler of a test backend shares with its `Backend`.
+#[derive(Clone)]
+struct BackendState {
+    name: String,
+    healthy: Arc<AtomicBool>,
+    hits: Arc<AtomicUsize>,
+    last: Arc<Mutex<HashMap<String, String>>>,
+    refuse_upgrades: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Backend {
@@ -157,22 +172,23 @@ impl Backend {
     pub async fn start_on(name: &str, addr: &str) -> Backend {
         let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().expect("addr");
-        let healthy = Arc::new(AtomicBool::new(true));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let last_headers = Arc::new(Mutex::new(HashMap::new()));
-        let state = (
-            name.to_string(),
-            healthy.clone(),
-            hits.clone(),
-            last_headers.clone(),
-        );
+        let state = BackendState {
+            name: name.to_string(),
+            healthy: Arc::new(AtomicBool::new(true)),
+            hits: Arc::new(AtomicUsize::new(0)),
+            last: Arc::new(Mutex::new(HashMap::new())),
+            refuse_upgrades: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+        };
+        let shared = state.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let state = state.clone();
-                tokio::spawn(async move {
+                let conns = state.conns.clone();
+                let conn = tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(backend_handle(req, state).await) }
@@ -182,14 +198,17 @@ impl Backend {
                         .with_upgrades()
                         .await;
                 });
+                conns.lock().expect("lock").push(conn.abort_handle());
             }
         });
         Backend {
             name: name.to_string(),
             addr,
-            healthy,
-            hits,
-            last_headers,
+            healthy: shared.healthy,
+            hits: shared.hits,
+            last_headers: shared.last,
+            refuse_upgrades: shared.refuse_upgrades,
+            conns: shared.conns,
             task,
         }
     }
@@ -197,23 +216,35 @@ impl Backend {
     pub fn set_healthy(&self, up: bool) {
         self.healthy.store(up, Ordering::SeqCst);
     }
-}
 
-type BackendState = (
-    String,
-    Arc<AtomicBool>,
-    Arc<AtomicUsize>,
-    Arc<Mutex<HashMap<String, String>>>,
-);
+    /// Stops the server as a crash would: the listener closes (connects are
+    /// refused) and every open connection and WebSocket is dropped.
+    pub async fn kill(&self) {
+        self.task.abort();
+        for c in self.conns.lock().expect("lock").drain(..) {
+            c.abort();
+        }
+        let addr = self.addr;
+        eventually(5, "killed backend refuses connects", || async move {
+            TcpStream::connect(addr).await.is_err()
+        })
+        .await;
+    }
+}
 
 fn full(s: impl Into<Bytes>) -> Body {
     Full::new(s.into()).map_err(|never| match never {}).boxed()
 }
 
-async fn backend_handle(
-    mut req: Request<Incoming>,
-    (name, healthy, hits, last): BackendState,
-) -> Response<Body> {
+async fn backend_handle(mut req: Request<Incoming>, state: BackendState) -> Response<Body> {
+    let BackendState {
+        name,
+        healthy,
+        hits,
+        last,
+        refuse_upgrades,
+        conns,
+    } = state;
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         let up = healthy.load(Ordering::SeqCst);
@@ -235,6 +266,11 @@ async fn backend_handle(
         h.insert(":path".into(), req.uri().to_string());
     }
     if path == "/ws" && req.headers().contains_key(http::header::UPGRADE) {
+        if refuse_upgrades.load(Ordering::SeqCst) {
+            let mut r = Response::new(full(format!("{name} is draining")));
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return r;
+        }
         let key = req
             .headers()
             .get("sec-websocket-key")
@@ -248,7 +284,7 @@ async fn backend_handle(
             .map(|s| s.trim().to_string());
         let upgrade = hyper::upgrade::on(&mut req);
         let server_name = name.clone();
-        tokio::spawn(async move {
+        let ws_task = tokio::spawn(async move {
             let Ok(upgraded) = upgrade.await else { return };
             let mut ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
@@ -264,6 +300,7 @@ async fn backend_handle(
                 }
             }
         });
+        conns.lock().expect("lock").push(ws_task.abort_handle());
         let mut r = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header("upgrade", "websocket")
@@ -308,6 +345,11 @@ pub struct LbOpts {
     pub certs: Vec<(PathBuf, Option<PathBuf>)>,
     /// Extra keys for the https frontend.
     pub frontend_extra: String,
+    /// Extra keys for the backend (e.g. `on_marked_down`).
+    pub backend_extra: String,
+    /// Check interval (`100ms` unless set) and fall (3).
+    pub check_interval: &'static str,
+    pub check_fall: u32,
     /// Extra text appended to the file.
     pub extra: String,
 }
@@ -322,6 +364,9 @@ impl LbOpts {
             timeouts: String::new(),
             certs: vec![(c, Some(k))],
             frontend_extra: String::new(),
+            backend_extra: String::new(),
+            check_interval: "100ms",
+            check_fall: 3,
             extra: String::new(),
         }
     }
@@ -352,13 +397,14 @@ pub fn render_config(o: &LbOpts, p: Ports) -> String {
     }
     s.push_str(&format!(
         "\n[[frontend]]\nname = \"http\"\nlisten = \"127.0.0.1:{}\"\nredirect_https_port = {}\n\n\
-         [[backend]]\nname = \"apps\"\nbalance = \"{}\"\n",
-        p.http, p.https, o.balance
+         [[backend]]\nname = \"apps\"\nbalance = \"{}\"\n{}\n",
+        p.http, p.https, o.balance, o.backend_extra
     ));
     if o.check {
-        s.push_str(
-            "[backend.check]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nrise = 2\nfall = 3\n",
-        );
+        s.push_str(&format!(
+            "[backend.check]\npath = \"/healthz\"\ninterval = {:?}\ntimeout = \"500ms\"\nrise = 2\nfall = {}\n",
+            o.check_interval, o.check_fall
+        ));
     }
     for (name, addr) in &o.servers {
         s.push_str(&format!(

@@ -1,0 +1,155 @@
+//! Zero-loss failover: a server marked down (or put in maintenance) with
+//! `on_marked_down = "shutdown-sessions"` has its tunnels closed so clients
+//! reconnect elsewhere at once; a drained one keeps them; a refused connect
+//! takes a server out at once with `on_error = "mark-down"`, and the
+//! request that hit it, WebSocket upgrades included, goes to the other.
+
+mod support;
+
+use futures_util::StreamExt;
+use http::StatusCode;
+use support::*;
+
+/// Waits (bounded) for the lb to close `ws`: the stream ends or errors.
+async fn closed_by_lb(ws: &mut Wss) -> bool {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        // Bounded: the backend only greets and echoes, so nothing arrives
+        // unless we send.
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await
+    .is_ok()
+}
+
+/// Two backends, checks on, leastconn, with `backend_extra` keys.
+async fn cluster(certs: &Certs, backend_extra: &str) -> (Backend, Backend, Lb) {
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    let mut opts = LbOpts::new(&[&a, &b], certs);
+    opts.balance = "leastconn";
+    opts.check = true;
+    opts.backend_extra = backend_extra.to_string();
+    let lb = Lb::start(&opts).await;
+    for name in ["app1", "app2"] {
+        eventually(10, "first checks passed", || async {
+            lb.servers().await[name]["check"]["status"] == "L7OK"
+        })
+        .await;
+    }
+    (a, b, lb)
+}
+
+/// One tunnel on each server: (tunnel on app1, tunnel on app2).
+async fn one_tunnel_each(certs: &Certs, lb: &Lb) -> (Wss, Wss) {
+    let (first, _, g1) = wss_connect(certs, lb.ports.https, "wsmesh.v1").await;
+    let (second, _, g2) = wss_connect(certs, lb.ports.https, "wsmesh.v1").await;
+    assert_ne!(g1, g2, "leastconn puts the second tunnel on the other server");
+    if g1 == "hello from app1" {
+        (first, second)
+    } else {
+        (second, first)
+    }
+}
+
+#[tokio::test]
+async fn tunnels_of_a_server_marked_down_are_closed_with_shutdown_sessions() {
+    let certs = Certs::new();
+    let (a, _b, lb) = cluster(&certs, "on_marked_down = \"shutdown-sessions\"").await;
+    let (mut on_app1, mut on_app2) = one_tunnel_each(&certs, &lb).await;
+    // The server stops passing checks (as a frozen app would) but its
+    // socket stays open: only the lb can end the tunnel.
+    a.set_healthy(false);
+    lb.wait_state("app1", "down").await;
+    assert!(
+        closed_by_lb(&mut on_app1).await,
+        "tunnel to the down server still open"
+    );
+    echo(&mut on_app2, "the other tunnel is untouched").await;
+    eventually(5, "tunnel end logged as server-down", || async {
+        lb.log_text()
+            .lines()
+            .any(|l| l.contains(r#""message":"tunnel""#) && l.contains(r#""end":"server-down""#))
+    })
+    .await;
+    // The client reconnects at once, to the healthy server.
+    let (_, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
+    assert_eq!(greeting, "hello from app2");
+}
+
+#[tokio::test]
+async fn without_shutdown_sessions_a_down_server_keeps_its_tunnels() {
+    let certs = Certs::new();
+    let (a, _b, lb) = cluster(&certs, "").await;
+    let (mut on_app1, _on_app2) = one_tunnel_each(&certs, &lb).await;
+    a.set_healthy(false);
+    lb.wait_state("app1", "down").await;
+    echo(&mut on_app1, "HAProxy's default: sessions stay").await;
+}
+
+#[tokio::test]
+async fn drain_keeps_tunnels_and_maint_closes_them_with_shutdown_sessions() {
+    let certs = Certs::new();
+    let (_a, _b, lb) = cluster(&certs, "on_marked_down = \"shutdown-sessions\"").await;
+    let (mut on_app1, mut on_app2) = one_tunnel_each(&certs, &lb).await;
+    assert_eq!(
+        admin_set_state(lb.ports.admin, "app1", "drain").await,
+        StatusCode::OK
+    );
+    // Checks keep running while draining; let a few of them pass.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(lb.state_of("app1").await, "drain");
+    echo(&mut on_app1, "drained, still served").await;
+    assert_eq!(
+        admin_set_state(lb.ports.admin, "app1", "maint").await,
+        StatusCode::OK
+    );
+    assert!(
+        closed_by_lb(&mut on_app1).await,
+        "tunnel to the server in maint still open"
+    );
+    echo(&mut on_app2, "the other tunnel is untouched").await;
+}
+
+#[tokio::test]
+async fn refused_connect_marks_the_server_down_at_once_and_the_request_moves() {
+    let certs = Certs::new();
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    let mut opts = LbOpts::new(&[&a, &b], &certs);
+    opts.check = true;
+    // fall x interval is 10 s: only passive health can be this quick.
+    opts.check_interval = "1s";
+    opts.check_fall = 10;
+    opts.backend_extra = "on_error = \"mark-down\"\nerror_limit = 1\n".into();
+    let lb = Lb::start(&opts).await;
+    for name in ["app1", "app2"] {
+        eventually(10, "fully up (health at rise + fall - 1)", || async {
+            lb.servers().await[name]["check"]["health"] == 11
+        })
+        .await;
+    }
+    a.kill().await;
+    // Roundrobin: one of the first two upgrades tries app1 first.
+    for i in 0..2 {
+        let (mut ws, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
+        assert_eq!(greeting, "hello from app2", "upgrade {i}");
+        echo(&mut ws, "moved").await;
+    }
+    let app1 = &lb.servers().await["app1"];
+    assert_eq!(app1["state"], "down", "{app1}");
+    assert_eq!(app1["check"]["status"], "L4CON", "{app1}");
+    assert!(
+        app1["check"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("client request:")),
+        "{app1}"
+    );
+    for _ in 0..4 {
+        let (status, headers, _) = https_get(&certs, lb.ports.https, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-server"], "app2");
+    }
+    assert_eq!(
+        lb.servers().await["app1"]["connect_errors"],
+        1,
+        "down servers are not tried"
+    );
+}
