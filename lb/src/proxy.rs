@@ -14,9 +14,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use crate::access_log::{CountedBody, Exchange, InFlight, LoggedBody};
+use crate::config::RetryOn;
 use crate::drain::Drain;
 use crate::listener::Permits;
 use crate::runtime::{Frontend, Runtime};
@@ -110,7 +111,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     let upgrade = wants_upgrade(&req);
     let mut req = req;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let upstream_req = match upstream_request(req, &ctx, upgrade, exchange.bytes_in.clone()) {
+    let mut outgoing = match Outgoing::new(req, &ctx, upgrade, exchange.bytes_in.clone()) {
         Ok(r) => r,
         Err(_) => {
             return Ok(local(
@@ -122,52 +123,17 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         }
     };
 
-    let timeouts = &ctx.runtime.timeouts;
-    let Some((server, mut sender)) = connect_candidate(&backend, &ctx, upgrade, &mut exchange).await else {
-        return Ok(unavailable(exchange, in_flight));
-    };
-    exchange.server = server.name.clone();
-    let mut session = server.open_session();
-    let sent = tokio::select! {
-        sent = tokio::time::timeout(
-            timeouts.server,
-            send(&server, &mut sender, upstream_req, timeouts.connect),
-        ) => sent,
-        _ = session.shut_down() => {
-            server.count_response(503);
-            return Ok(local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "503 Service Unavailable: the server went down during the request.\n",
-                exchange,
-                in_flight,
-            ));
-        }
-    };
-    exchange.tr = Some(exchange.started.elapsed());
-    let mut resp = match sent {
-        Err(_) => {
-            server.count_response(504);
-            return Ok(local(
-                StatusCode::GATEWAY_TIMEOUT,
-                "504 Gateway Time-out: the server didn't respond in time.\n",
-                exchange,
-                in_flight,
-            ));
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(server = %server.name, error = %e, "server request failed");
-            server.count_response(502);
-            return Ok(local(
-                StatusCode::BAD_GATEWAY,
-                "502 Bad Gateway: the server returned an invalid or incomplete response.\n",
-                exchange,
-                in_flight,
-            ));
-        }
-        Ok(Ok(resp)) => resp,
-    };
+    let (server, sender, session, mut resp) =
+        match forward(&backend, &ctx, upgrade, &mut outgoing, &mut exchange).await {
+            Forwarded::Response {
+                server,
+                sender,
+                session,
+                response,
+            } => (server, sender, session, response),
+            Forwarded::Local(status, body) => return Ok(local(status, body, exchange, in_flight)),
+        };
     let status = resp.status();
-    server.count_response(status.as_u16());
     exchange.status = status.as_u16();
 
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, status) {
@@ -198,34 +164,241 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     ))
 }
 
-/// Connects to the first candidate that accepts, counting each refused or
-/// timed-out connect against its server; `None` when none is left within
-/// `retries`.
-async fn connect_candidate(
+/// The request as it goes to servers: the head is kept so that a request
+/// without a body can be sent again to another server; a body is sent once.
+struct Outgoing {
+    /// Method, origin-form URI, headers as sent.
+    head: http::request::Parts,
+    /// The body, until it is sent; replayable requests have none.
+    body: Option<UpstreamBody>,
+    /// GET or HEAD with no body: safe to send again to another server as
+    /// long as no response reached the client (a WebSocket upgrade before
+    /// its 101 is one).
+    replayable: bool,
+}
+
+impl Outgoing {
+    /// Origin-form URI, HTTP/1.1, `Host` kept (taken from the authority for
+    /// HTTP/2 clients), hop-by-hop headers removed, forwarding headers added.
+    fn new(
+        req: Request<Incoming>,
+        ctx: &ConnCtx,
+        upgrade: bool,
+        bytes_in: Arc<AtomicU64>,
+    ) -> Result<Outgoing, http::Error> {
+        let replayable =
+            matches!(*req.method(), http::Method::GET | http::Method::HEAD) && req.body().is_end_stream();
+        let (mut parts, body) = req.into_parts();
+        let host = request_host(&parts.headers, &parts.uri);
+        let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        if let (true, Some(value)) = (upgrade, upgrade_value) {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, value);
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+        if ctx.frontend.forwarded_headers {
+            add_forwarded(
+                &mut parts.headers,
+                ctx.peer.ip(),
+                ctx.frontend.tls.is_some(),
+                host.as_deref(),
+            );
+        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let (mut head, ()) = Request::builder()
+            .method(parts.method)
+            .uri(path)
+            .version(Version::HTTP_11)
+            .body(())?
+            .into_parts();
+        head.headers = parts.headers;
+        Ok(Outgoing {
+            head,
+            body: (!replayable).then(|| CountedBody::new(body, bytes_in).boxed()),
+            replayable,
+        })
+    }
+
+    /// The request for the next attempt; `None` once a body was sent.
+    fn next(&mut self) -> Option<Request<UpstreamBody>> {
+        let body = match self.body.take() {
+            Some(body) => body,
+            None if self.replayable => empty(),
+            None => return None,
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.head.method.clone();
+        *req.uri_mut() = self.head.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.head.headers.clone();
+        Some(req)
+    }
+}
+
+/// How forwarding a request ended.
+enum Forwarded {
+    /// A server's response head, with its connection and session.
+    Response {
+        server: Arc<Server>,
+        sender: Sender,
+        session: SessionGuard,
+        response: Response<Incoming>,
+    },
+    /// No usable answer: the lb answers itself with this.
+    Local(StatusCode, &'static str),
+}
+
+/// What one attempt on one server gave.
+enum Attempt {
+    /// A response head (possibly one that `retry_on` retries).
+    Response(Sender, SessionGuard, Response<Incoming>),
+    /// The connect was refused or timed out; nothing was sent.
+    ConnectFailed,
+    /// The server closed without answering.
+    Empty,
+    /// The server was marked down (shutdown-sessions) while we waited.
+    ServerDown,
+    /// Some other failure; the lb answers with this.
+    Fail(StatusCode, &'static str),
+}
+
+/// Sends the request to the backend's candidates in turn: the next one is
+/// tried after a refused or timed-out connect (`conn-failure`) and, for a
+/// replayable request, after an empty response (`empty-response`), a
+/// `503` (`503`) or the server being marked down while we waited, at most
+/// `retries` times (HAProxy `retries` + `retry-on` + `option redispatch`).
+async fn forward(
     backend: &Backend,
     ctx: &ConnCtx,
     upgrade: bool,
+    outgoing: &mut Outgoing,
     exchange: &mut Exchange,
-) -> Option<(Arc<Server>, Sender)> {
-    let mut candidates = select::candidates(backend, ctx.peer.ip());
-    for _ in 0..=backend.retries {
-        let server = candidates.next()?;
-        let t = Instant::now();
-        match checkout(&server, upgrade, ctx.runtime.timeouts.connect).await {
-            Ok((sender, fresh)) => {
-                if fresh {
-                    server.connect_succeeded();
+) -> Forwarded {
+    let unavailable = Forwarded::Local(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 Service Unavailable: no server is available to handle this request.\n",
+    );
+    let retry_on = |what: RetryOn| backend.retry_on.contains(&what);
+    let mut candidates = select::candidates(backend, ctx.peer.ip()).peekable();
+    for attempt in 0..=backend.retries {
+        let Some(server) = candidates.next() else {
+            return unavailable;
+        };
+        // Another try is possible only within `retries` and with a server left.
+        let mut can_retry = attempt < backend.retries && candidates.peek().is_some();
+        match attempt_on(&server, ctx, upgrade, outgoing, exchange).await {
+            Attempt::Response(sender, session, response) => {
+                let status = response.status();
+                server.count_response(status.as_u16());
+                can_retry &= outgoing.replayable;
+                if status == StatusCode::SERVICE_UNAVAILABLE && retry_on(RetryOn::Status503) && can_retry {
+                    tracing::info!(server = %server.name, "503 from the server, trying the next one (retry_on)");
+                    exchange.retries += 1;
+                    continue;
                 }
-                exchange.tc = Some(if fresh { t.elapsed() } else { Duration::ZERO });
-                return Some((server, sender));
+                return Forwarded::Response {
+                    server,
+                    sender,
+                    session,
+                    response,
+                };
             }
-            Err(e) => {
+            Attempt::ConnectFailed if retry_on(RetryOn::ConnFailure) && can_retry => {
                 exchange.retries += 1;
-                connect_failed(&server, &e);
             }
+            Attempt::ConnectFailed => return unavailable,
+            Attempt::Empty if retry_on(RetryOn::EmptyResponse) && can_retry && outgoing.replayable => {
+                tracing::info!(server = %server.name, "no response from the server, trying the next one (retry_on)");
+                exchange.retries += 1;
+            }
+            Attempt::Empty => {
+                server.count_response(502);
+                return Forwarded::Local(
+                    StatusCode::BAD_GATEWAY,
+                    "502 Bad Gateway: the server returned an invalid or incomplete response.\n",
+                );
+            }
+            Attempt::ServerDown if can_retry && outgoing.replayable => {
+                exchange.retries += 1;
+            }
+            Attempt::ServerDown => {
+                return Forwarded::Local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "503 Service Unavailable: the server went down during the request.\n",
+                )
+            }
+            Attempt::Fail(status, body) => return Forwarded::Local(status, body),
         }
     }
-    None
+    unavailable
+}
+
+/// One attempt: connect (or reuse), send, wait for the response head.
+async fn attempt_on(
+    server: &Arc<Server>,
+    ctx: &ConnCtx,
+    upgrade: bool,
+    outgoing: &mut Outgoing,
+    exchange: &mut Exchange,
+) -> Attempt {
+    let timeouts = &ctx.runtime.timeouts;
+    let t = Instant::now();
+    let mut sender = match checkout(server, upgrade, timeouts.connect).await {
+        Ok((sender, fresh)) => {
+            if fresh {
+                server.connect_succeeded();
+            }
+            exchange.tc = Some(if fresh { t.elapsed() } else { Duration::ZERO });
+            exchange.server = server.name.clone();
+            sender
+        }
+        Err(e) => {
+            connect_failed(server, &e);
+            return Attempt::ConnectFailed;
+        }
+    };
+    let Some(req) = outgoing.next() else {
+        // Not reached: only replayable requests get a second attempt.
+        return Attempt::Fail(StatusCode::BAD_GATEWAY, "502 Bad Gateway.\n");
+    };
+    let mut session = server.open_session();
+    let sent = tokio::select! {
+        sent = tokio::time::timeout(timeouts.server, send(server, &mut sender, req, timeouts.connect)) => sent,
+        _ = session.shut_down() => {
+            server.count_response(503);
+            return Attempt::ServerDown;
+        }
+    };
+    exchange.tr = Some(exchange.started.elapsed());
+    match sent {
+        Err(_) => {
+            server.count_response(504);
+            Attempt::Fail(
+                StatusCode::GATEWAY_TIMEOUT,
+                "504 Gateway Time-out: the server didn't respond in time.\n",
+            )
+        }
+        Ok(Err(SendError::Http(e))) if e.is_incomplete_message() || e.is_canceled() => {
+            tracing::warn!(server = %server.name, error = %e, "server closed without a response");
+            Attempt::Empty
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(server = %server.name, error = %e, "server request failed");
+            server.count_response(502);
+            Attempt::Fail(
+                StatusCode::BAD_GATEWAY,
+                "502 Bad Gateway: the server returned an invalid or incomplete response.\n",
+            )
+        }
+        Ok(Ok(resp)) => Attempt::Response(sender, session, resp),
+    }
 }
 
 /// Splices the two upgraded streams once both sides have switched.
@@ -358,47 +531,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-}
-
-/// The request as sent to the server: origin-form URI, HTTP/1.1, `Host`
-/// kept (taken from the authority for HTTP/2 clients), forwarding headers.
-fn upstream_request(
-    req: Request<Incoming>,
-    ctx: &ConnCtx,
-    upgrade: bool,
-    bytes_in: Arc<AtomicU64>,
-) -> Result<Request<UpstreamBody>, http::Error> {
-    let (mut parts, body) = req.into_parts();
-    let host = request_host(&parts.headers, &parts.uri);
-    let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut parts.headers);
-    if let (true, Some(value)) = (upgrade, upgrade_value) {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, value);
-    }
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            parts.headers.insert(header::HOST, h);
-        }
-    }
-    if ctx.frontend.forwarded_headers {
-        add_forwarded(
-            &mut parts.headers,
-            ctx.peer.ip(),
-            ctx.frontend.tls.is_some(),
-            host.as_deref(),
-        );
-    }
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let mut out = Request::builder()
-        .method(parts.method)
-        .uri(path)
-        .version(Version::HTTP_11)
-        .body(CountedBody::new(body, bytes_in).boxed())?;
-    *out.headers_mut() = parts.headers;
-    Ok(out)
 }
 
 fn request_host(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {

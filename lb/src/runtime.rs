@@ -169,6 +169,7 @@ fn build_backend(
         name,
         balance: b.balance,
         retries: b.retries,
+        retry_on: b.retry_on.clone(),
         check: b.check.clone(),
         servers,
         rotation: AtomicUsize::new(0),

@@ -153,3 +153,85 @@ async fn refused_connect_marks_the_server_down_at_once_and_the_request_moves() {
         "down servers are not tried"
     );
 }
+
+/// Status of a WebSocket upgrade request through the lb (101 or the error).
+async fn upgrade_status(certs: &Certs, lb: &Lb) -> StatusCode {
+    let req = http::Request::get("/ws")
+        .header("host", "localhost")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(empty())
+        .unwrap();
+    https_request(certs, lb.ports.https, req).await.0
+}
+
+#[tokio::test]
+async fn upgrade_answered_503_by_a_draining_app_moves_to_the_other_with_retry_on_503() {
+    let certs = Certs::new();
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    // app1 drains: it refuses new upgrades with 503 before the lb's checks
+    // have noticed (no checks here at all).
+    a.refuse_upgrades.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let plain = Lb::start(&LbOpts::new(&[&a, &b], &certs)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(upgrade_status(&certs, &plain).await);
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::SWITCHING_PROTOCOLS, StatusCode::SERVICE_UNAVAILABLE],
+        "without retry_on 503 the client gets the 503"
+    );
+
+    let mut opts = LbOpts::new(&[&a, &b], &certs);
+    opts.backend_extra = "retry_on = [\"conn-failure\", \"503\"]\n".into();
+    let lb = Lb::start(&opts).await;
+    let app1_hits = a.hits.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..4 {
+        let (mut ws, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
+        assert_eq!(greeting, "hello from app2", "upgrade {i}");
+        echo(&mut ws, "moved").await;
+    }
+    assert!(
+        a.hits.load(std::sync::atomic::Ordering::SeqCst) > app1_hits,
+        "app1 was asked first at least once"
+    );
+    let app1 = &lb.servers().await["app1"];
+    assert!(app1["responses"]["5xx"].as_u64().unwrap() >= 1, "{app1}");
+    eventually(5, "a retried tunnel is logged with its retry", || async {
+        lb.log_text()
+            .lines()
+            .any(|l| l.contains(r#""message":"tunnel""#) && l.contains(r#""retries":1"#))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_is_not_sent_again_after_a_503() {
+    let certs = Certs::new();
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    a.refuse_upgrades.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut opts = LbOpts::new(&[&a, &b], &certs);
+    opts.backend_extra = "retry_on = [\"conn-failure\", \"503\"]\n".into();
+    let lb = Lb::start(&opts).await;
+    // A POST upgrade with a body is not replayable: whoever gets it answers.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let req = http::Request::post("/ws")
+            .header("host", "localhost")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("content-length", "2")
+            .body(body("hi"))
+            .unwrap();
+        statuses.push(https_request(&certs, lb.ports.https, req).await.0);
+    }
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+}

@@ -238,8 +238,10 @@ pub struct Backend {
     pub name: String,
     /// Balancing algorithm.
     pub balance: Balance,
-    /// Extra attempts after a failed connect.
+    /// Extra attempts after a failed connect (or a `retry_on` failure).
     pub retries: usize,
+    /// Failures after which a request goes to the next server (`retry-on`).
+    pub retry_on: Vec<config::RetryOn>,
     /// Active check settings, if any.
     pub check: Option<config::Check>,
     /// Servers in configuration order.

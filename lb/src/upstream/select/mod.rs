@@ -108,6 +108,7 @@ pub(crate) mod tests {
             name: "b".into(),
             balance,
             retries: 3,
+            retry_on: vec![config::RetryOn::ConnFailure],
             check: None,
             servers,
             rotation: AtomicUsize::new(0),
