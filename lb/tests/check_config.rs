@@ -88,3 +88,50 @@ async fn errors_name_file_line_and_reason() {
         assert!(stderr.contains(reason), "{reason:?} not in {stderr:?}");
     }
 }
+
+/// A duration as the configs write it ("1s", "250ms").
+fn secs(v: &toml::Value) -> f64 {
+    let s = v.as_str().expect("duration string");
+    match s.strip_suffix("ms") {
+        Some(ms) => ms.parse::<f64>().expect("ms") / 1000.0,
+        None => s.strip_suffix('s').expect("unit").parse().expect("s"),
+    }
+}
+
+#[test]
+fn shipped_configs_see_an_app_drain_within_its_grace_and_fail_over() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    for dir in ["local", "vagrant"] {
+        let read = |file: &str| -> toml::Value {
+            let text = std::fs::read_to_string(format!("{root}/configs/{dir}/{file}")).unwrap();
+            toml::from_str(&text).unwrap()
+        };
+        let lb = read("lb.toml");
+        let backend = &lb["backend"][0];
+        let check = &backend["check"];
+        let fall = check["fall"].as_integer().unwrap() as f64;
+        // Worst case from the drain's start to marked down: the next check
+        // (within an interval), then fall - 1 more at fastinter.
+        let seen = secs(&check["interval"]) + (fall - 1.0) * secs(&check["fastinter"]);
+        for app in ["app1.toml", "app2.toml"] {
+            let grace = secs(&read(app)["drain"]["grace"]);
+            assert!(seen < grace, "{dir}: drain seen after {seen}s, grace {grace}s");
+        }
+        assert_eq!(
+            backend["on_marked_down"].as_str(),
+            Some("shutdown-sessions"),
+            "{dir}"
+        );
+        assert_eq!(backend["on_error"].as_str(), Some("mark-down"), "{dir}");
+        let retry_on: Vec<&str> = backend["retry_on"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(
+            retry_on.contains(&"503") && retry_on.contains(&"conn-failure"),
+            "{dir}: {retry_on:?}"
+        );
+    }
+}
