@@ -757,6 +757,79 @@ mod tests {
         }
     }
 
+    /// A CA file in `dir` and a TLS acceptor whose leaf for 127.0.0.1 it signed.
+    fn dev_pki(dir: &std::path::Path) -> (std::path::PathBuf, tokio_rustls::TlsAcceptor) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap();
+        (ca_path, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+
+    #[tokio::test]
+    async fn wss_trusts_the_given_ca_and_speaks_websocket_over_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, acceptor) = dev_pki(dir.path());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = acceptor.accept(tcp).await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tls).await.unwrap();
+            if let Some(Ok(m)) = ws.next().await {
+                ws.send(m).await.unwrap();
+            }
+        });
+        let opts = ConnectOptions::new(&format!("wss://127.0.0.1:{port}/ws"))
+            .unwrap()
+            .protocol(Protocol::Seed)
+            .tls(crate::tls::client_config(&ca).unwrap());
+        let mut conn = Connection::connect(&opts).await.unwrap();
+        conn.send_text("over tls").await.unwrap();
+        assert_eq!(
+            conn.recv_timeout(Duration::from_secs(5)).await.unwrap(),
+            Incoming::Text("over tls".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn wss_refuses_a_server_signed_by_another_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, acceptor) = dev_pki(dir.path());
+        let other = tempfile::tempdir().unwrap();
+        let (other_ca, _) = dev_pki(other.path());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = acceptor.accept(tcp).await;
+        });
+        let opts = ConnectOptions::new(&format!("wss://127.0.0.1:{port}/ws"))
+            .unwrap()
+            .tls(crate::tls::client_config(&other_ca).unwrap());
+        assert!(matches!(
+            Connection::connect(&opts).await,
+            Err(ClientError::Connect { .. })
+        ));
+    }
+
     #[tokio::test]
     async fn wss_without_trust_is_refused_before_dialling_tls() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
