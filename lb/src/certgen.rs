@@ -1,7 +1,8 @@
 //! `lb gen-cert`: a development CA and a server certificate for 127.0.0.1,
-//! ::1 and localhost, signed by it, so the local cluster speaks real TLS and
-//! curl or a browser can trust it with one file (`dev-ca.pem`). Never for
-//! production.
+//! ::1 and localhost (plus any `--host` names or addresses, e.g. the lab
+//! lb's 192.168.56.10), signed by it, so the local cluster and the lab speak
+//! real TLS and curl or a browser can trust it with one file (`dev-ca.pem`).
+//! Never for production.
 //!
 //! Files written into the directory:
 //! `dev-ca.pem` (CA certificate), `dev-ca.key` (CA key), `server.pem`
@@ -36,6 +37,8 @@ pub enum CertGenError {
     Rcgen(#[from] rcgen::Error),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("--host {0:?} is neither an IP address nor a DNS name")]
+    BadHost(String),
 }
 
 /// What [`generate`] did.
@@ -47,8 +50,28 @@ pub enum Outcome {
     Kept,
 }
 
-/// Writes the four files into `dir` unless they all exist (or `force`).
-pub fn generate(dir: &Path, force: bool) -> Result<Outcome, CertGenError> {
+/// The names the server certificate is made for: the local ones, then
+/// `hosts` (IP addresses or DNS names), each once.
+pub fn server_names(hosts: &[String]) -> Result<Vec<String>, CertGenError> {
+    let mut names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
+    for host in hosts {
+        let host = host.trim();
+        let valid =
+            host.parse::<std::net::IpAddr>().is_ok() || rustls_pki_types::DnsName::try_from(host).is_ok();
+        if host.is_empty() || !valid {
+            return Err(CertGenError::BadHost(host.to_string()));
+        }
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(host)) {
+            names.push(host.to_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Writes the four files into `dir` unless they all exist (or `force`);
+/// the server certificate also covers `hosts`.
+pub fn generate(dir: &Path, force: bool, hosts: &[String]) -> Result<Outcome, CertGenError> {
+    let server_names = server_names(hosts)?;
     let names = [CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY];
     if !force && names.iter().all(|n| dir.join(n).is_file()) {
         return Ok(Outcome::Kept);
@@ -71,7 +94,7 @@ pub fn generate(dir: &Path, force: bool) -> Result<Outcome, CertGenError> {
     let issuer = Issuer::new(ca, &ca_key);
 
     let server_key = KeyPair::generate()?;
-    let mut server = CertificateParams::new(SERVER_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    let mut server = CertificateParams::new(server_names)?;
     server.distinguished_name = name("wsmesh development server");
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server.key_usages = vec![
@@ -130,13 +153,64 @@ mod tests {
     #[test]
     fn generated_server_certificate_loads_and_files_are_kept_without_force() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(generate(dir.path(), false).unwrap(), Outcome::Written);
+        assert_eq!(generate(dir.path(), false, &[]).unwrap(), Outcome::Written);
         let loaded = crate::tls::load_cert(&dir.path().join(SERVER_CERT), Some(&dir.path().join(SERVER_KEY)));
         assert!(loaded.is_ok(), "{loaded:?}");
         let before = std::fs::read(dir.path().join(SERVER_CERT)).unwrap();
-        assert_eq!(generate(dir.path(), false).unwrap(), Outcome::Kept);
+        assert_eq!(generate(dir.path(), false, &[]).unwrap(), Outcome::Kept);
         assert_eq!(std::fs::read(dir.path().join(SERVER_CERT)).unwrap(), before);
-        assert_eq!(generate(dir.path(), true).unwrap(), Outcome::Written);
+        assert_eq!(generate(dir.path(), true, &[]).unwrap(), Outcome::Written);
         assert_ne!(std::fs::read(dir.path().join(SERVER_CERT)).unwrap(), before);
+    }
+
+    /// Whether the leaf of `dir/server.pem` is valid for `name`.
+    fn valid_for(dir: &Path, name: &str) -> bool {
+        use rustls_pki_types::pem::PemObject;
+        let leaf = rustls_pki_types::CertificateDer::pem_file_iter(dir.join(SERVER_CERT))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let cert = webpki::EndEntityCert::try_from(&leaf).unwrap();
+        let name = rustls_pki_types::ServerName::try_from(name).unwrap();
+        cert.verify_is_valid_for_subject_name(&name).is_ok()
+    }
+
+    #[test]
+    fn host_names_and_addresses_are_added_to_the_server_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = [
+            "192.168.56.10".to_string(),
+            "chat.lab".to_string(),
+            "fd00::10".to_string(),
+        ];
+        assert_eq!(generate(dir.path(), false, &hosts).unwrap(), Outcome::Written);
+        for name in [
+            "192.168.56.10",
+            "chat.lab",
+            "fd00::10",
+            "127.0.0.1",
+            "::1",
+            "localhost",
+        ] {
+            assert!(valid_for(dir.path(), name), "{name} missing");
+        }
+        assert!(!valid_for(dir.path(), "192.168.56.11"));
+        assert!(!valid_for(dir.path(), "other.lab"));
+    }
+
+    #[test]
+    fn a_bad_host_is_refused_and_duplicates_are_dropped() {
+        assert!(matches!(
+            server_names(&["not a name".into()]),
+            Err(CertGenError::BadHost(h)) if h == "not a name"
+        ));
+        assert!(server_names(&["".into()]).is_err());
+        assert_eq!(
+            server_names(&["LOCALHOST".into(), "a.lab".into(), "a.lab".into()])
+                .unwrap()
+                .len(),
+            4
+        );
     }
 }

@@ -45,7 +45,8 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
-    /// Make a development CA and a server certificate for 127.0.0.1/localhost.
+    /// Make a development CA and a server certificate for 127.0.0.1, ::1,
+    /// localhost and any --host.
     GenCert {
         /// Directory for dev-ca.pem, dev-ca.key, server.pem, server.key.
         #[arg(long, default_value = "certs")]
@@ -53,6 +54,10 @@ enum Command {
         /// Replace existing files.
         #[arg(long)]
         force: bool,
+        /// Another DNS name or IP address for the server certificate
+        /// (repeatable), e.g. --host 192.168.56.10 for the lab's lb.
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
     },
 }
 
@@ -69,11 +74,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        (Some(Command::GenCert { dir, force }), _) => match certgen::generate(&dir, force) {
+        (Some(Command::GenCert { dir, force, hosts }), _) => match certgen::generate(&dir, force, &hosts) {
             Ok(outcome) => {
                 let verb = match outcome {
                     certgen::Outcome::Written => "wrote",
-                    certgen::Outcome::Kept => "kept existing",
+                    certgen::Outcome::Kept if hosts.is_empty() => "kept existing",
+                    certgen::Outcome::Kept => "kept existing (--host not applied; --force replaces them)",
                 };
                 println!(
                     "{verb} {0}/{1} {0}/{2} {0}/{3} {0}/{4}; trust the CA with: curl --cacert {0}/{1}",
@@ -92,7 +98,7 @@ fn main() -> ExitCode {
         },
         (None, Some(config)) => run(config),
         (None, None) => {
-            eprintln!("usage: lb --config FILE | lb check-config FILE | lb gen-cert [--dir DIR] [--force]");
+            eprintln!("usage: lb --config FILE | lb check-config FILE | lb gen-cert [--dir DIR] [--force] [--host NAME]...");
             ExitCode::from(2)
         }
     }

@@ -155,3 +155,69 @@ async fn plain_http_redirects_to_https_keeping_path_and_query() {
     );
     assert_eq!(app.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn gen_cert_host_makes_the_lb_trusted_under_that_address() {
+    use rustls_pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(lb_bin())
+        .args([
+            "gen-cert",
+            "--host",
+            "192.168.56.10",
+            "--host",
+            "chat.lab",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let certs = Certs::new();
+    let app = Backend::start("app1").await;
+    let mut opts = LbOpts::new(&[&app], &certs);
+    opts.certs = vec![(dir.path().join("server.pem"), Some(dir.path().join("server.key")))];
+    let lb = Lb::start(&opts).await;
+    // A client that trusts only dev-ca.pem, as the lab's browsers do.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(dir.path().join("dev-ca.pem")).unwrap())
+        .unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let handshake = |name: &'static str| {
+        let config = config.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", lb.ports.https))
+                .await
+                .unwrap();
+            let name = rustls_pki_types::ServerName::try_from(name).unwrap();
+            tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .is_ok()
+        }
+    };
+    for name in ["192.168.56.10", "chat.lab", "127.0.0.1", "localhost"] {
+        assert!(handshake(name).await, "{name} refused");
+    }
+    assert!(
+        !handshake("192.168.56.11").await,
+        "a name not asked for is accepted"
+    );
+    let bad = std::process::Command::new(lb_bin())
+        .args(["gen-cert", "--force", "--host", "not a name", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not a name"),
+        "{bad:?}"
+    );
+}
