@@ -327,6 +327,71 @@ impl AppInfo {
     }
 }
 
+/// Addresses of a local cluster whose configs were rendered on free ports.
+#[derive(Debug, Clone)]
+pub struct LocalLayout {
+    /// Redis address (all configs point at it).
+    pub redis: SocketAddr,
+    /// app1 and app2.
+    pub apps: Vec<AppInfo>,
+    /// subscriber1's and subscriber2's health listeners.
+    pub subscribers: Vec<SocketAddr>,
+    /// Internal bearer token (from the committed app1 config).
+    pub token: String,
+}
+
+/// Writes `app1.toml`, `app2.toml`, `subscriber1.toml` and `subscriber2.toml`
+/// into `dir`: the committed configs with free loopback ports, Redis on a free
+/// port, and `opts` applied on top.
+pub fn render_local(dir: &Path, opts: &LocalOptions) -> Result<LocalLayout, ClusterError> {
+    let templates = configs_dir();
+    let redis = ports::free_addr()?;
+    let redis_url = format!("redis://{redis}/");
+    let token = read_table(&templates.join("app1.toml"))?
+        .get("internal")
+        .and_then(|t| t.get("token"))
+        .and_then(|t| t.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut apps = Vec::new();
+    let mut subscribers = Vec::new();
+    for i in 1..=2 {
+        let name = format!("app{i}");
+        let info = AppInfo {
+            name: name.clone(),
+            public: ports::free_addr()?,
+            internal: ports::free_addr()?,
+        };
+        let mut overrides = vec![
+            ("instance".to_string(), name.clone().into()),
+            ("listen.public".to_string(), info.public.to_string().into()),
+            ("listen.internal".to_string(), info.internal.to_string().into()),
+            ("redis.url".to_string(), redis_url.clone().into()),
+        ];
+        overrides.extend(opts.app.iter().cloned());
+        let file = format!("{name}.toml");
+        render(&templates.join(&file), &overrides, &dir.join(&file))?;
+
+        let health = ports::free_addr()?;
+        let mut overrides = vec![
+            ("redis.url".to_string(), redis_url.clone().into()),
+            ("app.internal_url".to_string(), info.internal_url().into()),
+            ("listen.health".to_string(), health.to_string().into()),
+        ];
+        overrides.extend(opts.subscriber.iter().cloned());
+        let file = format!("subscriber{i}.toml");
+        render(&templates.join(&file), &overrides, &dir.join(&file))?;
+        apps.push(info);
+        subscribers.push(health);
+    }
+    Ok(LocalLayout {
+        redis,
+        apps,
+        subscribers,
+        token,
+    })
+}
+
 /// Test processes: no environment override beats the rendered config, and
 /// logs are plain text (they end up in test output, not a terminal).
 fn quiet_env(spec: &mut ProcessSpec) {
@@ -374,67 +439,31 @@ impl LocalCluster {
         let dir = tempfile::Builder::new().prefix("wsmesh-lab-").tempdir()?;
         let app_bin = binary("app")?;
         let sub_bin = binary("subscriber")?;
-        let redis = ports::free_addr()?;
-        let redis_url = format!("redis://{redis}/");
+        let layout = render_local(dir.path(), opts)?;
         let mut cluster = Cluster::new();
         let data = dir.path().join("redis");
         std::fs::create_dir_all(&data)?;
         cluster
-            .spawn(redis_spec("redis", redis, &data))?
+            .spawn(redis_spec("redis", layout.redis, &data))?
             .wait_healthy(Duration::from_secs(10))
             .await?;
-
-        let templates = configs_dir();
-        let mut apps = Vec::new();
-        let mut token = String::new();
-        for i in 1..=2 {
-            let name = format!("app{i}");
-            let info = AppInfo {
-                name: name.clone(),
-                public: ports::free_addr()?,
-                internal: ports::free_addr()?,
-            };
-            let template = templates.join(format!("{name}.toml"));
-            token = read_table(&template)?
-                .get("internal")
-                .and_then(|t| t.get("token"))
-                .and_then(|t| t.as_str())
-                .unwrap_or_default()
-                .to_string();
-            let mut overrides = vec![
-                ("instance".to_string(), name.clone().into()),
-                ("listen.public".to_string(), info.public.to_string().into()),
-                ("listen.internal".to_string(), info.internal.to_string().into()),
-                ("redis.url".to_string(), redis_url.clone().into()),
-            ];
-            overrides.extend(opts.app.iter().cloned());
-            let config = dir.path().join(format!("{name}.toml"));
-            render(&template, &overrides, &config)?;
-            let mut spec = app_spec(&name, app_bin.clone(), &config, info.public, info.internal);
+        for (i, (app, health)) in layout.apps.iter().zip(&layout.subscribers).enumerate() {
+            let config = dir.path().join(format!("{}.toml", app.name));
+            let mut spec = app_spec(&app.name, app_bin.clone(), &config, app.public, app.internal);
             quiet_env(&mut spec);
             cluster.spawn(spec)?;
-
-            let sub_name = format!("subscriber{i}");
-            let health = ports::free_addr()?;
-            let mut overrides = vec![
-                ("redis.url".to_string(), redis_url.clone().into()),
-                ("app.internal_url".to_string(), info.internal_url().into()),
-                ("listen.health".to_string(), health.to_string().into()),
-            ];
-            overrides.extend(opts.subscriber.iter().cloned());
+            let sub_name = format!("subscriber{}", i + 1);
             let config = dir.path().join(format!("{sub_name}.toml"));
-            render(&templates.join(format!("{sub_name}.toml")), &overrides, &config)?;
-            let mut spec = subscriber_spec(&sub_name, sub_bin.clone(), &config, health);
+            let mut spec = subscriber_spec(&sub_name, sub_bin.clone(), &config, *health);
             quiet_env(&mut spec);
             cluster.spawn(spec)?;
-            apps.push(info);
         }
         cluster.wait_healthy(Duration::from_secs(30)).await?;
         Ok(LocalCluster {
             cluster,
-            apps,
-            redis,
-            token,
+            apps: layout.apps,
+            redis: layout.redis,
+            token: layout.token,
             dir,
         })
     }
