@@ -71,3 +71,45 @@ async fn source_keeps_a_client_on_one_server() {
     assert_eq!(seen.len(), 1, "one client IP, one server: {seen:?}");
     assert_eq!(seen.values().sum::<usize>(), 10);
 }
+
+#[tokio::test]
+async fn slowstart_gives_a_returning_server_a_small_share_first_under_leastconn() {
+    let certs = Certs::new();
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    let mut opts = LbOpts::new(&[&a, &b], &certs);
+    opts.balance = "leastconn";
+    // Long enough that app1's weight stays at its first step (1/16 of
+    // app2's) for the whole test: the order below holds however slow it runs.
+    opts.server_extra
+        .insert("app1".into(), "slowstart = \"1h\"".into());
+    let lb = Lb::start(&opts).await;
+    // No slowstart at start (HAProxy): both share from the first session.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (ws, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
+        held.push(greeting);
+        drop(ws);
+    }
+    held.sort();
+    assert_eq!(held, ["hello from app1", "hello from app2"]);
+    eventually(5, "both tunnels closed", || async {
+        let s = lb.servers().await;
+        s["app1"]["sessions"] == 0 && s["app2"]["sessions"] == 0
+    })
+    .await;
+
+    // app1 comes back from maintenance: its weight ramps from 1/16.
+    admin_set_state(lb.ports.admin, "app1", "maint").await;
+    admin_set_state(lb.ports.admin, "app1", "ready").await;
+    let mut order = Vec::new();
+    let mut tunnels = Vec::new();
+    for _ in 0..17 {
+        let (ws, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
+        order.push(greeting.trim_start_matches("hello from ").to_string());
+        tunnels.push(ws);
+    }
+    // Loads per weight: app2 (16 steps) takes new sessions until it holds
+    // 15, when (15 + 1) / 16 ties app1's (0 + 1) / 1; then app1 gets one.
+    assert!(order[..15].iter().all(|s| s == "app2"), "{order:?}");
+    assert_eq!(order.iter().filter(|s| *s == "app1").count(), 1, "{order:?}");
+}

@@ -20,6 +20,10 @@ use tokio::sync::watch;
 use crate::config::{self, Balance, OnError, OnMarkedDown};
 use pool::Pool;
 
+/// Steps per unit of weight in `Server::scaled_weight` (HAProxy's
+/// `BE_WEIGHT_SCALE`).
+pub const WEIGHT_SCALE: u32 = 16;
+
 /// What the admin asked for (HAProxy `set server … state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminState {
@@ -349,20 +353,34 @@ impl Server {
             && (self.maxconn == 0 || self.sessions() < self.maxconn)
     }
 
+    /// Share of the weight in force during `slowstart` after coming back:
+    /// in (0, 1), or `None` when no ramp is under way.
+    fn ramp(&self) -> Option<f64> {
+        if self.slowstart.is_zero() {
+            return None;
+        }
+        let up_for = self.shared.status().usable_since?.elapsed();
+        (up_for < self.slowstart).then(|| up_for.as_secs_f64() / self.slowstart.as_secs_f64())
+    }
+
     /// Weight in force now: ramps up during `slowstart` after coming up.
     /// Never below 1 for a usable server, so it can still be picked.
     pub fn effective_weight(&self) -> u32 {
-        if self.slowstart.is_zero() {
-            return self.weight;
+        match self.ramp() {
+            None => self.weight,
+            Some(share) => ((f64::from(self.weight) * share).ceil() as u32).clamp(1, self.weight.max(1)),
         }
-        let Some(up_for) = self.shared.status().usable_since.map(|t| t.elapsed()) else {
-            return self.weight;
-        };
-        if up_for >= self.slowstart {
-            return self.weight;
+    }
+
+    /// `effective_weight` in 1/WEIGHT_SCALE steps, as HAProxy computes its
+    /// `eweight`: leastconn uses it, so a server of weight 1 ramps too
+    /// (whole weights would jump from 1 to 1).
+    pub fn scaled_weight(&self) -> u32 {
+        let full = self.weight * WEIGHT_SCALE;
+        match self.ramp() {
+            None => full,
+            Some(share) => ((f64::from(full) * share).ceil() as u32).clamp(1, full.max(1)),
         }
-        let share = up_for.as_secs_f64() / self.slowstart.as_secs_f64();
-        ((f64::from(self.weight) * share).ceil() as u32).clamp(1, self.weight.max(1))
     }
 
     /// Changes the admin state; returns the previous one.
@@ -755,7 +773,13 @@ mod tests {
         s.set_admin(AdminState::Ready);
         let w = s.effective_weight();
         assert!((1..10).contains(&w), "{w}");
+        assert!((1..10 * WEIGHT_SCALE).contains(&s.scaled_weight()));
+        s.weight = 1;
+        assert_eq!(s.effective_weight(), 1, "whole weights cannot ramp from 1");
+        assert_eq!(s.scaled_weight(), 1, "scaled ones start at 1/16");
         s.slowstart = Duration::ZERO;
+        assert_eq!(s.scaled_weight(), WEIGHT_SCALE);
+        s.weight = 100;
         assert_eq!(s.effective_weight(), 100);
     }
 

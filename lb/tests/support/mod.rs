@@ -347,6 +347,8 @@ pub struct LbOpts {
     pub frontend_extra: String,
     /// Extra keys for the backend (e.g. `on_marked_down`).
     pub backend_extra: String,
+    /// Extra keys per server name (e.g. `slowstart`).
+    pub server_extra: HashMap<String, String>,
     /// Check interval (`100ms` unless set) and fall (3).
     pub check_interval: &'static str,
     pub check_fall: u32,
@@ -365,6 +367,7 @@ impl LbOpts {
             certs: vec![(c, Some(k))],
             frontend_extra: String::new(),
             backend_extra: String::new(),
+            server_extra: HashMap::new(),
             check_interval: "100ms",
             check_fall: 3,
             extra: String::new(),
@@ -408,7 +411,8 @@ pub fn render_config(o: &LbOpts, p: Ports) -> String {
     }
     for (name, addr) in &o.servers {
         s.push_str(&format!(
-            "[[backend.server]]\nname = \"{name}\"\naddr = \"{addr}\"\n"
+            "[[backend.server]]\nname = \"{name}\"\naddr = \"{addr}\"\n{}\n",
+            o.server_extra.get(name).map_or("", String::as_str)
         ));
     }
     s.push_str(&o.extra);

@@ -34,12 +34,19 @@ impl Iterator for Candidates {
 
 /// Candidates for a request from `client`.
 pub fn candidates(backend: &Backend, client: IpAddr) -> Candidates {
+    // leastconn compares loads per weight, where finer steps let a server
+    // of weight 1 ramp through slowstart; the slot-based algorithms take
+    // whole weights, so their turns stay short.
+    let weight = |s: &Server| match backend.balance {
+        Balance::LeastConn => s.scaled_weight(),
+        Balance::RoundRobin | Balance::Source => s.effective_weight(),
+    };
     let usable = |backup: bool| -> Vec<(Arc<Server>, u32)> {
         backend
             .servers
             .iter()
             .filter(|s| s.backup == backup && s.usable())
-            .map(|s| (s.clone(), s.effective_weight()))
+            .map(|s| (s.clone(), weight(s)))
             .collect()
     };
     let mut pool = usable(false);
