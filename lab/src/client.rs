@@ -392,7 +392,11 @@ impl Connection {
             headers.insert(name, value);
         }
         // Outgoing frames may exceed the server's limits on purpose; incoming are ours to bound.
-        let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
+        // A small read buffer (the default is 128 KiB, allocated up front) keeps a
+        // thousand drill clients in one process cheap.
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(16 << 20))
+            .read_buffer_size(16 * 1024);
         let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|e| match e {

@@ -193,6 +193,30 @@ pub fn subscriber_spec(name: &str, program: PathBuf, config: &Path, health: Sock
     }
 }
 
+/// The lb on `config`. `listens` are its frontends, the public (https) one
+/// first: `lab up`'s ready line shows that one. `admin` is its admin listener;
+/// it is healthy when `/api/backends` lists every server `up`.
+pub fn lb_spec(
+    name: &str,
+    program: PathBuf,
+    config: &Path,
+    listens: Vec<(SocketAddr, String)>,
+    admin: SocketAddr,
+) -> ProcessSpec {
+    let mut listens = listens;
+    listens.push((admin, "admin".into()));
+    ProcessSpec {
+        name: name.to_string(),
+        kind: Kind::Lb,
+        program,
+        args: vec!["--config".into(), config.into()],
+        env: vec![],
+        env_remove: vec![],
+        health: Health::LbServersUp(format!("http://{admin}/api/backends")),
+        listens,
+    }
+}
+
 /// A set of named processes, started in order, stopped in reverse dependency
 /// order (front ends first, Redis last), killed on drop.
 #[derive(Debug, Default)]

@@ -33,6 +33,9 @@ pub enum Health {
     RedisPing(SocketAddr),
     /// `GET url` answered 200.
     Http(String),
+    /// The lb's admin `GET /api/backends` answered 200 and lists every server as
+    /// `up`: the lb is ready when it sees its apps, not merely when it listens.
+    LbServersUp(String),
 }
 
 /// Everything needed to (re)start a process.
@@ -155,7 +158,7 @@ impl Process {
     /// The health URL, for HTTP-checked processes.
     pub fn health_url(&self) -> Option<&str> {
         match &self.spec.health {
-            Health::Http(url) => Some(url),
+            Health::Http(url) | Health::LbServersUp(url) => Some(url),
             Health::RedisPing(_) => None,
         }
     }
@@ -301,6 +304,11 @@ impl Process {
                 Ok(r) => Err(format!("{url}: HTTP {} {}", r.status, r.body.trim())),
                 Err(e) => Err(format!("{url}: {e}")),
             },
+            Health::LbServersUp(url) => match http::get(url, Duration::from_secs(2)).await {
+                Ok(r) if r.status == 200 => servers_up(&r.body).map_err(|why| format!("{url}: {why}")),
+                Ok(r) => Err(format!("{url}: HTTP {}", r.status)),
+                Err(e) => Err(format!("{url}: {e}")),
+            },
             Health::RedisPing(addr) => {
                 let addr = *addr;
                 tokio::task::spawn_blocking(move || redis_ping(addr))
@@ -333,6 +341,30 @@ impl Process {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// Whether an `/api/backends` body lists at least one server and all of them `up`.
+fn servers_up(body: &str) -> Result<(), String> {
+    let json: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("bad JSON: {e}"))?;
+    let servers: Vec<&serde_json::Value> = json["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|b| b["servers"].as_array().into_iter().flatten())
+        .collect();
+    if servers.is_empty() {
+        return Err("no servers listed".into());
+    }
+    let down: Vec<String> = servers
+        .iter()
+        .filter(|s| s["state"] != "up")
+        .map(|s| format!("{} {}", s["name"], s["state"]))
+        .collect();
+    if down.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("not up: {}", down.join(", ")))
     }
 }
 
@@ -446,6 +478,16 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap()
+    }
+
+    #[test]
+    fn lb_is_ready_only_when_every_server_is_up() {
+        let up = r#"{"backends":[{"name":"apps","servers":[{"name":"app1","state":"up"},{"name":"app2","state":"up"}]}]}"#;
+        assert_eq!(servers_up(up), Ok(()));
+        let one_down = up.replacen(r#""state":"up""#, r#""state":"down""#, 1);
+        assert!(servers_up(&one_down).unwrap_err().contains("app1"));
+        assert!(servers_up(r#"{"backends":[]}"#).is_err());
+        assert!(servers_up("<html>").is_err());
     }
 
     #[tokio::test]
