@@ -359,6 +359,9 @@ pub struct Server {
     /// Overrides the backend's `on_error` for this server.
     #[serde(default)]
     pub on_error: Option<OnError>,
+    /// Overrides the backend's `error_limit` for this server.
+    #[serde(default)]
+    pub error_limit: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -469,6 +472,12 @@ impl Config {
                 return Err(source.error_at_key("error_limit", "error_limit must be at least 1"));
             }
             for s in &b.servers {
+                if s.error_limit == Some(0) {
+                    return Err(source.error_at(
+                        s.name.span(),
+                        format!("server {:?}: error_limit must be at least 1", s.name.get_ref()),
+                    ));
+                }
                 if !server_names.insert(s.name.get_ref().as_str()) {
                     return Err(source.error_at(
                         s.name.span(),
@@ -599,6 +608,33 @@ addr = "127.0.0.1:9001"
         let e = parse(&text).unwrap_err();
         assert!(e.reason.contains("duplicate server"), "{e}");
         assert_eq!(e.position.map(|p| p.0), Some(13), "{e}");
+    }
+
+    #[test]
+    fn failover_keys_parse_and_a_zero_error_limit_is_refused() {
+        let text = MINIMAL.replace(
+            "name = \"apps\"\n",
+            "name = \"apps\"\non_marked_down = \"shutdown-sessions\"\non_error = \"mark-down\"\n\
+             retry_on = [\"conn-failure\", \"empty-response\", \"503\"]\n",
+        );
+        let c = parse(&text).unwrap();
+        let b = &c.backends[0];
+        assert_eq!(b.on_marked_down, OnMarkedDown::ShutdownSessions);
+        assert_eq!(b.on_error, OnError::MarkDown);
+        assert_eq!(b.error_limit, 1);
+        assert_eq!(
+            b.retry_on,
+            [RetryOn::ConnFailure, RetryOn::EmptyResponse, RetryOn::Status503]
+        );
+        let defaults = parse(MINIMAL).unwrap();
+        assert_eq!(defaults.backends[0].on_marked_down, OnMarkedDown::None);
+        assert_eq!(defaults.backends[0].on_error, OnError::FailCheck);
+        assert_eq!(defaults.backends[0].retry_on, [RetryOn::ConnFailure]);
+        let e = parse(&format!("{MINIMAL}error_limit = 0\n")).unwrap_err();
+        assert!(e.reason.contains("error_limit"), "{e}");
+        let e = parse(&MINIMAL.replace("name = \"apps\"\n", "name = \"apps\"\nretry_on = [\"404\"]\n"))
+            .unwrap_err();
+        assert!(e.reason.contains("404"), "{e}");
     }
 
     #[test]

@@ -235,3 +235,89 @@ async fn a_request_with_a_body_is_not_sent_again_after_a_503() {
         "{statuses:?}"
     );
 }
+
+/// A server that reads a request and closes the connection unanswered.
+async fn closes_without_answering() -> std::net::SocketAddr {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn empty_response_is_retried_on_the_other_server_only_with_retry_on() {
+    let certs = Certs::new();
+    let live = Backend::start("app2").await;
+    let mut opts = LbOpts::new(&[&live], &certs);
+    opts.servers
+        .insert(0, ("app1".into(), closes_without_answering().await));
+    let plain = Lb::start(&opts).await;
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(https_get(&certs, plain.ports.https, "/").await.0);
+    }
+    assert!(statuses.contains(&StatusCode::BAD_GATEWAY), "{statuses:?}");
+
+    opts.backend_extra = "retry_on = [\"conn-failure\", \"empty-response\"]\n".into();
+    let lb = Lb::start(&opts).await;
+    for _ in 0..4 {
+        let (status, headers, _) = https_get(&certs, lb.ports.https, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-server"], "app2");
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_request_moves_on_when_its_server_is_marked_down() {
+    let certs = Certs::new();
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    let mut opts = LbOpts::new(&[&a, &b], &certs);
+    opts.backend_extra = "on_marked_down = \"shutdown-sessions\"\n".into();
+    let lb = Lb::start(&opts).await;
+    // Roundrobin on a fresh lb: the first request goes to app1, app2 next.
+    let port = lb.ports.https;
+    let request = {
+        let certs_ca = certs.client_config(&[b"http/1.1"]);
+        tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let tls = tokio_rustls::TlsConnector::from(certs_ca)
+                .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::get("/slow")
+                .header("host", "localhost")
+                .body(empty())
+                .unwrap();
+            send.send_request(req).await.unwrap().status()
+        })
+    };
+    eventually(5, "the request waits on app1", || async {
+        lb.servers().await["app1"]["sessions"] == 1
+    })
+    .await;
+    // The frozen-looking app1 goes to maintenance: its waiting GET is sent
+    // again to app2 instead of hanging or failing.
+    admin_set_state(lb.ports.admin, "app1", "maint").await;
+    assert_eq!(request.await.unwrap(), StatusCode::OK);
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    eventually(5, "the request is logged with its retry", || async {
+        lb.log_text().lines().any(|l| {
+            l.contains(r#""path":"/slow""#)
+                && l.contains(r#""retries":1"#)
+                && l.contains(r#""server":"app2""#)
+        })
+    })
+    .await;
+}

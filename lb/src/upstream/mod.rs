@@ -230,7 +230,7 @@ impl Reactions {
         Reactions {
             on_marked_down: server.on_marked_down.unwrap_or(backend.on_marked_down),
             on_error: server.on_error.unwrap_or(backend.on_error),
-            error_limit: backend.error_limit.max(1),
+            error_limit: server.error_limit.unwrap_or(backend.error_limit).max(1),
         }
     }
 }
