@@ -161,17 +161,16 @@ struct ClientPart {
 pub async fn fan_out(target: &Target, sources: Arc<Sources>, shape: FanOut, tag: &str) -> FanOutRun {
     let clients = shape.rooms * shape.per_room;
     let connect_limit = Duration::from_secs(30);
-    let joined: Vec<(usize, Result<Ws, String>)> =
-        futures_util::stream::iter(0..clients)
-            .map(|i| {
-                let target = target.clone();
-                let sources = sources.clone();
-                let room = format!("{tag}-r{}", i % shape.rooms);
-                async move { (i, join(&target, &sources, &room, connect_limit).await) }
-            })
-            .buffer_unordered(64)
-            .collect()
-            .await;
+    let joined: Vec<(usize, Result<Ws, String>)> = futures_util::stream::iter(0..clients)
+        .map(|i| {
+            let target = target.clone();
+            let sources = sources.clone();
+            let room = format!("{tag}-r{}", i % shape.rooms);
+            async move { (i, join(&target, &sources, &room, connect_limit).await) }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
     let mut errors = 0;
     let mut first_error = None;
     let epoch = Instant::now();

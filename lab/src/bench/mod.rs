@@ -89,7 +89,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
             f.notes
                 .push("haproxy not installed: HAProxy left out (make bench installs it)".into());
         }
-        let p = proxies::start(&certs, tls.clone(), dir.path(), with_haproxy).await?;
+        let mut p = proxies::start(&certs, tls.clone(), dir.path(), with_haproxy).await?;
         tracing::info!("proxy systems up");
         if wants(&opts, 1) {
             scenarios::proxy::keepalive(&p, &params, sources.clone(), &mut f).await;
@@ -101,7 +101,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
             scenarios::proxy::ws_echo(&p, &params, sources.clone(), &mut f).await;
         }
         if wants(&opts, 4) {
-            scenarios::proxy::tunnel_memory(&p, &params, sources.clone(), &mut f).await;
+            scenarios::proxy::tunnel_memory(&mut p, &params, sources.clone(), &mut f).await;
         }
     }
     if wants(&opts, 5) || wants(&opts, 6) {

@@ -32,6 +32,8 @@ pub struct ProxySystems {
     pub backends: Cluster,
     /// (system, targets to spread connections over).
     pub targets: Vec<(String, Vec<Target>)>,
+    /// The lb's admin listener.
+    pub admin: SocketAddr,
 }
 
 impl ProxySystems {
@@ -39,6 +41,24 @@ impl ProxySystems {
     pub fn pid(&self, system: &str) -> Option<u32> {
         let name = if system == LB { "lb-proxy" } else { system };
         self.proxies.get(name).ok()?.pid()
+    }
+
+    /// Restarts the proxy of `system` (same config and ports) and waits
+    /// until it serves again, so a memory measurement starts from a fresh process.
+    pub async fn restart(&mut self, system: &str) -> Result<(), ClusterError> {
+        let name = if system == LB { "lb-proxy" } else { system };
+        let process = self.proxies.get_mut(name)?;
+        process.restart(Duration::from_secs(15)).await?;
+        process.wait_healthy(Duration::from_secs(20)).await?;
+        if system == LB {
+            lbconf::wait_all_up(self.admin, Duration::from_secs(30))
+                .await
+                .map_err(|reason| ClusterError::Config {
+                    path: name.into(),
+                    reason,
+                })?;
+        }
+        Ok(())
     }
 
     /// Targets of `system`.
@@ -101,7 +121,14 @@ pub async fn start(
         let listen = free_addr()?;
         let monitor = free_addr()?;
         let pem = haproxy::combined_pem(certs, &dir.join("haproxy.pem"))?;
-        let text = haproxy::config(listen, &pem, &servers, monitor, lbconf::worker_threads());
+        let text = haproxy::config(
+            listen,
+            &pem,
+            &servers,
+            monitor,
+            lbconf::worker_threads(),
+            super::sys::raise_nofile(),
+        );
         let cfg = dir.join("haproxy.cfg");
         std::fs::write(&cfg, text)?;
         proxies.spawn(haproxy::spec(&cfg, monitor))?;
@@ -119,5 +146,6 @@ pub async fn start(
         proxies,
         backends,
         targets,
+        admin,
     })
 }

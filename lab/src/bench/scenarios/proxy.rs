@@ -136,12 +136,18 @@ pub async fn ws_echo(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f
     }
 }
 
-/// Scenario 4: for the lb and HAProxy, RSS before and with `tunnels` idle tunnels open.
-pub async fn tunnel_memory(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f: &mut Findings) {
+/// Scenario 4: for the lb and HAProxy, RSS of a freshly restarted proxy
+/// before and with `tunnels` idle tunnels open (a process that served the
+/// earlier scenarios keeps pooled memory that would hide the cost).
+pub async fn tunnel_memory(p: &mut ProxySystems, params: &Params, sources: Arc<Sources>, f: &mut Findings) {
     let scenario = "4 idle ws tunnels";
     let proxies: Vec<String> = systems(p).into_iter().filter(|s| s != DIRECT).collect();
     for _ in 0..params.tunnel_rounds {
         for system in &proxies {
+            if let Err(e) = p.restart(system).await {
+                f.notes.push(format!("{scenario}, {system}: restart failed: {e}"));
+                continue;
+            }
             let (Some(pid), Some(target)) = (p.pid(system), p.targets(system).first().cloned()) else {
                 continue;
             };
