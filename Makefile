@@ -44,3 +44,21 @@ test: deps lint
 	$(CARGO) build --workspace --bins
 	bash deploy/check.sh
 	$(CARGO) test --workspace -- --test-threads=2
+
+## Benchmarks (lab bench): lb vs HAProxy vs direct, wsmesh vs seed-python vs
+## node. Installs haproxy (apt) and the peers' Python/Node packages, builds in
+## release, writes target/bench/report.md, report.json and PNG charts.
+## QUICK=1: about two minutes. BENCH_ONLY="1 5": only those scenarios.
+APT_PACKAGES_BENCH := haproxy redis-server
+BENCH_FLAGS := $(if $(QUICK),--quick,) $(foreach s,$(BENCH_ONLY),--only $(s))
+bench:
+	@missing=""; for p in $(APT_PACKAGES_BENCH); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	bash lab/bench/peers/install.sh
+	$(CARGO) build --release -p lab -p lb -p app -p subscriber
+	target/release/lab bench $(BENCH_FLAGS) --out target/bench

@@ -140,8 +140,14 @@ pub fn bar_chart(metric: &Metric) -> Canvas {
     c
 }
 
-/// Writes one PNG per metric into `dir`; returns the file names.
+/// Writes one PNG per metric into `dir` (removing the PNGs of an earlier
+/// run first); returns the file names.
 pub fn write_all(metrics: &[Metric], dir: &Path) -> std::io::Result<Vec<String>> {
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.path().extension().is_some_and(|e| e == "png") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
     let mut names = Vec::new();
     for (i, m) in metrics.iter().enumerate() {
         let slug: String = format!("{}-{}", m.scenario, m.name)
