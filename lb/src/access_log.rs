@@ -3,8 +3,12 @@
 //! the lb does not queue), `tc` server connect, `tr` response headers,
 //! `tt` total (for a tunnel: its whole life). Also the body wrappers that
 //! count bytes and write the line when a response is done, since a streamed
-//! body ends long after the handler returns.
+//! body ends long after the handler returns; the response body also stops
+//! with an error when its server's sessions are shut down
+//! (`on_marked_down = "shutdown-sessions"`), so the client sees a cut
+//! response rather than waiting on a frozen server.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -119,12 +123,31 @@ impl Drop for InFlight {
     }
 }
 
+/// Why a response body stopped early.
+#[derive(Debug, thiserror::Error)]
+#[error("the server was marked down during the response (shutdown-sessions)")]
+pub struct ServerDown;
+
+/// Error of a response body sent to a client.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Resolves when the response's server has its sessions shut down.
+struct ServerDownSignal(Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl std::fmt::Debug for ServerDownSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerDownSignal")
+    }
+}
+
 /// Response body sent to the client: counts bytes, holds the server
 /// session open until the body is done, and logs the exchange on drop.
 #[derive(Debug)]
 pub struct LoggedBody {
     /// The body itself.
     inner: BoxBody<Bytes, hyper::Error>,
+    /// The server's shutdown signal, while the body is still streaming.
+    server_down: Option<ServerDownSignal>,
     /// The request's record; logged on drop.
     exchange: Option<Exchange>,
     /// Bytes sent so far.
@@ -144,6 +167,9 @@ impl LoggedBody {
     ) -> LoggedBody {
         LoggedBody {
             inner,
+            server_down: session
+                .as_ref()
+                .map(|s| ServerDownSignal(Box::pin(s.shut_down_owned()))),
             exchange,
             bytes_out: 0,
             session,
@@ -154,19 +180,31 @@ impl LoggedBody {
 
 impl Body for LoggedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.bytes_out += data.len() as u64;
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(_) => {}
+            Poll::Pending => {
+                // Only a body still waiting on its server is cut.
+                if let Some(signal) = self.server_down.as_mut() {
+                    if signal.0.as_mut().poll(cx).is_ready() {
+                        self.server_down = None;
+                        return Poll::Ready(Some(Err(Box::new(ServerDown))));
+                    }
+                }
             }
         }
-        polled
+        polled.map(|frame| frame.map(|r| r.map_err(BodyError::from)))
     }
 
     fn is_end_stream(&self) -> bool {

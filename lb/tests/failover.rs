@@ -321,3 +321,35 @@ async fn a_waiting_request_moves_on_when_its_server_is_marked_down() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_response_still_streaming_from_a_server_marked_down_is_cut() {
+    use http_body_util::BodyExt;
+    let certs = Certs::new();
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    let mut opts = LbOpts::new(&[&a, &b], &certs);
+    opts.backend_extra = "on_marked_down = \"shutdown-sessions\"\n".into();
+    let lb = Lb::start(&opts).await;
+    // Roundrobin on a fresh lb: the first request goes to app1.
+    let tls = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/stream")
+        .header("host", "localhost")
+        .body(empty())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.headers()["x-server"], "app1");
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"start");
+    admin_set_state(lb.ports.admin, "app1", "maint").await;
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+        .await
+        .expect("the lb ends the response");
+    assert!(matches!(rest, Some(Err(_))), "cut, not a clean end: {rest:?}");
+}

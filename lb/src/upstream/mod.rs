@@ -581,6 +581,17 @@ impl SessionGuard {
             std::future::pending::<()>().await;
         }
     }
+
+    /// The same signal as [`SessionGuard::shut_down`], as a future that
+    /// owns its receiver, for a response body that outlives the handler.
+    pub fn shut_down_owned(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.clone();
+        async move {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 impl Drop for SessionGuard {

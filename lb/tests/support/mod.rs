@@ -320,6 +320,17 @@ async fn backend_handle(mut req: Request<Incoming>, state: BackendState) -> Resp
                 .body(body)
                 .expect("response")
         }
+        "/stream" => {
+            // One chunk, then nothing more: a server frozen mid-response.
+            let first = futures_util::stream::once(async {
+                Ok::<_, hyper::Error>(hyper::body::Frame::data(Bytes::from_static(b"start")))
+            });
+            let body = http_body_util::StreamBody::new(first.chain(futures_util::stream::pending()));
+            Response::builder()
+                .header("x-server", name)
+                .body(BodyExt::boxed(body))
+                .expect("response")
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             Response::new(full("slow"))
