@@ -11,6 +11,7 @@ use lab::up::{self, UpOptions};
 #[derive(Parser)]
 #[command(name = "lab", about = "wsmesh lab: local cluster and tools")]
 struct Cli {
+    /// What to do.
     #[command(subcommand)]
     command: Command,
 }

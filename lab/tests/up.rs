@@ -91,3 +91,48 @@ async fn lab_up_reports_ready_keeps_running_after_a_crash_and_stops_on_sigterm()
     }
     assert!(ports::holder(app1.public.port()).is_none(), "app1 was restarted");
 }
+
+/// Runs `lab up` on `configs` to completion (it is expected to refuse at once).
+async fn refused_up(configs: &std::path::Path, path_env: Option<&str>) -> (bool, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lab"));
+    cmd.arg("up")
+        .arg("--configs")
+        .arg(configs)
+        .arg("--redis-dir")
+        .arg(configs.join("redis"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(path) = path_env {
+        cmd.env("PATH", path);
+    }
+    let out = tokio::time::timeout(LIMIT, cmd.output()).await.unwrap().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn lab_up_refuses_a_taken_port_naming_the_port_and_its_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = render_local(dir.path(), &LocalOptions::default()).unwrap();
+    let squatter = std::net::TcpListener::bind(layout.apps[1].public).unwrap();
+    let (ok, stderr) = refused_up(dir.path(), None).await;
+    assert!(!ok);
+    assert!(stderr.contains(&layout.apps[1].public.to_string()), "{stderr}");
+    assert!(stderr.contains("app2 public"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", std::process::id())),
+        "{stderr}"
+    );
+    drop(squatter);
+}
+
+#[tokio::test]
+async fn lab_up_without_redis_server_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    render_local(dir.path(), &LocalOptions::default()).unwrap();
+    let (ok, stderr) = refused_up(dir.path(), Some("/nonexistent")).await;
+    assert!(!ok);
+    assert!(stderr.contains("apt-get install redis-server"), "{stderr}");
+}
