@@ -110,3 +110,45 @@ async fn clients_of_a_draining_instance_move_over_and_miss_nothing() {
         "app1 finished draining"
     );
 }
+
+#[tokio::test]
+async fn clients_of_a_killed_instance_back_off_to_the_other_and_miss_nothing() {
+    let mut c = LocalCluster::start(LocalOptions::default()).await.unwrap();
+    let mut clients: Vec<ResilientClient> = (0..CLIENTS).map(|_| client(&c)).collect();
+    for cl in &mut clients {
+        let on_app1 = cl.wait_for(LIMIT, |e| match e {
+            Event::Connected(r) => Some(r.instance == "app1"),
+            _ => None,
+        });
+        assert_eq!(on_app1.await, Some(true));
+    }
+    let mut sender = c.join(1, "drill").await.unwrap();
+    sender.send_chat("before", None).await.unwrap();
+    for cl in &mut clients {
+        assert_eq!(cl.next_chat(LIMIT).await.map(|ch| ch.body), Some("before".into()));
+    }
+
+    // No close frame this time: the clients must notice and back off.
+    c.process("app1").unwrap().kill9().unwrap();
+    sender.send_chat("during", None).await.unwrap();
+    for (n, cl) in clients.iter_mut().enumerate() {
+        let lost = cl
+            .wait_for(LIMIT, |e| match e {
+                Event::Disconnected(code) => Some(*code),
+                _ => None,
+            })
+            .await;
+        assert!(matches!(lost, Some(None | Some(1006))), "client {n}: {lost:?}");
+    }
+    sender.send_chat("after", None).await.unwrap();
+    for (n, cl) in clients.iter_mut().enumerate() {
+        let bodies: Vec<String> = cl.chats(2, LIMIT).await.into_iter().map(|ch| ch.body).collect();
+        assert_eq!(bodies, ["during", "after"], "client {n}: {:?}", cl.stats());
+        let stats = cl.stats();
+        assert_eq!(
+            stats.connections.last().map(|r| r.instance.as_str()),
+            Some("app2")
+        );
+        assert_eq!((stats.duplicates, stats.out_of_order), (0, 0), "client {n}");
+    }
+}

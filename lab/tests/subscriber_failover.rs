@@ -56,3 +56,39 @@ async fn killed_subscriber_turns_app_unhealthy_and_restart_delivers_the_gap_once
     assert_eq!(ids, acked, "app1's client got {got:?}");
     assert_eq!(got.len(), 6, "duplicates or strays: {got:?}");
 }
+
+#[tokio::test]
+async fn frozen_subscriber_is_noticed_and_catches_up_when_resumed() {
+    let opts = LocalOptions::default().app("health.subscriber_max_age", "1s");
+    let mut c = LocalCluster::start(opts).await.unwrap();
+    let health = format!("{}/healthz", c.app(0).http_url());
+    let mut on_app1 = c.join(0, "frozen").await.unwrap();
+    let mut on_app2 = c.join(1, "frozen").await.unwrap();
+
+    // SIGSTOP: the process keeps its sockets but sends no heartbeat.
+    c.process("subscriber1").unwrap().stop().unwrap();
+    http::wait_status(&health, 503, LIMIT).await.unwrap();
+    for i in 0..3 {
+        on_app2
+            .send_chat(&format!("while-frozen{i}"), None)
+            .await
+            .unwrap();
+    }
+    on_app2
+        .chats_until(LIMIT, |ch| ch.body == "while-frozen2")
+        .await
+        .unwrap();
+
+    c.process("subscriber1").unwrap().cont().unwrap();
+    http::wait_status(&health, 200, LIMIT).await.unwrap();
+    on_app2.send_chat("thawed", None).await.unwrap();
+    let got = on_app1
+        .chats_until(LIMIT, |ch| ch.body == "thawed")
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = got.iter().map(|ch| ch.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        ["while-frozen0", "while-frozen1", "while-frozen2", "thawed"]
+    );
+}
