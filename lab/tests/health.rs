@@ -72,3 +72,16 @@ async fn connections_over_the_capacity_threshold_turn_503_and_over_the_limit_are
     }
     http::wait_status(&health, 200, LIMIT).await.unwrap();
 }
+
+#[tokio::test]
+async fn draining_instance_turns_503_at_once() {
+    let opts = LocalOptions::default().app("drain.grace", "5s");
+    let mut c = LocalCluster::start(opts).await.unwrap();
+    let health = format!("{}/healthz", c.app(0).http_url());
+    c.process("app1").unwrap().term().unwrap();
+    // Within the grace period the instance still answers, with 503.
+    let draining = http::wait_status(&health, 503, LIMIT).await.unwrap();
+    assert!(!draining.body.is_empty());
+    let other = format!("{}/healthz", c.app(1).http_url());
+    assert_eq!(http::get(&other, LIMIT).await.unwrap().status, 200);
+}
