@@ -316,6 +316,12 @@ pub struct Check {
     pub rise: u32,
     /// Consecutive failures that take an up server down.
     pub fall: u32,
+    /// A 404 from an up server puts it in drain (no new sessions, the open
+    /// ones stay) instead of counting as a failure; a success brings it
+    /// back (`http-check disable-on-404`): how a server drains itself
+    /// without being marked down, so `shutdown-sessions` leaves its
+    /// sessions alone.
+    pub disable_on_404: bool,
 }
 
 impl Default for Check {
@@ -329,6 +335,7 @@ impl Default for Check {
             timeout: None,
             rise: 2,
             fall: 3,
+            disable_on_404: false,
         }
     }
 }

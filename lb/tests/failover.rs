@@ -353,3 +353,35 @@ async fn a_response_still_streaming_from_a_server_marked_down_is_cut() {
         .expect("the lb ends the response");
     assert!(matches!(rest, Some(Err(_))), "cut, not a clean end: {rest:?}");
 }
+
+#[tokio::test]
+async fn a_server_draining_itself_with_404_keeps_its_tunnels_under_shutdown_sessions() {
+    let certs = Certs::new();
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    let mut opts = LbOpts::new(&[&a, &b], &certs);
+    opts.balance = "leastconn";
+    opts.check = true;
+    opts.check_extra = "disable_on_404 = true".into();
+    opts.backend_extra = "on_marked_down = \"shutdown-sessions\"\n".into();
+    let lb = Lb::start(&opts).await;
+    for name in ["app1", "app2"] {
+        eventually(10, "first checks passed", || async {
+            lb.servers().await[name]["check"]["status"] == "L7OK"
+        })
+        .await;
+    }
+    let (mut on_app1, _on_app2) = one_tunnel_each(&certs, &lb).await;
+    a.health_404.store(true, std::sync::atomic::Ordering::SeqCst);
+    lb.wait_state("app1", "drain").await;
+    assert_eq!(lb.servers().await["app1"]["check"]["status"], "L7OKC");
+    for i in 0..3 {
+        let (_, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
+        assert_eq!(greeting, "hello from app2", "new tunnel {i}");
+    }
+    // Not marked down, so shutdown-sessions leaves the tunnel to the app,
+    // which closes it itself (the app's 1012) when its drain ends.
+    echo(&mut on_app1, "still served while draining").await;
+    a.health_404.store(false, std::sync::atomic::Ordering::SeqCst);
+    lb.wait_state("app1", "up").await;
+    echo(&mut on_app1, "and after").await;
+}

@@ -99,6 +99,11 @@ pub async fn probe(addr: SocketAddr, check: &Check) -> CheckResult {
     match status_code(&head) {
         None => result(CheckStatus::L7Rsp, None, "not an HTTP response".into()),
         Some(code) if code == check.expect_status => result(CheckStatus::L7Ok, Some(code), String::new()),
+        Some(404) if check.disable_on_404 => result(
+            CheckStatus::L7OkCond,
+            Some(404),
+            "404: drain (disable_on_404)".into(),
+        ),
         Some(code) => result(
             CheckStatus::L7Sts,
             Some(code),
@@ -191,6 +196,15 @@ mod tests {
         assert_eq!(ok.status, CheckStatus::L7Ok);
         let bad = probe(answer_once(b"HTTP/1.1 503 Busy\r\n\r\n").await, &check).await;
         assert_eq!((bad.status, bad.code), (CheckStatus::L7Sts, Some(503)));
+        let not_found = b"HTTP/1.1 404 Not Found\r\n\r\n";
+        let plain = probe(answer_once(not_found).await, &check).await;
+        assert_eq!(plain.status, CheckStatus::L7Sts, "404 is a failure by default");
+        let soft = Check {
+            disable_on_404: true,
+            ..Check::default()
+        };
+        let cond = probe(answer_once(not_found).await, &soft).await;
+        assert_eq!(cond.status, CheckStatus::L7OkCond);
     }
 
     #[tokio::test]

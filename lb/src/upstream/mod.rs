@@ -68,6 +68,8 @@ impl BackendState {
 pub enum CheckStatus {
     /// HTTP status as expected.
     L7Ok,
+    /// 404 with `disable_on_404`: up, but draining itself.
+    L7OkCond,
     /// Unexpected HTTP status.
     L7Sts,
     /// No valid HTTP status line.
@@ -85,6 +87,7 @@ impl CheckStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             CheckStatus::L7Ok => "L7OK",
+            CheckStatus::L7OkCond => "L7OKC",
             CheckStatus::L7Sts => "L7STS",
             CheckStatus::L7Rsp => "L7RSP",
             CheckStatus::L7Tout => "L7TOUT",
@@ -103,13 +106,6 @@ pub struct CheckResult {
     pub code: Option<u16>,
     /// Human-readable detail, e.g. "connection refused".
     pub detail: String,
-}
-
-impl CheckResult {
-    /// Whether this result counts as a success.
-    pub fn ok(&self) -> bool {
-        self.status == CheckStatus::L7Ok
-    }
 }
 
 /// Health bookkeeping, HAProxy style: `health` runs from 0 to
@@ -139,6 +135,9 @@ struct Status {
     usable_since: Option<Instant>,
     /// Refused or timed-out connects in a row, for `error_limit`.
     consecutive_errors: u32,
+    /// The server's check asked for drain (404 with `disable_on_404`):
+    /// no new sessions until a plain success (HAProxy's NOLB).
+    self_drained: bool,
 }
 
 /// Counters shown on the stats page and in metrics.
@@ -270,6 +269,7 @@ impl ServerShared {
                 last_change: now,
                 usable_since: None,
                 consecutive_errors: 0,
+                self_drained: false,
             }),
             counters: Counters::default(),
             pool: Pool::new(pool_max_idle),
@@ -349,6 +349,7 @@ impl Server {
         let s = self.shared.status();
         s.admin == AdminState::Ready
             && s.counter.state == Health::Up
+            && !s.self_drained
             && self.weight > 0
             && (self.maxconn == 0 || self.sessions() < self.maxconn)
     }
@@ -412,8 +413,14 @@ impl Server {
     /// Feeds one active check result into the rise/fall counter, logging
     /// any state change with its reason.
     pub fn record(&self, result: CheckResult) {
-        let ok = result.ok();
-        self.update(result, |c, rise, max| step(c, ok, rise, max));
+        let status = result.status;
+        self.update(result, |c, rise, max| match status {
+            CheckStatus::L7Ok => step(c, true, rise, max),
+            // HAProxy: a conditional pass keeps a running server up (and
+            // draining); a down server needs a plain success to rise.
+            CheckStatus::L7OkCond if c.state == Health::Up => step(c, true, rise, max),
+            _ => step(c, false, rise, max),
+        });
     }
 
     /// Passive health: a connect to this server was refused or timed out.
@@ -467,8 +474,14 @@ impl Server {
         let before = shown(&s);
         let was_down = s.counter.state == Health::Down;
         change(&mut s.counter, rise, max);
-        if was_down && s.counter.state == Health::Up {
+        let came_back = s.self_drained && result.status == CheckStatus::L7Ok;
+        if (was_down && s.counter.state == Health::Up) || came_back {
             s.usable_since = Some(Instant::now());
+        }
+        match result.status {
+            CheckStatus::L7Ok => s.self_drained = false,
+            CheckStatus::L7OkCond if s.counter.state == Health::Up => s.self_drained = true,
+            _ => {}
         }
         let reason = format!(
             "{}{}{}",
@@ -557,6 +570,7 @@ fn shown(s: &Status) -> BackendState {
         (AdminState::Maint, _) => BackendState::Maint,
         (_, Health::Down) => BackendState::Down,
         (AdminState::Drain, Health::Up) => BackendState::Draining,
+        (AdminState::Ready, Health::Up) if s.self_drained => BackendState::Draining,
         (AdminState::Ready, Health::Up) => BackendState::Up,
     }
 }
@@ -760,6 +774,42 @@ mod tests {
         s.record(ok());
         s.set_admin(AdminState::Maint);
         later.shut_down().await;
+    }
+
+    #[tokio::test]
+    async fn a_404_with_disable_on_404_drains_without_marking_down() {
+        let mut s = server(2, 3);
+        s.reactions.on_marked_down = OnMarkedDown::ShutdownSessions;
+        let s = Arc::new(s);
+        s.record(ok());
+        let mut open = s.open_session();
+        let soft = || CheckResult {
+            status: CheckStatus::L7OkCond,
+            code: Some(404),
+            detail: String::new(),
+        };
+        s.record(soft());
+        assert_eq!(s.state(), BackendState::Draining);
+        assert!(!s.usable());
+        assert!(!open.shutdown.has_changed().unwrap(), "its sessions stay");
+        s.record(ok());
+        assert_eq!(s.state(), BackendState::Up, "a plain success brings it back");
+        s.record(soft());
+        for _ in 0..3 {
+            s.record(bad());
+        }
+        assert_eq!(s.state(), BackendState::Down, "failing while drained: down");
+        open.shut_down().await;
+        s.record(soft());
+        s.record(soft());
+        assert_eq!(
+            s.state(),
+            BackendState::Down,
+            "404s do not bring a down server up"
+        );
+        s.record(ok());
+        s.record(ok());
+        assert_eq!(s.state(), BackendState::Up);
     }
 
     #[test]

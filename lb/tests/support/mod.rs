@@ -142,6 +142,9 @@ pub struct Backend {
     pub last_headers: Arc<Mutex<HashMap<String, String>>>,
     /// When true, WebSocket upgrades get 503 (as an app does once draining).
     pub refuse_upgrades: Arc<AtomicBool>,
+    /// When true, /healthz answers 404 (a server draining itself, for
+    /// `disable_on_404`).
+    pub health_404: Arc<AtomicBool>,
     /// Connection and WebSocket tasks, aborted by `kill`.
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
@@ -161,6 +164,7 @@ struct BackendState {
     hits: Arc<AtomicUsize>,
     last: Arc<Mutex<HashMap<String, String>>>,
     refuse_upgrades: Arc<AtomicBool>,
+    health_404: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
@@ -178,6 +182,7 @@ impl Backend {
             hits: Arc::new(AtomicUsize::new(0)),
             last: Arc::new(Mutex::new(HashMap::new())),
             refuse_upgrades: Arc::new(AtomicBool::new(false)),
+            health_404: Arc::new(AtomicBool::new(false)),
             conns: Arc::new(Mutex::new(Vec::new())),
         };
         let shared = state.clone();
@@ -208,6 +213,7 @@ impl Backend {
             hits: shared.hits,
             last_headers: shared.last,
             refuse_upgrades: shared.refuse_upgrades,
+            health_404: shared.health_404,
             conns: shared.conns,
             task,
         }
@@ -243,10 +249,16 @@ async fn backend_handle(mut req: Request<Incoming>, state: BackendState) -> Resp
         hits,
         last,
         refuse_upgrades,
+        health_404,
         conns,
     } = state;
     let path = req.uri().path().to_string();
     if path == "/healthz" {
+        if health_404.load(Ordering::SeqCst) {
+            let mut r = Response::new(full("draining"));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            return r;
+        }
         let up = healthy.load(Ordering::SeqCst);
         let mut r = Response::new(full(if up { "ok" } else { "draining" }));
         *r.status_mut() = if up {
@@ -363,6 +375,8 @@ pub struct LbOpts {
     /// Check interval (`100ms` unless set) and fall (3).
     pub check_interval: &'static str,
     pub check_fall: u32,
+    /// Extra keys for [backend.check].
+    pub check_extra: String,
     /// Extra text appended to the file.
     pub extra: String,
 }
@@ -381,6 +395,7 @@ impl LbOpts {
             server_extra: HashMap::new(),
             check_interval: "100ms",
             check_fall: 3,
+            check_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -416,8 +431,8 @@ pub fn render_config(o: &LbOpts, p: Ports) -> String {
     ));
     if o.check {
         s.push_str(&format!(
-            "[backend.check]\npath = \"/healthz\"\ninterval = {:?}\ntimeout = \"500ms\"\nrise = 2\nfall = {}\n",
-            o.check_interval, o.check_fall
+            "[backend.check]\npath = \"/healthz\"\ninterval = {:?}\ntimeout = \"500ms\"\nrise = 2\nfall = {}\n{}\n",
+            o.check_interval, o.check_fall, o.check_extra
         ));
     }
     for (name, addr) in &o.servers {
