@@ -445,18 +445,16 @@ impl LocalCluster {
 
     /// Starts the cluster and waits until every part is healthy.
     pub async fn start(opts: LocalOptions) -> Result<LocalCluster, ClusterError> {
-        let mut last = None;
-        for attempt in 1..=Self::ATTEMPTS {
+        let mut attempt = 1;
+        loop {
             match Self::start_once(&opts).await {
-                Ok(c) => return Ok(c),
-                Err(ClusterError::Process(e @ ProcessError::Exited { .. })) => {
+                Err(ClusterError::Process(e @ ProcessError::Exited { .. })) if attempt < Self::ATTEMPTS => {
                     tracing::warn!(attempt, error = %e, "cluster start failed; retrying on new ports");
-                    last = Some(ClusterError::Process(e));
+                    attempt += 1;
                 }
-                Err(e) => return Err(e),
+                done => return done,
             }
         }
-        Err(last.unwrap_or_else(|| ClusterError::NoSuchProcess("cluster".into())))
     }
 
     async fn start_once(opts: &LocalOptions) -> Result<LocalCluster, ClusterError> {
