@@ -34,8 +34,15 @@ fn is_seed_time(s: &str) -> bool {
 async fn simple_chat_format_on_ws_without_subprotocol_interoperates_with_v1() {
     let c = LocalCluster::start(LocalOptions::default()).await.unwrap();
     let mut v1 = c.join(1, "lobby").await.unwrap();
+    // "earlier" must have reached app1 too before the seed client connects
+    // there, or it would (rightly) arrive live.
+    let mut on_app1 = c.join(0, "lobby").await.unwrap();
     v1.send_chat("earlier", None).await.unwrap();
     v1.chats_until(LIMIT, |ch| ch.body == "earlier").await.unwrap();
+    on_app1
+        .chats_until(LIMIT, |ch| ch.body == "earlier")
+        .await
+        .unwrap();
 
     let mut seed = Connection::connect(&c.ws(0).protocol(Protocol::Seed))
         .await
@@ -64,8 +71,15 @@ async fn simple_chat_format_on_ws_without_subprotocol_interoperates_with_v1() {
 async fn cloudchat_format_on_chatsocket_interoperates_with_v1_and_serves_history() {
     let c = LocalCluster::start(LocalOptions::default()).await.unwrap();
     let mut v1 = c.join(1, "lobby").await.unwrap();
+    // "earlier" must have reached app1 too before the seed client connects
+    // there, or it would (rightly) arrive live.
+    let mut on_app1 = c.join(0, "lobby").await.unwrap();
     v1.send_chat("earlier", None).await.unwrap();
     v1.chats_until(LIMIT, |ch| ch.body == "earlier").await.unwrap();
+    on_app1
+        .chats_until(LIMIT, |ch| ch.body == "earlier")
+        .await
+        .unwrap();
 
     let opts = c.ws(0).protocol(Protocol::Seed);
     let opts = lab::client::ConnectOptions {
