@@ -260,6 +260,16 @@ pub enum OnMarkedDown {
     ShutdownSessions,
 }
 
+impl OnMarkedDown {
+    /// The name used in the file and the admin JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnMarkedDown::None => "none",
+            OnMarkedDown::ShutdownSessions => "shutdown-sessions",
+        }
+    }
+}
+
 /// What passive health does once `error_limit` connects in a row failed
 /// (HAProxy `on-error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -274,6 +284,18 @@ pub enum OnError {
     SuddenDeath,
     /// Mark the server down at once; checks bring it back after `rise`.
     MarkDown,
+}
+
+impl OnError {
+    /// The name used in the file and the admin JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::None => "none",
+            OnError::FailCheck => "fail-check",
+            OnError::SuddenDeath => "sudden-death",
+            OnError::MarkDown => "mark-down",
+        }
+    }
 }
 
 /// A failure after which a request is sent to the next server (HAProxy

@@ -135,6 +135,10 @@ async fn refused_connect_marks_the_server_down_at_once_and_the_request_moves() {
     }
     let app1 = &lb.servers().await["app1"];
     assert_eq!(app1["state"], "down", "{app1}");
+    assert_eq!(
+        (&app1["on_error"], &app1["error_limit"]),
+        (&"mark-down".into(), &1.into())
+    );
     assert_eq!(app1["check"]["status"], "L4CON", "{app1}");
     assert!(
         app1["check"]["detail"]
