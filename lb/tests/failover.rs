@@ -76,6 +76,22 @@ async fn tunnels_of_a_server_marked_down_are_closed_with_shutdown_sessions() {
 }
 
 #[tokio::test]
+async fn tunnels_of_a_frozen_server_are_closed_once_its_checks_time_out() {
+    let certs = Certs::new();
+    let (a, _b, lb) = cluster(&certs, "on_marked_down = \"shutdown-sessions\"").await;
+    let (mut on_app1, mut on_app2) = one_tunnel_each(&certs, &lb).await;
+    // As after SIGSTOP: connections stay open, nothing answers.
+    a.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    lb.wait_state("app1", "down").await;
+    assert_eq!(lb.servers().await["app1"]["check"]["status"], "L7TOUT");
+    assert!(
+        closed_by_lb(&mut on_app1).await,
+        "tunnel to the frozen server still open"
+    );
+    echo(&mut on_app2, "the other tunnel is untouched").await;
+}
+
+#[tokio::test]
 async fn without_shutdown_sessions_a_down_server_keeps_its_tunnels() {
     let certs = Certs::new();
     let (a, _b, lb) = cluster(&certs, "").await;

@@ -145,6 +145,9 @@ pub struct Backend {
     /// When true, /healthz answers 404 (a server draining itself, for
     /// `disable_on_404`).
     pub health_404: Arc<AtomicBool>,
+    /// When true, /healthz never answers (a stopped process or a cut link:
+    /// the socket stays open, nothing comes back).
+    pub frozen: Arc<AtomicBool>,
     /// Connection and WebSocket tasks, aborted by `kill`.
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
@@ -165,6 +168,7 @@ struct BackendState {
     last: Arc<Mutex<HashMap<String, String>>>,
     refuse_upgrades: Arc<AtomicBool>,
     health_404: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
@@ -183,6 +187,7 @@ impl Backend {
             last: Arc::new(Mutex::new(HashMap::new())),
             refuse_upgrades: Arc::new(AtomicBool::new(false)),
             health_404: Arc::new(AtomicBool::new(false)),
+            frozen: Arc::new(AtomicBool::new(false)),
             conns: Arc::new(Mutex::new(Vec::new())),
         };
         let shared = state.clone();
@@ -214,6 +219,7 @@ impl Backend {
             last_headers: shared.last,
             refuse_upgrades: shared.refuse_upgrades,
             health_404: shared.health_404,
+            frozen: shared.frozen,
             conns: shared.conns,
             task,
         }
@@ -250,10 +256,14 @@ async fn backend_handle(mut req: Request<Incoming>, state: BackendState) -> Resp
         last,
         refuse_upgrades,
         health_404,
+        frozen,
         conns,
     } = state;
     let path = req.uri().path().to_string();
     if path == "/healthz" {
+        if frozen.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if health_404.load(Ordering::SeqCst) {
             let mut r = Response::new(full("draining"));
             *r.status_mut() = StatusCode::NOT_FOUND;
