@@ -334,6 +334,9 @@ pub struct Connection {
     subprotocol: Option<String>,
     /// Set once the connection ended, so later reads report it again.
     closed: Option<Option<CloseInfo>>,
+    /// When the server was last heard from (any frame, pongs included), so a
+    /// client can tell a frozen server or a dead path from a quiet room.
+    heard: tokio::time::Instant,
 }
 
 impl fmt::Debug for Connection {
@@ -414,6 +417,7 @@ impl Connection {
             ws,
             subprotocol,
             closed: None,
+            heard: tokio::time::Instant::now(),
         })
     }
 
@@ -472,6 +476,7 @@ impl Connection {
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(m)) => m,
             };
+            self.heard = tokio::time::Instant::now();
             match message {
                 Message::Text(text) => {
                     return Ok(match serde_json::from_str::<ServerFrame>(text.as_str()) {
@@ -608,6 +613,18 @@ impl Connection {
                 return Ok(info);
             }
         }
+    }
+
+    /// Sends a WebSocket ping; the pong (answered by the peer's stack, so it
+    /// shows the peer is alive, not merely the path) refreshes `last_heard`.
+    pub async fn ping(&mut self) -> Result<(), ClientError> {
+        self.ws.send(Message::Ping(Vec::new().into())).await?;
+        Ok(())
+    }
+
+    /// When the server was last heard from (connect time until the first frame).
+    pub fn last_heard(&self) -> tokio::time::Instant {
+        self.heard
     }
 
     /// Closes politely (1000); errors are ignored since the peer may be gone.

@@ -36,6 +36,17 @@ pub struct ResilientConfig {
     pub restart_jitter: Duration,
     /// An unacked send is re-sent after this long.
     pub resend_after: Duration,
+    /// A WebSocket ping goes out this often, so a frozen server or a cut path
+    /// (TCP stays open forever) is noticed even in a quiet room; `None`: no pings.
+    pub ping_every: Option<Duration>,
+    /// Nothing heard (any frame, pongs included) for this long while pinging:
+    /// the connection counts as lost and the client reconnects.
+    pub idle_timeout: Duration,
+    /// Stop after this many failed connects in a row (`Stats::gave_up`); `None`: never.
+    pub max_attempts: Option<u32>,
+    /// Every chat as it arrived, before dedup, so a drill's ledger sees what
+    /// the server really sent (duplicates included) and not what the client hid.
+    pub receipts: Option<ReceiptLog>,
 }
 
 impl ResilientConfig {
@@ -49,9 +60,31 @@ impl ResilientConfig {
             backoff_cap: Duration::from_secs(10),
             restart_jitter: Duration::from_millis(250),
             resend_after: Duration::from_secs(1),
+            ping_every: Some(Duration::from_secs(5)),
+            idle_timeout: Duration::from_secs(15),
+            max_attempts: None,
+            receipts: None,
         }
     }
 }
+
+/// One chat as it arrived, before dedup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    /// Stream id.
+    pub id: StreamId,
+    /// Room it was for.
+    pub room: String,
+    /// Whether it came in a `history` frame (replay) rather than live.
+    pub history: bool,
+    /// Index of the connection (in `Stats::connections`) it arrived on.
+    pub connection: usize,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// Where a client appends its `Receipt`s; shared with whoever reconciles them.
+pub type ReceiptLog = Arc<Mutex<Vec<Receipt>>>;
 
 /// What happened, in order, for callers that follow along.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +141,8 @@ pub struct Stats {
     pub refused: Vec<ErrorCode>,
     /// Last id yielded.
     pub last_id: Option<String>,
+    /// The client stopped after `max_attempts` failed connects in a row.
+    pub gave_up: bool,
 }
 
 /// Commands from the handle to the task.
@@ -365,6 +400,10 @@ impl Runner {
                 Err(e) => {
                     tracing::debug!(endpoint = %opts.endpoint, error = %e, "connect failed");
                     self.lost_at.get_or_insert_with(Instant::now);
+                    if self.config.max_attempts.is_some_and(|m| backoff.attempts() + 1 >= m) {
+                        lock(&self.stats).gave_up = true;
+                        return;
+                    }
                     next += 1;
                     backoff.next_delay()
                 }
@@ -407,6 +446,13 @@ impl Runner {
         }
         let mut welcomed = false;
         let mut tick = tokio::time::interval(self.config.resend_after.max(Duration::from_millis(10)));
+        let pinging = self.config.ping_every.is_some();
+        let mut ping = tokio::time::interval(
+            self.config
+                .ping_every
+                .unwrap_or(Duration::from_secs(3600))
+                .max(Duration::from_millis(10)),
+        );
         loop {
             tokio::select! {
                 incoming = conn.recv() => {
@@ -438,6 +484,15 @@ impl Runner {
                 },
                 _ = tick.tick() => {
                     if welcomed && self.flush(&mut conn, true).await.is_err() {
+                        return Ended::Lost(None);
+                    }
+                }
+                _ = ping.tick(), if pinging => {
+                    if conn.last_heard().elapsed() >= self.config.idle_timeout {
+                        tracing::debug!("nothing heard for {:?}; reconnecting", self.config.idle_timeout);
+                        return Ended::Lost(None);
+                    }
+                    if conn.ping().await.is_err() {
                         return Ended::Lost(None);
                     }
                 }
@@ -486,9 +541,9 @@ impl Runner {
                         last.truncated = true;
                     }
                 }
-                self.deliver(chats);
+                self.deliver(chats, true);
             }
-            ServerFrame::Chat { chats } => self.deliver(chats),
+            ServerFrame::Chat { chats } => self.deliver(chats, false),
             ServerFrame::Ack { cid, id } => {
                 let before = self.outbox.len();
                 self.outbox.retain(|p| p.cid != cid);
@@ -510,8 +565,9 @@ impl Runner {
         Ok(())
     }
 
-    fn deliver(&mut self, chats: Vec<Chat>) {
+    fn deliver(&mut self, chats: Vec<Chat>, history: bool) {
         let room = self.config.connect.room.clone();
+        let connection = lock(&self.stats).connections.len().saturating_sub(1);
         for chat in chats {
             if room.as_ref().is_some_and(|r| *r != chat.room) {
                 continue;
@@ -519,6 +575,15 @@ impl Runner {
             let Some(id) = chat.stream_id() else {
                 continue;
             };
+            if let Some(log) = &self.config.receipts {
+                log.lock().unwrap_or_else(|p| p.into_inner()).push(Receipt {
+                    id,
+                    room: chat.room.clone(),
+                    history,
+                    connection,
+                    at: Instant::now(),
+                });
+            }
             let verdict = self.dedup.judge(id);
             let mut stats = lock(&self.stats);
             match verdict {
