@@ -51,6 +51,8 @@ pub struct FanOut {
     pub duration: Duration,
     /// Most messages sent over all senders.
     pub max_msgs: u64,
+    /// Deliveries still counted after the window closes, for messages sent in it.
+    pub grace: Duration,
 }
 
 /// What a fan-out run measured.
@@ -87,9 +89,6 @@ impl FanOutRun {
         }
     }
 }
-
-/// Deliveries still counted after the window closes, for messages sent in it.
-const GRACE: Duration = Duration::from_secs(2);
 
 /// How often an idle reader looks at the clock.
 const POLL: Duration = Duration::from_millis(200);
@@ -182,7 +181,8 @@ pub async fn fan_out(target: &Target, sources: Arc<Sources>, shape: FanOut, tag:
         Offer::Rate(r) => r / shape.senders.max(1) as f64,
         Offer::Saturate(_) => 0.0,
     };
-    let max_run = shape.duration + GRACE + Duration::from_secs(30);
+    let grace = shape.grace;
+    let max_run = shape.duration + shape.grace + Duration::from_secs(30);
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     // Client i is in room i % rooms; the first `senders` clients send, so
@@ -217,7 +217,7 @@ pub async fn fan_out(target: &Target, sources: Arc<Sources>, shape: FanOut, tag:
                 let left = if end_at == u64::MAX {
                     POLL
                 } else {
-                    Duration::from_micros((end_at + GRACE.as_micros() as u64).saturating_sub(now))
+                    Duration::from_micros((end_at + grace.as_micros() as u64).saturating_sub(now))
                 };
                 if left.is_zero() || Instant::now() >= hard_stop {
                     break;
@@ -289,7 +289,7 @@ pub async fn fan_out(target: &Target, sources: Arc<Sources>, shape: FanOut, tag:
                 sent.fetch_add(1, Ordering::Relaxed);
             }
             // Stay open until the grace period ends so late deliveries still count.
-            tokio::time::sleep(GRACE).await;
+            tokio::time::sleep(grace).await;
             let _ = sink.close().await;
         }));
     }

@@ -41,6 +41,7 @@ pub async fn fan_out(c: &ChatSystems, params: &Params, sources: Arc<Sources>, f:
                         params.chat_duration
                     },
                     max_msgs: params.max_ops,
+                    grace: params.grace,
                 };
                 // A new room set per run, so wsmesh's history of an earlier run is not replayed.
                 let tag = format!("b{run_no}");
@@ -63,8 +64,8 @@ pub async fn fan_out(c: &ChatSystems, params: &Params, sources: Arc<Sources>, f:
                 f.errors(scenario, system, run.errors, run.first_error.as_ref());
                 if run.delivered < run.expected {
                     f.notes.push(format!(
-                        "{scenario}, {system}: {} of {} deliveries arrived within the window + 2 s",
-                        run.delivered, run.expected
+                        "{scenario}, {system}: {} of {} deliveries arrived within the window + {:?}",
+                        run.delivered, run.expected, params.grace
                     ));
                 }
                 f.metric(scenario, "delivered msg/s", true, WSMESH)

@@ -43,6 +43,8 @@ pub struct Params {
     pub window: usize,
     /// Scenario 5: sending time per run.
     pub chat_duration: Duration,
+    /// Scenario 5: how long deliveries of messages sent in the window still count.
+    pub grace: Duration,
     /// Scenario 6: most idle chat clients.
     pub scale_clients: usize,
     /// Scenario 6: time budget for opening them.
@@ -57,8 +59,8 @@ impl Params {
         Params {
             rounds: 2,
             tunnel_rounds: 1,
-            duration: Duration::from_secs(2),
-            warmup: Duration::from_millis(500),
+            duration: Duration::from_millis(1500),
+            warmup: Duration::from_millis(300),
             keepalive_conns: 32,
             handshake_concurrency: 16,
             echo_conns: vec![1, 100, 1000],
@@ -69,7 +71,8 @@ impl Params {
             senders: 10,
             offered_rate: 100.0,
             window: 16,
-            chat_duration: Duration::from_secs(3),
+            chat_duration: Duration::from_secs(2),
+            grace: Duration::from_secs(1),
             scale_clients: 2000,
             scale_time: Duration::from_secs(20),
             scale_memory: 2 << 30,
@@ -96,6 +99,7 @@ impl Params {
             offered_rate: 200.0,
             window: 16,
             chat_duration: Duration::from_secs(8),
+            grace: Duration::from_secs(2),
             scale_clients: 8000,
             scale_time: Duration::from_secs(90),
             scale_memory: 4 << 30,
@@ -123,8 +127,8 @@ impl Params {
             ),
             format!("4: {} idle WebSocket tunnels, RSS delta of the proxy ÷ tunnels", self.tunnels),
             format!(
-                "5: {} rooms × {} clients over two instances behind the lb, {} senders; fixed rate {} msg/s, and saturation with {} messages in flight per sender; {:?} per run, deliveries counted for messages sent in the window (2 s grace)",
-                self.rooms, self.per_room, self.senders, self.offered_rate, self.window, self.chat_duration
+                "5: {} rooms × {} clients over two instances behind the lb, {} senders; fixed rate {} msg/s, and saturation with {} messages in flight per sender; {:?} per run, deliveries counted for messages sent in the window ({:?} grace)",
+                self.rooms, self.per_room, self.senders, self.offered_rate, self.window, self.chat_duration, self.grace
             ),
             format!(
                 "6: up to {} idle wsmesh clients through the lb to 2 apps (10 per room), budget {:?} / {} MiB",
