@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod client;
 pub mod cluster;
+pub mod drill;
 pub mod http;
 pub mod line_chat;
 pub mod netns;

@@ -45,6 +45,8 @@ enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
+    /// Failover drills through the lb with an exact message ledger (issue 4).
+    Drill(lab::drill::DrillArgs),
     /// The 4-host Vagrant lab in network namespaces: chat check and failover drill (needs root).
     Netns(lab::netns::NetnsArgs),
     /// Benchmarks: lb vs HAProxy vs direct, wsmesh vs seed-python vs node (`make bench`).
@@ -67,6 +69,26 @@ enum Command {
     },
 }
 
+/// `lab drill`: runs the drills, prints each table as it finishes (or the JSON
+/// at the end) and the summary; exit status 1 when any loss column is non-zero.
+async fn drill(args: lab::drill::DrillArgs) -> anyhow::Result<i32> {
+    let (faults, opts) = args.parse().map_err(anyhow::Error::msg)?;
+    let json = args.json;
+    let reports = lab::drill::run(&faults, &opts, |r| {
+        if !json {
+            println!("{}", r.table());
+        }
+    })
+    .await
+    .context("lab drill")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        println!("{}", lab::drill::report::summary(&reports));
+    }
+    Ok(if reports.iter().all(|r| r.clean()) { 0 } else { 1 })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     wsmesh_common::logging::init();
@@ -86,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("lab chat")?,
         Command::Netns(args) => std::process::exit(lab::netns::cli(args)),
+        Command::Drill(args) => std::process::exit(drill(args).await?),
         Command::Bench { quick, out, only } => {
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let report = lab::bench::run(lab::bench::BenchOptions {

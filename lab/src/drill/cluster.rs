@@ -1,0 +1,182 @@
+//! The cluster one drill runs against: Redis, app1/app2, subscriber1/2 (configs
+//! from `configs/local` on free ports, like `LocalCluster`) and the TLS lb in
+//! front (the committed `configs/local/lb.toml`, listen addresses, servers and
+//! a fresh dev certificate replaced), so clients go through the path users
+//! take. Each process writes to its own log file instead of our stdout: a drill
+//! with a thousand clients would otherwise drown its own table (and `--json`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bench::lbconf::{self, Route};
+use crate::client::{ConnectOptions, Endpoint, Scheme};
+use crate::cluster::{self, Cluster, ClusterError, LocalOptions};
+use crate::http;
+use crate::ports;
+use crate::process::ProcessSpec;
+
+/// Environment overrides that would beat a rendered config.
+const OVERRIDE_VARS: [&str; 3] = ["WSMESH_REDIS_URL", "WSMESH_INTERNAL_TOKEN", "WSMESH_ADMIN_TOKEN"];
+
+/// How long a whole cluster may take to become healthy.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// Why the drill cluster could not be built or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum DrillClusterError {
+    /// The harness failed (a process, a config, a binary).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A process failed.
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
+    /// The CA could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The lb's admin API refused or did not answer.
+    #[error("lb admin: {0}")]
+    Admin(String),
+    /// Files.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running drill cluster; dropping it kills every process.
+#[derive(Debug)]
+pub struct DrillCluster {
+    /// The processes: `redis`, `app1`, `subscriber1`, `app2`, `subscriber2`, `lb`.
+    pub cluster: Cluster,
+    /// The lb's TLS listener.
+    pub lb: SocketAddr,
+    /// The lb's admin listener.
+    pub admin: SocketAddr,
+    /// TLS trust for the lb's certificate (the generated dev CA).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Configs, certificates, Redis data and the processes' logs.
+    pub dir: PathBuf,
+    /// Removes `dir` on drop unless the logs are kept (after the processes: field order).
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Makes `spec` write its output to `log` (appending, so a restart adds to
+/// the same file) by running it under `sh -c 'exec …'`: the pid stays the
+/// program's own, so signals reach it directly.
+fn logged(mut spec: ProcessSpec, log: &Path) -> ProcessSpec {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "-c".into(),
+        "log=$1; shift; exec \"$@\" >>\"$log\" 2>&1".into(),
+        "sh".into(),
+        log.into(),
+        spec.program.clone().into(),
+    ];
+    args.append(&mut spec.args);
+    spec.program = "/bin/sh".into();
+    spec.args = args;
+    spec.env_remove = OVERRIDE_VARS.iter().map(|v| v.to_string()).collect();
+    spec.env.push(("NO_COLOR".into(), "1".into()));
+    // Per-connection info lines of a thousand clients say nothing a drill needs.
+    spec.env.push(("RUST_LOG".into(), "warn".into()));
+    spec
+}
+
+impl DrillCluster {
+    /// Starts everything and waits until the lb sees both apps up. With
+    /// `keep_logs` the directory stays (its path is in `dir`).
+    pub async fn start(opts: &LocalOptions, keep_logs: bool) -> Result<DrillCluster, DrillClusterError> {
+        let temp = tempfile::Builder::new().prefix("wsmesh-drill-").tempdir()?;
+        let dir = temp.path().to_path_buf();
+        let layout = cluster::render_local(&dir, opts)?;
+        let app_bin = cluster::binary("app")?;
+        let sub_bin = cluster::binary("subscriber")?;
+        let lb_bin = cluster::binary("lb")?;
+        let log = |name: &str| dir.join(format!("{name}.log"));
+
+        let mut procs = Cluster::new();
+        let data = dir.join("redis");
+        std::fs::create_dir_all(&data)?;
+        procs
+            .spawn(logged(cluster::redis_spec("redis", layout.redis, &data), &log("redis")))?
+            .wait_healthy(START_LIMIT)
+            .await?;
+        for (i, (app, health)) in layout.apps.iter().zip(&layout.subscribers).enumerate() {
+            let config = dir.join(format!("{}.toml", app.name));
+            let spec = cluster::app_spec(&app.name, app_bin.clone(), &config, app.public, app.internal);
+            procs.spawn(logged(spec, &log(&app.name)))?;
+            let sub = format!("subscriber{}", i + 1);
+            let config = dir.join(format!("{sub}.toml"));
+            let spec = cluster::subscriber_spec(&sub, sub_bin.clone(), &config, *health);
+            procs.spawn(logged(spec, &log(&sub)))?;
+        }
+        procs.wait_healthy(START_LIMIT).await?;
+
+        let certs = lbconf::gen_certs(&dir.join("certs"))?;
+        let lb = ports::free_addr()?;
+        let admin = ports::free_addr()?;
+        let route = Route {
+            name: "apps".into(),
+            listen: lb,
+            servers: layout.apps.iter().map(|a| (a.name.clone(), a.public)).collect(),
+        };
+        let config = dir.join("lb.toml");
+        lbconf::render(&[route], &certs, admin, &config)?;
+        let spec = cluster::lb_spec("lb", lb_bin, &config, vec![(lb, "https".into())], admin);
+        procs.spawn(logged(spec, &log("lb")))?.wait_healthy(START_LIMIT).await?;
+        let tls = crate::tls::client_config(&certs.ca)?;
+        let temp = if keep_logs {
+            let _ = temp.keep();
+            None
+        } else {
+            Some(temp)
+        };
+        Ok(DrillCluster {
+            cluster: procs,
+            lb,
+            admin,
+            tls,
+            dir,
+            _temp: temp,
+        })
+    }
+
+    /// v1 connect options for `wss://lb/ws`, trusting the dev CA.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions::for_endpoint(Endpoint {
+            scheme: Scheme::Wss,
+            host: self.lb.ip().to_string(),
+            port: self.lb.port(),
+            path: "/ws".into(),
+        })
+        .tls(self.tls.clone())
+    }
+
+    /// `POST /api/backends/SERVER/state` with `{"state": state}`.
+    pub async fn set_server_state(&self, server: &str, state: &str) -> Result<(), DrillClusterError> {
+        let url = format!("http://{}/api/backends/{server}/state", self.admin);
+        let body = serde_json::json!({ "state": state }).to_string();
+        let resp = http::request(
+            "POST",
+            &url,
+            &[("content-type", "application/json")],
+            body,
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| DrillClusterError::Admin(format!("{url}: {e}")))?;
+        if resp.status / 100 != 2 {
+            return Err(DrillClusterError::Admin(format!(
+                "{url}: HTTP {} {}",
+                resp.status,
+                resp.body.trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits until `name` is healthy again (the lb: until it sees every server up).
+    pub async fn wait_healthy(&mut self, name: &str, limit: Duration) -> Result<(), DrillClusterError> {
+        self.cluster.get_mut(name)?.wait_healthy(limit).await?;
+        Ok(())
+    }
+}

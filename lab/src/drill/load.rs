@@ -1,0 +1,360 @@
+//! The drill's load: N `ResilientClient`s spread over rooms, each sending at
+//! a steady rate (random phase, so the sends are spread over time, never a
+//! burst) while a shared switch is on. One tokio task per client follows its
+//! events (welcomes, acks, disconnects) into a `Live` record the drill reads
+//! to tell when the cluster is quiet again; the chats themselves are logged
+//! raw by the client (`ReceiptLog`) for the ledger.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use wsmesh_common::stream_id::StreamId;
+
+use super::ledger::ClientLedger;
+use crate::client::ConnectOptions;
+use crate::session::{ConnectionRecord, Event, ReceiptLog, ResilientClient, ResilientConfig};
+
+/// How the clients behave (beyond where they connect).
+#[derive(Debug, Clone)]
+pub struct ClientTuning {
+    /// Backoff: first ceiling.
+    pub backoff_base: Duration,
+    /// Backoff: largest ceiling.
+    pub backoff_cap: Duration,
+    /// Spread of reconnects after 1012/1013.
+    pub restart_jitter: Duration,
+    /// Unacked sends are re-sent after this long.
+    pub resend_after: Duration,
+    /// WebSocket ping period.
+    pub ping_every: Duration,
+    /// Nothing heard for this long: reconnect.
+    pub idle_timeout: Duration,
+    /// Failed connects in a row before a client gives up.
+    pub max_attempts: u32,
+}
+
+impl Default for ClientTuning {
+    /// Backoff 100 ms .. 2 s (a drill's faults heal within seconds), ping every
+    /// second, dead after 5 s of silence (well above a loaded cluster's stalls,
+    /// well below a user's patience), give up after 40 failed connects (minutes).
+    fn default() -> Self {
+        ClientTuning {
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(2),
+            restart_jitter: Duration::from_millis(250),
+            resend_after: Duration::from_secs(2),
+            ping_every: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            max_attempts: 40,
+        }
+    }
+}
+
+/// What the load looks like.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    /// Clients.
+    pub clients: usize,
+    /// Rooms; client `i` is in room `i % rooms`.
+    pub rooms: usize,
+    /// Messages per second over all clients.
+    pub rate: f64,
+    /// Where and how to connect (room filled in per client).
+    pub connect: ConnectOptions,
+    /// Client behaviour.
+    pub tuning: ClientTuning,
+    /// Prefix of room names, unique per drill.
+    pub room_prefix: String,
+}
+
+/// One client as its task sees it, read by the drill.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Whether it is connected (welcomed, not lost since).
+    pub connected: bool,
+    /// Sends still unacked.
+    pub pending: usize,
+    /// The client stopped after too many failed connects.
+    pub gave_up: bool,
+    /// Sends queued.
+    pub sent: u64,
+    /// Acks: (cid, id).
+    pub acks: Vec<(String, StreamId)>,
+    /// Welcomed connections, in order.
+    pub connections: Vec<ConnectionRecord>,
+    /// Connections lost.
+    pub disconnects: u64,
+    /// Error frames from the server (e.g. `rate_limited`, `unavailable`).
+    pub refused: u64,
+}
+
+/// A client slot: its room, its live record, its raw receipts and its task.
+#[derive(Debug)]
+struct Slot {
+    /// Room name.
+    room: String,
+    /// Live record.
+    live: Arc<Mutex<Live>>,
+    /// Raw receipts.
+    receipts: ReceiptLog,
+    /// The task (owns the client).
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Locks, taking over a poisoned lock (the data is plain counters).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Everything one client did, for the ledger and the report.
+#[derive(Debug, Clone)]
+pub struct ClientOutcome {
+    /// The ledger's view.
+    pub ledger: ClientLedger,
+    /// Welcomed connections.
+    pub connections: Vec<ConnectionRecord>,
+    /// Connections lost.
+    pub disconnects: u64,
+    /// Error frames.
+    pub refused: u64,
+}
+
+/// The running load.
+#[derive(Debug)]
+pub struct Load {
+    /// The clients.
+    slots: Vec<Slot>,
+    /// Sending on/off.
+    sending: Arc<AtomicBool>,
+    /// Tells the tasks to end.
+    stop: watch::Sender<bool>,
+}
+
+/// Ramp: clients started per millisecond step, so a thousand TLS handshakes do
+/// not all hit the lb in the same instant.
+const RAMP_STEP: usize = 10;
+
+impl Load {
+    /// Starts the clients (ramped: `RAMP_STEP` every 10 ms); sending is off.
+    pub async fn start(plan: &LoadPlan) -> Load {
+        let sending = Arc::new(AtomicBool::new(false));
+        let (stop, _) = watch::channel(false);
+        let rooms = plan.rooms.max(1);
+        let period = Duration::from_secs_f64((plan.clients as f64 / plan.rate.max(0.001)).max(0.001));
+        let mut slots = Vec::with_capacity(plan.clients);
+        for i in 0..plan.clients {
+            if i > 0 && i % RAMP_STEP == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let room = format!("{}{}", plan.room_prefix, i % rooms);
+            let receipts: ReceiptLog = Arc::default();
+            let mut config = ResilientConfig::new(plan.connect.clone().room(room.clone()));
+            let t = &plan.tuning;
+            config.nick = Some(format!("d{i}"));
+            config.backoff_base = t.backoff_base;
+            config.backoff_cap = t.backoff_cap;
+            config.restart_jitter = t.restart_jitter;
+            config.resend_after = t.resend_after;
+            config.ping_every = Some(t.ping_every);
+            config.idle_timeout = t.idle_timeout;
+            config.max_attempts = Some(t.max_attempts);
+            config.receipts = Some(receipts.clone());
+            let live = Arc::new(Mutex::new(Live::default()));
+            let phase = Duration::from_secs_f64(period.as_secs_f64() * rand::rng().random::<f64>());
+            let task = tokio::spawn(drive(
+                ResilientClient::spawn(config),
+                live.clone(),
+                Pace { period, phase },
+                sending.clone(),
+                stop.subscribe(),
+                i,
+            ));
+            slots.push(Slot {
+                room,
+                live,
+                receipts,
+                task,
+            });
+        }
+        Load { slots, sending, stop }
+    }
+
+    /// Sending on or off.
+    pub fn set_sending(&self, on: bool) {
+        self.sending.store(on, Ordering::SeqCst);
+    }
+
+    /// Clients welcomed at least once.
+    pub fn connected_once(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| !lock(&s.live).connections.is_empty())
+            .count()
+    }
+
+    /// Waits until every client was welcomed once, within `limit`; returns how many were.
+    pub async fn wait_connected(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let n = self.connected_once();
+            if n == self.slots.len() || Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Highest acked id per room.
+    fn room_heads(&self) -> HashMap<&str, StreamId> {
+        let mut heads: HashMap<&str, StreamId> = HashMap::new();
+        for s in &self.slots {
+            for (_, id) in &lock(&s.live).acks {
+                let head = heads.entry(s.room.as_str()).or_default();
+                *head = (*head).max(*id);
+            }
+        }
+        heads
+    }
+
+    /// Clients not yet quiet: not connected, sends unacked, or behind their room's last acked id.
+    pub fn unsettled(&self) -> usize {
+        let heads = self.room_heads();
+        self.slots
+            .iter()
+            .filter(|s| {
+                let live = lock(&s.live);
+                if live.gave_up {
+                    return false;
+                }
+                let head = heads.get(s.room.as_str()).copied().unwrap_or_default();
+                let got = lock(&s.receipts).iter().map(|r| r.id).max().unwrap_or_default();
+                !(live.connected && live.pending == 0 && got >= head)
+            })
+            .count()
+    }
+
+    /// Waits until every client is quiet (every send acked, connected, caught up
+    /// to its room's last acked id), within `limit`. Returns whether it got there.
+    pub async fn wait_quiet(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.unsettled() == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Stops every client and returns what each did.
+    pub async fn finish(self) -> Vec<ClientOutcome> {
+        let _ = self.stop.send(true);
+        let mut out = Vec::with_capacity(self.slots.len());
+        for slot in self.slots {
+            // A task that panicked still left its record; the ledger shows the damage.
+            let _ = slot.task.await;
+            let live = std::mem::take(&mut *lock(&slot.live));
+            let receipts = std::mem::take(&mut *lock(&slot.receipts));
+            let start = receipts
+                .iter()
+                .filter(|r| r.connection == 0 && r.history)
+                .map(|r| r.id)
+                .max()
+                .unwrap_or_default();
+            out.push(ClientOutcome {
+                ledger: ClientLedger {
+                    room: slot.room,
+                    start,
+                    receipts: receipts.iter().map(|r| r.id).collect(),
+                    acks: live.acks,
+                    sent: live.sent,
+                    pending: live.pending,
+                    gave_up: live.gave_up || !live.connected,
+                },
+                connections: live.connections,
+                disconnects: live.disconnects,
+                refused: live.refused,
+            });
+        }
+        out
+    }
+}
+
+/// When a client sends.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Time between two sends.
+    period: Duration,
+    /// Offset of the first send.
+    phase: Duration,
+}
+
+/// One client's task: sends on its pace while sending is on, follows events.
+async fn drive(
+    mut client: ResilientClient,
+    live: Arc<Mutex<Live>>,
+    pace: Pace,
+    sending: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+    index: usize,
+) {
+    let mut next_send = Instant::now() + pace.phase;
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    let mut ended = false;
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_send) => {
+                if sending.load(Ordering::SeqCst) {
+                    n += 1;
+                    client.send(format!("d{index} #{n}"));
+                    lock(&live).sent += 1;
+                }
+                // Steady pace; after a stall, carry on from now instead of catching up in a burst.
+                next_send = (next_send + pace.period).max(Instant::now());
+            }
+            event = client.next_event(), if !ended => {
+                let mut l = lock(&live);
+                match event {
+                    Some(Event::Connected(record)) => {
+                        l.connected = true;
+                        l.connections.push(record);
+                    }
+                    Some(Event::Disconnected(_)) => {
+                        l.connected = false;
+                        l.disconnects += 1;
+                    }
+                    Some(Event::Acked { cid, id }) => {
+                        if let Ok(id) = id.parse() {
+                            l.acks.push((cid, id));
+                        }
+                    }
+                    Some(Event::Refused(_)) => l.refused += 1,
+                    Some(Event::Chat(_)) => {}
+                    None => {
+                        ended = true;
+                        l.connected = false;
+                    }
+                }
+            }
+            _ = poll.tick() => {
+                let stats = client.stats();
+                let mut l = lock(&live);
+                l.pending = stats.pending;
+                l.gave_up = stats.gave_up;
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    let stats = client.stats();
+    let mut l = lock(&live);
+    l.pending = stats.pending;
+    l.gave_up = stats.gave_up;
+}

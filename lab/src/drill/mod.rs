@@ -1,0 +1,375 @@
+//! `lab drill`: zero-loss failover, proven. Each drill starts a fresh cluster
+//! (Redis, two apps, two subscribers, the TLS lb), connects N resilient
+//! clients through `wss://` spread over rooms, lets them send at a steady
+//! rate, injects one fault and heals it, stops sending, waits until every
+//! send is acked and every client is connected and caught up, and reconciles
+//! a ledger of every acked message against every chat each client received
+//! (raw, before its dedup). Any loss, duplicate, reordering, unacked send or
+//! client that gave up fails the drill.
+//!
+//! `cluster` builds the cluster, `load` runs the clients, `faults` breaks and
+//! heals, `ledger` reconciles, `report` prints.
+
+pub mod cluster;
+pub mod faults;
+pub mod ledger;
+pub mod load;
+pub mod report;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use faults::Fault;
+use load::{ClientTuning, Load, LoadPlan};
+pub use report::DrillReport;
+
+use self::cluster::{DrillCluster, DrillClusterError};
+use crate::cluster::LocalOptions;
+
+/// Why a drill could not run (a drill that ran and found losses is not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    /// Building, starting or healing the cluster failed.
+    #[error("drill {fault}: {source}")]
+    Cluster {
+        /// The drill.
+        fault: Fault,
+        /// What failed.
+        source: DrillClusterError,
+    },
+    /// Not every client connected before the fault (the cluster is too small or too slow).
+    #[error("drill {fault}: only {connected} of {clients} clients connected within {limit:?}")]
+    NotConnected {
+        /// The drill.
+        fault: Fault,
+        /// Clients welcomed.
+        connected: usize,
+        /// Clients started.
+        clients: usize,
+        /// How long we waited.
+        limit: Duration,
+    },
+}
+
+/// Messages per second: over all clients, or per client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// Over all clients together.
+    Total(f64),
+    /// Per client.
+    PerClient(f64),
+}
+
+impl Rate {
+    /// Messages per second over `clients`.
+    pub fn total(self, clients: usize) -> f64 {
+        match self {
+            Rate::Total(r) => r,
+            Rate::PerClient(r) => r * clients as f64,
+        }
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    /// `200` (total per second) or `0.2/client`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (num, per_client) = match s.strip_suffix("/client") {
+            Some(n) => (n, true),
+            None => (s, false),
+        };
+        let r: f64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad rate {s:?}: a number (total per second) or N/client"))?;
+        if !(r.is_finite() && r > 0.0) {
+            return Err(format!("bad rate {s:?}: must be above 0"));
+        }
+        Ok(if per_client {
+            Rate::PerClient(r)
+        } else {
+            Rate::Total(r)
+        })
+    }
+}
+
+/// `60s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("bad duration {s:?}: e.g. 60s, 500ms, 2m");
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+/// What `lab drill` is asked to do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DrillArgs {
+    /// all, kill-app, drain-app, lb-drain, kill-subscriber, restart-redis, freeze-app or kill-lb (repeatable).
+    #[arg(long, default_value = "all")]
+    pub fault: Vec<String>,
+    /// Clients.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Rooms (clients are spread evenly).
+    #[arg(long, default_value_t = 20)]
+    pub rooms: usize,
+    /// Messages per second over all clients (e.g. 200), or per client (e.g. 0.2/client).
+    #[arg(long, default_value = "0.2/client")]
+    pub rate: String,
+    /// Sending time per drill (the fault comes after a quarter of it, at most 10 s in).
+    #[arg(long, default_value = "60s")]
+    pub duration: String,
+    /// Longest wait for quiet after sending stops.
+    #[arg(long, default_value = "60s")]
+    pub quiesce: String,
+    /// Print the reports as JSON (one array) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep each drill's directory (configs and process logs) and print its path.
+    #[arg(long)]
+    pub keep_logs: bool,
+}
+
+/// A drill's parameters.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// Clients.
+    pub clients: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Message rate.
+    pub rate: Rate,
+    /// Sending time (extended to cover the fault and its healing).
+    pub duration: Duration,
+    /// Longest wait for quiet after sending.
+    pub quiesce: Duration,
+    /// Keep the cluster directory.
+    pub keep_logs: bool,
+    /// Client behaviour.
+    pub tuning: ClientTuning,
+}
+
+impl DrillOptions {
+    /// The small size `make test` runs: 24 clients in 3 rooms, 2 messages/s
+    /// each, 8 s of sending.
+    pub fn small() -> DrillOptions {
+        DrillOptions {
+            clients: 24,
+            rooms: 3,
+            rate: Rate::PerClient(2.0),
+            duration: Duration::from_secs(8),
+            quiesce: Duration::from_secs(30),
+            keep_logs: false,
+            tuning: ClientTuning::default(),
+        }
+    }
+}
+
+impl DrillArgs {
+    /// The faults and options asked for.
+    pub fn parse(&self) -> Result<(Vec<Fault>, DrillOptions), String> {
+        let mut faults = Vec::new();
+        for f in &self.fault {
+            if f == "all" {
+                faults.extend(Fault::ALL);
+            } else {
+                faults.push(f.parse().map_err(|e: faults::UnknownFault| e.to_string())?);
+            }
+        }
+        if self.clients == 0 || self.rooms == 0 {
+            return Err("--clients and --rooms must be at least 1".into());
+        }
+        Ok((
+            faults,
+            DrillOptions {
+                clients: self.clients,
+                rooms: self.rooms,
+                rate: self.rate.parse()?,
+                duration: parse_duration(&self.duration)?,
+                quiesce: parse_duration(&self.quiesce)?,
+                keep_logs: self.keep_logs,
+                tuning: ClientTuning::default(),
+            },
+        ))
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit, so a thousand
+/// clients (and the processes we start, which inherit it) have descriptors.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Config changes for drills: the apps must not throttle the load (rate limit,
+/// connection cap) so that what is measured is failover, not admission.
+fn local_options(opts: &DrillOptions) -> LocalOptions {
+    let conns = (opts.clients as i64 * 4).max(10_000);
+    LocalOptions::default()
+        .app("limits.max_connections", conns)
+        .app("limits.rate_burst", 1000)
+        .app("limits.rate_per_sec", 1000)
+}
+
+/// Runs one drill.
+pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, DrillError> {
+    let err = |source| DrillError::Cluster { fault, source };
+    let mut c = DrillCluster::start(&local_options(opts), opts.keep_logs)
+        .await
+        .map_err(err)?;
+    let plan = LoadPlan {
+        clients: opts.clients,
+        rooms: opts.rooms,
+        rate: opts.rate.total(opts.clients),
+        connect: c.connect_options(),
+        tuning: opts.tuning.clone(),
+        room_prefix: format!("drill-{}-", fault.name()),
+    };
+    let load = Load::start(&plan).await;
+    let limit = Duration::from_secs(30) + Duration::from_millis(20 * opts.clients as u64);
+    let connected = load.wait_connected(limit).await;
+    if connected < opts.clients {
+        let _ = load.finish().await;
+        return Err(DrillError::NotConnected {
+            fault,
+            connected,
+            clients: opts.clients,
+            limit,
+        });
+    }
+
+    let started = Instant::now();
+    load.set_sending(true);
+    let warmup = (opts.duration / 4).min(Duration::from_secs(10));
+    tokio::time::sleep(warmup).await;
+    let timeline = faults::inject_and_heal(fault, &mut c).await.map_err(err)?;
+    // Keep sending for the planned time, and at least a second past the healing.
+    let until = (started + opts.duration).max(Instant::now() + Duration::from_secs(1));
+    tokio::time::sleep_until(until).await;
+    load.set_sending(false);
+    let sending_s = started.elapsed().as_secs_f64();
+
+    let quiet_from = Instant::now();
+    let quiesced = load.wait_quiet(opts.quiesce).await;
+    let quiesce_s = quiet_from.elapsed().as_secs_f64();
+    let outcomes = load.finish().await;
+
+    let ledgers: Vec<_> = outcomes.iter().map(|o| o.ledger.clone()).collect();
+    let totals = ledger::reconcile(&ledgers);
+    let reconnects: Vec<Duration> = outcomes
+        .iter()
+        .flat_map(|o| o.connections.iter().skip(1).filter_map(|r| r.reconnect_took))
+        .collect();
+    let moved = outcomes
+        .iter()
+        .filter(|o| {
+            let first = o.connections.first().map(|r| &r.instance);
+            let last = o.connections.last().map(|r| &r.instance);
+            first != last
+        })
+        .count() as u64;
+    let logs = opts.keep_logs.then(|| c.dir.display().to_string());
+    drop(c);
+    Ok(DrillReport {
+        fault,
+        clients: opts.clients,
+        rooms: opts.rooms,
+        sending_s,
+        totals,
+        reconnect: report::Latency::of(&reconnects),
+        moved,
+        moved_share: moved as f64 / opts.clients.max(1) as f64,
+        refused: outcomes.iter().map(|o| o.refused).sum(),
+        quiesced,
+        quiesce_s,
+        timeline,
+        logs,
+    })
+}
+
+/// Runs `faults` one after the other, each on a fresh cluster; `each` sees
+/// every report as it is made.
+pub async fn run(
+    faults: &[Fault],
+    opts: &DrillOptions,
+    mut each: impl FnMut(&DrillReport),
+) -> Result<Vec<DrillReport>, DrillError> {
+    if let Err(e) = raise_nofile_limit() {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
+    let mut reports = Vec::new();
+    for fault in faults {
+        let r = run_one(*fault, opts).await?;
+        each(&r);
+        reports.push(r);
+    }
+    Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_durations_parse() {
+        assert_eq!("200".parse::<Rate>(), Ok(Rate::Total(200.0)));
+        assert_eq!("0.5/client".parse::<Rate>().map(|r| r.total(10)), Ok(5.0));
+        assert!("0".parse::<Rate>().is_err());
+        assert!("x/client".parse::<Rate>().is_err());
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn fault_names_round_trip_and_all_expands() {
+        for f in Fault::ALL {
+            assert_eq!(f.name().parse::<Fault>().ok(), Some(f));
+        }
+        let args = DrillArgs {
+            fault: vec!["all".into()],
+            clients: 2,
+            rooms: 1,
+            rate: "1".into(),
+            duration: "1s".into(),
+            quiesce: "1s".into(),
+            json: false,
+            keep_logs: false,
+        };
+        assert_eq!(args.parse().map(|(f, _)| f.len()), Ok(7));
+        let bad = DrillArgs {
+            fault: vec!["nope".into()],
+            ..args
+        };
+        assert!(bad.parse().is_err());
+    }
+}

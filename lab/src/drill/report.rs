@@ -1,0 +1,187 @@
+//! What a drill found, in one shape for the terminal (a fixed-width table per
+//! drill and a summary with one row per fault) and for machines (`--json`).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::faults::{Fault, Timeline};
+use super::ledger::Totals;
+
+/// Reconnect times in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    /// Reconnects measured.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: u64,
+    /// 99th percentile.
+    pub p99_ms: u64,
+    /// Longest.
+    pub max_ms: u64,
+}
+
+impl Latency {
+    /// From a list of durations (hdrhistogram, 3 significant digits).
+    pub fn of(samples: &[Duration]) -> Latency {
+        let Ok(mut h) = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000, 3) else {
+            return Latency::default();
+        };
+        for d in samples {
+            let ms = (d.as_millis() as u64).clamp(1, 3_600_000);
+            // Clamped into the bounds, so recording cannot fail.
+            let _ = h.record(ms);
+        }
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            count: h.len(),
+            p50_ms: h.value_at_quantile(0.5),
+            p99_ms: h.value_at_quantile(0.99),
+            max_ms: h.max(),
+        }
+    }
+}
+
+/// One drill's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    /// The fault.
+    pub fault: Fault,
+    /// Clients.
+    pub clients: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Sending time in seconds (at least the fault and its healing).
+    pub sending_s: f64,
+    /// The ledger.
+    pub totals: Totals,
+    /// Reconnects (welcomes after the first), and their time from losing the
+    /// connection to the next `welcome`.
+    pub reconnect: Latency,
+    /// Clients whose last instance differs from their first.
+    pub moved: u64,
+    /// `moved` / clients.
+    pub moved_share: f64,
+    /// Error frames the clients got (e.g. `unavailable` during a Redis restart).
+    pub refused: u64,
+    /// Whether every client was quiet (acked, connected, caught up) before the deadline.
+    pub quiesced: bool,
+    /// Seconds from the end of sending to quiet (or to the deadline).
+    pub quiesce_s: f64,
+    /// What was done when.
+    pub timeline: Timeline,
+    /// Where the processes' logs are, when kept.
+    pub logs: Option<String>,
+}
+
+impl DrillReport {
+    /// Whether every loss column is zero.
+    pub fn clean(&self) -> bool {
+        self.totals.clean()
+    }
+
+    /// The fixed-width table of this drill.
+    pub fn table(&self) -> String {
+        let t = &self.totals;
+        let r = &self.reconnect;
+        let mut s = String::new();
+        let verdict = if self.clean() { "PASS" } else { "FAIL" };
+        let _ = writeln!(
+            s,
+            "drill {} — {} clients, {} rooms, {:.0} s sending — {verdict}",
+            self.fault, self.clients, self.rooms, self.sending_s
+        );
+        for (at, step) in &self.timeline.steps {
+            let _ = writeln!(s, "  t+{at:>5.1}s  {step}");
+        }
+        let rows: [(&str, String); 15] = [
+            ("messages sent", t.sent.to_string()),
+            ("messages acked", t.acked.to_string()),
+            ("deliveries expected", t.expected.to_string()),
+            ("deliveries made", t.made.to_string()),
+            ("lost (must be 0)", t.lost.to_string()),
+            ("duplicated (must be 0)", t.duplicated.to_string()),
+            ("out of order (must be 0)", t.out_of_order.to_string()),
+            ("unacked sends (must be 0)", t.unacked.to_string()),
+            ("ack conflicts (must be 0)", t.ack_conflicts.to_string()),
+            ("clients gave up (must be 0)", t.gave_up.to_string()),
+            ("reconnects", r.count.to_string()),
+            (
+                "reconnect p50 / p99 / max",
+                format!("{} / {} / {} ms", r.p50_ms, r.p99_ms, r.max_ms),
+            ),
+            (
+                "clients moved instance",
+                format!("{} ({:.0} %)", self.moved, self.moved_share * 100.0),
+            ),
+            ("error frames", self.refused.to_string()),
+            (
+                "quiet after sending",
+                if self.quiesced {
+                    format!("{:.1} s", self.quiesce_s)
+                } else {
+                    format!("NO (deadline {:.0} s)", self.quiesce_s)
+                },
+            ),
+        ];
+        for (k, v) in rows {
+            let _ = writeln!(s, "  {k:<30} {v:>20}");
+        }
+        if let Some(logs) = &self.logs {
+            let _ = writeln!(s, "  logs: {logs}");
+        }
+        s
+    }
+}
+
+/// The summary: one row per fault.
+pub fn summary(reports: &[DrillReport]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| fault | clients | acked | expected | made | lost | dup | ooo | unacked | gave up | reconnects | p50 ms | p99 ms | max ms | moved |"
+    );
+    let _ = writeln!(
+        s,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for r in reports {
+        let t = &r.totals;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} % |",
+            r.fault,
+            r.clients,
+            t.acked,
+            t.expected,
+            t.made,
+            t.lost,
+            t.duplicated,
+            t.out_of_order,
+            t.unacked,
+            t.gave_up,
+            r.reconnect.count,
+            r.reconnect.p50_ms,
+            r.reconnect.p99_ms,
+            r.reconnect.max_ms,
+            r.moved_share * 100.0
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_percentiles_from_samples() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let l = Latency::of(&samples);
+        assert_eq!((l.count, l.p50_ms, l.p99_ms, l.max_ms), (100, 50, 99, 100));
+        assert_eq!(Latency::of(&[]).count, 0);
+    }
+}
