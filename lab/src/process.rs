@@ -358,8 +358,10 @@ fn servers_up(body: &str) -> Result<(), String> {
     }
     let down: Vec<String> = servers
         .iter()
-        .filter(|s| s["state"] != "up")
-        .map(|s| format!("{} {}", s["name"], s["state"]))
+        // Like HAProxy, the lb lists servers `up` before their first check:
+        // ready means a check has passed too (when the backend has checks).
+        .filter(|s| s["state"] != "up" || (s["check"]["enabled"] == true && s["check"]["status"] != "L7OK"))
+        .map(|s| format!("{} {} (check {})", s["name"], s["state"], s["check"]["status"]))
         .collect();
     if down.is_empty() {
         Ok(())
@@ -484,6 +486,13 @@ mod tests {
     fn lb_is_ready_only_when_every_server_is_up() {
         let up = r#"{"backends":[{"name":"apps","servers":[{"name":"app1","state":"up"},{"name":"app2","state":"up"}]}]}"#;
         assert_eq!(servers_up(up), Ok(()));
+        let unchecked = r#"{"backends":[{"name":"apps","servers":[{"name":"app1","state":"up","check":{"enabled":true,"status":"INI"}}]}]}"#;
+        assert!(
+            servers_up(unchecked).is_err(),
+            "up before the first check passed is not ready"
+        );
+        let checked = unchecked.replace("INI", "L7OK");
+        assert_eq!(servers_up(&checked), Ok(()));
         let one_down = up.replacen(r#""state":"up""#, r#""state":"down""#, 1);
         assert!(servers_up(&one_down).unwrap_err().contains("app1"));
         assert!(servers_up(r#"{"backends":[]}"#).is_err());

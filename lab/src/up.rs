@@ -32,6 +32,9 @@ pub enum UpError {
     /// `redis-server` is not installed.
     #[error("redis-server not found on PATH: install it with `apt-get install redis-server` (`make up` does this)")]
     NoRedis,
+    /// A config file failed its binary's `check-config`.
+    #[error("{0}")]
+    CheckConfig(String),
     /// A committed config lacks a key we need.
     #[error("{file}: missing or bad `{key}`")]
     Config {
@@ -90,6 +93,38 @@ struct Binaries {
     app: PathBuf,
     /// The forwarder.
     subscriber: PathBuf,
+    /// The load balancer.
+    lb: PathBuf,
+}
+
+/// The lb's frontends (https ones first, so the ready line shows https) and
+/// its admin listener, read from its config.
+fn lb_listens(file: &Path, table: &toml::Table) -> Result<(Vec<(SocketAddr, String)>, SocketAddr), UpError> {
+    let bad = |key: &str| UpError::Config {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+    };
+    let frontends = table
+        .get("frontend")
+        .and_then(|f| f.as_array())
+        .ok_or_else(|| bad("frontend"))?;
+    let mut listens = Vec::new();
+    for frontend in frontends {
+        let frontend = frontend.as_table().ok_or_else(|| bad("frontend"))?;
+        let addr = frontend
+            .get("listen")
+            .and_then(|l| l.as_str())
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| bad("frontend.listen"))?;
+        let tls = frontend.contains_key("cert");
+        listens.push((addr, if tls { "https" } else { "http" }.to_string()));
+    }
+    listens.sort_by_key(|(_, what)| what != "https");
+    let admin = match table.get("admin").and_then(|a| a.as_table()) {
+        Some(admin) => addr_key(file, admin, "listen")?,
+        None => return Err(bad("admin.listen")),
+    };
+    Ok((listens, admin))
 }
 
 /// The process specs of the default cluster, from the committed configs.
@@ -110,6 +145,11 @@ fn specs(opts: &UpOptions, bins: &Binaries) -> Result<Vec<ProcessSpec>, UpError>
             public,
             internal,
         ));
+    }
+    let lb = opts.configs.join("lb.toml");
+    if lb.exists() {
+        let (listens, admin) = lb_listens(&lb, &cluster::read_table(&lb)?)?;
+        specs.push(cluster::lb_spec("lb", bins.lb.clone(), &lb, listens, admin));
     }
     for i in 1..=2 {
         let sub = opts.configs.join(format!("subscriber{i}.toml"));
@@ -144,6 +184,38 @@ fn check_ports(specs: &[ProcessSpec]) -> Result<(), UpError> {
     Ok(())
 }
 
+/// Runs `<binary> check-config FILE` for every wsmesh process, so a broken
+/// config or a missing certificate is reported with its reason before
+/// anything starts, not as a health timeout.
+fn check_configs(specs: &[ProcessSpec]) -> Result<(), UpError> {
+    for spec in specs.iter().filter(|s| s.kind != Kind::Redis) {
+        let Some(config) = spec.args.iter().skip_while(|a| *a != "--config").nth(1) else {
+            continue;
+        };
+        let out = std::process::Command::new(&spec.program)
+            .arg("check-config")
+            .arg(config)
+            .output()
+            .map_err(|e| {
+                UpError::CheckConfig(format!(
+                    "{}: cannot run {}: {e}",
+                    spec.name,
+                    spec.program.display()
+                ))
+            })?;
+        if !out.status.success() {
+            let reason = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let hint = if spec.kind == Kind::Lb && reason.contains("cert") {
+                " (make the dev certificates with `lb gen-cert --dir certs`; `make up` does this)"
+            } else {
+                ""
+            };
+            return Err(UpError::CheckConfig(format!("{}: {reason}{hint}", spec.name)));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `program` is an executable on PATH.
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -170,12 +242,14 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
     let bins = Binaries {
         app: cluster::binary("app")?,
         subscriber: cluster::binary("subscriber")?,
+        lb: cluster::binary("lb")?,
     };
     let specs = specs(&opts, &bins)?;
     if !on_path("redis-server") {
         return Err(UpError::NoRedis);
     }
     check_ports(&specs)?;
+    check_configs(&specs)?;
     std::fs::create_dir_all(&opts.redis_dir).map_err(ClusterError::from)?;
     let ready = ready_line(&specs);
 
@@ -244,6 +318,7 @@ mod tests {
         let bins = Binaries {
             app: "app".into(),
             subscriber: "subscriber".into(),
+            lb: "lb".into(),
         };
         let specs = specs(&opts, &bins).unwrap();
         let mut ports: Vec<u16> = specs
@@ -251,10 +326,13 @@ mod tests {
             .flat_map(|s| s.listens.iter().map(|(a, _)| a.port()))
             .collect();
         ports.sort();
-        assert_eq!(ports, vec![6390, 9001, 9002, 9101, 9102, 9201, 9202]);
+        assert_eq!(
+            ports,
+            vec![6390, 8080, 8404, 8443, 9001, 9002, 9101, 9102, 9201, 9202]
+        );
         assert_eq!(
             ready_line(&specs),
-            "ready: app1 http://127.0.0.1:9001  app2 http://127.0.0.1:9002"
+            "ready: lb https://127.0.0.1:8443  app1 http://127.0.0.1:9001  app2 http://127.0.0.1:9002"
         );
     }
 
