@@ -13,9 +13,10 @@ help:
 	@echo "make test    lint, unit tests and end-to-end tests against real processes"
 	@echo "make bench   benchmarks (QUICK=1 for a short run)"
 
-## Install the system packages the cluster and the tests need, if missing.
-deps:
-	@missing=""; for p in $(APT_PACKAGES_TEST); do \
+# Installs the Debian packages of $(1) that are missing: as root, or via sudo;
+# otherwise prints the exact command and fails.
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -26,6 +27,11 @@ deps:
 	    echo "missing:$$missing — run: apt-get install -y$$missing (as root)"; exit 1; \
 	  fi; \
 	fi
+endef
+
+## Install the system packages the cluster and the tests need, if missing.
+deps:
+	$(call apt_install,$(APT_PACKAGES_TEST))
 
 release:
 	$(CARGO) build --release --workspace --bins
@@ -44,6 +50,8 @@ test: deps lint
 	$(CARGO) build --workspace --bins
 	bash deploy/check.sh
 	$(CARGO) test --workspace -- --test-threads=2
+	lab/browser/run.sh mock
+	lab/browser/run.sh cluster
 
 ## Benchmarks (lab bench): lb vs HAProxy vs direct, wsmesh vs seed-python vs
 ## node. Installs haproxy (apt) and the peers' Python/Node packages, builds in
@@ -52,13 +60,7 @@ test: deps lint
 APT_PACKAGES_BENCH := haproxy redis-server
 BENCH_FLAGS := $(if $(QUICK),--quick,) $(foreach s,$(BENCH_ONLY),--only $(s))
 bench:
-	@missing=""; for p in $(APT_PACKAGES_BENCH); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	$(call apt_install,$(APT_PACKAGES_BENCH))
 	bash lab/bench/peers/install.sh
 	$(CARGO) build --release -p lab -p lb -p app -p subscriber
 	target/release/lab bench $(BENCH_FLAGS) --out target/bench
