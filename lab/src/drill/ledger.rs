@@ -140,6 +140,27 @@ pub fn reconcile(clients: &[ClientLedger]) -> Totals {
     t
 }
 
+/// Up to `n` lost deliveries as `(client index, room, id)`, for the report:
+/// which room and which ids tell a subscriber gap from a client's.
+pub fn lost_sample(clients: &[ClientLedger], n: usize) -> Vec<(usize, String, StreamId)> {
+    let (rooms, _) = acked_by_room(clients);
+    let none = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let seen: HashSet<&StreamId> = c.receipts.iter().collect();
+        let owed = rooms.get(c.room.as_str()).unwrap_or(&none);
+        for id in owed.range((std::ops::Bound::Excluded(c.start), std::ops::Bound::Unbounded)) {
+            if out.len() >= n {
+                return out;
+            }
+            if !seen.contains(id) {
+                out.push((i, c.room.clone(), *id));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +197,9 @@ mod tests {
         let reordered = client("r", &[1, 3, 2, 4], &[]);
         let t = reconcile(&[lost, dup, reordered]);
         assert_eq!((t.lost, t.duplicated, t.out_of_order), (1, 1, 1), "{t:?}");
+        let lost = reconcile(&[client("r", &[1, 2, 4], &acks)]);
+        assert_eq!(lost.lost, 1);
+        assert_eq!(lost_sample(&[client("r", &[1, 2, 4], &acks)], 5), [(0, "r".to_string(), id(3))]);
     }
 
     #[test]

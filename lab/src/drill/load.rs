@@ -5,7 +5,7 @@
 //! to tell when the cluster is quiet again; the chats themselves are logged
 //! raw by the client (`ReceiptLog`) for the ledger.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -77,8 +77,10 @@ pub struct LoadPlan {
 pub struct Live {
     /// Whether it is connected (welcomed, not lost since).
     pub connected: bool,
-    /// Sends still unacked.
-    pub pending: usize,
+    /// Cids acked so far; `sent - acked_cids.len()` sends are unacked. Counted
+    /// here, in event order, not polled from the client, so a send queued a
+    /// moment ago can never look acked.
+    pub acked_cids: HashSet<String>,
     /// The client stopped after too many failed connects.
     pub gave_up: bool,
     /// Sends queued.
@@ -91,6 +93,13 @@ pub struct Live {
     pub disconnects: u64,
     /// Error frames from the server (e.g. `rate_limited`, `unavailable`).
     pub refused: u64,
+}
+
+impl Live {
+    /// Sends not yet acked.
+    pub fn unacked(&self) -> usize {
+        (self.sent as usize).saturating_sub(self.acked_cids.len())
+    }
 }
 
 /// A client slot: its room, its live record, its raw receipts and its task.
@@ -233,7 +242,7 @@ impl Load {
                 }
                 let head = heads.get(s.room.as_str()).copied().unwrap_or_default();
                 let got = lock(&s.receipts).iter().map(|r| r.id).max().unwrap_or_default();
-                !(live.connected && live.pending == 0 && got >= head)
+                !(live.connected && live.unacked() == 0 && got >= head)
             })
             .count()
     }
@@ -261,6 +270,7 @@ impl Load {
             // A task that panicked still left its record; the ledger shows the damage.
             let _ = slot.task.await;
             let live = std::mem::take(&mut *lock(&slot.live));
+            let pending = live.unacked();
             let receipts = std::mem::take(&mut *lock(&slot.receipts));
             let start = receipts
                 .iter()
@@ -275,7 +285,7 @@ impl Load {
                     receipts: receipts.iter().map(|r| r.id).collect(),
                     acks: live.acks,
                     sent: live.sent,
-                    pending: live.pending,
+                    pending,
                     gave_up: live.gave_up || !live.connected,
                 },
                 connections: live.connections,
@@ -333,8 +343,9 @@ async fn drive(
                     }
                     Some(Event::Acked { cid, id }) => {
                         if let Ok(id) = id.parse() {
-                            l.acks.push((cid, id));
+                            l.acks.push((cid.clone(), id));
                         }
+                        l.acked_cids.insert(cid);
                     }
                     Some(Event::Refused(_)) => l.refused += 1,
                     Some(Event::Chat(_)) => {}
@@ -345,16 +356,12 @@ async fn drive(
                 }
             }
             _ = poll.tick() => {
-                let stats = client.stats();
-                let mut l = lock(&live);
-                l.pending = stats.pending;
-                l.gave_up = stats.gave_up;
+                let gave_up = client.stats().gave_up;
+                lock(&live).gave_up = gave_up;
             }
             _ = stop.changed() => break,
         }
     }
-    let stats = client.stats();
-    let mut l = lock(&live);
-    l.pending = stats.pending;
-    l.gave_up = stats.gave_up;
+    let gave_up = client.stats().gave_up;
+    lock(&live).gave_up = gave_up;
 }

@@ -283,6 +283,13 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
 
     let ledgers: Vec<_> = outcomes.iter().map(|o| o.ledger.clone()).collect();
     let totals = ledger::reconcile(&ledgers);
+    let lost_sample = ledger::lost_sample(&ledgers, 10)
+        .into_iter()
+        .map(|(i, room, id)| {
+            let on: Vec<&str> = outcomes[i].connections.iter().map(|r| r.instance.as_str()).collect();
+            format!("client {i} (on {}) room {room} id {id}", on.join("→"))
+        })
+        .collect();
     let reconnects: Vec<Duration> = outcomes
         .iter()
         .flat_map(|o| o.connections.iter().skip(1).filter_map(|r| r.reconnect_took))
@@ -311,6 +318,7 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
         quiesce_s,
         timeline,
         logs,
+        lost_sample,
     })
 }
 

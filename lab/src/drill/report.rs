@@ -75,6 +75,8 @@ pub struct DrillReport {
     pub timeline: Timeline,
     /// Where the processes' logs are, when kept.
     pub logs: Option<String>,
+    /// A few lost deliveries: `client N room R id I`.
+    pub lost_sample: Vec<String>,
 }
 
 impl DrillReport {
@@ -129,6 +131,9 @@ impl DrillReport {
         ];
         for (k, v) in rows {
             let _ = writeln!(s, "  {k:<30} {v:>20}");
+        }
+        for lost in &self.lost_sample {
+            let _ = writeln!(s, "  lost: {lost}");
         }
         if let Some(logs) = &self.logs {
             let _ = writeln!(s, "  logs: {logs}");
