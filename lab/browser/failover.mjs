@@ -3,8 +3,10 @@
 // the same log, each message once.
 //
 //   WSMESH_URL_A=https://127.0.0.1:8443/ WSMESH_URL_B=https://127.0.0.1:8443/ WSMESH_CA_IGNORE=1 \
-//   WSMESH_KILL_CMD_APP1='kill -TERM $(cat /tmp/app1.pid)' WSMESH_KILL_CMD_APP2='kill -TERM $(cat /tmp/app2.pid)' \
+//   WSMESH_KILL_CMD_APP1='kill -9 $(cat /tmp/pids/app1.pid)' WSMESH_KILL_CMD_APP2='kill -9 $(cat /tmp/pids/app2.pid)' \
 //   WSMESH_RESTART_CMD_APP1='...' WSMESH_RESTART_CMD_APP2='...' node lab/browser/failover.mjs
+//
+// (pid files from `lab up --pid-dir /tmp/pids`; `run.sh cluster` does exactly this.)
 //
 // WSMESH_KILL_CMD_<INSTANCE> (instance name from `welcome`, upper-cased, other characters
 // as `_`) is run with `sh -c` once A is connected to that instance. Behind the lb, A

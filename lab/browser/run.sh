@@ -5,10 +5,13 @@
 #   lab/browser/run.sh mock        the page against the in-memory mock (no cluster needed):
 #                                  two_pages.mjs, failover.mjs and page_edges.mjs,
 #                                  mock on 127.0.0.1:19031/19032 (MOCK_PORTS)
-#   lab/browser/run.sh cluster     starts a throwaway cluster from the built binaries on
-#                                  scratch ports (cluster.sh): two_pages.mjs on the apps
-#                                  directly and through the TLS lb, then failover.mjs
-#                                  through the lb (SIGTERM of page A's instance)
+#   lab/browser/run.sh cluster     runs `lab up --port-offset 10000` (WSMESH_PORT_OFFSET)
+#                                  from the built binaries (target/debug or WSMESH_BIN_DIR),
+#                                  takes the URLs from its `ready` line: two_pages.mjs on
+#                                  the apps directly and through the TLS lb, then
+#                                  failover.mjs through the lb (kill -9 of page A's
+#                                  instance, pid from `lab up --pid-dir`); SIGTERMs
+#                                  `lab up` on every exit path, which stops the rest
 #   lab/browser/run.sh two_pages   against WSMESH_URL_A / WSMESH_URL_B (a running cluster)
 #   lab/browser/run.sh failover    same, plus WSMESH_KILL_CMD_<INSTANCE> (see failover.mjs)
 #
@@ -73,17 +76,61 @@ case "${1:-mock}" in
     exit $rc
     ;;
   cluster)
-    exec ./cluster.sh ./run.sh cluster-tests
-    ;;
-  cluster-tests) # inside cluster.sh
-    : "${WSMESH_LB_URL:?run through cluster.sh}"
-    shots=${WSMESH_SCREENSHOT_DIR:-$here/../../target/browser}
-    one WSMESH_SCREENSHOT_DIR="$shots/apps" WSMESH_URL_A="$WSMESH_APP1_URL" WSMESH_URL_B="$WSMESH_APP2_URL" node two_pages.mjs
-    one WSMESH_SCREENSHOT_DIR="$shots/lb" WSMESH_URL_A="$WSMESH_LB_URL" WSMESH_URL_B="$WSMESH_LB_URL" WSMESH_CA_IGNORE=1 node two_pages.mjs
-    one WSMESH_SCREENSHOT_DIR="$shots/lb" WSMESH_URL_A="$WSMESH_LB_URL" WSMESH_URL_B="$WSMESH_LB_URL" WSMESH_CA_IGNORE=1 \
-      WSMESH_KILL_CMD_APP1="kill -TERM \$(cat $WSMESH_APP1_PID_FILE)" \
-      WSMESH_KILL_CMD_APP2="kill -TERM \$(cat $WSMESH_APP2_PID_FILE)" \
+    root=$(cd "$here/../.." && pwd)
+    bin=${WSMESH_BIN_DIR:-$root/target/debug}
+    case "$bin" in /*) ;; *) bin=$root/$bin ;; esac
+    for b in lab app subscriber lb; do
+      [ -x "$bin/$b" ] || { echo "missing $bin/$b: run cargo build -p app -p subscriber -p lb -p lab first" >&2; exit 1; }
+    done
+    # The lb config names the dev certificate in certs/ (as `make certs`; kept if present).
+    [ -f "$root/certs/server.pem" ] || "$bin/lb" gen-cert --dir "$root/certs" >/dev/null
+    work=$(mktemp -d "${TMPDIR:-/tmp}/wsmesh-browser.XXXXXX")
+    up=""
+    # SIGTERM to `lab up` stops its processes in order (up to 8 s each for apps, then
+    # Redis) and removes its temporary configs; SIGKILL after 30 s as a last resort.
+    stop_up() {
+      if [ -n "$up" ]; then
+        kill -TERM "$up" 2>/dev/null || true
+        i=0
+        while kill -0 "$up" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+        if kill -0 "$up" 2>/dev/null; then
+          echo "lab up did not stop within 30 s; SIGKILL (its children die with it)" >&2
+          kill -KILL "$up" 2>/dev/null || true
+        fi
+        wait "$up" 2>/dev/null || true
+        up=""
+      fi
+      [ $rc -eq 0 ] || { echo "# lab up log (last 40 lines):" >&2; tail -n 40 "$work/up.log" >&2; }
+      rm -rf "$work"
+    }
+    trap 'stop_up' EXIT
+    trap 'rc=1; exit 130' INT TERM
+    WSMESH_BIN_DIR=$bin "$bin/lab" up --configs "$root/configs/local" \
+      --port-offset "${WSMESH_PORT_OFFSET:-10000}" --pid-dir "$work/pids" >"$work/up.log" 2>&1 &
+    up=$!
+    i=0
+    until ready=$(grep -m 1 '^ready: ' "$work/up.log"); do
+      kill -0 "$up" 2>/dev/null || { echo "lab up exited before it was ready" >&2; rc=1; exit 1; }
+      i=$((i + 1))
+      [ $i -le 600 ] || { echo "lab up not ready within 60 s" >&2; rc=1; exit 1; }
+      sleep 0.1
+    done
+    echo "# lab up $ready"
+    # "ready: lb https://127.0.0.1:18443  app1 http://… app2 http://…" → the word after NAME.
+    url_of() { printf '%s\n' "$ready" | tr -s ' ' '\n' | awk -v n="$1" 'prev == n { print; exit } { prev = $0 }'; }
+    lb=$(url_of lb)/ app1=$(url_of app1)/ app2=$(url_of app2)/
+    for u in "$lb" "$app1" "$app2"; do
+      [ "$u" != / ] || { echo "no lb/app1/app2 URL in: $ready" >&2; rc=1; exit 1; }
+    done
+    shots=${WSMESH_SCREENSHOT_DIR:-$root/target/browser}
+    one WSMESH_SCREENSHOT_DIR="$shots/apps" WSMESH_URL_A="$app1" WSMESH_URL_B="$app2" node two_pages.mjs
+    one WSMESH_SCREENSHOT_DIR="$shots/lb" WSMESH_URL_A="$lb" WSMESH_URL_B="$lb" WSMESH_CA_IGNORE=1 node two_pages.mjs
+    one WSMESH_SCREENSHOT_DIR="$shots/lb" WSMESH_URL_A="$lb" WSMESH_URL_B="$lb" WSMESH_CA_IGNORE=1 \
+      WSMESH_KILL_CMD_APP1="kill -9 \$(cat $work/pids/app1.pid)" \
+      WSMESH_KILL_CMD_APP2="kill -9 \$(cat $work/pids/app2.pid)" \
       node failover.mjs
+    # What `lab up` saw of the fault (it never restarts a process: "app1 exited (signal: 9 …)").
+    grep ' exited (' "$work/up.log" | sed 's/^/# lab up: /' || true
     total
     exit $rc
     ;;

@@ -13,5 +13,6 @@ pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod session;
+pub mod shift;
 pub mod tls;
 pub mod up;

@@ -23,12 +23,20 @@ enum Command {
         /// Directory with the committed configs.
         #[arg(long, default_value = "configs/local")]
         configs: PathBuf,
-        /// Redis data directory (AOF persistence).
-        #[arg(long, default_value = "target/lab/redis")]
-        redis_dir: PathBuf,
+        /// Redis data directory (AOF persistence) [default: target/lab/redis; with
+        /// --port-offset, the temporary directory].
+        #[arg(long)]
+        redis_dir: Option<PathBuf>,
         /// Give up when not everything is healthy after this many seconds.
         #[arg(long, default_value_t = 60)]
         start_timeout: u64,
+        /// Run with every loopback port of the configs moved by N (rendered into a
+        /// temporary directory, removed at exit), next to a cluster on the fixed ports.
+        #[arg(long, value_name = "N")]
+        port_offset: Option<u16>,
+        /// Write DIR/<name>.pid for every process (each removed when its process exits).
+        #[arg(long, value_name = "DIR")]
+        pid_dir: Option<PathBuf>,
     },
     /// Interactive chat: stdin lines are sent, chats printed.
     Chat {
@@ -97,10 +105,14 @@ async fn main() -> anyhow::Result<()> {
             configs,
             redis_dir,
             start_timeout,
+            port_offset,
+            pid_dir,
         } => up::run(UpOptions {
             configs,
             redis_dir,
             start_timeout: Duration::from_secs(start_timeout),
+            port_offset,
+            pid_dir,
         })
         .await
         .context("lab up")?,

@@ -3,6 +3,10 @@
 //! a taken port (naming the holder), waits until every part is healthy, prints
 //! one `ready` line, never restarts what dies (faults stay visible), and stops
 //! everything in order on Ctrl-C / SIGTERM.
+//!
+//! With `--port-offset N` the same configs run moved by N ports (see `shift`)
+//! from a temporary directory, so a second cluster (the browser tests) can run
+//! next to the real one; `--pid-dir` tells a test which pid to kill.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,10 +15,18 @@ use std::time::Duration;
 use crate::cluster::{self, Cluster, ClusterError};
 use crate::ports;
 use crate::process::{Kind, ProcessSpec};
+use crate::shift::{self, ShiftError};
 
 /// How long a process gets between SIGTERM and SIGKILL; covers the app's drain
 /// (grace + window in the committed configs).
 const STOP_GRACE: Duration = Duration::from_secs(8);
+
+/// Redis data without `--redis-dir` on the fixed ports: kept between runs.
+const DEFAULT_REDIS_DIR: &str = "target/lab/redis";
+
+/// Environment overrides that would beat a moved config and point a moved
+/// cluster back at the real one's Redis (or lock its lb's admin API).
+const OVERRIDE_VARS: [&str; 3] = ["WSMESH_REDIS_URL", "WSMESH_INTERNAL_TOKEN", "WSMESH_ADMIN_TOKEN"];
 
 /// Why the cluster could not come up.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +58,17 @@ pub enum UpError {
     /// Anything the harness reports.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The configs could not be moved to other ports.
+    #[error(transparent)]
+    Shift(#[from] ShiftError),
+    /// A pid file could not be written.
+    #[error("pid file {path}: {source}")]
+    PidFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// Signal handlers could not be installed.
     #[error("signals: {0}")]
     Signal(std::io::Error),
@@ -56,10 +79,60 @@ pub enum UpError {
 pub struct UpOptions {
     /// Directory with app1.toml, app2.toml, subscriber1.toml, subscriber2.toml.
     pub configs: PathBuf,
-    /// Redis data directory (AOF lives here between runs).
-    pub redis_dir: PathBuf,
+    /// Redis data directory (AOF lives here between runs); by default
+    /// `target/lab/redis`, or the temporary directory with `port_offset`.
+    pub redis_dir: Option<PathBuf>,
     /// How long to wait for health before giving up.
     pub start_timeout: Duration,
+    /// Run the configs moved by this many ports, from a temporary directory.
+    pub port_offset: Option<u16>,
+    /// Write `<dir>/<name>.pid` for every process (removed when it exits).
+    pub pid_dir: Option<PathBuf>,
+}
+
+/// The pid files of `--pid-dir`. A file is removed as soon as its process is
+/// reaped and all at exit, so a test never kills a reused pid from a stale file.
+#[derive(Debug)]
+struct PidFiles {
+    /// The directory, when asked for.
+    dir: Option<PathBuf>,
+    /// Files written and not yet removed.
+    written: Vec<PathBuf>,
+}
+
+impl PidFiles {
+    /// Writes `<dir>/<name>.pid` (when there is a dir).
+    fn write(&mut self, name: &str, pid: Option<u32>) -> Result<(), UpError> {
+        let (Some(dir), Some(pid)) = (&self.dir, pid) else {
+            return Ok(());
+        };
+        let path = dir.join(format!("{name}.pid"));
+        let fail = |source| UpError::PidFile {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(fail)?;
+        std::fs::write(&path, format!("{pid}\n")).map_err(fail)?;
+        self.written.push(path);
+        Ok(())
+    }
+
+    /// Removes the file of `name`, whose process has exited.
+    fn remove(&mut self, name: &str) {
+        if let Some(dir) = &self.dir {
+            let path = dir.join(format!("{name}.pid"));
+            let _ = std::fs::remove_file(&path);
+            self.written.retain(|p| *p != path);
+        }
+    }
+}
+
+impl Drop for PidFiles {
+    fn drop(&mut self) {
+        for path in &self.written {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// A string key of a config file, as a socket address.
@@ -127,14 +200,14 @@ fn lb_listens(file: &Path, table: &toml::Table) -> Result<(Vec<(SocketAddr, Stri
     Ok((listens, admin))
 }
 
-/// The process specs of the default cluster, from the committed configs.
-fn specs(opts: &UpOptions, bins: &Binaries) -> Result<Vec<ProcessSpec>, UpError> {
+/// The process specs of the default cluster, from the configs in `configs`.
+fn specs(configs: &Path, redis_dir: &Path, bins: &Binaries) -> Result<Vec<ProcessSpec>, UpError> {
     let mut specs = Vec::new();
-    let first_app = opts.configs.join("app1.toml");
+    let first_app = configs.join("app1.toml");
     let redis = addr_key(&first_app, &cluster::read_table(&first_app)?, "redis.url")?;
-    specs.push(cluster::redis_spec("redis", redis, &opts.redis_dir));
+    specs.push(cluster::redis_spec("redis", redis, redis_dir));
     for i in 1..=2 {
-        let app = opts.configs.join(format!("app{i}.toml"));
+        let app = configs.join(format!("app{i}.toml"));
         let table = cluster::read_table(&app)?;
         let public = addr_key(&app, &table, "listen.public")?;
         let internal = addr_key(&app, &table, "listen.internal")?;
@@ -146,13 +219,13 @@ fn specs(opts: &UpOptions, bins: &Binaries) -> Result<Vec<ProcessSpec>, UpError>
             internal,
         ));
     }
-    let lb = opts.configs.join("lb.toml");
+    let lb = configs.join("lb.toml");
     if lb.exists() {
         let (listens, admin) = lb_listens(&lb, &cluster::read_table(&lb)?)?;
         specs.push(cluster::lb_spec("lb", bins.lb.clone(), &lb, listens, admin));
     }
     for i in 1..=2 {
-        let sub = opts.configs.join(format!("subscriber{i}.toml"));
+        let sub = configs.join(format!("subscriber{i}.toml"));
         let health = addr_key(&sub, &cluster::read_table(&sub)?, "listen.health")?;
         let bin = bins.subscriber.clone();
         specs.push(cluster::subscriber_spec(
@@ -244,14 +317,45 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         subscriber: cluster::binary("subscriber")?,
         lb: cluster::binary("lb")?,
     };
-    let specs = specs(&opts, &bins)?;
+    // Declared before the cluster, so it is removed after every process stopped.
+    let moved = match opts.port_offset {
+        Some(offset) => {
+            let dir = tempfile::Builder::new()
+                .prefix("wsmesh-up-")
+                .tempdir()
+                .map_err(ClusterError::from)?;
+            shift::render_dir(&opts.configs, dir.path(), offset)?;
+            Some(dir)
+        }
+        None => None,
+    };
+    let (configs, redis_dir) = match (&moved, opts.redis_dir) {
+        (Some(dir), redis_dir) => (
+            dir.path().to_path_buf(),
+            redis_dir.unwrap_or_else(|| dir.path().join("redis")),
+        ),
+        (None, redis_dir) => (
+            opts.configs,
+            redis_dir.unwrap_or_else(|| DEFAULT_REDIS_DIR.into()),
+        ),
+    };
+    let mut specs = specs(&configs, &redis_dir, &bins)?;
+    if moved.is_some() {
+        for spec in &mut specs {
+            spec.env_remove = OVERRIDE_VARS.iter().map(|v| v.to_string()).collect();
+        }
+    }
     if !on_path("redis-server") {
         return Err(UpError::NoRedis);
     }
     check_ports(&specs)?;
     check_configs(&specs)?;
-    std::fs::create_dir_all(&opts.redis_dir).map_err(ClusterError::from)?;
+    std::fs::create_dir_all(&redis_dir).map_err(ClusterError::from)?;
     let ready = ready_line(&specs);
+    let mut pid_files = PidFiles {
+        dir: opts.pid_dir,
+        written: Vec::new(),
+    };
 
     // Children sit in their own process group, so a terminal's Ctrl-C reaches only us;
     // should we die anyway, PR_SET_PDEATHSIG takes them down.
@@ -259,7 +363,8 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
     tokio::pin!(stop);
     let mut cluster = Cluster::new();
     for spec in specs {
-        cluster.spawn(spec)?;
+        let process = cluster.spawn(spec)?;
+        pid_files.write(process.name(), process.pid())?;
     }
     tokio::select! {
         healthy = cluster.wait_healthy(opts.start_timeout) => healthy?,
@@ -279,6 +384,7 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
             }
             _ = tick.tick() => {
                 for (name, status) in cluster.reap() {
+                    pid_files.remove(&name);
                     println!("{name} exited ({status})");
                     tracing::error!(%name, %status, "process exited; not restarting");
                 }
@@ -307,27 +413,74 @@ mod tests {
         assert!(err.to_string().contains("listen.internal"), "{err}");
     }
 
-    #[test]
-    fn committed_configs_give_the_documented_fixed_ports() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = UpOptions {
-            configs: cluster::configs_dir(),
-            redis_dir: dir.path().into(),
-            start_timeout: Duration::from_secs(1),
-        };
-        let bins = Binaries {
+    fn bins() -> Binaries {
+        Binaries {
             app: "app".into(),
             subscriber: "subscriber".into(),
             lb: "lb".into(),
-        };
-        let specs = specs(&opts, &bins).unwrap();
+        }
+    }
+
+    fn sorted_ports(specs: &[ProcessSpec]) -> Vec<u16> {
         let mut ports: Vec<u16> = specs
             .iter()
             .flat_map(|s| s.listens.iter().map(|(a, _)| a.port()))
             .collect();
         ports.sort();
+        ports
+    }
+
+    #[test]
+    fn moved_configs_give_every_fixed_port_plus_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        shift::render_dir(&cluster::configs_dir(), dir.path(), 10000).unwrap();
+        let specs = specs(dir.path(), dir.path(), &bins()).unwrap();
         assert_eq!(
-            ports,
+            sorted_ports(&specs),
+            vec![16390, 18080, 18404, 18443, 19001, 19002, 19101, 19102, 19201, 19202]
+        );
+        assert_eq!(
+            ready_line(&specs),
+            "ready: lb https://127.0.0.1:18443  app1 http://127.0.0.1:19001  app2 http://127.0.0.1:19002"
+        );
+        let sub = cluster::read_table(&dir.path().join("subscriber2.toml")).unwrap();
+        assert_eq!(
+            sub["app"]["internal_url"].as_str(),
+            Some("http://127.0.0.1:19102")
+        );
+    }
+
+    #[test]
+    fn pid_files_are_written_removed_on_exit_and_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let mut files = PidFiles {
+            dir: Some(pids.clone()),
+            written: Vec::new(),
+        };
+        files.write("app1", Some(41)).unwrap();
+        files.write("app2", Some(42)).unwrap();
+        files.write("gone", None).unwrap();
+        assert_eq!(std::fs::read_to_string(pids.join("app1.pid")).unwrap(), "41\n");
+        assert!(!pids.join("gone.pid").exists());
+        files.remove("app1");
+        assert!(!pids.join("app1.pid").exists());
+        assert!(pids.join("app2.pid").exists());
+        drop(files);
+        assert!(!pids.join("app2.pid").exists());
+        let mut none = PidFiles {
+            dir: None,
+            written: Vec::new(),
+        };
+        none.write("app1", Some(1)).unwrap();
+    }
+
+    #[test]
+    fn committed_configs_give_the_documented_fixed_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = specs(&cluster::configs_dir(), dir.path(), &bins()).unwrap();
+        assert_eq!(
+            sorted_ports(&specs),
             vec![6390, 8080, 8404, 8443, 9001, 9002, 9101, 9102, 9201, 9202]
         );
         assert_eq!(
