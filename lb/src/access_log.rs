@@ -5,7 +5,8 @@
 //! count bytes and write the line when a response is done, since a streamed
 //! body ends long after the handler returns; the response body also stops
 //! with an error when its server's sessions are shut down
-//! (`on_marked_down = "shutdown-sessions"`), so the client sees a cut
+//! (`on_marked_down = "shutdown-sessions"` or `"shutdown-unreachable"`),
+//! so the client sees a cut
 //! response rather than waiting on a frozen server.
 
 use std::future::Future;
@@ -125,7 +126,7 @@ impl Drop for InFlight {
 
 /// Why a response body stopped early.
 #[derive(Debug, thiserror::Error)]
-#[error("the server was marked down during the response (shutdown-sessions)")]
+#[error("the server was marked down during the response (on_marked_down)")]
 pub struct ServerDown;
 
 /// Error of a response body sent to a client.

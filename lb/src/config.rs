@@ -258,6 +258,16 @@ pub enum OnMarkedDown {
     /// clients reconnect to a healthy server at once instead of hanging on
     /// a frozen one (`shutdown-sessions`).
     ShutdownSessions,
+    /// wsmesh extension: close them as `shutdown-sessions` does only when
+    /// the server stopped answering (refused or timed-out connects, checks
+    /// timing out) or enters maintenance; one marked down by its answers
+    /// (an unexpected status or a malformed response) keeps them until it
+    /// stops answering too. The wsmesh apps answer 503 while they drain
+    /// (then close their WebSockets themselves with 1012, spread out) and
+    /// while over their capacity threshold (established sessions stay):
+    /// alive in both cases, so cutting their tunnels would only turn a
+    /// spread-out reconnect into a herd.
+    ShutdownUnreachable,
 }
 
 impl OnMarkedDown {
@@ -266,6 +276,7 @@ impl OnMarkedDown {
         match self {
             OnMarkedDown::None => "none",
             OnMarkedDown::ShutdownSessions => "shutdown-sessions",
+            OnMarkedDown::ShutdownUnreachable => "shutdown-unreachable",
         }
     }
 }
@@ -341,8 +352,8 @@ pub struct Check {
     /// A 404 from an up server puts it in drain (no new sessions, the open
     /// ones stay) instead of counting as a failure; a success brings it
     /// back (`http-check disable-on-404`): how a server drains itself
-    /// without being marked down, so `shutdown-sessions` leaves its
-    /// sessions alone.
+    /// without being marked down, so `shutdown-sessions` (and
+    /// `shutdown-unreachable`) leave its sessions alone.
     pub disable_on_404: bool,
 }
 
@@ -654,6 +665,11 @@ addr = "127.0.0.1:9001"
         assert_eq!(
             b.retry_on,
             [RetryOn::ConnFailure, RetryOn::EmptyResponse, RetryOn::Status503]
+        );
+        let unreachable = parse(&text.replace("shutdown-sessions", "shutdown-unreachable")).unwrap();
+        assert_eq!(
+            unreachable.backends[0].on_marked_down,
+            OnMarkedDown::ShutdownUnreachable
         );
         let defaults = parse(MINIMAL).unwrap();
         assert_eq!(defaults.backends[0].on_marked_down, OnMarkedDown::None);

@@ -263,7 +263,7 @@ enum Attempt {
     ConnectFailed,
     /// The server closed without answering.
     Empty,
-    /// The server was marked down (shutdown-sessions) while we waited.
+    /// The server's sessions were shut down (`on_marked_down`) while we waited.
     ServerDown,
     /// Some other failure; the lb answers with this.
     Fail(StatusCode, &'static str),

@@ -4,9 +4,11 @@
 //! after inactivity in both directions; once one side has closed its half,
 //! `timeout client-fin` bounds the other; on shutdown it gets the grace
 //! period, then closes. When its server is marked down or put in
-//! maintenance with `on_marked_down = "shutdown-sessions"`, it closes at
-//! once, so the client reconnects to a healthy server instead of waiting on
-//! a frozen one (a stopped process or a cut link keeps TCP open forever).
+//! maintenance with `on_marked_down = "shutdown-sessions"` (with
+//! `"shutdown-unreachable"`: only once the server stopped answering), it
+//! closes at once, so the client reconnects to a healthy server instead of
+//! waiting on a frozen one (a stopped process or a cut link keeps TCP open
+//! forever).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

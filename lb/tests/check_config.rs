@@ -117,9 +117,12 @@ fn shipped_configs_see_an_app_drain_within_its_grace_and_fail_over() {
             let grace = secs(&read(app)["drain"]["grace"]);
             assert!(seen < grace, "{dir}: drain seen after {seen}s, grace {grace}s");
         }
+        // A draining app (or one over its capacity threshold) answers 503
+        // and keeps its WebSockets: the lb must not cut them, only those
+        // of an app that stopped answering.
         assert_eq!(
             backend["on_marked_down"].as_str(),
-            Some("shutdown-sessions"),
+            Some("shutdown-unreachable"),
             "{dir}"
         );
         assert_eq!(backend["on_error"].as_str(), Some("mark-down"), "{dir}");

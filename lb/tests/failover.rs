@@ -1,8 +1,11 @@
 //! Zero-loss failover: a server marked down (or put in maintenance) with
 //! `on_marked_down = "shutdown-sessions"` has its tunnels closed so clients
-//! reconnect elsewhere at once; a drained one keeps them; a refused connect
-//! takes a server out at once with `on_error = "mark-down"`, and the
-//! request that hit it, WebSocket upgrades included, goes to the other.
+//! reconnect elsewhere at once; a drained one keeps them; with
+//! `"shutdown-unreachable"` only a server that stopped answering loses
+//! them, one that answers its checks 503 (draining, over capacity) keeps
+//! them; a refused connect takes a server out at once with
+//! `on_error = "mark-down"`, and the request that hit it, WebSocket
+//! upgrades included, goes to the other.
 
 mod support;
 
@@ -89,6 +92,115 @@ async fn tunnels_of_a_frozen_server_are_closed_once_its_checks_time_out() {
         "tunnel to the frozen server still open"
     );
     echo(&mut on_app2, "the other tunnel is untouched").await;
+}
+
+const UNREACHABLE: &str = "on_marked_down = \"shutdown-unreachable\"";
+
+/// Waits until the lb has logged that app1 was marked down by its answers
+/// and its sessions were kept: logged when the mark-down is acted on, so a
+/// tunnel still open afterwards was left open, not just not yet closed.
+async fn sessions_kept_at_mark_down(lb: &Lb) {
+    eventually(10, "app1's sessions kept at mark-down", || async {
+        lb.log_text()
+            .lines()
+            .any(|l| l.contains("keeping its sessions") && l.contains(r#""server":"app1""#))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_unreachable_keeps_tunnels_of_a_server_answering_503() {
+    let certs = Certs::new();
+    let (a, _b, lb) = cluster(&certs, UNREACHABLE).await;
+    assert_eq!(
+        lb.servers().await["app1"]["on_marked_down"],
+        "shutdown-unreachable"
+    );
+    let (mut on_app1, mut on_app2) = one_tunnel_each(&certs, &lb).await;
+    // As a draining app or one over its capacity threshold: /healthz says
+    // 503, the app goes on serving its WebSockets.
+    a.set_healthy(false);
+    lb.wait_state("app1", "down").await;
+    sessions_kept_at_mark_down(&lb).await;
+    assert_eq!(lb.servers().await["app1"]["check"]["status"], "L7STS");
+    echo(&mut on_app1, "down by its answers, still served").await;
+    // New sessions go elsewhere while the established one stays.
+    for i in 0..3 {
+        let (_, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
+        assert_eq!(greeting, "hello from app2", "new tunnel {i}");
+    }
+    echo(&mut on_app1, "after more checks").await;
+    echo(&mut on_app2, "the other tunnel is untouched").await;
+    assert!(
+        !lb.log_text().contains(r#""end":"server-down""#),
+        "no tunnel was closed by the lb"
+    );
+    a.set_healthy(true);
+    lb.wait_state("app1", "up").await;
+    echo(&mut on_app1, "and after it is back up").await;
+}
+
+#[tokio::test]
+async fn shutdown_unreachable_closes_tunnels_of_a_frozen_server() {
+    let certs = Certs::new();
+    let (a, _b, lb) = cluster(&certs, UNREACHABLE).await;
+    let (mut on_app1, mut on_app2) = one_tunnel_each(&certs, &lb).await;
+    // As after SIGSTOP: connections stay open, checks get no answer.
+    a.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    lb.wait_state("app1", "down").await;
+    assert_eq!(lb.servers().await["app1"]["check"]["status"], "L7TOUT");
+    assert!(
+        closed_by_lb(&mut on_app1).await,
+        "tunnel to the frozen server still open"
+    );
+    echo(&mut on_app2, "the other tunnel is untouched").await;
+    eventually(5, "tunnel end logged as server-down", || async {
+        lb.log_text()
+            .lines()
+            .any(|l| l.contains(r#""message":"tunnel""#) && l.contains(r#""end":"server-down""#))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_unreachable_closes_tunnels_once_a_server_down_by_status_stops_answering() {
+    let certs = Certs::new();
+    let (a, _b, lb) = cluster(&certs, UNREACHABLE).await;
+    let (mut on_app1, mut on_app2) = one_tunnel_each(&certs, &lb).await;
+    // Draining (503), then frozen before its own 1012s went out.
+    a.set_healthy(false);
+    lb.wait_state("app1", "down").await;
+    sessions_kept_at_mark_down(&lb).await;
+    echo(&mut on_app1, "draining, still served").await;
+    a.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        closed_by_lb(&mut on_app1).await,
+        "tunnel to the server that stopped answering still open"
+    );
+    assert_eq!(lb.servers().await["app1"]["check"]["status"], "L7TOUT");
+    assert_eq!(lb.state_of("app1").await, "down");
+    echo(&mut on_app2, "the other tunnel is untouched").await;
+}
+
+#[tokio::test]
+async fn shutdown_unreachable_closes_tunnels_in_maint_not_in_drain() {
+    let certs = Certs::new();
+    let (_a, _b, lb) = cluster(&certs, UNREACHABLE).await;
+    let (mut on_app1, _on_app2) = one_tunnel_each(&certs, &lb).await;
+    assert_eq!(
+        admin_set_state(lb.ports.admin, "app1", "drain").await,
+        StatusCode::OK
+    );
+    assert_eq!(lb.state_of("app1").await, "drain");
+    echo(&mut on_app1, "drained, still served").await;
+    assert_eq!(
+        admin_set_state(lb.ports.admin, "app1", "maint").await,
+        StatusCode::OK
+    );
+    assert!(
+        closed_by_lb(&mut on_app1).await,
+        "tunnel to the server in maint still open"
+    );
 }
 
 #[tokio::test]

@@ -95,6 +95,42 @@ impl CheckStatus {
             CheckStatus::L4Tout => "L4TOUT",
         }
     }
+
+    /// Whether the server gave no answer at all: connect refused or timed
+    /// out, or connected and then nothing within the check's timeout. As
+    /// with a frozen process, a cut link or a dead host, its open sessions
+    /// are then as dead as it is. An unexpected status (`L7STS`) or a
+    /// malformed or cut-short response (`L7RSP`) is an answer: something
+    /// there is alive and reading, so `shutdown-unreachable` keeps its
+    /// sessions (a dead process shows as `L4CON` on the next check).
+    pub fn is_no_answer(self) -> bool {
+        matches!(
+            self,
+            CheckStatus::L4Con | CheckStatus::L4Tout | CheckStatus::L7Tout
+        )
+    }
+}
+
+/// Why a down server is down, as `shutdown-unreachable` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DownCause {
+    /// The result that took it down was an answer (a 503 while draining or
+    /// over capacity, a bad response): the server is alive, its sessions
+    /// may still be served.
+    Answering,
+    /// The result that took it down, or one since, got no answer.
+    Unreachable,
+}
+
+/// What may close a server's open sessions, weighed by `on_marked_down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionThreat {
+    /// The admin put it in maintenance (HAProxy: as being marked down).
+    Maintenance,
+    /// Checks or passive health marked it down, for this cause.
+    MarkedDown(DownCause),
+    /// Already down by its answers, it has now stopped answering.
+    BecameUnreachable,
 }
 
 /// One check result: the status and the words for the log.
@@ -138,6 +174,9 @@ struct Status {
     /// The server's check asked for drain (404 with `disable_on_404`):
     /// no new sessions until a plain success (HAProxy's NOLB).
     self_drained: bool,
+    /// While down: whether it still answers, which decides what
+    /// `shutdown-unreachable` does to its sessions; `None` while up.
+    down_cause: Option<DownCause>,
 }
 
 /// Counters shown on the stats page and in metrics.
@@ -168,9 +207,9 @@ pub struct ServerShared {
     pub counters: Counters,
     /// Idle keep-alive connections to this server.
     pub pool: Pool,
-    /// Bumped to close every open session (`on-marked-down
-    /// shutdown-sessions`); each session watches it from its start, so
-    /// sessions opened afterwards are not affected.
+    /// Bumped to close every open session (`on_marked_down` is
+    /// `shutdown-sessions` or `shutdown-unreachable`); each session watches
+    /// it from its start, so sessions opened afterwards are not affected.
     shutdown: watch::Sender<u64>,
 }
 
@@ -270,6 +309,7 @@ impl ServerShared {
                 usable_since: None,
                 consecutive_errors: 0,
                 self_drained: false,
+                down_cause: None,
             }),
             counters: Counters::default(),
             pool: Pool::new(pool_max_idle),
@@ -405,7 +445,7 @@ impl Server {
         // HAProxy treats entering maintenance as being marked down; drain
         // is not, so drained sessions keep running.
         if admin == AdminState::Maint && previous != AdminState::Maint {
-            self.marked_down("maintenance");
+            self.marked_down("maintenance", SessionThreat::Maintenance);
         }
         previous
     }
@@ -483,6 +523,18 @@ impl Server {
             CheckStatus::L7OkCond if s.counter.state == Health::Up => s.self_drained = true,
             _ => {}
         }
+        // The latest result decides whether a down server still answers;
+        // once unreachable it stays so until it is up again, since its
+        // sessions were dealt with then.
+        let cause_before = s.down_cause;
+        s.down_cause = match s.counter.state {
+            Health::Up => None,
+            Health::Down if result.status.is_no_answer() => Some(DownCause::Unreachable),
+            Health::Down => Some(cause_before.unwrap_or(DownCause::Answering)),
+        };
+        let became_unreachable =
+            cause_before == Some(DownCause::Answering) && s.down_cause == Some(DownCause::Unreachable);
+        let cause = s.down_cause;
         let reason = format!(
             "{}{}{}",
             result.status.as_str(),
@@ -500,23 +552,39 @@ impl Server {
             let health = s.counter.health;
             drop(s);
             tracing::warn!(server = %self.name, addr = %self.addr, from = before.as_str(), to = after.as_str(), %reason, health, "server state changed");
-            if after == BackendState::Down {
-                self.marked_down(&reason);
+            if let (BackendState::Down, Some(cause)) = (after, cause) {
+                self.marked_down(&reason, SessionThreat::MarkedDown(cause));
             }
+        } else if became_unreachable && after == BackendState::Down {
+            drop(s);
+            self.marked_down(&reason, SessionThreat::BecameUnreachable);
         }
     }
 
-    /// The server was marked down or put in maintenance: with
-    /// `shutdown-sessions`, every open session on it is told to close.
-    fn marked_down(&self, reason: &str) {
-        if self.reactions.on_marked_down != OnMarkedDown::ShutdownSessions {
+    /// The server was marked down, put in maintenance or, while down,
+    /// stopped answering: `on_marked_down` decides whether every open
+    /// session on it is told to close.
+    fn marked_down(&self, reason: &str, threat: SessionThreat) {
+        let policy = self.reactions.on_marked_down;
+        let close = match (policy, threat) {
+            (OnMarkedDown::None, _) => false,
+            // Closed when it was marked down already.
+            (OnMarkedDown::ShutdownSessions, SessionThreat::BecameUnreachable) => false,
+            (OnMarkedDown::ShutdownSessions, _) => true,
+            (OnMarkedDown::ShutdownUnreachable, SessionThreat::MarkedDown(DownCause::Answering)) => {
+                tracing::info!(server = %self.name, sessions = self.sessions(), %reason, "the server still answers: keeping its sessions until it stops (on_marked_down = shutdown-unreachable)");
+                false
+            }
+            (OnMarkedDown::ShutdownUnreachable, _) => true,
+        };
+        if !close {
             return;
         }
         let open = self.sessions();
         self.shared.shutdown.send_modify(|n| *n = n.wrapping_add(1));
         // Idle pooled connections to it are of no use any more either.
         self.shared.pool.clear();
-        tracing::warn!(server = %self.name, sessions = open, %reason, "shutting down the server's sessions (on_marked_down = shutdown-sessions)");
+        tracing::warn!(server = %self.name, sessions = open, %reason, on_marked_down = policy.as_str(), "shutting down the server's sessions");
     }
 
     /// Counts a response's status class.
@@ -586,8 +654,9 @@ pub struct SessionGuard {
 
 impl SessionGuard {
     /// Resolves once the server's sessions are shut down (marked down or
-    /// put in maintenance with `on_marked_down = "shutdown-sessions"`)
-    /// after this session opened; never otherwise.
+    /// put in maintenance with `on_marked_down = "shutdown-sessions"`, or
+    /// unreachable or in maintenance with `"shutdown-unreachable"`) after
+    /// this session opened; never otherwise.
     pub async fn shut_down(&mut self) {
         if self.shutdown.changed().await.is_err() {
             // The sender lives as long as the server, which this guard
@@ -774,6 +843,101 @@ mod tests {
         s.record(ok());
         s.set_admin(AdminState::Maint);
         later.shut_down().await;
+    }
+
+    fn result(status: CheckStatus) -> CheckResult {
+        CheckResult {
+            status,
+            code: None,
+            detail: String::new(),
+        }
+    }
+
+    /// A fully up server with `shutdown-unreachable` and one open session.
+    fn unreachable_policy(on_error: OnError) -> (Arc<Server>, SessionGuard) {
+        let mut s = server(2, 3);
+        s.reactions.on_marked_down = OnMarkedDown::ShutdownUnreachable;
+        s.reactions.on_error = on_error;
+        let s = Arc::new(s);
+        s.record(ok());
+        let open = s.open_session();
+        (s, open)
+    }
+
+    #[tokio::test]
+    async fn shutdown_unreachable_keeps_sessions_of_a_server_that_answers() {
+        for answer in [bad(), result(CheckStatus::L7Rsp)] {
+            let (s, mut open) = unreachable_policy(OnError::FailCheck);
+            for _ in 0..3 {
+                s.record(answer.clone());
+            }
+            assert_eq!(s.state(), BackendState::Down);
+            assert!(!s.usable(), "no new sessions");
+            s.record(answer.clone());
+            s.record(ok());
+            assert!(
+                !open.shutdown.has_changed().unwrap(),
+                "{:?}: down but answering, sessions stay",
+                answer.status
+            );
+            s.record(result(CheckStatus::L7Tout));
+            open.shut_down().await;
+            assert!(!open.shutdown.has_changed().unwrap());
+            s.record(result(CheckStatus::L4Con));
+            assert!(
+                !open.shutdown.has_changed().unwrap(),
+                "signalled once while unreachable"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_unreachable_closes_sessions_when_no_answer_marks_it_down() {
+        for none in [CheckStatus::L4Con, CheckStatus::L4Tout, CheckStatus::L7Tout] {
+            let (s, mut open) = unreachable_policy(OnError::FailCheck);
+            s.record(bad());
+            s.record(bad());
+            assert_eq!(s.state(), BackendState::Up);
+            s.record(result(none));
+            assert_eq!(s.state(), BackendState::Down);
+            open.shut_down().await;
+        }
+        // The result that marks it down decides: answering again, it is alive.
+        let (s, open) = unreachable_policy(OnError::FailCheck);
+        s.record(result(CheckStatus::L7Tout));
+        s.record(result(CheckStatus::L7Tout));
+        s.record(bad());
+        assert_eq!(s.state(), BackendState::Down);
+        assert!(!open.shutdown.has_changed().unwrap());
+    }
+
+    #[tokio::test]
+    async fn shutdown_unreachable_closes_on_passive_errors_and_maint() {
+        let (s, mut open) = unreachable_policy(OnError::MarkDown);
+        s.connect_failed(refused());
+        assert_eq!(s.state(), BackendState::Down);
+        open.shut_down().await;
+
+        let (s, mut open) = unreachable_policy(OnError::FailCheck);
+        s.set_admin(AdminState::Drain);
+        assert!(!open.shutdown.has_changed().unwrap(), "drain keeps sessions");
+        s.set_admin(AdminState::Maint);
+        open.shut_down().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_sessions_closes_once_whatever_brought_it_down() {
+        let mut s = server(2, 3);
+        s.reactions.on_marked_down = OnMarkedDown::ShutdownSessions;
+        let s = Arc::new(s);
+        let mut open = s.open_session();
+        s.record(bad());
+        open.shut_down().await;
+        s.record(result(CheckStatus::L7Tout));
+        assert!(
+            !open.shutdown.has_changed().unwrap(),
+            "not signalled again when it stops answering"
+        );
     }
 
     #[tokio::test]
