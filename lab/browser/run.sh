@@ -109,7 +109,7 @@ case "${1:-mock}" in
       --port-offset "${WSMESH_PORT_OFFSET:-10000}" --pid-dir "$work/pids" >"$work/up.log" 2>&1 &
     up=$!
     i=0
-    until ready=$(grep -m 1 '^ready: ' "$work/up.log"); do
+    until ready=$(grep -s -m 1 '^ready: ' "$work/up.log"); do
       kill -0 "$up" 2>/dev/null || { echo "lab up exited before it was ready" >&2; rc=1; exit 1; }
       i=$((i + 1))
       [ $i -le 600 ] || { echo "lab up not ready within 60 s" >&2; rc=1; exit 1; }
