@@ -107,10 +107,12 @@ SHIM
     local what="$1"; shift
     if "$@" >/dev/null 2>&1; then echo "ok   $what"; else echo "FAIL $what"; failed=1; fi
   }
-  # app1's entry of /api/backends (keys come sorted: …, name, responses{}, sessions, state, …).
+  # app1's state in /api/backends, read as JSON (not by key order, which grows).
   up() {
-    curl -s --max-time 2 127.0.0.1:8404/api/backends |
-      grep -oE '"name":"app1","responses":\{[^}]*\},"sessions":[0-9]+,"state":"[a-z]+"' | grep -q '"state":"up"$'
+    curl -s --max-time 2 127.0.0.1:8404/api/backends | python3 -c '
+import json, sys
+servers = [s for b in json.load(sys.stdin)["backends"] for s in b["servers"]]
+sys.exit(0 if any(s["name"] == "app1" and s["state"] == "up" for s in servers) else 1)'
   }
   for _ in $(seq 1 20); do up && break; sleep 0.5; done
   check "lb sees app1 up (/api/backends on the lb's loopback)" up
