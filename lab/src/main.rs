@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start redis-server, app1/app2 and subscriber1/subscriber2 on the fixed local ports.
+    /// Start redis-server, app1/app2, subscriber1/subscriber2 and the lb on the fixed local ports.
     Up {
         /// Directory with the committed configs.
         #[arg(long, default_value = "configs/local")]
