@@ -223,8 +223,16 @@ pub async fn fan_out(target: &Target, sources: Arc<Sources>, shape: FanOut, tag:
                     break;
                 }
                 let msg = match tokio::time::timeout(left.min(POLL), stream.next()).await {
+                    Ok(Some(Ok(Message::Close(frame)))) => {
+                        let why = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason));
+                        return (
+                            part,
+                            Some(format!("closed by the server: {}", why.unwrap_or_default())),
+                        );
+                    }
                     Ok(Some(Ok(m))) => m,
-                    Ok(_) => return (part, Some("socket closed".to_string())),
+                    Ok(Some(Err(e))) => return (part, Some(format!("socket error: {e}"))),
+                    Ok(None) => return (part, Some("socket closed without a close frame".to_string())),
                     Err(_) => continue,
                 };
                 let Message::Text(text) = msg else { continue };

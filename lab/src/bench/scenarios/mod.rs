@@ -130,6 +130,8 @@ impl Params {
                 "5: {} rooms × {} clients over two instances behind the lb, {} senders; fixed rate {} msg/s, and saturation with {} messages in flight per sender; {:?} per run, deliveries counted for messages sent in the window ({:?} grace)",
                 self.rooms, self.per_room, self.senders, self.offered_rate, self.window, self.chat_duration, self.grace
             ),
+            "systems: the lb runs the committed configs/local/lb.toml with listen addresses, certificate paths and servers replaced, access log off (RUST_LOG=warn) as HAProxy runs without `log`; HAProxy 2.x gets the equivalent config (leastconn, same timeouts, retries + redispatch, checks, http-reuse always, nbthread = the lb's worker threads, maxconn 10000 or what the open-file limit allows); direct = plain HTTP/WS straight to the two backends, no TLS, no proxy".to_string(),
+            "5: wsmesh runs with the per-connection send budget lifted (rate_burst/rate_per_sec 1e6) and max_connections raised; it still stores every message in a Redis stream (XADD script), the peers only PUBLISH".to_string(),
             format!(
                 "6: up to {} idle wsmesh clients through the lb to 2 apps (10 per room), budget {:?} / {} MiB",
                 self.scale_clients,
