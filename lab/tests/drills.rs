@@ -65,3 +65,73 @@ async fn freeze_app_past_the_health_timeout_loses_nothing() {
 async fn kill_lb_loses_nothing() {
     drill_is_clean(Fault::KillLb).await;
 }
+
+/// The client side of the frozen-app drill on its own: a server that stops
+/// answering (no frames, no pongs; TCP stays open, as with SIGSTOP or a cut
+/// path) is left after the idle timeout and the client reconnects.
+#[tokio::test]
+async fn a_silent_server_is_left_after_the_idle_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use lab::client::ConnectOptions;
+    use lab::session::{Event, ResilientClient, ResilientConfig};
+    use std::time::Duration;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let mut frozen = Vec::new();
+        for round in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            #[allow(clippy::result_large_err)] // tungstenite's callback signature
+            let callback = |_: &Request, mut resp: Response| {
+                resp.headers_mut()
+                    .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("wsmesh.v1"));
+                Ok(resp)
+            };
+            let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback).await.unwrap();
+            let welcome = serde_json::json!({"type": "welcome", "session": "s", "nick": "n",
+                "room": "r", "instance": format!("i{round}"), "connected_since": 1});
+            ws.send(Message::text(welcome.to_string())).await.unwrap();
+            let history = serde_json::json!({"type": "history", "room": "r", "chats": []});
+            ws.send(Message::text(history.to_string())).await.unwrap();
+            if round == 0 {
+                // Never read again: pings stay unanswered, the socket stays open.
+                frozen.push(ws);
+            } else {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        }
+        drop(frozen);
+    });
+    let connect = ConnectOptions::new(&format!("ws://127.0.0.1:{port}/ws"))
+        .unwrap()
+        .room("r");
+    let mut config = ResilientConfig::new(connect);
+    config.ping_every = Some(Duration::from_millis(100));
+    config.idle_timeout = Duration::from_millis(500);
+    config.backoff_base = Duration::from_millis(20);
+    let mut client = ResilientClient::spawn(config);
+    let mut seen = Vec::new();
+    let mut lost = false;
+    // Bounded: a client that never leaves the silent server fails here, not hangs.
+    while seen.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(30), client.next_event())
+            .await
+            .expect("no reconnect within 30 s");
+        match event {
+            Some(Event::Connected(r)) => seen.push(r.instance),
+            Some(Event::Disconnected(code)) => {
+                assert_eq!(code, None, "no close frame from a silent server");
+                lost = true;
+            }
+            Some(_) => {}
+            None => panic!("client task ended"),
+        }
+    }
+    assert!(lost);
+    assert_eq!(seen, ["i0", "i1"]);
+    server.abort();
+}

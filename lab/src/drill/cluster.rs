@@ -76,8 +76,14 @@ fn logged(mut spec: ProcessSpec, log: &Path) -> ProcessSpec {
     spec.args = args;
     spec.env_remove = OVERRIDE_VARS.iter().map(|v| v.to_string()).collect();
     spec.env.push(("NO_COLOR".into(), "1".into()));
-    // Per-connection info lines of a thousand clients say nothing a drill needs.
-    spec.env.push(("RUST_LOG".into(), "warn".into()));
+    // Per-connection info lines of a thousand clients say nothing a drill needs;
+    // the lb's server state changes (info) do, its access log does not.
+    let level = if spec.kind == crate::process::Kind::Lb {
+        "info,access=warn"
+    } else {
+        "warn"
+    };
+    spec.env.push(("RUST_LOG".into(), level.into()));
     spec
 }
 

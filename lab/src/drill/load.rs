@@ -89,6 +89,8 @@ pub struct Live {
     pub acks: Vec<(String, StreamId)>,
     /// Welcomed connections, in order.
     pub connections: Vec<ConnectionRecord>,
+    /// When each of `connections` was welcomed.
+    pub welcomed_at: Vec<Instant>,
     /// Connections lost.
     pub disconnects: u64,
     /// Error frames from the server (e.g. `rate_limited`, `unavailable`).
@@ -127,6 +129,8 @@ pub struct ClientOutcome {
     pub ledger: ClientLedger,
     /// Welcomed connections.
     pub connections: Vec<ConnectionRecord>,
+    /// When each connection was welcomed.
+    pub welcomed_at: Vec<Instant>,
     /// Connections lost.
     pub disconnects: u64,
     /// Error frames.
@@ -289,6 +293,7 @@ impl Load {
                     gave_up: live.gave_up || !live.connected,
                 },
                 connections: live.connections,
+                welcomed_at: live.welcomed_at,
                 disconnects: live.disconnects,
                 refused: live.refused,
             });
@@ -336,6 +341,7 @@ async fn drive(
                     Some(Event::Connected(record)) => {
                         l.connected = true;
                         l.connections.push(record);
+                        l.welcomed_at.push(Instant::now());
                     }
                     Some(Event::Disconnected(_)) => {
                         l.connected = false;

@@ -269,6 +269,7 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
     load.set_sending(true);
     let warmup = (opts.duration / 4).min(Duration::from_secs(10));
     tokio::time::sleep(warmup).await;
+    let injected = Instant::now();
     let timeline = faults::inject_and_heal(fault, &mut c).await.map_err(err)?;
     // Keep sending for the planned time, and at least a second past the healing.
     let until = (started + opts.duration).max(Instant::now() + Duration::from_secs(1));
@@ -294,6 +295,12 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
         .iter()
         .flat_map(|o| o.connections.iter().skip(1).filter_map(|r| r.reconnect_took))
         .collect();
+    let back_after_s = outcomes
+        .iter()
+        .flat_map(|o| o.welcomed_at.iter().skip(1))
+        .filter(|at| **at >= injected)
+        .map(|at| at.duration_since(injected).as_secs_f64())
+        .reduce(f64::max);
     let moved = outcomes
         .iter()
         .filter(|o| {
@@ -311,6 +318,7 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
         sending_s,
         totals,
         reconnect: report::Latency::of(&reconnects),
+        back_after_s,
         moved,
         moved_share: moved as f64 / opts.clients.max(1) as f64,
         refused: outcomes.iter().map(|o| o.refused).sum(),

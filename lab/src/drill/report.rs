@@ -61,6 +61,11 @@ pub struct DrillReport {
     /// Reconnects (welcomes after the first), and their time from losing the
     /// connection to the next `welcome`.
     pub reconnect: Latency,
+    /// Seconds from the fault's injection to the last reconnect's welcome: how
+    /// long until every client that lost its connection was served again,
+    /// detection included (which `reconnect`, measured from the moment a client
+    /// noticed, leaves out).
+    pub back_after_s: Option<f64>,
     /// Clients whose last instance differs from their first.
     pub moved: u64,
     /// `moved` / clients.
@@ -99,7 +104,7 @@ impl DrillReport {
         for (at, step) in &self.timeline.steps {
             let _ = writeln!(s, "  t+{at:>5.1}s  {step}");
         }
-        let rows: [(&str, String); 15] = [
+        let rows: [(&str, String); 16] = [
             ("messages sent", t.sent.to_string()),
             ("messages acked", t.acked.to_string()),
             ("deliveries expected", t.expected.to_string()),
@@ -114,6 +119,13 @@ impl DrillReport {
             (
                 "reconnect p50 / p99 / max",
                 format!("{} / {} / {} ms", r.p50_ms, r.p99_ms, r.max_ms),
+            ),
+            (
+                "all back after the fault",
+                match self.back_after_s {
+                    Some(s) => format!("{s:.1} s"),
+                    None => "nobody left".into(),
+                },
             ),
             (
                 "clients moved instance",
@@ -147,17 +159,17 @@ pub fn summary(reports: &[DrillReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| fault | clients | acked | expected | made | lost | dup | ooo | unacked | gave up | reconnects | p50 ms | p99 ms | max ms | moved |"
+        "| fault | clients | acked | expected | made | lost | dup | ooo | unacked | gave up | reconnects | p50 ms | p99 ms | max ms | all back s | moved |"
     );
     let _ = writeln!(
         s,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for r in reports {
         let t = &r.totals;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} % |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} % |",
             r.fault,
             r.clients,
             t.acked,
@@ -172,6 +184,7 @@ pub fn summary(reports: &[DrillReport]) -> String {
             r.reconnect.p50_ms,
             r.reconnect.p99_ms,
             r.reconnect.max_ms,
+            r.back_after_s.map_or("-".to_string(), |s| format!("{s:.1}")),
             r.moved_share * 100.0
         );
     }
