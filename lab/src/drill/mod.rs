@@ -115,11 +115,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v * scale))
 }
 
+/// Checks a `--fault` value while clap parses, so a typo is a usage error.
+fn fault_arg(s: &str) -> Result<String, String> {
+    if s == "all" {
+        return Ok(s.to_string());
+    }
+    s.parse::<Fault>().map(|_| s.to_string()).map_err(|e| e.to_string())
+}
+
 /// What `lab drill` is asked to do.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DrillArgs {
     /// all, kill-app, drain-app, lb-drain, kill-subscriber, restart-redis, freeze-app or kill-lb (repeatable).
-    #[arg(long, default_value = "all")]
+    #[arg(long, default_value = "all", value_parser = fault_arg)]
     pub fault: Vec<String>,
     /// Clients.
     #[arg(long, default_value_t = 1000)]
