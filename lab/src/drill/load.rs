@@ -131,6 +131,9 @@ pub struct ClientOutcome {
     pub connections: Vec<ConnectionRecord>,
     /// When each connection was welcomed.
     pub welcomed_at: Vec<Instant>,
+    /// Per reconnect: from losing the connection to the end of the new
+    /// connection's history replay (the welcome when it replayed nothing).
+    pub caught_up: Vec<Duration>,
     /// Connections lost.
     pub disconnects: u64,
     /// Error frames.
@@ -276,6 +279,7 @@ impl Load {
             let live = std::mem::take(&mut *lock(&slot.live));
             let pending = live.unacked();
             let receipts = std::mem::take(&mut *lock(&slot.receipts));
+            let caught_up = caught_up(&live, &receipts);
             let start = receipts
                 .iter()
                 .filter(|r| r.connection == 0 && r.history)
@@ -294,12 +298,35 @@ impl Load {
                 },
                 connections: live.connections,
                 welcomed_at: live.welcomed_at,
+                caught_up,
                 disconnects: live.disconnects,
                 refused: live.refused,
             });
         }
         out
     }
+}
+
+/// Per reconnect, the time from losing the connection to the end of the
+/// replay on the new one: the welcome's `reconnect_took` plus the time from
+/// the welcome to the last history receipt of that connection. The two
+/// instants come from different tasks (the client logs receipts, ours sees the
+/// welcome event), so the replay part is never taken as negative.
+fn caught_up(live: &Live, receipts: &[crate::session::Receipt]) -> Vec<Duration> {
+    let mut out = Vec::new();
+    for (k, record) in live.connections.iter().enumerate().skip(1) {
+        let (Some(took), Some(welcomed)) = (record.reconnect_took, live.welcomed_at.get(k)) else {
+            continue;
+        };
+        let replay_end = receipts
+            .iter()
+            .filter(|r| r.connection == k && r.history)
+            .map(|r| r.at)
+            .max()
+            .unwrap_or(*welcomed);
+        out.push(took + replay_end.saturating_duration_since(*welcomed));
+    }
+    out
 }
 
 /// When a client sends.

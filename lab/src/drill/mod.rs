@@ -326,6 +326,12 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
         sending_s,
         totals,
         reconnect: report::Latency::of(&reconnects),
+        caught_up: report::Latency::of(
+            &outcomes
+                .iter()
+                .flat_map(|o| o.caught_up.iter().copied())
+                .collect::<Vec<_>>(),
+        ),
         back_after_s,
         moved,
         moved_share: moved as f64 / opts.clients.max(1) as f64,

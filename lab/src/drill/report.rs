@@ -61,6 +61,8 @@ pub struct DrillReport {
     /// Reconnects (welcomes after the first), and their time from losing the
     /// connection to the next `welcome`.
     pub reconnect: Latency,
+    /// The same reconnects, until the end of the new connection's history replay.
+    pub caught_up: Latency,
     /// Seconds from the fault's injection to the last reconnect's welcome: how
     /// long until every client that lost its connection was served again,
     /// detection included (which `reconnect`, measured from the moment a client
@@ -104,7 +106,7 @@ impl DrillReport {
         for (at, step) in &self.timeline.steps {
             let _ = writeln!(s, "  t+{at:>5.1}s  {step}");
         }
-        let rows: [(&str, String); 16] = [
+        let rows: [(&str, String); 17] = [
             ("messages sent", t.sent.to_string()),
             ("messages acked", t.acked.to_string()),
             ("deliveries expected", t.expected.to_string()),
@@ -119,6 +121,13 @@ impl DrillReport {
             (
                 "reconnect p50 / p99 / max",
                 format!("{} / {} / {} ms", r.p50_ms, r.p99_ms, r.max_ms),
+            ),
+            (
+                "reconnect to caught up p50/p99/max",
+                format!(
+                    "{} / {} / {} ms",
+                    self.caught_up.p50_ms, self.caught_up.p99_ms, self.caught_up.max_ms
+                ),
             ),
             (
                 "all back after the fault",
@@ -142,7 +151,7 @@ impl DrillReport {
             ),
         ];
         for (k, v) in rows {
-            let _ = writeln!(s, "  {k:<30} {v:>20}");
+            let _ = writeln!(s, "  {k:<34} {v:>20}");
         }
         for lost in &self.lost_sample {
             let _ = writeln!(s, "  lost: {lost}");
@@ -159,17 +168,17 @@ pub fn summary(reports: &[DrillReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| fault | clients | acked | expected | made | lost | dup | ooo | unacked | gave up | reconnects | p50 ms | p99 ms | max ms | all back s | moved |"
+        "| fault | clients | acked | expected | made | lost | dup | ooo | unacked | gave up | reconnects | p50 ms | p99 ms | max ms | caught up p99 ms | all back s | moved |"
     );
     let _ = writeln!(
         s,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for r in reports {
         let t = &r.totals;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} % |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} % |",
             r.fault,
             r.clients,
             t.acked,
@@ -184,6 +193,7 @@ pub fn summary(reports: &[DrillReport]) -> String {
             r.reconnect.p50_ms,
             r.reconnect.p99_ms,
             r.reconnect.max_ms,
+            r.caught_up.p99_ms,
             r.back_after_s.map_or("-".to_string(), |s| format!("{s:.1}")),
             r.moved_share * 100.0
         );
