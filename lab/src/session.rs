@@ -400,7 +400,11 @@ impl Runner {
                 Err(e) => {
                     tracing::debug!(endpoint = %opts.endpoint, error = %e, "connect failed");
                     self.lost_at.get_or_insert_with(Instant::now);
-                    if self.config.max_attempts.is_some_and(|m| backoff.attempts() + 1 >= m) {
+                    if self
+                        .config
+                        .max_attempts
+                        .is_some_and(|m| backoff.attempts() + 1 >= m)
+                    {
                         lock(&self.stats).gave_up = true;
                         return;
                     }
