@@ -18,6 +18,11 @@ async fn websocket_through_the_lb_keeps_the_subprotocol_and_echoes() {
     }
     let big = "y".repeat(100_000);
     echo(&mut ws, &big).await;
+    // A mebibyte each way, in one message, through the lb's pump buffers.
+    let huge: String = (0..1024 * 1024)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
+    echo(&mut ws, &huge).await;
     let h = app.last_headers.lock().unwrap().clone();
     assert_eq!(h["sec-websocket-protocol"], "wsmesh.v1");
     assert_eq!(h["upgrade"], "websocket");
