@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use wsmesh_common::protocol::SUBPROTOCOL;
 
-use super::loadgen::histogram;
+use super::loadgen::{histogram, per_sec, quantile_ms};
 use super::net::{dial, Sources, Target};
 use crate::client::Io;
 
@@ -77,16 +77,12 @@ pub struct FanOutRun {
 impl FanOutRun {
     /// Delivered messages per second.
     pub fn rate(&self) -> f64 {
-        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        per_sec(self.delivered, self.elapsed)
     }
 
     /// Latency quantile in ms.
     pub fn ms(&self, q: f64) -> f64 {
-        if self.hist.is_empty() {
-            0.0
-        } else {
-            self.hist.value_at_quantile(q) as f64 / 1000.0
-        }
+        quantile_ms(&self.hist, q)
     }
 }
 

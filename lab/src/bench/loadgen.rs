@@ -53,19 +53,29 @@ pub struct Run {
     pub hist: Histogram<u64>,
 }
 
+/// `count` per second of `elapsed`.
+pub fn per_sec(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Quantile `q` (0..1) of a histogram of µs, in milliseconds; 0 when it is empty.
+pub fn quantile_ms(hist: &Histogram<u64>, q: f64) -> f64 {
+    if hist.is_empty() {
+        0.0
+    } else {
+        hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
 impl Run {
     /// Successful operations per second.
     pub fn rate(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        per_sec(self.ok, self.elapsed)
     }
 
     /// Latency quantile `q` (0..1) in milliseconds; 0 when nothing was measured.
     pub fn ms(&self, q: f64) -> f64 {
-        if self.hist.is_empty() {
-            0.0
-        } else {
-            self.hist.value_at_quantile(q) as f64 / 1000.0
-        }
+        quantile_ms(&self.hist, q)
     }
 }
 
