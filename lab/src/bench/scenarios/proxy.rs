@@ -3,12 +3,13 @@
 //! connections per second; 3: WebSocket echo at several connection counts;
 //! 4: memory per idle tunnel.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Findings, Params};
 use crate::bench::loadgen::{self, Budget, Run};
-use crate::bench::net::Sources;
+use crate::bench::net::{Sources, Target};
 use crate::bench::proxies::{ProxySystems, DIRECT, LB};
 use crate::bench::sys::rss_bytes;
 
@@ -33,77 +34,98 @@ fn budget(params: &Params, warmup: bool) -> Budget {
     }
 }
 
-fn record_latency(f: &mut Findings, scenario: &str, system: &str, run: &Run, quantiles: &[(&str, f64)]) {
-    for (name, q) in quantiles {
-        f.metric(scenario, name, false, LB).push(system, run.ms(*q));
+/// What a throughput scenario records of each run past warm-up.
+struct Recorded<'a> {
+    scenario: &'a str,
+    /// Name of the per-second rate (higher is better).
+    metric: &'a str,
+    /// Latency quantiles: metric name, quantile.
+    quantiles: &'a [(&'a str, f64)],
+}
+
+/// One throughput scenario: runs `load` on every system of the schedule, logs
+/// each run with `log`, and records the errors, the rate and the latency
+/// quantiles of the runs past warm-up.
+async fn throughput<L, Fut>(
+    p: &ProxySystems,
+    params: &Params,
+    f: &mut Findings,
+    rec: Recorded<'_>,
+    load: L,
+    log: impl Fn(&str, bool, &Run),
+) where
+    L: Fn(Vec<Target>, Budget) -> Fut,
+    Fut: Future<Output = Run>,
+{
+    for (system, warmup) in schedule(p, params) {
+        let run = load(p.targets(&system), budget(params, warmup)).await;
+        log(&system, warmup, &run);
+        if warmup {
+            continue;
+        }
+        f.errors(rec.scenario, &system, run.errors, run.first_error.as_ref());
+        f.metric(rec.scenario, rec.metric, true, LB)
+            .push(&system, run.rate());
+        for (name, q) in rec.quantiles {
+            f.metric(rec.scenario, name, false, LB).push(&system, run.ms(*q));
+        }
     }
 }
 
 /// Scenario 1.
 pub async fn keepalive(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f: &mut Findings) {
     let scenario = "1 https keep-alive";
-    for (system, warmup) in schedule(p, params) {
-        let targets = p.targets(&system);
-        {
-            let run = loadgen::http_keepalive(
-                &targets,
-                sources.clone(),
-                params.keepalive_conns,
-                budget(params, warmup),
-            )
-            .await;
-            tracing::info!(
-                scenario,
-                system,
-                warmup,
-                rps = run.rate(),
-                p99 = run.ms(0.99),
-                errors = run.errors,
-                "run"
-            );
-            if warmup {
-                continue;
-            }
-            f.errors(scenario, &system, run.errors, run.first_error.as_ref());
-            f.metric(scenario, "requests/s", true, LB)
-                .push(&system, run.rate());
-            record_latency(f, scenario, &system, &run, &[("p50 ms", 0.5), ("p99 ms", 0.99)]);
-        }
-    }
+    let conns = params.keepalive_conns;
+    let load = |targets: Vec<Target>, budget| {
+        let sources = sources.clone();
+        async move { loadgen::http_keepalive(&targets, sources, conns, budget).await }
+    };
+    let quantiles = [("p50 ms", 0.5), ("p99 ms", 0.99)];
+    let rec = Recorded {
+        scenario,
+        metric: "requests/s",
+        quantiles: &quantiles,
+    };
+    throughput(p, params, f, rec, load, |system, warmup, run| {
+        tracing::info!(
+            scenario,
+            system,
+            warmup,
+            rps = run.rate(),
+            p99 = run.ms(0.99),
+            errors = run.errors,
+            "run"
+        );
+    })
+    .await;
 }
 
 /// Scenario 2.
 pub async fn handshakes(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f: &mut Findings) {
     let scenario = "2 new TLS connections";
-    for (system, warmup) in schedule(p, params) {
-        let targets = p.targets(&system);
-        {
-            let run = loadgen::http_new_conns(
-                &targets,
-                sources.clone(),
-                params.handshake_concurrency,
-                budget(params, warmup),
-            )
-            .await;
-            tracing::info!(
-                scenario,
-                system,
-                warmup,
-                cps = run.rate(),
-                p99 = run.ms(0.99),
-                errors = run.errors,
-                "run"
-            );
-            if warmup {
-                continue;
-            }
-            f.errors(scenario, &system, run.errors, run.first_error.as_ref());
-            // Direct is plain TCP to the backend: no TLS handshake, the floor.
-            f.metric(scenario, "connections/s", true, LB)
-                .push(&system, run.rate());
-            record_latency(f, scenario, &system, &run, &[("p99 ms", 0.99)]);
-        }
-    }
+    let concurrency = params.handshake_concurrency;
+    let load = |targets: Vec<Target>, budget| {
+        let sources = sources.clone();
+        async move { loadgen::http_new_conns(&targets, sources, concurrency, budget).await }
+    };
+    // Direct is plain TCP to the backend: no TLS handshake, the floor.
+    let rec = Recorded {
+        scenario,
+        metric: "connections/s",
+        quantiles: &[("p99 ms", 0.99)],
+    };
+    throughput(p, params, f, rec, load, |system, warmup, run| {
+        tracing::info!(
+            scenario,
+            system,
+            warmup,
+            cps = run.rate(),
+            p99 = run.ms(0.99),
+            errors = run.errors,
+            "run"
+        );
+    })
+    .await;
 }
 
 /// Scenario 3, for each connection count.
@@ -111,28 +133,27 @@ pub async fn ws_echo(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f
     for &conns in &params.echo_conns {
         let scenario = format!("3 ws echo, {conns} conns");
         let scenario = scenario.as_str();
-        for (system, warmup) in schedule(p, params) {
-            let targets = p.targets(&system);
-            {
-                let run = loadgen::ws_echo(&targets, sources.clone(), conns, budget(params, warmup)).await;
-                tracing::info!(
-                    scenario,
-                    system,
-                    warmup,
-                    mps = run.rate(),
-                    p99 = run.ms(0.99),
-                    errors = run.errors,
-                    "run"
-                );
-                if warmup {
-                    continue;
-                }
-                f.errors(scenario, &system, run.errors, run.first_error.as_ref());
-                f.metric(scenario, "messages/s", true, LB)
-                    .push(&system, run.rate());
-                record_latency(f, scenario, &system, &run, &[("p99 ms", 0.99)]);
-            }
-        }
+        let load = |targets: Vec<Target>, budget| {
+            let sources = sources.clone();
+            async move { loadgen::ws_echo(&targets, sources, conns, budget).await }
+        };
+        let rec = Recorded {
+            scenario,
+            metric: "messages/s",
+            quantiles: &[("p99 ms", 0.99)],
+        };
+        throughput(p, params, f, rec, load, |system, warmup, run| {
+            tracing::info!(
+                scenario,
+                system,
+                warmup,
+                mps = run.rate(),
+                p99 = run.ms(0.99),
+                errors = run.errors,
+                "run"
+            );
+        })
+        .await;
     }
 }
 
