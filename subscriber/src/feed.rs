@@ -434,17 +434,7 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn chat(room: &str, id: &str) -> Chat {
-        Chat {
-            id: id.into(),
-            room: room.into(),
-            nick: "n".into(),
-            body: "b".into(),
-            ts: 0,
-            cid: None,
-        }
-    }
+    use crate::test_support::chat;
 
     #[test]
     fn decode_skips_malformed_payloads_and_counts_them() {

@@ -264,17 +264,7 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn chat(room: &str, id: &str) -> Chat {
-        Chat {
-            id: id.into(),
-            room: room.into(),
-            nick: "n".into(),
-            body: "b".into(),
-            ts: 0,
-            cid: None,
-        }
-    }
+    use crate::test_support::chat;
 
     fn ids(batch: &[Chat]) -> Vec<String> {
         batch.iter().map(|c| format!("{}:{}", c.room, c.id)).collect()

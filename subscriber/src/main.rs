@@ -10,6 +10,8 @@ mod health;
 mod metrics;
 mod queue;
 mod status;
+#[cfg(test)]
+mod test_support;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

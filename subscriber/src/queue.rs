@@ -205,17 +205,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn chat(room: &str, id: &str) -> Chat {
-        Chat {
-            id: id.into(),
-            room: room.into(),
-            nick: "n".into(),
-            body: "b".into(),
-            ts: 0,
-            cid: None,
-        }
-    }
+    use crate::test_support::chat;
 
     fn queue(capacity: usize) -> (Queue, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
