@@ -5,6 +5,7 @@
 //! `lab/bench/peers/node`). All share wsmesh's Redis (the peers use their own
 //! channels), and a single lb process has one TLS frontend per system.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +55,41 @@ impl ChatSystems {
     }
 }
 
+/// A peer's chat app `name`: `program script --port <public>
+/// [--internal-port <internal>] --instance <name> --redis <redis_url>`,
+/// healthy once `/healthz` on `public` answers.
+fn peer_app(
+    name: &str,
+    program: PathBuf,
+    script: PathBuf,
+    public: SocketAddr,
+    internal: Option<SocketAddr>,
+    redis_url: &str,
+) -> ProcessSpec {
+    let mut args: Vec<OsString> = vec![script.into(), "--port".into(), public.port().to_string().into()];
+    let mut listens = vec![(public, "public".to_string())];
+    if let Some(internal) = internal {
+        args.extend(["--internal-port".into(), internal.port().to_string().into()]);
+        listens.push((internal, "internal".to_string()));
+    }
+    args.extend([
+        "--instance".into(),
+        name.into(),
+        "--redis".into(),
+        redis_url.into(),
+    ]);
+    ProcessSpec {
+        name: name.to_string(),
+        kind: Kind::App,
+        program,
+        args,
+        env: vec![],
+        env_remove: vec![],
+        health: Health::Http(format!("http://{public}/healthz")),
+        listens,
+    }
+}
+
 /// Starts the three systems and their lb; `dir` holds the lb config.
 pub async fn start(
     certs: &Certs,
@@ -79,26 +115,14 @@ pub async fn start(
         let public = free_addr()?;
         let internal = free_addr()?;
         let name = format!("py{i}");
-        peers.spawn(ProcessSpec {
-            name: name.clone(),
-            kind: Kind::App,
-            program: python.clone(),
-            args: vec![
-                peers_dir.join("seed-python/app.py").into(),
-                "--port".into(),
-                public.port().to_string().into(),
-                "--internal-port".into(),
-                internal.port().to_string().into(),
-                "--instance".into(),
-                name.clone().into(),
-                "--redis".into(),
-                redis_url.clone().into(),
-            ],
-            env: vec![],
-            env_remove: vec![],
-            health: Health::Http(format!("http://{public}/healthz")),
-            listens: vec![(public, "public".into()), (internal, "internal".into())],
-        })?;
+        peers.spawn(peer_app(
+            &name,
+            python.clone(),
+            peers_dir.join("seed-python/app.py"),
+            public,
+            Some(internal),
+            &redis_url,
+        ))?;
         peers.spawn(ProcessSpec {
             name: format!("py{i}-subscriber"),
             kind: Kind::Subscriber,
@@ -118,24 +142,14 @@ pub async fn start(
         py_servers.push((name, public));
         let port = free_addr()?;
         let name = format!("node{i}");
-        peers.spawn(ProcessSpec {
-            name: name.clone(),
-            kind: Kind::App,
-            program: "node".into(),
-            args: vec![
-                peers_dir.join("node/server.mjs").into(),
-                "--port".into(),
-                port.port().to_string().into(),
-                "--instance".into(),
-                name.clone().into(),
-                "--redis".into(),
-                redis_url.clone().into(),
-            ],
-            env: vec![],
-            env_remove: vec![],
-            health: Health::Http(format!("http://{port}/healthz")),
-            listens: vec![(port, "public".into())],
-        })?;
+        peers.spawn(peer_app(
+            &name,
+            "node".into(),
+            peers_dir.join("node/server.mjs"),
+            port,
+            None,
+            &redis_url,
+        ))?;
         node_servers.push((name, port));
     }
     peers.wait_healthy(Duration::from_secs(30)).await?;
