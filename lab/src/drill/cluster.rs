@@ -103,7 +103,10 @@ impl DrillCluster {
         let data = dir.join("redis");
         std::fs::create_dir_all(&data)?;
         procs
-            .spawn(logged(cluster::redis_spec("redis", layout.redis, &data), &log("redis")))?
+            .spawn(logged(
+                cluster::redis_spec("redis", layout.redis, &data),
+                &log("redis"),
+            ))?
             .wait_healthy(START_LIMIT)
             .await?;
         for (i, (app, health)) in layout.apps.iter().zip(&layout.subscribers).enumerate() {
@@ -128,7 +131,10 @@ impl DrillCluster {
         let config = dir.join("lb.toml");
         lbconf::render(&[route], &certs, admin, &config)?;
         let spec = cluster::lb_spec("lb", lb_bin, &config, vec![(lb, "https".into())], admin);
-        procs.spawn(logged(spec, &log("lb")))?.wait_healthy(START_LIMIT).await?;
+        procs
+            .spawn(logged(spec, &log("lb")))?
+            .wait_healthy(START_LIMIT)
+            .await?;
         let tls = crate::tls::client_config(&certs.ca)?;
         let temp = if keep_logs {
             let _ = temp.keep();

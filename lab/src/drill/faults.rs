@@ -154,7 +154,10 @@ pub async fn inject_and_heal(fault: Fault, c: &mut DrillCluster) -> Result<Timel
             c.wait_healthy("subscriber1", HEAL_LIMIT).await?;
         }
         Fault::RestartRedis => {
-            c.cluster.get_mut("redis")?.restart(Duration::from_secs(10)).await?;
+            c.cluster
+                .get_mut("redis")?
+                .restart(Duration::from_secs(10))
+                .await?;
             tl.note(t0, "redis-server restarted (SIGTERM, start)");
             c.wait_healthy("redis", HEAL_LIMIT).await?;
             // The apps' health includes Redis: wait until both answer 200 again.

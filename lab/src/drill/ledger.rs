@@ -199,7 +199,10 @@ mod tests {
         assert_eq!((t.lost, t.duplicated, t.out_of_order), (1, 1, 1), "{t:?}");
         let lost = reconcile(&[client("r", &[1, 2, 4], &acks)]);
         assert_eq!(lost.lost, 1);
-        assert_eq!(lost_sample(&[client("r", &[1, 2, 4], &acks)], 5), [(0, "r".to_string(), id(3))]);
+        assert_eq!(
+            lost_sample(&[client("r", &[1, 2, 4], &acks)], 5),
+            [(0, "r".to_string(), id(3))]
+        );
     }
 
     #[test]

@@ -120,7 +120,9 @@ fn fault_arg(s: &str) -> Result<String, String> {
     if s == "all" {
         return Ok(s.to_string());
     }
-    s.parse::<Fault>().map(|_| s.to_string()).map_err(|e| e.to_string())
+    s.parse::<Fault>()
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// What `lab drill` is asked to do.
@@ -295,7 +297,11 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
     let lost_sample = ledger::lost_sample(&ledgers, 10)
         .into_iter()
         .map(|(i, room, id)| {
-            let on: Vec<&str> = outcomes[i].connections.iter().map(|r| r.instance.as_str()).collect();
+            let on: Vec<&str> = outcomes[i]
+                .connections
+                .iter()
+                .map(|r| r.instance.as_str())
+                .collect();
             format!("client {i} (on {}) room {room} id {id}", on.join("→"))
         })
         .collect();
