@@ -18,7 +18,7 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import {
-  Tally, assertSameLog, deadline, launch, messages, must, openPage, sendText, setNick,
+  Run, Tally, assertSameLog, launch, messages, must, openPage, sendText, setNick,
   settings, sleep, uniqueRoom, waitConnected, waitSettled, withRoom,
 } from './lib.mjs';
 
@@ -26,9 +26,6 @@ if (!process.env.WSMESH_TEST_TIMEOUT_MS) process.env.WSMESH_TEST_TIMEOUT_MS = '9
 const cfg = settings();
 const tally = new Tally();
 const errors = [];
-let browser = null;
-let pages = {};
-
 const envKey = (inst) => inst.toUpperCase().replace(/[^A-Z0-9]/g, '_');
 
 function sh(cmd) {
@@ -40,33 +37,7 @@ function sh(cmd) {
   });
 }
 
-async function screenshots(suffix = '') {
-  for (const [name, page] of Object.entries(pages)) {
-    const file = join(cfg.shots, `failover-${name}${suffix}.png`);
-    try {
-      await page.screenshot({ path: file, timeout: 5000 });
-      console.log(`# screenshot ${file}`);
-    } catch (e) {
-      console.log(`# screenshot ${file} failed: ${e.message.split('\n')[0]}`);
-    }
-  }
-}
-
-let finishing = false;
-async function finish() {
-  if (finishing) return new Promise(() => {}); // the first caller exits the process
-  finishing = true;
-  tally.closed = true;
-  if (browser) { const b = browser; browser = null; await b.close().catch(() => {}); }
-  tally.summary();
-  process.exit(tally.failed ? 1 : 0);
-}
-
-deadline(cfg.timeoutMs, async () => {
-  tally.fail('whole run', `not finished within ${cfg.timeoutMs} ms`);
-  await screenshots('-timeout');
-  await finish();
-});
+const test = new Run(cfg, tally, 'failover');
 
 /** Records every value #status[data-state] takes, with its text, into window.__states. */
 async function recordStates(page) {
@@ -84,13 +55,13 @@ async function recordStates(page) {
 }
 
 async function main() {
-  browser = await launch(cfg);
+  test.browser = await launch(cfg);
   const room = uniqueRoom('failover');
   const run = room.split('-').pop();
   console.log(`# room ${room}; A ${cfg.urlA}; B ${cfg.urlB}`);
-  const a = await openPage(browser, cfg, 'A', errors);
-  const b = await openPage(browser, cfg, 'B', errors);
-  pages = { A: a, B: b };
+  const a = await openPage(test.browser, cfg, 'A', errors);
+  const b = await openPage(test.browser, cfg, 'B', errors);
+  test.pages = { A: a, B: b };
 
   await a.goto(withRoom(cfg.urlA, room), { waitUntil: 'domcontentloaded' });
   await b.goto(withRoom(cfg.urlB, room), { waitUntil: 'domcontentloaded' });
@@ -159,7 +130,7 @@ async function main() {
     must(la.length === sent.length, `${la.length} shown, ${sent.length} sent`);
     for (const t of sent) must(la.filter((m) => m.body === t).length === 1, `${JSON.stringify(t)} not shown exactly once`);
   });
-  await screenshots();
+  await test.screenshots();
   await tally.check('no CSP violations or page errors', () => must(errors.length === 0, errors.join('; ')));
 }
 
@@ -168,7 +139,7 @@ try {
 } catch (e) {
   if (!tally.closed) {
     tally.fail('run', String(e && e.message ? e.message : e).split('\n')[0]);
-    await screenshots('-error');
+    await test.screenshots('-error');
   }
 }
-await finish();
+await test.finish();

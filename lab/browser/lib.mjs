@@ -165,3 +165,47 @@ export function deadline(ms, onExpire) {
   t.unref();
   return t;
 }
+
+/**
+ * One test script's single way out. Whichever comes first (the script's end, an error,
+ * or the overall deadline) closes the browser once, runs `beforeExit`, prints the tally
+ * and exits, 1 on any failure; on the way it can photograph the pages it was given.
+ */
+export class Run {
+  constructor(cfg, tally, name, { beforeExit = async () => {} } = {}) {
+    this.cfg = cfg;
+    this.tally = tally;
+    this.name = name;
+    this.beforeExit = beforeExit;
+    this.browser = null;
+    this.pages = {};
+    this.finishing = false;
+    deadline(cfg.timeoutMs, async () => {
+      tally.fail('whole run', `not finished within ${cfg.timeoutMs} ms`);
+      await this.screenshots('-timeout');
+      await this.finish();
+    });
+  }
+
+  async screenshots(suffix = '') {
+    for (const [label, page] of Object.entries(this.pages)) {
+      const file = join(this.cfg.shots, `${this.name}-${label}${suffix}.png`);
+      try {
+        await page.screenshot({ path: file, timeout: 5000 });
+        console.log(`# screenshot ${file}`);
+      } catch (e) {
+        console.log(`# screenshot ${file} failed: ${e.message.split('\n')[0]}`);
+      }
+    }
+  }
+
+  async finish() {
+    if (this.finishing) return new Promise(() => {}); // the first caller exits the process
+    this.finishing = true;
+    this.tally.closed = true;
+    if (this.browser) { const b = this.browser; this.browser = null; await b.close().catch(() => {}); }
+    await this.beforeExit();
+    this.tally.summary();
+    process.exit(this.tally.failed ? 1 : 0);
+  }
+}

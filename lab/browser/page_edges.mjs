@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  Tally, assertSameLog, deadline, launch, messages, must, openPage, sendText,
+  Run, Tally, assertSameLog, launch, messages, must, openPage, sendText,
   settings, sleep, uniqueRoom, waitConnected, waitSettled, withRoom,
 } from './lib.mjs';
 
@@ -26,7 +26,6 @@ if (!process.env.WSMESH_TEST_TIMEOUT_MS) process.env.WSMESH_TEST_TIMEOUT_MS = '1
 const cfg = settings();
 const tally = new Tally();
 const errors = [];
-let browser = null;
 let mock = null;
 
 async function startMock(env) {
@@ -58,27 +57,13 @@ async function stopMock() {
 
 const post = (base, path) => fetch(new URL(path, base), { method: 'POST' }).then((r) => r.text());
 
-let finishing = false;
-async function finish() {
-  if (finishing) return new Promise(() => {}); // the first caller exits the process
-  finishing = true;
-  tally.closed = true;
-  if (browser) { const b = browser; browser = null; await b.close().catch(() => {}); }
-  await stopMock();
-  tally.summary();
-  process.exit(tally.failed ? 1 : 0);
-}
-
-deadline(cfg.timeoutMs, async () => {
-  tally.fail('whole run', `not finished within ${cfg.timeoutMs} ms`);
-  await finish();
-});
+const test = new Run(cfg, tally, 'page_edges', { beforeExit: stopMock });
 
 /** Two fresh pages (own contexts) in a new room, A on the first mock port, B on the second. */
 async function pair(prefix) {
   const room = uniqueRoom(prefix);
-  const a = await openPage(browser, cfg, 'A', errors);
-  const b = await openPage(browser, cfg, 'B', errors);
+  const a = await openPage(test.browser, cfg, 'A', errors);
+  const b = await openPage(test.browser, cfg, 'B', errors);
   await a.goto(withRoom(cfg.urlA, room), { waitUntil: 'domcontentloaded' });
   await b.goto(withRoom(cfg.urlB, room), { waitUntil: 'domcontentloaded' });
   await waitConnected(a, room);
@@ -105,7 +90,7 @@ async function sameAndOnce(a, b, sent) {
 }
 
 async function main() {
-  browser = await launch(cfg);
+  test.browser = await launch(cfg);
 
   for (const [name, env] of [['ack before chat', { MOCK_ECHO_DELAY_MS: '300' }], ['chat before ack', { MOCK_ACK_DELAY_MS: '300' }]]) {
     await tally.check(`${name}: every message once on both pages, no placeholder left`, async () => {
@@ -218,4 +203,4 @@ try {
 } catch (e) {
   tally.fail('run', String(e && e.message ? e.message : e).split('\n')[0]);
 }
-await finish();
+await test.finish();

@@ -15,54 +15,25 @@
 // `N passed, M failed`; exit 1 on any failure. Bounded by WSMESH_TEST_TIMEOUT_MS (60 s).
 import { join } from 'node:path';
 import {
-  Tally, assertSameLog, deadline, launch, messages, must, openPage, sendText, setNick,
+  Run, Tally, assertSameLog, launch, messages, must, openPage, sendText, setNick,
   settings, uniqueRoom, waitConnected, waitSettled, withRoom,
 } from './lib.mjs';
 
 const cfg = settings();
 const tally = new Tally();
 const errors = [];
-let browser = null;
-let pages = {};
-
-async function screenshots(suffix = '') {
-  for (const [name, page] of Object.entries(pages)) {
-    const file = join(cfg.shots, `two_pages-${name}${suffix}.png`);
-    try {
-      await page.screenshot({ path: file, fullPage: false, timeout: 5000 });
-      console.log(`# screenshot ${file}`);
-    } catch (e) {
-      console.log(`# screenshot ${file} failed: ${e.message.split('\n')[0]}`);
-    }
-  }
-}
-
-let finishing = false;
-async function finish() {
-  if (finishing) return new Promise(() => {}); // the first caller exits the process
-  finishing = true;
-  tally.closed = true;
-  if (browser) { const b = browser; browser = null; await b.close().catch(() => {}); }
-  tally.summary();
-  process.exit(tally.failed ? 1 : 0);
-}
-
-deadline(cfg.timeoutMs, async () => {
-  tally.fail('whole run', `not finished within ${cfg.timeoutMs} ms`);
-  await screenshots('-timeout');
-  await finish();
-});
+const test = new Run(cfg, tally, 'two_pages');
 
 async function main() {
-  browser = await launch(cfg);
+  test.browser = await launch(cfg);
   const room = uniqueRoom('browser');
   const run = room.split('-').pop();
   const nickA = `alice-${run}`;
   const nickB = `bob-${run}`;
   console.log(`# room ${room}; A ${cfg.urlA}; B ${cfg.urlB}`);
-  const a = await openPage(browser, cfg, 'A', errors);
-  const b = await openPage(browser, cfg, 'B', errors);
-  pages = { A: a, B: b };
+  const a = await openPage(test.browser, cfg, 'A', errors);
+  const b = await openPage(test.browser, cfg, 'B', errors);
+  test.pages = { A: a, B: b };
 
   let instA = ''; let instB = '';
   const openedA = await tally.check('A opens the room from its URL and shows "connected to <instance>"', async () => {
@@ -140,7 +111,7 @@ async function main() {
     await a.fill('#text', '');
   });
 
-  await screenshots();
+  await test.screenshots();
 
   await tally.check('after a reload A keeps its session (nick) and shows the same log from history', async () => {
     await a.reload({ waitUntil: 'domcontentloaded' });
@@ -234,7 +205,7 @@ try {
 } catch (e) {
   if (!tally.closed) {
     tally.fail('run', String(e && e.message ? e.message : e).split('\n')[0]);
-    await screenshots('-error');
+    await test.screenshots('-error');
   }
 }
-await finish();
+await test.finish();
