@@ -44,22 +44,25 @@ struct Recorded<'a> {
 }
 
 /// One throughput scenario: runs `load` on every system of the schedule, logs
-/// each run with `log`, and records the errors, the rate and the latency
-/// quantiles of the runs past warm-up.
-async fn throughput<L, Fut>(
-    p: &ProxySystems,
-    params: &Params,
-    f: &mut Findings,
-    rec: Recorded<'_>,
-    load: L,
-    log: impl Fn(&str, bool, &Run),
-) where
+/// each run, and records the errors, the rate and the latency quantiles of the
+/// runs past warm-up.
+async fn throughput<L, Fut>(p: &ProxySystems, params: &Params, f: &mut Findings, rec: Recorded<'_>, load: L)
+where
     L: Fn(Vec<Target>, Budget) -> Fut,
     Fut: Future<Output = Run>,
 {
     for (system, warmup) in schedule(p, params) {
         let run = load(p.targets(&system), budget(params, warmup)).await;
-        log(&system, warmup, &run);
+        tracing::info!(
+            scenario = rec.scenario,
+            system,
+            warmup,
+            rate = run.rate(),
+            unit = rec.metric,
+            p99 = run.ms(0.99),
+            errors = run.errors,
+            "run"
+        );
         if warmup {
             continue;
         }
@@ -86,18 +89,7 @@ pub async fn keepalive(p: &ProxySystems, params: &Params, sources: Arc<Sources>,
         metric: "requests/s",
         quantiles: &quantiles,
     };
-    throughput(p, params, f, rec, load, |system, warmup, run| {
-        tracing::info!(
-            scenario,
-            system,
-            warmup,
-            rps = run.rate(),
-            p99 = run.ms(0.99),
-            errors = run.errors,
-            "run"
-        );
-    })
-    .await;
+    throughput(p, params, f, rec, load).await;
 }
 
 /// Scenario 2.
@@ -114,18 +106,7 @@ pub async fn handshakes(p: &ProxySystems, params: &Params, sources: Arc<Sources>
         metric: "connections/s",
         quantiles: &[("p99 ms", 0.99)],
     };
-    throughput(p, params, f, rec, load, |system, warmup, run| {
-        tracing::info!(
-            scenario,
-            system,
-            warmup,
-            cps = run.rate(),
-            p99 = run.ms(0.99),
-            errors = run.errors,
-            "run"
-        );
-    })
-    .await;
+    throughput(p, params, f, rec, load).await;
 }
 
 /// Scenario 3, for each connection count.
@@ -142,18 +123,7 @@ pub async fn ws_echo(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f
             metric: "messages/s",
             quantiles: &[("p99 ms", 0.99)],
         };
-        throughput(p, params, f, rec, load, |system, warmup, run| {
-            tracing::info!(
-                scenario,
-                system,
-                warmup,
-                mps = run.rate(),
-                p99 = run.ms(0.99),
-                errors = run.errors,
-                "run"
-            );
-        })
-        .await;
+        throughput(p, params, f, rec, load).await;
     }
 }
 
