@@ -199,6 +199,19 @@ export class Run {
     }
   }
 
+  /** Runs the script's `main`; an error that escapes it is one failure (with screenshots); then exits. */
+  async execute(main) {
+    try {
+      await main();
+    } catch (e) {
+      if (!this.tally.closed) {
+        this.tally.fail('run', String(e && e.message ? e.message : e).split('\n')[0]);
+        await this.screenshots('-error');
+      }
+    }
+    await this.finish();
+  }
+
   async finish() {
     if (this.finishing) return new Promise(() => {}); // the first caller exits the process
     this.finishing = true;

@@ -198,9 +198,4 @@ async function main() {
   await tally.check('no CSP violations or page errors', () => must(errors.length === 0, errors.join('; ')));
 }
 
-try {
-  await main();
-} catch (e) {
-  tally.fail('run', String(e && e.message ? e.message : e).split('\n')[0]);
-}
-await test.finish();
+await test.execute(main);
