@@ -511,6 +511,11 @@ impl Server {
         };
         let max = rise + fall - 1;
         let mut s = self.shared.status();
+        // A check started before `maint` may finish after it; maintenance
+        // means no checks, so its result (and any passive error) is dropped.
+        if s.admin == AdminState::Maint {
+            return;
+        }
         let before = shown(&s);
         let was_down = s.counter.state == Health::Down;
         change(&mut s.counter, rise, max);
@@ -984,6 +989,19 @@ mod tests {
         assert!(!s.usable());
         s.set_admin(AdminState::Maint);
         assert_eq!(s.state(), BackendState::Maint);
+        s.set_admin(AdminState::Ready);
+        assert!(s.usable());
+    }
+
+    #[test]
+    fn results_landing_in_maintenance_are_dropped() {
+        let s = server(2, 3);
+        s.set_admin(AdminState::Maint);
+        s.record(bad());
+        s.connect_failed(result(CheckStatus::L4Con));
+        let view = s.view();
+        assert_eq!(view.health, 2, "health untouched");
+        assert!(view.last_check.is_none(), "no check result shown in maint");
         s.set_admin(AdminState::Ready);
         assert!(s.usable());
     }
