@@ -451,12 +451,13 @@ impl Runner {
         let mut welcomed = false;
         let mut tick = tokio::time::interval(self.config.resend_after.max(Duration::from_millis(10)));
         let pinging = self.config.ping_every.is_some();
-        let mut ping = tokio::time::interval(
-            self.config
-                .ping_every
-                .unwrap_or(Duration::from_secs(3600))
-                .max(Duration::from_millis(10)),
-        );
+        let ping_period = self
+            .config
+            .ping_every
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_millis(10));
+        // The first ping one period in: a fresh connection was just heard from.
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_period, ping_period);
         loop {
             tokio::select! {
                 incoming = conn.recv() => {
@@ -696,7 +697,9 @@ mod tests {
             let history = serde_json::json!({"type": "history", "room": "r", "chats": chats});
             ws.send(Message::text(history.to_string())).await.unwrap();
             let mut got = Vec::new();
-            while let Some(Ok(Message::Text(t))) = ws.next().await {
+            while let Some(Ok(message)) = ws.next().await {
+                // The client's pings (and the close) are not part of the script.
+                let Message::Text(t) = message else { continue };
                 got.push(t.to_string());
                 let frame: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
                 if frame["type"] != "send" {
