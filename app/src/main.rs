@@ -35,19 +35,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    wsmesh_common::logging::init();
     let path = match (&cli.command, cli.config) {
         (Some(Command::CheckConfig { file }), _) => {
-            return match config::load(file) {
-                Ok(_) => {
-                    println!("{}: ok", file.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            };
+            return wsmesh_common::cli::check_config(file, config::load)
         }
         (None, Some(path)) => path,
         (None, None) => {
@@ -62,20 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config, token)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    wsmesh_common::cli::serve(run(config, token))
 }
 
 async fn run(config: config::Config, token: config::InternalToken) -> anyhow::Result<()> {

@@ -64,16 +64,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
-        (Some(Command::CheckConfig { file }), _) => match lifecycle::check(&file) {
-            Ok(()) => {
-                println!("Configuration file is valid: {}", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        (Some(Command::CheckConfig { file }), _) => wsmesh_common::cli::check_config(&file, lifecycle::check),
         (Some(Command::GenCert { dir, force, hosts }), _) => match certgen::generate(&dir, force, &hosts) {
             Ok(outcome) => {
                 let verb = match outcome {
@@ -96,28 +87,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        (None, Some(config)) => run(config),
+        (None, Some(config)) => wsmesh_common::cli::serve(lifecycle::run(&config)),
         (None, None) => {
             eprintln!("usage: lb --config FILE | lb check-config FILE | lb gen-cert [--dir DIR] [--force] [--host NAME]...");
             ExitCode::from(2)
-        }
-    }
-}
-
-fn run(config: PathBuf) -> ExitCode {
-    wsmesh_common::logging::init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(lifecycle::run(&config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "lb failed");
-            ExitCode::FAILURE
         }
     }
 }

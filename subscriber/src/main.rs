@@ -13,7 +13,7 @@ mod status;
 #[cfg(test)]
 mod test_support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 use wsmesh_common::backoff::Backoff;
 use wsmesh_common::events::Keys;
 
@@ -62,42 +62,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
-        (Some(Command::CheckConfig { file }), _) => check_config(&file),
-        (None, Some(file)) => {
-            wsmesh_common::logging::init();
-            match run(&file) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    error!("{error:#}");
-                    ExitCode::FAILURE
-                }
+        (Some(Command::CheckConfig { file }), _) => wsmesh_common::cli::check_config(&file, Config::load),
+        (None, Some(file)) => match Config::load(&file) {
+            Ok(config) => wsmesh_common::cli::serve(serve(config)),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
             }
-        }
+        },
         // clap requires --config unless a subcommand is given.
         (None, None) => ExitCode::FAILURE,
     }
-}
-
-fn check_config(file: &Path) -> ExitCode {
-    match Config::load(file) {
-        Ok(_) => {
-            println!("{}: ok", file.display());
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("{error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(file: &Path) -> anyhow::Result<()> {
-    let config = Config::load(file)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    runtime.block_on(serve(config))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -191,7 +166,9 @@ mod tests {
         let run = Cli::try_parse_from(["subscriber", "--config", "a.toml"]).unwrap();
         assert_eq!(run.config, Some(PathBuf::from("a.toml")));
         let check = Cli::try_parse_from(["subscriber", "check-config", "b.toml"]).unwrap();
-        assert!(matches!(check.command, Some(Command::CheckConfig { file }) if file == Path::new("b.toml")));
+        assert!(
+            matches!(check.command, Some(Command::CheckConfig { file }) if file == std::path::Path::new("b.toml"))
+        );
         assert!(Cli::try_parse_from(["subscriber"]).is_err());
     }
 }
