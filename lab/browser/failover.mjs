@@ -2,7 +2,7 @@
 // chatting (its messages wait in the outbox, greyed), reconnects, and both pages end with
 // the same log, each message once.
 //
-//   WSMESH_URL_A=https://127.0.0.1:8443/ WSMESH_URL_B=https://127.0.0.1:8443/ WSMESH_CA_IGNORE=1 \
+//   WSMESH_URL_A=https://127.0.0.1:8443/ WSMESH_URL_B=https://127.0.0.1:8443/ WSMESH_CA_FILE=certs/dev-ca.pem \
 //   WSMESH_KILL_CMD_APP1='kill -9 $(cat /tmp/pids/app1.pid)' WSMESH_KILL_CMD_APP2='kill -9 $(cat /tmp/pids/app2.pid)' \
 //   WSMESH_RESTART_CMD_APP1='...' WSMESH_RESTART_CMD_APP2='...' node lab/browser/failover.mjs
 //

@@ -1,7 +1,9 @@
 // Shared parts of the browser tests: configuration from the environment, a Chromium
 // launch that stays off the network, a pass/fail tally, and DOM helpers that read the
 // page's test hooks (see the header of app/src/page/chat.js).
-import { mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -41,23 +43,38 @@ export function settings() {
   return {
     urlA: a,
     urlB: b,
-    ignoreCerts: process.env.WSMESH_CA_IGNORE === '1',
+    caFile: process.env.WSMESH_CA_FILE ? resolve(process.env.WSMESH_CA_FILE) : null,
     shots,
     chromium: process.env.WSMESH_CHROMIUM || '/usr/bin/chromium',
     timeoutMs: Number(process.env.WSMESH_TEST_TIMEOUT_MS || 60000),
   };
 }
 
+/**
+ * Chromium on Linux trusts what the NSS database in $HOME/.pki/nssdb trusts: with
+ * `cfg.caFile` it gets a throwaway HOME whose database trusts that CA (the dev CA of
+ * `lb gen-cert`) and nothing else is changed, so https pages are verified for real.
+ */
 export async function launch(cfg) {
-  const args = [...CHROMIUM_ARGS];
-  if (cfg.ignoreCerts) args.push('--ignore-certificate-errors');
+  const env = { ...process.env };
+  let home = null;
+  if (cfg.caFile) {
+    home = mkdtempSync(join(tmpdir(), 'wsmesh-chromium-home-'));
+    const db = `sql:${join(home, '.pki', 'nssdb')}`;
+    mkdirSync(join(home, '.pki', 'nssdb'), { recursive: true });
+    execFileSync('certutil', ['-N', '-d', db, '--empty-password']);
+    execFileSync('certutil', ['-A', '-d', db, '-t', 'C,,', '-n', 'wsmesh dev CA', '-i', cfg.caFile]);
+    env.HOME = home;
+  }
   // playwright gives every launch a fresh temporary --user-data-dir and removes it on close.
-  return chromium.launch({ executablePath: cfg.chromium, headless: true, args, timeout: 20000 });
+  const browser = await chromium.launch({ executablePath: cfg.chromium, headless: true, args: CHROMIUM_ARGS, env, timeout: 20000 });
+  if (home) browser.on('disconnected', () => rmSync(home, { recursive: true, force: true }));
+  return browser;
 }
 
 /** A page in its own context (own localStorage, so its own session and nick). */
 export async function openPage(browser, cfg, label, errors) {
-  const ctx = await browser.newContext({ ignoreHTTPSErrors: cfg.ignoreCerts, viewport: { width: 900, height: 700 } });
+  const ctx = await browser.newContext({ viewport: { width: 900, height: 700 } });
   const page = await ctx.newPage();
   page.setDefaultTimeout(15000);
   page.on('pageerror', (e) => errors.push(`${label}: page error: ${e.message}`));

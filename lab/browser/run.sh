@@ -1,6 +1,6 @@
 #!/bin/sh
-# Real-browser tests of the chat page. Installs what is missing (Debian's chromium via
-# apt, playwright-core via `npm ci`), then runs one of:
+# Real-browser tests of the chat page. Installs what is missing (Debian's chromium and
+# libnss3-tools via apt, playwright-core via `npm ci`), then runs one of:
 #
 #   lab/browser/run.sh mock        the page against the in-memory mock (no cluster needed):
 #                                  two_pages.mjs, failover.mjs and page_edges.mjs,
@@ -27,6 +27,16 @@ if [ ! -x "${WSMESH_CHROMIUM:-/usr/bin/chromium}" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
     echo "chromium missing: run apt-get install -y chromium (as root)" >&2
+    exit 1
+  fi
+fi
+# certutil: the throwaway NSS database through which Chromium trusts the dev CA (lib.mjs).
+if ! command -v certutil >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing libnss3-tools (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnss3-tools >/dev/null
+  else
+    echo "certutil missing: run apt-get install -y libnss3-tools (as root)" >&2
     exit 1
   fi
 fi
@@ -124,8 +134,8 @@ case "${1:-mock}" in
     done
     shots=${WSMESH_SCREENSHOT_DIR:-$root/target/browser}
     one WSMESH_SCREENSHOT_DIR="$shots/apps" WSMESH_URL_A="$app1" WSMESH_URL_B="$app2" node two_pages.mjs
-    one WSMESH_SCREENSHOT_DIR="$shots/lb" WSMESH_URL_A="$lb" WSMESH_URL_B="$lb" WSMESH_CA_IGNORE=1 node two_pages.mjs
-    one WSMESH_SCREENSHOT_DIR="$shots/lb" WSMESH_URL_A="$lb" WSMESH_URL_B="$lb" WSMESH_CA_IGNORE=1 \
+    one WSMESH_SCREENSHOT_DIR="$shots/lb" WSMESH_URL_A="$lb" WSMESH_URL_B="$lb" WSMESH_CA_FILE="$root/certs/dev-ca.pem" node two_pages.mjs
+    one WSMESH_SCREENSHOT_DIR="$shots/lb" WSMESH_URL_A="$lb" WSMESH_URL_B="$lb" WSMESH_CA_FILE="$root/certs/dev-ca.pem" \
       WSMESH_KILL_CMD_APP1="kill -9 \$(cat $work/pids/app1.pid)" \
       WSMESH_KILL_CMD_APP2="kill -9 \$(cat $work/pids/app2.pid)" \
       node failover.mjs

@@ -1,7 +1,7 @@
 // Two real browser pages chat in one room and must end with the same log.
 //
 //   WSMESH_URL_A=http://127.0.0.1:9001/ WSMESH_URL_B=http://127.0.0.1:9002/ node lab/browser/two_pages.mjs
-//   WSMESH_URL_A=https://127.0.0.1:8443/ WSMESH_URL_B=https://127.0.0.1:8443/ WSMESH_CA_IGNORE=1 node lab/browser/two_pages.mjs
+//   WSMESH_URL_A=https://127.0.0.1:8443/ WSMESH_URL_B=https://127.0.0.1:8443/ WSMESH_CA_FILE=certs/dev-ca.pem node lab/browser/two_pages.mjs
 //
 // Page A opens the room from its URL, page B starts in the default room and switches with
 // the room field. Both set nicks and send interleaved messages (HTML-looking, multi-line and
