@@ -4,26 +4,15 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::Mutex;
 
-/// Ports already handed out by this process, so two clusters started at the
-/// same time in one test binary never get the same one.
-static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-
-/// A loopback address on a port that was free a moment ago. The kernel picks
-/// it (bind to port 0); ports handed out before are skipped.
+/// A free loopback address for a test cluster, below the kernel's ephemeral
+/// range (see `wsmesh_common::ports`): processes restarted by drills find
+/// their port free again.
 pub fn free_addr() -> std::io::Result<SocketAddr> {
-    for _ in 0..64 {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
-        let mut taken = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-        if taken.insert(port) {
-            return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AddrInUse,
-        "no free loopback port after 64 tries",
-    ))
+    Ok(SocketAddr::from((
+        Ipv4Addr::LOCALHOST,
+        wsmesh_common::ports::free_loopback_port()?,
+    )))
 }
 
 /// Whether `addr` can be bound right now.

@@ -6,7 +6,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -20,10 +20,10 @@ use wsmesh_common::protocol::ServerFrame;
 
 pub const TOKEN: &str = "test-internal-token";
 
-/// A free loopback port (bound, read, released).
+/// A free loopback port below the ephemeral range, so a server stopped and
+/// started again on it finds it free (`wsmesh_common::ports`).
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    wsmesh_common::ports::free_loopback_port().expect("a free loopback port")
 }
 
 fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) {

@@ -29,10 +29,10 @@ use tokio_tungstenite::WebSocketStream;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// A port that was free a moment ago.
+/// A free loopback port below the ephemeral range, so a server stopped and
+/// started again on it finds it free (`wsmesh_common::ports`).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    l.local_addr().expect("local addr").port()
+    wsmesh_common::ports::free_loopback_port().expect("a free loopback port")
 }
 
 /// Polls `f` every 50 ms until it is true, at most `secs` seconds.

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -34,10 +34,10 @@ pub const TOKEN: &str = "test-internal-token";
 /// Longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// A port that was free a moment ago on loopback.
+/// A free loopback port below the ephemeral range, so a server stopped and
+/// started again on it finds it free (`wsmesh_common::ports`).
 pub fn free_port() -> u16 {
-    let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    wsmesh_common::ports::free_loopback_port().expect("a free loopback port")
 }
 
 /// Polls `check` every 50 ms until it is true; panics with `what` after `WAIT`.
