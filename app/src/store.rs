@@ -47,8 +47,9 @@ redis.call('PUBLISH', ARGV[7], '{"ts":' .. ms .. ',' .. string.sub(cjson.encode(
 return {id, 1}
 "#;
 
-/// Entries read per XRANGE call when replaying after `since`.
-const PAGE: usize = 500;
+/// Entries read per XRANGE call when replaying after `since`, and the most
+/// chats one replay frame holds.
+pub const PAGE: usize = 500;
 
 /// A Redis operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,11 +83,22 @@ pub struct Appended {
     pub outcome: Outcome,
 }
 
-/// A replay read from a room's stream.
+/// A replay of a room's stream after `since`, read one page at a time
+/// (`Store::next_page`): a client far behind gets its gap in frames of at
+/// most `PAGE` chats, and the app never holds the whole retained stream
+/// (up to `stream_maxlen` × 4 KiB bodies) for one socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct History {
-    /// Chats in id order.
-    pub chats: Vec<Chat>,
+pub struct Replay {
+    /// The room's stream key.
+    key: String,
+    /// The room, for the chats read.
+    room: String,
+    /// Read after this id (exclusive).
+    next: StreamId,
+    /// Pages still allowed; the stream holds about `stream_maxlen` entries.
+    pages_left: usize,
+    /// The last page read was not full.
+    done: bool,
     /// Some messages after `since` were already trimmed away.
     pub truncated: bool,
 }
@@ -226,39 +238,46 @@ impl Store {
         Ok(chats)
     }
 
-    /// Every retained chat after `since` (exclusive), oldest first, read in
-    /// pages; `truncated` when entries after `since` were trimmed away.
-    pub async fn after(&self, room: &str, since: StreamId) -> Result<History, StoreError> {
+    /// Starts a replay of every retained chat after `since` (exclusive);
+    /// whether entries after `since` were trimmed away is known at once.
+    pub async fn replay(&self, room: &str, since: StreamId) -> Result<Replay, StoreError> {
         let key = self.keys.stream(room);
-        let mut c = self.conn.clone();
-        let mut chats = Vec::new();
-        let mut start = since;
-        // Bounded: the stream holds about stream_maxlen entries.
-        let max_pages = self.cfg.stream_maxlen as usize / PAGE + 4;
-        for _ in 0..max_pages {
-            let reply: StreamRangeReply = self
-                .timed(
-                    redis::cmd("XRANGE")
-                        .arg(&key)
-                        .arg(format!("({start}"))
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(PAGE)
-                        .query_async(&mut c),
-                )
-                .await?;
-            let page = to_chats(room, reply);
-            let full = page.len() == PAGE;
-            if let Some(last) = page.last().and_then(Chat::stream_id) {
-                start = last;
-            }
-            chats.extend(page);
-            if !full {
-                break;
-            }
-        }
         let truncated = self.trimmed_after(&key, since).await?;
-        Ok(History { chats, truncated })
+        Ok(Replay {
+            key,
+            room: room.to_string(),
+            next: since,
+            pages_left: self.cfg.stream_maxlen as usize / PAGE + 4,
+            done: false,
+            truncated,
+        })
+    }
+
+    /// The replay's next page, oldest first, at most `PAGE` chats; `None`
+    /// once it is complete.
+    pub async fn next_page(&self, replay: &mut Replay) -> Result<Option<Vec<Chat>>, StoreError> {
+        if replay.done || replay.pages_left == 0 {
+            return Ok(None);
+        }
+        let mut c = self.conn.clone();
+        let reply: StreamRangeReply = self
+            .timed(
+                redis::cmd("XRANGE")
+                    .arg(&replay.key)
+                    .arg(format!("({}", replay.next))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query_async(&mut c),
+            )
+            .await?;
+        let page = to_chats(&replay.room, reply);
+        replay.pages_left -= 1;
+        replay.done = page.len() < PAGE;
+        if let Some(last) = page.last().and_then(Chat::stream_id) {
+            replay.next = last;
+        }
+        Ok((!page.is_empty()).then_some(page))
     }
 
     /// Whether entries after `since` may have been trimmed away: entries were

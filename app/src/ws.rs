@@ -72,21 +72,31 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
     if socket::send_json(&mut ws, &welcome).await.is_err() {
         return;
     }
-    let (chats, truncated) = match connect.since {
-        Some(since) => match shared.store.after(&connect.room, since).await {
-            Ok(h) => (h.chats, h.truncated),
-            Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
-        },
+    let (chats, truncated, mut rest) = match connect.since {
+        Some(since) => {
+            let first = match shared.store.replay(&connect.room, since).await {
+                Ok(mut replay) => shared
+                    .store
+                    .next_page(&mut replay)
+                    .await
+                    .map(|page| (page.unwrap_or_default(), replay)),
+                Err(e) => Err(e),
+            };
+            match first {
+                Ok((chats, replay)) => (chats, replay.truncated, Some(replay)),
+                Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
+            }
+        }
         None => match shared
             .store
             .last(&connect.room, shared.config.limits.history_limit)
             .await
         {
-            Ok(chats) => (chats, false),
+            Ok(chats) => (chats, false, None),
             Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
         },
     };
-    let covered = chats
+    let mut covered = chats
         .last()
         .and_then(Chat::stream_id)
         .unwrap_or(connect.since.unwrap_or(StreamId::ZERO));
@@ -100,6 +110,24 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
         return;
     }
     shared.metrics.messages_out.inc_by(replayed);
+    // The rest of a long gap follows page by page as chat batches, in id
+    // order and before anything live, so no frame holds the whole stream.
+    while let Some(replay) = rest.as_mut() {
+        let page = match shared.store.next_page(replay).await {
+            Ok(Some(page)) => page,
+            Ok(None) => break,
+            Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
+        };
+        covered = page.last().and_then(Chat::stream_id).unwrap_or(covered);
+        let replayed = page.len() as u64;
+        if socket::send_json(&mut ws, &ServerFrame::Chat { chats: page })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        shared.metrics.messages_out.inc_by(replayed);
+    }
     shared.hub.go_live(&connect.room, membership.id, covered);
     if let Ok(online) = shared.presence.total(&connect.room).await {
         let frame = ServerFrame::Presence {

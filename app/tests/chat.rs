@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use app::store::PAGE;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use support::{close_code, connect_v1, http, next_frame, next_msg, send_json, App, Redis, TOKEN};
@@ -119,6 +120,54 @@ async fn v1_client_gets_welcome_history_ack_and_live_chat_then_resumes() {
         panic!("chat")
     };
     assert_eq!(chats[0].id, third, "the re-delivered old chat was dropped");
+}
+
+#[tokio::test]
+async fn a_long_gap_is_replayed_in_bounded_frames_in_order_before_live_chats() {
+    let redis = Redis::start();
+    let store = redis.store(100_000);
+    let mut ids = Vec::new();
+    for i in 0..2 * PAGE + 20 {
+        let appended = store
+            .append("long", "n", &format!("m{i}"), None)
+            .await
+            .expect("append");
+        ids.push(appended.id);
+    }
+    let app = App::start(&redis, "t1", "");
+    let mut ps = redis.subscribe().await;
+    let (mut ws, _) = connect_v1(&app.ws_url(&format!("/ws?room=long&since={}", ids[9]))).await;
+    assert!(matches!(next_frame(&mut ws).await, ServerFrame::Welcome { .. }));
+    let ServerFrame::History { chats, truncated, .. } = next_frame(&mut ws).await else {
+        panic!("history")
+    };
+    assert!(!truncated);
+    assert_eq!(chats.len(), PAGE, "the history frame holds one page");
+    let mut got: Vec<String> = chats.into_iter().map(|c| c.id).collect();
+    while got.len() < ids.len() - 10 {
+        match next_frame(&mut ws).await {
+            ServerFrame::Chat { chats } => {
+                assert!(chats.len() <= PAGE, "a replay frame of {} chats", chats.len());
+                got.extend(chats.into_iter().map(|c| c.id));
+            }
+            other => panic!("replay interrupted by {other:?}"),
+        }
+    }
+    assert_eq!(got, ids[10..], "every chat after since, once, in order");
+
+    send_json(&mut ws, json!({"type":"send","body":"live","cid":"c-live"})).await;
+    forward_next(&mut ps, &[&app]).await;
+    loop {
+        match next_frame(&mut ws).await {
+            ServerFrame::Chat { chats } => {
+                assert_eq!(chats.len(), 1);
+                assert_eq!(chats[0].body, "live", "nothing replayed again");
+                break;
+            }
+            ServerFrame::Presence { .. } | ServerFrame::Ack { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -4,25 +4,24 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use app::config::RedisConfig;
-use app::metrics::Metrics;
-use app::store::{Outcome, Store};
+use app::store::{Outcome, Store, PAGE};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use support::Redis;
 use wsmesh_common::chat::Chat;
 use wsmesh_common::stream_id::StreamId;
 
-fn store(redis: &Redis, maxlen: u64) -> Store {
-    let cfg = RedisConfig {
-        url: redis.url(),
-        stream_maxlen: maxlen,
-        ..RedisConfig::default()
-    };
-    Store::new(&cfg, Arc::new(Metrics::new())).expect("store")
+/// Every page of a replay after `since`: the chats, `truncated`, each page's size.
+async fn replay_all(s: &Store, room: &str, since: StreamId) -> (Vec<Chat>, bool, Vec<usize>) {
+    let mut replay = s.replay(room, since).await.expect("replay");
+    let (mut chats, mut sizes) = (Vec::new(), Vec::new());
+    while let Some(page) = s.next_page(&mut replay).await.expect("page") {
+        sizes.push(page.len());
+        chats.extend(page);
+    }
+    (chats, replay.truncated, sizes)
 }
 
 async fn next_published(ps: &mut redis::aio::PubSub) -> Chat {
@@ -37,7 +36,7 @@ async fn next_published(ps: &mut redis::aio::PubSub) -> Chat {
 #[tokio::test]
 async fn resend_with_same_cid_is_stored_and_published_once() {
     let redis = Redis::start();
-    let s = store(&redis, 1000);
+    let s = redis.store(1000);
     let mut ps = redis.subscribe().await;
     let first = s
         .append("lobby", "ana", "hi \"there\" / é", Some("c1"))
@@ -80,7 +79,7 @@ async fn resend_with_same_cid_is_stored_and_published_once() {
 #[tokio::test]
 async fn same_cid_in_another_room_is_a_new_message() {
     let redis = Redis::start();
-    let s = store(&redis, 1000);
+    let s = redis.store(1000);
     let a = s.append("a", "n", "x", Some("c")).await.expect("append");
     let b = s.append("b", "n", "x", Some("c")).await.expect("append");
     assert_eq!((a.outcome, b.outcome), (Outcome::Stored, Outcome::Stored));
@@ -92,7 +91,7 @@ async fn same_cid_in_another_room_is_a_new_message() {
 #[tokio::test]
 async fn replay_after_since_is_exclusive_ordered_and_paged() {
     let redis = Redis::start();
-    let s = store(&redis, 100_000);
+    let s = redis.store(100_000);
     let mut ids = Vec::new();
     for i in 0..1203 {
         ids.push(
@@ -103,12 +102,13 @@ async fn replay_after_since_is_exclusive_ordered_and_paged() {
         );
     }
     let since: StreamId = ids[100].parse().expect("id");
-    let h = s.after("big", since).await.expect("after");
-    assert!(!h.truncated);
-    let got: Vec<&str> = h.chats.iter().map(|c| c.id.as_str()).collect();
+    let (chats, truncated, sizes) = replay_all(&s, "big", since).await;
+    assert!(!truncated);
+    let got: Vec<&str> = chats.iter().map(|c| c.id.as_str()).collect();
     let want: Vec<&str> = ids[101..].iter().map(String::as_str).collect();
     assert_eq!(got, want);
-    assert_eq!(h.chats[0].body, "m101");
+    assert_eq!(chats[0].body, "m101");
+    assert_eq!(sizes, [PAGE, PAGE, 1102 - 2 * PAGE], "pages of at most {PAGE}");
     let last = s.last("big", 50).await.expect("last");
     assert_eq!(last.len(), 50);
     assert_eq!(last.last().map(|c| c.id.as_str()), ids.last().map(String::as_str));
@@ -118,7 +118,7 @@ async fn replay_after_since_is_exclusive_ordered_and_paged() {
 #[tokio::test]
 async fn trimmed_gap_is_reported_as_truncated() {
     let redis = Redis::start();
-    let s = store(&redis, 10);
+    let s = redis.store(10);
     let mut ids = Vec::new();
     for i in 0..60 {
         ids.push(
@@ -129,21 +129,21 @@ async fn trimmed_gap_is_reported_as_truncated() {
         );
     }
     let old: StreamId = ids[0].parse().expect("id");
-    let h = s.after("small", old).await.expect("after");
-    assert!(h.truncated, "the gap after {old} was trimmed");
-    assert!(h.chats.len() < 59);
+    let (chats, truncated, _) = replay_all(&s, "small", old).await;
+    assert!(truncated, "the gap after {old} was trimmed");
+    assert!(chats.len() < 59);
     let recent: StreamId = ids[57].parse().expect("id");
-    let h = s.after("small", recent).await.expect("after");
-    assert!(!h.truncated);
-    assert_eq!(h.chats.len(), 2);
-    let none = s.after("nothing-here", old).await.expect("after");
-    assert!(!none.truncated && none.chats.is_empty());
+    let (chats, truncated, _) = replay_all(&s, "small", recent).await;
+    assert!(!truncated);
+    assert_eq!(chats.len(), 2);
+    let (chats, truncated, sizes) = replay_all(&s, "nothing-here", old).await;
+    assert!(!truncated && chats.is_empty() && sizes.is_empty());
 }
 
 #[tokio::test]
 async fn known_session_keeps_nick_and_connected_since() {
     let redis = Redis::start();
-    let s = store(&redis, 100);
+    let s = redis.store(100);
     let fresh = s.session(None).await.expect("session");
     assert_eq!(fresh.token.len(), 32);
     assert!(fresh.nick.starts_with("guest-"));
@@ -165,7 +165,7 @@ async fn known_session_keeps_nick_and_connected_since() {
 #[tokio::test]
 async fn presence_sums_instances_and_forgets_a_leaver() {
     let redis = Redis::start();
-    let s = store(&redis, 100);
+    let s = redis.store(100);
     let ttl = Duration::from_secs(30);
     assert_eq!(s.presence("r", "app1", 2, ttl).await.expect("presence"), 2);
     assert_eq!(s.presence("r", "app2", 3, ttl).await.expect("presence"), 5);
@@ -175,7 +175,7 @@ async fn presence_sums_instances_and_forgets_a_leaver() {
 #[tokio::test]
 async fn ping_answers_and_a_dead_redis_is_an_error_not_a_hang() {
     let redis = Redis::start();
-    let s = store(&redis, 100);
+    let s = redis.store(100);
     s.ping().await.expect("ping");
     drop(redis);
     assert!(s.append("lobby", "n", "x", None).await.is_err());
@@ -186,7 +186,7 @@ async fn ping_answers_and_a_dead_redis_is_an_error_not_a_hang() {
 async fn store_recovers_after_a_redis_restart() {
     let redis = Redis::start();
     let port = redis.port;
-    let s = store(&redis, 100);
+    let s = redis.store(100);
     s.append("lobby", "n", "before", None).await.expect("append");
     drop(redis);
     assert!(s.append("lobby", "n", "during", None).await.is_err());

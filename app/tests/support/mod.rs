@@ -97,6 +97,16 @@ impl Redis {
             .expect("connect to test redis")
     }
 
+    /// The app's own Redis store on this server, streams capped at `maxlen`.
+    pub fn store(&self, maxlen: u64) -> app::store::Store {
+        let cfg = app::config::RedisConfig {
+            url: self.url(),
+            stream_maxlen: maxlen,
+            ..app::config::RedisConfig::default()
+        };
+        app::store::Store::new(&cfg, std::sync::Arc::new(app::metrics::Metrics::new())).expect("store")
+    }
+
     /// Subscribes to the chat channel, like the subscriber does.
     pub async fn subscribe(&self) -> redis::aio::PubSub {
         let mut ps = redis::Client::open(self.url())
