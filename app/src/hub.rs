@@ -199,6 +199,16 @@ impl Hub {
         }
     }
 
+    /// Records how far a socket's replay has got (the `since` it starts
+    /// from, then each page's last id), so its room has a cursor during a
+    /// long replay too: a subscriber gap fill meanwhile includes the room,
+    /// and what it re-sends is buffered and deduplicated at `go_live`.
+    pub fn replayed_to(&self, room: &str, id: ConnId, covered: StreamId) {
+        if let Some(m) = self.rooms().get_mut(room).and_then(|r| r.members.get_mut(&id)) {
+            m.covered = Some(covered);
+        }
+    }
+
     /// Ends a socket's replay: queues the buffered chats newer than
     /// `covered` (the replay's newest id, or the `since`/`0-0` it started from)
     /// and switches it to live.
@@ -487,12 +497,25 @@ mod tests {
         let h = hub(4);
         h.deliver(vec![chat("a", "3-1")]);
         let m = h.join("b", Start::Replaying);
-        let _waiting = h.join("c", Start::Replaying);
+        let waiting = h.join("c", Start::Replaying);
+        let resuming = h.join("d", Start::Replaying);
         h.go_live("b", m.id, StreamId::ZERO);
+        h.replayed_to("d", resuming.id, "5-0".parse().unwrap());
         let c = h.cursors();
         assert_eq!(c.get("a").map(String::as_str), Some("3-1"));
         assert_eq!(c.get("b").map(String::as_str), Some("0-0"));
-        assert!(!c.contains_key("c"), "a room still replaying has no cursor yet");
+        assert!(
+            !c.contains_key("c"),
+            "no cursor before the replay knows where it starts"
+        );
+        assert_eq!(
+            c.get("d").map(String::as_str),
+            Some("5-0"),
+            "a replay in progress has one"
+        );
+        h.replayed_to("d", resuming.id, "7-0".parse().unwrap());
+        assert_eq!(h.cursors().get("d").map(String::as_str), Some("7-0"));
+        drop(waiting);
     }
 
     #[test]

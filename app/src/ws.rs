@@ -74,6 +74,7 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
     }
     let (chats, truncated, mut rest) = match connect.since {
         Some(since) => {
+            shared.hub.replayed_to(&connect.room, membership.id, since);
             let first = match shared.store.replay(&connect.room, since).await {
                 Ok(mut replay) => shared
                     .store
@@ -100,6 +101,7 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
         .last()
         .and_then(Chat::stream_id)
         .unwrap_or(connect.since.unwrap_or(StreamId::ZERO));
+    shared.hub.replayed_to(&connect.room, membership.id, covered);
     let replayed = chats.len() as u64;
     let history = ServerFrame::History {
         room: connect.room.clone(),
@@ -119,6 +121,7 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
             Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
         };
         covered = page.last().and_then(Chat::stream_id).unwrap_or(covered);
+        shared.hub.replayed_to(&connect.room, membership.id, covered);
         let replayed = page.len() as u64;
         if socket::send_json(&mut ws, &ServerFrame::Chat { chats: page })
             .await
