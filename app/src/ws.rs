@@ -22,7 +22,7 @@ use crate::origin::Verdict;
 use crate::query::{BadQuery, Connect};
 use crate::shared::Shared;
 use crate::socket::{self, WriteError, Ws, INTERNAL_ERROR};
-use crate::store::{Outcome, Session};
+use crate::store::{Outcome, Session, StoreError};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One v1 client after its welcome.
@@ -72,18 +72,15 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
     if socket::send_json(&mut ws, &welcome).await.is_err() {
         return;
     }
-    let (chats, truncated, mut rest) = match connect.since {
+    let (chats, truncated, rest) = match connect.since {
         Some(since) => {
             shared.hub.replayed_to(&connect.room, membership.id, since);
-            let first = match shared.store.replay(&connect.room, since).await {
-                Ok(mut replay) => shared
-                    .store
-                    .next_page(&mut replay)
-                    .await
-                    .map(|page| (page.unwrap_or_default(), replay)),
-                Err(e) => Err(e),
+            let first = async {
+                let mut replay = shared.store.replay(&connect.room, since).await?;
+                let page = shared.store.next_page(&mut replay).await?;
+                Ok::<_, StoreError>((page.unwrap_or_default(), replay))
             };
-            match first {
+            match first.await {
                 Ok((chats, replay)) => (chats, replay.truncated, Some(replay)),
                 Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
             }
@@ -114,22 +111,24 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
     shared.metrics.messages_out.inc_by(replayed);
     // The rest of a long gap follows page by page as chat batches, in id
     // order and before anything live, so no frame holds the whole stream.
-    while let Some(replay) = rest.as_mut() {
-        let page = match shared.store.next_page(replay).await {
-            Ok(Some(page)) => page,
-            Ok(None) => break,
-            Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
-        };
-        covered = page.last().and_then(Chat::stream_id).unwrap_or(covered);
-        shared.hub.replayed_to(&connect.room, membership.id, covered);
-        let replayed = page.len() as u64;
-        if socket::send_json(&mut ws, &ServerFrame::Chat { chats: page })
-            .await
-            .is_err()
-        {
-            return;
+    if let Some(mut replay) = rest {
+        loop {
+            let page = match shared.store.next_page(&mut replay).await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
+            };
+            covered = page.last().and_then(Chat::stream_id).unwrap_or(covered);
+            shared.hub.replayed_to(&connect.room, membership.id, covered);
+            let replayed = page.len() as u64;
+            if socket::send_json(&mut ws, &ServerFrame::Chat { chats: page })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            shared.metrics.messages_out.inc_by(replayed);
         }
-        shared.metrics.messages_out.inc_by(replayed);
     }
     shared.hub.go_live(&connect.room, membership.id, covered);
     if let Ok(online) = shared.presence.total(&connect.room).await {
