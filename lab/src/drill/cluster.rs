@@ -191,4 +191,22 @@ impl DrillCluster {
         self.cluster.get_mut(name)?.wait_healthy(limit).await?;
         Ok(())
     }
+
+    /// The last `per_file` warnings and errors of each wsmesh process (and
+    /// the lb's server state changes), `name: line`, oldest first per file.
+    pub fn log_excerpt(&self, per_file: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in ["app1", "app2", "subscriber1", "subscriber2", "lb"] {
+            let Ok(text) = std::fs::read_to_string(self.dir.join(format!("{name}.log"))) else {
+                continue;
+            };
+            let picked: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("state changed"))
+                .collect();
+            let skip = picked.len().saturating_sub(per_file);
+            out.extend(picked[skip..].iter().map(|l| format!("{name}: {l}")));
+        }
+        out
+    }
 }

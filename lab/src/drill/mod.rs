@@ -302,9 +302,23 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
                 .iter()
                 .map(|r| r.instance.as_str())
                 .collect();
-            format!("client {i} (on {}) room {room} id {id}", on.join("→"))
+            let sender = outcomes
+                .iter()
+                .position(|o| o.ledger.acks.iter().any(|(_, acked)| *acked == id))
+                .map_or_else(|| "?".to_string(), |k| k.to_string());
+            format!(
+                "client {i} (on {}) room {room} id {id} (sent by client {sender})",
+                on.join("→")
+            )
         })
         .collect();
+    // A loss must explain itself even where the logs are not kept (CI): the
+    // processes' warnings and errors, and the lb's state changes.
+    let diagnosis = if totals.clean() {
+        Vec::new()
+    } else {
+        c.log_excerpt(15)
+    };
     let reconnects: Vec<Duration> = outcomes
         .iter()
         .flat_map(|o| o.connections.iter().skip(1).filter_map(|r| r.reconnect_took))
@@ -347,6 +361,7 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
         timeline,
         logs,
         lost_sample,
+        diagnosis,
     })
 }
 

@@ -82,8 +82,10 @@ pub struct DrillReport {
     pub timeline: Timeline,
     /// Where the processes' logs are, when kept.
     pub logs: Option<String>,
-    /// A few lost deliveries: `client N room R id I`.
+    /// A few lost deliveries: `client N room R id I (sent by client K)`.
     pub lost_sample: Vec<String>,
+    /// When the ledger is not clean: the processes' warnings and errors.
+    pub diagnosis: Vec<String>,
 }
 
 impl DrillReport {
@@ -155,6 +157,9 @@ impl DrillReport {
         }
         for lost in &self.lost_sample {
             let _ = writeln!(s, "  lost: {lost}");
+        }
+        for line in &self.diagnosis {
+            let _ = writeln!(s, "  log: {line}");
         }
         if let Some(logs) = &self.logs {
             let _ = writeln!(s, "  logs: {logs}");
