@@ -56,6 +56,8 @@ pub struct DrillCluster {
     pub tls: Arc<rustls::ClientConfig>,
     /// Configs, certificates, Redis data and the processes' logs.
     pub dir: PathBuf,
+    /// Where each app and subscriber serves `/metrics`, by process name.
+    metrics: Vec<(String, SocketAddr)>,
     /// Removes `dir` on drop unless the logs are kept (after the processes: field order).
     _temp: Option<tempfile::TempDir>,
 }
@@ -142,12 +144,25 @@ impl DrillCluster {
         } else {
             Some(temp)
         };
+        let metrics = layout
+            .apps
+            .iter()
+            .map(|a| (a.name.clone(), a.public))
+            .chain(
+                layout
+                    .subscribers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, addr)| (format!("subscriber{}", i + 1), *addr)),
+            )
+            .collect();
         Ok(DrillCluster {
             cluster: procs,
             lb,
             admin,
             tls,
             dir,
+            metrics,
             _temp: temp,
         })
     }
@@ -192,6 +207,20 @@ impl DrillCluster {
         Ok(())
     }
 
+    /// The non-zero counters (`*_total`) of each app and subscriber, `name:
+    /// counter value`: which path a loss took (duplicates dropped, gap fills,
+    /// retries, rejected batches…). A process that does not answer is said so.
+    pub async fn counters(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, addr) in &self.metrics {
+            match metrics_text(*addr).await {
+                Ok(text) => out.extend(nonzero_counters(&text).map(|l| format!("{name}: {l}"))),
+                Err(e) => out.push(format!("{name}: /metrics unavailable: {e}")),
+            }
+        }
+        out
+    }
+
     /// The last `per_file` warnings and errors of each wsmesh process (and
     /// the lb's server state changes), `name: line`, oldest first per file.
     pub fn log_excerpt(&self, per_file: usize) -> Vec<String> {
@@ -208,5 +237,56 @@ impl DrillCluster {
             out.extend(picked[skip..].iter().map(|l| format!("{name}: {l}")));
         }
         out
+    }
+}
+
+/// `GET /metrics` over plain HTTP/1.0 on loopback, within 2 s.
+async fn metrics_text(addr: SocketAddr) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: drill\r\n\r\n")
+            .await?;
+        let mut raw = Vec::new();
+        tcp.take(1 << 20).read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&raw).into_owned())
+    };
+    let text = tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 2 s"))??;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map_or(text.clone(), |(_, body)| body.to_string()))
+}
+
+/// The `*_total` samples of a Prometheus text page whose value is not 0.
+fn nonzero_counters(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split_whitespace().next().is_some_and(|k| k.contains("_total")))
+        .filter(|l| l.split_whitespace().last() != Some("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counters_are_read_from_a_metrics_page_and_zeros_left_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 256];
+            let _ = tcp.read(&mut head).await;
+            let body =
+                "# HELP x_total x\nx_total 3\ny_total 0\nz_bucket{le=\"1\"} 5\nq_total{code=\"a\"} 2\n";
+            let reply = format!("HTTP/1.0 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            tcp.write_all(reply.as_bytes()).await.unwrap();
+        });
+        let text = metrics_text(addr).await.unwrap();
+        let got: Vec<&str> = nonzero_counters(&text).collect();
+        assert_eq!(got, ["x_total 3", "q_total{code=\"a\"} 2"]);
     }
 }

@@ -313,11 +313,13 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
         })
         .collect();
     // A loss must explain itself even where the logs are not kept (CI): the
-    // processes' warnings and errors, and the lb's state changes.
+    // processes' counters and warnings/errors, and the lb's state changes.
     let diagnosis = if totals.clean() {
         Vec::new()
     } else {
-        c.log_excerpt(15)
+        let mut lines = c.counters().await;
+        lines.extend(c.log_excerpt(15));
+        lines
     };
     let reconnects: Vec<Duration> = outcomes
         .iter()
