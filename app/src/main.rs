@@ -45,14 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (config, token) = match config::load(&path) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    wsmesh_common::cli::serve(run(config, token))
+    wsmesh_common::cli::load_and_serve(&path, config::load, |(config, token)| run(config, token))
 }
 
 async fn run(config: config::Config, token: config::InternalToken) -> anyhow::Result<()> {

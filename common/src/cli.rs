@@ -24,6 +24,22 @@ pub fn check_config<T, E: Display>(file: &Path, load: impl FnOnce(&Path) -> Resu
     }
 }
 
+/// Loads `file` with `load` (a bad one: its error on stderr, exit 1), then
+/// serves with what it loaded (see `serve`).
+pub fn load_and_serve<C, LE: Display, E: Display, F: Future<Output = Result<(), E>>>(
+    file: &Path,
+    load: impl FnOnce(&Path) -> Result<C, LE>,
+    server: impl FnOnce(C) -> F,
+) -> ExitCode {
+    match load(file) {
+        Ok(config) => serve(server(config)),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Starts logging and a multi-thread runtime and runs `server` on it until
 /// it returns; an error is logged (with its causes) and exits 1.
 pub fn serve<E: Display>(server: impl Future<Output = Result<(), E>>) -> ExitCode {

@@ -26,26 +26,20 @@ static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 pub fn free_loopback_port() -> io::Result<u16> {
     let high = ephemeral_low().saturating_sub(1);
     let mut rng = rand::rng();
+    // Held across the bind checks: two threads cannot pick the same port.
+    let mut taken = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     if high > LOW + 1000 {
         for _ in 0..256 {
             let port = rng.random_range(LOW..=high);
-            if HANDED_OUT
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&port)
-            {
-                continue;
-            }
-            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-                && HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner()).insert(port)
-            {
+            if !taken.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                taken.insert(port);
                 return Ok(port);
             }
         }
     }
     for _ in 0..64 {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
-        if HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+        if taken.insert(port) {
             return Ok(port);
         }
     }

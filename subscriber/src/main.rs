@@ -63,13 +63,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
         (Some(Command::CheckConfig { file }), _) => wsmesh_common::cli::check_config(&file, Config::load),
-        (None, Some(file)) => match Config::load(&file) {
-            Ok(config) => wsmesh_common::cli::serve(serve(config)),
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        (None, Some(file)) => wsmesh_common::cli::load_and_serve(&file, Config::load, serve),
         // clap requires --config unless a subcommand is given.
         (None, None) => ExitCode::FAILURE,
     }
