@@ -19,12 +19,12 @@ pub const ADMIN_TOKEN_ENV: &str = "WSMESH_ADMIN_TOKEN";
 /// Highest server weight accepted (HAProxy's limit).
 pub const MAX_WEIGHT: u32 = 256;
 
-/// The whole file; `Default` is a file with no frontend yet, to which a
+/// The whole file, in HAProxy's terms; `Default` is a file with no frontend yet, to which a
 /// caller adds frontends and backends as values.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Process-wide limits.
+    /// Limits and shutdown timing of the whole process.
     #[serde(default)]
     pub global: Global,
     /// Timeouts shared by every frontend and backend.
@@ -188,7 +188,8 @@ pub struct CertFiles {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
-    /// Path prefix, e.g. `/api/`.
+    /// Requests whose path starts with this (e.g. `/api/`; it must start
+    /// with `/`) take the route.
     pub prefix: String,
     /// Backend that gets the matching requests.
     pub backend: Spanned<String>,
@@ -213,7 +214,7 @@ pub enum Balance {
 pub struct Backend {
     /// Name that frontends and routes refer to.
     pub name: Spanned<String>,
-    /// Balancing algorithm.
+    /// How a new session picks its server.
     #[serde(default)]
     pub balance: Balance,
     /// Further servers tried after a failed connect (`retries`, with
@@ -242,7 +243,7 @@ pub struct Backend {
     /// Which failures of a request make it go to the next server (`retry-on`).
     #[serde(default = "default_retry_on")]
     pub retry_on: Vec<RetryOn>,
-    /// The servers.
+    /// Where the traffic goes; at least one.
     #[serde(rename = "server")]
     pub servers: Vec<Server>,
 }
