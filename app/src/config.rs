@@ -256,15 +256,31 @@ impl Config {
                 "limits.capacity_threshold",
                 "must be in (0, 1]",
             ),
-            (l.max_connections == 0, "limits.max_connections", "must be at least 1"),
-            (l.max_frame_bytes < 128, "limits.max_frame_bytes", "must be at least 128"),
-            (l.max_body_bytes == 0, "limits.max_body_bytes", "must be at least 1"),
+            (
+                l.max_connections == 0,
+                "limits.max_connections",
+                "must be at least 1",
+            ),
+            (
+                l.max_frame_bytes < 128,
+                "limits.max_frame_bytes",
+                "must be at least 128",
+            ),
+            (
+                l.max_body_bytes == 0,
+                "limits.max_body_bytes",
+                "must be at least 1",
+            ),
             (
                 l.max_body_bytes >= l.max_frame_bytes,
                 "limits.max_body_bytes",
                 "must be smaller than max_frame_bytes (the body travels inside one frame)",
             ),
-            (l.max_nick_chars == 0, "limits.max_nick_chars", "must be at least 1"),
+            (
+                l.max_nick_chars == 0,
+                "limits.max_nick_chars",
+                "must be at least 1",
+            ),
             (l.rate_burst == 0, "limits.rate_burst", "must be at least 1"),
             (
                 !(l.rate_per_sec.is_finite() && l.rate_per_sec > 0.0),
@@ -336,10 +352,9 @@ impl InternalConfig {
         }
         let (token, path) = match (&self.token, &self.token_file) {
             (Some(_), Some(_)) => {
-                return Err(src.error_at_path(
-                    "internal.token_file",
-                    "set either token or token_file, not both",
-                ))
+                return Err(
+                    src.error_at_path("internal.token_file", "set either token or token_file, not both")
+                )
             }
             (Some(t), None) => (t.trim().to_string(), "internal.token"),
             (None, Some(file)) => (
@@ -450,7 +465,12 @@ mod tests {
     #[test]
     fn committed_configs_write_back_to_the_same_value() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-        for file in ["local/app1.toml", "local/app2.toml", "vagrant/app1.toml", "vagrant/app2.toml"] {
+        for file in [
+            "local/app1.toml",
+            "local/app2.toml",
+            "vagrant/app1.toml",
+            "vagrant/app2.toml",
+        ] {
             let text = std::fs::read_to_string(root.join(file)).expect("committed config");
             let config: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
             let written = toml::to_string(&config).expect("serializes");
@@ -481,8 +501,10 @@ mod tests {
         let e = load_text(&text).unwrap_err();
         assert_eq!(e.position, Some((9, 3)), "{e}");
         assert!(e.reason.starts_with("max_body_bytes must be smaller"), "{e}");
-        let text = format!("{MINIMAL}[health]\nsubscriber_max_age = \"2s\"\n[drain]\ngrace = \"1s\"\n\
-                            [redis]\ncommand_timeout = \"0s\"\n");
+        let text = format!(
+            "{MINIMAL}[health]\nsubscriber_max_age = \"2s\"\n[drain]\ngrace = \"1s\"\n\
+                            [redis]\ncommand_timeout = \"0s\"\n"
+        );
         let e = load_text(&text).unwrap_err();
         assert_eq!(e.position, Some((12, 1)), "{e}");
         assert_eq!(e.reason, "command_timeout must be more than 0");

@@ -69,7 +69,10 @@ fn check_config_names_the_line_and_column_of_a_key_in_a_later_table() {
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        format!("{}:12:5: subscriber_max_age must be more than 0\n", path.display())
+        format!(
+            "{}:12:5: subscriber_max_age must be more than 0\n",
+            path.display()
+        )
     );
 }
 

@@ -206,7 +206,10 @@ mod tests {
     #[test]
     fn error_at_path_finds_the_key_of_its_own_table() {
         let s = src("port = 1\n[a]\n  name = \"x\"\n  port = 3\n");
-        assert_eq!(s.error_at_path("a.port", "too small").to_string(), "demo.toml:4:3: too small");
+        assert_eq!(
+            s.error_at_path("a.port", "too small").to_string(),
+            "demo.toml:4:3: too small"
+        );
         assert_eq!(s.error_at_path("port", "r").position, Some((1, 1)));
         assert_eq!(s.error_at_path("a.missing", "r").position, None);
         assert_eq!(s.error_at_path("a.name.deeper", "r").position, None);
@@ -214,8 +217,10 @@ mod tests {
 
     #[test]
     fn error_at_path_counts_arrays_of_tables_and_reads_dotted_keys() {
-        let s = src("[[b]]\nrise = 1\n[b.check]\nrise = 2\n[[b]]\n[b.check]\nfall = 1\n  rise = 0\n\
-                     [c]\nd.e = 1\nf = { g = 2 }\n");
+        let s = src(
+            "[[b]]\nrise = 1\n[b.check]\nrise = 2\n[[b]]\n[b.check]\nfall = 1\n  rise = 0\n\
+                     [c]\nd.e = 1\nf = { g = 2 }\n",
+        );
         assert_eq!(s.error_at_path("b.1.check.rise", "r").position, Some((8, 3)));
         assert_eq!(s.error_at_path("b.0.check.rise", "r").position, Some((4, 1)));
         assert_eq!(s.error_at_path("b.0.rise", "r").position, Some((2, 1)));

@@ -621,7 +621,11 @@ impl Config {
             if let Some(check) = &b.check {
                 if check.rise == 0 || check.fall == 0 {
                     return Err(at(
-                        if check.rise == 0 { "check.rise" } else { "check.fall" },
+                        if check.rise == 0 {
+                            "check.rise"
+                        } else {
+                            "check.fall"
+                        },
                         "rise and fall must be at least 1",
                     ));
                 }
@@ -703,10 +707,9 @@ impl Config {
                 }
             }
             if !f.hsts.is_empty() && http::HeaderValue::from_str(&f.hsts).is_err() {
-                return Err(source.error_at_path(
-                    &format!("frontend.{i}.hsts"),
-                    "hsts is not a valid header value",
-                ));
+                return Err(
+                    source.error_at_path(&format!("frontend.{i}.hsts"), "hsts is not a valid header value")
+                );
             }
         }
         Ok(())
@@ -834,7 +837,10 @@ addr = "127.0.0.1:9001"
     fn a_config_built_as_values_is_valid_once_written() {
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let mut https = Frontend::new("https", addr(8443), "apps");
-        https.certs.push(CertFiles::new(Path::new("server.pem"), Some(Path::new("server.key"))));
+        https.certs.push(CertFiles::new(
+            Path::new("server.pem"),
+            Some(Path::new("server.key")),
+        ));
         https.routes.push(Route::new("/api/", "apps"));
         let mut apps = Backend::new("apps", vec![Server::new("app1", addr(9001))]);
         apps.check = Some(Check::default());
@@ -892,12 +898,36 @@ addr = "127.0.0.1:9002"
     fn a_bad_key_in_the_second_table_names_that_table_s_line_and_column() {
         parse(TWO_OF_EACH).unwrap();
         let cases = [
-            ("  rise = 2\n  fall", "  rise = 0\n  fall", "lb.toml:29:3: rise and fall must be at least 1"),
-            ("  fall = 3\n  path", "  fall = 0\n  path", "lb.toml:30:3: rise and fall must be at least 1"),
-            ("  interval = \"1s\"\n  rise", "  interval = \"0s\"\n  rise", "lb.toml:28:3: check interval must not be 0"),
-            ("\"/healthz\"", "\"healthz\"", "lb.toml:31:3: check path must start with '/'"),
-            ("  error_limit = 1", "  error_limit = 0", "lb.toml:26:3: error_limit must be at least 1"),
-            ("\"max-age=2\"", "\"max-age=2\\n\"", "lb.toml:11:1: hsts is not a valid header value"),
+            (
+                "  rise = 2\n  fall",
+                "  rise = 0\n  fall",
+                "lb.toml:29:3: rise and fall must be at least 1",
+            ),
+            (
+                "  fall = 3\n  path",
+                "  fall = 0\n  path",
+                "lb.toml:30:3: rise and fall must be at least 1",
+            ),
+            (
+                "  interval = \"1s\"\n  rise",
+                "  interval = \"0s\"\n  rise",
+                "lb.toml:28:3: check interval must not be 0",
+            ),
+            (
+                "\"/healthz\"",
+                "\"healthz\"",
+                "lb.toml:31:3: check path must start with '/'",
+            ),
+            (
+                "  error_limit = 1",
+                "  error_limit = 0",
+                "lb.toml:26:3: error_limit must be at least 1",
+            ),
+            (
+                "\"max-age=2\"",
+                "\"max-age=2\\n\"",
+                "lb.toml:11:1: hsts is not a valid header value",
+            ),
         ];
         for (from, to, expected) in cases {
             let text = TWO_OF_EACH.replace(from, to);
@@ -905,10 +935,13 @@ addr = "127.0.0.1:9002"
             let e = parse(&text).unwrap_err();
             assert_eq!(e.to_string(), format!("/etc/lb/{expected}"));
         }
-        let text = format!("{}[global]\nmaxconn = 0\n", TWO_OF_EACH.replace("hsts", "maxconn = 1\nhsts"));
+        let text = format!(
+            "{}[global]\nmaxconn = 0\n",
+            TWO_OF_EACH.replace("hsts", "maxconn = 1\nhsts")
+        );
         assert_eq!(
             parse(&text).unwrap_err().to_string(),
-"/etc/lb/lb.toml:38:1: global maxconn must be at least 1"
+            "/etc/lb/lb.toml:38:1: global maxconn must be at least 1"
         );
     }
 

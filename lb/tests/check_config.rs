@@ -131,10 +131,26 @@ fn an_error_in_the_second_backend_or_frontend_names_its_line_and_column() {
     let (ok, _, stderr) = check(&path);
     assert!(ok, "{stderr}");
     let cases = [
-        ("  rise = 2", "  rise = 0", "28:3: rise and fall must be at least 1"),
-        ("  interval = \"1s\"", "  interval = \"0s\"", "27:3: check interval must not be 0"),
-        ("  error_limit = 1", "  error_limit = 0", "25:3: error_limit must be at least 1"),
-        ("\"max-age=2\"", "\"max-age=2\\u0001\"", "11:3: hsts is not a valid header value"),
+        (
+            "  rise = 2",
+            "  rise = 0",
+            "28:3: rise and fall must be at least 1",
+        ),
+        (
+            "  interval = \"1s\"",
+            "  interval = \"0s\"",
+            "27:3: check interval must not be 0",
+        ),
+        (
+            "  error_limit = 1",
+            "  error_limit = 0",
+            "25:3: error_limit must be at least 1",
+        ),
+        (
+            "\"max-age=2\"",
+            "\"max-age=2\\u0001\"",
+            "11:3: hsts is not a valid header value",
+        ),
     ];
     for (from, to, expected) in cases {
         let text = TWO_OF_EACH.replace(from, to);

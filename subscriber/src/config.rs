@@ -531,9 +531,13 @@ mod tests {
             let text = std::fs::read_to_string(root.join(file)).unwrap();
             let config: FileConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
             let written = toml::to_string(&config).unwrap();
-            let again: FileConfig = toml::from_str(&written).unwrap_or_else(|e| panic!("{file}: {e}\n{written}"));
+            let again: FileConfig =
+                toml::from_str(&written).unwrap_or_else(|e| panic!("{file}: {e}\n{written}"));
             assert_eq!(again, config, "{file}: {written}");
-            assert!(written.contains("reconnect_base = \"250ms\""), "{file}: {written}");
+            assert!(
+                written.contains("reconnect_base = \"250ms\""),
+                "{file}: {written}"
+            );
         }
     }
 
@@ -554,8 +558,14 @@ mod tests {
     fn checks_name_the_key_in_its_own_table() {
         // `url`, `token` and the backoff bases in the second table, indented.
         let cases = [
-            ("[redis]\nprefix = \"p\"\n[app]\n  internal_url = \"ftp://x\"\n  token = \"t\"\n", (4, 3)),
-            ("[redis]\nprefix = \"p\"\n[app]\ninternal_url = \"http://a:1\"\n  token = \"a b\"\n", (5, 3)),
+            (
+                "[redis]\nprefix = \"p\"\n[app]\n  internal_url = \"ftp://x\"\n  token = \"t\"\n",
+                (4, 3),
+            ),
+            (
+                "[redis]\nprefix = \"p\"\n[app]\ninternal_url = \"http://a:1\"\n  token = \"a b\"\n",
+                (5, 3),
+            ),
             (
                 "[redis]\nprefix = \"p\"\n[app]\ninternal_url = \"http://a:1\"\ntoken = \"t\"\n  \
                  retry_base = \"3s\"\n",
