@@ -639,11 +639,11 @@ impl Config {
             if b.error_limit == 0 {
                 return Err(at("error_limit", "error_limit must be at least 1"));
             }
-            for s in &b.servers {
+            for (j, s) in b.servers.iter().enumerate() {
                 if s.error_limit == Some(0) {
-                    return Err(source.error_at(
-                        s.name.span(),
-                        format!("server {:?}: error_limit must be at least 1", s.name.get_ref()),
+                    return Err(at(
+                        &format!("server.{j}.error_limit"),
+                        &format!("server {:?}: error_limit must be at least 1", s.name.get_ref()),
                     ));
                 }
                 if !server_names.insert(s.name.get_ref().as_str()) {
@@ -657,9 +657,9 @@ impl Config {
                 }
                 parse_addr(source, &s.addr)?;
                 if s.weight > MAX_WEIGHT {
-                    return Err(source.error_at(
-                        s.name.span(),
-                        format!(
+                    return Err(at(
+                        &format!("server.{j}.weight"),
+                        &format!(
                             "server {:?}: weight {} is over {MAX_WEIGHT}",
                             s.name.get_ref(),
                             s.weight
@@ -700,10 +700,13 @@ impl Config {
                     ))
                 }
             }
-            for r in &f.routes {
+            for (k, r) in f.routes.iter().enumerate() {
                 known(&r.backend)?;
                 if !r.prefix.starts_with('/') {
-                    return Err(source.error_at(r.backend.span(), "route prefix must start with '/'"));
+                    return Err(source.error_at_path(
+                        &format!("frontend.{i}.route.{k}.prefix"),
+                        "route prefix must start with '/'",
+                    ));
                 }
             }
             if !f.hsts.is_empty() && http::HeaderValue::from_str(&f.hsts).is_err() {
