@@ -1,15 +1,16 @@
 //! The app's configuration file (`configs/local/app1.toml` is the commented
 //! reference). The structs are the schema: unknown keys are errors, every
 //! default lives in one `Default` impl, and the checks that serde cannot do
-//! (ranges, the token source) run in `load` so `check-config` reports them with
-//! their line, like `haproxy -c`.
+//! (ranges, the token source) run in `load` so `check-config` reports them at
+//! their key, like `haproxy -c`. The structs also serialize, so a tool can
+//! build or change a config as values and write it with `toml::to_string`.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wsmesh_common::config::{env_override, ConfigError, Source};
 
 /// Environment variable that replaces `redis.url`.
@@ -17,33 +18,34 @@ pub const ENV_REDIS_URL: &str = "WSMESH_REDIS_URL";
 /// Environment variable that replaces the internal token from the file.
 pub const ENV_INTERNAL_TOKEN: &str = "WSMESH_INTERNAL_TOKEN";
 
-/// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+/// One app instance's file: its name and listeners are required, every
+/// table after them may be left out.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Name of this instance, sent in `welcome` and used by the lb.
     pub instance: String,
-    /// Where to listen.
+    /// The two addresses the app serves on.
     pub listen: Listen,
-    /// Redis connection and key settings.
+    /// Where the rooms live and how long Redis keeps what.
     #[serde(default)]
     pub redis: RedisConfig,
-    /// Internal listener's shared token source.
+    /// Where the secret the subscriber must present comes from.
     #[serde(default)]
     pub internal: InternalConfig,
-    /// Per-connection and per-instance limits.
+    /// Bounds that protect the instance from a client or from load.
     #[serde(default)]
     pub limits: Limits,
-    /// `/healthz` thresholds.
+    /// When `/healthz` stops saying the instance is fit for traffic.
     #[serde(default)]
     pub health: HealthConfig,
-    /// Shutdown behaviour.
+    /// How a SIGTERM hands clients over to the other instances.
     #[serde(default)]
     pub drain: DrainConfig,
 }
 
-/// `[listen]`: both addresses are required.
-#[derive(Debug, Clone, Deserialize)]
+/// `[listen]`: the public and the internal listener; both are required.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// Public listener: page, `/ws`, `/chatsocket`, `/healthz`, `/metrics`.
@@ -52,39 +54,47 @@ pub struct Listen {
     pub internal: SocketAddr,
 }
 
-/// `[redis]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[redis]`: connection, key names and retention.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// Redis URL; `WSMESH_REDIS_URL` overrides it.
+    /// `redis://` or `rediss://` URL of the shared Redis; `WSMESH_REDIS_URL`
+    /// overrides it.
     pub url: String,
-    /// Prefix of every key and channel.
+    /// Prefix of every key and channel, so one Redis can hold several
+    /// deployments; the subscriber's must match.
     pub prefix: String,
     /// Approximate number of messages kept per room.
     pub stream_maxlen: u64,
-    /// How long a `cid` is remembered.
+    /// How long a client's message id is remembered, so a re-sent message
+    /// is stored once.
     #[serde(with = "humantime_serde")]
     pub cid_ttl: Duration,
     /// How long an unused session is kept.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
-    /// Upper bound for every Redis command.
+    /// Time after which a Redis command fails (the client gets
+    /// `unavailable`).
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
 }
 
-/// `[internal]`: where the subscriber's bearer token comes from.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[internal]`: where the subscriber's bearer token comes from; set one of
+/// the two (or `WSMESH_INTERNAL_TOKEN`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InternalConfig {
-    /// The token itself.
+    /// The secret written inline; fine for a laptop, not for production.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// A file holding the token (trailing whitespace ignored).
+    /// A file holding the secret (surrounding whitespace ignored), so the
+    /// config itself can be shared.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
 }
 
-/// `[limits]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[limits]`: sizes, rates and queue lengths.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest WebSocket frame (and message); larger closes with 1009.
@@ -97,9 +107,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Share of `max_connections` above which `/healthz` is 503.
     pub capacity_threshold: f64,
-    /// Token bucket size for sends.
+    /// Messages a client may send in a burst before the refill rate applies.
     pub rate_burst: u32,
-    /// Token bucket refill per second.
+    /// Messages per second a client may send once its burst is spent.
     pub rate_per_sec: f64,
     /// Frames queued for one client before it is closed with 1013.
     pub send_queue: usize,
@@ -109,8 +119,8 @@ pub struct Limits {
     pub allowed_origins: Vec<String>,
 }
 
-/// `[health]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[health]`: what `/healthz` checks besides capacity.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// Longest silence from the subscriber that still counts as healthy.
@@ -118,8 +128,8 @@ pub struct HealthConfig {
     pub subscriber_max_age: Duration,
 }
 
-/// `[drain]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[drain]`: the steps after SIGTERM.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DrainConfig {
     /// Time between "healthz says 503" and the first client close.
@@ -210,82 +220,125 @@ impl fmt::Debug for InternalToken {
 pub fn load(path: &Path) -> Result<(Config, InternalToken), ConfigError> {
     let source = Source::read(path)?;
     let mut config: Config = source.parse()?;
-    if let Some(url) = env_override(ENV_REDIS_URL) {
+    let url_from_env = env_override(ENV_REDIS_URL);
+    let url_in_file = url_from_env.is_none();
+    if let Some(url) = url_from_env {
         config.redis.url = url;
     }
-    config.check(&source)?;
+    config.check(&source, url_in_file)?;
     let token = config.internal.resolve(&source)?;
     Ok((config, token))
 }
 
 impl Config {
-    /// Semantic checks that the types alone cannot express.
-    fn check(&self, src: &Source) -> Result<(), ConfigError> {
+    /// A config with every default, serving on `public` and `internal`.
+    pub fn new(instance: &str, public: SocketAddr, internal: SocketAddr) -> Config {
+        Config {
+            instance: instance.to_string(),
+            listen: Listen { public, internal },
+            redis: RedisConfig::default(),
+            internal: InternalConfig::default(),
+            limits: Limits::default(),
+            health: HealthConfig::default(),
+            drain: DrainConfig::default(),
+        }
+    }
+
+    /// Semantic checks that the types alone cannot express. `url_in_file`:
+    /// `redis.url` is the file's own, not the environment's.
+    fn check(&self, src: &Source, url_in_file: bool) -> Result<(), ConfigError> {
         let l = &self.limits;
         let r = &self.redis;
         let checks: [(bool, &str, &str); 16] = [
             (self.instance.trim().is_empty(), "instance", "must not be empty"),
             (
                 !(l.capacity_threshold > 0.0 && l.capacity_threshold <= 1.0),
-                "capacity_threshold",
+                "limits.capacity_threshold",
                 "must be in (0, 1]",
             ),
-            (l.max_connections == 0, "max_connections", "must be at least 1"),
-            (l.max_frame_bytes < 128, "max_frame_bytes", "must be at least 128"),
-            (l.max_body_bytes == 0, "max_body_bytes", "must be at least 1"),
+            (
+                l.max_connections == 0,
+                "limits.max_connections",
+                "must be at least 1",
+            ),
+            (
+                l.max_frame_bytes < 128,
+                "limits.max_frame_bytes",
+                "must be at least 128",
+            ),
+            (
+                l.max_body_bytes == 0,
+                "limits.max_body_bytes",
+                "must be at least 1",
+            ),
             (
                 l.max_body_bytes >= l.max_frame_bytes,
-                "max_body_bytes",
+                "limits.max_body_bytes",
                 "must be smaller than max_frame_bytes (the body travels inside one frame)",
             ),
-            (l.max_nick_chars == 0, "max_nick_chars", "must be at least 1"),
-            (l.rate_burst == 0, "rate_burst", "must be at least 1"),
+            (
+                l.max_nick_chars == 0,
+                "limits.max_nick_chars",
+                "must be at least 1",
+            ),
+            (l.rate_burst == 0, "limits.rate_burst", "must be at least 1"),
             (
                 !(l.rate_per_sec.is_finite() && l.rate_per_sec > 0.0),
-                "rate_per_sec",
+                "limits.rate_per_sec",
                 "must be a positive number",
             ),
-            (l.send_queue == 0, "send_queue", "must be at least 1"),
-            (l.history_limit == 0, "history_limit", "must be at least 1"),
-            (r.prefix.is_empty(), "prefix", "must not be empty"),
-            (r.stream_maxlen == 0, "stream_maxlen", "must be at least 1"),
+            (l.send_queue == 0, "limits.send_queue", "must be at least 1"),
+            (l.history_limit == 0, "limits.history_limit", "must be at least 1"),
+            (r.prefix.is_empty(), "redis.prefix", "must not be empty"),
+            (r.stream_maxlen == 0, "redis.stream_maxlen", "must be at least 1"),
             (
                 r.cid_ttl < Duration::from_secs(1),
-                "cid_ttl",
+                "redis.cid_ttl",
                 "must be at least 1s",
             ),
             (
                 r.session_ttl < Duration::from_secs(1),
-                "session_ttl",
+                "redis.session_ttl",
                 "must be at least 1s",
             ),
             (
                 r.command_timeout.is_zero(),
-                "command_timeout",
+                "redis.command_timeout",
                 "must be more than 0",
             ),
         ];
-        if let Some((_, key, reason)) = checks.iter().find(|(bad, _, _)| *bad) {
-            return Err(src.error_at_key(key, format!("{key} {reason}")));
+        if let Some((_, path, reason)) = checks.iter().find(|(bad, _, _)| *bad) {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            return Err(src.error_at_path(path, format!("{key} {reason}")));
         }
         if self.listen.public == self.listen.internal {
-            return Err(src.error_at_key("internal", "listen.internal must differ from listen.public"));
+            return Err(src.error_at_path(
+                "listen.internal",
+                "listen.internal must differ from listen.public",
+            ));
         }
         if self.health.subscriber_max_age.is_zero() {
-            return Err(src.error_at_key("subscriber_max_age", "subscriber_max_age must be more than 0"));
+            return Err(src.error_at_path(
+                "health.subscriber_max_age",
+                "subscriber_max_age must be more than 0",
+            ));
         }
         if let Some(bad) = l
             .allowed_origins
             .iter()
             .find(|o| crate::origin::parse(o).is_none())
         {
-            return Err(src.error_at_key(
-                "allowed_origins",
+            return Err(src.error_at_path(
+                "limits.allowed_origins",
                 format!("allowed_origins: {bad:?} is not an origin like \"https://host[:port]\""),
             ));
         }
         if let Err(e) = redis::Client::open(r.url.as_str()) {
-            return Err(src.error_at_key("url", format!("redis url is not usable: {e}")));
+            let reason = format!("redis url is not usable: {e}");
+            return Err(match url_in_file {
+                true => src.error_at_path("redis.url", reason),
+                false => src.error(reason),
+            });
         }
         Ok(())
     }
@@ -297,15 +350,25 @@ impl InternalConfig {
         if let Some(t) = env_override(ENV_INTERNAL_TOKEN) {
             return Ok(InternalToken(t.trim().to_string()));
         }
-        let token = match (&self.token, &self.token_file) {
+        let (token, path) = match (&self.token, &self.token_file) {
             (Some(_), Some(_)) => {
-                return Err(src.error_at_key("token_file", "set either token or token_file, not both"))
+                return Err(
+                    src.error_at_path("internal.token_file", "set either token or token_file, not both")
+                )
             }
-            (Some(t), None) => t.trim().to_string(),
-            (None, Some(file)) => std::fs::read_to_string(file)
-                .map_err(|e| src.error_at_key("token_file", format!("cannot read {}: {e}", file.display())))?
-                .trim()
-                .to_string(),
+            (Some(t), None) => (t.trim().to_string(), "internal.token"),
+            (None, Some(file)) => (
+                std::fs::read_to_string(file)
+                    .map_err(|e| {
+                        src.error_at_path(
+                            "internal.token_file",
+                            format!("cannot read {}: {e}", file.display()),
+                        )
+                    })?
+                    .trim()
+                    .to_string(),
+                "internal.token_file",
+            ),
             (None, None) => {
                 return Err(src.error(format!(
                     "no internal token: set [internal] token or token_file, or {ENV_INTERNAL_TOKEN}"
@@ -313,7 +376,7 @@ impl InternalConfig {
             }
         };
         if token.is_empty() {
-            return Err(src.error_at_key("token", "the internal token is empty"));
+            return Err(src.error_at_path(path, "the internal token is empty"));
         }
         Ok(InternalToken(token))
     }
@@ -397,6 +460,62 @@ mod tests {
     fn bad_duration_is_an_error() {
         let e = load_text(&format!("{MINIMAL}[drain]\ngrace = \"soon\"\n")).unwrap_err();
         assert_eq!(e.position.map(|p| p.0), Some(8), "{e}");
+    }
+
+    #[test]
+    fn committed_configs_write_back_to_the_same_value() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        for file in [
+            "local/app1.toml",
+            "local/app2.toml",
+            "vagrant/app1.toml",
+            "vagrant/app2.toml",
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).expect("committed config");
+            let config: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let written = toml::to_string(&config).expect("serializes");
+            let again: Config = toml::from_str(&written).unwrap_or_else(|e| panic!("{file}: {e}\n{written}"));
+            assert_eq!(again, config, "{file}: {written}");
+            assert!(written.contains("session_ttl = \"1day\""), "{file}: {written}");
+        }
+    }
+
+    #[test]
+    fn a_config_built_as_values_loads_once_written() {
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut config = Config::new("app7", addr(1), addr(2));
+        config.internal.token = Some("t".into());
+        config.drain.grace = Duration::from_millis(500);
+        let written = toml::to_string(&config).expect("serializes");
+        assert!(written.contains("grace = \"500ms\""), "{written}");
+        let (loaded, token) = load_text(&written).expect("loads");
+        assert_eq!(loaded, config);
+        assert_eq!(token, InternalToken("t".into()));
+    }
+
+    #[test]
+    fn checks_name_the_key_in_its_own_table() {
+        // `[internal] token` and `[listen] internal` share names with other
+        // keys and tables; every check points at the key it is about.
+        let text = format!("{MINIMAL}[limits]\nmax_frame_bytes = 256\n  max_body_bytes = 256\n");
+        let e = load_text(&text).unwrap_err();
+        assert_eq!(e.position, Some((9, 3)), "{e}");
+        assert!(e.reason.starts_with("max_body_bytes must be smaller"), "{e}");
+        let text = format!(
+            "{MINIMAL}[health]\nsubscriber_max_age = \"2s\"\n[drain]\ngrace = \"1s\"\n\
+                            [redis]\ncommand_timeout = \"0s\"\n"
+        );
+        let e = load_text(&text).unwrap_err();
+        assert_eq!(e.position, Some((12, 1)), "{e}");
+        assert_eq!(e.reason, "command_timeout must be more than 0");
+        let text = MINIMAL.replace("token = \"t\"", "token = \"t\"\ntoken_file = \"/x\"");
+        assert_eq!(load_text(&text).unwrap_err().position, Some((7, 1)));
+        let text = MINIMAL.replace("token = \"t\"", "token = \" \"");
+        assert_eq!(load_text(&text).unwrap_err().position, Some((6, 1)));
+        let text = format!("{MINIMAL}[redis]\nurl = \"nope://\"\n");
+        let e = load_text(&text).unwrap_err();
+        assert_eq!(e.position, Some((8, 1)), "{e}");
+        assert!(e.reason.starts_with("redis url is not usable"), "{e}");
     }
 
     #[test]

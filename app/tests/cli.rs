@@ -57,6 +57,26 @@ fn check_config_names_file_line_and_reason() {
 }
 
 #[test]
+fn check_config_names_the_line_and_column_of_a_key_in_a_later_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        &dir,
+        "instance = \"x\"\n[listen]\npublic = \"127.0.0.1:1\"\ninternal = \"127.0.0.1:2\"\n\
+         [internal]\ntoken = \"t\"\n[limits]\nhistory_limit = 5\n[drain]\ngrace = \"1s\"\n\
+         [health]\n    subscriber_max_age = \"0s\"\n",
+    );
+    let out = app().arg("check-config").arg(&path).output().expect("runs");
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{}:12:5: subscriber_max_age must be more than 0\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
 fn env_token_satisfies_the_token_requirement() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write(

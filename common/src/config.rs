@@ -81,30 +81,47 @@ impl Source {
         }
     }
 
-    /// An error about the line on which `key = ` first appears; falls back to
-    /// the whole file. For checks that run after parsing, on plain fields.
-    pub fn error_at_key(&self, key: &str, reason: impl Into<String>) -> ConfigError {
-        let found = self
-            .text
-            .lines()
-            .scan(0usize, |off, line| {
-                let start = *off;
-                *off += line.len() + 1;
-                Some((start, line))
-            })
-            .find(|(_, line)| {
-                let t = line.trim_start();
-                t.strip_prefix(key)
-                    .is_some_and(|rest| rest.trim_start().starts_with('='))
-            });
-        match found {
-            Some((start, line)) => {
-                let indent = line.len() - line.trim_start().len();
-                self.error_at(start + indent..start + indent + key.len(), reason)
-            }
+    /// An error at the key that `path` leads to, for checks that run after
+    /// parsing (a rule over several keys, a value the environment may
+    /// replace). `path` names tables and keys from the top of the file,
+    /// dotted, with the 0-based number of an element of an array of tables:
+    /// `"backend.1.check.rise"` is `rise` in the second `[[backend]]`'s
+    /// `[backend.check]`. When the file does not set that key (its default
+    /// is in force) the error is about the file as a whole.
+    pub fn error_at_path(&self, path: &str, reason: impl Into<String>) -> ConfigError {
+        match key_span(&self.text, path) {
+            Some(span) => self.error_at(span, reason),
             None => self.error(reason),
         }
     }
+}
+
+/// The byte span of the key at `path` (see [`Source::error_at_path`]) in the
+/// parsed document, so dotted keys, inline tables and arrays of tables are
+/// found as TOML sees them.
+fn key_span(text: &str, path: &str) -> Option<Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let document = DeTable::parse(text).ok()?;
+    let mut table = document.get_ref();
+    let mut steps = path.split('.').peekable();
+    while let Some(name) = steps.next() {
+        let (key, mut value) = table.get_key_value(name)?;
+        if steps.peek().is_none() {
+            return Some(key.span());
+        }
+        if let DeValue::Array(elements) = value.get_ref() {
+            let index: usize = steps.next()?.parse().ok()?;
+            value = elements.get(index)?;
+            if steps.peek().is_none() {
+                return Some(value.span());
+            }
+        }
+        let DeValue::Table(next) = value.get_ref() else {
+            return None;
+        };
+        table = next;
+    }
+    None
 }
 
 /// Reads and parses `path` in one go.
@@ -187,11 +204,29 @@ mod tests {
     }
 
     #[test]
-    fn error_at_key_finds_the_line() {
-        let s = src("[a]\n  name = \"x\"\nport = 3\n");
-        let e = s.error_at_key("port", "too small");
-        assert_eq!(e.to_string(), "demo.toml:3:1: too small");
-        assert_eq!(s.error_at_key("missing", "r").position, None);
+    fn error_at_path_finds_the_key_of_its_own_table() {
+        let s = src("port = 1\n[a]\n  name = \"x\"\n  port = 3\n");
+        assert_eq!(
+            s.error_at_path("a.port", "too small").to_string(),
+            "demo.toml:4:3: too small"
+        );
+        assert_eq!(s.error_at_path("port", "r").position, Some((1, 1)));
+        assert_eq!(s.error_at_path("a.missing", "r").position, None);
+        assert_eq!(s.error_at_path("a.name.deeper", "r").position, None);
+    }
+
+    #[test]
+    fn error_at_path_counts_arrays_of_tables_and_reads_dotted_keys() {
+        let s = src(
+            "[[b]]\nrise = 1\n[b.check]\nrise = 2\n[[b]]\n[b.check]\nfall = 1\n  rise = 0\n\
+                     [c]\nd.e = 1\nf = { g = 2 }\n",
+        );
+        assert_eq!(s.error_at_path("b.1.check.rise", "r").position, Some((8, 3)));
+        assert_eq!(s.error_at_path("b.0.check.rise", "r").position, Some((4, 1)));
+        assert_eq!(s.error_at_path("b.0.rise", "r").position, Some((2, 1)));
+        assert_eq!(s.error_at_path("b.2.rise", "r").position, None);
+        assert_eq!(s.error_at_path("c.d.e", "r").position, Some((10, 3)));
+        assert_eq!(s.error_at_path("c.f.g", "r").position, Some((11, 7)));
     }
 
     #[test]

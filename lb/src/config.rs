@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use wsmesh_common::config::{ConfigError, Source};
 
@@ -19,11 +19,12 @@ pub const ADMIN_TOKEN_ENV: &str = "WSMESH_ADMIN_TOKEN";
 /// Highest server weight accepted (HAProxy's limit).
 pub const MAX_WEIGHT: u32 = 256;
 
-/// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+/// The whole file, in HAProxy's terms; `Default` is a file with no frontend yet, to which a
+/// caller adds frontends and backends as values.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Process-wide limits.
+    /// Limits and shutdown timing of the whole process.
     #[serde(default)]
     pub global: Global,
     /// Timeouts shared by every frontend and backend.
@@ -33,15 +34,15 @@ pub struct Config {
     #[serde(default)]
     pub admin: Admin,
     /// Client-facing listeners.
-    #[serde(default, rename = "frontend")]
+    #[serde(default, rename = "frontend", skip_serializing_if = "Vec::is_empty")]
     pub frontends: Vec<Frontend>,
     /// Groups of servers that frontends send traffic to.
-    #[serde(default, rename = "backend")]
+    #[serde(default, rename = "backend", skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<Backend>,
 }
 
 /// Process-wide settings (HAProxy `global`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Global {
     /// Client connections open at once over all frontends; more wait in the
@@ -63,7 +64,7 @@ impl Default for Global {
 }
 
 /// Timeouts with HAProxy's meaning (`timeout connect`, …).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// Connecting to a server (TCP); on expiry the next server is tried.
@@ -103,7 +104,7 @@ impl Default for Timeouts {
 }
 
 /// Admin listener (HAProxy `stats` + runtime API).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Address of the admin listener; keep it on loopback or a private net.
@@ -116,7 +117,7 @@ pub struct Admin {
 impl Default for Admin {
     fn default() -> Self {
         Admin {
-            listen: Spanned::new(0..0, "127.0.0.1:8404".into()),
+            listen: unread("127.0.0.1:8404".into()),
             token: String::new(),
         }
     }
@@ -131,7 +132,7 @@ impl Admin {
 }
 
 /// One client-facing listener (HAProxy `frontend` + `bind`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Frontend {
     /// Name used in logs, stats and metrics.
@@ -140,15 +141,15 @@ pub struct Frontend {
     pub listen: Spanned<String>,
     /// Certificates; any present makes this a TLS listener. The first one is
     /// the default for clients without SNI or with an unknown name.
-    #[serde(default, rename = "cert")]
+    #[serde(default, rename = "cert", skip_serializing_if = "Vec::is_empty")]
     pub certs: Vec<CertFiles>,
     /// Backend for requests no route matches (`default_backend`). Required
     /// unless the frontend only redirects.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<Spanned<String>>,
     /// When set, every request is answered with a 301 to `https://` on this
     /// port, path and query kept (`redirect scheme https code 301`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_https_port: Option<u16>,
     /// `Strict-Transport-Security` value added to responses on a TLS
     /// frontend, e.g. `max-age=31536000`; empty: none.
@@ -166,12 +167,12 @@ pub struct Frontend {
     pub deny: Vec<String>,
     /// Path prefixes sent to another backend (`use_backend … if { path_beg … }`),
     /// first match wins.
-    #[serde(default, rename = "route")]
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
 }
 
 /// A certificate chain and its key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertFiles {
     /// PEM file with the leaf certificate first, then the chain; may also
@@ -179,22 +180,23 @@ pub struct CertFiles {
     /// resolved against the config file's directory.
     pub cert: Spanned<String>,
     /// PEM file with the private key; omit when `cert` holds it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Spanned<String>>,
 }
 
 /// A path-prefix route to a named backend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
-    /// Path prefix, e.g. `/api/`.
+    /// Requests whose path starts with this (e.g. `/api/`; it must start
+    /// with `/`) take the route.
     pub prefix: String,
     /// Backend that gets the matching requests.
     pub backend: Spanned<String>,
 }
 
 /// Balancing algorithm (HAProxy `balance`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Balance {
     /// In turn, in proportion to weight.
@@ -207,12 +209,12 @@ pub enum Balance {
 }
 
 /// A group of servers (HAProxy `backend`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     /// Name that frontends and routes refer to.
     pub name: Spanned<String>,
-    /// Balancing algorithm.
+    /// How a new session picks its server.
     #[serde(default)]
     pub balance: Balance,
     /// Further servers tried after a failed connect (`retries`, with
@@ -223,7 +225,7 @@ pub struct Backend {
     #[serde(default = "default_pool_idle")]
     pub pool_max_idle: usize,
     /// Active health check; without it servers count as up until a connect fails.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<Check>,
     /// What happens to a server's open sessions when it is marked down or
     /// put in maintenance (`default-server on-marked-down`); a server may
@@ -241,14 +243,14 @@ pub struct Backend {
     /// Which failures of a request make it go to the next server (`retry-on`).
     #[serde(default = "default_retry_on")]
     pub retry_on: Vec<RetryOn>,
-    /// The servers.
+    /// Where the traffic goes; at least one.
     #[serde(rename = "server")]
     pub servers: Vec<Server>,
 }
 
 /// What to do with a server's open sessions when it is marked down
 /// (HAProxy `on-marked-down`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnMarkedDown {
     /// Leave them; they end on their own (HAProxy's default).
@@ -283,7 +285,7 @@ impl OnMarkedDown {
 
 /// What passive health does once `error_limit` connects in a row failed
 /// (HAProxy `on-error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnError {
     /// Only count them in `connect_errors`.
@@ -311,7 +313,7 @@ impl OnError {
 
 /// A failure after which a request is sent to the next server (HAProxy
 /// `retry-on` keywords).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetryOn {
     /// The connect was refused or timed out (nothing was sent).
@@ -325,7 +327,7 @@ pub enum RetryOn {
 }
 
 /// Active HTTP health check (`option httpchk` + `http-check expect status`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Check {
     /// Path requested with GET.
@@ -337,13 +339,13 @@ pub struct Check {
     pub interval: Duration,
     /// Time between checks while a server is changing state (`fastinter`);
     /// default: `interval`.
-    #[serde(with = "humantime_serde::option")]
+    #[serde(with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub fastinter: Option<Duration>,
     /// Time between checks while a server is down (`downinter`); default: `interval`.
-    #[serde(with = "humantime_serde::option")]
+    #[serde(with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub downinter: Option<Duration>,
     /// One check's connect + response budget (`timeout check`); default: `interval`.
-    #[serde(with = "humantime_serde::option")]
+    #[serde(with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// Consecutive successes that bring a down server up.
     pub rise: u32,
@@ -374,7 +376,7 @@ impl Default for Check {
 }
 
 /// One server of a backend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     /// Name, unique in the whole file (the admin API addresses servers by it).
@@ -394,13 +396,13 @@ pub struct Server {
     #[serde(default, with = "humantime_serde")]
     pub slowstart: Duration,
     /// Overrides the backend's `on_marked_down` for this server.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_marked_down: Option<OnMarkedDown>,
     /// Overrides the backend's `on_error` for this server.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<OnError>,
     /// Overrides the backend's `error_limit` for this server.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_limit: Option<u32>,
 }
 
@@ -424,6 +426,127 @@ fn default_error_limit() -> u32 {
 }
 fn default_retry_on() -> Vec<RetryOn> {
     vec![RetryOn::ConnFailure]
+}
+
+/// A value built in code rather than read from a file; an error about it
+/// points at the file's first line.
+fn unread<T>(value: T) -> Spanned<T> {
+    Spanned::new(0..0, value)
+}
+
+// Builders for tests and tools; the lb itself only reads files.
+#[allow(dead_code)]
+impl Admin {
+    /// The admin listener on `listen`, without a token.
+    pub fn new(listen: SocketAddr) -> Admin {
+        Admin {
+            listen: unread(listen.to_string()),
+            ..Admin::default()
+        }
+    }
+}
+
+// Builders for tests and tools; the lb itself only reads files.
+#[allow(dead_code)]
+impl Frontend {
+    /// A plain-HTTP listener on `listen` sending every request to
+    /// `backend`; every other key at its default.
+    pub fn new(name: &str, listen: SocketAddr, backend: &str) -> Frontend {
+        Frontend {
+            backend: Some(unread(backend.to_string())),
+            ..Frontend::without_backend(name, listen)
+        }
+    }
+
+    /// A listener on `listen` that answers every request with a 301 to
+    /// `https://` on `https_port`.
+    pub fn redirect(name: &str, listen: SocketAddr, https_port: u16) -> Frontend {
+        Frontend {
+            redirect_https_port: Some(https_port),
+            ..Frontend::without_backend(name, listen)
+        }
+    }
+
+    fn without_backend(name: &str, listen: SocketAddr) -> Frontend {
+        Frontend {
+            name: unread(name.to_string()),
+            listen: unread(listen.to_string()),
+            certs: Vec::new(),
+            backend: None,
+            redirect_https_port: None,
+            hsts: String::new(),
+            forwarded_headers: default_true(),
+            maxconn: 0,
+            deny: default_deny(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+// Builders for tests and tools; the lb itself only reads files.
+#[allow(dead_code)]
+impl CertFiles {
+    /// A certificate chain in `cert`, its key in `key` or, when `None`, in
+    /// `cert` too.
+    pub fn new(cert: &Path, key: Option<&Path>) -> CertFiles {
+        let text = |p: &Path| unread(p.display().to_string());
+        CertFiles {
+            cert: text(cert),
+            key: key.map(text),
+        }
+    }
+}
+
+// Builders for tests and tools; the lb itself only reads files.
+#[allow(dead_code)]
+impl Route {
+    /// Requests whose path starts with `prefix` go to `backend`.
+    pub fn new(prefix: &str, backend: &str) -> Route {
+        Route {
+            prefix: prefix.to_string(),
+            backend: unread(backend.to_string()),
+        }
+    }
+}
+
+// Builders for tests and tools; the lb itself only reads files.
+#[allow(dead_code)]
+impl Backend {
+    /// A backend of `servers` without a health check; every other key at
+    /// its default.
+    pub fn new(name: &str, servers: Vec<Server>) -> Backend {
+        Backend {
+            name: unread(name.to_string()),
+            balance: Balance::default(),
+            retries: default_retries(),
+            pool_max_idle: default_pool_idle(),
+            check: None,
+            on_marked_down: OnMarkedDown::default(),
+            on_error: OnError::default(),
+            error_limit: default_error_limit(),
+            retry_on: default_retry_on(),
+            servers,
+        }
+    }
+}
+
+// Builders for tests and tools; the lb itself only reads files.
+#[allow(dead_code)]
+impl Server {
+    /// The server `name` at `addr`; every other key at its default.
+    pub fn new(name: &str, addr: SocketAddr) -> Server {
+        Server {
+            name: unread(name.to_string()),
+            addr: unread(addr.to_string()),
+            weight: default_weight(),
+            maxconn: 0,
+            backup: false,
+            slowstart: Duration::ZERO,
+            on_marked_down: None,
+            on_error: None,
+            error_limit: None,
+        }
+    }
 }
 
 impl Check {
@@ -475,14 +598,14 @@ impl Config {
             return Err(source.error("no [[frontend]] defined"));
         }
         if self.global.maxconn == 0 {
-            return Err(source.error_at_key("maxconn", "global maxconn must be at least 1"));
+            return Err(source.error_at_path("global.maxconn", "global maxconn must be at least 1"));
         }
         let mut listens = HashSet::new();
         let admin = parse_addr(source, &self.admin.listen)?;
         listens.insert(admin);
         let mut backend_names = HashSet::new();
         let mut server_names = HashSet::new();
-        for b in &self.backends {
+        for (i, b) in self.backends.iter().enumerate() {
             if !backend_names.insert(b.name.get_ref().as_str()) {
                 return Err(
                     source.error_at(b.name.span(), format!("duplicate backend {:?}", b.name.get_ref()))
@@ -494,28 +617,33 @@ impl Config {
                     format!("backend {:?} has no [[backend.server]]", b.name.get_ref()),
                 ));
             }
+            let at = |key: &str, reason: &str| source.error_at_path(&format!("backend.{i}.{key}"), reason);
             if let Some(check) = &b.check {
                 if check.rise == 0 || check.fall == 0 {
-                    return Err(source.error_at_key(
-                        if check.rise == 0 { "rise" } else { "fall" },
+                    return Err(at(
+                        if check.rise == 0 {
+                            "check.rise"
+                        } else {
+                            "check.fall"
+                        },
                         "rise and fall must be at least 1",
                     ));
                 }
                 if !check.path.starts_with('/') {
-                    return Err(source.error_at_key("path", "check path must start with '/'"));
+                    return Err(at("check.path", "check path must start with '/'"));
                 }
                 if check.interval.is_zero() {
-                    return Err(source.error_at_key("interval", "check interval must not be 0"));
+                    return Err(at("check.interval", "check interval must not be 0"));
                 }
             }
             if b.error_limit == 0 {
-                return Err(source.error_at_key("error_limit", "error_limit must be at least 1"));
+                return Err(at("error_limit", "error_limit must be at least 1"));
             }
-            for s in &b.servers {
+            for (j, s) in b.servers.iter().enumerate() {
                 if s.error_limit == Some(0) {
-                    return Err(source.error_at(
-                        s.name.span(),
-                        format!("server {:?}: error_limit must be at least 1", s.name.get_ref()),
+                    return Err(at(
+                        &format!("server.{j}.error_limit"),
+                        &format!("server {:?}: error_limit must be at least 1", s.name.get_ref()),
                     ));
                 }
                 if !server_names.insert(s.name.get_ref().as_str()) {
@@ -529,9 +657,9 @@ impl Config {
                 }
                 parse_addr(source, &s.addr)?;
                 if s.weight > MAX_WEIGHT {
-                    return Err(source.error_at(
-                        s.name.span(),
-                        format!(
+                    return Err(at(
+                        &format!("server.{j}.weight"),
+                        &format!(
                             "server {:?}: weight {} is over {MAX_WEIGHT}",
                             s.name.get_ref(),
                             s.weight
@@ -541,7 +669,7 @@ impl Config {
             }
         }
         let mut frontend_names = HashSet::new();
-        for f in &self.frontends {
+        for (i, f) in self.frontends.iter().enumerate() {
             if !frontend_names.insert(f.name.get_ref().as_str()) {
                 return Err(source.error_at(
                     f.name.span(),
@@ -572,14 +700,19 @@ impl Config {
                     ))
                 }
             }
-            for r in &f.routes {
+            for (k, r) in f.routes.iter().enumerate() {
                 known(&r.backend)?;
                 if !r.prefix.starts_with('/') {
-                    return Err(source.error_at(r.backend.span(), "route prefix must start with '/'"));
+                    return Err(source.error_at_path(
+                        &format!("frontend.{i}.route.{k}.prefix"),
+                        "route prefix must start with '/'",
+                    ));
                 }
             }
             if !f.hsts.is_empty() && http::HeaderValue::from_str(&f.hsts).is_err() {
-                return Err(source.error_at_key("hsts", "hsts is not a valid header value"));
+                return Err(
+                    source.error_at_path(&format!("frontend.{i}.hsts"), "hsts is not a valid header value")
+                );
             }
         }
         Ok(())
@@ -680,6 +813,139 @@ addr = "127.0.0.1:9001"
         let e = parse(&MINIMAL.replace("name = \"apps\"\n", "name = \"apps\"\nretry_on = [\"404\"]\n"))
             .unwrap_err();
         assert!(e.reason.contains("404"), "{e}");
+    }
+
+    /// Parses `text`, writes it back and parses that: the same value.
+    fn round_trip(text: &str) -> String {
+        let config: Config = toml::from_str(text).unwrap();
+        let written = toml::to_string(&config).unwrap();
+        let again: Config = toml::from_str(&written).unwrap_or_else(|e| panic!("{e}\n{written}"));
+        assert_eq!(again, config, "{written}");
+        written
+    }
+
+    #[test]
+    fn committed_configs_write_back_to_the_same_value() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs");
+        for dir in ["local", "vagrant"] {
+            let text = std::fs::read_to_string(format!("{root}/{dir}/lb.toml")).unwrap();
+            let written = round_trip(&text);
+            assert!(written.contains("tunnel = \"1h\""), "{dir}: {written}");
+            assert!(written.contains("interval = \"1s\""), "{dir}: {written}");
+            parse(&written).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_config_built_as_values_is_valid_once_written() {
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut https = Frontend::new("https", addr(8443), "apps");
+        https.certs.push(CertFiles::new(
+            Path::new("server.pem"),
+            Some(Path::new("server.key")),
+        ));
+        https.routes.push(Route::new("/api/", "apps"));
+        let mut apps = Backend::new("apps", vec![Server::new("app1", addr(9001))]);
+        apps.check = Some(Check::default());
+        apps.servers.push(Server::new("app2", addr(9002)));
+        let config = Config {
+            admin: Admin::new(addr(8404)),
+            frontends: vec![https, Frontend::redirect("http", addr(8080), 8443)],
+            backends: vec![apps],
+            ..Config::default()
+        };
+        let written = toml::to_string(&config).unwrap();
+        assert_eq!(parse(&written).unwrap(), config, "{written}");
+        assert_eq!(parse(&round_trip(MINIMAL)).unwrap(), parse(MINIMAL).unwrap());
+    }
+
+    /// Two backends and two frontends, so a check that found the first
+    /// key of a name would point at the wrong table.
+    const TWO_OF_EACH: &str = r#"[[frontend]]
+name = "a"
+listen = "127.0.0.1:8080"
+backend = "one"
+hsts = "max-age=1"
+
+[[frontend]]
+name = "b"
+listen = "127.0.0.1:8081"
+backend = "two"
+hsts = "max-age=2"
+
+[[backend]]
+name = "one"
+error_limit = 1
+[backend.check]
+interval = "1s"
+rise = 2
+fall = 3
+[[backend.server]]
+name = "s1"
+addr = "127.0.0.1:9001"
+
+[[backend]]
+name = "two"
+  error_limit = 1
+[backend.check]
+  interval = "1s"
+  rise = 2
+  fall = 3
+  path = "/healthz"
+[[backend.server]]
+name = "s2"
+addr = "127.0.0.1:9002"
+"#;
+
+    #[test]
+    fn a_bad_key_in_the_second_table_names_that_table_s_line_and_column() {
+        parse(TWO_OF_EACH).unwrap();
+        let cases = [
+            (
+                "  rise = 2\n  fall",
+                "  rise = 0\n  fall",
+                "lb.toml:29:3: rise and fall must be at least 1",
+            ),
+            (
+                "  fall = 3\n  path",
+                "  fall = 0\n  path",
+                "lb.toml:30:3: rise and fall must be at least 1",
+            ),
+            (
+                "  interval = \"1s\"\n  rise",
+                "  interval = \"0s\"\n  rise",
+                "lb.toml:28:3: check interval must not be 0",
+            ),
+            (
+                "\"/healthz\"",
+                "\"healthz\"",
+                "lb.toml:31:3: check path must start with '/'",
+            ),
+            (
+                "  error_limit = 1",
+                "  error_limit = 0",
+                "lb.toml:26:3: error_limit must be at least 1",
+            ),
+            (
+                "\"max-age=2\"",
+                "\"max-age=2\\n\"",
+                "lb.toml:11:1: hsts is not a valid header value",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let text = TWO_OF_EACH.replace(from, to);
+            assert_ne!(text, TWO_OF_EACH, "{from:?}");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.to_string(), format!("/etc/lb/{expected}"));
+        }
+        let text = format!(
+            "{}[global]\nmaxconn = 0\n",
+            TWO_OF_EACH.replace("hsts", "maxconn = 1\nhsts")
+        );
+        assert_eq!(
+            parse(&text).unwrap_err().to_string(),
+            "/etc/lb/lb.toml:38:1: global maxconn must be at least 1"
+        );
     }
 
     #[test]

@@ -89,6 +89,79 @@ async fn errors_name_file_line_and_reason() {
     }
 }
 
+/// Two frontends and two backends written out in full, so that a check
+/// which found the first key of a name would point at the wrong table.
+const TWO_OF_EACH: &str = r#"[[frontend]]
+name = "a"
+listen = "127.0.0.1:1"
+backend = "one"
+hsts = "max-age=1"
+
+[[frontend]]
+name = "b"
+listen = "127.0.0.1:2"
+backend = "two"
+  hsts = "max-age=2"
+
+[[backend]]
+name = "one"
+error_limit = 1
+[backend.check]
+interval = "1s"
+rise = 2
+[[backend.server]]
+name = "s1"
+addr = "127.0.0.1:9001"
+
+[[backend]]
+name = "two"
+  error_limit = 1
+[backend.check]
+  interval = "1s"
+  rise = 2
+[[backend.server]]
+name = "s2"
+addr = "127.0.0.1:9002"
+"#;
+
+#[test]
+fn an_error_in_the_second_backend_or_frontend_names_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), TWO_OF_EACH);
+    let (ok, _, stderr) = check(&path);
+    assert!(ok, "{stderr}");
+    let cases = [
+        (
+            "  rise = 2",
+            "  rise = 0",
+            "28:3: rise and fall must be at least 1",
+        ),
+        (
+            "  interval = \"1s\"",
+            "  interval = \"0s\"",
+            "27:3: check interval must not be 0",
+        ),
+        (
+            "  error_limit = 1",
+            "  error_limit = 0",
+            "25:3: error_limit must be at least 1",
+        ),
+        (
+            "\"max-age=2\"",
+            "\"max-age=2\\u0001\"",
+            "11:3: hsts is not a valid header value",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let text = TWO_OF_EACH.replace(from, to);
+        assert_ne!(text, TWO_OF_EACH, "{from:?}");
+        let path = write(dir.path(), &text);
+        let (ok, _, stderr) = check(&path);
+        assert!(!ok, "accepted {to:?}");
+        assert_eq!(stderr, format!("{}:{expected}\n", path.display()));
+    }
+}
+
 /// A duration as the configs write it ("1s", "250ms").
 fn secs(v: &toml::Value) -> f64 {
     let s = v.as_str().expect("duration string");

@@ -2,14 +2,16 @@
 //! key for key, its defaults (in the `Default` impls, nowhere else), the
 //! environment overrides and the checks that a parser cannot do. Everything a
 //! running subscriber needs is resolved here, so a bad file fails at start (or
-//! in `check-config`) with `FILE:LINE:COL: reason`, never later.
+//! in `check-config`) with `FILE:LINE:COL: reason`, never later. The file's
+//! own structs ([`FileConfig`]) also serialize, so a tool can build or change
+//! a config as values and write it with `toml::to_string`.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wsmesh_common::config::{env_override, ConfigError, Source};
 
 /// Environment variable that replaces `redis.url`.
@@ -17,8 +19,8 @@ pub const ENV_REDIS_URL: &str = "WSMESH_REDIS_URL";
 /// Environment variable that replaces `app.token` / `app.token_file`.
 pub const ENV_INTERNAL_TOKEN: &str = "WSMESH_INTERNAL_TOKEN";
 
-/// The `[redis]` section.
-#[derive(Debug, Clone, Deserialize)]
+/// `[redis]`: where the chats are published and how to get back to them.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// Redis URL (`redis://` or `rediss://`).
@@ -44,28 +46,35 @@ impl Default for RedisConfig {
     }
 }
 
-/// The `[app]` section as written in the file (the token is resolved later).
-#[derive(Debug, Clone, Deserialize)]
+/// `[app]` as written in the file: the app to forward to and how hard to
+/// try (its URL and token are checked and resolved into [`AppConfig`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-struct AppSection {
-    /// Base URL of the app's internal listener; required (empty = missing).
-    internal_url: String,
-    /// Bearer token, inline.
-    token: Option<String>,
-    /// File holding the bearer token.
-    token_file: Option<PathBuf>,
-    /// A POST slower than this is retried.
+pub struct AppSection {
+    /// Base URL of the app's internal listener, `http://host:port`;
+    /// required (empty counts as missing).
+    pub internal_url: String,
+    /// The bearer secret written inline; fine for a laptop, not for
+    /// production.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A file holding the bearer secret (surrounding whitespace ignored), so
+    /// the config itself can be shared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// A POST slower than this is abandoned and retried.
     #[serde(with = "humantime_serde")]
-    request_timeout: Duration,
+    pub request_timeout: Duration,
     /// First backoff ceiling when the app fails.
     #[serde(with = "humantime_serde")]
-    retry_base: Duration,
+    pub retry_base: Duration,
     /// Largest backoff ceiling when the app fails.
     #[serde(with = "humantime_serde")]
-    retry_cap: Duration,
-    /// An empty batch is posted when nothing was posted for this long.
+    pub retry_cap: Duration,
+    /// Silence after which an empty batch is posted, so the app can tell a
+    /// live subscriber from a dead one.
     #[serde(with = "humantime_serde")]
-    heartbeat: Duration,
+    pub heartbeat: Duration,
 }
 
 impl Default for AppSection {
@@ -82,8 +91,8 @@ impl Default for AppSection {
     }
 }
 
-/// The `[queue]` section.
-#[derive(Debug, Clone, Deserialize)]
+/// `[queue]`: how much is held while the app cannot take it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// Chats held while the app is unreachable before the queue overflows.
@@ -101,8 +110,8 @@ impl Default for QueueConfig {
     }
 }
 
-/// The `[listen]` section.
-#[derive(Debug, Clone, Deserialize)]
+/// `[listen]`: the subscriber's own listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenConfig {
     /// Address of the own `/healthz` and `/metrics` listener.
@@ -117,22 +126,24 @@ impl Default for ListenConfig {
     }
 }
 
-/// The whole file.
-#[derive(Debug, Deserialize)]
+/// The file as written: every table may be left out, but `[app]` needs
+/// `internal_url` and a token source (see [`Config`] for the checked,
+/// resolved form).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
-    /// `[redis]`.
+pub struct FileConfig {
+    /// The Redis whose channels are forwarded.
     #[serde(default)]
-    redis: RedisConfig,
-    /// `[app]`.
+    pub redis: RedisConfig,
+    /// The app instance the chats are posted to.
     #[serde(default)]
-    app: AppSection,
-    /// `[queue]`.
+    pub app: AppSection,
+    /// Bounds of the backlog kept while the app is unreachable.
     #[serde(default)]
-    queue: QueueConfig,
-    /// `[listen]`.
+    pub queue: QueueConfig,
+    /// Where `/healthz` and `/metrics` are served.
     #[serde(default)]
-    listen: ListenConfig,
+    pub listen: ListenConfig,
 }
 
 /// The shared secret sent as `Authorization: Bearer …`; never printed.
@@ -202,7 +213,7 @@ impl AppEndpoint {
 pub struct AppConfig {
     /// Where the app's internal API listens.
     pub endpoint: AppEndpoint,
-    /// Bearer token (file, `token_file` or `WSMESH_INTERNAL_TOKEN`).
+    /// Bearer token (from `token`, `token_file` or `WSMESH_INTERNAL_TOKEN`).
     pub token: Token,
     /// A request slower than this is abandoned and retried.
     pub request_timeout: Duration,
@@ -242,14 +253,14 @@ impl Config {
                 check_redis_url(url).map_err(|r| source.error(format!("{ENV_REDIS_URL}: redis url {r}")))?;
                 redis.url = url.clone();
             }
-            None => check_redis_url(&redis.url).map_err(|r| source.error_at_key("url", r))?,
+            None => check_redis_url(&redis.url).map_err(|r| source.error_at_path("redis.url", r))?,
         }
         if redis.prefix.is_empty() {
-            return Err(source.error_at_key("prefix", "must not be empty"));
+            return Err(source.error_at_path("redis.prefix", "must not be empty"));
         }
         check_backoff(
             source,
-            ("reconnect_base", redis.reconnect_base),
+            ("redis.reconnect_base", redis.reconnect_base),
             redis.reconnect_cap,
         )?;
 
@@ -258,24 +269,27 @@ impl Config {
             return Err(source.error("app.internal_url is required"));
         }
         let endpoint = AppEndpoint::parse(&app.internal_url)
-            .map_err(|r| source.error_at_key("internal_url", format!("internal_url {r}")))?;
+            .map_err(|r| source.error_at_path("app.internal_url", format!("internal_url {r}")))?;
         let token = resolve_token(source, &app, env)?;
         for (key, value) in [
             ("request_timeout", app.request_timeout),
             ("heartbeat", app.heartbeat),
         ] {
             if value.is_zero() {
-                return Err(source.error_at_key(key, format!("{key} must be more than 0")));
+                return Err(source.error_at_path(&format!("app.{key}"), format!("{key} must be more than 0")));
             }
         }
-        check_backoff(source, ("retry_base", app.retry_base), app.retry_cap)?;
+        check_backoff(source, ("app.retry_base", app.retry_base), app.retry_cap)?;
 
         let queue = file.queue;
         if queue.capacity == 0 {
-            return Err(source.error_at_key("capacity", "capacity must be at least 1"));
+            return Err(source.error_at_path("queue.capacity", "capacity must be at least 1"));
         }
         if queue.batch_max == 0 || queue.batch_max > queue.capacity {
-            return Err(source.error_at_key("batch_max", "batch_max must be between 1 and queue.capacity"));
+            return Err(source.error_at_path(
+                "queue.batch_max",
+                "batch_max must be between 1 and queue.capacity",
+            ));
         }
         Ok(Config {
             redis,
@@ -320,16 +334,19 @@ fn check_redis_url(url: &str) -> Result<(), String> {
         .map_err(|e| format!("is not usable: {e}"))
 }
 
+/// A backoff's first ceiling (at `base_path`, e.g. `app.retry_base`) must
+/// be more than 0 and at most its cap.
 fn check_backoff(
     source: &Source,
-    (base_key, base): (&str, Duration),
+    (base_path, base): (&str, Duration),
     cap: Duration,
 ) -> Result<(), ConfigError> {
+    let base_key = base_path.rsplit('.').next().unwrap_or(base_path);
     if base.is_zero() {
-        return Err(source.error_at_key(base_key, format!("{base_key} must be more than 0")));
+        return Err(source.error_at_path(base_path, format!("{base_key} must be more than 0")));
     }
     if cap < base {
-        return Err(source.error_at_key(base_key, format!("{base_key} must not exceed its cap")));
+        return Err(source.error_at_path(base_path, format!("{base_key} must not exceed its cap")));
     }
     Ok(())
 }
@@ -337,27 +354,27 @@ fn check_backoff(
 /// The token, by precedence: environment, then `token_file`, then `token`.
 fn resolve_token(source: &Source, app: &AppSection, env: &Env) -> Result<Token, ConfigError> {
     if app.token.is_some() && app.token_file.is_some() {
-        return Err(source.error_at_key("token_file", "set only one of token and token_file"));
+        return Err(source.error_at_path("app.token_file", "set only one of token and token_file"));
     }
     let (value, key) = if let Some(t) = &env.token {
         (t.trim().to_string(), None)
     } else if let Some(path) = &app.token_file {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            source.error_at_key(
-                "token_file",
+            source.error_at_path(
+                "app.token_file",
                 format!("cannot read token_file {}: {e}", path.display()),
             )
         })?;
-        (text.trim().to_string(), Some("token_file"))
+        (text.trim().to_string(), Some("app.token_file"))
     } else if let Some(t) = &app.token {
-        (t.clone(), Some("token"))
+        (t.clone(), Some("app.token"))
     } else {
         return Err(source.error(format!(
             "no internal token: set app.token, app.token_file or {ENV_INTERNAL_TOKEN}"
         )));
     };
     let bad = |reason: &str| match key {
-        Some(key) => source.error_at_key(key, format!("token {reason}")),
+        Some(path) => source.error_at_path(path, format!("token {reason}")),
         None => source.error(format!("{ENV_INTERNAL_TOKEN}: token {reason}")),
     };
     if value.is_empty() {
@@ -500,6 +517,71 @@ mod tests {
         assert_eq!(e.position.map(|p| p.0), Some(6), "{e}");
         let e = parse(&minimal("[queue]\ncapacity = 0\n")).unwrap_err();
         assert_eq!(e.position.map(|p| p.0), Some(5), "{e}");
+    }
+
+    #[test]
+    fn committed_configs_write_back_to_the_same_value() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        for file in [
+            "local/subscriber1.toml",
+            "local/subscriber2.toml",
+            "vagrant/subscriber1.toml",
+            "vagrant/subscriber2.toml",
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let config: FileConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let written = toml::to_string(&config).unwrap();
+            let again: FileConfig =
+                toml::from_str(&written).unwrap_or_else(|e| panic!("{file}: {e}\n{written}"));
+            assert_eq!(again, config, "{file}: {written}");
+            assert!(
+                written.contains("reconnect_base = \"250ms\""),
+                "{file}: {written}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_config_built_as_values_loads_once_written() {
+        let mut file = FileConfig::default();
+        file.app.internal_url = "http://127.0.0.1:9101".into();
+        file.app.token = Some("t".into());
+        file.listen.health = SocketAddr::from(([127, 0, 0, 1], 1));
+        let written = toml::to_string(&file).unwrap();
+        assert_eq!(toml::from_str::<FileConfig>(&written).unwrap(), file);
+        let c = parse(&written).unwrap();
+        assert_eq!(c.listen.health, file.listen.health);
+        assert_eq!(c.app.token.bearer(), "Bearer t");
+    }
+
+    #[test]
+    fn checks_name_the_key_in_its_own_table() {
+        // `url`, `token` and the backoff bases in the second table, indented.
+        let cases = [
+            (
+                "[redis]\nprefix = \"p\"\n[app]\n  internal_url = \"ftp://x\"\n  token = \"t\"\n",
+                (4, 3),
+            ),
+            (
+                "[redis]\nprefix = \"p\"\n[app]\ninternal_url = \"http://a:1\"\n  token = \"a b\"\n",
+                (5, 3),
+            ),
+            (
+                "[redis]\nprefix = \"p\"\n[app]\ninternal_url = \"http://a:1\"\ntoken = \"t\"\n  \
+                 retry_base = \"3s\"\n",
+                (6, 3),
+            ),
+            (
+                "[app]\ninternal_url = \"http://a:1\"\ntoken = \"t\"\n[redis]\n  url = \"redis://h/\"\n  \
+                 reconnect_base = \"0s\"\n",
+                (6, 3),
+            ),
+            (&minimal("[queue]\ncapacity = 10\n  batch_max = 0\n"), (6, 3)),
+        ];
+        for (text, position) in cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.position, Some(position), "{e}\n{text}");
+        }
     }
 
     #[test]

@@ -49,6 +49,27 @@ fn broken_config_fails_naming_file_line_and_reason() {
 }
 
 #[test]
+fn a_bad_key_in_a_later_table_names_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[redis]\nprefix = \"p\"\n\n[app]\ninternal_url = \"http://127.0.0.1:9101\"\ntoken = \"t\"\n\
+         \n[queue]\ncapacity = 10\n    batch_max = 11\n",
+    )
+    .unwrap();
+    let out = check(&path);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{}:10:5: batch_max must be between 1 and queue.capacity\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
 fn missing_file_fails() {
     let out = check(Path::new("/nonexistent/subscriber.toml"));
     assert!(!out.status.success());
