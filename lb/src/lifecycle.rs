@@ -37,7 +37,7 @@ pub enum LifecycleError {
 }
 
 /// The parts a reload replaces or touches.
-struct Running {
+struct RunningLb {
     /// Config file, re-read on SIGHUP.
     path: PathBuf,
     /// Publishes the runtime in force.
@@ -85,7 +85,7 @@ pub async fn run(path: &Path) -> Result<(), LifecycleError> {
     let mut listeners = Listeners::default();
     let opened = listeners.bind_new(&rt).await?;
     listeners.apply(opened, &rt, &shared);
-    let mut lb = Running {
+    let mut lb = RunningLb {
         path: path.to_path_buf(),
         runtime: tx,
         checks: rt.start_checks(),
@@ -121,7 +121,7 @@ pub async fn run(path: &Path) -> Result<(), LifecycleError> {
     Ok(())
 }
 
-impl Running {
+impl RunningLb {
     async fn reload(&mut self) {
         match self.try_reload().await {
             Ok(()) => tracing::info!(config = %self.path.display(), "configuration reloaded"),

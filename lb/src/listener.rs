@@ -19,12 +19,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::client_io::{Activity, ClientIo};
-use crate::drain::{Drain, Running};
-use crate::proxy::{self, ConnCtx};
+use crate::conn::{ConnCtx, Permits};
+use crate::drain::Drain;
+use crate::proxy;
 use crate::runtime::{Frontend, Runtime};
 
 /// What every accept loop shares; lives for the whole process.
@@ -36,18 +37,6 @@ pub struct Shared {
     pub global: Arc<Semaphore>,
     /// Stop signal and running count.
     pub drain: Drain,
-}
-
-/// Slots a client connection holds; released when the connection and any
-/// tunnel made from it are gone.
-#[derive(Debug)]
-pub struct Permits {
-    /// Global slot.
-    _global: OwnedSemaphorePermit,
-    /// Frontend slot, when the frontend has a limit.
-    _frontend: Option<OwnedSemaphorePermit>,
-    /// Counts the connection as running.
-    _running: Running,
 }
 
 /// A listening address that could not be opened.
@@ -147,11 +136,7 @@ async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared
         let Some(fe) = rt.frontends.get(&addr).cloned() else {
             continue;
         };
-        let permits = Arc::new(Permits {
-            _global: global,
-            _frontend: frontend,
-            _running: shared.drain.running(),
-        });
+        let permits = Arc::new(Permits::new(global, frontend, shared.drain.track()));
         tokio::spawn(serve(tcp, peer, fe, rt, permits, shared.drain.clone()));
     }
 }

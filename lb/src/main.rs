@@ -8,6 +8,7 @@ mod admin;
 mod certgen;
 mod client_io;
 mod config;
+mod conn;
 mod drain;
 mod lifecycle;
 mod listener;

@@ -5,8 +5,8 @@
 //! response streamed back. An accepted WebSocket upgrade becomes a tunnel.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,31 +18,10 @@ use hyper::body::{Body as _, Incoming};
 
 use crate::access_log::{CountedBody, Exchange, InFlight, LoggedBody};
 use crate::config::RetryOn;
-use crate::drain::Drain;
-use crate::listener::Permits;
-use crate::runtime::{Frontend, Runtime};
+use crate::conn::ConnCtx;
 use crate::tunnel::{self, TunnelCtx};
 use crate::upstream::pool::{self, ConnectError, Sender, UpstreamBody};
 use crate::upstream::{select, Backend, CheckResult, CheckStatus, Server, SessionGuard};
-
-/// What a request handler knows about its client connection.
-#[derive(Debug)]
-pub struct ConnCtx {
-    /// Client address.
-    pub peer: SocketAddr,
-    /// The frontend that accepted the connection.
-    pub frontend: Arc<Frontend>,
-    /// The configuration in force when the connection was accepted.
-    pub runtime: Arc<Runtime>,
-    /// TLS handshake time (zero for plain HTTP).
-    pub th: Duration,
-    /// Requests in flight on this connection.
-    pub in_flight: Arc<AtomicUsize>,
-    /// Connection limit slots, handed on to tunnels.
-    pub permits: Arc<Permits>,
-    /// Stop signal, for tunnels.
-    pub drain: Drain,
-}
 
 /// Body of responses to clients.
 pub type ClientResponse = Response<LoggedBody>;
@@ -417,7 +396,7 @@ fn start_tunnel(
         client_fin: t.client_fin,
         grace: ctx.runtime.config.global.grace,
         drain: ctx.drain.clone(),
-        _running: ctx.drain.running(),
+        _active: ctx.drain.track(),
         _permits: ctx.permits.clone(),
     };
     tokio::spawn(async move {

@@ -21,7 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::access_log::Exchange;
 use crate::client_io::Activity;
-use crate::drain::{Drain, Running};
+use crate::conn::Permits;
+use crate::drain::{ActiveGuard, Drain};
 use crate::upstream::SessionGuard;
 
 /// Everything a tunnel needs besides its two streams.
@@ -39,10 +40,10 @@ pub struct TunnelCtx {
     pub grace: Duration,
     /// Stop signal.
     pub drain: Drain,
-    /// Counts this tunnel as running.
-    pub _running: Running,
+    /// Keeps a graceful stop waiting for this tunnel.
+    pub _active: ActiveGuard,
     /// Keeps the client connection's limit slots while the tunnel lives.
-    pub _permits: std::sync::Arc<crate::listener::Permits>,
+    pub _permits: std::sync::Arc<Permits>,
 }
 
 /// Why a tunnel ended, for the log.
