@@ -26,7 +26,11 @@ pub struct Permits {
 }
 
 impl Permits {
-    pub fn new(global: OwnedSemaphorePermit, frontend: Option<OwnedSemaphorePermit>, active: ActiveGuard) -> Permits {
+    pub fn new(
+        global: OwnedSemaphorePermit,
+        frontend: Option<OwnedSemaphorePermit>,
+        active: ActiveGuard,
+    ) -> Permits {
         Permits {
             _global: global,
             _frontend: frontend,

@@ -13,7 +13,8 @@ use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use super::{AdminState, CheckResult, CheckStatus, Server};
+use super::check_result::{CheckResult, CheckStatus};
+use super::server::{AdminState, Server};
 use crate::config::Check;
 
 /// Largest response head read from a checked server.
