@@ -57,15 +57,23 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Opens the addresses of `rt` not open yet. Nothing changes until
+    /// Opens the addresses of `rt` not open yet, taking a socket from
+    /// `prebound` where it has one for the address. Nothing changes until
     /// [`Listeners::apply`], so a failure leaves the running set intact.
-    pub async fn bind_new(&self, rt: &Runtime) -> Result<Vec<(SocketAddr, TcpListener)>, BindError> {
+    pub async fn bind_new(
+        &self,
+        rt: &Runtime,
+        prebound: &mut HashMap<SocketAddr, TcpListener>,
+    ) -> Result<Vec<(SocketAddr, TcpListener)>, BindError> {
         let mut opened = Vec::new();
         for addr in rt.frontends.keys() {
             if !self.tasks.contains_key(addr) {
-                let l = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| BindError { addr: *addr, source })?;
+                let l = match prebound.remove(addr) {
+                    Some(l) => l,
+                    None => TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| BindError { addr: *addr, source })?,
+                };
                 opened.push((*addr, l));
             }
         }
