@@ -18,7 +18,7 @@ pub struct Drain {
 /// Held by a running connection or tunnel; dropping it counts it out.
 #[derive(Debug)]
 pub struct ActiveGuard {
-    /// The count to decrement.
+    /// The running count this guard is part of.
     active: watch::Sender<usize>,
 }
 

@@ -43,9 +43,9 @@ pub struct Shared {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
 pub struct BindError {
-    /// The address.
+    /// The frontend address from the configuration, for the message.
     pub addr: SocketAddr,
-    /// Why.
+    /// The system's refusal (in use, not permitted, no such address).
     pub source: io::Error,
 }
 

@@ -32,13 +32,13 @@ pub struct TunnelCtx {
     pub exchange: Exchange,
     /// The server session, held for the tunnel's life.
     pub session: SessionGuard,
-    /// Inactivity limit.
+    /// Closes the tunnel after this long with no byte in either direction.
     pub tunnel_timeout: Duration,
     /// Half-closed limit.
     pub client_fin: Duration,
     /// Grace after a stop signal.
     pub grace: Duration,
-    /// Stop signal.
+    /// Starts the grace period when the lb stops.
     pub drain: Drain,
     /// Keeps a graceful stop waiting for this tunnel.
     pub _active: ActiveGuard,

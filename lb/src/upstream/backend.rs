@@ -10,9 +10,9 @@ use crate::config::{self, Balance};
 /// A backend as configured now.
 #[derive(Debug)]
 pub struct Backend {
-    /// Name.
+    /// Name from the configuration, used by routes, logs and the admin API.
     pub name: String,
-    /// Balancing algorithm.
+    /// How a server is picked among the usable ones.
     pub balance: Balance,
     /// Extra attempts after a failed connect (or a `retry_on` failure).
     pub retries: usize,

@@ -52,7 +52,7 @@ impl CheckStatus {
 /// One check result: the status and the words for the log.
 #[derive(Debug, Clone)]
 pub struct CheckResult {
-    /// Classification.
+    /// What the outcome means for health (and for `shutdown-unreachable`).
     pub status: CheckStatus,
     /// HTTP status code seen, if any.
     pub code: Option<u16>,

@@ -10,7 +10,7 @@ pub struct Counters {
     pub sessions: AtomicUsize,
     /// Highest `sessions` seen.
     pub max_sessions: AtomicUsize,
-    /// Sessions ever.
+    /// Sessions since start, for rates on the stats page and in metrics.
     pub total_sessions: AtomicU64,
     /// Body bytes from clients to this server.
     pub bytes_in: AtomicU64,

@@ -80,11 +80,11 @@ enum SessionThreat {
 /// Mutable status of a server, behind one lock.
 #[derive(Debug)]
 struct Status {
-    /// Admin state.
+    /// What the admin asked for; maintenance overrides health.
     admin: AdminState,
     /// Where the rise/fall state machine stands.
     counter: HealthCounter,
-    /// Last check outcome.
+    /// Last check outcome, shown to operators; cleared on entering maintenance.
     last_check: Option<CheckResult>,
     /// When the shown state last changed.
     last_change: Instant,
@@ -107,7 +107,7 @@ struct Status {
 pub struct ServerShared {
     /// Status, behind a lock held only briefly.
     status: Mutex<Status>,
-    /// Counters.
+    /// What the stats page and metrics show for this server.
     pub counters: Counters,
     /// Idle keep-alive connections to this server.
     pub pool: Pool,
@@ -122,7 +122,7 @@ pub struct ServerShared {
 pub struct Server {
     /// Name, unique in the configuration.
     pub name: String,
-    /// Address of the server.
+    /// Where requests, tunnels and checks connect.
     pub addr: SocketAddr,
     /// Configured weight (0–256).
     pub weight: u32,
@@ -215,7 +215,7 @@ impl ServerShared {
 /// A consistent copy of a server's status, for display.
 #[derive(Debug, Clone)]
 pub struct StatusView {
-    /// Shown state.
+    /// The state as the admin API and stats page show it.
     pub state: ServerState,
     /// Last check, if any ran.
     pub last_check: Option<CheckResult>,
