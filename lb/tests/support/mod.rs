@@ -3,6 +3,8 @@
 //! binary, in `process`, where a test needs signals or its log), real in-test backends
 //! (HTTP + WebSocket echo, health that can be flipped), and TLS / WebSocket /
 //! admin clients. Everything binds loopback only and is cleaned up on drop.
+//! Over 600 lines because it is one harness (certificates, backends, lb,
+//! clients) until the shared test-kit crate takes its parts.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
