@@ -17,12 +17,12 @@ pub struct Drain {
 
 /// Held by a running connection or tunnel; dropping it counts it out.
 #[derive(Debug)]
-pub struct Running {
-    /// The count to decrement.
+pub struct ActiveGuard {
+    /// The running count this guard is part of.
     active: watch::Sender<usize>,
 }
 
-impl Drop for Running {
+impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.active.send_modify(|n| *n = n.saturating_sub(1));
     }
@@ -39,9 +39,9 @@ impl Default for Drain {
 
 impl Drain {
     /// Counts one more connection or tunnel.
-    pub fn running(&self) -> Running {
+    pub fn track(&self) -> ActiveGuard {
         self.active.send_modify(|n| *n += 1);
-        Running {
+        ActiveGuard {
             active: self.active.clone(),
         }
     }
@@ -74,7 +74,7 @@ mod tests {
     #[tokio::test]
     async fn waits_for_running_work_to_finish() {
         let d = Drain::default();
-        let r = d.running();
+        let r = d.track();
         d.begin();
         d.stopping().await;
         assert_eq!(d.wait_idle(Duration::from_millis(10)).await, 1);

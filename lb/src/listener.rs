@@ -19,12 +19,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::client_io::{Activity, ClientIo};
-use crate::drain::{Drain, Running};
-use crate::proxy::{self, ConnCtx};
+use crate::conn::{ConnCtx, Permits};
+use crate::drain::Drain;
+use crate::proxy;
 use crate::runtime::{Frontend, Runtime};
 
 /// What every accept loop shares; lives for the whole process.
@@ -38,25 +39,13 @@ pub struct Shared {
     pub drain: Drain,
 }
 
-/// Slots a client connection holds; released when the connection and any
-/// tunnel made from it are gone.
-#[derive(Debug)]
-pub struct Permits {
-    /// Global slot.
-    _global: OwnedSemaphorePermit,
-    /// Frontend slot, when the frontend has a limit.
-    _frontend: Option<OwnedSemaphorePermit>,
-    /// Counts the connection as running.
-    _running: Running,
-}
-
 /// A listening address that could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
 pub struct BindError {
-    /// The address.
+    /// The frontend address from the configuration, for the message.
     pub addr: SocketAddr,
-    /// Why.
+    /// The system's refusal (in use, not permitted, no such address).
     pub source: io::Error,
 }
 
@@ -68,15 +57,23 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Opens the addresses of `rt` not open yet. Nothing changes until
+    /// Opens the addresses of `rt` not open yet, taking a socket from
+    /// `prebound` where it has one for the address. Nothing changes until
     /// [`Listeners::apply`], so a failure leaves the running set intact.
-    pub async fn bind_new(&self, rt: &Runtime) -> Result<Vec<(SocketAddr, TcpListener)>, BindError> {
+    pub async fn bind_new(
+        &self,
+        rt: &Runtime,
+        prebound: &mut HashMap<SocketAddr, TcpListener>,
+    ) -> Result<Vec<(SocketAddr, TcpListener)>, BindError> {
         let mut opened = Vec::new();
         for addr in rt.frontends.keys() {
             if !self.tasks.contains_key(addr) {
-                let l = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| BindError { addr: *addr, source })?;
+                let l = match prebound.remove(addr) {
+                    Some(l) => l,
+                    None => TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| BindError { addr: *addr, source })?,
+                };
                 opened.push((*addr, l));
             }
         }
@@ -147,11 +144,7 @@ async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared
         let Some(fe) = rt.frontends.get(&addr).cloned() else {
             continue;
         };
-        let permits = Arc::new(Permits {
-            _global: global,
-            _frontend: frontend,
-            _running: shared.drain.running(),
-        });
+        let permits = Arc::new(Permits::new(global, frontend, shared.drain.track()));
         tokio::spawn(serve(tcp, peer, fe, rt, permits, shared.drain.clone()));
     }
 }

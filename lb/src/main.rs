@@ -3,22 +3,6 @@
 //! `lb --config FILE` runs it; `lb check-config FILE` validates a file like
 //! `haproxy -c`; `lb gen-cert` makes development certificates.
 
-mod access_log;
-mod admin;
-mod certgen;
-mod client_io;
-mod config;
-mod drain;
-mod lifecycle;
-mod listener;
-mod metrics;
-mod proxy;
-mod runtime;
-mod stats_page;
-mod tls;
-mod tunnel;
-mod upstream;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -64,21 +48,22 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
-        (Some(Command::CheckConfig { file }), _) => wsmesh_common::cli::check_config(&file, lifecycle::check),
-        (Some(Command::GenCert { dir, force, hosts }), _) => match certgen::generate(&dir, force, &hosts) {
+        (Some(Command::CheckConfig { file }), _) => wsmesh_common::cli::check_config(&file, lb::check),
+        (Some(Command::GenCert { dir, force, hosts }), _) => match lb::certgen::generate(&dir, force, &hosts)
+        {
             Ok(outcome) => {
                 let verb = match outcome {
-                    certgen::Outcome::Written => "wrote",
-                    certgen::Outcome::Kept if hosts.is_empty() => "kept existing",
-                    certgen::Outcome::Kept => "kept existing (--host not applied; --force replaces them)",
+                    lb::certgen::Outcome::Written => "wrote",
+                    lb::certgen::Outcome::Kept if hosts.is_empty() => "kept existing",
+                    lb::certgen::Outcome::Kept => "kept existing (--host not applied; --force replaces them)",
                 };
                 println!(
                     "{verb} {0}/{1} {0}/{2} {0}/{3} {0}/{4}; trust the CA with: curl --cacert {0}/{1}",
                     dir.display(),
-                    certgen::CA_CERT,
-                    certgen::CA_KEY,
-                    certgen::SERVER_CERT,
-                    certgen::SERVER_KEY
+                    lb::certgen::CA_CERT,
+                    lb::certgen::CA_KEY,
+                    lb::certgen::SERVER_CERT,
+                    lb::certgen::SERVER_KEY
                 );
                 ExitCode::SUCCESS
             }
@@ -87,7 +72,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        (None, Some(config)) => wsmesh_common::cli::serve(lifecycle::run(&config)),
+        (None, Some(config)) => {
+            wsmesh_common::cli::serve(lb::run(&config, wsmesh_common::signal::terminate()))
+        }
         (None, None) => {
             eprintln!("usage: lb --config FILE | lb check-config FILE | lb gen-cert [--dir DIR] [--force] [--host NAME]...");
             ExitCode::from(2)

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::runtime::Runtime;
-use crate::upstream::BackendState;
+use crate::upstream::ServerState;
 
 type Labels = Vec<(String, String)>;
 
@@ -39,13 +39,12 @@ pub fn render(rt: &Runtime) -> Result<String, std::fmt::Error> {
             ];
             let c = &s.shared.counters;
             let shown = s.state();
-            up.get_or_create(&labels)
-                .set(i64::from(shown == BackendState::Up));
+            up.get_or_create(&labels).set(i64::from(shown == ServerState::Up));
             for st in [
-                BackendState::Up,
-                BackendState::Down,
-                BackendState::Draining,
-                BackendState::Maint,
+                ServerState::Up,
+                ServerState::Down,
+                ServerState::Draining,
+                ServerState::Maint,
             ] {
                 let mut l = labels.clone();
                 l.push(("state".into(), st.as_str().into()));

@@ -24,17 +24,17 @@ pub struct Frontend {
     pub name: String,
     /// TLS settings; `None` for plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Default backend.
+    /// Where requests go that no route matches; `None`: they get a 503.
     pub backend: Option<Arc<Backend>>,
     /// Redirect everything to https on this port.
     pub redirect_https_port: Option<u16>,
     /// `Strict-Transport-Security` value for TLS responses.
     pub hsts: Option<HeaderValue>,
-    /// Add forwarding headers.
+    /// Whether requests carry `X-Forwarded-*` and `Forwarded` to servers.
     pub forwarded_headers: bool,
     /// Per-frontend connection limit; `None`: global limit only.
     pub maxconn: Option<Arc<Semaphore>>,
-    /// Denied path prefixes.
+    /// Path prefixes answered with 403 and never forwarded.
     pub deny: Vec<String>,
     /// Path prefix routes, first match wins.
     pub routes: Vec<(String, Arc<Backend>)>,

@@ -21,7 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::access_log::Exchange;
 use crate::client_io::Activity;
-use crate::drain::{Drain, Running};
+use crate::conn::Permits;
+use crate::drain::{ActiveGuard, Drain};
 use crate::upstream::SessionGuard;
 
 /// Everything a tunnel needs besides its two streams.
@@ -31,18 +32,18 @@ pub struct TunnelCtx {
     pub exchange: Exchange,
     /// The server session, held for the tunnel's life.
     pub session: SessionGuard,
-    /// Inactivity limit.
+    /// Closes the tunnel after this long with no byte in either direction.
     pub tunnel_timeout: Duration,
     /// Half-closed limit.
     pub client_fin: Duration,
     /// Grace after a stop signal.
     pub grace: Duration,
-    /// Stop signal.
+    /// Starts the grace period when the lb stops.
     pub drain: Drain,
-    /// Counts this tunnel as running.
-    pub _running: Running,
+    /// Keeps a graceful stop waiting for this tunnel.
+    pub _active: ActiveGuard,
     /// Keeps the client connection's limit slots while the tunnel lives.
-    pub _permits: std::sync::Arc<crate::listener::Permits>,
+    pub _permits: std::sync::Arc<Permits>,
 }
 
 /// Why a tunnel ended, for the log.

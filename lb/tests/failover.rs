@@ -25,13 +25,13 @@ async fn closed_by_lb(ws: &mut Wss) -> bool {
 }
 
 /// Two backends, checks on, leastconn, with `backend_extra` keys.
-async fn cluster(certs: &Certs, backend_extra: &str) -> (Backend, Backend, Lb) {
+async fn cluster(certs: &Certs, backend_extra: &str) -> (Backend, Backend, LbProcess) {
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], certs);
     opts.balance = "leastconn";
     opts.check = true;
     opts.backend_extra = backend_extra.to_string();
-    let lb = Lb::start(&opts).await;
+    let lb = LbProcess::start(&opts).await;
     for name in ["app1", "app2"] {
         eventually(10, "first checks passed", || async {
             lb.servers().await[name]["check"]["status"] == "L7OK"
@@ -42,7 +42,7 @@ async fn cluster(certs: &Certs, backend_extra: &str) -> (Backend, Backend, Lb) {
 }
 
 /// One tunnel on each server: (tunnel on app1, tunnel on app2).
-async fn one_tunnel_each(certs: &Certs, lb: &Lb) -> (Wss, Wss) {
+async fn one_tunnel_each(certs: &Certs, lb: &LbProcess) -> (Wss, Wss) {
     let (first, _, g1) = wss_connect(certs, lb.ports.https, "wsmesh.v1").await;
     let (second, _, g2) = wss_connect(certs, lb.ports.https, "wsmesh.v1").await;
     assert_ne!(g1, g2, "leastconn puts the second tunnel on the other server");
@@ -99,7 +99,7 @@ const UNREACHABLE: &str = "on_marked_down = \"shutdown-unreachable\"";
 /// Waits until the lb has logged that app1 was marked down by its answers
 /// and its sessions were kept: logged when the mark-down is acted on, so a
 /// tunnel still open afterwards was left open, not just not yet closed.
-async fn sessions_kept_at_mark_down(lb: &Lb) {
+async fn sessions_kept_at_mark_down(lb: &LbProcess) {
     eventually(10, "app1's sessions kept at mark-down", || async {
         lb.log_text()
             .lines()
@@ -247,7 +247,7 @@ async fn refused_connect_marks_the_server_down_at_once_and_the_request_moves() {
     opts.check_interval = "1s";
     opts.check_fall = 10;
     opts.backend_extra = "on_error = \"mark-down\"\nerror_limit = 1\n".into();
-    let lb = Lb::start(&opts).await;
+    let lb = LbProcess::start(&opts).await;
     for name in ["app1", "app2"] {
         eventually(10, "fully up (health at rise + fall - 1)", || async {
             lb.servers().await[name]["check"]["health"] == 11
@@ -287,7 +287,7 @@ async fn refused_connect_marks_the_server_down_at_once_and_the_request_moves() {
 }
 
 /// Status of a WebSocket upgrade request through the lb (101 or the error).
-async fn upgrade_status(certs: &Certs, lb: &Lb) -> StatusCode {
+async fn upgrade_status(certs: &Certs, lb: &LbProcess) -> StatusCode {
     let req = http::Request::get("/ws")
         .header("host", "localhost")
         .header("connection", "upgrade")
@@ -307,7 +307,7 @@ async fn upgrade_answered_503_by_a_draining_app_moves_to_the_other_with_retry_on
     // have noticed (no checks here at all).
     a.refuse_upgrades.store(true, std::sync::atomic::Ordering::SeqCst);
 
-    let plain = Lb::start(&LbOpts::new(&[&a, &b], &certs)).await;
+    let plain = LbProcess::start(&LbOpts::new(&[&a, &b], &certs)).await;
     let mut statuses = Vec::new();
     for _ in 0..2 {
         statuses.push(upgrade_status(&certs, &plain).await);
@@ -321,7 +321,7 @@ async fn upgrade_answered_503_by_a_draining_app_moves_to_the_other_with_retry_on
 
     let mut opts = LbOpts::new(&[&a, &b], &certs);
     opts.backend_extra = "retry_on = [\"conn-failure\", \"503\"]\n".into();
-    let lb = Lb::start(&opts).await;
+    let lb = LbProcess::start(&opts).await;
     let app1_hits = a.hits.load(std::sync::atomic::Ordering::SeqCst);
     for i in 0..4 {
         let (mut ws, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
@@ -349,7 +349,7 @@ async fn a_request_with_a_body_is_not_sent_again_after_a_503() {
     a.refuse_upgrades.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
     opts.backend_extra = "retry_on = [\"conn-failure\", \"503\"]\n".into();
-    let lb = Lb::start(&opts).await;
+    let lb = LbProcess::start(&opts).await;
     // A POST upgrade with a body is not replayable: whoever gets it answers.
     let mut statuses = Vec::new();
     for _ in 0..2 {
@@ -391,7 +391,7 @@ async fn empty_response_is_retried_on_the_other_server_only_with_retry_on() {
     let mut opts = LbOpts::new(&[&live], &certs);
     opts.servers
         .insert(0, ("app1".into(), closes_without_answering().await));
-    let plain = Lb::start(&opts).await;
+    let plain = LbProcess::start(&opts).await;
     let mut statuses = Vec::new();
     for _ in 0..2 {
         statuses.push(https_get(&certs, plain.ports.https, "/").await.0);
@@ -399,7 +399,7 @@ async fn empty_response_is_retried_on_the_other_server_only_with_retry_on() {
     assert!(statuses.contains(&StatusCode::BAD_GATEWAY), "{statuses:?}");
 
     opts.backend_extra = "retry_on = [\"conn-failure\", \"empty-response\"]\n".into();
-    let lb = Lb::start(&opts).await;
+    let lb = LbProcess::start(&opts).await;
     for _ in 0..4 {
         let (status, headers, _) = https_get(&certs, lb.ports.https, "/").await;
         assert_eq!(status, StatusCode::OK);
@@ -413,7 +413,7 @@ async fn a_waiting_request_moves_on_when_its_server_is_marked_down() {
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
     opts.backend_extra = "on_marked_down = \"shutdown-sessions\"\n".into();
-    let lb = Lb::start(&opts).await;
+    let lb = LbProcess::start(&opts).await;
     // Roundrobin on a fresh lb: the first request goes to app1, app2 next.
     let port = lb.ports.https;
     let request = {
@@ -461,7 +461,7 @@ async fn a_response_still_streaming_from_a_server_marked_down_is_cut() {
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
     opts.backend_extra = "on_marked_down = \"shutdown-sessions\"\n".into();
-    let lb = Lb::start(&opts).await;
+    let lb = LbProcess::start(&opts).await;
     // Roundrobin on a fresh lb: the first request goes to app1.
     let tls = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
         .await
@@ -495,7 +495,7 @@ async fn a_server_draining_itself_with_404_keeps_its_tunnels_under_shutdown_sess
     opts.check = true;
     opts.check_extra = "disable_on_404 = true".into();
     opts.backend_extra = "on_marked_down = \"shutdown-sessions\"\n".into();
-    let lb = Lb::start(&opts).await;
+    let lb = LbProcess::start(&opts).await;
     for name in ["app1", "app2"] {
         eventually(10, "first checks passed", || async {
             lb.servers().await[name]["check"]["status"] == "L7OK"

@@ -15,7 +15,7 @@ async fn rise_and_fall_follow_a_backend_that_flips_its_health() {
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
     opts.check = true;
-    let lb = Lb::start(&opts).await;
+    let lb = LbProcess::start(&opts).await;
     eventually(10, "first checks ran", || async {
         lb.servers().await["app1"]["check"]["status"] == "L7OK"
     })

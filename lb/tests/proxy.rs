@@ -185,7 +185,7 @@ async fn no_usable_server_gives_503_with_a_short_body() {
 async fn each_request_writes_an_access_log_line_with_timers() {
     let certs = Certs::new();
     let app = Backend::start("app1").await;
-    let lb = Lb::start(&LbOpts::new(&[&app], &certs)).await;
+    let lb = LbProcess::start(&LbOpts::new(&[&app], &certs)).await;
     https_get(&certs, lb.ports.https, "/logged-path").await;
     eventually(5, "access log line", || async {
         lb.log_text().lines().any(|l| {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use support::*;
 
-async fn wait_log(lb: &Lb, needle: &str) {
+async fn wait_log(lb: &LbProcess, needle: &str) {
     let what = format!("log line containing {needle:?}");
     eventually(10, &what, || async { lb.log_text().contains(needle) }).await;
 }
@@ -19,7 +19,7 @@ async fn sighup_applies_new_certificate_and_config_while_a_tunnel_stays_open() {
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let opts = LbOpts::new(&[&a], &certs);
-    let lb = Lb::start(&opts).await;
+    let lb = LbProcess::start(&opts).await;
     let (mut tunnel, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
     assert_eq!(greeting, "hello from app1");
     assert!(
@@ -50,7 +50,7 @@ async fn sighup_applies_new_certificate_and_config_while_a_tunnel_stays_open() {
 async fn broken_config_on_reload_is_refused_and_the_running_one_stays() {
     let certs = Certs::new();
     let a = Backend::start("app1").await;
-    let lb = Lb::start(&LbOpts::new(&[&a], &certs)).await;
+    let lb = LbProcess::start(&LbOpts::new(&[&a], &certs)).await;
     let good = std::fs::read_to_string(&lb.config).unwrap();
     std::fs::write(
         &lb.config,
@@ -80,7 +80,7 @@ async fn broken_config_on_reload_is_refused_and_the_running_one_stays() {
 async fn sigterm_closes_tunnels_after_the_grace_and_exits_zero() {
     let certs = Certs::new();
     let a = Backend::start("app1").await;
-    let mut lb = Lb::start(&LbOpts::new(&[&a], &certs)).await;
+    let mut lb = LbProcess::start(&LbOpts::new(&[&a], &certs)).await;
     let (mut tunnel, _, _) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
     lb.signal(libc::SIGTERM);
     // The tunnel keeps working during the grace period (2 s in the harness config)…

@@ -9,7 +9,7 @@ use support::*;
 async fn websocket_through_the_lb_keeps_the_subprotocol_and_echoes() {
     let certs = Certs::new();
     let app = Backend::start("app1").await;
-    let lb = Lb::start(&LbOpts::new(&[&app], &certs)).await;
+    let lb = LbProcess::start(&LbOpts::new(&[&app], &certs)).await;
     let (mut ws, protocol, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
     assert_eq!(protocol.as_deref(), Some("wsmesh.v1"));
     assert_eq!(greeting, "hello from app1");
@@ -46,7 +46,7 @@ async fn idle_tunnel_is_closed_after_timeout_tunnel_but_not_by_timeout_client() 
     let mut opts = LbOpts::new(&[&app], &certs);
     // The client timeout is shorter, yet must not apply to a tunnel.
     opts.timeouts = "client = \"200ms\"\ntunnel = \"1s\"\n".into();
-    let lb = Lb::start(&opts).await;
+    let lb = LbProcess::start(&opts).await;
     let (mut ws, _, _) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
     // Activity keeps it open past several client timeouts.
     for i in 0..4 {

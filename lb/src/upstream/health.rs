@@ -9,15 +9,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{header, Request};
+use http_body_util::Empty;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::{AdminState, CheckResult, CheckStatus, Server};
+use super::check_result::{CheckResult, CheckStatus};
+use super::server::{AdminState, Server};
 use crate::config::Check;
-
-/// Largest response head read from a checked server.
-const MAX_HEAD: usize = 4096;
 
 /// Starts checking `server`; abort the handle to stop.
 pub fn spawn(server: Arc<Server>, check: Check) -> JoinHandle<()> {
@@ -51,12 +54,13 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.9..=1.0))
 }
 
-/// One check against `addr`.
+/// One check against `addr`: `GET path` over HTTP/1.1, judged by the
+/// response's status line alone (the body is never read).
 pub async fn probe(addr: SocketAddr, check: &Check) -> CheckResult {
     let budget = check.check_timeout();
     let result = |status, code, detail: String| CheckResult { status, code, detail };
     let started = tokio::time::Instant::now();
-    let mut stream = match tokio::time::timeout(budget, tokio::net::TcpStream::connect(addr)).await {
+    let stream = match tokio::time::timeout(budget, tokio::net::TcpStream::connect(addr)).await {
         Err(_) => {
             return result(
                 CheckStatus::L4Tout,
@@ -67,25 +71,12 @@ pub async fn probe(addr: SocketAddr, check: &Check) -> CheckResult {
         Ok(Err(e)) => return result(CheckStatus::L4Con, None, e.to_string()),
         Ok(Ok(s)) => s,
     };
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: wsmesh-lb-check\r\nConnection: close\r\n\r\n",
-        check.path
-    );
-    let remaining = budget.saturating_sub(started.elapsed());
-    let exchange = async {
-        stream.write_all(request.as_bytes()).await?;
-        let mut head = Vec::with_capacity(256);
-        let mut buf = [0u8; 512];
-        while !head.windows(2).any(|w| w == b"\r\n") && head.len() < MAX_HEAD {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<_, std::io::Error>(head)
+    let request = match check_request(addr, &check.path) {
+        Ok(r) => r,
+        Err(e) => return result(CheckStatus::L7Rsp, None, e.to_string()),
     };
-    let head = match tokio::time::timeout(remaining, exchange).await {
+    let remaining = budget.saturating_sub(started.elapsed());
+    let code = match tokio::time::timeout(remaining, response_status(stream, request)).await {
         Err(_) => {
             return result(
                 CheckStatus::L7Tout,
@@ -93,18 +84,17 @@ pub async fn probe(addr: SocketAddr, check: &Check) -> CheckResult {
                 format!("no response within {budget:?}"),
             )
         }
-        Ok(Err(e)) => return result(CheckStatus::L7Rsp, None, e.to_string()),
-        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return result(CheckStatus::L7Rsp, None, failure_detail(&e)),
+        Ok(Ok(code)) => code,
     };
-    match status_code(&head) {
-        None => result(CheckStatus::L7Rsp, None, "not an HTTP response".into()),
-        Some(code) if code == check.expect_status => result(CheckStatus::L7Ok, Some(code), String::new()),
-        Some(404) if check.disable_on_404 => result(
+    match code {
+        code if code == check.expect_status => result(CheckStatus::L7Ok, Some(code), String::new()),
+        404 if check.disable_on_404 => result(
             CheckStatus::L7OkCond,
             Some(404),
             "404: drain (disable_on_404)".into(),
         ),
-        Some(code) => result(
+        code => result(
             CheckStatus::L7Sts,
             Some(code),
             format!("expected {}", check.expect_status),
@@ -112,20 +102,42 @@ pub async fn probe(addr: SocketAddr, check: &Check) -> CheckResult {
     }
 }
 
-/// The status code of an `HTTP/1.x NNN …` status line.
-fn status_code(head: &[u8]) -> Option<u16> {
-    let line = head.split(|b| *b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?;
-    let mut parts = line.split_whitespace();
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
+/// The check request: `Host` is the server's address, and the connection
+/// closes after one exchange.
+fn check_request(addr: SocketAddr, path: &str) -> Result<Request<Empty<Bytes>>, http::Error> {
+    Request::get(path)
+        .header(header::HOST, addr.to_string())
+        .header(header::USER_AGENT, "wsmesh-lb-check")
+        .header(header::CONNECTION, "close")
+        .body(Empty::new())
+}
+
+/// Sends `request` on `stream` and returns the response's status code once
+/// its head has arrived; the connection is dropped with the rest unread.
+async fn response_status(stream: TcpStream, request: Request<Empty<Bytes>>) -> Result<u16, hyper::Error> {
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        response = sender.send_request(request) => Ok(response?.status().as_u16()),
+        // A connection that fails fails the request too; one that ends
+        // cleanly first leaves the request to report how it ended.
+        Err(e) = &mut conn => Err(e),
     }
-    parts.next()?.parse().ok()
+}
+
+/// The reason for the log: the socket error when there was one, else the
+/// answer was not an HTTP response (malformed or cut short).
+fn failure_detail(e: &hyper::Error) -> String {
+    match std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>()) {
+        Some(io) => io.to_string(),
+        None => "not an HTTP response".into(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     #[test]
@@ -165,13 +177,6 @@ mod tests {
         assert_eq!(next_interval(&server, &check), check.down_interval(), "down");
     }
 
-    #[test]
-    fn status_line_is_parsed() {
-        assert_eq!(status_code(b"HTTP/1.1 503 Service Unavailable\r\n"), Some(503));
-        assert_eq!(status_code(b"HTTP/1.0 200\r\n"), Some(200));
-        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
-    }
-
     async fn answer_once(reply: &'static [u8]) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -205,6 +210,68 @@ mod tests {
         };
         let cond = probe(answer_once(not_found).await, &soft).await;
         assert_eq!(cond.status, CheckStatus::L7OkCond);
+    }
+
+    #[tokio::test]
+    async fn status_line_is_parsed() {
+        let check = Check::default();
+        let busy = probe(
+            answer_once(b"HTTP/1.1 503 Service Unavailable\r\n\r\n").await,
+            &check,
+        )
+        .await;
+        assert_eq!(busy.code, Some(503));
+        let old = probe(answer_once(b"HTTP/1.0 200\r\n\r\n").await, &check).await;
+        assert_eq!((old.status, old.code), (CheckStatus::L7Ok, Some(200)));
+        let ssh = probe(answer_once(b"SSH-2.0-OpenSSH\r\n").await, &check).await;
+        assert_eq!((ssh.status, ssh.code), (CheckStatus::L7Rsp, None));
+        assert_eq!(ssh.detail, "not an HTTP response");
+    }
+
+    #[tokio::test]
+    async fn request_names_the_server_and_closes() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request cut short");
+                head.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let check = Check {
+            path: "/healthz?full=1".into(),
+            ..Check::default()
+        };
+        assert_eq!(probe(addr, &check).await.status, CheckStatus::L7Ok);
+        let head = seen.await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /healthz?full=1 http/1.1\r\n"), "{head}");
+        assert!(head.contains(&format!("host: {addr}\r\n")), "{head}");
+        assert!(head.contains("user-agent: wsmesh-lb-check\r\n"), "{head}");
+        assert!(head.contains("connection: close\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn silence_after_connect_is_l7tout() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let conn = l.accept().await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(conn);
+        });
+        let check = Check {
+            timeout: Some(Duration::from_millis(200)),
+            ..Check::default()
+        };
+        assert_eq!(probe(addr, &check).await.status, CheckStatus::L7Tout);
     }
 
     #[tokio::test]

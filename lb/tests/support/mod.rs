@@ -1,15 +1,16 @@
 //! Test harness for the lb: certificates made with rcgen in a temp dir, the
-//! real `lb` binary started with a generated config, real in-test backends
+//! lb started in-process with a generated config (or as the real `lb`
+//! binary, in `process`, where a test needs signals or its log), real in-test backends
 //! (HTTP + WebSocket echo, health that can be flipped), and TLS / WebSocket /
 //! admin clients. Everything binds loopback only and is cleaned up on drop.
+//! Over 600 lines because it is one harness (certificates, backends, lb,
+//! clients) until the shared test-kit crate takes its parts.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -364,7 +365,11 @@ async fn backend_handle(mut req: Request<Incoming>, state: BackendState) -> Resp
     }
 }
 
-// ---------------------------------------------------------------- lb process
+// ---------------------------------------------------------------- lb
+
+pub mod process;
+#[allow(unused_imports)]
+pub use process::{lb_bin, LbProcess};
 
 /// Settings of a generated lb config.
 pub struct LbOpts {
@@ -455,100 +460,92 @@ pub fn render_config(o: &LbOpts, p: Ports) -> String {
     s
 }
 
-/// The real lb binary, killed on drop.
+/// The lb running in this test process on a runtime of its own, serving
+/// on sockets bound to port 0 before its configuration was written; stopped
+/// at once on drop, as a killed process would be.
 pub struct Lb {
-    pub child: Child,
     pub ports: Ports,
     pub config: PathBuf,
-    pub log: Arc<Mutex<String>>,
+    /// Runs the lb; shut down without waiting on drop.
+    runtime: Option<tokio::runtime::Runtime>,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Lb {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
-}
-
-pub fn lb_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_lb")
 }
 
 impl Lb {
-    /// Starts the lb on fresh ports; if a port was taken in the meantime
-    /// (the lb exits), tries again with others, at most three times.
     pub async fn start(opts: &LbOpts) -> Lb {
-        for _ in 0..3 {
-            let ports = Ports {
-                https: free_port(),
-                http: free_port(),
-                admin: free_port(),
-            };
-            let mut lb = Lb::spawn(opts, ports);
-            // "lb ready" is logged once every socket is bound: unambiguous,
-            // unlike a port answering (which could be another test's lb).
-            for _ in 0..200 {
-                if lb.log_text().contains("lb ready") {
-                    return lb;
-                }
-                if lb.child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            eprintln!("lb did not start, retrying:\n{}", lb.log_text());
-        }
-        panic!("lb did not start three times");
-    }
-
-    fn spawn(opts: &LbOpts, ports: Ports) -> Lb {
+        let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let (https, http, admin) = (bind(), bind(), bind());
+        let port = |l: &std::net::TcpListener| l.local_addr().expect("local addr").port();
+        let ports = Ports {
+            https: port(&https),
+            http: port(&http),
+            admin: port(&admin),
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("lb.toml");
         std::fs::write(&config, render_config(opts, ports)).expect("write config");
-        let mut child = Command::new(lb_bin())
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env("WSMESH_LOG_JSON", "1")
-            .env_remove("WSMESH_ADMIN_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lb");
-        let log = Arc::new(Mutex::new(String::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let mut l = log.lock().expect("lock");
-                    l.push_str(&line);
-                    l.push('\n');
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("lb runtime");
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let path = config.clone();
+        runtime.spawn(async move {
+            let tokio_listener = |l: std::net::TcpListener| {
+                l.set_nonblocking(true).expect("nonblocking");
+                TcpListener::from_std(l).expect("tokio listener")
+            };
+            let addr = |l: &std::net::TcpListener| l.local_addr().expect("local addr");
+            let prebound = lb::Prebound {
+                frontends: HashMap::from([
+                    (addr(&https), tokio_listener(https)),
+                    (addr(&http), tokio_listener(http)),
+                ]),
+                admin: Some(tokio_listener(admin)),
+            };
+            match lb::Lb::start(&path, prebound).await {
+                Ok(lb) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = lb.serve(std::future::pending()).await;
                 }
-            });
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            }
+        });
+        if let Err(e) = ready.await.expect("lb start reported") {
+            panic!("lb did not start: {e}");
         }
         Lb {
-            child,
             ports,
             config,
-            log,
+            runtime: Some(runtime),
             _dir: dir,
         }
     }
+}
 
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) with our own child's pid has no memory effects.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0, "kill failed");
+impl std::ops::Deref for Lb {
+    type Target = Ports;
+
+    fn deref(&self) -> &Ports {
+        &self.ports
     }
+}
 
-    pub fn log_text(&self) -> String {
-        self.log.lock().expect("lock").clone()
-    }
-
+impl Ports {
     /// The server JSON objects, by name.
     pub async fn servers(&self) -> HashMap<String, serde_json::Value> {
-        let v = admin_get(self.ports.admin, "/api/backends")
+        let v = admin_get(self.admin, "/api/backends")
             .await
             .expect("admin answers");
         let mut out = HashMap::new();

@@ -33,9 +33,9 @@ mod tests {
     fn busiest_server_comes_last() {
         let b = backend(Balance::LeastConn, &[1, 1, 1]);
         let _held = [
-            b.servers[0].open_session(),
-            b.servers[0].open_session(),
-            b.servers[1].open_session(),
+            crate::upstream::SessionGuard::open(&b.servers[0]),
+            crate::upstream::SessionGuard::open(&b.servers[0]),
+            crate::upstream::SessionGuard::open(&b.servers[1]),
         ];
         for _ in 0..5 {
             assert_eq!(

@@ -1,0 +1,29 @@
+//! The wsmesh lb as a library: a TLS-terminating HTTP/WebSocket load
+//! balancer configured like HAProxy. `main.rs` wires it into the `lb`
+//! binary; tests start it in-process with [`Lb::start`] on sockets they
+//! bound themselves.
+//!
+//! A connection's path reads through the modules: `listener` (accept within
+//! `maxconn`, TLS, HTTP/1.1 or HTTP/2) builds a `conn` context → `proxy`
+//! (rules, a server from `upstream`, forwarding with retries) → `tunnel`
+//! (after a WebSocket `101`). `lifecycle` runs the whole: start, reload,
+//! graceful stop (`drain`).
+
+mod access_log;
+mod admin;
+pub mod certgen;
+mod client_io;
+mod config;
+mod conn;
+mod drain;
+mod lifecycle;
+mod listener;
+mod metrics;
+mod proxy;
+mod runtime;
+mod stats_page;
+mod tls;
+mod tunnel;
+mod upstream;
+
+pub use lifecycle::{check, run, Addresses, Lb, LifecycleError, Prebound};

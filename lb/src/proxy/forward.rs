@@ -1,0 +1,325 @@
+//! A request on its way to a server: the outgoing request kept so a
+//! replayable one can be sent again, and the attempts on the backend's
+//! candidates (connect or reuse, send, wait for the response head) with
+//! HAProxy's `retries`, `retry-on` and redispatch.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body as _, Incoming};
+
+use super::headers::{add_forwarded, request_host, strip_hop_by_hop};
+use crate::access_log::{CountedBody, Exchange};
+use crate::config::RetryOn;
+use crate::conn::ConnCtx;
+use crate::upstream::pool::{self, ConnectError, Sender, UpstreamBody};
+use crate::upstream::{select, Backend, CheckResult, CheckStatus, Server, SessionGuard};
+
+/// The request as it goes to servers: the head is kept so that a request
+/// without a body can be sent again to another server; a body is sent once.
+pub struct Outgoing {
+    /// Method, origin-form URI, headers as sent.
+    head: http::request::Parts,
+    /// The body, until it is sent; replayable requests have none.
+    body: Option<UpstreamBody>,
+    /// GET or HEAD with no body: safe to send again to another server as
+    /// long as no response reached the client (a WebSocket upgrade before
+    /// its 101 is one).
+    replayable: bool,
+}
+
+impl Outgoing {
+    /// Origin-form URI, HTTP/1.1, `Host` kept (taken from the authority for
+    /// HTTP/2 clients), hop-by-hop headers removed, forwarding headers added.
+    pub fn new(
+        req: Request<Incoming>,
+        ctx: &ConnCtx,
+        upgrade: bool,
+        bytes_in: Arc<AtomicU64>,
+    ) -> Result<Outgoing, http::Error> {
+        let replayable =
+            matches!(*req.method(), http::Method::GET | http::Method::HEAD) && req.body().is_end_stream();
+        let (mut parts, body) = req.into_parts();
+        let host = request_host(&parts.headers, &parts.uri);
+        let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        if let (true, Some(value)) = (upgrade, upgrade_value) {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, value);
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+        if ctx.frontend.forwarded_headers {
+            add_forwarded(
+                &mut parts.headers,
+                ctx.peer.ip(),
+                ctx.frontend.tls.is_some(),
+                host.as_deref(),
+            );
+        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let (mut head, ()) = Request::builder()
+            .method(parts.method)
+            .uri(path)
+            .version(Version::HTTP_11)
+            .body(())?
+            .into_parts();
+        head.headers = parts.headers;
+        Ok(Outgoing {
+            head,
+            body: (!replayable).then(|| CountedBody::new(body, bytes_in).boxed()),
+            replayable,
+        })
+    }
+
+    /// The request for the next attempt; `None` once a body was sent.
+    fn next(&mut self) -> Option<Request<UpstreamBody>> {
+        let body = match self.body.take() {
+            Some(body) => body,
+            None if self.replayable => empty(),
+            None => return None,
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.head.method.clone();
+        *req.uri_mut() = self.head.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.head.headers.clone();
+        Some(req)
+    }
+}
+
+/// How forwarding a request ended.
+pub enum Forwarded {
+    /// A server's response head, with its connection and session.
+    Response {
+        server: Arc<Server>,
+        sender: Sender,
+        session: SessionGuard,
+        response: Response<Incoming>,
+    },
+    /// No usable answer: the lb answers itself with this.
+    Local(StatusCode, &'static str),
+}
+
+/// What one attempt on one server gave.
+enum Attempt {
+    /// A response head (possibly one that `retry_on` retries).
+    Response(Sender, SessionGuard, Response<Incoming>),
+    /// The connect was refused or timed out; nothing was sent.
+    ConnectFailed,
+    /// The server closed without answering.
+    Empty,
+    /// The server's sessions were shut down (`on_marked_down`) while we waited.
+    ServerDown,
+    /// Some other failure; the lb answers with this.
+    Fail(StatusCode, &'static str),
+}
+
+/// Sends the request to the backend's candidates in turn: the next one is
+/// tried after a refused or timed-out connect (`conn-failure`) and, for a
+/// replayable request, after an empty response (`empty-response`), a
+/// `503` (`503`) or the server being marked down while we waited, at most
+/// `retries` times (HAProxy `retries` + `retry-on` + `option redispatch`).
+pub async fn forward(
+    backend: &Backend,
+    ctx: &ConnCtx,
+    upgrade: bool,
+    outgoing: &mut Outgoing,
+    exchange: &mut Exchange,
+) -> Forwarded {
+    let unavailable = Forwarded::Local(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 Service Unavailable: no server is available to handle this request.\n",
+    );
+    let retry_on = |what: RetryOn| backend.retry_on.contains(&what);
+    let mut candidates = select::candidates(backend, ctx.peer.ip()).peekable();
+    for attempt in 0..=backend.retries {
+        let Some(server) = candidates.next() else {
+            return unavailable;
+        };
+        // Another try is possible only within `retries` and with a server left.
+        let mut can_retry = attempt < backend.retries && candidates.peek().is_some();
+        match attempt_on(&server, ctx, upgrade, outgoing, exchange).await {
+            Attempt::Response(sender, session, response) => {
+                let status = response.status();
+                server.count_response(status.as_u16());
+                can_retry &= outgoing.replayable;
+                if status == StatusCode::SERVICE_UNAVAILABLE && retry_on(RetryOn::Status503) && can_retry {
+                    tracing::info!(server = %server.name, "503 from the server, trying the next one (retry_on)");
+                    exchange.retries += 1;
+                    continue;
+                }
+                return Forwarded::Response {
+                    server,
+                    sender,
+                    session,
+                    response,
+                };
+            }
+            Attempt::ConnectFailed if retry_on(RetryOn::ConnFailure) && can_retry => {
+                exchange.retries += 1;
+            }
+            Attempt::ConnectFailed => return unavailable,
+            Attempt::Empty if retry_on(RetryOn::EmptyResponse) && can_retry && outgoing.replayable => {
+                tracing::info!(server = %server.name, "no response from the server, trying the next one (retry_on)");
+                exchange.retries += 1;
+            }
+            Attempt::Empty => {
+                server.count_response(502);
+                return Forwarded::Local(
+                    StatusCode::BAD_GATEWAY,
+                    "502 Bad Gateway: the server returned an invalid or incomplete response.\n",
+                );
+            }
+            Attempt::ServerDown if can_retry && outgoing.replayable => {
+                exchange.retries += 1;
+            }
+            Attempt::ServerDown => {
+                return Forwarded::Local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "503 Service Unavailable: the server went down during the request.\n",
+                )
+            }
+            Attempt::Fail(status, body) => return Forwarded::Local(status, body),
+        }
+    }
+    unavailable
+}
+
+/// One attempt: connect (or reuse), send, wait for the response head.
+async fn attempt_on(
+    server: &Arc<Server>,
+    ctx: &ConnCtx,
+    upgrade: bool,
+    outgoing: &mut Outgoing,
+    exchange: &mut Exchange,
+) -> Attempt {
+    let timeouts = &ctx.runtime.timeouts;
+    let t = Instant::now();
+    let mut sender = match checkout(server, upgrade, timeouts.connect).await {
+        Ok((sender, fresh)) => {
+            if fresh {
+                server.connect_succeeded();
+            }
+            exchange.tc = Some(if fresh { t.elapsed() } else { Duration::ZERO });
+            exchange.server = server.name.clone();
+            sender
+        }
+        Err(e) => {
+            connect_failed(server, &e);
+            return Attempt::ConnectFailed;
+        }
+    };
+    let Some(req) = outgoing.next() else {
+        // Not reached: only replayable requests get a second attempt.
+        return Attempt::Fail(StatusCode::BAD_GATEWAY, "502 Bad Gateway.\n");
+    };
+    let mut session = SessionGuard::open(server);
+    let sent = tokio::select! {
+        sent = tokio::time::timeout(timeouts.server, send(server, &mut sender, req, timeouts.connect)) => sent,
+        _ = session.shut_down() => {
+            server.count_response(503);
+            return Attempt::ServerDown;
+        }
+    };
+    exchange.tr = Some(exchange.started.elapsed());
+    match sent {
+        Err(_) => {
+            server.count_response(504);
+            Attempt::Fail(
+                StatusCode::GATEWAY_TIMEOUT,
+                "504 Gateway Time-out: the server didn't respond in time.\n",
+            )
+        }
+        Ok(Err(SendError::Http(e))) if e.is_incomplete_message() || e.is_canceled() => {
+            tracing::warn!(server = %server.name, error = %e, "server closed without a response");
+            Attempt::Empty
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(server = %server.name, error = %e, "server request failed");
+            server.count_response(502);
+            Attempt::Fail(
+                StatusCode::BAD_GATEWAY,
+                "502 Bad Gateway: the server returned an invalid or incomplete response.\n",
+            )
+        }
+        Ok(Ok(resp)) => Attempt::Response(sender, session, resp),
+    }
+}
+
+/// A connection to `server`: an idle pooled one (not for upgrades, which
+/// take the connection over), else a new one. `true` when freshly connected.
+async fn checkout(
+    server: &Server,
+    upgrade: bool,
+    connect_timeout: Duration,
+) -> Result<(Sender, bool), ConnectError> {
+    if !upgrade {
+        if let Some(sender) = server.shared.pool.take() {
+            return Ok((sender, false));
+        }
+    }
+    let stream = pool::connect(server.addr, connect_timeout).await?;
+    Ok((pool::handshake(stream, server.addr).await?, true))
+}
+
+/// Why a request to a chosen server failed.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    #[error("reconnect for a stale pooled connection: {0}")]
+    Reconnect(#[from] ConnectError),
+}
+
+/// Sends the request; if a pooled connection turned out closed before the
+/// request went out, once more on a fresh connection.
+async fn send(
+    server: &Server,
+    sender: &mut Sender,
+    req: Request<UpstreamBody>,
+    connect_timeout: Duration,
+) -> Result<Response<Incoming>, SendError> {
+    match sender.try_send_request(req).await {
+        Ok(resp) => Ok(resp),
+        Err(mut e) => match e.take_message() {
+            Some(req) => {
+                let fresh = pool::connect(server.addr, connect_timeout).await?;
+                *sender = pool::handshake(fresh, server.addr).await?;
+                Ok(sender.send_request(req).await?)
+            }
+            None => Err(e.into_error().into()),
+        },
+    }
+}
+
+/// Counts a failed connect against the server (passive health) and logs it.
+fn connect_failed(server: &Server, e: &ConnectError) {
+    server
+        .shared
+        .counters
+        .connect_errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(server = %server.name, addr = %server.addr, error = %e, "connect failed, trying the next server");
+    server.connect_failed(CheckResult {
+        status: match e {
+            ConnectError::Timeout(_) => CheckStatus::L4Tout,
+            _ => CheckStatus::L4Con,
+        },
+        code: None,
+        detail: format!("client request: {e}"),
+    });
+}
+
+pub fn empty() -> UpstreamBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}

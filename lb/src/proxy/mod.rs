@@ -1,0 +1,159 @@
+//! One HTTP request through the lb: redirect or path rules, then a server
+//! from the backend's candidates (a failed connect tries the next one before
+//! anything reached the client), then the request forwarded over HTTP/1.1
+//! with hop-by-hop headers removed and forwarding headers added, and the
+//! response streamed back. An accepted WebSocket upgrade becomes a tunnel.
+
+mod forward;
+mod headers;
+mod local;
+
+use std::convert::Infallible;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header;
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::access_log::{Exchange, InFlight, LoggedBody};
+use crate::conn::ConnCtx;
+use crate::tunnel::{self, TunnelCtx};
+use crate::upstream::SessionGuard;
+use forward::{empty, forward, Forwarded, Outgoing};
+use headers::{ambiguous_framing, strip_hop_by_hop, wants_upgrade};
+use local::{local, redirect, unavailable, ClientResponse};
+
+/// Handles one request; never fails (errors become responses).
+pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientResponse, Infallible> {
+    let in_flight = InFlight::new(&ctx.in_flight);
+    let mut exchange = Exchange {
+        client: ctx.peer,
+        frontend: ctx.frontend.name.clone(),
+        backend: "-".into(),
+        server: "-".into(),
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        status: 0,
+        th: ctx.th,
+        started: Instant::now(),
+        tc: None,
+        tr: None,
+        bytes_in: Arc::new(AtomicU64::new(0)),
+        retries: 0,
+    };
+    let fe = &ctx.frontend;
+    if let Some(port) = fe.redirect_https_port {
+        return Ok(redirect(&req, port, exchange, in_flight));
+    }
+    if ambiguous_framing(req.headers()) {
+        return Ok(local(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: ambiguous message framing.\n",
+            exchange,
+            in_flight,
+        ));
+    }
+    let path = req.uri().path();
+    if fe.deny.iter().any(|p| path.starts_with(p.as_str())) {
+        return Ok(local(
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: request forbidden by administrative rules.\n",
+            exchange,
+            in_flight,
+        ));
+    }
+    let backend = fe
+        .routes
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .map(|(_, b)| b.clone())
+        .or_else(|| fe.backend.clone());
+    let Some(backend) = backend else {
+        return Ok(unavailable(exchange, in_flight));
+    };
+    exchange.backend = backend.name.clone();
+    let upgrade = wants_upgrade(&req);
+    let mut req = req;
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut outgoing = match Outgoing::new(req, &ctx, upgrade, exchange.bytes_in.clone()) {
+        Ok(r) => r,
+        Err(_) => {
+            return Ok(local(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request.\n",
+                exchange,
+                in_flight,
+            ))
+        }
+    };
+
+    let (server, sender, session, mut resp) =
+        match forward(&backend, &ctx, upgrade, &mut outgoing, &mut exchange).await {
+            Forwarded::Response {
+                server,
+                sender,
+                session,
+                response,
+            } => (server, sender, session, response),
+            Forwarded::Local(status, body) => return Ok(local(status, body, exchange, in_flight)),
+        };
+    let status = resp.status();
+    exchange.status = status.as_u16();
+
+    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, status) {
+        let server_upgrade = hyper::upgrade::on(&mut resp);
+        start_tunnel(client_upgrade, server_upgrade, &ctx, exchange, session);
+        let (parts, _) = resp.into_parts();
+        let mut out = Response::from_parts(parts, LoggedBody::new(empty(), None, None, Some(in_flight)));
+        *out.version_mut() = Version::HTTP_11;
+        return Ok(out);
+    }
+
+    if !upgrade {
+        server.shared.pool.put(sender);
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if fe.tls.is_some() {
+        if let Some(hsts) = &fe.hsts {
+            parts
+                .headers
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+    }
+    parts.version = Version::HTTP_11;
+    Ok(Response::from_parts(
+        parts,
+        LoggedBody::new(body.boxed(), Some(exchange), Some(session), Some(in_flight)),
+    ))
+}
+
+/// Splices the two upgraded streams once both sides have switched.
+fn start_tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    server: hyper::upgrade::OnUpgrade,
+    ctx: &ConnCtx,
+    exchange: Exchange,
+    session: SessionGuard,
+) {
+    let t = &ctx.runtime.timeouts;
+    let tunnel_ctx = TunnelCtx {
+        exchange,
+        session,
+        tunnel_timeout: t.tunnel,
+        client_fin: t.client_fin,
+        grace: ctx.runtime.config.global.grace,
+        drain: ctx.drain.clone(),
+        _active: ctx.drain.track(),
+        _permits: ctx.permits.clone(),
+    };
+    tokio::spawn(async move {
+        match tokio::try_join!(client, server) {
+            Ok((client, server)) => tunnel::splice(client, server, tunnel_ctx).await,
+            Err(e) => tracing::warn!(error = %e, "upgrade failed after 101"),
+        }
+    });
+}
