@@ -435,7 +435,6 @@ fn unread<T>(value: T) -> Spanned<T> {
 }
 
 // Builders for tests and tools; the lb itself only reads files.
-#[allow(dead_code)]
 impl Admin {
     /// The admin listener on `listen`, without a token.
     pub fn new(listen: SocketAddr) -> Admin {
@@ -447,7 +446,6 @@ impl Admin {
 }
 
 // Builders for tests and tools; the lb itself only reads files.
-#[allow(dead_code)]
 impl Frontend {
     /// A plain-HTTP listener on `listen` sending every request to
     /// `backend`; every other key at its default.
@@ -484,7 +482,6 @@ impl Frontend {
 }
 
 // Builders for tests and tools; the lb itself only reads files.
-#[allow(dead_code)]
 impl CertFiles {
     /// A certificate chain in `cert`, its key in `key` or, when `None`, in
     /// `cert` too.
@@ -498,7 +495,6 @@ impl CertFiles {
 }
 
 // Builders for tests and tools; the lb itself only reads files.
-#[allow(dead_code)]
 impl Route {
     /// Requests whose path starts with `prefix` go to `backend`.
     pub fn new(prefix: &str, backend: &str) -> Route {
@@ -510,7 +506,6 @@ impl Route {
 }
 
 // Builders for tests and tools; the lb itself only reads files.
-#[allow(dead_code)]
 impl Backend {
     /// A backend of `servers` without a health check; every other key at
     /// its default.
@@ -531,7 +526,6 @@ impl Backend {
 }
 
 // Builders for tests and tools; the lb itself only reads files.
-#[allow(dead_code)]
 impl Server {
     /// The server `name` at `addr`; every other key at its default.
     pub fn new(name: &str, addr: SocketAddr) -> Server {

@@ -13,7 +13,7 @@ mod access_log;
 mod admin;
 pub mod certgen;
 mod client_io;
-mod config;
+pub mod config;
 mod conn;
 mod drain;
 mod lifecycle;
