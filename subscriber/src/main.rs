@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use wsmesh_common::backoff::Backoff;
-use wsmesh_common::events::Keys;
+use wsmesh_redis_wire::Keys;
 
 use crate::app_client::AppClient;
 use crate::config::Config;

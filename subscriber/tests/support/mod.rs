@@ -1,7 +1,7 @@
 //! Test harness for the subscriber: a real `redis-server` in a tempdir, a
 //! real HTTP server playing the app's internal API, the real subscriber
-//! binary with a generated config, and a publisher doing what the app's
-//! store script does (XADD to the room's stream, then PUBLISH the chat).
+//! binary with a generated config, and a publisher writing chats with the
+//! app's own store script (`wsmesh_redis_wire::append`).
 //! Every process is killed on Drop, on every path; every wait is bounded.
 
 #![allow(dead_code)] // each test file uses a different part of the harness
@@ -26,8 +26,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use wsmesh_common::chat::Chat;
-use wsmesh_common::events::{Cursors, Keys, CURSORS_PATH, EVENTS_PATH};
+use wsmesh_common::events::{Cursors, CURSORS_PATH, EVENTS_PATH};
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_redis_wire::{Append, Keys};
 
 /// Token shared by the fake app and the subscriber under test.
 pub const TOKEN: &str = "test-internal-token";
@@ -149,19 +150,10 @@ impl Drop for RedisServer {
     }
 }
 
-/// Stores and publishes in one script, as the app does: nothing is published
-/// that was not stored, and publish order is id order.
-const STORE_AND_PUBLISH: &str = r#"
-local id = redis.call('XADD', KEYS[1], '*', 'nick', ARGV[1], 'body', ARGV[2], 'cid', '')
-redis.call('SADD', KEYS[2], ARGV[3])
-if ARGV[4] == '1' then
-  local ms = string.match(id, '^(%d+)')
-  redis.call('PUBLISH', KEYS[3], '{"id":"' .. id .. '","ts":' .. ms .. ',' .. ARGV[5])
-end
-return id
-"#;
+/// Streams are never trimmed in these tests: what a stream holds is what must arrive.
+const STREAM_MAXLEN: u64 = 1_000_000;
 
-/// Writes chats the way the app does: XADD to the room's stream, SADD the room, PUBLISH.
+/// Writes chats the way the app does, with its store script.
 pub struct Publisher {
     /// Where to (re)connect.
     client: redis::Client,
@@ -180,7 +172,8 @@ impl Publisher {
         }
     }
 
-    /// Stores (and with `publish`, publishes) a chat; errors when Redis is away.
+    /// Stores (and with `publish`, publishes) a chat by the app's store
+    /// script; errors when Redis is away.
     pub async fn try_store(&mut self, room: &str, body: &str, publish: bool) -> redis::RedisResult<Chat> {
         let conn = match self.conn.as_mut() {
             Some(conn) => conn,
@@ -188,24 +181,22 @@ impl Publisher {
                 .conn
                 .insert(self.client.get_multiplexed_async_connection().await?),
         };
-        // The JSON after "id" and "ts", escaped by serde.
-        let rest = format!(
-            "\"room\":{},\"nick\":\"tester\",\"body\":{}}}",
-            serde_json::Value::from(room),
-            serde_json::Value::from(body)
-        );
-        let result: redis::RedisResult<String> = redis::Script::new(STORE_AND_PUBLISH)
-            .key(self.keys.stream(room))
-            .key(self.keys.rooms())
-            .key(self.keys.channel())
-            .arg("tester")
-            .arg(body)
-            .arg(room)
-            .arg(if publish { "1" } else { "0" })
-            .arg(rest)
-            .invoke_async(conn)
-            .await;
-        let id = result.inspect_err(|_| self.conn = None)?;
+        // Without `publish`, the chat goes out on a channel nobody hears.
+        let channel = match publish {
+            true => self.keys.channel(),
+            false => format!("{}unheard", self.keys.prefix),
+        };
+        let chat = Append {
+            room,
+            nick: "tester",
+            body,
+            cid: None,
+            stream_maxlen: STREAM_MAXLEN,
+            cid_ttl: Duration::from_secs(600),
+            channel: &channel,
+        };
+        let result = wsmesh_redis_wire::append(conn, &self.keys, &chat).await;
+        let id = result.inspect_err(|_| self.conn = None)?.id;
         let ts = id.parse::<StreamId>().expect("stream id").ms;
         Ok(Chat {
             id,
@@ -269,14 +260,7 @@ impl Publisher {
         reply
             .ids
             .iter()
-            .map(|entry| Chat {
-                id: entry.id.clone(),
-                room: room.into(),
-                nick: entry.get("nick").expect("nick"),
-                body: entry.get("body").expect("body"),
-                ts: entry.id.parse::<StreamId>().expect("stream id").ms,
-                cid: None,
-            })
+            .map(|entry| wsmesh_redis_wire::entry_to_chat(room, entry).expect("a stored chat"))
             .collect()
     }
 }
