@@ -43,7 +43,16 @@ pub const TOKEN: &str = "test-internal-token";
 pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Polls `check` every 50 ms until it is true; panics with `what` after `WAIT`.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    eventually_or(what, String::new, check).await
+}
+
+/// `eventually`, with `context()` (e.g. the subscriber's log) in the panic message.
+async fn eventually_or<F, Fut>(what: &str, context: impl Fn() -> String, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -55,7 +64,7 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out waiting for: {what}");
+    panic!("timed out waiting for: {what}\n{}", context());
 }
 
 /// Streams are never trimmed in these tests: what a stream holds is what must arrive.
@@ -80,15 +89,17 @@ impl Publisher {
         }
     }
 
+    /// The connection, made again after an error.
+    async fn conn(&mut self) -> redis::RedisResult<&mut redis::aio::MultiplexedConnection> {
+        if self.conn.is_none() {
+            self.conn = Some(self.client.get_multiplexed_async_connection().await?);
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+
     /// Stores (and with `publish`, publishes) a chat by the app's store
     /// script; errors when Redis is away.
     pub async fn try_store(&mut self, room: &str, body: &str, publish: bool) -> redis::RedisResult<Chat> {
-        let conn = match self.conn.as_mut() {
-            Some(conn) => conn,
-            None => self
-                .conn
-                .insert(self.client.get_multiplexed_async_connection().await?),
-        };
         // Without `publish`, the chat goes out on a channel nobody hears.
         let channel = match publish {
             true => self.keys.channel(),
@@ -103,7 +114,11 @@ impl Publisher {
             cid_ttl: Duration::from_secs(600),
             channel: &channel,
         };
-        let result = wsmesh_redis_wire::append(conn, &self.keys, &chat).await;
+        let keys = self.keys.clone();
+        let result = match self.conn().await {
+            Ok(conn) => wsmesh_redis_wire::append(conn, &keys, &chat).await,
+            Err(e) => Err(e),
+        };
         let id = result.inspect_err(|_| self.conn = None)?.id;
         let ts = id.parse::<StreamId>().expect("stream id").ms;
         Ok(Chat {
@@ -130,17 +145,10 @@ impl Publisher {
 
     /// Publishes any payload on the chat channel.
     pub async fn publish_raw(&mut self, payload: String) {
-        let conn = match self.conn.as_mut() {
-            Some(conn) => conn,
-            None => self.conn.insert(
-                self.client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .expect("connect"),
-            ),
-        };
+        let channel = self.keys.channel();
+        let conn = self.conn().await.expect("connect");
         let _: i64 = redis::cmd("PUBLISH")
-            .arg(self.keys.channel())
+            .arg(channel)
             .arg(payload)
             .query_async(conn)
             .await
@@ -149,17 +157,10 @@ impl Publisher {
 
     /// Every chat in a room's stream, oldest first (the ground truth after a restart).
     pub async fn stream(&mut self, room: &str) -> Vec<Chat> {
-        let conn = match self.conn.as_mut() {
-            Some(conn) => conn,
-            None => self.conn.insert(
-                self.client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .expect("connect"),
-            ),
-        };
+        let key = self.keys.stream(room);
+        let conn = self.conn().await.expect("connect");
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.keys.stream(room))
+            .arg(key)
             .arg("-")
             .arg("+")
             .query_async(conn)
@@ -543,19 +544,16 @@ impl Subscriber {
     }
 
     async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !self
-            .healthz()
-            .await
-            .is_some_and(|(_, body)| body["feed"] == "live")
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "subscriber never went live:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually_or(
+            "the subscriber goes live",
+            || self.log(),
+            || async {
+                self.healthz()
+                    .await
+                    .is_some_and(|(_, body)| body["feed"] == "live")
+            },
+        )
+        .await;
     }
 
     /// The process' log so far (for failure messages and log assertions);
@@ -602,19 +600,13 @@ impl Subscriber {
 
     /// Waits until the series reaches at least `min`.
     pub async fn wait_metric_at_least(&self, name: &str, min: f64) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let value = self.metric(name).await;
-            if value >= Some(min) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} is {value:?}, expected at least {min}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{name} at least {min}");
+        eventually_or(
+            &what,
+            || self.log(),
+            || async { self.metric(name).await >= Some(min) },
+        )
+        .await;
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
