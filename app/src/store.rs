@@ -46,15 +46,15 @@ pub enum StoreError {
 /// (up to `stream_maxlen` × 4 KiB bodies) for one socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay {
-    /// The room's stream key.
+    /// The stream read, so each page needs no key building.
     key: String,
-    /// The room, for the chats read.
+    /// Put into each chat read: stream entries do not carry their room.
     room: String,
     /// Read after this id (exclusive).
     next: StreamId,
     /// Pages still allowed; the stream holds about `stream_maxlen` entries.
     pages_left: usize,
-    /// The last page read was not full.
+    /// The last page read was not full: the replay reached the stream's end.
     done: bool,
     /// Some messages after `since` were already trimmed away.
     pub truncated: bool,
@@ -63,24 +63,25 @@ pub struct Replay {
 /// A client's session as kept in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    /// 128-bit random token, hex.
+    /// What the client presents to resume the session: 128 random bits, hex.
     pub token: String,
-    /// Current nick.
+    /// The nick the session's chats are sent under; kept across reconnects.
     pub nick: String,
-    /// Unix ms of the session's first connect.
+    /// Unix ms of the session's first connect, sent in every `welcome`: the
+    /// same value after a reconnect shows the session was resumed.
     pub connected_since: u64,
 }
 
 /// The app's Redis access.
 #[derive(Clone)]
 pub struct Store {
-    /// Shared auto-reconnecting connection.
+    /// One auto-reconnecting connection, cloned per call (it multiplexes).
     conn: ConnectionManager,
     /// Names of the keys and the channel, under the configured prefix.
     keys: Keys,
-    /// `[redis]` settings (maxlen, TTLs, timeout).
+    /// `[redis]` settings: stream length, cid and session TTLs, command timeout.
     cfg: RedisConfig,
-    /// Latency histogram.
+    /// Where every Redis call's latency is recorded for `/metrics`.
     metrics: Arc<Metrics>,
 }
 

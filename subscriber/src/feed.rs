@@ -58,15 +58,15 @@ enum FillError {
 pub struct GapFill {
     /// Own connection to the app, for `GET /internal/cursors`.
     app: AppClient,
-    /// Key names.
+    /// Where each room's stream is (`Keys::stream`).
     keys: Keys,
     /// Entries per XRANGE page.
     page: usize,
     /// Delays between cursor requests while the app is down.
     retry: Backoff,
-    /// Where the chats go.
+    /// Where the chats read go, to be forwarded like live ones.
     queue: Arc<Queue>,
-    /// Counters.
+    /// Where fills and refilled chats are counted for `/metrics`.
     metrics: Arc<Metrics>,
 }
 
@@ -201,9 +201,9 @@ fn decode(payload: &[u8], metrics: &Metrics) -> Option<Chat> {
 /// Live chats received during a fill, bounded like the queue.
 #[derive(Debug)]
 struct Held {
-    /// Chats in arrival order.
+    /// Chats in arrival order, queued after the fill.
     chats: Vec<Chat>,
-    /// Most chats held.
+    /// Most chats held: more than the queue could take would overflow it anyway.
     capacity: usize,
     /// Chats were discarded; another fill must follow (the streams have them).
     overflowed: bool,
@@ -223,17 +223,17 @@ impl Held {
 
 /// The subscription loop.
 pub struct Feed {
-    /// Redis client (connection parameters).
+    /// Opens the pub/sub connection and the one for stream reads, again at every reconnect.
     client: redis::Client,
-    /// Channel name comes from here.
+    /// Where the chat channel is (`Keys::channel`).
     keys: Keys,
-    /// Gap fills.
+    /// Run after every subscribe and whenever queued chats were dropped.
     gap: GapFill,
     /// Where live chats go.
     queue: Arc<Queue>,
-    /// Where our state is reported.
+    /// Where `/healthz` reads whether we are connecting, filling or live.
     status: Arc<Status>,
-    /// Counters.
+    /// Where reconnects and malformed payloads are counted for `/metrics`.
     metrics: Arc<Metrics>,
     /// Delays between reconnect attempts.
     reconnect: Backoff,

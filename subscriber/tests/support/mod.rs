@@ -72,11 +72,11 @@ const STREAM_MAXLEN: u64 = 1_000_000;
 
 /// Writes chats the way the app does, with its store script.
 pub struct Publisher {
-    /// Where to (re)connect.
+    /// Opens the connection again after redis-server restarted.
     client: redis::Client,
     /// Connection, dropped after an error so the next call reconnects.
     conn: Option<redis::aio::MultiplexedConnection>,
-    /// Key names with the default prefix.
+    /// The app's default prefix, the one the subscriber under test is configured with.
     keys: Keys,
 }
 
@@ -194,7 +194,7 @@ pub enum AppMode {
 pub struct Post {
     /// The `Authorization` header as sent.
     pub auth: Option<String>,
-    /// The batch.
+    /// The chats posted, in order; empty for a heartbeat.
     pub chats: Vec<Chat>,
     /// What the fake app answered.
     pub status: u16,
@@ -209,7 +209,7 @@ struct AppLog {
     cursors: Cursors,
     /// Room → delivered chats, in delivery order (the app's dedup applied).
     delivered: BTreeMap<String, Vec<Chat>>,
-    /// How to answer.
+    /// How the next requests are answered; tests switch it to fake failures.
     mode: AppMode,
 }
 
@@ -217,7 +217,7 @@ struct AppLog {
 pub struct FakeApp {
     /// Its port (kept across restarts).
     pub port: u16,
-    /// Shared log.
+    /// What it received and delivered, shared with the connection tasks; kept across restarts.
     log: Arc<Mutex<AppLog>>,
     /// Accept loop (owns the connections); `None` while down.
     server: Option<JoinHandle<()>>,
@@ -440,7 +440,7 @@ enum Running {
     /// `subscriber::run` on the test's runtime; aborting it stops everything
     /// at once, as a crash would.
     InProcess {
-        /// The `run` task.
+        /// The task running `Subscriber::run`; aborted to kill it.
         task: JoinHandle<Result<(), subscriber::Error>>,
         /// `run`'s shutdown: held while it runs (sending or dropping it
         /// stops `run` gracefully).
@@ -454,7 +454,7 @@ enum Running {
 
 /// The subscriber under test, with a generated config.
 pub struct Subscriber {
-    /// In-process or a process.
+    /// In-process or the binary, and the handle to stop it.
     running: Running,
     /// Where its /healthz and /metrics answer.
     health: SocketAddr,
