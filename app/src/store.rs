@@ -12,40 +12,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
-use redis::{RedisError, RedisResult, Script};
+use redis::{RedisError, RedisResult};
 use wsmesh_common::chat::Chat;
-use wsmesh_common::events::Keys;
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_redis_wire::{Append, Keys};
+/// What an append answers, as the store script reports it.
+pub use wsmesh_redis_wire::{Appended, Outcome};
 
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
-
-/// Store and publish atomically: a known cid returns its first id and does
-/// nothing else; otherwise XADD, remember the cid, note the room, PUBLISH the
-/// chat JSON (with `ts` spliced in as an integer, since cjson would print a
-/// float). Nothing is published that was not stored, in id order.
-const APPEND_SCRIPT: &str = r#"
-local has_cid = ARGV[4] ~= ''
-if has_cid then
-  local existing = redis.call('GET', KEYS[2])
-  if existing then return {existing, 0} end
-end
-local fields = {'nick', ARGV[2], 'body', ARGV[3]}
-if has_cid then
-  table.insert(fields, 'cid')
-  table.insert(fields, ARGV[4])
-end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
-if has_cid then
-  redis.call('SET', KEYS[2], id, 'EX', ARGV[5], 'NX')
-end
-redis.call('SADD', KEYS[3], ARGV[6])
-local chat = {id = id, room = ARGV[6], nick = ARGV[2], body = ARGV[3]}
-if has_cid then chat['cid'] = ARGV[4] end
-local ms = string.match(id, '^(%d+)-')
-redis.call('PUBLISH', ARGV[7], '{"ts":' .. ms .. ',' .. string.sub(cjson.encode(chat), 2))
-return {id, 1}
-"#;
 
 /// Entries read per XRANGE call when replaying after `since`, and the most
 /// chats one replay frame holds.
@@ -65,39 +40,21 @@ pub enum StoreError {
     Reply(String),
 }
 
-/// Whether an append stored something new.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Stored and published now.
-    Stored,
-    /// The cid was already known; nothing was stored or published.
-    Duplicate,
-}
-
-/// Result of `append`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appended {
-    /// The message's stream id (the first one, for a repeated cid).
-    pub id: String,
-    /// New or repeated.
-    pub outcome: Outcome,
-}
-
 /// A replay of a room's stream after `since`, read one page at a time
 /// (`Store::next_page`): a client far behind gets its gap in frames of at
 /// most `PAGE` chats, and the app never holds the whole retained stream
 /// (up to `stream_maxlen` × 4 KiB bodies) for one socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay {
-    /// The room's stream key.
+    /// The stream read, so each page needs no key building.
     key: String,
-    /// The room, for the chats read.
+    /// Put into each chat read: stream entries do not carry their room.
     room: String,
     /// Read after this id (exclusive).
     next: StreamId,
     /// Pages still allowed; the stream holds about `stream_maxlen` entries.
     pages_left: usize,
-    /// The last page read was not full.
+    /// The last page read was not full: the replay reached the stream's end.
     done: bool,
     /// Some messages after `since` were already trimmed away.
     pub truncated: bool,
@@ -106,26 +63,25 @@ pub struct Replay {
 /// A client's session as kept in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    /// 128-bit random token, hex.
+    /// What the client presents to resume the session: 128 random bits, hex.
     pub token: String,
-    /// Current nick.
+    /// The nick the session's chats are sent under; kept across reconnects.
     pub nick: String,
-    /// Unix ms of the session's first connect.
+    /// Unix ms of the session's first connect, sent in every `welcome`: the
+    /// same value after a reconnect shows the session was resumed.
     pub connected_since: u64,
 }
 
 /// The app's Redis access.
 #[derive(Clone)]
 pub struct Store {
-    /// Shared auto-reconnecting connection.
+    /// One auto-reconnecting connection, cloned per call (it multiplexes).
     conn: ConnectionManager,
-    /// Key names.
+    /// Names of the keys and the channel, under the configured prefix.
     keys: Keys,
-    /// The append+publish script (EVALSHA, loaded on demand).
-    append: Arc<Script>,
-    /// `[redis]` settings (maxlen, TTLs, timeout).
+    /// `[redis]` settings: stream length, cid and session TTLs, command timeout.
     cfg: RedisConfig,
-    /// Latency histogram.
+    /// Where every Redis call's latency is recorded for `/metrics`.
     metrics: Arc<Metrics>,
 }
 
@@ -162,7 +118,6 @@ impl Store {
         Ok(Store {
             conn,
             keys: Keys::new(cfg.prefix.clone()),
-            append: Arc::new(Script::new(APPEND_SCRIPT)),
             cfg: cfg.clone(),
             metrics,
         })
@@ -190,7 +145,7 @@ impl Store {
         Ok(start.elapsed())
     }
 
-    /// Stores and publishes a chat (see `APPEND_SCRIPT`).
+    /// Stores and publishes a chat by the store script (`wsmesh_redis_wire::append`).
     pub async fn append(
         &self,
         room: &str,
@@ -199,24 +154,18 @@ impl Store {
         cid: Option<&str>,
     ) -> Result<Appended, StoreError> {
         let mut c = self.conn.clone();
-        let mut call = self.append.prepare_invoke();
-        call.key(self.keys.stream(room))
-            .key(self.keys.cid(room, cid.unwrap_or("")))
-            .key(self.keys.rooms())
-            .arg(self.cfg.stream_maxlen)
-            .arg(nick)
-            .arg(body)
-            .arg(cid.unwrap_or(""))
-            .arg(self.cfg.cid_ttl.as_secs().max(1))
-            .arg(room)
-            .arg(self.keys.channel());
-        let (id, new): (String, i64) = self.timed(call.invoke_async(&mut c)).await?;
-        let outcome = if new == 1 {
-            Outcome::Stored
-        } else {
-            Outcome::Duplicate
+        let channel = self.keys.channel();
+        let chat = Append {
+            room,
+            nick,
+            body,
+            cid,
+            stream_maxlen: self.cfg.stream_maxlen,
+            cid_ttl: self.cfg.cid_ttl,
+            channel: &channel,
         };
-        Ok(Appended { id, outcome })
+        self.timed(wsmesh_redis_wire::append(&mut c, &self.keys, &chat))
+            .await
     }
 
     /// The last `limit` chats of a room, oldest first.
@@ -261,15 +210,7 @@ impl Store {
         }
         let mut c = self.conn.clone();
         let reply: StreamRangeReply = self
-            .timed(
-                redis::cmd("XRANGE")
-                    .arg(&replay.key)
-                    .arg(format!("({}", replay.next))
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(PAGE)
-                    .query_async(&mut c),
-            )
+            .timed(wsmesh_redis_wire::range_after(&replay.key, replay.next, PAGE).query_async(&mut c))
             .await?;
         let page = to_chats(&replay.room, reply);
         replay.pages_left -= 1;
@@ -416,23 +357,13 @@ fn sum_presence<'a>(values: impl Iterator<Item = &'a str>, now: u64) -> u64 {
         .sum()
 }
 
-/// Turns stream entries into chats; entries without nick or body are skipped
-/// (they were not written by this app).
+/// Turns stream entries into chats; entries that are not chats are skipped
+/// (they were not written by the store script).
 fn to_chats(room: &str, reply: StreamRangeReply) -> Vec<Chat> {
     reply
         .ids
-        .into_iter()
-        .filter_map(|e| {
-            let id: StreamId = e.id.parse().ok()?;
-            Some(Chat {
-                nick: e.get("nick")?,
-                body: e.get("body")?,
-                cid: e.get("cid"),
-                ts: id.ms,
-                id: e.id,
-                room: room.to_string(),
-            })
-        })
+        .iter()
+        .filter_map(|e| wsmesh_redis_wire::entry_to_chat(room, e).ok())
         .collect()
 }
 

@@ -29,8 +29,9 @@ async fn next_published(ps: &mut redis::aio::PubSub) -> Chat {
         .await
         .expect("a publish within 5 s")
         .expect("pubsub open");
-    let payload: String = msg.get_payload().expect("string payload");
-    serde_json::from_str(&payload).unwrap_or_else(|e| panic!("{payload} is not a Chat: {e}"))
+    let payload = msg.get_payload_bytes();
+    wsmesh_redis_wire::decode_published(payload)
+        .unwrap_or_else(|e| panic!("{} is not a Chat: {e}", String::from_utf8_lossy(payload)))
 }
 
 #[tokio::test]

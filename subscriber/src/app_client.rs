@@ -73,7 +73,8 @@ impl AppError {
 pub struct AppClient {
     /// Where and how to reach the app.
     config: AppConfig,
-    /// The open connection, if any.
+    /// The kept-alive connection; `None` until the first request and after
+    /// an error, so the next request connects again.
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 

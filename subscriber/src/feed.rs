@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::streams::{StreamId as RedisEntry, StreamRangeReply};
+use redis::streams::StreamRangeReply;
 use redis::{AsyncConnectionConfig, RedisError};
 use tokio::time::{timeout, Interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
 use wsmesh_common::backoff::Backoff;
 use wsmesh_common::chat::{is_valid_room, Chat};
-use wsmesh_common::events::Keys;
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_redis_wire::{entry_to_chat, BadPayload, Keys};
 
 use crate::app_client::AppClient;
 use crate::metrics::Metrics;
@@ -58,15 +58,15 @@ enum FillError {
 pub struct GapFill {
     /// Own connection to the app, for `GET /internal/cursors`.
     app: AppClient,
-    /// Key names.
+    /// Where each room's stream is (`Keys::stream`).
     keys: Keys,
     /// Entries per XRANGE page.
     page: usize,
     /// Delays between cursor requests while the app is down.
     retry: Backoff,
-    /// Where the chats go.
+    /// Where the chats read go, to be forwarded like live ones.
     queue: Arc<Queue>,
-    /// Counters.
+    /// Where fills and refilled chats are counted for `/metrics`.
     metrics: Arc<Metrics>,
 }
 
@@ -149,16 +149,11 @@ impl GapFill {
         let key = self.keys.stream(room);
         let mut count = 0u64;
         loop {
-            let page: StreamRangeReply = redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(format!("({after}"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(self.page)
+            let page: StreamRangeReply = wsmesh_redis_wire::range_after(&key, after, self.page)
                 .query_async(conn)
                 .await?;
             let read = page.ids.len();
-            for entry in page.ids {
+            for entry in &page.ids {
                 let Ok(id) = entry.id.parse::<StreamId>() else {
                     warn!(
                         room,
@@ -168,13 +163,13 @@ impl GapFill {
                     return Ok(count);
                 };
                 after = id;
-                match entry_to_chat(room, id, &entry) {
-                    Some(chat) => {
+                match entry_to_chat(room, entry) {
+                    Ok(chat) => {
                         self.queue.push_fill(chat).await?;
                         filled.newest.insert(room.to_string(), id);
                         count += 1;
                     }
-                    None => warn!(room, %id, "stream entry without nick or body; skipped"),
+                    Err(error) => warn!(room, %error, "stream entry skipped"),
                 }
             }
             if read < self.page {
@@ -184,46 +179,31 @@ impl GapFill {
     }
 }
 
-/// A stream entry (`nick`, `body`, `cid`) as a `Chat`; `None` when fields are missing.
-fn entry_to_chat(room: &str, id: StreamId, entry: &RedisEntry) -> Option<Chat> {
-    let nick: String = entry.get("nick")?;
-    let body: String = entry.get("body")?;
-    let cid = entry.get::<String>("cid").filter(|cid| !cid.is_empty());
-    Some(Chat {
-        id: id.to_string(),
-        room: room.to_string(),
-        nick,
-        body,
-        ts: id.ms,
-        cid,
-    })
-}
-
 /// A pub/sub payload as a `Chat`; malformed ones are logged, counted and skipped
 /// (a later gap fill recovers them from the stream).
 fn decode(payload: &[u8], metrics: &Metrics) -> Option<Chat> {
-    let chat = match serde_json::from_slice::<Chat>(payload) {
-        Ok(chat) => chat,
-        Err(error) => {
-            metrics.malformed_payloads.inc();
-            warn!(%error, bytes = payload.len(), "malformed chat on the channel; skipped");
-            return None;
-        }
+    let error = match wsmesh_redis_wire::decode_published(payload) {
+        Ok(chat) => return Some(chat),
+        Err(error) => error,
     };
-    if chat.stream_id().is_none() || !is_valid_room(&chat.room) {
-        metrics.malformed_payloads.inc();
-        warn!(id = %chat.id, room = %chat.room, "chat with a bad id or room on the channel; skipped");
-        return None;
+    metrics.malformed_payloads.inc();
+    match error {
+        BadPayload::Json(error) => {
+            warn!(%error, bytes = payload.len(), "malformed chat on the channel; skipped")
+        }
+        BadPayload::Fields { id, room } => {
+            warn!(%id, %room, "chat with a bad id or room on the channel; skipped")
+        }
     }
-    Some(chat)
+    None
 }
 
 /// Live chats received during a fill, bounded like the queue.
 #[derive(Debug)]
 struct Held {
-    /// Chats in arrival order.
+    /// Chats in arrival order, queued after the fill.
     chats: Vec<Chat>,
-    /// Most chats held.
+    /// Most chats held: more than the queue could take would overflow it anyway.
     capacity: usize,
     /// Chats were discarded; another fill must follow (the streams have them).
     overflowed: bool,
@@ -243,17 +223,17 @@ impl Held {
 
 /// The subscription loop.
 pub struct Feed {
-    /// Redis client (connection parameters).
+    /// Opens the pub/sub connection and the one for stream reads, again at every reconnect.
     client: redis::Client,
-    /// Channel name comes from here.
+    /// Where the chat channel is (`Keys::channel`).
     keys: Keys,
-    /// Gap fills.
+    /// Run after every subscribe and whenever queued chats were dropped.
     gap: GapFill,
     /// Where live chats go.
     queue: Arc<Queue>,
-    /// Where our state is reported.
+    /// Where `/healthz` reads whether we are connecting, filling or live.
     status: Arc<Status>,
-    /// Counters.
+    /// Where reconnects and malformed payloads are counted for `/metrics`.
     metrics: Arc<Metrics>,
     /// Delays between reconnect attempts.
     reconnect: Backoff,
@@ -475,25 +455,5 @@ mod tests {
         h.push(chat("a", "4-0"));
         assert!(h.overflowed);
         assert!(h.chats.is_empty());
-    }
-
-    #[test]
-    fn stream_entries_become_chats_with_ts_from_the_id() {
-        let mut entry = RedisEntry {
-            id: "1700000000123-4".into(),
-            ..RedisEntry::default()
-        };
-        for (k, v) in [("nick", "ana"), ("body", "hi"), ("cid", "")] {
-            entry
-                .map
-                .insert(k.into(), redis::Value::BulkString(v.as_bytes().to_vec()));
-        }
-        let id: StreamId = entry.id.parse().unwrap();
-        let c = entry_to_chat("lobby", id, &entry).unwrap();
-        assert_eq!(c.ts, 1_700_000_000_123);
-        assert_eq!(c.id, "1700000000123-4");
-        assert_eq!(c.cid, None);
-        entry.map.remove("body");
-        assert!(entry_to_chat("lobby", id, &entry).is_none());
     }
 }

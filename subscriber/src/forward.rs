@@ -24,7 +24,7 @@ use crate::status::Status;
 /// Per room, the newest id the app accepted from this process.
 #[derive(Debug, Default)]
 pub struct Delivered {
-    /// Room → newest accepted id.
+    /// Room → newest id the app accepted; anything not newer is dropped before posting.
     newest: HashMap<String, StreamId>,
 }
 
@@ -77,15 +77,16 @@ pub struct Forwarder {
     queue: Arc<Queue>,
     /// Records when the app last took a POST.
     status: Arc<Status>,
-    /// Counters.
+    /// Where batches, retries and rejections are counted for `/metrics`.
     metrics: Arc<Metrics>,
-    /// Most chats in one POST.
+    /// Most chats in one POST (`queue.batch_max`).
     batch_max: usize,
     /// Post an empty batch when nothing was posted for this long.
     heartbeat: Duration,
     /// Delays between retries of one batch.
     retry: Backoff,
-    /// Order filter.
+    /// The newest id posted per room, so a chat read twice (live and by a
+    /// fill) or out of order is never posted after a newer one.
     delivered: Delivered,
 }
 

@@ -28,11 +28,13 @@ const MISSED_HEARTBEATS: u32 = 3;
 /// Pause after a failed accept (e.g. out of file descriptors).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
-/// Overall verdict.
+/// The `/healthz` answer a load balancer or an operator acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    /// Subscribed, and the app took a POST recently: HTTP 200.
     Ok,
+    /// Something in `reasons` is wrong: HTTP 503.
     Fail,
 }
 
@@ -40,7 +42,9 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RedisHealth {
+    /// The SUBSCRIBE is confirmed: nothing published now is missed.
     Subscribed,
+    /// Connecting, or waiting to reconnect.
     Connecting,
 }
 
@@ -119,13 +123,13 @@ pub fn evaluate(
 /// What the health endpoints read.
 #[derive(Clone)]
 pub struct HealthState {
-    /// Feed state and last app success.
+    /// Whether the feed is live and when the app last took a POST.
     pub status: Arc<Status>,
-    /// Counters for `/metrics`.
+    /// What `/metrics` renders.
     pub metrics: Arc<Metrics>,
-    /// Queue depth.
+    /// Read for the depth `/healthz` reports.
     pub queue: Arc<Queue>,
-    /// The configured heartbeat period.
+    /// `app.heartbeat`: the app counts as unreachable after three without a successful POST.
     pub heartbeat: Duration,
 }
 

@@ -43,9 +43,9 @@ pub struct FillInterrupted;
 /// Chats waiting to be posted.
 #[derive(Debug)]
 pub struct Queue {
-    /// Queued chats and state.
+    /// The chats and whether new ones are taken, changed together.
     inner: Mutex<Inner>,
-    /// Most chats held.
+    /// Most chats held (`queue.capacity`); one more drops them all.
     capacity: usize,
     /// Wakes the forwarder when a chat is queued.
     queued: Notify,
@@ -53,15 +53,15 @@ pub struct Queue {
     space: Notify,
     /// Wakes the feed when the forwarder asks for a gap fill.
     fill_wanted: Notify,
-    /// Queue depth and drop counters.
+    /// Where the depth and the dropped chats are reported for `/metrics`.
     metrics: Arc<Metrics>,
 }
 
 #[derive(Debug)]
 struct Inner {
-    /// Chats in arrival order.
+    /// Chats in arrival order, the order they are posted in.
     items: VecDeque<Chat>,
-    /// Whether chats are taken.
+    /// Closed after a drop until the gap fill starts, so nothing newer overtakes it.
     state: QueueState,
 }
 

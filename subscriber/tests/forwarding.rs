@@ -1,6 +1,7 @@
-//! The forwarding path against a real redis-server, a real HTTP app and the
-//! real binary: batches, order, token, heartbeats, and every way the app can
-//! fail (down, 503, 401, 400) without losing a chat.
+//! The forwarding path against a real redis-server and a real HTTP app, with
+//! the subscriber in-process (the binary where SIGTERM or its log is the
+//! point): batches, order, token, heartbeats, and every way the app can fail
+//! (down, 503, 401, 400) without losing a chat.
 
 mod support;
 
@@ -74,7 +75,7 @@ async fn queued_chats_are_posted_in_batches_of_at_most_batch_max() {
 async fn heartbeats_arrive_when_idle_and_sigterm_exits_cleanly() {
     let redis = RedisServer::start().await;
     let app = FakeApp::start(&[]).await;
-    let mut sub = Subscriber::start(&redis, &app, &Settings::default()).await;
+    let mut sub = Subscriber::start_process(&redis, &app, &Settings::default()).await;
     eventually("three heartbeats", || async { app.heartbeats() >= 3 }).await;
     app.assert_posts_in_order_with_token();
     let (code, body) = sub.healthz().await.expect("healthz");
@@ -120,7 +121,7 @@ async fn app_down_then_up_loses_nothing_and_health_tells() {
 async fn refused_token_is_retried_until_the_app_accepts_it() {
     let redis = RedisServer::start().await;
     let app = FakeApp::start(&["lobby"]).await;
-    let sub = Subscriber::start(&redis, &app, &Settings::default()).await;
+    let sub = Subscriber::start_process(&redis, &app, &Settings::default()).await;
     app.set_mode(AppMode::Unauthorized);
     let mut publisher = Publisher::connect(&redis).await;
     let sent = vec![

@@ -1,6 +1,7 @@
 //! Losslessness across restarts: of redis-server (pub/sub drops whatever is
 //! published while nobody listens) and of the subscriber itself. In both
-//! cases the gap fill reads the streams from the app's cursors.
+//! cases the gap fill reads the streams from the app's cursors. A crash of the
+//! subscriber is an abort of its in-process `run`; SIGTERM is sent to the binary.
 
 mod support;
 
@@ -109,7 +110,7 @@ async fn subscriber_restart_is_filled_from_the_app_cursors() {
 async fn sigterm_with_the_app_down_exits_cleanly_and_the_next_start_refills() {
     let redis = RedisServer::start().await;
     let mut app = FakeApp::start(&["lobby"]).await;
-    let mut sub = Subscriber::start(&redis, &app, &Settings::default()).await;
+    let mut sub = Subscriber::start_process(&redis, &app, &Settings::default()).await;
     let mut publisher = Publisher::connect(&redis).await;
     let mut sent = vec![publisher.publish("lobby", "before").await];
     wait_delivered(&app, &sub, "lobby", &sent).await;

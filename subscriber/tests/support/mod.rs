@@ -1,17 +1,20 @@
-//! Test harness for the subscriber: a real `redis-server` in a tempdir, a
-//! real HTTP server playing the app's internal API, the real subscriber
-//! binary with a generated config, and a publisher doing what the app's
-//! store script does (XADD to the room's stream, then PUBLISH the chat).
-//! Every process is killed on Drop, on every path; every wait is bounded.
+//! Test harness for the subscriber: a real HTTP server playing the app's
+//! internal API, the subscriber with a generated config (in-process through
+//! `subscriber::run`, or the binary where a test is about signals or the
+//! process log), and a publisher writing chats with the app's own store
+//! script (`wsmesh_redis_wire::append`). `process` starts `redis-server` and
+//! the binary. Everything is stopped on Drop; every wait is bounded.
 
 #![allow(dead_code)] // each test file uses a different part of the harness
+
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,24 +27,32 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use wsmesh_common::chat::Chat;
-use wsmesh_common::events::{Cursors, Keys, CURSORS_PATH, EVENTS_PATH};
+use wsmesh_common::events::{Cursors, CURSORS_PATH, EVENTS_PATH};
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_redis_wire::{Append, Keys};
+
+use process::SubscriberProcess;
+pub use process::{free_port, RedisServer};
 
 /// Token shared by the fake app and the subscriber under test.
 pub const TOKEN: &str = "test-internal-token";
 /// Longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// A free loopback port below the ephemeral range, so a server stopped and
-/// started again on it finds it free (`wsmesh_common::ports`).
-pub fn free_port() -> u16 {
-    wsmesh_common::ports::free_loopback_port().expect("a free loopback port")
+/// Polls `check` every 50 ms until it is true; panics with `what` after `WAIT`.
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    eventually_or(what, String::new, check).await
 }
 
-/// Polls `check` every 50 ms until it is true; panics with `what` after `WAIT`.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+/// `eventually`, with `context()` (e.g. the subscriber's log) in the panic message.
+async fn eventually_or<F, Fut>(what: &str, context: impl Fn() -> String, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -53,121 +64,19 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out waiting for: {what}");
+    panic!("timed out waiting for: {what}\n{}", context());
 }
 
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on the pid of a child we own and have not reaped yet.
-    unsafe {
-        libc::kill(child.id() as i32, sig);
-    }
-}
+/// Streams are never trimmed in these tests: what a stream holds is what must arrive.
+const STREAM_MAXLEN: u64 = 1_000_000;
 
-/// Waits up to `WAIT` for `child` to exit; kills it after that.
-fn reap(child: &mut Child) -> Option<ExitStatus> {
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < deadline {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(_) => break,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-/// A real `redis-server` on a free loopback port, AOF on so streams survive a restart.
-pub struct RedisServer {
-    /// Its port (kept across restarts).
-    pub port: u16,
-    /// Data directory (AOF files).
-    dir: tempfile::TempDir,
-    /// The running process, if up.
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    pub async fn start() -> RedisServer {
-        let mut server = RedisServer {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
-            child: None,
-        };
-        server.up().await;
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    async fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        self.child = Some(child);
-        let url = self.url();
-        eventually("redis-server answers PING", || {
-            let url = url.clone();
-            async move {
-                let Ok(client) = redis::Client::open(url) else {
-                    return false;
-                };
-                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-                    return false;
-                };
-                redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
-            }
-        })
-        .await;
-    }
-
-    /// Stops it cleanly (SIGTERM: the AOF is complete) and starts it again on the same port.
-    pub async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(&child, libc::SIGTERM);
-            reap(&mut child);
-        }
-        self.up().await;
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Stores and publishes in one script, as the app does: nothing is published
-/// that was not stored, and publish order is id order.
-const STORE_AND_PUBLISH: &str = r#"
-local id = redis.call('XADD', KEYS[1], '*', 'nick', ARGV[1], 'body', ARGV[2], 'cid', '')
-redis.call('SADD', KEYS[2], ARGV[3])
-if ARGV[4] == '1' then
-  local ms = string.match(id, '^(%d+)')
-  redis.call('PUBLISH', KEYS[3], '{"id":"' .. id .. '","ts":' .. ms .. ',' .. ARGV[5])
-end
-return id
-"#;
-
-/// Writes chats the way the app does: XADD to the room's stream, SADD the room, PUBLISH.
+/// Writes chats the way the app does, with its store script.
 pub struct Publisher {
-    /// Where to (re)connect.
+    /// Opens the connection again after redis-server restarted.
     client: redis::Client,
     /// Connection, dropped after an error so the next call reconnects.
     conn: Option<redis::aio::MultiplexedConnection>,
-    /// Key names with the default prefix.
+    /// The app's default prefix, the one the subscriber under test is configured with.
     keys: Keys,
 }
 
@@ -180,32 +89,37 @@ impl Publisher {
         }
     }
 
-    /// Stores (and with `publish`, publishes) a chat; errors when Redis is away.
+    /// The connection, made again after an error.
+    async fn conn(&mut self) -> redis::RedisResult<&mut redis::aio::MultiplexedConnection> {
+        if self.conn.is_none() {
+            self.conn = Some(self.client.get_multiplexed_async_connection().await?);
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+
+    /// Stores (and with `publish`, publishes) a chat by the app's store
+    /// script; errors when Redis is away.
     pub async fn try_store(&mut self, room: &str, body: &str, publish: bool) -> redis::RedisResult<Chat> {
-        let conn = match self.conn.as_mut() {
-            Some(conn) => conn,
-            None => self
-                .conn
-                .insert(self.client.get_multiplexed_async_connection().await?),
+        // Without `publish`, the chat goes out on a channel nobody hears.
+        let channel = match publish {
+            true => self.keys.channel(),
+            false => format!("{}unheard", self.keys.prefix),
         };
-        // The JSON after "id" and "ts", escaped by serde.
-        let rest = format!(
-            "\"room\":{},\"nick\":\"tester\",\"body\":{}}}",
-            serde_json::Value::from(room),
-            serde_json::Value::from(body)
-        );
-        let result: redis::RedisResult<String> = redis::Script::new(STORE_AND_PUBLISH)
-            .key(self.keys.stream(room))
-            .key(self.keys.rooms())
-            .key(self.keys.channel())
-            .arg("tester")
-            .arg(body)
-            .arg(room)
-            .arg(if publish { "1" } else { "0" })
-            .arg(rest)
-            .invoke_async(conn)
-            .await;
-        let id = result.inspect_err(|_| self.conn = None)?;
+        let chat = Append {
+            room,
+            nick: "tester",
+            body,
+            cid: None,
+            stream_maxlen: STREAM_MAXLEN,
+            cid_ttl: Duration::from_secs(600),
+            channel: &channel,
+        };
+        let keys = self.keys.clone();
+        let result = match self.conn().await {
+            Ok(conn) => wsmesh_redis_wire::append(conn, &keys, &chat).await,
+            Err(e) => Err(e),
+        };
+        let id = result.inspect_err(|_| self.conn = None)?.id;
         let ts = id.parse::<StreamId>().expect("stream id").ms;
         Ok(Chat {
             id,
@@ -231,17 +145,10 @@ impl Publisher {
 
     /// Publishes any payload on the chat channel.
     pub async fn publish_raw(&mut self, payload: String) {
-        let conn = match self.conn.as_mut() {
-            Some(conn) => conn,
-            None => self.conn.insert(
-                self.client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .expect("connect"),
-            ),
-        };
+        let channel = self.keys.channel();
+        let conn = self.conn().await.expect("connect");
         let _: i64 = redis::cmd("PUBLISH")
-            .arg(self.keys.channel())
+            .arg(channel)
             .arg(payload)
             .query_async(conn)
             .await
@@ -250,17 +157,10 @@ impl Publisher {
 
     /// Every chat in a room's stream, oldest first (the ground truth after a restart).
     pub async fn stream(&mut self, room: &str) -> Vec<Chat> {
-        let conn = match self.conn.as_mut() {
-            Some(conn) => conn,
-            None => self.conn.insert(
-                self.client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .expect("connect"),
-            ),
-        };
+        let key = self.keys.stream(room);
+        let conn = self.conn().await.expect("connect");
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.keys.stream(room))
+            .arg(key)
             .arg("-")
             .arg("+")
             .query_async(conn)
@@ -269,14 +169,7 @@ impl Publisher {
         reply
             .ids
             .iter()
-            .map(|entry| Chat {
-                id: entry.id.clone(),
-                room: room.into(),
-                nick: entry.get("nick").expect("nick"),
-                body: entry.get("body").expect("body"),
-                ts: entry.id.parse::<StreamId>().expect("stream id").ms,
-                cid: None,
-            })
+            .map(|entry| wsmesh_redis_wire::entry_to_chat(room, entry).expect("a stored chat"))
             .collect()
     }
 }
@@ -301,7 +194,7 @@ pub enum AppMode {
 pub struct Post {
     /// The `Authorization` header as sent.
     pub auth: Option<String>,
-    /// The batch.
+    /// The chats posted, in order; empty for a heartbeat.
     pub chats: Vec<Chat>,
     /// What the fake app answered.
     pub status: u16,
@@ -316,7 +209,7 @@ struct AppLog {
     cursors: Cursors,
     /// Room → delivered chats, in delivery order (the app's dedup applied).
     delivered: BTreeMap<String, Vec<Chat>>,
-    /// How to answer.
+    /// How the next requests are answered; tests switch it to fake failures.
     mode: AppMode,
 }
 
@@ -324,7 +217,7 @@ struct AppLog {
 pub struct FakeApp {
     /// Its port (kept across restarts).
     pub port: u16,
-    /// Shared log.
+    /// What it received and delivered, shared with the connection tasks; kept across restarts.
     log: Arc<Mutex<AppLog>>,
     /// Accept loop (owns the connections); `None` while down.
     server: Option<JoinHandle<()>>,
@@ -524,11 +417,11 @@ fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
 /// Settings of the subscriber under test that tests vary.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `queue.capacity`.
+    /// `queue.capacity`: small values make a test overflow the queue.
     pub capacity: usize,
-    /// `queue.batch_max`.
+    /// `queue.batch_max`: the largest batch the fake app may see.
     pub batch_max: usize,
-    /// `app.heartbeat`.
+    /// `app.heartbeat`: how soon an idle subscriber posts `[]`.
     pub heartbeat: &'static str,
 }
 
@@ -542,20 +435,62 @@ impl Default for Settings {
     }
 }
 
-/// The real subscriber binary, running with a generated config.
+/// How the subscriber under test runs.
+enum Running {
+    /// `subscriber::run` on the test's runtime; aborting it stops everything
+    /// at once, as a crash would.
+    InProcess {
+        /// The task running `Subscriber::run`; aborted to kill it.
+        task: JoinHandle<Result<(), subscriber::Error>>,
+        /// `run`'s shutdown: held while it runs (sending or dropping it
+        /// stops `run` gracefully).
+        shutdown: oneshot::Sender<()>,
+    },
+    /// The binary, for signals and what the process logs.
+    Process(SubscriberProcess),
+    /// Killed and not started again yet.
+    Stopped,
+}
+
+/// The subscriber under test, with a generated config.
 pub struct Subscriber {
-    /// The process.
-    child: Option<Child>,
-    /// Port of its /healthz and /metrics.
-    pub health_port: u16,
-    /// Holds the config file and the log.
+    /// In-process or the binary, and the handle to stop it.
+    running: Running,
+    /// Where its /healthz and /metrics answer.
+    health: SocketAddr,
+    /// Holds the config file (and the process' log).
     dir: tempfile::TempDir,
 }
 
+/// Logs of in-process subscribers go to the test's captured output.
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_test_writer()
+        .try_init();
+}
+
 impl Subscriber {
+    /// Runs `subscriber::run` in this test, on a port-0 health listener.
     pub async fn start(redis: &RedisServer, app: &FakeApp, settings: &Settings) -> Subscriber {
+        capture_logs();
+        let mut sub = Subscriber::configured(redis, app, settings, 0);
+        sub.run_in_process().await;
+        sub.wait_ready().await;
+        sub
+    }
+
+    /// Runs the real binary, for tests of signals and of its log.
+    pub async fn start_process(redis: &RedisServer, app: &FakeApp, settings: &Settings) -> Subscriber {
+        let mut sub = Subscriber::configured(redis, app, settings, free_port());
+        sub.running = Running::Process(SubscriberProcess::spawn(&sub.config_path(), &sub.log_path()));
+        sub.wait_ready().await;
+        sub
+    }
+
+    /// Writes the config (health on `health_port`) without starting anything.
+    fn configured(redis: &RedisServer, app: &FakeApp, settings: &Settings, health_port: u16) -> Subscriber {
         let dir = tempfile::tempdir().expect("tempdir");
-        let health_port = free_port();
         let config = format!(
             "[redis]\nurl = \"{redis}\"\nprefix = \"wsmesh:\"\nreconnect_base = \"100ms\"\nreconnect_cap = \"500ms\"\n\n\
              [app]\ninternal_url = \"{app}\"\ntoken = \"{TOKEN}\"\nrequest_timeout = \"1s\"\n\
@@ -567,76 +502,87 @@ impl Subscriber {
             cap = settings.capacity,
             max = settings.batch_max,
         );
-        let path = dir.path().join("subscriber.toml");
-        std::fs::write(&path, config).expect("write config");
-        let mut sub = Subscriber {
-            child: None,
-            health_port,
+        std::fs::write(dir.path().join("subscriber.toml"), config).expect("write config");
+        Subscriber {
+            running: Running::Stopped,
+            health: SocketAddr::from((Ipv4Addr::LOCALHOST, health_port)),
             dir,
-        };
-        sub.spawn(&path);
-        sub.wait_ready().await;
-        sub
+        }
     }
 
-    fn spawn(&mut self, config: &PathBuf) {
-        let log = std::fs::File::create(self.dir.path().join("subscriber.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_subscriber"))
-            .arg("--config")
-            .arg(config)
-            .env_remove("WSMESH_REDIS_URL")
-            .env_remove("WSMESH_INTERNAL_TOKEN")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn subscriber");
-        self.child = Some(child);
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("subscriber.toml")
     }
 
-    /// Kills the process and starts a new one with the same config.
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("subscriber.log")
+    }
+
+    async fn run_in_process(&mut self) {
+        let config = subscriber::Config::load(&self.config_path()).expect("a valid config");
+        let bound = subscriber::Subscriber::bind(config).await.expect("bind");
+        self.health = bound.health_addr().expect("health address");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(bound.run(async move {
+            let _ = stop.await;
+            Ok(())
+        }));
+        self.running = Running::InProcess { task, shutdown };
+    }
+
+    /// Kills it and starts it again the same way with the same config.
     pub async fn restart_after(&mut self, while_down: impl Future<Output = ()>) {
-        self.kill();
+        let in_process = matches!(self.running, Running::InProcess { .. });
+        self.kill().await;
         while_down.await;
-        let config = self.dir.path().join("subscriber.toml");
-        self.spawn(&config);
+        if in_process {
+            self.run_in_process().await;
+        } else {
+            self.running = Running::Process(SubscriberProcess::spawn(&self.config_path(), &self.log_path()));
+        }
         self.wait_ready().await;
     }
 
     async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !self
-            .healthz()
-            .await
-            .is_some_and(|(_, body)| body["feed"] == "live")
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "subscriber never went live:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually_or(
+            "the subscriber goes live",
+            || self.log(),
+            || async {
+                self.healthz()
+                    .await
+                    .is_some_and(|(_, body)| body["feed"] == "live")
+            },
+        )
+        .await;
     }
 
-    /// The subscriber's log so far (for failure messages).
+    /// The process' log so far (for failure messages and log assertions);
+    /// an in-process subscriber logs into the test's captured output instead.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("subscriber.log")).unwrap_or_default()
-    }
-
-    /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        match self.running {
+            Running::Process(_) => std::fs::read_to_string(self.log_path()).unwrap_or_default(),
+            _ => "(in-process subscriber: its log is in the captured test output)".into(),
         }
     }
 
-    /// SIGTERM and the exit status (`None` if it had to be killed).
+    /// Stops it at once without a flush: SIGKILL for the process, an abort in process.
+    pub async fn kill(&mut self) {
+        match std::mem::replace(&mut self.running, Running::Stopped) {
+            Running::InProcess { task, .. } => {
+                task.abort();
+                let _ = task.await;
+            }
+            Running::Process(mut process) => process.kill(),
+            Running::Stopped => {}
+        }
+    }
+
+    /// SIGTERM to the process and its exit status (`None` if it had to be killed).
     pub fn terminate(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        signal(&child, libc::SIGTERM);
-        reap(&mut child)
+        match &mut self.running {
+            Running::Process(process) => process.terminate(),
+            _ => panic!("terminate is for a subscriber started with start_process"),
+        }
     }
 
     /// Status code and JSON body of `/healthz`, `None` when it cannot be read.
@@ -654,25 +600,17 @@ impl Subscriber {
 
     /// Waits until the series reaches at least `min`.
     pub async fn wait_metric_at_least(&self, name: &str, min: f64) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let value = self.metric(name).await;
-            if value >= Some(min) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} is {value:?}, expected at least {min}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{name} at least {min}");
+        eventually_or(
+            &what,
+            || self.log(),
+            || async { self.metric(name).await >= Some(min) },
+        )
+        .await;
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.health_port))
-            .await
-            .ok()?;
+        let mut stream = TcpStream::connect(self.health).await.ok()?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut raw = Vec::new();
@@ -689,7 +627,9 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        self.kill();
+        if let Running::InProcess { task, .. } = &self.running {
+            task.abort();
+        }
     }
 }
 

@@ -1,0 +1,310 @@
+//! The Redis contract between the app, which writes chats, and the
+//! subscriber, which reads them: the key and channel names, the one script
+//! that stores and publishes a chat, the stream read after an id, and how a
+//! stream entry or a published payload becomes a `Chat`. Both binaries and
+//! every test that writes or reads chats go through here, so the two sides
+//! cannot drift apart.
+//!
+//! A crate of its own rather than a module of `wsmesh-common` so that the
+//! `redis` client stays out of crates that never talk to Redis (the lb).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::streams::StreamId as StreamEntry;
+use redis::{RedisResult, Script};
+use wsmesh_common::chat::{is_valid_room, Chat};
+use wsmesh_common::stream_id::StreamId;
+
+/// Redis key and channel names, all under one prefix so a shared Redis stays tidy.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// Put in front of every key and channel (`wsmesh:` by default); the app
+    /// and its subscriber must use the same one.
+    pub prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+    /// Stream holding a room's messages.
+    pub fn stream(&self, room: &str) -> String {
+        format!("{}room:{}", self.prefix, room)
+    }
+    /// Remembered `cid` → id, with a TTL.
+    pub fn cid(&self, room: &str, cid: &str) -> String {
+        format!("{}cid:{}:{}", self.prefix, room, cid)
+    }
+    /// Hash with a session's nick and connected_since, with a TTL.
+    pub fn session(&self, token: &str) -> String {
+        format!("{}session:{}", self.prefix, token)
+    }
+    /// Set of every room that ever had a message.
+    pub fn rooms(&self) -> String {
+        format!("{}rooms", self.prefix)
+    }
+    /// Hash of a room's online count per instance (field = instance name,
+    /// value = `count:expiry_unix_ms`), summed for the cluster-wide presence.
+    pub fn presence(&self, room: &str) -> String {
+        format!("{}presence:{}", self.prefix, room)
+    }
+    /// Pub/sub channel every stored chat is published on (JSON `Chat`).
+    pub fn channel(&self) -> String {
+        format!("{}chat", self.prefix)
+    }
+}
+
+/// Store and publish atomically: a known cid returns its first id and does
+/// nothing else; otherwise XADD, remember the cid, note the room, PUBLISH the
+/// chat JSON (with `ts` spliced in as an integer, since cjson would print a
+/// float). Nothing is published that was not stored, in id order. An empty
+/// cid (ARGV[4]) means none: no `cid` field is written and nothing is remembered.
+const APPEND_SCRIPT: &str = r#"
+local has_cid = ARGV[4] ~= ''
+if has_cid then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then return {existing, 0} end
+end
+local fields = {'nick', ARGV[2], 'body', ARGV[3]}
+if has_cid then
+  table.insert(fields, 'cid')
+  table.insert(fields, ARGV[4])
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+if has_cid then
+  redis.call('SET', KEYS[2], id, 'EX', ARGV[5], 'NX')
+end
+redis.call('SADD', KEYS[3], ARGV[6])
+local chat = {id = id, room = ARGV[6], nick = ARGV[2], body = ARGV[3]}
+if has_cid then chat['cid'] = ARGV[4] end
+local ms = string.match(id, '^(%d+)-')
+redis.call('PUBLISH', ARGV[7], '{"ts":' .. ms .. ',' .. string.sub(cjson.encode(chat), 2))
+return {id, 1}
+"#;
+
+/// The script, hashed once; sent by EVALSHA and loaded on demand.
+static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND_SCRIPT));
+
+/// One chat to store and publish (see `append`).
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a> {
+    /// Room whose stream gets the chat.
+    pub room: &'a str,
+    /// Sender's nick, stored with the chat.
+    pub nick: &'a str,
+    /// Message text.
+    pub body: &'a str,
+    /// The sender's idempotency key: a cid seen within `cid_ttl` stores nothing again.
+    pub cid: Option<&'a str>,
+    /// The stream is trimmed to about this many entries (`MAXLEN ~`).
+    pub stream_maxlen: u64,
+    /// How long a cid is remembered (whole seconds, at least one).
+    pub cid_ttl: Duration,
+    /// Channel the stored chat is published on: `Keys::channel` for everyone
+    /// to hear; a name nobody subscribes to stores a chat that pub/sub lost.
+    pub channel: &'a str,
+}
+
+/// Whether an append stored something new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored and published now.
+    Stored,
+    /// The cid was already known; nothing was stored or published.
+    Duplicate,
+}
+
+/// What `append` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The message's stream id (the first one, for a repeated cid).
+    pub id: String,
+    /// Whether this call stored it or an earlier one with the same cid did.
+    pub outcome: Outcome,
+}
+
+/// Stores a chat in its room's stream and publishes it, atomically, by the
+/// one store script (see `APPEND_SCRIPT`).
+pub async fn append(conn: &mut impl ConnectionLike, keys: &Keys, chat: &Append<'_>) -> RedisResult<Appended> {
+    let cid = chat.cid.unwrap_or("");
+    let (id, new): (String, i64) = APPEND
+        .key(keys.stream(chat.room))
+        .key(keys.cid(chat.room, cid))
+        .key(keys.rooms())
+        .arg(chat.stream_maxlen)
+        .arg(chat.nick)
+        .arg(chat.body)
+        .arg(cid)
+        .arg(chat.cid_ttl.as_secs().max(1))
+        .arg(chat.room)
+        .arg(chat.channel)
+        .invoke_async(conn)
+        .await?;
+    let outcome = if new == 1 {
+        Outcome::Stored
+    } else {
+        Outcome::Duplicate
+    };
+    Ok(Appended { id, outcome })
+}
+
+/// `XRANGE` of the stream `key` after `after` (exclusive), at most `count`
+/// entries: one page of a replay or a gap fill.
+pub fn range_after(key: &str, after: StreamId, count: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("XRANGE");
+    cmd.arg(key)
+        .arg(format!("({after}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(count);
+    cmd
+}
+
+/// Why a stream entry is not a chat.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadEntry {
+    /// The entry id is not `<ms>-<seq>`.
+    #[error("stream entry with a malformed id {0:?}")]
+    Id(String),
+    /// The entry lacks `nick` or `body`: the store script did not write it.
+    #[error("stream entry {0} without nick or body")]
+    Fields(String),
+}
+
+/// A room's stream entry (`nick`, `body`, optional `cid`) as a `Chat`; `ts`
+/// is the id's milliseconds. An empty `cid` field is no cid: the store script
+/// treats an empty cid as none, and so does every reader.
+pub fn entry_to_chat(room: &str, entry: &StreamEntry) -> Result<Chat, BadEntry> {
+    let id: StreamId = entry.id.parse().map_err(|_| BadEntry::Id(entry.id.clone()))?;
+    let field = |name: &str| entry.get::<String>(name);
+    let (Some(nick), Some(body)) = (field("nick"), field("body")) else {
+        return Err(BadEntry::Fields(entry.id.clone()));
+    };
+    Ok(Chat {
+        id: id.to_string(),
+        room: room.to_string(),
+        nick,
+        body,
+        ts: id.ms,
+        cid: field("cid").filter(|cid| !cid.is_empty()),
+    })
+}
+
+/// Why a payload on the chat channel is not a chat.
+#[derive(Debug, thiserror::Error)]
+pub enum BadPayload {
+    /// Not the JSON of a `Chat`.
+    #[error("not a chat: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A chat whose id is not a stream id or whose room is not a valid name.
+    #[error("chat with a bad id {id:?} or room {room:?}")]
+    Fields {
+        /// The id as sent.
+        id: String,
+        /// The room as sent.
+        room: String,
+    },
+}
+
+/// A payload published on `Keys::channel` as a `Chat`, checked as far as a
+/// reader relies on it (a stream id, a valid room).
+pub fn decode_published(payload: &[u8]) -> Result<Chat, BadPayload> {
+    let chat: Chat = serde_json::from_slice(payload)?;
+    if chat.stream_id().is_none() || !is_valid_room(&chat.room) {
+        return Err(BadPayload::Fields {
+            id: chat.id,
+            room: chat.room,
+        });
+    }
+    Ok(chat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_has_the_prefix() {
+        let k = Keys::new("wsmesh:");
+        for key in [
+            k.stream("lobby"),
+            k.cid("lobby", "c"),
+            k.session("t"),
+            k.rooms(),
+            k.presence("lobby"),
+            k.channel(),
+        ] {
+            assert!(key.starts_with("wsmesh:"), "{key}");
+        }
+    }
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> StreamEntry {
+        let mut entry = StreamEntry {
+            id: id.into(),
+            ..StreamEntry::default()
+        };
+        for (k, v) in fields {
+            entry
+                .map
+                .insert((*k).into(), redis::Value::BulkString(v.as_bytes().to_vec()));
+        }
+        entry
+    }
+
+    #[test]
+    fn stream_entries_become_chats_with_ts_from_the_id() {
+        let mut e = entry(
+            "1700000000123-4",
+            &[("nick", "ana"), ("body", "hi"), ("cid", "c1")],
+        );
+        let c = entry_to_chat("lobby", &e).unwrap();
+        assert_eq!(
+            c,
+            Chat {
+                id: "1700000000123-4".into(),
+                room: "lobby".into(),
+                nick: "ana".into(),
+                body: "hi".into(),
+                ts: 1_700_000_000_123,
+                cid: Some("c1".into()),
+            }
+        );
+        e.map.remove("body");
+        assert_eq!(
+            entry_to_chat("lobby", &e),
+            Err(BadEntry::Fields("1700000000123-4".into()))
+        );
+    }
+
+    #[test]
+    fn an_empty_or_missing_cid_is_no_cid() {
+        let empty = entry("1-0", &[("nick", "ana"), ("body", "hi"), ("cid", "")]);
+        assert_eq!(entry_to_chat("lobby", &empty).unwrap().cid, None);
+        let missing = entry("1-0", &[("nick", "ana"), ("body", "hi")]);
+        assert_eq!(entry_to_chat("lobby", &missing).unwrap().cid, None);
+    }
+
+    #[test]
+    fn an_entry_with_a_malformed_id_is_refused() {
+        let e = entry("x-1", &[("nick", "ana"), ("body", "hi")]);
+        assert_eq!(entry_to_chat("lobby", &e), Err(BadEntry::Id("x-1".into())));
+    }
+
+    #[test]
+    fn published_payloads_need_a_stream_id_and_a_valid_room() {
+        assert!(matches!(decode_published(b"not json"), Err(BadPayload::Json(_))));
+        for bad in [
+            &br#"{"id":"x","room":"r","nick":"n","body":"b","ts":1}"#[..],
+            br#"{"id":"1-0","room":"a b","nick":"n","body":"b","ts":1}"#,
+        ] {
+            assert!(matches!(decode_published(bad), Err(BadPayload::Fields { .. })));
+        }
+        let ok =
+            decode_published(br#"{"id":"1-0","room":"r","nick":"n","body":"b","ts":1,"cid":"c"}"#).unwrap();
+        assert_eq!(ok.cid.as_deref(), Some("c"));
+    }
+}
