@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lab::line_chat::{self, ChatOptions};
+use wsmesh_client::line_chat::{self, ChatOptions};
 use lab::up::{self, UpOptions};
 
 #[derive(Parser)]

@@ -72,8 +72,8 @@ async fn kill_lb_loses_nothing() {
 #[tokio::test]
 async fn a_silent_server_is_left_after_the_idle_timeout() {
     use futures_util::{SinkExt, StreamExt};
-    use lab::client::ConnectOptions;
-    use lab::session::{Event, ResilientClient, ResilientConfig};
+    use wsmesh_client::ConnectOptions;
+    use wsmesh_client::resilient::{Event, ResilientClient, ResilientConfig};
     use std::time::Duration;
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     use tokio_tungstenite::tungstenite::http::HeaderValue;

@@ -22,7 +22,7 @@ use wsmesh_common::protocol::SUBPROTOCOL;
 
 use super::loadgen::{histogram, per_sec, quantile_ms};
 use super::net::{dial, Sources, Target};
-use crate::client::Io;
+use wsmesh_client::Io;
 
 /// A client's WebSocket.
 pub type Ws = WebSocketStream<Box<dyn Io>>;

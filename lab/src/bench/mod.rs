@@ -34,7 +34,7 @@ pub enum BenchError {
     Cluster(#[from] crate::cluster::ClusterError),
     /// TLS client setup failed.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] wsmesh_client::tls::TlsError),
     /// Writing the report failed.
     #[error("writing the report: {0}")]
     Io(#[from] std::io::Error),
@@ -73,7 +73,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
     std::fs::create_dir_all(&opts.out)?;
     let dir = tempfile::Builder::new().prefix("wsmesh-bench-").tempdir()?;
     let certs = lbconf::gen_certs(&dir.path().join("certs"))?;
-    let tls = crate::tls::client_config(&certs.ca)?;
+    let tls = wsmesh_client::tls::client_config(&certs.ca)?;
     let sources = net::Sources::loopback(8);
     let mut f = Findings::default();
     if nofile < 2 * params.tunnels as u64 + 100 {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpSocket;
 
-use crate::client::Io;
+use wsmesh_client::Io;
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]

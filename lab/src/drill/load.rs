@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use wsmesh_common::stream_id::StreamId;
 
 use super::ledger::ClientLedger;
-use crate::client::ConnectOptions;
-use crate::session::{ConnectionRecord, Event, ReceiptLog, ResilientClient, ResilientConfig};
+use wsmesh_client::ConnectOptions;
+use wsmesh_client::resilient::{ConnectionRecord, Event, ReceiptLog, ResilientClient, ResilientConfig};
 
 /// How the clients behave (beyond where they connect).
 #[derive(Debug, Clone)]
@@ -312,7 +312,7 @@ impl Load {
 /// the welcome to the last history receipt of that connection. The two
 /// instants come from different tasks (the client logs receipts, ours sees the
 /// welcome event), so the replay part is never taken as negative.
-fn caught_up(live: &Live, receipts: &[crate::session::Receipt]) -> Vec<Duration> {
+fn caught_up(live: &Live, receipts: &[wsmesh_client::resilient::Receipt]) -> Vec<Duration> {
     let mut out = Vec::new();
     for (k, record) in live.connections.iter().enumerate().skip(1) {
         let (Some(took), Some(welcomed)) = (record.reconnect_took, live.welcomed_at.get(k)) else {
