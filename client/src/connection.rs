@@ -114,7 +114,7 @@ impl Connection {
                 let name =
                     ServerName::try_from(opts.endpoint.host.clone()).map_err(|_| ClientError::BadUrl {
                         url: opts.endpoint.to_string(),
-                        reason: "host is not a valid TLS server name",
+                        reason: "host is not a valid TLS server name".into(),
                     })?;
                 let tls = tokio_rustls::TlsConnector::from(tls)
                     .connect(name, tcp)

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use url::{Host, Url};
+
 use crate::error::ClientError;
 
 /// `ws://` (plain) or `wss://` (TLS).
@@ -31,49 +33,34 @@ pub struct Endpoint {
 impl FromStr for Endpoint {
     type Err = ClientError;
 
-    /// Parses `ws://host[:port][/path]`; a query part is ignored (options carry it).
+    /// Parses `ws://host[:port][/path]` (or `wss://`) with the `url` crate,
+    /// which knows both schemes' default ports; a query part is ignored
+    /// (options carry it).
     fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let bad = |reason| ClientError::BadUrl {
+        let bad = |reason: String| ClientError::BadUrl {
             url: url.to_string(),
             reason,
         };
-        let (scheme, rest) = if let Some(rest) = url.strip_prefix("ws://") {
-            (Scheme::Ws, rest)
-        } else if let Some(rest) = url.strip_prefix("wss://") {
-            (Scheme::Wss, rest)
-        } else {
-            return Err(bad("scheme must be ws:// or wss://"));
+        let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let scheme = match parsed.scheme() {
+            "ws" => Scheme::Ws,
+            "wss" => Scheme::Wss,
+            _ => return Err(bad("scheme must be ws:// or wss://".into())),
         };
-        let rest = rest.split(['?', '#']).next().unwrap_or_default();
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
+        let host = match parsed.host() {
+            Some(Host::Domain(name)) if !name.is_empty() => name.to_string(),
+            Some(Host::Ipv4(ip)) => ip.to_string(),
+            Some(Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(bad("no host".into())),
         };
-        let default_port = match scheme {
-            Scheme::Ws => 80,
-            Scheme::Wss => 443,
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed [ in host"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-                None => default_port,
-            };
-            (host.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
-                None => (authority.to_string(), default_port),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
+        let port = parsed
+            .port_or_known_default()
+            .ok_or_else(|| bad("no port".into()))?;
         Ok(Endpoint {
             scheme,
             host,
             port,
-            path: path.to_string(),
+            path: parsed.path().to_string(),
         })
     }
 }
@@ -123,7 +110,19 @@ mod tests {
         let e: Endpoint = "ws://[::1]:8/chatsocket".parse().unwrap();
         assert_eq!((e.host.as_str(), e.port), ("::1", 8));
         assert_eq!(e.to_string(), "ws://[::1]:8/chatsocket");
-        for bad in ["http://x/ws", "ws://:1/", "ws://h:notaport/", "ws://[::1/"] {
+        let e: Endpoint = "wss://lb.example:8443".parse().unwrap();
+        assert_eq!((e.scheme, e.port, e.path.as_str()), (Scheme::Wss, 8443, "/"));
+        assert_eq!(e.to_string(), "wss://lb.example:8443/");
+        let e: Endpoint = "ws://h/a/b#frag".parse().unwrap();
+        assert_eq!((e.port, e.path.as_str()), (80, "/a/b"));
+        for bad in [
+            "http://x/ws",
+            "ws://:1/",
+            "ws://h:notaport/",
+            "ws://[::1/",
+            "ws://h:70000/",
+            "not a url",
+        ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad} accepted");
         }
     }

@@ -15,7 +15,7 @@ pub enum ClientError {
         /// The URL as given.
         url: String,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: String,
     },
     /// A `wss://` URL without a TLS configuration (no CA given).
     #[error("wss:// needs a CA file to trust")]

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 use crate::endpoint::Endpoint;
 use crate::error::ClientError;
 
@@ -102,7 +104,7 @@ impl ConnectOptions {
         ];
         let query: Vec<String> = params
             .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode_query_value(v))))
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", utf8_percent_encode(v, QUERY_VALUE))))
             .collect();
         if query.is_empty() {
             self.endpoint.to_string()
@@ -112,16 +114,9 @@ impl ConnectOptions {
     }
 }
 
-/// Percent-encodes everything but unreserved characters, so tests can send
-/// hostile room names and the server sees exactly them.
-fn encode_query_value(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+/// Everything but the unreserved characters of RFC 3986 is escaped, so tests
+/// can send hostile room names and the server sees exactly them.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 #[cfg(test)]
 mod tests {
@@ -136,5 +131,14 @@ mod tests {
             .session("t");
         assert_eq!(o.url(), "ws://h:1/ws?room=a%20b&since=5-0&session=t");
         assert_eq!(ConnectOptions::new("ws://h:1/ws").unwrap().url(), "ws://h:1/ws");
+    }
+
+    #[test]
+    fn hostile_room_names_are_escaped_byte_for_byte() {
+        let url = |room: &str| ConnectOptions::new("ws://h:1/ws").unwrap().room(room).url();
+        assert_eq!(url("a&since=1-0"), "ws://h:1/ws?room=a%26since%3D1-0");
+        assert_eq!(url("../x"), "ws://h:1/ws?room=..%2Fx");
+        assert_eq!(url("100%+é"), "ws://h:1/ws?room=100%25%2B%C3%A9");
+        assert_eq!(url("dev-1_a.b~"), "ws://h:1/ws?room=dev-1_a.b~");
     }
 }
