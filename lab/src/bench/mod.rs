@@ -4,12 +4,11 @@
 //!
 //! The path of a run: `proxies` and `peers` start the systems, `scenarios`
 //! drive `loadgen` / `chatgen` at them (systems alternating per round),
-//! `report` summarises and checks the goals, `chart` draws the PNGs.
+//! `report` summarises and checks the goals, `chart` draws the SVG charts.
 
 pub mod backend;
 pub mod chart;
 pub mod chatgen;
-pub mod font;
 pub mod haproxy;
 pub mod lbconf;
 pub mod loadgen;
@@ -48,7 +47,7 @@ pub enum BenchError {
 pub struct BenchOptions {
     /// The short run.
     pub quick: bool,
-    /// Where report.md, report.json and the PNGs go.
+    /// Where report.md, report.json and the SVG charts go.
     pub out: PathBuf,
     /// Scenario numbers to run (1–6); empty: all.
     pub only: Vec<u8>,
