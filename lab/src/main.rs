@@ -53,7 +53,7 @@ enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
-    /// Failover drills through the lb with an exact message ledger (issue 4).
+    /// Failover drills through the lb (kill, drain, Redis and subscriber faults) with an exact message ledger.
     Drill(lab::drill::DrillArgs),
     /// The 4-host Vagrant lab in network namespaces: chat check and failover drill (needs root).
     Netns(lab::netns::NetnsArgs),

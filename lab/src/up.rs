@@ -1,5 +1,5 @@
-//! `lab up`: the default local cluster on the fixed ports of ARCHITECTURE.md,
-//! with the committed config files used as they are. It refuses to start over
+//! `lab up`: the default local cluster on the fixed ports of the committed
+//! config files in `configs/local/`, which are used as they are. It refuses to start over
 //! a taken port (naming the holder), waits until every part is healthy, prints
 //! one `ready` line, never restarts what dies (faults stay visible), and stops
 //! everything in order on Ctrl-C / SIGTERM.

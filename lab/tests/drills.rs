@@ -1,4 +1,4 @@
-//! Issue 4's drills at a small size: each fault on a fresh cluster (Redis,
+//! The failover drills at a small size: each fault on a fresh cluster (Redis,
 //! two apps, two subscribers, the TLS lb) with 24 resilient clients in 3
 //! rooms sending through `wss://`; the ledger must show nothing lost,
 //! duplicated, reordered or unacked, and no client may give up.

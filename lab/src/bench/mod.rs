@@ -154,7 +154,8 @@ fn utc_now() -> String {
         .unwrap_or_default()
 }
 
-/// Checks the goals of issue 5 against the medians.
+/// Checks the performance goals (lb against HAProxy and direct, chat
+/// fan-out and latency against the peers) against the medians.
 pub fn goals(metrics: &[Metric]) -> Vec<Goal> {
     let find = |scenario_part: &str, name: &str| {
         metrics
