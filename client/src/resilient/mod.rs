@@ -1,9 +1,10 @@
 //! `ResilientClient`: a chat client that behaves the way the client protocol
 //! (`docs/protocol.md`) asks real clients to behave, so drills can check the
-//! service's guarantees from the outside. It reconnects with full-jitter backoff (at once, jittered, on
-//! 1012/1013), resumes with `since` and `session`, re-sends its outbox under the
-//! same `cid` until acked, and never yields a chat twice. Each client is one
-//! tokio task, so a drill can run a thousand of them in one process.
+//! service's guarantees from the outside. It reconnects with full-jitter
+//! backoff (at once, jittered, on 1012/1013), resumes with `since` and
+//! `session`, re-sends its outbox under the same `cid` until acked, and never
+//! yields a chat twice. Each client is one tokio task, so a drill can run a
+//! thousand of them in one process.
 
 mod dedup;
 mod runner;
