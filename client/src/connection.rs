@@ -30,7 +30,7 @@ use crate::options::{ConnectOptions, Protocol};
 pub struct CloseInfo {
     /// WebSocket close code, e.g. 1012.
     pub code: u16,
-    /// Reason text.
+    /// Reason text, e.g. why the server is going away.
     pub reason: String,
 }
 
@@ -68,7 +68,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// One open WebSocket connection.
 pub struct Connection {
-    /// The socket.
+    /// Over plain TCP or TLS, behind one type.
     ws: WebSocketStream<Box<dyn Io>>,
     /// Subprotocol the server selected, if any.
     subprotocol: Option<String>,

@@ -11,7 +11,7 @@ use lab::up::{self, UpOptions};
 #[derive(Parser)]
 #[command(name = "lab", about = "wsmesh lab: local cluster and tools")]
 struct Cli {
-    /// What to do.
+    /// The lab job to run.
     #[command(subcommand)]
     command: Command,
 }
@@ -43,10 +43,10 @@ enum Command {
         /// WebSocket URL, e.g. ws://127.0.0.1:9001/ws or wss://127.0.0.1:8443/ws.
         #[arg(long, default_value = "ws://127.0.0.1:9001/ws")]
         url: String,
-        /// Room.
+        /// Room to join (letters, digits, `_` and `-`).
         #[arg(long, default_value = "lobby")]
         room: String,
-        /// Nick.
+        /// Nick to ask for once welcomed.
         #[arg(long, default_value = "lab")]
         nick: String,
         /// CA certificate to trust for wss:// (e.g. certs/dev-ca.pem).

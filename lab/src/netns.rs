@@ -65,7 +65,7 @@ pub enum NetnsError {
     /// A service exited while it should run.
     #[error("{name} exited ({status}); last log lines:\n{log_tail}")]
     Died {
-        /// Which one.
+        /// The process that died, e.g. `app1`.
         name: String,
         /// Its exit status.
         status: String,

@@ -74,7 +74,7 @@ impl ResilientConfig {
 /// One chat as it arrived, before dedup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Receipt {
-    /// Stream id.
+    /// Stream id the server gave the chat; the ledger's key.
     pub id: StreamId,
     /// Room it was for.
     pub room: String,
@@ -130,7 +130,7 @@ pub struct ConnectionRecord {
 pub struct Stats {
     /// Every welcomed connection, in order.
     pub connections: Vec<ConnectionRecord>,
-    /// Chats yielded.
+    /// Chats yielded to the caller (each id once).
     pub delivered: u64,
     /// Chats received again with an id already yielded (dropped).
     pub duplicates: u64,
@@ -138,7 +138,7 @@ pub struct Stats {
     pub out_of_order: u64,
     /// Sends not yet acked.
     pub pending: usize,
-    /// Sends acked.
+    /// Sends the server confirmed as stored.
     pub acked: u64,
     /// Error frames by code, in arrival order.
     pub refused: Vec<ErrorCode>,
@@ -158,11 +158,11 @@ enum Command {
 /// Handle to a running client; dropping it stops the client.
 #[derive(Debug)]
 pub struct ResilientClient {
-    /// Commands to the task.
+    /// Sends queued by the caller, for the task to deliver.
     commands: mpsc::UnboundedSender<Command>,
-    /// Events from the task.
+    /// What the task saw, in order, for `next_event` and friends.
     events: mpsc::UnboundedReceiver<Event>,
-    /// Counters shared with the task.
+    /// Written by the task, read by `stats()` at any time.
     stats: Arc<Mutex<Stats>>,
     /// The task, aborted on drop.
     task: tokio::task::JoinHandle<()>,

@@ -18,9 +18,9 @@ use crate::{ClientError, Connection, Endpoint, Incoming};
 /// One queued send.
 #[derive(Debug)]
 struct Pending {
-    /// Idempotency key.
+    /// Idempotency key: a re-send under it is stored at most once.
     cid: String,
-    /// Text.
+    /// The chat message as the caller gave it.
     body: String,
     /// Last time it went out, if it did on this connection.
     sent_at: Option<Instant>,
@@ -37,13 +37,13 @@ enum Ended {
 
 /// The task's state across connections.
 pub(super) struct Runner {
-    /// Configuration.
+    /// Endpoints, backoff and timing, as the caller set them.
     config: ResilientConfig,
-    /// Events to the handle.
+    /// To the handle; the handle may stop reading without harm.
     events: mpsc::UnboundedSender<Event>,
-    /// Shared counters.
+    /// Read by the handle's `stats()`.
     stats: Arc<Mutex<Stats>>,
-    /// Delivery dedup.
+    /// Decides which chats are yielded; its last id is the next `since`.
     dedup: Dedup,
     /// Unacked sends, oldest first.
     outbox: Vec<Pending>,

@@ -29,7 +29,7 @@ pub struct Certs {
     pub ca: PathBuf,
     /// Server certificate chain.
     pub cert: PathBuf,
-    /// Server key.
+    /// Private key of the server certificate.
     pub key: PathBuf,
 }
 

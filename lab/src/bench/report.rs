@@ -114,13 +114,13 @@ pub struct Report {
     pub started: String,
     /// Whole run, seconds.
     pub seconds: f64,
-    /// The machine.
+    /// CPU, memory and limits the numbers were measured on.
     pub machine: Machine,
     /// Rounds per scenario (each system once per round).
     pub rounds: usize,
     /// Scenario parameters, one line each.
     pub parameters: Vec<String>,
-    /// The measurements.
+    /// Every scenario's metrics, in run order.
     pub metrics: Vec<Metric>,
     /// Goals checked against the medians.
     pub goals: Vec<Goal>,

@@ -38,7 +38,7 @@ pub enum DrillClusterError {
     /// The lb's admin API refused or did not answer.
     #[error("lb admin: {0}")]
     Admin(String),
-    /// Files.
+    /// Writing the cluster's configs or directories failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -145,7 +145,7 @@ impl Params {
 /// What scenarios add to the report.
 #[derive(Debug, Default)]
 pub struct Findings {
-    /// Measurements.
+    /// Every metric the scenario measured, all systems' samples in each.
     pub metrics: Vec<Metric>,
     /// Errors and caveats.
     pub notes: Vec<String>,
