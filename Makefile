@@ -50,12 +50,13 @@ test: deps lint
 	$(CARGO) build --workspace --bins
 	bash deploy/check.sh
 	$(CARGO) test --workspace -- --test-threads=2
+	if [ "$$(id -u)" = 0 ]; then $(CARGO) test -p lab --test netns -- --ignored; else echo "lab/tests/netns.rs: ignored (needs root)"; fi
 	lab/browser/run.sh mock
 	lab/browser/run.sh cluster
 
 ## Benchmarks (lab bench): lb vs HAProxy vs direct, wsmesh vs seed-python vs
 ## node. Installs haproxy (apt) and the peers' Python/Node packages, builds in
-## release, writes target/bench/report.md, report.json and PNG charts.
+## release, writes target/bench/report.md, report.json and SVG charts.
 ## QUICK=1: about two minutes. BENCH_ONLY="1 5": only those scenarios.
 APT_PACKAGES_BENCH := haproxy redis-server
 BENCH_FLAGS := $(if $(QUICK),--quick,) $(foreach s,$(BENCH_ONLY),--only $(s))

@@ -25,25 +25,26 @@ pub struct BadQuery {
     pub message: String,
 }
 
-/// Parses the raw query (without `?`). Unknown keys are ignored; a repeated key
-/// takes its last value.
+/// Parses the raw query (without `?`) as `application/x-www-form-urlencoded`
+/// (`%XX` and `+` decoded). Unknown keys are ignored; a repeated key takes its
+/// last value. A broken escape stays as it is and bytes that are not UTF-8
+/// become U+FFFD: neither can appear in a valid room, stream id or session
+/// token, so such a value is refused (room, since) or unknown (session).
 pub fn parse(query: Option<&str>) -> Result<Connect, BadQuery> {
     let mut room = None;
     let mut since = None;
     let mut session = None;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value);
-        match key {
-            "room" => room = Some(value),
-            "since" => since = Some(value),
-            "session" => session = Some(value),
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "room" => room = Some(value.into_owned()),
+            "since" => since = Some(value.into_owned()),
+            "session" => session = Some(value.into_owned()),
             _ => {}
         }
     }
     let room = match room {
         None => DEFAULT_ROOM.to_string(),
-        Some(Some(r)) if is_valid_room(&r) => r,
+        Some(r) if is_valid_room(&r) => r,
         Some(_) => {
             return Err(BadQuery {
                 code: ErrorCode::BadRoom,
@@ -53,44 +54,14 @@ pub fn parse(query: Option<&str>) -> Result<Connect, BadQuery> {
     };
     let since = match since {
         None => None,
-        Some(Some(s)) if s.is_empty() => None,
-        Some(s) => Some(
-            s.and_then(|s| s.parse::<StreamId>().ok())
-                .ok_or_else(|| BadQuery {
-                    code: ErrorCode::BadSince,
-                    message: "since must be a stream id like 1700000000000-0".into(),
-                })?,
-        ),
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(s.parse::<StreamId>().map_err(|_| BadQuery {
+            code: ErrorCode::BadSince,
+            message: "since must be a stream id like 1700000000000-0".into(),
+        })?),
     };
-    let session = session.flatten().filter(|s| !s.is_empty());
+    let session = session.filter(|s| !s.is_empty());
     Ok(Connect { room, since, session })
-}
-
-/// Decodes `%XX` and `+`; `None` when the result is not UTF-8 or an escape is
-/// broken.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -133,5 +104,30 @@ mod tests {
     fn empty_since_means_none_and_percent_escapes_decode() {
         assert_eq!(parse(Some("since=")).expect("ok").since, None);
         assert_eq!(parse(Some("room=a%5Fb")).expect("ok").room, "a_b");
+    }
+
+    #[test]
+    fn percent_encoded_room_names_decode_before_the_check() {
+        assert_eq!(parse(Some("room=dev%2D1")).expect("ok").room, "dev-1");
+        assert_eq!(parse(Some("room=%41%62c")).expect("ok").room, "Abc");
+        assert_eq!(
+            parse(Some("since=17%2D3")).expect("ok").since,
+            Some(StreamId { ms: 17, seq: 3 })
+        );
+        for q in ["room=a+b", "room=a%2Fb", "room=%C3%A9", "room=a%26b", "room=lobby%00"] {
+            assert_eq!(parse(Some(q)).unwrap_err().code, ErrorCode::BadRoom, "{q}");
+        }
+    }
+
+    #[test]
+    fn broken_escapes_are_refused_or_ignored() {
+        for q in ["room=%", "room=%4", "room=%G1", "room=%FF"] {
+            assert_eq!(parse(Some(q)).unwrap_err().code, ErrorCode::BadRoom, "{q}");
+        }
+        for q in ["since=%", "since=1-%3", "since=%ZZ", "since=%C3%28"] {
+            assert_eq!(parse(Some(q)).unwrap_err().code, ErrorCode::BadSince, "{q}");
+        }
+        assert_eq!(parse(Some("session=")).expect("ok").session, None);
+        assert_eq!(parse(Some("room=x&room=y&since=&&")).expect("ok").room, "y");
     }
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::client::{ClientError, ConnectOptions, Connection, Endpoint, Scheme};
+use wsmesh_client::{ClientError, ConnectOptions, Connection, Endpoint, Scheme};
 use crate::ports;
 use crate::process::{Health, Kind, Process, ProcessError, ProcessSpec};
 

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lab::line_chat::{self, ChatOptions};
+use wsmesh_client::line_chat::{self, ChatOptions};
 use lab::up::{self, UpOptions};
 
 #[derive(Parser)]
 #[command(name = "lab", about = "wsmesh lab: local cluster and tools")]
 struct Cli {
-    /// What to do.
+    /// The lab job to run.
     #[command(subcommand)]
     command: Command,
 }
@@ -43,17 +43,17 @@ enum Command {
         /// WebSocket URL, e.g. ws://127.0.0.1:9001/ws or wss://127.0.0.1:8443/ws.
         #[arg(long, default_value = "ws://127.0.0.1:9001/ws")]
         url: String,
-        /// Room.
+        /// Room to join (letters, digits, `_` and `-`).
         #[arg(long, default_value = "lobby")]
         room: String,
-        /// Nick.
+        /// Nick to ask for once welcomed.
         #[arg(long, default_value = "lab")]
         nick: String,
         /// CA certificate to trust for wss:// (e.g. certs/dev-ca.pem).
         #[arg(long)]
         ca: Option<PathBuf>,
     },
-    /// Failover drills through the lb with an exact message ledger (issue 4).
+    /// Failover drills through the lb (kill, drain, Redis and subscriber faults) with an exact message ledger.
     Drill(lab::drill::DrillArgs),
     /// The 4-host Vagrant lab in network namespaces: chat check and failover drill (needs root).
     Netns(lab::netns::NetnsArgs),

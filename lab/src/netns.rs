@@ -11,7 +11,8 @@
 //! namespace of its own and no namespace has a route anywhere else.
 //!
 //! Needs root (CAP_NET_ADMIN); elsewhere it reports why and exits with
-//! [`EXIT_SKIPPED`], which `lab/tests/netns.rs` turns into a skip.
+//! [`EXIT_SKIPPED`]; `lab/tests/netns.rs` is ignored unless asked for, and
+//! fails on that exit when it was.
 
 mod drill;
 mod enter;
@@ -64,7 +65,7 @@ pub enum NetnsError {
     /// A service exited while it should run.
     #[error("{name} exited ({status}); last log lines:\n{log_tail}")]
     Died {
-        /// Which one.
+        /// The process that died, e.g. `app1`.
         name: String,
         /// Its exit status.
         status: String,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::http;
+use wsmesh_client::http;
 
 /// What a process is, which decides the shutdown order (Redis last).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

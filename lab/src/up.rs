@@ -1,5 +1,5 @@
-//! `lab up`: the default local cluster on the fixed ports of ARCHITECTURE.md,
-//! with the committed config files used as they are. It refuses to start over
+//! `lab up`: the default local cluster on the fixed ports of the committed
+//! config files in `configs/local/`, which are used as they are. It refuses to start over
 //! a taken port (naming the holder), waits until every part is healthy, prints
 //! one `ready` line, never restarts what dies (faults stay visible), and stops
 //! everything in order on Ctrl-C / SIGTERM.
@@ -34,7 +34,7 @@ pub enum UpError {
     /// A fixed port is in use.
     #[error("port {addr} ({what}) is already in use{holder}; stop it first (a previous `lab up`?)")]
     PortTaken {
-        /// The address.
+        /// The listen address a config asks for.
         addr: SocketAddr,
         /// Which process of ours needs it.
         what: String,
@@ -64,7 +64,7 @@ pub enum UpError {
     /// A pid file could not be written.
     #[error("pid file {path}: {source}")]
     PidFile {
-        /// The file.
+        /// The pid file that could not be written or removed.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
@@ -164,7 +164,7 @@ fn addr_key(file: &Path, table: &toml::Table, dotted: &str) -> Result<SocketAddr
 struct Binaries {
     /// The chat server.
     app: PathBuf,
-    /// The forwarder.
+    /// The Redis → app event forwarder.
     subscriber: PathBuf,
     /// The load balancer.
     lb: PathBuf,

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use lab::client::{ClientError, CloseInfo, Connection};
+use wsmesh_client::{ClientError, CloseInfo, Connection};
 use lab::cluster::{LocalCluster, LocalOptions};
-use lab::http;
+use wsmesh_client::http;
 use wsmesh_common::protocol::{close, ErrorCode, ServerFrame};
 
 const LIMIT: Duration = Duration::from_secs(10);

@@ -43,7 +43,7 @@ async fn load_generator_measures_the_backend_directly_and_through_the_lb() {
 
     let dir = tempfile::tempdir().unwrap();
     let certs = lbconf::gen_certs(&dir.path().join("certs")).unwrap();
-    let tls = lab::tls::client_config(&certs.ca).unwrap();
+    let tls = wsmesh_client::tls::client_config(&certs.ca).unwrap();
     let listen = lab::ports::free_addr().unwrap();
     let admin = lab::ports::free_addr().unwrap();
     let config = dir.path().join("lb.toml");

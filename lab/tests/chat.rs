@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lab::client::Connection;
+use wsmesh_client::Connection;
 use lab::cluster::{LocalCluster, LocalOptions};
 use wsmesh_common::protocol::ServerFrame;
 

@@ -1,4 +1,4 @@
-//! Issue 4's drills at a small size: each fault on a fresh cluster (Redis,
+//! The failover drills at a small size: each fault on a fresh cluster (Redis,
 //! two apps, two subscribers, the TLS lb) with 24 resilient clients in 3
 //! rooms sending through `wss://`; the ledger must show nothing lost,
 //! duplicated, reordered or unacked, and no client may give up.
@@ -72,8 +72,8 @@ async fn kill_lb_loses_nothing() {
 #[tokio::test]
 async fn a_silent_server_is_left_after_the_idle_timeout() {
     use futures_util::{SinkExt, StreamExt};
-    use lab::client::ConnectOptions;
-    use lab::session::{Event, ResilientClient, ResilientConfig};
+    use wsmesh_client::ConnectOptions;
+    use wsmesh_client::resilient::{Event, ResilientClient, ResilientConfig};
     use std::time::Duration;
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     use tokio_tungstenite::tungstenite::http::HeaderValue;

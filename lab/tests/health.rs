@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use lab::client::{ClientError, Connection};
+use wsmesh_client::{ClientError, Connection};
 use lab::cluster::{LocalCluster, LocalOptions};
-use lab::http;
+use wsmesh_client::http;
 
 const LIMIT: Duration = Duration::from_secs(15);
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lab::client::Connection;
+use wsmesh_client::Connection;
 use lab::cluster::LocalOptions;
 use lab::drill::cluster::DrillCluster;
 use wsmesh_common::protocol::{ServerFrame, SUBPROTOCOL};

@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use lab::client::Connection;
+use wsmesh_client::Connection;
 use lab::cluster::{LocalCluster, LocalOptions};
-use lab::http;
+use wsmesh_client::http;
 use wsmesh_common::protocol::{ErrorCode, ServerFrame};
 
 const LIMIT: Duration = Duration::from_secs(15);

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use lab::client::ConnectOptions;
+use wsmesh_client::ConnectOptions;
 use lab::cluster::{LocalCluster, LocalOptions};
-use lab::session::{Event, ResilientClient, ResilientConfig};
+use wsmesh_client::resilient::{Event, ResilientClient, ResilientConfig};
 use wsmesh_common::protocol::close;
 
 const LIMIT: Duration = Duration::from_secs(20);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lab::client::{Connection, Incoming, Protocol};
+use wsmesh_client::{Connection, Incoming, Protocol};
 use lab::cluster::{LocalCluster, LocalOptions};
 use serde_json::{json, Value};
 
@@ -82,7 +82,7 @@ async fn cloudchat_format_on_chatsocket_interoperates_with_v1_and_serves_history
         .unwrap();
 
     let opts = c.ws(0).protocol(Protocol::Seed);
-    let opts = lab::client::ConnectOptions {
+    let opts = wsmesh_client::ConnectOptions {
         endpoint: opts.endpoint.with_path("/chatsocket"),
         ..opts
     };

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lab::cluster::{LocalCluster, LocalOptions};
-use lab::http;
+use wsmesh_client::http;
 use wsmesh_common::protocol::ServerFrame;
 
 const LIMIT: Duration = Duration::from_secs(15);

@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use lab::cluster::{render_local, LocalOptions};
-use lab::{http, ports};
+use lab::ports;
+use wsmesh_client::http;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 

@@ -1,150 +1,126 @@
-//! PNG bar charts of a report's medians (one chart per metric, min–max as a
-//! whisker), drawn pixel by pixel with the project's own bitmap font and
-//! encoded with `flate2`: no plotting library, no system fonts.
+//! SVG bar charts of a report's medians (one chart per metric, min–max as a
+//! whisker), drawn with `plotters`' SVG backend: the text is SVG `<text>`, so
+//! no font files are needed to draw and any viewer or code host renders it.
 
-use std::io::Write;
 use std::path::Path;
 
-use flate2::write::ZlibEncoder;
-use flate2::{Compression, Crc};
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
 
-use super::font::glyph;
 use super::report::{fmt_num, Metric};
 
-/// An RGB image.
-pub struct Canvas {
-    /// Width in pixels.
-    width: usize,
-    /// Height in pixels.
-    height: usize,
-    /// Row-major RGB.
-    pixels: Vec<[u8; 3]>,
-}
-
 /// Colours per system, in order of appearance.
-const PALETTE: [[u8; 3]; 5] = [
-    [0x1f, 0x77, 0xb4],
-    [0xd6, 0x27, 0x28],
-    [0x2c, 0xa0, 0x2c],
-    [0xff, 0x7f, 0x0e],
-    [0x94, 0x67, 0xbd],
+const PALETTE: [RGBColor; 5] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
 ];
-const WHITE: [u8; 3] = [255, 255, 255];
-const INK: [u8; 3] = [0x20, 0x20, 0x20];
-const GRID: [u8; 3] = [0xdd, 0xdd, 0xdd];
+const INK: RGBColor = RGBColor(0x20, 0x20, 0x20);
+const MUTED: RGBColor = RGBColor(0x66, 0x66, 0x66);
+const GRID: RGBColor = RGBColor(0xdd, 0xdd, 0xdd);
+const FONT: &str = "sans-serif";
+const WIDTH: u32 = 760;
+/// Title and subtitle above the plot.
+const HEADER: u32 = 56;
+/// One system's band: a bar 30 px high with 14 px between bars.
+const ROW: u32 = 44;
 
-impl Canvas {
-    /// A white canvas.
-    pub fn new(width: usize, height: usize) -> Canvas {
-        Canvas {
-            width,
-            height,
-            pixels: vec![WHITE; width * height],
-        }
-    }
-
-    /// Fills a rectangle, clipped to the canvas.
-    pub fn rect(&mut self, x: usize, y: usize, w: usize, h: usize, c: [u8; 3]) {
-        for yy in y..(y + h).min(self.height) {
-            for xx in x..(x + w).min(self.width) {
-                self.pixels[yy * self.width + xx] = c;
-            }
-        }
-    }
-
-    /// Draws `text` with its top-left corner at (x, y), each font pixel `scale` wide.
-    pub fn text(&mut self, x: usize, y: usize, text: &str, scale: usize, c: [u8; 3]) {
-        for (i, ch) in text.chars().enumerate() {
-            let g = glyph(ch);
-            let gx = x + i * 6 * scale;
-            for (row, bits) in g.iter().enumerate() {
-                for col in 0..5 {
-                    if bits & (0x10 >> col) != 0 {
-                        self.rect(gx + col * scale, y + row * scale, scale, scale, c);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Encodes as PNG (8-bit RGB).
-    pub fn png(&self) -> std::io::Result<Vec<u8>> {
-        let mut raw = Vec::with_capacity(self.height * (1 + self.width * 3));
-        for row in self.pixels.chunks(self.width) {
-            raw.push(0);
-            for p in row {
-                raw.extend_from_slice(p);
-            }
-        }
-        let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
-        z.write_all(&raw)?;
-        let idat = z.finish()?;
-        let mut ihdr = Vec::new();
-        ihdr.extend_from_slice(&(self.width as u32).to_be_bytes());
-        ihdr.extend_from_slice(&(self.height as u32).to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        for (kind, data) in [(b"IHDR", &ihdr), (b"IDAT", &idat), (b"IEND", &Vec::new())] {
-            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            out.extend_from_slice(kind);
-            out.extend_from_slice(data);
-            let mut crc = Crc::new();
-            crc.update(kind);
-            crc.update(data);
-            out.extend_from_slice(&crc.sum().to_be_bytes());
-        }
-        Ok(out)
-    }
+/// A drawing failure, as the I/O error the report writer deals in.
+fn draw_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> std::io::Error {
+    std::io::Error::other(e.to_string())
 }
 
-/// One horizontal bar per system: the median, a whisker from min to max,
-/// the value written at the bar's end.
-pub fn bar_chart(metric: &Metric) -> Canvas {
+/// One horizontal bar per system, top to bottom in the order the systems ran:
+/// the median, a whisker from min to max, the median written at the bar's end.
+pub fn bar_chart(metric: &Metric) -> std::io::Result<String> {
     let rows: Vec<(String, f64, f64, f64)> = metric
         .samples
         .iter()
         .filter_map(|(s, _)| metric.of(s).map(|m| (s.clone(), m.median, m.min, m.max)))
         .collect();
-    let (left, right, top, bar_h, gap) = (150usize, 110usize, 56usize, 30usize, 14usize);
-    let width = 760usize;
-    let height = top + rows.len() * (bar_h + gap) + 20;
-    let mut c = Canvas::new(width, height);
+    let n = rows.len() as u32;
+    let height = HEADER + n.max(1) * ROW + 36;
+    let max = rows.iter().map(|r| r.3.max(r.1)).fold(0.0f64, f64::max).max(1e-9);
     let better = if metric.higher_is_better {
         "higher is better"
     } else {
         "lower is better"
     };
-    c.text(10, 10, &format!("{}: {}", metric.scenario, metric.name), 2, INK);
-    c.text(10, 32, better, 2, [0x66, 0x66, 0x66]);
-    let max = rows.iter().map(|r| r.3.max(r.1)).fold(0.0f64, f64::max).max(1e-9);
-    let span = (width - left - right) as f64;
-    for t in 0..=4 {
-        let x = left + (span * t as f64 / 4.0) as usize;
-        c.rect(x, top - 4, 1, height - top - 12, GRID);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let (header, body) = root.split_vertically(HEADER);
+        let title = format!("{}: {}", metric.scenario, metric.name);
+        header
+            .draw(&Text::new(title, (10, 8), (FONT, 24).into_font().color(&INK)))
+            .map_err(draw_error)?;
+        header
+            .draw(&Text::new(better, (10, 32), (FONT, 18).into_font().color(&MUTED)))
+            .map_err(draw_error)?;
+
+        let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        // Segment `last - i` holds row i, so the first system is at the top
+        // (the segments of `0..last` are 0 to `last`, both included).
+        let last = (n as i32 - 1).max(0);
+        let band = |i: usize| last - i as i32;
+        let mut chart = ChartBuilder::on(&body)
+            .margin_left(10)
+            .margin_right(110)
+            .x_label_area_size(26)
+            .y_label_area_size(140)
+            .build_cartesian_2d(0.0..max, (0..last).into_segmented())
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID)
+            .x_labels(5)
+            .x_label_formatter(&|v| fmt_num(*v))
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(b) => names
+                    .get((last - b) as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+                _ => String::new(),
+            })
+            .label_style((FONT, 18).into_font().color(&INK))
+            .axis_style(GRID)
+            .draw()
+            .map_err(draw_error)?;
+        for (i, (_, median, min, max_v)) in rows.iter().enumerate() {
+            let b = band(i);
+            let colour = PALETTE[i % PALETTE.len()];
+            let mut bar = Rectangle::new(
+                [(0.0, SegmentValue::Exact(b)), (*median, SegmentValue::Exact(b + 1))],
+                colour.filled(),
+            );
+            bar.set_margin(7, 7, 0, 0);
+            let mid = || SegmentValue::CenterOf(b);
+            let whisker = PathElement::new(vec![(*min, mid()), (*max_v, mid())], INK.stroke_width(3));
+            let cap = |x: f64| {
+                EmptyElement::at((x, mid())) + PathElement::new(vec![(0, -9), (0, 9)], INK.stroke_width(2))
+            };
+            let label = EmptyElement::at((max_v.max(*median), mid()))
+                + Text::new(fmt_num(*median), (8, -8), (FONT, 18).into_font().color(&INK));
+            chart.draw_series(std::iter::once(bar)).map_err(draw_error)?;
+            chart.draw_series(std::iter::once(whisker)).map_err(draw_error)?;
+            chart.draw_series([cap(*min), cap(*max_v)]).map_err(draw_error)?;
+            chart.draw_series(std::iter::once(label)).map_err(draw_error)?;
+        }
+        root.present().map_err(draw_error)?;
     }
-    for (i, (name, median, min, max_v)) in rows.iter().enumerate() {
-        let y = top + i * (bar_h + gap);
-        let colour = PALETTE[i % PALETTE.len()];
-        c.text(10, y + 8, name, 2, INK);
-        let w = (span * median / max) as usize;
-        c.rect(left, y, w.max(1), bar_h, colour);
-        let (x0, x1) = (
-            left + (span * min / max) as usize,
-            left + (span * max_v / max) as usize,
-        );
-        c.rect(x0, y + bar_h / 2 - 1, x1.saturating_sub(x0).max(1), 3, INK);
-        c.rect(x0, y + 6, 2, bar_h - 12, INK);
-        c.rect(x1, y + 6, 2, bar_h - 12, INK);
-        c.text(x1.max(left + w) + 8, y + 8, &fmt_num(*median), 2, INK);
-    }
-    c
+    Ok(svg)
 }
 
-/// Writes one PNG per metric into `dir` (removing the PNGs of an earlier
-/// run first); returns the file names.
+/// Writes one SVG per metric into `dir` (removing the charts of an earlier
+/// run first, PNGs of older versions included); returns the file names.
 pub fn write_all(metrics: &[Metric], dir: &Path) -> std::io::Result<Vec<String>> {
     for entry in std::fs::read_dir(dir)?.flatten() {
-        if entry.path().extension().is_some_and(|e| e == "png") {
+        if entry.path().extension().is_some_and(|e| e == "svg" || e == "png") {
             std::fs::remove_file(entry.path())?;
         }
     }
@@ -160,8 +136,8 @@ pub fn write_all(metrics: &[Metric], dir: &Path) -> std::io::Result<Vec<String>>
                 }
             })
             .collect();
-        let name = format!("{i:02}-{}.png", slug.trim_matches('-'));
-        std::fs::write(dir.join(&name), bar_chart(m).png()?)?;
+        let name = format!("{i:02}-{}.svg", slug.trim_matches('-'));
+        std::fs::write(dir.join(&name), bar_chart(m)?)?;
         names.push(name);
     }
     Ok(names)
@@ -171,14 +147,34 @@ pub fn write_all(metrics: &[Metric], dir: &Path) -> std::io::Result<Vec<String>>
 mod tests {
     use super::*;
 
-    #[test]
-    fn png_has_signature_header_and_end() {
+    fn metric() -> Metric {
         let mut m = Metric::new("1 test", "req/s", true, "lb");
-        m.push("lb", 10.0);
+        for v in [10.0, 12.0, 11.0] {
+            m.push("lb", v);
+        }
         m.push("haproxy", 5.0);
-        let png = bar_chart(&m).png().unwrap();
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-        assert_eq!(&png[12..16], b"IHDR");
-        assert_eq!(&png[png.len() - 8..png.len() - 4], b"IEND");
+        m
+    }
+
+    #[test]
+    fn svg_has_the_title_the_systems_and_the_medians() {
+        let svg = bar_chart(&metric()).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+        assert!(svg.trim_end().ends_with("</svg>"));
+        let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+        for text in ["1 test: req/s", "higher is better", "lb", "haproxy", "11.0", "5.00"] {
+            assert!(texts.contains(&text), "{text} missing");
+        }
+        assert!(!svg.contains("<image"), "no embedded bitmaps");
+    }
+
+    #[test]
+    fn write_all_replaces_earlier_charts_and_names_them_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("00-old.png"), b"x").unwrap();
+        let names = write_all(&[metric()], dir.path()).unwrap();
+        assert_eq!(names, ["00-1-test-req-s.svg"]);
+        assert!(!dir.path().join("00-old.png").exists());
+        assert!(dir.path().join(&names[0]).exists());
     }
 }

@@ -22,7 +22,7 @@ use wsmesh_common::protocol::SUBPROTOCOL;
 
 use super::loadgen::{histogram, per_sec, quantile_ms};
 use super::net::{dial, Sources, Target};
-use crate::client::Io;
+use wsmesh_client::Io;
 
 /// A client's WebSocket.
 pub type Ws = WebSocketStream<Box<dyn Io>>;
@@ -39,7 +39,7 @@ pub enum Offer {
 /// The shape of a fan-out run.
 #[derive(Debug, Clone, Copy)]
 pub struct FanOut {
-    /// Rooms.
+    /// Rooms the clients are spread over.
     pub rooms: usize,
     /// Clients per room (senders included).
     pub per_room: usize,
@@ -47,7 +47,7 @@ pub struct FanOut {
     pub senders: usize,
     /// How they send.
     pub offer: Offer,
-    /// Sending time.
+    /// How long the senders send.
     pub duration: Duration,
     /// Most messages sent over all senders.
     pub max_msgs: u64,

@@ -29,7 +29,7 @@ pub struct Certs {
     pub ca: PathBuf,
     /// Server certificate chain.
     pub cert: PathBuf,
-    /// Server key.
+    /// Private key of the server certificate.
     pub key: PathBuf,
 }
 
@@ -144,7 +144,7 @@ pub async fn wait_all_up(admin: SocketAddr, limit: Duration) -> Result<(), Strin
     let deadline = Instant::now() + limit;
     let url = format!("http://{admin}/api/backends");
     loop {
-        let last = match crate::http::get(&url, Duration::from_secs(2)).await {
+        let last = match wsmesh_client::http::get(&url, Duration::from_secs(2)).await {
             Ok(r) => {
                 let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
                 let states: Vec<String> = v["backends"]

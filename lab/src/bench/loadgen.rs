@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::net::{dial, Sources, Target};
-use crate::client::Io;
+use wsmesh_client::Io;
 
 /// Highest latency the histograms hold, in microseconds (60 s).
 const MAX_MICROS: u64 = 60_000_000;

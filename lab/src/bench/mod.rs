@@ -4,12 +4,11 @@
 //!
 //! The path of a run: `proxies` and `peers` start the systems, `scenarios`
 //! drive `loadgen` / `chatgen` at them (systems alternating per round),
-//! `report` summarises and checks the goals, `chart` draws the PNGs.
+//! `report` summarises and checks the goals, `chart` draws the SVG charts.
 
 pub mod backend;
 pub mod chart;
 pub mod chatgen;
-pub mod font;
 pub mod haproxy;
 pub mod lbconf;
 pub mod loadgen;
@@ -34,7 +33,7 @@ pub enum BenchError {
     Cluster(#[from] crate::cluster::ClusterError),
     /// TLS client setup failed.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] wsmesh_client::tls::TlsError),
     /// Writing the report failed.
     #[error("writing the report: {0}")]
     Io(#[from] std::io::Error),
@@ -48,7 +47,7 @@ pub enum BenchError {
 pub struct BenchOptions {
     /// The short run.
     pub quick: bool,
-    /// Where report.md, report.json and the PNGs go.
+    /// Where report.md, report.json and the SVG charts go.
     pub out: PathBuf,
     /// Scenario numbers to run (1–6); empty: all.
     pub only: Vec<u8>,
@@ -73,7 +72,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
     std::fs::create_dir_all(&opts.out)?;
     let dir = tempfile::Builder::new().prefix("wsmesh-bench-").tempdir()?;
     let certs = lbconf::gen_certs(&dir.path().join("certs"))?;
-    let tls = crate::tls::client_config(&certs.ca)?;
+    let tls = wsmesh_client::tls::client_config(&certs.ca)?;
     let sources = net::Sources::loopback(8);
     let mut f = Findings::default();
     if nofile < 2 * params.tunnels as u64 + 100 {
@@ -155,7 +154,8 @@ fn utc_now() -> String {
         .unwrap_or_default()
 }
 
-/// Checks the goals of issue 5 against the medians.
+/// Checks the performance goals (lb against HAProxy and direct, chat
+/// fan-out and latency against the peers) against the medians.
 pub fn goals(metrics: &[Metric]) -> Vec<Goal> {
     let find = |scenario_part: &str, name: &str| {
         metrics

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpSocket;
 
-use crate::client::Io;
+use wsmesh_client::Io;
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum DialError {
     /// TCP connect (or bind of the source address) failed.
     #[error("connect {addr}: {source}")]
     Tcp {
-        /// Destination.
+        /// The proxy or backend that did not accept.
         addr: SocketAddr,
         /// OS error.
         source: std::io::Error,
@@ -80,9 +80,9 @@ impl Target {
 /// Source addresses handed out round robin (127.0.0.2 … 127.0.0.(1+n)).
 #[derive(Debug)]
 pub struct Sources {
-    /// The addresses.
+    /// 127.0.0.2 onwards, so many connections do not run out of source ports.
     addrs: Vec<IpAddr>,
-    /// Next index.
+    /// Counter for the round robin.
     next: AtomicUsize,
 }
 

@@ -18,9 +18,9 @@ use super::net::Target;
 
 /// System names in the report.
 pub const LB: &str = "lb";
-/// HAProxy.
+/// HAProxy in front of the same backend, the system the lb is measured against.
 pub const HAPROXY: &str = "haproxy";
-/// No proxy.
+/// The backend without a proxy: the ceiling of what a proxy can reach.
 pub const DIRECT: &str = "direct";
 
 /// The running proxy systems; dropping stops them.

@@ -1,8 +1,8 @@
 //! What a bench run found, in one shape for the terminal table,
 //! `report.md` and `report.json`: per metric, every system's samples (one
 //! per round, systems alternating), their median, min and max, and the ratio
-//! of the reference system (the lb, or wsmesh) to each peer. The goals of
-//! issue 5 are checked against the medians here, and said plainly when missed.
+//! of the reference system (the lb, or wsmesh) to each peer. The performance
+//! goals are checked against the medians here, and said plainly when missed.
 
 use std::fmt::Write as _;
 
@@ -92,7 +92,7 @@ impl Metric {
     }
 }
 
-/// One goal from the issue and whether the run met it.
+/// One performance goal and whether the run met it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Goal {
     /// The goal as stated.
@@ -114,13 +114,13 @@ pub struct Report {
     pub started: String,
     /// Whole run, seconds.
     pub seconds: f64,
-    /// The machine.
+    /// CPU, memory and limits the numbers were measured on.
     pub machine: Machine,
     /// Rounds per scenario (each system once per round).
     pub rounds: usize,
     /// Scenario parameters, one line each.
     pub parameters: Vec<String>,
-    /// The measurements.
+    /// Every scenario's metrics, in run order.
     pub metrics: Vec<Metric>,
     /// Goals checked against the medians.
     pub goals: Vec<Goal>,

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bench::lbconf::{self, Route};
-use crate::client::{ConnectOptions, Endpoint, Scheme};
+use wsmesh_client::{ConnectOptions, Endpoint, Scheme};
 use crate::cluster::{self, Cluster, ClusterError, LocalOptions};
-use crate::http;
+use wsmesh_client::http;
 use crate::ports;
 use crate::process::ProcessSpec;
 
@@ -34,11 +34,11 @@ pub enum DrillClusterError {
     Process(#[from] crate::process::ProcessError),
     /// The CA could not be loaded.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] wsmesh_client::tls::TlsError),
     /// The lb's admin API refused or did not answer.
     #[error("lb admin: {0}")]
     Admin(String),
-    /// Files.
+    /// Writing the cluster's configs or directories failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -137,7 +137,7 @@ impl DrillCluster {
             .spawn(logged(spec, &log("lb")))?
             .wait_healthy(START_LIMIT)
             .await?;
-        let tls = crate::tls::client_config(&certs.ca)?;
+        let tls = wsmesh_client::tls::client_config(&certs.ca)?;
         let temp = if keep_logs {
             let _ = temp.keep();
             None

@@ -29,7 +29,7 @@ const DRAINED_FOR: Duration = Duration::from_secs(4);
 /// SIGTERM drain of an app: its `drain.grace` + `drain.window` and a margin.
 const DRAIN_EXIT_LIMIT: Duration = Duration::from_secs(20);
 
-/// One fault of issue 4's list.
+/// One fault a drill injects into a running cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
@@ -50,7 +50,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Every fault, in issue order.
+    /// Every fault, in the order `lab drill --fault all` runs them.
     pub const ALL: [Fault; 7] = [
         Fault::KillApp,
         Fault::DrainApp,

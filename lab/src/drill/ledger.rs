@@ -28,7 +28,7 @@ use wsmesh_common::stream_id::StreamId;
 /// What one client saw and did.
 #[derive(Debug, Clone, Default)]
 pub struct ClientLedger {
-    /// Its room.
+    /// Room the client was in; only that room's chats are expected.
     pub room: String,
     /// Highest id of its first history (`0-0` when empty): expectations start above it.
     pub start: StreamId,
@@ -36,7 +36,7 @@ pub struct ClientLedger {
     pub receipts: Vec<StreamId>,
     /// Acks received: (cid, id); a cid may be acked more than once (re-sends).
     pub acks: Vec<(String, StreamId)>,
-    /// Sends queued.
+    /// Messages the client was asked to send.
     pub sent: u64,
     /// Sends still unacked at the end.
     pub pending: usize,

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use wsmesh_common::stream_id::StreamId;
 
 use super::ledger::ClientLedger;
-use crate::client::ConnectOptions;
-use crate::session::{ConnectionRecord, Event, ReceiptLog, ResilientClient, ResilientConfig};
+use wsmesh_client::ConnectOptions;
+use wsmesh_client::resilient::{ConnectionRecord, Event, ReceiptLog, ResilientClient, ResilientConfig};
 
 /// How the clients behave (beyond where they connect).
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ impl Default for ClientTuning {
 /// What the load looks like.
 #[derive(Debug, Clone)]
 pub struct LoadPlan {
-    /// Clients.
+    /// Resilient clients to start.
     pub clients: usize,
     /// Rooms; client `i` is in room `i % rooms`.
     pub rooms: usize,
@@ -66,7 +66,7 @@ pub struct LoadPlan {
     pub rate: f64,
     /// Where and how to connect (room filled in per client).
     pub connect: ConnectOptions,
-    /// Client behaviour.
+    /// Backoff, re-send and ping timing of every client.
     pub tuning: ClientTuning,
     /// Prefix of room names, unique per drill.
     pub room_prefix: String,
@@ -83,7 +83,7 @@ pub struct Live {
     pub acked_cids: HashSet<String>,
     /// The client stopped after too many failed connects.
     pub gave_up: bool,
-    /// Sends queued.
+    /// Messages handed to the clients to send (each must be acked once).
     pub sent: u64,
     /// Acks: (cid, id).
     pub acks: Vec<(String, StreamId)>,
@@ -91,7 +91,7 @@ pub struct Live {
     pub connections: Vec<ConnectionRecord>,
     /// When each of `connections` was welcomed.
     pub welcomed_at: Vec<Instant>,
-    /// Connections lost.
+    /// Times a client lost its connection and had to reconnect.
     pub disconnects: u64,
     /// Error frames from the server (e.g. `rate_limited`, `unavailable`).
     pub refused: u64,
@@ -107,7 +107,7 @@ impl Live {
 /// A client slot: its room, its live record, its raw receipts and its task.
 #[derive(Debug)]
 struct Slot {
-    /// Room name.
+    /// Room this client is in; its chats are reconciled per room.
     room: String,
     /// Live record.
     live: Arc<Mutex<Live>>,
@@ -127,7 +127,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct ClientOutcome {
     /// The ledger's view.
     pub ledger: ClientLedger,
-    /// Welcomed connections.
+    /// Every connection the server welcomed, with its reconnect time.
     pub connections: Vec<ConnectionRecord>,
     /// When each connection was welcomed.
     pub welcomed_at: Vec<Instant>,
@@ -143,7 +143,7 @@ pub struct ClientOutcome {
 /// The running load.
 #[derive(Debug)]
 pub struct Load {
-    /// The clients.
+    /// One per client, in start order.
     slots: Vec<Slot>,
     /// Sending on/off.
     sending: Arc<AtomicBool>,
@@ -312,7 +312,7 @@ impl Load {
 /// the welcome to the last history receipt of that connection. The two
 /// instants come from different tasks (the client logs receipts, ours sees the
 /// welcome event), so the replay part is never taken as negative.
-fn caught_up(live: &Live, receipts: &[crate::session::Receipt]) -> Vec<Duration> {
+fn caught_up(live: &Live, receipts: &[wsmesh_client::resilient::Receipt]) -> Vec<Duration> {
     let mut out = Vec::new();
     for (k, record) in live.connections.iter().enumerate().skip(1) {
         let (Some(took), Some(welcomed)) = (record.reconnect_took, live.welcomed_at.get(k)) else {

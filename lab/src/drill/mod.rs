@@ -34,7 +34,7 @@ pub enum DrillError {
     /// Building, starting or healing the cluster failed.
     #[error("drill {fault}: {source}")]
     Cluster {
-        /// The drill.
+        /// The fault whose drill could not run.
         fault: Fault,
         /// What failed.
         source: DrillClusterError,
@@ -42,11 +42,11 @@ pub enum DrillError {
     /// Not every client connected before the fault (the cluster is too small or too slow).
     #[error("drill {fault}: only {connected} of {clients} clients connected within {limit:?}")]
     NotConnected {
-        /// The drill.
+        /// The fault whose drill could not start.
         fault: Fault,
-        /// Clients welcomed.
+        /// Clients that got a `welcome` in time.
         connected: usize,
-        /// Clients started.
+        /// Clients that were started.
         clients: usize,
         /// How long we waited.
         limit: Duration,
@@ -58,7 +58,7 @@ pub enum DrillError {
 pub enum Rate {
     /// Over all clients together.
     Total(f64),
-    /// Per client.
+    /// Per client, so the load grows with the client count.
     PerClient(f64),
 }
 
@@ -131,7 +131,7 @@ pub struct DrillArgs {
     /// all, kill-app, drain-app, lb-drain, kill-subscriber, restart-redis, freeze-app or kill-lb (repeatable).
     #[arg(long, default_value = "all", value_parser = fault_arg)]
     pub fault: Vec<String>,
-    /// Clients.
+    /// Resilient clients connected through the lb during each drill.
     #[arg(long, default_value_t = 1000)]
     pub clients: usize,
     /// Rooms (clients are spread evenly).
@@ -157,11 +157,11 @@ pub struct DrillArgs {
 /// A drill's parameters.
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
-    /// Clients.
+    /// Resilient clients connected through the lb.
     pub clients: usize,
-    /// Rooms.
+    /// Rooms the clients are spread over evenly.
     pub rooms: usize,
-    /// Message rate.
+    /// How fast the clients send, together or each.
     pub rate: Rate,
     /// Sending time (extended to cover the fault and its healing).
     pub duration: Duration,
@@ -169,7 +169,7 @@ pub struct DrillOptions {
     pub quiesce: Duration,
     /// Keep the cluster directory.
     pub keep_logs: bool,
-    /// Client behaviour.
+    /// Backoff, re-send and ping timing of every client.
     pub tuning: ClientTuning,
 }
 

@@ -12,7 +12,7 @@ use super::ledger::Totals;
 /// Reconnect times in milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
-    /// Reconnects measured.
+    /// Reconnects the figures are taken over.
     pub count: u64,
     /// Median.
     pub p50_ms: u64,
@@ -48,7 +48,7 @@ impl Latency {
 /// One drill's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillReport {
-    /// The fault.
+    /// The fault this drill injected.
     pub fault: Fault,
     /// Clients.
     pub clients: usize,
@@ -56,7 +56,7 @@ pub struct DrillReport {
     pub rooms: usize,
     /// Sending time in seconds (at least the fault and its healing).
     pub sending_s: f64,
-    /// The ledger.
+    /// The reconciled ledger over all clients: sent, acked, lost, duplicated…
     pub totals: Totals,
     /// Reconnects (welcomes after the first), and their time from losing the
     /// connection to the next `welcome`.

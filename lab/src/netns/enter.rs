@@ -58,7 +58,7 @@ where
 pub fn http_get_in(ns: &str, url: &str, limit: Duration) -> Result<(u16, String), NetnsError> {
     let url = url.to_string();
     block_in_netns(ns, move || async move {
-        crate::http::get(&url, limit)
+        wsmesh_client::http::get(&url, limit)
             .await
             .map(|r| (r.status, r.body))
             .map_err(|e| NetnsError::Check(format!("GET {url}: {e}")))

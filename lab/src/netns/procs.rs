@@ -41,7 +41,7 @@ pub struct Spec<'a> {
     pub name: &'a str,
     /// Namespace to run in.
     pub ns: &'a str,
-    /// The binary.
+    /// Executable started inside the namespace.
     pub program: &'a Path,
     /// Its arguments.
     pub args: Vec<String>,

@@ -1,4 +1,4 @@
-//! The six scenarios of issue 5 and their sizes. `proxy` holds 1–4 (lb vs
+//! The six benchmark scenarios and their sizes. `proxy` holds 1–4 (lb vs
 //! HAProxy vs direct on the fast backend), `chat` holds 5–6 (wsmesh vs the
 //! peers). Each scenario runs every system once per round, alternating, so
 //! drift on the machine hits all systems alike.
@@ -145,7 +145,7 @@ impl Params {
 /// What scenarios add to the report.
 #[derive(Debug, Default)]
 pub struct Findings {
-    /// Measurements.
+    /// Every metric the scenario measured, all systems' samples in each.
     pub metrics: Vec<Metric>,
     /// Errors and caveats.
     pub notes: Vec<String>,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::client::{ClientError, ConnectOptions};
-use crate::session::{Event, ResilientClient, ResilientConfig};
+use crate::{ClientError, ConnectOptions};
+use crate::resilient::{Event, ResilientClient, ResilientConfig};
 use crate::tls::{self, TlsError};
 
 /// Why `lab chat` stopped with an error.
