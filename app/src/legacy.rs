@@ -1,4 +1,4 @@
-//! The seed clients' wire formats (ARCHITECTURE.md, "Seed clients"), so the
+//! The seed clients' wire formats (docs/protocol.md, "Seed clients"), so the
 //! pages this design grew from keep working on the same room (`lobby`) and
 //! history:
 //! - simple-chat (`/ws` without a subprotocol): `{"name","content"}` in,

@@ -1,4 +1,4 @@
-//! The `wsmesh.v1` protocol on `/ws` (ARCHITECTURE.md, "Client protocol"):
+//! The `wsmesh.v1` protocol on `/ws` (docs/protocol.md, "Client protocol"):
 //! welcome, history replay merged gap-free with live chats, sends with acks,
 //! nick changes, presence, and error frames after which the socket stays.
 //!

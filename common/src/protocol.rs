@@ -1,5 +1,5 @@
 //! The `wsmesh.v1` client protocol: JSON text frames on `/ws`.
-//! See ARCHITECTURE.md, "Client protocol". The app serves it, the lab client
+//! See docs/protocol.md, "Client protocol". The app serves it, the lab client
 //! speaks it, so both use these types.
 
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
 // A stand-in for two wsmesh app instances, in one Node process with shared memory,
-// speaking just enough `wsmesh.v1` (ARCHITECTURE.md, "Client protocol") to exercise the
+// speaking just enough `wsmesh.v1` (docs/protocol.md, "Client protocol") to exercise the
 // chat page and the browser tests without Redis or the Rust binaries.
 //
 //   node lab/browser/mock_server.mjs            # app1 on 127.0.0.1:19031, app2 on :19032

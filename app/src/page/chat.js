@@ -1,4 +1,5 @@
-// wsmesh chat page: speaks the `wsmesh.v1` protocol (ARCHITECTURE.md, "Client protocol").
+// wsmesh chat page: speaks the `wsmesh.v1` protocol (docs/protocol.md, "Client protocol").
+// One file on purpose: the page is served as a single script with no build step or module loader.
 //
 // What it promises the person chatting:
 // - every message is shown once, in id order, whether it came in `history`, in a live
