@@ -18,7 +18,8 @@ use crate::socket::{self, Inbound, WriteError, Ws};
 /// Most queued items written with one flush.
 const MAX_COALESCED: usize = 64;
 
-/// How one wire format talks.
+/// What differs between the wire formats (v1, simple-chat, CloudChat);
+/// `run` does everything else.
 pub trait Dialect: Send {
     /// Renders what the hub queued into text frames (none for what the
     /// dialect does not show).

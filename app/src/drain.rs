@@ -14,7 +14,7 @@ use crate::limits::Slots;
 /// Where the instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Normal operation.
+    /// Normal operation: `/healthz` may say ok and new sockets are taken.
     Serving,
     /// `/healthz` is 503; everything else still works.
     Draining,
@@ -22,7 +22,8 @@ pub enum Phase {
     Closing,
 }
 
-/// The shared phase; cheap to clone.
+/// The shutdown phase shared by the routes, `/healthz` and every socket;
+/// cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Drain {
     /// Current phase; sockets watch it.
@@ -38,7 +39,8 @@ impl Default for Drain {
 }
 
 impl Drain {
-    /// The current phase.
+    /// The phase now, for checks made once per request (routes, `/healthz`);
+    /// sockets `subscribe` instead.
     pub fn phase(&self) -> Phase {
         *self.tx.borrow()
     }

@@ -34,7 +34,7 @@ impl SubscriberClock {
     }
 }
 
-/// Overall verdict.
+/// The `/healthz` verdict; it picks the HTTP status the lb checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -49,15 +49,16 @@ pub enum Status {
 pub struct Report {
     /// `ok` (HTTP 200) or `fail` (HTTP 503).
     pub status: Status,
-    /// Instance name.
+    /// The configured instance name, so reports from several instances can
+    /// be told apart.
     pub instance: String,
     /// Whether a drain has started.
     pub draining: bool,
-    /// Redis reachability.
+    /// Whether Redis answered a PING, and how fast.
     pub redis: RedisHealth,
-    /// Subscriber liveness.
+    /// Whether the local subscriber posted recently enough.
     pub subscriber: SubscriberHealth,
-    /// Socket counts.
+    /// Open sockets against the limit and the 503 threshold.
     pub connections: ConnectionsHealth,
     /// Why `status` is `fail`; empty when ok.
     pub reasons: Vec<String>,
@@ -84,9 +85,9 @@ pub struct SubscriberHealth {
 /// `connections` part of the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectionsHealth {
-    /// Open sockets.
+    /// WebSockets open on this instance now.
     pub current: usize,
-    /// `max_connections`.
+    /// `limits.max_connections`: with this many open, new sockets get 503.
     pub max: usize,
     /// Count at which health turns 503.
     pub threshold: usize,
@@ -99,20 +100,22 @@ pub struct Health {
     pub instance: String,
     /// Redis, for the PING.
     pub store: Store,
-    /// Open sockets.
+    /// The open-socket counter, for the count and its maximum.
     pub slots: Arc<Slots>,
     /// Socket count at which to report 503.
     pub threshold: usize,
-    /// Subscriber liveness.
+    /// Set by the internal listener whenever the subscriber posts.
     pub subscriber: Arc<SubscriberClock>,
     /// Longest acceptable subscriber silence.
     pub subscriber_max_age: Duration,
-    /// Drain phase.
+    /// Any phase but `Serving` fails the report, so the lb stops sending
+    /// new sessions before sockets are closed.
     pub drain: Drain,
 }
 
 impl Health {
-    /// Checks everything now.
+    /// Runs every check now; the Redis PING can take up to the command
+    /// timeout.
     pub async fn report(&self) -> Report {
         let mut reasons = Vec::new();
         let draining = self.drain.phase() != Phase::Serving;

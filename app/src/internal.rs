@@ -19,7 +19,8 @@ use crate::config::InternalToken;
 use crate::page::{self, Body};
 use crate::shared::Shared;
 
-/// Largest accepted event batch.
+/// Largest accepted event batch body, in bytes; a bigger one gets 413 and
+/// the subscriber splits it.
 pub const MAX_BATCH_BYTES: usize = 8 << 20;
 
 /// Answers one internal request.

@@ -36,9 +36,10 @@ pub enum Format {
 /// simple-chat, client → server.
 #[derive(Debug, Deserialize)]
 struct SimpleIn {
-    /// Sender name.
+    /// The nick to store the message under; simple-chat sends it with every
+    /// message.
     name: String,
-    /// Message text.
+    /// Message text, stored as the chat's body.
     content: String,
 }
 
@@ -47,9 +48,9 @@ struct SimpleIn {
 struct SimpleOut<'a> {
     /// `YYYY/MM/DD HH:MM:SS`, UTC.
     time: String,
-    /// Sender name.
+    /// The chat's nick.
     name: &'a str,
-    /// Message text.
+    /// The chat's body.
     content: &'a str,
 }
 
@@ -62,12 +63,12 @@ enum CloudIn {
         /// Always `command`.
         #[serde(rename = "type")]
         kind: String,
-        /// The command name.
+        /// Only `requestFirstChat` is known; others are logged and ignored.
         command: String,
     },
     /// `{"body":B}`.
     Message {
-        /// Message text.
+        /// Message text, stored under the socket's guest nick.
         body: String,
     },
 }
@@ -82,19 +83,21 @@ struct CloudOut<'a> {
 /// One CloudChat message.
 #[derive(Debug, Serialize)]
 struct CloudChat<'a> {
-    /// Message text.
+    /// The chat's body; CloudChat shows neither nick nor time.
     body: &'a str,
 }
 
-/// One seed-format client.
+/// The `Dialect` state of one seed-format socket.
 struct Legacy {
-    /// Instance parts.
+    /// The instance's shared parts: store, limits, metrics.
     shared: Arc<Shared>,
-    /// Which format.
+    /// Which seed format this socket speaks: picks the parser and the
+    /// renderer.
     format: Format,
     /// Nick for CloudChat sends, which carry none.
     nick: String,
-    /// Send budget.
+    /// This socket's send rate; a message over it is dropped (logged and
+    /// counted as `rate_limited`).
     bucket: TokenBucket,
 }
 

@@ -14,7 +14,7 @@ use crate::config::Limits;
 /// Per-connection send budget: `burst` tokens, refilled at `per_sec`.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
-    /// Bucket size.
+    /// Most tokens held: how many sends may come back to back after a pause.
     burst: f64,
     /// Tokens added per second.
     per_sec: f64,
@@ -25,7 +25,8 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// A full bucket.
+    /// A bucket that starts full, so a new connection may send `burst`
+    /// messages at once.
     pub fn new(burst: u32, per_sec: f64, now: Instant) -> Self {
         TokenBucket {
             burst: f64::from(burst),
@@ -114,9 +115,10 @@ pub fn check_nick(limits: &Limits, nick: &str) -> Result<(), Refusal> {
 /// Counts open WebSockets against `max_connections`.
 #[derive(Debug)]
 pub struct Slots {
-    /// Sockets open now.
+    /// Slots taken and not yet given back: raised by `try_take`, lowered
+    /// when a `Slot` drops.
     open: AtomicUsize,
-    /// Most sockets allowed.
+    /// `limits.max_connections`; `try_take` refuses once this many are open.
     max: usize,
 }
 
@@ -145,12 +147,12 @@ impl Slots {
             .map(|_| Slot { slots: self.clone() })
     }
 
-    /// Sockets open now.
+    /// Sockets open now, for `/healthz` and for the drain waiting for zero.
     pub fn current(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
-    /// The configured maximum.
+    /// The configured `max_connections`, reported by `/healthz`.
     pub fn max(&self) -> usize {
         self.max
     }

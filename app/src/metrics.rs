@@ -17,7 +17,8 @@ type CodeLabel = [(&'static str, &'static str); 1];
 pub struct Metrics {
     /// Where everything is registered, for encoding.
     registry: Registry,
-    /// Open WebSockets.
+    /// Upgraded WebSockets open now; `routes` raises it when a socket's task
+    /// starts and lowers it when the task ends.
     pub connections: Gauge,
     /// Chats stored on behalf of this instance's clients.
     pub messages_in: Counter,
@@ -27,7 +28,7 @@ pub struct Metrics {
     pub queue_drops: Counter,
     /// Redis command latency in seconds.
     pub redis_latency: Histogram,
-    /// `error` frames sent, by code.
+    /// Refusals by code: `error` frames, and seed clients' dropped messages.
     pub errors: Family<CodeLabel, Counter>,
     /// Authorized `POST /internal/events` received (heartbeats included).
     pub internal_batches: Counter,
@@ -101,12 +102,13 @@ impl Metrics {
         }
     }
 
-    /// Counts one `error` frame.
+    /// Counts one refusal by code: an `error` frame, or a seed client's
+    /// message that was dropped (those formats have no error frame).
     pub fn error(&self, code: ErrorCode) {
         self.errors.get_or_create(&[("code", code.as_str())]).inc();
     }
 
-    /// The text exposition format.
+    /// Every metric in the OpenMetrics text format, the body of `/metrics`.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;

@@ -29,12 +29,14 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     with_type(status, "text/plain; charset=utf-8", body)
 }
 
-/// A JSON response.
+/// A response with an `application/json` body (`/healthz`,
+/// `/internal/cursors`).
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     with_type(status, "application/json", body)
 }
 
-/// An empty response.
+/// A response with no body and no content type, e.g. the 204 that accepts
+/// an event batch.
 pub fn empty(status: StatusCode) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = status;

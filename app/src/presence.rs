@@ -20,9 +20,9 @@ const VALID_FOR: Duration = Duration::from_secs(6);
 pub struct Presence {
     /// Local sockets per room, and where announcements go.
     hub: Arc<Hub>,
-    /// Redis.
+    /// Where each instance's count is written and the total summed.
     store: Store,
-    /// Field name in the presence hashes.
+    /// This instance's name: its field in each room's presence hash.
     instance: String,
 }
 

@@ -21,7 +21,8 @@ pub struct Connect {
 pub struct BadQuery {
     /// `bad_room` or `bad_since`.
     pub code: ErrorCode,
-    /// What was wrong.
+    /// What was wrong, for people: the `error` frame's message and the close
+    /// reason.
     pub message: String,
 }
 

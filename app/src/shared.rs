@@ -15,25 +15,32 @@ use crate::store::{Store, StoreError};
 /// Everything a request handler may need.
 #[derive(Debug)]
 pub struct Shared {
-    /// The loaded config.
+    /// The config file as loaded at start; handlers read the limits, the
+    /// drain window and the instance name from it.
     pub config: Config,
     /// The internal listener's bearer token.
     pub token: InternalToken,
-    /// Redis.
+    /// Redis access: sessions, history, appends and presence counts.
     pub store: Store,
-    /// Local room fan-out.
+    /// Local room fan-out: hands the subscriber's batches to this instance's
+    /// sockets.
     pub hub: Arc<Hub>,
     /// Cluster-wide online counts.
     pub presence: Presence,
-    /// Prometheus metrics.
+    /// Served on `/metrics`; the store and the hub hold clones and count
+    /// into it too.
     pub metrics: Arc<Metrics>,
-    /// `/healthz` inputs.
+    /// What `/healthz` checks; holds clones of the store, slots, drain and
+    /// subscriber clock.
     pub health: Health,
-    /// Shutdown phase.
+    /// Where shutdown stands: `routes` refuses new sockets once it is
+    /// `Closing`, and each socket watches it for its turn to close.
     pub drain: Drain,
-    /// Open-socket counter.
+    /// Open-socket counter: each socket task holds a `Slot` for its life, and
+    /// `max_connections` caps it.
     pub slots: Arc<Slots>,
-    /// When the subscriber last posted.
+    /// When the subscriber last posted: the internal listener sets it,
+    /// `/healthz` reads it.
     pub subscriber: Arc<SubscriberClock>,
 }
 

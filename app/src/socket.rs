@@ -15,7 +15,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-/// The upgraded connection.
+/// A WebSocket over the HTTP connection hyper upgraded; what the dialects
+/// read from and write to.
 pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// A write that takes longer than this means the client stopped reading.
@@ -32,7 +33,8 @@ pub const INTERNAL_ERROR: u16 = 1011;
 /// What the peer sent next.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A text message.
+    /// A whole text message (fragments joined, valid UTF-8) for the dialect
+    /// to parse.
     Text(String),
     /// A binary message (not part of any dialect).
     Binary,
@@ -76,7 +78,8 @@ pub async fn next(ws: &mut Ws) -> Inbound {
     }
 }
 
-/// Writes one JSON text frame.
+/// Writes one JSON text frame; `Timeout` if the client has not taken it
+/// within `WRITE_TIMEOUT`.
 pub async fn send_json<T: Serialize>(ws: &mut Ws, frame: &T) -> Result<(), WriteError> {
     send_text(ws, serde_json::to_string(frame)?.into()).await
 }

@@ -32,7 +32,7 @@ pub enum StoreError {
     /// Redis answered with an error or the connection broke.
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
-    /// Redis did not answer in time.
+    /// Redis did not answer within `command_timeout`.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
     /// Redis answered something this code does not understand.
@@ -72,7 +72,7 @@ pub struct Session {
     pub connected_since: u64,
 }
 
-/// The app's Redis access.
+/// The app's Redis access; cheap to clone, clones share one connection.
 #[derive(Clone)]
 pub struct Store {
     /// One auto-reconnecting connection, cloned per call (it multiplexes).
@@ -134,7 +134,7 @@ impl Store {
         }
     }
 
-    /// Round trip of a PING.
+    /// Round trip of a PING, for `/healthz` and the startup log.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let mut c = self.conn.clone();
         let start = Instant::now();

@@ -25,7 +25,7 @@ const READ_BUFFER_BYTES: usize = 4096;
 /// A request that asked for a WebSocket, checked and ready to be answered.
 #[derive(Debug)]
 pub struct Handshake {
-    /// `Sec-WebSocket-Accept` value.
+    /// `Sec-WebSocket-Accept` value, derived from the client's key.
     accept: String,
     /// Whether the client offered `wsmesh.v1` (then it is selected).
     pub v1: bool,
@@ -33,7 +33,8 @@ pub struct Handshake {
     pub origin: Verdict,
 }
 
-/// Whether the headers ask for a WebSocket upgrade.
+/// Whether header `name` lists `token` among its comma-separated values
+/// (case-insensitive), as in `Connection: keep-alive, Upgrade`.
 fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
@@ -73,7 +74,9 @@ impl NotUpgrade {
     }
 }
 
-/// Checks an upgrade request.
+/// Checks an upgrade request; what needs a plain HTTP answer comes back as a
+/// `NotUpgrade`. A refused Origin is only recorded: the socket is upgraded
+/// and then closed with 1008.
 pub fn check(req: &Request<Incoming>, allowed_origins: &[String]) -> Result<Handshake, NotUpgrade> {
     let h = req.headers();
     let is_upgrade = req.method() == Method::GET

@@ -27,13 +27,14 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One v1 client after its welcome.
 struct V1 {
-    /// Instance parts.
+    /// The instance's shared parts: store, limits, metrics.
     shared: Arc<Shared>,
-    /// The room joined.
+    /// The room from the query string: sends are appended to it and
+    /// presence frames name it.
     room: String,
     /// The client's session (token, nick).
     session: Session,
-    /// Send budget.
+    /// This socket's send rate; a send without a token gets `rate_limited`.
     bucket: TokenBucket,
 }
 
@@ -173,7 +174,7 @@ struct ChatFrame<'a> {
     /// Always `chat`.
     #[serde(rename = "type")]
     kind: &'static str,
-    /// The batch.
+    /// The batch's chats, borrowed from the hub's shared batch, not cloned.
     chats: Vec<&'a Chat>,
 }
 

@@ -9,7 +9,7 @@ use rand::Rng;
 /// Retry delays for one peer; `reset` after a success.
 #[derive(Debug, Clone)]
 pub struct Backoff {
-    /// First ceiling.
+    /// Ceiling of the first delay; it doubles with each failure.
     base: Duration,
     /// Ceiling never exceeded.
     cap: Duration,
@@ -45,7 +45,7 @@ impl Backoff {
         self.attempt = 0;
     }
 
-    /// Failures since the last reset.
+    /// Failures since the last reset, for logs and retry limits.
     pub fn attempts(&self) -> u32 {
         self.attempt
     }

@@ -14,7 +14,8 @@ pub struct Chat {
     pub room: String,
     /// Sender's nick at the time of sending.
     pub nick: String,
-    /// Message text.
+    /// Message text as the sender wrote it (the app refuses bodies over
+    /// `limits.max_body_bytes`).
     pub body: String,
     /// Unix milliseconds, taken from the stream id (server time).
     pub ts: u64,

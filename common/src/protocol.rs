@@ -29,11 +29,13 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         truncated: bool,
     },
-    /// Live messages, in id order.
+    /// Live messages, or the rest of a long replay after `history`; in id
+    /// order.
     Chat { chats: Vec<Chat> },
     /// A `send` that carried a `cid` is stored under `id`.
     Ack { cid: String, id: String },
-    /// Number of connections in the room changed.
+    /// Sockets in the room across all instances; sent after joining and
+    /// whenever the count changes.
     Presence { room: String, online: u64 },
     /// Something the client sent was refused; the socket stays open.
     Error { code: ErrorCode, message: String },
@@ -49,23 +51,32 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cid: Option<String>,
     },
-    /// Change nick.
+    /// Change this session's nick, kept for later sends and reconnects.
     Nick { nick: String },
 }
 
-/// Longest `cid` accepted.
+/// Longest `cid` accepted, in characters.
 pub const CID_MAX_LEN: usize = 64;
 
 /// Error codes of the `error` frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// Not JSON, no string `type`, missing or mistyped fields, an empty body,
+    /// a bad `cid` or nick, or a binary frame; the socket stays.
     BadJson,
+    /// A `type` other than `send` and `nick`; the socket stays.
     UnknownType,
+    /// A `body` over `limits.max_body_bytes`; the socket stays.
     TooLarge,
+    /// The connection's send budget is spent; the send is not stored.
     RateLimited,
+    /// The `room` query value is not a valid room name; closed with 1008.
     BadRoom,
+    /// The `since` query value is not a stream id; closed with 1008.
     BadSince,
+    /// Redis failed: on connect the socket is closed with 1011; on `send` or
+    /// `nick` it stays and the client should try again.
     Unavailable,
 }
 
@@ -97,9 +108,10 @@ impl ErrorCode {
 
 /// WebSocket close codes with a meaning in wsmesh.
 pub mod close {
-    /// Frame over the size limit.
+    /// A frame or message over `limits.max_frame_bytes`.
     pub const TOO_BIG: u16 = 1009;
-    /// Policy violation (bad origin).
+    /// Policy violation: a refused origin, or a bad `room` or `since` after
+    /// its `error` frame.
     pub const POLICY: u16 = 1008;
     /// Instance draining: reconnect at once (jittered).
     pub const SERVICE_RESTART: u16 = 1012;

@@ -20,6 +20,8 @@ pub struct StreamId {
 pub struct BadStreamId(pub String);
 
 impl StreamId {
+    /// `0-0`, below every id Redis assigns: the starting point when nothing
+    /// has been seen or delivered yet.
     pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
 }
 

@@ -96,7 +96,7 @@ pub struct Append<'a> {
     pub room: &'a str,
     /// Sender's nick, stored with the chat.
     pub nick: &'a str,
-    /// Message text.
+    /// Message text, stored in the entry's `body` field.
     pub body: &'a str,
     /// The sender's idempotency key: a cid seen within `cid_ttl` stores nothing again.
     pub cid: Option<&'a str>,
@@ -203,9 +203,9 @@ pub enum BadPayload {
     /// A chat whose id is not a stream id or whose room is not a valid name.
     #[error("chat with a bad id {id:?} or room {room:?}")]
     Fields {
-        /// The id as sent.
+        /// The published id, possibly malformed, for the log line.
         id: String,
-        /// The room as sent.
+        /// The published room, possibly invalid, for the log line.
         room: String,
     },
 }
