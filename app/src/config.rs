@@ -585,8 +585,14 @@ mod tests {
         assert!(e.reason.starts_with("master_name is required"), "{e}");
         let e = load_text(&format!("{MINIMAL}[redis]\nmaster_name = \"wsmesh\"\n")).unwrap_err();
         assert_eq!(e.position, Some((8, 1)), "{e}");
-        let e = load_text(&format!("{MINIMAL}[redis]\nsentinels = [\"x\"]\nmaster_name = \"m\"\n")).unwrap_err();
-        assert_eq!((e.position, e.reason.as_str()), (Some((8, 1)), "sentinels \"x\" is not host:port"));
+        let e = load_text(&format!(
+            "{MINIMAL}[redis]\nsentinels = [\"x\"]\nmaster_name = \"m\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.position, e.reason.as_str()),
+            (Some((8, 1)), "sentinels \"x\" is not host:port")
+        );
     }
 
     #[test]

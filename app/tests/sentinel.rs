@@ -57,5 +57,9 @@ async fn an_append_after_the_master_is_killed_lands_on_the_promoted_replica() {
     let ids: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, [before.as_str(), after.as_str()]);
     let (again, outcome) = append(&store, "after").await;
-    assert_eq!((again, outcome), (after, Outcome::Duplicate), "the cid is remembered on the new master");
+    assert_eq!(
+        (again, outcome),
+        (after, Outcome::Duplicate),
+        "the cid is remembered on the new master"
+    );
 }

@@ -76,7 +76,11 @@ impl std::fmt::Debug for Master {
 /// Whether `e` means this node must not be used again: the connection is
 /// broken or late, or the node is a replica now.
 fn drops_connection(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() || is_readonly(e)
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || is_readonly(e)
 }
 
 fn is_readonly(e: &RedisError) -> bool {
@@ -110,7 +114,11 @@ impl Master {
     /// `host:port` of the master in use, or last used; `None` before the
     /// Sentinels were first asked.
     pub fn addr(&self) -> Option<String> {
-        self.inner.addr.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.inner
+            .addr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The current connection, after dropping one a failover made stale;
@@ -209,9 +217,11 @@ impl ConnectionLike for Master {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(self.run(move |mut c| {
-            Box::pin(async move { c.req_packed_commands(pipeline, offset, count).await })
-        }))
+        Box::pin(
+            self.run(move |mut c| {
+                Box::pin(async move { c.req_packed_commands(pipeline, offset, count).await })
+            }),
+        )
     }
 
     fn get_db(&self) -> i64 {

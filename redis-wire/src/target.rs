@@ -112,7 +112,9 @@ impl TargetKeys<'_> {
         let sentinels = self
             .sentinels
             .iter()
-            .map(|s| NodeAddr::parse(s).ok_or_else(|| bad("sentinels", format_args!("{s:?} is not host:port"))))
+            .map(|s| {
+                NodeAddr::parse(s).ok_or_else(|| bad("sentinels", format_args!("{s:?} is not host:port")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Target::Sentinel(Arc::new(Sentinels {
             sentinels,
@@ -133,7 +135,12 @@ fn secret(
         (Some(v), None) => (key, v.trim().to_string()),
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(text) => (file_key, text.trim().to_string()),
-            Err(e) => return Err(bad(file_key, format_args!("cannot be read ({}): {e}", path.display()))),
+            Err(e) => {
+                return Err(bad(
+                    file_key,
+                    format_args!("cannot be read ({}): {e}", path.display()),
+                ))
+            }
         },
         (None, None) => return Ok(None),
     };
@@ -206,7 +213,10 @@ impl fmt::Debug for Sentinels {
             .field("sentinels", &self.sentinels)
             .field("master_name", &self.master_name)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("sentinel_password", &self.sentinel_password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -298,12 +308,12 @@ async fn ask<T: redis::FromRedisValue>(
             .map_err(failed)?;
         cmd.query_async::<T>(&mut conn).await.map_err(failed)
     };
-    timeout(limit * 2, work)
-        .await
-        .unwrap_or_else(|_| Err(ResolveError::Timeout {
+    timeout(limit * 2, work).await.unwrap_or_else(|_| {
+        Err(ResolveError::Timeout {
             node: node.clone(),
             timeout: limit,
-        }))
+        })
+    })
 }
 
 impl Target {
@@ -532,7 +542,9 @@ mod tests {
         let t = k.target().unwrap();
         assert_eq!(t.fixed_addr().as_deref(), Some("127.0.0.1:6390"));
         k.password = Some("pw");
-        let Target::Url(info) = k.target().unwrap() else { panic!() };
+        let Target::Url(info) = k.target().unwrap() else {
+            panic!()
+        };
         assert_eq!(info.redis_settings().password(), Some("pw"));
         assert!(!format!("{:?}", Target::Url(info)).contains("pw"));
         k.url = "redis://:x@127.0.0.1:1/";
@@ -556,7 +568,10 @@ mod tests {
         assert_eq!(k.target().unwrap_err().key, "sentinels");
         let bad_list = vec!["nope".to_string()];
         let e = keys(&bad_list).target().unwrap_err();
-        assert_eq!((e.key, e.reason.as_str()), ("sentinels", "sentinels \"nope\" is not host:port"));
+        assert_eq!(
+            (e.key, e.reason.as_str()),
+            ("sentinels", "sentinels \"nope\" is not host:port")
+        );
         let k = keys(&[]);
         assert_eq!(k.target().unwrap_err().key, "master_name");
     }
@@ -574,7 +589,10 @@ mod tests {
         assert_eq!(s.sentinel_password.as_deref(), Some("s3cret"));
         assert_eq!(s.password.as_deref(), Some("data"));
         let printed = format!("{t:?}");
-        assert!(!printed.contains("s3cret") && !printed.contains("data\""), "{printed}");
+        assert!(
+            !printed.contains("s3cret") && !printed.contains("data\""),
+            "{printed}"
+        );
         k.sentinel_password = Some("x");
         assert_eq!(k.target().unwrap_err().key, "sentinel_password_file");
         let mut k = keys(&list);
@@ -589,7 +607,10 @@ mod tests {
     #[test]
     fn switch_payloads_are_read_for_our_name_only() {
         let p = "wsmesh 127.0.0.1 6379 127.0.0.1 6380";
-        assert_eq!(switched_to(p, "wsmesh").map(|a| a.to_string()).as_deref(), Some("127.0.0.1:6380"));
+        assert_eq!(
+            switched_to(p, "wsmesh").map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:6380")
+        );
         assert_eq!(switched_to(p, "other"), None);
         assert_eq!(switched_to("wsmesh 1 2", "wsmesh"), None);
     }

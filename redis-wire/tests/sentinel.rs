@@ -49,7 +49,10 @@ async fn set_until_ok(conn: &mut impl ConnectionLike, key: &str, value: u64) -> 
         cmd.arg(key).arg(value);
         match tokio::time::timeout(Duration::from_secs(2), cmd.query_async::<()>(conn)).await {
             Ok(Ok(())) => return start.elapsed(),
-            _ => assert!(start.elapsed() < Duration::from_secs(40), "no write succeeded for 40 s"),
+            _ => assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "no write succeeded for 40 s"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -63,9 +66,15 @@ async fn get(node: &support::sentinel::Node, key: &str) -> Option<u64> {
 #[tokio::test]
 async fn the_sentinels_name_the_master_and_an_unknown_name_is_an_error() {
     let cluster = SentinelCluster::start().await;
-    let found = target(&cluster, MASTER_NAME).resolve(Duration::from_secs(1)).await.expect("resolves");
+    let found = target(&cluster, MASTER_NAME)
+        .resolve(Duration::from_secs(1))
+        .await
+        .expect("resolves");
     assert_eq!(found.addr, cluster.master.addr());
-    let e = target(&cluster, "nobody").resolve(Duration::from_secs(1)).await.unwrap_err();
+    let e = target(&cluster, "nobody")
+        .resolve(Duration::from_secs(1))
+        .await
+        .unwrap_err();
     assert!(matches!(e, ResolveError::UnknownMaster { .. }), "{e}");
 }
 
@@ -81,9 +90,17 @@ async fn a_killed_master_is_followed_to_the_promoted_replica() {
     let took = set_until_ok(&mut conn, "after", 2).await;
     let new = cluster.wait_failover(&old, Duration::from_secs(30)).await;
     assert_eq!(new, cluster.replica.addr());
-    assert_eq!(conn.addr(), Some(new), "the connection names the promoted replica");
+    assert_eq!(
+        conn.addr(),
+        Some(new),
+        "the connection names the promoted replica"
+    );
     assert_eq!(get(&cluster.replica, "after").await, Some(2));
-    assert_eq!(get(&cluster.replica, "before").await, Some(1), "replicated before the kill");
+    assert_eq!(
+        get(&cluster.replica, "before").await,
+        Some(1),
+        "replicated before the kill"
+    );
     eprintln!("first write after the kill succeeded after {took:?}");
 }
 
@@ -105,7 +122,12 @@ async fn a_frozen_master_is_left_and_not_written_after_it_returns() {
     let deadline = Instant::now() + Duration::from_secs(20);
     for i in 0.. {
         set_until_ok(&mut conn, "after", i).await;
-        assert_eq!(conn.addr(), Some(new.clone()), "write {i} went to {:?}", conn.addr());
+        assert_eq!(
+            conn.addr(),
+            Some(new.clone()),
+            "write {i} went to {:?}",
+            conn.addr()
+        );
         let mut old_conn = cluster.master.conn().await;
         let role: redis::Role = redis::cmd("ROLE").query_async(&mut old_conn).await.expect("ROLE");
         if matches!(role, redis::Role::Replica { .. }) {

@@ -469,7 +469,10 @@ mod tests {
             redis_url: Some("redis://127.0.0.1:2/".into()),
             token: None,
         };
-        assert!(parse_env(&minimal(redis), env).unwrap_err().reason.contains("set one or the other"));
+        assert!(parse_env(&minimal(redis), env)
+            .unwrap_err()
+            .reason
+            .contains("set one or the other"));
         let e = parse(&minimal("[redis]\nsentinels = [\"127.0.0.1:26379\"]\n")).unwrap_err();
         assert!(e.reason.starts_with("master_name is required"), "{e}");
         let e = parse(&minimal("[redis]\npubsub_stall = \"0s\"\n")).unwrap_err();

@@ -3,9 +3,9 @@
 //! new master's streams; and `/healthz` fails while the Redis it listens to
 //! is frozen (connected, but deaf), and recovers when it thaws.
 
-mod support;
 #[path = "../../redis-wire/tests/support/sentinel.rs"]
 mod sentinel;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -50,13 +50,20 @@ async fn start(redis: &str, app: &FakeApp) -> Running {
 
 /// `/healthz` as (status code, JSON body).
 async fn healthz(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("health listener");
-    s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n").await.expect("request");
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("health listener");
+    s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
     let mut text = String::new();
     s.read_to_string(&mut text).await.expect("response");
     let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("null");
-    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        code,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 async fn wait_health(addr: std::net::SocketAddr, code: u16, within: Duration) -> serde_json::Value {
@@ -66,7 +73,10 @@ async fn wait_health(addr: std::net::SocketAddr, code: u16, within: Duration) ->
         if got == code {
             return body;
         }
-        assert!(Instant::now() < deadline, "/healthz stayed {got}, not {code}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "/healthz stayed {got}, not {code}: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -87,7 +97,10 @@ async fn store(conn: &mut Master, body: &str) -> String {
     };
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let sent = tokio::time::timeout(Duration::from_secs(2), wsmesh_redis_wire::append(conn, &keys, &chat));
+        let sent = tokio::time::timeout(
+            Duration::from_secs(2),
+            wsmesh_redis_wire::append(conn, &keys, &chat),
+        );
         if let Ok(Ok(done)) = sent.await {
             return done.id;
         }
@@ -100,8 +113,15 @@ async fn store(conn: &mut Master, body: &str) -> String {
 async fn after_the_master_is_killed_the_subscriber_forwards_from_the_promoted_replica() {
     let mut cluster = SentinelCluster::start().await;
     let app = FakeApp::start(&["lobby"]).await;
-    let list: Vec<String> = cluster.sentinel_addrs().iter().map(|a| format!("{a:?}")).collect();
-    let redis = format!("sentinels = [{}]\nmaster_name = \"{MASTER_NAME}\"\n", list.join(", "));
+    let list: Vec<String> = cluster
+        .sentinel_addrs()
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect();
+    let redis = format!(
+        "sentinels = [{}]\nmaster_name = \"{MASTER_NAME}\"\n",
+        list.join(", ")
+    );
     let sub = start(&redis, &app).await;
     let body = wait_health(sub.health, 200, Duration::from_secs(15)).await;
     assert_eq!(body["master"], cluster.master.addr());
@@ -135,7 +155,11 @@ async fn after_the_master_is_killed_the_subscriber_forwards_from_the_promoted_re
     let new = cluster.wait_failover(&old, Duration::from_secs(30)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while app.delivered_ids("lobby") != ids {
-        assert!(Instant::now() < deadline, "delivered {:?}, stored {ids:?}", app.delivered_ids("lobby"));
+        assert!(
+            Instant::now() < deadline,
+            "delivered {:?}, stored {ids:?}",
+            app.delivered_ids("lobby")
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let body = wait_health(sub.health, 200, Duration::from_secs(15)).await;

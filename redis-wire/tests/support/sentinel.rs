@@ -154,7 +154,10 @@ impl SentinelCluster {
     pub async fn start() -> SentinelCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let master = Node::server(dir.path(), &[]);
-        let replica = Node::server(dir.path(), &["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let replica = Node::server(
+            dir.path(),
+            &["--replicaof", "127.0.0.1", &master.port.to_string()],
+        );
         let sentinels: Vec<Node> = (0..3).map(|_| Node::sentinel(dir.path(), master.port)).collect();
         let cluster = SentinelCluster {
             master,
@@ -172,7 +175,12 @@ impl SentinelCluster {
             let mut ready = sync_done(&self.replica).await;
             for s in &self.sentinels {
                 let info = sentinel_master_info(s).await;
-                let field = |k: &str| info.iter().position(|x| x == k).and_then(|i| info.get(i + 1)).cloned();
+                let field = |k: &str| {
+                    info.iter()
+                        .position(|x| x == k)
+                        .and_then(|i| info.get(i + 1))
+                        .cloned()
+                };
                 ready &= field("num-slaves").is_some_and(|n| n != "0")
                     && field("num-other-sentinels").as_deref() == Some("2");
             }
@@ -203,7 +211,10 @@ impl SentinelCluster {
                     return first.clone();
                 }
             }
-            assert!(Instant::now() < deadline, "no failover away from {old} within {within:?}: {named:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no failover away from {old} within {within:?}: {named:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -212,7 +223,11 @@ impl SentinelCluster {
 /// Whether `replica` finished its first sync.
 async fn sync_done(replica: &Node) -> bool {
     let mut c = replica.conn().await;
-    let info: String = redis::cmd("INFO").arg("replication").query_async(&mut c).await.unwrap_or_default();
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
     info.contains("master_link_status:up")
 }
 
