@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wsmesh_common::config::{env_override, ConfigError, Source};
+use wsmesh_redis_wire::target::{BadKey, Target, TargetKeys};
 
 /// Environment variable that replaces `redis.url`.
 pub const ENV_REDIS_URL: &str = "WSMESH_REDIS_URL";
@@ -77,6 +78,43 @@ pub struct RedisConfig {
     /// `unavailable`).
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// Redis Sentinels (`host:port`) that name the master; when set, `url`
+    /// is not used and the app follows the master through failovers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sentinels: Vec<String>,
+    /// The name the Sentinels monitor the master under (required with them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_name: Option<String>,
+    /// Password of the master and replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// A file holding that password, so the config itself can be shared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Password of the Sentinels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password: Option<String>,
+    /// A file holding the Sentinels' password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password_file: Option<PathBuf>,
+}
+
+impl RedisConfig {
+    /// Where the master is, from `url` or the Sentinel keys. `url_given`:
+    /// `url` was set (in the file or the environment), not defaulted.
+    pub fn target(&self, url_given: bool) -> Result<Target, BadKey> {
+        TargetKeys {
+            url: &self.url,
+            url_given,
+            sentinels: &self.sentinels,
+            master_name: self.master_name.as_deref(),
+            password: self.password.as_deref(),
+            password_file: self.password_file.as_deref(),
+            sentinel_password: self.sentinel_password.as_deref(),
+            sentinel_password_file: self.sentinel_password_file.as_deref(),
+        }
+        .target()
+    }
 }
 
 /// `[internal]`: where the subscriber's bearer token comes from; set one of
@@ -149,6 +187,12 @@ impl Default for RedisConfig {
             cid_ttl: Duration::from_secs(600),
             session_ttl: Duration::from_secs(24 * 3600),
             command_timeout: Duration::from_secs(2),
+            sentinels: Vec::new(),
+            master_name: None,
+            password: None,
+            password_file: None,
+            sentinel_password: None,
+            sentinel_password_file: None,
         }
     }
 }
@@ -333,11 +377,15 @@ impl Config {
                 format!("allowed_origins: {bad:?} is not an origin like \"https://host[:port]\""),
             ));
         }
-        if let Err(e) = redis::Client::open(r.url.as_str()) {
-            let reason = format!("redis url is not usable: {e}");
-            return Err(match url_in_file {
-                true => src.error_at_path("redis.url", reason),
-                false => src.error(reason),
+        let url_given = !url_in_file || src.sets("redis.url");
+        if let Err(e) = r.target(url_given) {
+            let reason = match e.key {
+                "url" => format!("redis {}", e.reason),
+                _ => e.reason,
+            };
+            return Err(match (e.key, url_in_file) {
+                ("url", false) => src.error(reason),
+                (key, _) => src.error_at_path(&format!("redis.{key}"), reason),
             });
         }
         Ok(())
@@ -516,6 +564,35 @@ mod tests {
         let e = load_text(&text).unwrap_err();
         assert_eq!(e.position, Some((8, 1)), "{e}");
         assert!(e.reason.starts_with("redis url is not usable"), "{e}");
+    }
+
+    #[test]
+    fn sentinels_replace_the_url_and_are_checked_at_their_key() {
+        let text = format!(
+            "{MINIMAL}[redis]\nsentinels = [\"127.0.0.1:26379\", \"127.0.0.1:26380\"]\n\
+             master_name = \"wsmesh\"\nsentinel_password = \"sp\"\n"
+        );
+        let (c, _) = load_text(&text).expect("loads");
+        assert_eq!(c.redis.sentinels.len(), 2);
+        assert!(matches!(c.redis.target(false), Ok(Target::Sentinel(_))));
+        let written = toml::to_string(&c).expect("serializes");
+        assert_eq!(toml::from_str::<Config>(&written).expect("parses"), c);
+        let both = format!("{text}url = \"redis://127.0.0.1:1/\"\n");
+        let e = load_text(&both).unwrap_err();
+        assert_eq!(e.position, Some((8, 1)), "{e}");
+        assert!(e.reason.contains("set one or the other"), "{e}");
+        let e = load_text(&text.replace("master_name = \"wsmesh\"\n", "")).unwrap_err();
+        assert!(e.reason.starts_with("master_name is required"), "{e}");
+        let e = load_text(&format!("{MINIMAL}[redis]\nmaster_name = \"wsmesh\"\n")).unwrap_err();
+        assert_eq!(e.position, Some((8, 1)), "{e}");
+        let e = load_text(&format!(
+            "{MINIMAL}[redis]\nsentinels = [\"x\"]\nmaster_name = \"m\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.position, e.reason.as_str()),
+            (Some((8, 1)), "sentinels \"x\" is not host:port")
+        );
     }
 
     #[test]

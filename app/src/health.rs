@@ -71,6 +71,8 @@ pub struct RedisHealth {
     pub ok: bool,
     /// PING round trip, when it answered.
     pub rtt_ms: Option<f64>,
+    /// `host:port` of the master in use; `null` before one was found.
+    pub master: Option<String>,
 }
 
 /// `subscriber` part of the report.
@@ -126,12 +128,14 @@ impl Health {
             Ok(rtt) => RedisHealth {
                 ok: true,
                 rtt_ms: Some(rtt.as_secs_f64() * 1000.0),
+                master: self.store.master(),
             },
             Err(e) => {
                 reasons.push(format!("redis: {e}"));
                 RedisHealth {
                     ok: false,
                     rtt_ms: None,
+                    master: self.store.master(),
                 }
             }
         };
@@ -191,6 +195,7 @@ mod tests {
             redis: RedisHealth {
                 ok: true,
                 rtt_ms: Some(0.4),
+                master: Some("127.0.0.1:6390".into()),
             },
             subscriber: SubscriberHealth {
                 ok: true,
@@ -206,6 +211,7 @@ mod tests {
         let v: serde_json::Value = serde_json::to_value(&r).expect("serializes");
         assert_eq!(v["status"], "fail");
         assert_eq!(v["redis"]["rtt_ms"], 0.4);
+        assert_eq!(v["redis"]["master"], "127.0.0.1:6390");
         assert_eq!(v["subscriber"]["age_ms"], 300);
         assert_eq!(v["connections"]["threshold"], 8);
         assert_eq!(v["reasons"][0], "draining");

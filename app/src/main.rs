@@ -61,6 +61,7 @@ async fn run(config: config::Config, token: config::InternalToken) -> anyhow::Re
         public = %public.local_addr()?,
         internal = %internal.local_addr()?,
         redis = %wsmesh_common::config::redact_url(&shared.config.redis.url),
+        sentinels = ?shared.config.redis.sentinels,
         "app listening: public http://{} internal http://{}",
         public.local_addr()?,
         internal.local_addr()?,

@@ -1,6 +1,7 @@
 //! Everything the app keeps in Redis: room streams (append + publish in one
 //! script, history reads), remembered cids, sessions and presence counts.
-//! One auto-reconnecting connection; every command is bounded by
+//! One connection to the master (`redis.url`, or whatever node the Sentinels
+//! name, followed through failovers); every command is bounded by
 //! `command_timeout`, so a dead Redis turns into an `unavailable` error
 //! instead of a hung socket.
 
@@ -10,11 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
 use redis::{RedisError, RedisResult};
 use wsmesh_common::chat::Chat;
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_redis_wire::master::{Master, MasterOptions};
+use wsmesh_redis_wire::target::BadKey;
 use wsmesh_redis_wire::{Append, Keys};
 /// What an append answers, as the store script reports it.
 pub use wsmesh_redis_wire::{Appended, Outcome};
@@ -38,6 +40,9 @@ pub enum StoreError {
     /// Redis answered something this code does not understand.
     #[error("unexpected redis reply: {0}")]
     Reply(String),
+    /// The `[redis]` keys do not say where the master is.
+    #[error("redis.{}", .0.reason)]
+    Target(#[from] BadKey),
 }
 
 /// A replay of a room's stream after `since`, read one page at a time
@@ -75,8 +80,8 @@ pub struct Session {
 /// The app's Redis access; cheap to clone, clones share one connection.
 #[derive(Clone)]
 pub struct Store {
-    /// One auto-reconnecting connection, cloned per call (it multiplexes).
-    conn: ConnectionManager,
+    /// The master's connection, cloned per call (it multiplexes).
+    conn: Master,
     /// Names of the keys and the channel, under the configured prefix.
     keys: Keys,
     /// `[redis]` settings: stream length, cid and session TTLs, command timeout.
@@ -108,13 +113,17 @@ impl Store {
     /// Prepares the connection without connecting: the app starts (and says
     /// "unavailable") while Redis is down, and connects when it comes back.
     pub fn new(cfg: &RedisConfig, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
-        let client = redis::Client::open(cfg.url.as_str())?;
-        let manager_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.command_timeout))
-            .set_response_timeout(Some(cfg.command_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_cfg)?;
+        // The config was checked: `url` and `sentinels` are not both set.
+        let target = cfg.target(false)?;
+        let conn = Master::new(
+            target,
+            MasterOptions {
+                connect_timeout: cfg.command_timeout,
+                response_timeout: cfg.command_timeout,
+                backoff_base: Duration::from_millis(100),
+                backoff_cap: Duration::from_secs(1),
+            },
+        );
         Ok(Store {
             conn,
             keys: Keys::new(cfg.prefix.clone()),
@@ -132,6 +141,12 @@ impl Store {
             Ok(r) => Ok(r?),
             Err(_) => Err(StoreError::Timeout(self.cfg.command_timeout)),
         }
+    }
+
+    /// `host:port` of the Redis master in use; `None` before the Sentinels
+    /// named one.
+    pub fn master(&self) -> Option<String> {
+        self.conn.addr()
     }
 
     /// Round trip of a PING, for `/healthz` and the startup log.

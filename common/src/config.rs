@@ -81,6 +81,13 @@ impl Source {
         }
     }
 
+    /// Whether the file itself sets the key at `path` (see
+    /// [`Source::error_at_path`] for the form), as opposed to leaving its
+    /// default in force: for rules such as "set one key or the other".
+    pub fn sets(&self, path: &str) -> bool {
+        key_span(&self.text, path).is_some()
+    }
+
     /// An error at the key that `path` leads to, for checks that run after
     /// parsing (a rule over several keys, a value the environment may
     /// replace). `path` names tables and keys from the top of the file,

@@ -3,10 +3,14 @@
 //! that stores and publishes a chat, the stream read after an id, and how a
 //! stream entry or a published payload becomes a `Chat`. Both binaries and
 //! every test that writes or reads chats go through here, so the two sides
-//! cannot drift apart.
+//! cannot drift apart. `target` and `master` know where the master is
+//! (one URL, or whatever node the Sentinels name) and follow a failover.
 //!
 //! A crate of its own rather than a module of `wsmesh-common` so that the
 //! `redis` client stays out of crates that never talk to Redis (the lb).
+
+pub mod master;
+pub mod target;
 
 use std::sync::LazyLock;
 use std::time::Duration;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wsmesh_common::config::{env_override, ConfigError, Source};
+use wsmesh_redis_wire::target::{Target, TargetKeys};
 
 /// Environment variable that replaces `redis.url`.
 pub const ENV_REDIS_URL: &str = "WSMESH_REDIS_URL";
@@ -33,6 +34,29 @@ pub struct RedisConfig {
     /// Largest backoff ceiling between Redis reconnect attempts.
     #[serde(with = "humantime_serde")]
     pub reconnect_cap: Duration,
+    /// `/healthz` fails when the live subscription has seen no message and
+    /// no answer to its PING for this long (pub/sub wedged).
+    #[serde(with = "humantime_serde")]
+    pub pubsub_stall: Duration,
+    /// Redis Sentinels (`host:port`) that name the master; when set, `url`
+    /// is not used and the subscriber follows the master through failovers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sentinels: Vec<String>,
+    /// The name the Sentinels monitor the master under (required with them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_name: Option<String>,
+    /// Password of the master and replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// A file holding that password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Password of the Sentinels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password: Option<String>,
+    /// A file holding the Sentinels' password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -42,6 +66,13 @@ impl Default for RedisConfig {
             prefix: "wsmesh:".into(),
             reconnect_base: Duration::from_millis(250),
             reconnect_cap: Duration::from_secs(10),
+            pubsub_stall: Duration::from_secs(15),
+            sentinels: Vec::new(),
+            master_name: None,
+            password: None,
+            password_file: None,
+            sentinel_password: None,
+            sentinel_password_file: None,
         }
     }
 }
@@ -230,6 +261,8 @@ pub struct AppConfig {
 pub struct Config {
     /// Redis connection and key prefix.
     pub redis: RedisConfig,
+    /// Where the master is (`redis.url` or the Sentinels).
+    pub target: Target,
     /// The local app's internal API.
     pub app: AppConfig,
     /// Queue bounds and batch size.
@@ -254,6 +287,21 @@ impl Config {
                 redis.url = url.clone();
             }
             None => check_redis_url(&redis.url).map_err(|r| source.error_at_path("redis.url", r))?,
+        }
+        let target = TargetKeys {
+            url: &redis.url,
+            url_given: env.redis_url.is_some() || source.sets("redis.url"),
+            sentinels: &redis.sentinels,
+            master_name: redis.master_name.as_deref(),
+            password: redis.password.as_deref(),
+            password_file: redis.password_file.as_deref(),
+            sentinel_password: redis.sentinel_password.as_deref(),
+            sentinel_password_file: redis.sentinel_password_file.as_deref(),
+        }
+        .target()
+        .map_err(|e| source.error_at_path(&format!("redis.{}", e.key), e.reason))?;
+        if redis.pubsub_stall.is_zero() {
+            return Err(source.error_at_path("redis.pubsub_stall", "pubsub_stall must be more than 0"));
         }
         if redis.prefix.is_empty() {
             return Err(source.error_at_path("redis.prefix", "must not be empty"));
@@ -293,6 +341,7 @@ impl Config {
         }
         Ok(Config {
             redis,
+            target,
             app: AppConfig {
                 endpoint,
                 token,
@@ -406,6 +455,31 @@ mod tests {
 
     fn minimal(extra: &str) -> String {
         format!("[app]\ninternal_url = \"http://127.0.0.1:9101\"\ntoken = \"t\"\n{extra}")
+    }
+
+    #[test]
+    fn sentinels_replace_the_url_and_are_checked_at_their_key() {
+        let redis = "[redis]\nsentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"wsmesh\"\n";
+        let c = parse(&minimal(redis)).unwrap();
+        assert!(matches!(c.target, Target::Sentinel(_)));
+        assert_eq!(c.redis.pubsub_stall, Duration::from_secs(15));
+        let e = parse(&minimal(&format!("{redis}url = \"redis://127.0.0.1:1/\"\n"))).unwrap_err();
+        assert_eq!(e.position, Some((5, 1)), "{e}");
+        let env = Env {
+            redis_url: Some("redis://127.0.0.1:2/".into()),
+            token: None,
+        };
+        assert!(parse_env(&minimal(redis), env)
+            .unwrap_err()
+            .reason
+            .contains("set one or the other"));
+        let e = parse(&minimal("[redis]\nsentinels = [\"127.0.0.1:26379\"]\n")).unwrap_err();
+        assert!(e.reason.starts_with("master_name is required"), "{e}");
+        let e = parse(&minimal("[redis]\npubsub_stall = \"0s\"\n")).unwrap_err();
+        assert_eq!(e.position, Some((5, 1)), "{e}");
+        let file: FileConfig = toml::from_str(&minimal(redis)).unwrap();
+        let again: FileConfig = toml::from_str(&toml::to_string(&file).unwrap()).unwrap();
+        assert_eq!(again, file);
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! subscribed exists only in the streams; the fill is what makes the
 //! subscriber lossless. Live chats that arrive during a fill are held and
 //! queued after it, minus those the fill already read, so per-room order holds.
+//!
+//! The master is found anew at every subscribe (`redis.url`, or the node the
+//! Sentinels name), and a failover the Sentinels announce ends the
+//! subscription at once: the next one is on the new master, and its gap fill
+//! reads what was published meanwhile from the new master's streams. The
+//! subscription is pinged, and every message or answer is noted, so
+//! `/healthz` can tell a wedged subscription from a quiet one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +27,7 @@ use tracing::{debug, info, warn};
 use wsmesh_common::backoff::Backoff;
 use wsmesh_common::chat::{is_valid_room, Chat};
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_redis_wire::target::{ResolveError, Switches, Target};
 use wsmesh_redis_wire::{entry_to_chat, BadPayload, Keys};
 
 use crate::app_client::AppClient;
@@ -31,7 +39,8 @@ use crate::status::{FeedState, Status};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for one XRANGE page.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often an idle subscription is pinged, so a silently dead one is noticed.
+/// How often an idle subscription is pinged, so a silently dead one is
+/// noticed (more often when `redis.pubsub_stall` is short).
 const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the subscription ended.
@@ -43,6 +52,10 @@ pub enum FeedError {
     Timeout(&'static str),
     #[error("the subscription connection closed")]
     Closed,
+    #[error("no redis master: {0}")]
+    NoMaster(#[from] ResolveError),
+    #[error("a sentinel announced a new master")]
+    MasterSwitched,
 }
 
 /// Why a gap fill did not complete.
@@ -223,8 +236,12 @@ impl Held {
 
 /// The subscription loop.
 pub struct Feed {
-    /// Opens the pub/sub connection and the one for stream reads, again at every reconnect.
-    client: redis::Client,
+    /// Where the master is; looked up again at every reconnect.
+    target: Target,
+    /// Failovers announced by the Sentinels; one ends the subscription.
+    switches: Switches,
+    /// `redis.pubsub_stall`: the subscription must answer a PING within it.
+    stall: Duration,
     /// Where the chat channel is (`Keys::channel`).
     keys: Keys,
     /// Run after every subscribe and whenever queued chats were dropped.
@@ -242,8 +259,10 @@ pub struct Feed {
 }
 
 impl Feed {
+    #[allow(clippy::too_many_arguments)] // each part is distinct; a builder would add nothing
     pub fn new(
-        client: redis::Client,
+        target: Target,
+        stall: Duration,
         keys: Keys,
         gap: GapFill,
         queue: Arc<Queue>,
@@ -251,8 +270,11 @@ impl Feed {
         metrics: Arc<Metrics>,
         reconnect: Backoff,
     ) -> Feed {
+        let switches = target.switches(reconnect.clone());
         Feed {
-            client,
+            target,
+            switches,
+            stall,
             keys,
             gap,
             queue,
@@ -283,7 +305,10 @@ impl Feed {
     }
 
     async fn subscribed(&mut self) -> Result<(PubSubSink, PubSubStream, MultiplexedConnection), FeedError> {
-        let pubsub = timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
+        self.switches.mark_seen();
+        let master = self.target.resolve(CONNECT_TIMEOUT).await?;
+        let client = master.client;
+        let pubsub = timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
             .await
             .map_err(|_| FeedError::Timeout("the connection"))??;
         let (mut sink, stream) = pubsub.split();
@@ -295,8 +320,7 @@ impl Feed {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let conn = self
-            .client
+        let conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         self.reconnect.reset();
@@ -304,7 +328,8 @@ impl Feed {
             self.metrics.redis_reconnects.inc();
         }
         self.subscribed_before = true;
-        info!(channel, "subscribed");
+        info!(channel, master = %master.addr, "subscribed");
+        self.status.set_master(master.addr);
         Ok((sink, stream, conn))
     }
 
@@ -314,7 +339,7 @@ impl Feed {
         mut stream: PubSubStream,
         mut conn: MultiplexedConnection,
     ) -> FeedError {
-        let mut ping = tokio::time::interval(PING_EVERY);
+        let mut ping = tokio::time::interval(PING_EVERY.min(self.stall / 3).max(Duration::from_millis(100)));
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             self.status.set_feed(FeedState::Filling);
@@ -337,20 +362,27 @@ impl Feed {
         ping: &mut Interval,
     ) -> Result<(), FeedError> {
         ping.reset();
+        self.status.pubsub_heard();
         loop {
             tokio::select! {
                 msg = stream.next() => {
                     let msg = msg.ok_or(FeedError::Closed)?;
+                    self.status.pubsub_heard();
                     let Some(chat) = decode(msg.get_payload_bytes(), &self.metrics) else { continue };
                     if self.queue.push_live(chat) == Admission::FillNeeded {
                         return Ok(());
                     }
                 }
                 _ = self.queue.fill_wanted() => return Ok(()),
+                _ = self.switches.changed() => return Err(FeedError::MasterSwitched),
                 _ = ping.tick() => {
-                    timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>())
-                        .await
-                        .map_err(|_| FeedError::Timeout("PING"))??;
+                    tokio::select! {
+                        pong = timeout(self.stall, sink.ping::<redis::Value>()) => {
+                            pong.map_err(|_| FeedError::Timeout("PING"))??;
+                            self.status.pubsub_heard();
+                        }
+                        _ = self.switches.changed() => return Err(FeedError::MasterSwitched),
+                    }
                 }
             }
         }
@@ -376,6 +408,7 @@ impl Feed {
                 loop {
                     tokio::select! {
                         outcome = &mut work => break outcome,
+                        _ = self.switches.changed() => return Err(FeedError::MasterSwitched),
                         msg = stream.next() => {
                             let msg = msg.ok_or(FeedError::Closed)?;
                             if let Some(chat) = decode(msg.get_payload_bytes(), &self.metrics) {

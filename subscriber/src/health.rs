@@ -3,6 +3,8 @@
 //! to Redis and the app took a POST recently; a heartbeat is posted every
 //! `app.heartbeat`, so three of them missed means the app or the path to it
 //! is broken, and whoever watches (`lab up`, an operator) should see it.
+//! A live subscription that neither delivers nor answers its PING for
+//! `redis.pubsub_stall` is wedged (connected, yet deaf), and fails too.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -66,6 +68,11 @@ pub struct HealthReport {
     pub redis: RedisHealth,
     /// Finer feed state: `connecting`, `filling` or `live`.
     pub feed: &'static str,
+    /// `host:port` of the Redis master subscribed to; `null` before the first.
+    pub master: Option<String>,
+    /// Milliseconds since the live subscription last delivered a message or
+    /// answered a PING; `null` when not live.
+    pub pubsub_silent_ms: Option<u64>,
     /// Whether the app takes our POSTs.
     pub app: AppHealth,
     /// Chats waiting to be posted.
@@ -111,12 +118,30 @@ pub fn evaluate(
         },
         redis,
         feed: feed.as_str(),
+        master: None,
+        pubsub_silent_ms: None,
         app: AppHealth {
             ok: app_ok,
             last_success_ms_ago: since_success.map(|d| d.as_millis() as u64),
         },
         queue,
         reasons,
+    }
+}
+
+/// Fails `report` when the live subscription was silent (no message, no
+/// answer to its PING) for longer than `stall`: pub/sub is wedged.
+pub fn judge_pubsub(report: &mut HealthReport, feed: FeedState, silence: Option<Duration>, stall: Duration) {
+    let Some(silence) = silence.filter(|_| feed == FeedState::Live) else {
+        return;
+    };
+    report.pubsub_silent_ms = Some(silence.as_millis() as u64);
+    if silence > stall {
+        report.reasons.push(format!(
+            "pub/sub stalled: no message and no answer to PING for {} ms",
+            silence.as_millis()
+        ));
+        report.status = Verdict::Fail;
     }
 }
 
@@ -131,6 +156,8 @@ pub struct HealthState {
     pub queue: Arc<Queue>,
     /// `app.heartbeat`: the app counts as unreachable after three without a successful POST.
     pub heartbeat: Duration,
+    /// `redis.pubsub_stall`: longest silence of a live subscription.
+    pub pubsub_stall: Duration,
 }
 
 impl HealthState {
@@ -139,7 +166,11 @@ impl HealthState {
             .status
             .last_app_success()
             .map(|t| Instant::now().saturating_duration_since(t));
-        evaluate(self.status.feed(), since, self.queue.len(), self.heartbeat)
+        let feed = self.status.feed();
+        let mut report = evaluate(feed, since, self.queue.len(), self.heartbeat);
+        report.master = self.status.master();
+        judge_pubsub(&mut report, feed, self.status.pubsub_silence(), self.pubsub_stall);
+        report
     }
 }
 
@@ -229,6 +260,20 @@ mod tests {
         assert_eq!(json["app"]["last_success_ms_ago"], 120);
         assert_eq!(json["queue"], 4);
         assert_eq!(json["status"], "ok");
+    }
+
+    #[test]
+    fn a_silent_live_subscription_fails_after_the_stall_window() {
+        let stall = Duration::from_secs(15);
+        let mut r = evaluate(FeedState::Live, Some(Duration::ZERO), 0, HB);
+        judge_pubsub(&mut r, FeedState::Live, Some(Duration::from_secs(3)), stall);
+        assert_eq!((r.status, r.pubsub_silent_ms), (Verdict::Ok, Some(3000)));
+        judge_pubsub(&mut r, FeedState::Live, Some(Duration::from_secs(16)), stall);
+        assert_eq!(r.status, Verdict::Fail);
+        assert!(r.reasons[0].starts_with("pub/sub stalled"), "{:?}", r.reasons);
+        let mut r = evaluate(FeedState::Filling, Some(Duration::ZERO), 0, HB);
+        judge_pubsub(&mut r, FeedState::Filling, Some(Duration::from_secs(60)), stall);
+        assert_eq!((r.status, r.pubsub_silent_ms), (Verdict::Ok, None));
     }
 
     #[test]

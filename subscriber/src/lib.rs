@@ -44,9 +44,6 @@ const FLUSH_WINDOW: Duration = Duration::from_secs(2);
 /// Why the subscriber could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `redis.url` is not a Redis URL the client accepts.
-    #[error("redis.url: {0}")]
-    RedisUrl(#[source] redis::RedisError),
     /// The health listener could not be bound.
     #[error("cannot listen on {addr} (listen.health): {source}")]
     Listen {
@@ -68,26 +65,18 @@ pub enum Error {
 pub struct Subscriber {
     /// What to connect to and how to forward.
     config: Config,
-    /// Client for the Redis subscription and the gap fills' stream reads.
-    redis: redis::Client,
     /// Where `/healthz` and `/metrics` are served.
     health: TcpListener,
 }
 
 impl Subscriber {
-    /// Checks `redis.url` and binds `listen.health` (port 0: any free port,
-    /// see `health_addr`).
+    /// Binds `listen.health` (port 0: any free port, see `health_addr`).
     pub async fn bind(config: Config) -> Result<Subscriber, Error> {
-        let redis = redis::Client::open(config.redis.url.as_str()).map_err(Error::RedisUrl)?;
         let addr = config.listen.health;
         let health = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Listen { addr, source })?;
-        Ok(Subscriber {
-            config,
-            redis,
-            health,
-        })
+        Ok(Subscriber { config, health })
     }
 
     /// The address `/healthz` and `/metrics` are served on.
@@ -100,11 +89,7 @@ impl Subscriber {
     /// from `shutdown` ends it at once. Dropping the future stops everything
     /// without a flush, as a crash would.
     pub async fn run(self, shutdown: impl Future<Output = io::Result<()>>) -> Result<(), Error> {
-        let Subscriber {
-            config,
-            redis,
-            health,
-        } = self;
+        let Subscriber { config, health } = self;
         let metrics = Arc::new(Metrics::default());
         let status = Arc::new(Status::default());
         let queue = Arc::new(Queue::new(config.queue.capacity, metrics.clone()));
@@ -119,6 +104,7 @@ impl Subscriber {
                 metrics: metrics.clone(),
                 queue: queue.clone(),
                 heartbeat: config.app.heartbeat,
+                pubsub_stall: config.redis.pubsub_stall,
             },
         ));
 
@@ -143,7 +129,8 @@ impl Subscriber {
             metrics.clone(),
         );
         let feed = Feed::new(
-            redis,
+            config.target.clone(),
+            config.redis.pubsub_stall,
             keys,
             gap,
             queue.clone(),

@@ -57,6 +57,10 @@ pub struct Status {
     feed: AtomicU8,
     /// When the app last answered a POST with success; `None` before the first.
     last_app_success: Mutex<Option<Instant>>,
+    /// `host:port` of the Redis master of the current (or last) subscription.
+    master: Mutex<Option<String>>,
+    /// When the live subscription last delivered a message or answered a PING.
+    pubsub_heard: Mutex<Option<Instant>>,
 }
 
 impl Default for Status {
@@ -64,6 +68,8 @@ impl Default for Status {
         Status {
             feed: AtomicU8::new(FeedState::Connecting.to_u8()),
             last_app_success: Mutex::new(None),
+            master: Mutex::new(None),
+            pubsub_heard: Mutex::new(None),
         }
     }
 }
@@ -84,6 +90,28 @@ impl Status {
 
     pub fn last_app_success(&self) -> Option<Instant> {
         *self.last_app_success.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the master a new subscription is on.
+    pub fn set_master(&self, addr: String) {
+        *self.master.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+    }
+
+    pub fn master(&self) -> Option<String> {
+        self.master.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records "the subscription delivered or answered now".
+    pub fn pubsub_heard(&self) {
+        *self.pubsub_heard.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Time since the subscription last delivered or answered, if ever.
+    pub fn pubsub_silence(&self) -> Option<std::time::Duration> {
+        self.pubsub_heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
     }
 }
 

@@ -1,0 +1,617 @@
+//! Where the Redis master is. Either one fixed URL, or a set of Redis
+//! Sentinels that are asked for the master of a name: each Sentinel in turn
+//! answers `SENTINEL get-master-addr-by-name`, and the node it names must
+//! confirm with `ROLE` that it is a master before it is used. The Sentinels
+//! also announce failovers (`+switch-master` on their pub/sub); `Switches`
+//! listens for them so a connection can drop a demoted master at once.
+//!
+//! Both the app and the subscriber read the same `[redis]` keys into a
+//! `Target` here, so the two cannot disagree on what the keys mean.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Role,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tracing::{info, warn};
+use wsmesh_common::backoff::Backoff;
+
+/// The channel on which Sentinels announce a promoted master.
+const SWITCH_CHANNEL: &str = "+switch-master";
+/// How often the Sentinel subscription is pinged, so a dead Sentinel is left.
+const SENTINEL_PING_EVERY: Duration = Duration::from_secs(5);
+
+/// The `[redis]` keys that say where the master is, as the app and the
+/// subscriber both spell them (`redis.<key>`).
+#[derive(Debug, Clone, Copy)]
+pub struct TargetKeys<'a> {
+    /// `url`, the one fixed node.
+    pub url: &'a str,
+    /// Whether the file (or the environment) set `url` itself rather than
+    /// leaving its default in force.
+    pub url_given: bool,
+    /// `sentinels`, `host:port` each; empty means `url` mode.
+    pub sentinels: &'a [String],
+    /// `master_name`, the name the Sentinels monitor the master under.
+    pub master_name: Option<&'a str>,
+    /// `password` of the data nodes (master and replicas).
+    pub password: Option<&'a str>,
+    /// `password_file`: the same, read from a file.
+    pub password_file: Option<&'a Path>,
+    /// `sentinel_password` of the Sentinels themselves.
+    pub sentinel_password: Option<&'a str>,
+    /// `sentinel_password_file`: the same, read from a file.
+    pub sentinel_password_file: Option<&'a Path>,
+}
+
+/// A `[redis]` key whose value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct BadKey {
+    /// The key under `[redis]`, e.g. `sentinels`.
+    pub key: &'static str,
+    /// What is wrong, starting with the key's name.
+    pub reason: String,
+}
+
+fn bad(key: &'static str, reason: impl fmt::Display) -> BadKey {
+    BadKey {
+        key,
+        reason: format!("{key} {reason}"),
+    }
+}
+
+impl TargetKeys<'_> {
+    /// Checks the keys together and builds the `Target` (password files are
+    /// read here, so an unreadable one fails at start).
+    pub fn target(&self) -> Result<Target, BadKey> {
+        let password = secret(("password", self.password), ("password_file", self.password_file))?;
+        let sentinel_password = secret(
+            ("sentinel_password", self.sentinel_password),
+            ("sentinel_password_file", self.sentinel_password_file),
+        )?;
+        if self.sentinels.is_empty() {
+            if self.master_name.is_some() {
+                return Err(bad("master_name", "needs sentinels"));
+            }
+            if sentinel_password.is_some() {
+                let key = match self.sentinel_password_file {
+                    Some(_) => "sentinel_password_file",
+                    None => "sentinel_password",
+                };
+                return Err(bad(key, "needs sentinels"));
+            }
+            let mut info = self
+                .url
+                .into_connection_info()
+                .map_err(|e| bad("url", format_args!("is not usable: {e}")))?;
+            if let Some(password) = password {
+                if info.redis_settings().password().is_some() {
+                    return Err(bad("password", "is also given in the url; set it in one place"));
+                }
+                let settings = info.redis_settings().clone().set_password(password);
+                info = info.set_redis_settings(settings);
+            }
+            return Ok(Target::Url(Box::new(info)));
+        }
+        if self.url_given {
+            return Err(bad("sentinels", "and url are both set; set one or the other"));
+        }
+        let master_name = match self.master_name.map(str::trim) {
+            Some(name) if !name.is_empty() && !name.contains(char::is_whitespace) => name.to_string(),
+            Some(_) => return Err(bad("master_name", "must be one word")),
+            None => return Err(bad("master_name", "is required with sentinels")),
+        };
+        let sentinels = self
+            .sentinels
+            .iter()
+            .map(|s| {
+                NodeAddr::parse(s).ok_or_else(|| bad("sentinels", format_args!("{s:?} is not host:port")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Target::Sentinel(Arc::new(Sentinels {
+            sentinels,
+            master_name,
+            password,
+            sentinel_password,
+        })))
+    }
+}
+
+/// One secret from an inline key or a file key, at most one of them set.
+fn secret(
+    (key, inline): (&'static str, Option<&str>),
+    (file_key, file): (&'static str, Option<&Path>),
+) -> Result<Option<String>, BadKey> {
+    let value = match (inline, file) {
+        (Some(_), Some(_)) => return Err(bad(file_key, format_args!("and {key} are both set; set one"))),
+        (Some(v), None) => (key, v.trim().to_string()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => (file_key, text.trim().to_string()),
+            Err(e) => {
+                return Err(bad(
+                    file_key,
+                    format_args!("cannot be read ({}): {e}", path.display()),
+                ))
+            }
+        },
+        (None, None) => return Ok(None),
+    };
+    match value {
+        (key, v) if v.is_empty() => Err(bad(key, "is empty")),
+        (_, v) => Ok(Some(v)),
+    }
+}
+
+/// A TCP node, `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddr {
+    /// Host name or address (an IPv6 address without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl NodeAddr {
+    /// `host:port` or `[v6]:port`; `None` when it is neither.
+    pub fn parse(s: &str) -> Option<NodeAddr> {
+        let (host, port) = s.trim().rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().ok()?;
+        (!host.is_empty() && port != 0).then(|| NodeAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    fn connection_info(&self, password: Option<&str>) -> ConnectionInfo {
+        let info = ConnectionAddr::Tcp(self.host.clone(), self.port)
+            .into_connection_info()
+            .expect("a TCP address is always a connection info");
+        match password {
+            Some(p) => {
+                let settings = info.redis_settings().clone().set_password(p);
+                info.set_redis_settings(settings)
+            }
+            None => info,
+        }
+    }
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host.contains(':') {
+            true => write!(f, "[{}]:{}", self.host, self.port),
+            false => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// The Sentinels to ask, and the secrets for them and for the data nodes.
+#[derive(Clone)]
+pub struct Sentinels {
+    /// Asked in this order; the first that names a confirmed master wins.
+    sentinels: Vec<NodeAddr>,
+    /// The name the Sentinels monitor the master under.
+    master_name: String,
+    /// `AUTH` for the master and replicas.
+    password: Option<String>,
+    /// `AUTH` for the Sentinels.
+    sentinel_password: Option<String>,
+}
+
+impl fmt::Debug for Sentinels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sentinels")
+            .field("sentinels", &self.sentinels)
+            .field("master_name", &self.master_name)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// How to reach the master.
+#[derive(Clone)]
+pub enum Target {
+    /// One fixed node (`redis.url`); it is the master by definition.
+    Url(Box<ConnectionInfo>),
+    /// Whatever node the Sentinels name (`redis.sentinels`).
+    Sentinel(Arc<Sentinels>),
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // The address only: the settings may hold a password.
+            Target::Url(info) => write!(f, "Url({})", info.addr()),
+            Target::Sentinel(s) => s.fmt(f),
+        }
+    }
+}
+
+/// A master found: its address and a client for it.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// `host:port` of the master, as `/healthz` names it.
+    pub addr: String,
+    /// Opens connections to it.
+    pub client: Client,
+}
+
+/// Why no master was found.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Redis (a Sentinel or the named node) failed or refused.
+    #[error("{node}: {source}")]
+    Redis {
+        /// The node that failed.
+        node: String,
+        #[source]
+        source: RedisError,
+    },
+    /// A node did not answer in time.
+    #[error("{node}: no answer within {timeout:?}")]
+    Timeout {
+        /// The node that was silent.
+        node: String,
+        /// How long it was given.
+        timeout: Duration,
+    },
+    /// The Sentinel does not know the master name.
+    #[error("sentinel {sentinel} knows no master named {name:?}")]
+    UnknownMaster {
+        /// The Sentinel asked.
+        sentinel: String,
+        /// The configured `master_name`.
+        name: String,
+    },
+    /// The node a Sentinel named is not (or no longer) a master.
+    #[error("{node}, named by sentinel {sentinel}, is not a master")]
+    NotMaster {
+        /// The node named.
+        node: String,
+        /// The Sentinel that named it.
+        sentinel: String,
+    },
+}
+
+/// One command on a fresh connection to `info`, all bounded by `limit`.
+async fn ask<T: redis::FromRedisValue>(
+    info: &ConnectionInfo,
+    cmd: &redis::Cmd,
+    limit: Duration,
+) -> Result<T, ResolveError> {
+    let node = info.addr().to_string();
+    let failed = |source| ResolveError::Redis {
+        node: node.clone(),
+        source,
+    };
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(limit))
+        .set_response_timeout(Some(limit));
+    let work = async {
+        let client = Client::open(info.clone()).map_err(failed)?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(failed)?;
+        cmd.query_async::<T>(&mut conn).await.map_err(failed)
+    };
+    timeout(limit * 2, work).await.unwrap_or_else(|_| {
+        Err(ResolveError::Timeout {
+            node: node.clone(),
+            timeout: limit,
+        })
+    })
+}
+
+impl Target {
+    /// The configured address for `url` mode (known without connecting);
+    /// `None` with Sentinels until one is asked.
+    pub fn fixed_addr(&self) -> Option<String> {
+        match self {
+            Target::Url(info) => Some(info.addr().to_string()),
+            Target::Sentinel(_) => None,
+        }
+    }
+
+    /// Finds the master now; every network step is bounded by `limit`.
+    pub async fn resolve(&self, limit: Duration) -> Result<Resolved, ResolveError> {
+        let s = match self {
+            Target::Url(info) => {
+                let client = Client::open((**info).clone()).map_err(|source| ResolveError::Redis {
+                    node: info.addr().to_string(),
+                    source,
+                })?;
+                return Ok(Resolved {
+                    addr: info.addr().to_string(),
+                    client,
+                });
+            }
+            Target::Sentinel(s) => s,
+        };
+        let mut last = None;
+        for sentinel in &s.sentinels {
+            match s.ask_one(sentinel, limit).await {
+                Ok(found) => return Ok(found),
+                Err(error) => {
+                    warn!(%sentinel, %error, "no master from this sentinel");
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.expect("a Sentinel target has at least one sentinel"))
+    }
+
+    /// Watches for failovers; see `Switches`.
+    pub fn switches(&self, reconnect: Backoff) -> Switches {
+        let (tx, rx) = watch::channel(0);
+        let task = match self {
+            Target::Url(_) => None,
+            Target::Sentinel(s) => Some(Arc::new(AbortOnDrop(tokio::spawn(watch_switches(
+                s.clone(),
+                tx.clone(),
+                reconnect,
+            ))))),
+        };
+        Switches {
+            rx,
+            _tx: Arc::new(tx),
+            _task: task,
+        }
+    }
+}
+
+impl Sentinels {
+    /// Asks one Sentinel and confirms the node it names.
+    async fn ask_one(&self, sentinel: &NodeAddr, limit: Duration) -> Result<Resolved, ResolveError> {
+        let info = sentinel.connection_info(self.sentinel_password.as_deref());
+        let mut cmd = redis::cmd("SENTINEL");
+        cmd.arg("get-master-addr-by-name").arg(&self.master_name);
+        let named: Option<(String, u16)> = ask(&info, &cmd, limit).await?;
+        let Some((host, port)) = named else {
+            return Err(ResolveError::UnknownMaster {
+                sentinel: sentinel.to_string(),
+                name: self.master_name.clone(),
+            });
+        };
+        let node = NodeAddr { host, port };
+        let info = node.connection_info(self.password.as_deref());
+        let role: Role = ask(&info, &redis::cmd("ROLE"), limit).await?;
+        if !matches!(role, Role::Primary { .. }) {
+            return Err(ResolveError::NotMaster {
+                node: node.to_string(),
+                sentinel: sentinel.to_string(),
+            });
+        }
+        let client = Client::open(info).map_err(|source| ResolveError::Redis {
+            node: node.to_string(),
+            source,
+        })?;
+        Ok(Resolved {
+            addr: node.to_string(),
+            client,
+        })
+    }
+}
+
+/// Failovers announced by the Sentinels, as a count: a connection made
+/// before the count changed may be to a demoted master and must be dropped.
+/// With a fixed URL the count never changes. Cloning shares one listener;
+/// it stops when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Switches {
+    /// The count, bumped on each `+switch-master` for our master name.
+    rx: watch::Receiver<u64>,
+    /// Kept so `changed` pends rather than fails when nothing listens (URL mode).
+    _tx: Arc<watch::Sender<u64>>,
+    /// The listener, aborted with the last clone.
+    _task: Option<Arc<AbortOnDrop>>,
+}
+
+impl Switches {
+    /// Failovers seen so far.
+    pub fn count(&self) -> u64 {
+        *self.rx.borrow()
+    }
+
+    /// Resolves at the next failover after the last `count`/`changed`.
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Marks the current count as seen, for `changed`.
+    pub fn mark_seen(&mut self) -> u64 {
+        *self.rx.borrow_and_update()
+    }
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Subscribes to `+switch-master` on one Sentinel after the other, forever.
+async fn watch_switches(s: Arc<Sentinels>, tx: watch::Sender<u64>, mut backoff: Backoff) {
+    let mut next = 0;
+    loop {
+        let sentinel = &s.sentinels[next % s.sentinels.len()];
+        next += 1;
+        let error = listen_for_switches(&s, sentinel, &tx, &mut backoff).await;
+        let delay = backoff.next_delay();
+        warn!(%sentinel, error, retry_in = ?delay, "sentinel subscription lost; trying the next sentinel");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Listens on one Sentinel until its connection fails; returns why.
+async fn listen_for_switches(
+    s: &Sentinels,
+    sentinel: &NodeAddr,
+    tx: &watch::Sender<u64>,
+    backoff: &mut Backoff,
+) -> String {
+    let limit = SENTINEL_PING_EVERY;
+    let info = sentinel.connection_info(s.sentinel_password.as_deref());
+    let subscribed = async {
+        let client = Client::open(info)?;
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(SWITCH_CHANNEL).await?;
+        Ok::<_, RedisError>(pubsub)
+    };
+    let (mut sink, mut stream) = match timeout(limit, subscribed).await {
+        Ok(Ok(pubsub)) => pubsub.split(),
+        Ok(Err(e)) => return e.to_string(),
+        Err(_) => return "no answer to SUBSCRIBE".into(),
+    };
+    backoff.reset();
+    info!(%sentinel, "listening for failovers");
+    let mut ping = tokio::time::interval(SENTINEL_PING_EVERY);
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(msg) = msg else { return "connection closed".into() };
+                let Ok(text) = msg.get_payload::<String>() else { continue };
+                if let Some(to) = switched_to(&text, &s.master_name) {
+                    info!(%sentinel, master = %to, "sentinel announced a new master");
+                    tx.send_modify(|n| *n += 1);
+                }
+            }
+            _ = ping.tick() => {
+                match timeout(limit, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return e.to_string(),
+                    Err(_) => return "no answer to PING".into(),
+                }
+            }
+        }
+    }
+}
+
+/// The new master's address in a `+switch-master` payload
+/// (`<name> <old-ip> <old-port> <new-ip> <new-port>`) about `name`.
+fn switched_to(payload: &str, name: &str) -> Option<NodeAddr> {
+    let parts: Vec<&str> = payload.split_whitespace().collect();
+    match parts.as_slice() {
+        [n, _, _, host, port] if *n == name => Some(NodeAddr {
+            host: (*host).to_string(),
+            port: port.parse().ok()?,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys<'a>(sentinels: &'a [String]) -> TargetKeys<'a> {
+        TargetKeys {
+            url: "redis://127.0.0.1:6390/",
+            url_given: false,
+            sentinels,
+            master_name: Some("wsmesh"),
+            password: None,
+            password_file: None,
+            sentinel_password: None,
+            sentinel_password_file: None,
+        }
+    }
+
+    #[test]
+    fn url_mode_is_the_default_and_takes_a_password() {
+        let mut k = keys(&[]);
+        k.master_name = None;
+        let t = k.target().unwrap();
+        assert_eq!(t.fixed_addr().as_deref(), Some("127.0.0.1:6390"));
+        k.password = Some("pw");
+        let Target::Url(info) = k.target().unwrap() else {
+            panic!()
+        };
+        assert_eq!(info.redis_settings().password(), Some("pw"));
+        assert!(!format!("{:?}", Target::Url(info)).contains("pw"));
+        k.url = "redis://:x@127.0.0.1:1/";
+        assert_eq!(k.target().unwrap_err().key, "password");
+    }
+
+    #[test]
+    fn sentinel_mode_needs_a_master_name_and_no_url() {
+        let list = vec!["127.0.0.1:26379".to_string(), "[::1]:26380".to_string()];
+        let t = keys(&list).target().unwrap();
+        let Target::Sentinel(s) = &t else { panic!() };
+        assert_eq!(s.sentinels[1].to_string(), "[::1]:26380");
+        assert_eq!(t.fixed_addr(), None);
+        let mut k = keys(&list);
+        k.master_name = None;
+        assert_eq!(k.target().unwrap_err().key, "master_name");
+        k.master_name = Some("two words");
+        assert_eq!(k.target().unwrap_err().key, "master_name");
+        let mut k = keys(&list);
+        k.url_given = true;
+        assert_eq!(k.target().unwrap_err().key, "sentinels");
+        let bad_list = vec!["nope".to_string()];
+        let e = keys(&bad_list).target().unwrap_err();
+        assert_eq!(
+            (e.key, e.reason.as_str()),
+            ("sentinels", "sentinels \"nope\" is not host:port")
+        );
+        let k = keys(&[]);
+        assert_eq!(k.target().unwrap_err().key, "master_name");
+    }
+
+    #[test]
+    fn secrets_come_from_one_place_and_are_never_printed() {
+        let list = vec!["127.0.0.1:26379".to_string()];
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, b"s3cret\n").unwrap();
+        let mut k = keys(&list);
+        k.sentinel_password_file = Some(file.path());
+        k.password = Some("data");
+        let t = k.target().unwrap();
+        let Target::Sentinel(s) = &t else { panic!() };
+        assert_eq!(s.sentinel_password.as_deref(), Some("s3cret"));
+        assert_eq!(s.password.as_deref(), Some("data"));
+        let printed = format!("{t:?}");
+        assert!(
+            !printed.contains("s3cret") && !printed.contains("data\""),
+            "{printed}"
+        );
+        k.sentinel_password = Some("x");
+        assert_eq!(k.target().unwrap_err().key, "sentinel_password_file");
+        let mut k = keys(&list);
+        k.password = Some(" ");
+        assert_eq!(k.target().unwrap_err().key, "password");
+        let mut k = keys(&[]);
+        k.master_name = None;
+        k.sentinel_password = Some("x");
+        assert_eq!(k.target().unwrap_err().key, "sentinel_password");
+    }
+
+    #[test]
+    fn switch_payloads_are_read_for_our_name_only() {
+        let p = "wsmesh 127.0.0.1 6379 127.0.0.1 6380";
+        assert_eq!(
+            switched_to(p, "wsmesh").map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:6380")
+        );
+        assert_eq!(switched_to(p, "other"), None);
+        assert_eq!(switched_to("wsmesh 1 2", "wsmesh"), None);
+    }
+}
