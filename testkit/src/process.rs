@@ -1,12 +1,14 @@
-//! One supervised child process of a lab cluster: how to start it, how to
-//! tell it is healthy, the signals a drill sends it, and a kill on drop so no
-//! test, however it ends, leaves a process behind.
+//! One supervised child process of a test, a drill or `lab up`: how to
+//! start it, how to tell it is healthy, the signals a test sends it, where
+//! its output goes (its log), and a kill on drop so no test, however it ends,
+//! leaves a process behind.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -38,6 +40,19 @@ pub enum Health {
     LbServersUp(String),
 }
 
+/// Where a process' stdout and stderr go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Output {
+    /// Copied to our stdout line by line as `[name] line` (`lab up`, test clusters).
+    #[default]
+    Forward,
+    /// Kept in memory, read with [`Process::log`]: what a test asserts on.
+    Capture,
+    /// Appended to a file, so a restart adds to the same log (drills with
+    /// many clients, whose output would drown their own report).
+    File(PathBuf),
+}
+
 /// Everything needed to (re)start a process.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
@@ -57,6 +72,26 @@ pub struct ProcessSpec {
     pub health: Health,
     /// Addresses it listens on, with what each is for (for port checks).
     pub listens: Vec<(SocketAddr, String)>,
+    /// Where its output goes.
+    pub output: Output,
+}
+
+impl ProcessSpec {
+    /// `program args…` as `name`, healthy by `health`; no environment
+    /// changes, no listens, output forwarded.
+    pub fn new(name: &str, kind: Kind, program: impl Into<PathBuf>, args: Vec<OsString>, health: Health) -> ProcessSpec {
+        ProcessSpec {
+            name: name.to_string(),
+            kind,
+            program: program.into(),
+            args,
+            env: Vec::new(),
+            env_remove: Vec::new(),
+            health,
+            listens: Vec::new(),
+            output: Output::Forward,
+        }
+    }
 }
 
 /// Why a process could not be started or did not become healthy.
@@ -124,6 +159,8 @@ pub struct Process {
     spec: ProcessSpec,
     /// Its life state.
     state: State,
+    /// Output so far with [`Output::Capture`], over every (re)start.
+    log: Arc<Mutex<String>>,
 }
 
 impl Drop for Process {
@@ -138,10 +175,12 @@ impl Drop for Process {
 impl Process {
     /// Starts `spec`; its stdout and stderr are forwarded line by line as `[name] line`.
     pub fn spawn(spec: ProcessSpec) -> Result<Process, ProcessError> {
-        let child = launch(&spec)?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let child = launch(&spec, &log)?;
         Ok(Process {
             spec,
             state: State::Running(child),
+            log,
         })
     }
 
@@ -195,7 +234,18 @@ impl Process {
         }
     }
 
-    fn signal(&mut self, sig: libc::c_int) -> Result<(), ProcessError> {
+    /// Its output so far: the captured text, or the log file's content;
+    /// empty when it is forwarded.
+    pub fn log(&self) -> String {
+        match &self.spec.output {
+            Output::Forward => String::new(),
+            Output::Capture => self.log.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            Output::File(path) => std::fs::read_to_string(path).unwrap_or_default(),
+        }
+    }
+
+    /// Sends `sig` (e.g. SIGHUP for a reload); nothing once it was reaped.
+    pub fn signal(&mut self, sig: libc::c_int) -> Result<(), ProcessError> {
         self.reap();
         let Some(pid) = self.pid() else {
             return Ok(());
@@ -286,7 +336,7 @@ impl Process {
         if self.exit_status().is_none() {
             return Ok(());
         }
-        self.state = State::Running(launch(&self.spec)?);
+        self.state = State::Running(launch(&self.spec, &self.log)?);
         Ok(())
     }
 
@@ -387,13 +437,31 @@ fn redis_ping(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-fn launch(spec: &ProcessSpec) -> Result<Child, ProcessError> {
+fn launch(spec: &ProcessSpec, log: &Arc<Mutex<String>>) -> Result<Child, ProcessError> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(&spec.program);
+    let (stdout, stderr) = match &spec.output {
+        Output::Forward | Output::Capture => (Stdio::piped(), Stdio::piped()),
+        Output::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| ProcessError::Spawn {
+                    name: format!("{} (log {})", spec.name, path.display()),
+                    source,
+                })?;
+            let copy = file.try_clone().map_err(|source| ProcessError::Spawn {
+                name: spec.name.clone(),
+                source,
+            })?;
+            (Stdio::from(file), Stdio::from(copy))
+        }
+    };
     cmd.args(&spec.args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
         // Own process group: a terminal's Ctrl-C reaches only the launcher, which stops
         // the children in order.
         .process_group(0);
@@ -429,19 +497,31 @@ fn launch(spec: &ProcessSpec) -> Result<Child, ProcessError> {
             source,
         },
     })?;
+    let sink = match spec.output {
+        Output::Capture => Sink::Capture(log.clone()),
+        _ => Sink::Forward(format!("[{}]", spec.name)),
+    };
     if let Some(out) = child.stdout.take() {
-        forward(&spec.name, out);
+        drain(sink.clone(), out);
     }
     if let Some(err) = child.stderr.take() {
-        forward(&spec.name, err);
+        drain(sink, err);
     }
     Ok(child)
 }
 
-/// Copies a child's output to ours, one `[name] line` at a time. A thread, not
-/// a task: it must keep draining even when no runtime is polling.
-fn forward(name: &str, pipe: impl Read + Send + 'static) {
-    let prefix = format!("[{name}]");
+/// Where [`drain`] puts each line of a pipe.
+#[derive(Clone)]
+enum Sink {
+    /// Printed to our stdout after this prefix.
+    Forward(String),
+    /// Appended to a process' captured log.
+    Capture(Arc<Mutex<String>>),
+}
+
+/// Copies a child's output, one line at a time, to `sink`. A thread, not a
+/// task: it must keep draining even when no runtime is polling.
+fn drain(sink: Sink, pipe: impl Read + Send + 'static) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut line = Vec::new();
@@ -451,7 +531,15 @@ fn forward(name: &str, pipe: impl Read + Send + 'static) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&line);
-                    println!("{prefix} {}", text.trim_end());
+                    let text = text.trim_end();
+                    match &sink {
+                        Sink::Forward(prefix) => println!("{prefix} {text}"),
+                        Sink::Capture(log) => {
+                            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                            log.push_str(text);
+                            log.push('\n');
+                        }
+                    }
                 }
             }
         }
@@ -463,16 +551,7 @@ mod tests {
     use super::*;
 
     fn sh(name: &str, script: &str, health: Health) -> ProcessSpec {
-        ProcessSpec {
-            name: name.into(),
-            kind: Kind::App,
-            program: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-            env: vec![],
-            env_remove: vec![],
-            health,
-            listens: vec![],
-        }
+        ProcessSpec::new(name, Kind::App, "/bin/sh", vec!["-c".into(), script.into()], health)
     }
 
     fn unused_addr() -> SocketAddr {
@@ -554,6 +633,27 @@ mod tests {
         // SAFETY: signal 0 only probes existence.
         let alive = unsafe { libc::kill(pid, 0) } == 0;
         assert!(!alive, "child {pid} survived drop");
+    }
+
+    #[tokio::test]
+    async fn output_is_captured_or_appended_to_a_file_over_restarts() {
+        let mut spec = sh("talker", "echo out; echo err >&2", Health::RedisPing(unused_addr()));
+        spec.output = Output::Capture;
+        let mut p = Process::spawn(spec.clone()).unwrap();
+        p.wait_exit(Duration::from_secs(10)).await.unwrap();
+        crate::eventually(Duration::from_secs(5), "both lines captured", || async {
+            p.log().lines().count() == 2
+        })
+        .await;
+        assert!(p.log().contains("out\n") && p.log().contains("err\n"), "{}", p.log());
+
+        let dir = tempfile::tempdir().unwrap();
+        spec.output = Output::File(dir.path().join("talker.log"));
+        let mut p = Process::spawn(spec).unwrap();
+        p.wait_exit(Duration::from_secs(10)).await.unwrap();
+        p.start().unwrap();
+        p.wait_exit(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(p.log().lines().count(), 4, "{}", p.log());
     }
 
     #[tokio::test]
