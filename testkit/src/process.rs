@@ -38,6 +38,9 @@ pub enum Health {
     /// The lb's admin `GET /api/backends` answered 200 and lists every server as
     /// `up`: the lb is ready when it sees its apps, not merely when it listens.
     LbServersUp(String),
+    /// Every address accepts a TCP connection (a process whose health URL
+    /// needs more than itself to be up).
+    Listening(Vec<SocketAddr>),
 }
 
 /// Where a process' stdout and stderr go.
@@ -198,7 +201,7 @@ impl Process {
     pub fn health_url(&self) -> Option<&str> {
         match &self.spec.health {
             Health::Http(url) | Health::LbServersUp(url) => Some(url),
-            Health::RedisPing(_) => None,
+            Health::RedisPing(_) | Health::Listening(_) => None,
         }
     }
 
@@ -364,6 +367,14 @@ impl Process {
                 tokio::task::spawn_blocking(move || redis_ping(addr))
                     .await
                     .map_err(|e| e.to_string())?
+            }
+            Health::Listening(addrs) => {
+                for addr in addrs {
+                    tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| format!("{addr}: {e}"))?;
+                }
+                Ok(())
             }
         }
     }
@@ -604,6 +615,16 @@ mod tests {
         p.shutdown(Duration::from_millis(300)).await.unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(p.exit_status().and_then(|s| s.signal()), Some(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn listening_is_healthy_once_every_address_accepts() {
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut p = Process::spawn(sh("idle", "sleep 30", Health::Listening(vec![open.local_addr().unwrap()]))).unwrap();
+        p.wait_healthy(Duration::from_secs(5)).await.unwrap();
+        let closed = unused_addr();
+        let p = Process::spawn(sh("idle", "sleep 30", Health::Listening(vec![open.local_addr().unwrap(), closed]))).unwrap();
+        assert!(p.check().await.unwrap_err().contains(&closed.to_string()));
     }
 
     #[tokio::test]
