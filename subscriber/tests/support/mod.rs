@@ -445,7 +445,7 @@ enum Running {
         shutdown: oneshot::Sender<()>,
     },
     /// The binary, for signals and what the process logs.
-    Process(Process),
+    Process(Box<Process>),
     /// Killed and not started again yet.
     Stopped,
 }
@@ -482,7 +482,7 @@ impl Subscriber {
     pub async fn start_process(redis: &RedisServer, app: &FakeApp, settings: &Settings) -> Subscriber {
         let port = free_loopback_port().expect("a free port");
         let mut sub = Subscriber::configured(redis, app, settings, port);
-        sub.running = Running::Process(sub.spawn_process());
+        sub.running = Running::Process(Box::new(sub.spawn_process()));
         sub.wait_ready().await;
         sub
     }
@@ -546,7 +546,7 @@ impl Subscriber {
         if in_process {
             self.run_in_process().await;
         } else {
-            self.running = Running::Process(self.spawn_process());
+            self.running = Running::Process(Box::new(self.spawn_process()));
         }
         self.wait_ready().await;
     }
