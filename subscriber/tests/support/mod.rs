@@ -5,6 +5,8 @@
 //! script (`wsmesh_redis_wire::append`). `redis-server` and the binary are
 //! started by `wsmesh-testkit`, the config is built as a value. Everything is
 //! stopped on Drop; every wait is bounded.
+//! Over 600 lines because the fake app (the internal API the subscriber
+//! posts to) is a server of its own.
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
