@@ -11,7 +11,7 @@ use std::time::Duration;
 use app::store::PAGE;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use support::{close_code, connect_v1, http, next_frame, next_msg, send_json, App, Redis, TOKEN};
+use support::{close_code, connect_v1, http, next_frame, next_msg, redis, redis_on, send_json, App, RedisExt, TOKEN};
 use tokio_tungstenite::tungstenite::Message;
 use wsmesh_common::protocol::{ErrorCode, ServerFrame};
 
@@ -37,8 +37,8 @@ fn expect_error(frame: ServerFrame, code: ErrorCode) {
 
 #[tokio::test]
 async fn v1_client_gets_welcome_history_ack_and_live_chat_then_resumes() {
-    let redis = Redis::start();
-    let app = App::start(&redis, "t1", "");
+    let redis = redis().await;
+    let app = App::start(&redis, "t1", |_| {}).await;
     let mut ps = redis.subscribe().await;
     let (mut ws, proto) = connect_v1(&app.ws_url("/ws?room=dev")).await;
     assert_eq!(proto.as_deref(), Some("wsmesh.v1"));
@@ -124,7 +124,7 @@ async fn v1_client_gets_welcome_history_ack_and_live_chat_then_resumes() {
 
 #[tokio::test]
 async fn a_long_gap_is_replayed_in_bounded_frames_in_order_before_live_chats() {
-    let redis = Redis::start();
+    let redis = redis().await;
     let store = redis.store(100_000);
     let mut ids = Vec::new();
     for i in 0..2 * PAGE + 20 {
@@ -134,7 +134,7 @@ async fn a_long_gap_is_replayed_in_bounded_frames_in_order_before_live_chats() {
             .expect("append");
         ids.push(appended.id);
     }
-    let app = App::start(&redis, "t1", "");
+    let app = App::start(&redis, "t1", |_| {}).await;
     let mut ps = redis.subscribe().await;
     let (mut ws, _) = connect_v1(&app.ws_url(&format!("/ws?room=long&since={}", ids[9]))).await;
     assert!(matches!(next_frame(&mut ws).await, ServerFrame::Welcome { .. }));
@@ -172,12 +172,16 @@ async fn a_long_gap_is_replayed_in_bounded_frames_in_order_before_live_chats() {
 
 #[tokio::test]
 async fn refused_frames_get_error_codes_and_the_socket_stays() {
-    let redis = Redis::start();
+    let redis = redis().await;
     let app = App::start(
         &redis,
         "t1",
-        "[limits]\nmax_body_bytes = 10\nrate_burst = 2\nrate_per_sec = 0.001\n",
-    );
+        |c| {
+            c.limits.max_body_bytes = 10;
+            c.limits.rate_burst = 2;
+            c.limits.rate_per_sec = 0.001;
+        },
+    ).await;
     let (mut ws, _) = connect_v1(&app.ws_url("/ws")).await;
     next_frame(&mut ws).await;
     next_frame(&mut ws).await;
@@ -203,8 +207,8 @@ async fn refused_frames_get_error_codes_and_the_socket_stays() {
 
 #[tokio::test]
 async fn bad_query_and_foreign_origin_close_with_1008() {
-    let redis = Redis::start();
-    let app = App::start(&redis, "t1", "");
+    let redis = redis().await;
+    let app = App::start(&redis, "t1", |_| {}).await;
     let (mut ws, _) = connect_v1(&app.ws_url("/ws?room=no%20spaces")).await;
     expect_error(next_frame(&mut ws).await, ErrorCode::BadRoom);
     assert_eq!(close_code(&mut ws).await, 1008);
@@ -233,12 +237,15 @@ async fn bad_query_and_foreign_origin_close_with_1008() {
 
 #[tokio::test]
 async fn oversized_frame_closes_1009_and_invalid_utf8_closes_1007() {
-    let redis = Redis::start();
+    let redis = redis().await;
     let app = App::start(
         &redis,
         "t1",
-        "[limits]\nmax_frame_bytes = 1024\nmax_body_bytes = 512\n",
-    );
+        |c| {
+            c.limits.max_frame_bytes = 1024;
+            c.limits.max_body_bytes = 512;
+        },
+    ).await;
     let (mut ws, _) = connect_v1(&app.ws_url("/ws")).await;
     next_frame(&mut ws).await;
     ws.send(Message::text("x".repeat(2000))).await.expect("send");
@@ -295,8 +302,8 @@ async fn oversized_frame_closes_1009_and_invalid_utf8_closes_1007() {
 
 #[tokio::test]
 async fn http_routes_page_health_and_internal_auth() {
-    let redis = Redis::start();
-    let app = App::start(&redis, "t1", "");
+    let redis = redis().await;
+    let app = App::start(&redis, "t1", |_| {}).await;
     let (status, text) = http(app.public, "GET", "/ws", &[], "");
     assert_eq!(status, 400, "{text}");
     assert_eq!(http(app.public, "GET", "/nope", &[], "").0, 404);
@@ -360,8 +367,8 @@ async fn http_routes_page_health_and_internal_auth() {
 
 #[tokio::test]
 async fn seed_formats_share_the_lobby() {
-    let redis = Redis::start();
-    let app = App::start(&redis, "t1", "");
+    let redis = redis().await;
+    let app = App::start(&redis, "t1", |_| {}).await;
     let mut ps = redis.subscribe().await;
     let (mut simple, resp) = tokio_tungstenite::connect_async(app.ws_url("/ws"))
         .await
@@ -429,9 +436,9 @@ async fn wait_online(ws: &mut support::Client, want: u64) -> u64 {
 
 #[tokio::test]
 async fn presence_counts_clients_on_both_instances() {
-    let redis = Redis::start();
-    let app1 = App::start(&redis, "a1", "");
-    let app2 = App::start(&redis, "a2", "");
+    let redis = redis().await;
+    let app1 = App::start(&redis, "a1", |_| {}).await;
+    let app2 = App::start(&redis, "a2", |_| {}).await;
     let (mut one, _) = connect_v1(&app1.ws_url("/ws?room=p")).await;
     let (mut two, _) = connect_v1(&app2.ws_url("/ws?room=p")).await;
     assert_eq!(wait_online(&mut two, 2).await, 2);
@@ -440,8 +447,8 @@ async fn presence_counts_clients_on_both_instances() {
 
 #[tokio::test]
 async fn over_max_connections_is_refused_with_503() {
-    let redis = Redis::start();
-    let app = App::start(&redis, "t1", "[limits]\nmax_connections = 1\n");
+    let redis = redis().await;
+    let app = App::start(&redis, "t1", |c| c.limits.max_connections = 1).await;
     let (_first, _) = connect_v1(&app.ws_url("/ws")).await;
     match tokio_tungstenite::connect_async(app.ws_url("/ws")).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
@@ -451,8 +458,11 @@ async fn over_max_connections_is_refused_with_503() {
 
 #[tokio::test]
 async fn sigterm_drains_with_1012_and_exits_zero() {
-    let redis = Redis::start();
-    let mut app = App::start(&redis, "t1", "[drain]\ngrace = \"1s\"\nwindow = \"500ms\"\n");
+    let redis = redis().await;
+    let mut app = App::start(&redis, "t1", |c| {
+        c.drain.grace = Duration::from_secs(1);
+        c.drain.window = Duration::from_millis(500);
+    }).await;
     let (mut ws, _) = connect_v1(&app.ws_url("/ws")).await;
     next_frame(&mut ws).await;
     let pid = app.pid();
@@ -472,14 +482,14 @@ async fn sigterm_drains_with_1012_and_exits_zero() {
     }
     assert!(saw_503);
     assert_eq!(close_code(&mut ws).await, 1012);
-    assert!(app.terminate().success());
+    assert!(app.terminate().await.success());
 }
 
 #[tokio::test]
 async fn redis_outage_gives_unavailable_and_the_app_recovers() {
-    let redis = Redis::start();
-    let port = redis.port;
-    let app = App::start(&redis, "t1", "[redis]\ncommand_timeout = \"500ms\"\n");
+    let redis = redis().await;
+    let port = redis.port();
+    let app = App::start(&redis, "t1", |c| c.redis.command_timeout = Duration::from_millis(500)).await;
     let (mut ws, _) = connect_v1(&app.ws_url("/ws")).await;
     next_frame(&mut ws).await;
     next_frame(&mut ws).await;
@@ -490,7 +500,7 @@ async fn redis_outage_gives_unavailable_and_the_app_recovers() {
     expect_error(next_frame(&mut fresh).await, ErrorCode::Unavailable);
     assert_eq!(close_code(&mut fresh).await, 1011);
 
-    let _redis = Redis::start_on(port);
+    let _redis = redis_on(port).await;
     let mut welcomed = false;
     for _ in 0..50 {
         let (mut c, _) = connect_v1(&app.ws_url("/ws")).await;
@@ -510,8 +520,8 @@ async fn redis_outage_gives_unavailable_and_the_app_recovers() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_1013_and_others_are_not() {
-    let redis = Redis::start();
-    let app = App::start(&redis, "t1", "[limits]\nsend_queue = 2\n");
+    let redis = redis().await;
+    let app = App::start(&redis, "t1", |c| c.limits.send_queue = 2).await;
     let mut slow = support::connect_v1_tiny_buffer(app.public, "/ws?room=big").await;
     next_frame(&mut slow).await;
     next_frame(&mut slow).await;

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{connect_v1, next_frame, App, Redis};
+use support::{connect_v1, next_frame, redis, App};
 use wsmesh_common::chat::Chat;
 use wsmesh_common::protocol::ServerFrame;
 
@@ -24,8 +24,8 @@ fn chat(i: u64) -> Chat {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_socket_gets_every_later_chat_once_in_order() {
-    let redis = Redis::start();
-    let app = App::start(&redis, "t1", "");
+    let redis = redis().await;
+    let app = App::start(&redis, "t1", |_| {}).await;
     let url = app.ws_url("/ws?room=crowd");
     let mut clients = Vec::with_capacity(CLIENTS);
     for _ in 0..CLIENTS {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use app::store::{Outcome, Store, PAGE};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use support::Redis;
+use support::{redis, redis_on, RedisExt};
 use wsmesh_common::chat::Chat;
 use wsmesh_common::stream_id::StreamId;
 
@@ -36,7 +36,7 @@ async fn next_published(ps: &mut redis::aio::PubSub) -> Chat {
 
 #[tokio::test]
 async fn resend_with_same_cid_is_stored_and_published_once() {
-    let redis = Redis::start();
+    let redis = redis().await;
     let s = redis.store(1000);
     let mut ps = redis.subscribe().await;
     let first = s
@@ -79,7 +79,7 @@ async fn resend_with_same_cid_is_stored_and_published_once() {
 
 #[tokio::test]
 async fn same_cid_in_another_room_is_a_new_message() {
-    let redis = Redis::start();
+    let redis = redis().await;
     let s = redis.store(1000);
     let a = s.append("a", "n", "x", Some("c")).await.expect("append");
     let b = s.append("b", "n", "x", Some("c")).await.expect("append");
@@ -91,7 +91,7 @@ async fn same_cid_in_another_room_is_a_new_message() {
 
 #[tokio::test]
 async fn replay_after_since_is_exclusive_ordered_and_paged() {
-    let redis = Redis::start();
+    let redis = redis().await;
     let s = redis.store(100_000);
     let mut ids = Vec::new();
     for i in 0..1203 {
@@ -118,7 +118,7 @@ async fn replay_after_since_is_exclusive_ordered_and_paged() {
 
 #[tokio::test]
 async fn trimmed_gap_is_reported_as_truncated() {
-    let redis = Redis::start();
+    let redis = redis().await;
     let s = redis.store(10);
     let mut ids = Vec::new();
     for i in 0..60 {
@@ -143,7 +143,7 @@ async fn trimmed_gap_is_reported_as_truncated() {
 
 #[tokio::test]
 async fn known_session_keeps_nick_and_connected_since() {
-    let redis = Redis::start();
+    let redis = redis().await;
     let s = redis.store(100);
     let fresh = s.session(None).await.expect("session");
     assert_eq!(fresh.token.len(), 32);
@@ -165,7 +165,7 @@ async fn known_session_keeps_nick_and_connected_since() {
 
 #[tokio::test]
 async fn presence_sums_instances_and_forgets_a_leaver() {
-    let redis = Redis::start();
+    let redis = redis().await;
     let s = redis.store(100);
     let ttl = Duration::from_secs(30);
     assert_eq!(s.presence("r", "app1", 2, ttl).await.expect("presence"), 2);
@@ -175,7 +175,7 @@ async fn presence_sums_instances_and_forgets_a_leaver() {
 
 #[tokio::test]
 async fn ping_answers_and_a_dead_redis_is_an_error_not_a_hang() {
-    let redis = Redis::start();
+    let redis = redis().await;
     let s = redis.store(100);
     s.ping().await.expect("ping");
     drop(redis);
@@ -185,13 +185,13 @@ async fn ping_answers_and_a_dead_redis_is_an_error_not_a_hang() {
 
 #[tokio::test]
 async fn store_recovers_after_a_redis_restart() {
-    let redis = Redis::start();
-    let port = redis.port;
+    let redis = redis().await;
+    let port = redis.port();
     let s = redis.store(100);
     s.append("lobby", "n", "before", None).await.expect("append");
     drop(redis);
     assert!(s.append("lobby", "n", "during", None).await.is_err());
-    let _again = Redis::start_on(port);
+    let _again = redis_on(port).await;
     let mut recovered = false;
     for _ in 0..50 {
         if s.append("lobby", "n", "after", None).await.is_ok() {

@@ -9,7 +9,6 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod logging;
-pub mod ports;
 pub mod protocol;
 pub mod signal;
 pub mod stream_id;

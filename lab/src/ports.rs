@@ -1,24 +1,7 @@
-//! Loopback ports: free ones for test clusters (never the fixed ports of the
-//! real local cluster), and, when a fixed port is taken, which process holds
-//! it, so `lab up` can say what to stop.
+//! When a fixed port of the local cluster is taken, which process holds it,
+//! so `lab up` can say what to stop.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-
-/// A free loopback address for a test cluster, below the kernel's ephemeral
-/// range (see `wsmesh_common::ports`): processes restarted by drills find
-/// their port free again.
-pub fn free_addr() -> std::io::Result<SocketAddr> {
-    Ok(SocketAddr::from((
-        Ipv4Addr::LOCALHOST,
-        wsmesh_common::ports::free_loopback_port()?,
-    )))
-}
-
-/// Whether `addr` can be bound right now.
-pub fn is_free(addr: SocketAddr) -> bool {
-    TcpListener::bind(addr).is_ok()
-}
 
 /// A process listening on a TCP port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,19 +68,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn free_addrs_are_loopback_and_distinct() {
-        let a = free_addr().unwrap();
-        let b = free_addr().unwrap();
-        assert!(a.ip().is_loopback());
-        assert_ne!(a.port(), b.port());
-        assert!(is_free(a));
-    }
-
-    #[test]
     fn a_bound_port_is_not_free_and_its_holder_is_this_process() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        assert!(!is_free(addr));
+        assert!(!wsmesh_testkit::ports::is_free(addr));
         let holder = holder(addr.port()).expect("own listener found in /proc");
         assert_eq!(holder.pid, std::process::id());
     }

@@ -12,10 +12,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cluster::{self, Cluster, ClusterError};
+use wsmesh_testkit::cluster::{self, Cluster, ClusterError};
+use wsmesh_testkit::configs::shift::{self, ShiftError};
+use wsmesh_testkit::configs::{self, AppConfig, LbConfig, SubscriberConfig};
+use wsmesh_testkit::process::{Kind, ProcessSpec};
+
 use crate::ports;
-use crate::process::{Kind, ProcessSpec};
-use crate::shift::{self, ShiftError};
 
 /// How long a process gets between SIGTERM and SIGKILL; covers the app's drain
 /// (grace + window in the committed configs).
@@ -135,28 +137,19 @@ impl Drop for PidFiles {
     }
 }
 
-/// A string key of a config file, as a socket address.
-fn addr_key(file: &Path, table: &toml::Table, dotted: &str) -> Result<SocketAddr, UpError> {
-    let bad = || UpError::Config {
+/// A config's address field as a socket address; `redis://host:port/`
+/// gives `host:port`.
+fn addr_of(file: &Path, key: &str, text: &str) -> Result<SocketAddr, UpError> {
+    let text = text.strip_prefix("redis://").unwrap_or(text).trim_end_matches('/');
+    text.parse().map_err(|_| UpError::Config {
         file: file.to_path_buf(),
-        key: dotted.to_string(),
-    };
-    let mut value = None::<&toml::Value>;
-    let mut here = table;
-    for part in dotted.split('.') {
-        let v = here.get(part).ok_or_else(bad)?;
-        if let Some(t) = v.as_table() {
-            here = t;
-        }
-        value = Some(v);
-    }
-    let text = value.and_then(|v| v.as_str()).ok_or_else(bad)?;
-    // redis://host:port/ → host:port
-    let text = text
-        .strip_prefix("redis://")
-        .unwrap_or(text)
-        .trim_end_matches('/');
-    text.parse().map_err(|_| bad())
+        key: key.to_string(),
+    })
+}
+
+/// Loads a config file of one of the binaries.
+fn load<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, UpError> {
+    Ok(configs::load(file).map_err(ClusterError::from)?)
 }
 
 /// The wsmesh executables to run.
@@ -172,31 +165,15 @@ struct Binaries {
 
 /// The lb's frontends (https ones first, so the ready line shows https) and
 /// its admin listener, read from its config.
-fn lb_listens(file: &Path, table: &toml::Table) -> Result<(Vec<(SocketAddr, String)>, SocketAddr), UpError> {
-    let bad = |key: &str| UpError::Config {
-        file: file.to_path_buf(),
-        key: key.to_string(),
-    };
-    let frontends = table
-        .get("frontend")
-        .and_then(|f| f.as_array())
-        .ok_or_else(|| bad("frontend"))?;
+fn lb_listens(file: &Path, config: &LbConfig) -> Result<(Vec<(SocketAddr, String)>, SocketAddr), UpError> {
     let mut listens = Vec::new();
-    for frontend in frontends {
-        let frontend = frontend.as_table().ok_or_else(|| bad("frontend"))?;
-        let addr = frontend
-            .get("listen")
-            .and_then(|l| l.as_str())
-            .and_then(|l| l.parse().ok())
-            .ok_or_else(|| bad("frontend.listen"))?;
-        let tls = frontend.contains_key("cert");
+    for frontend in &config.frontends {
+        let addr = addr_of(file, "frontend.listen", frontend.listen.get_ref())?;
+        let tls = !frontend.certs.is_empty();
         listens.push((addr, if tls { "https" } else { "http" }.to_string()));
     }
     listens.sort_by_key(|(_, what)| what != "https");
-    let admin = match table.get("admin").and_then(|a| a.as_table()) {
-        Some(admin) => addr_key(file, admin, "listen")?,
-        None => return Err(bad("admin.listen")),
-    };
+    let admin = addr_of(file, "admin.listen", config.admin.listen.get_ref())?;
     Ok((listens, admin))
 }
 
@@ -204,33 +181,30 @@ fn lb_listens(file: &Path, table: &toml::Table) -> Result<(Vec<(SocketAddr, Stri
 fn specs(configs: &Path, redis_dir: &Path, bins: &Binaries) -> Result<Vec<ProcessSpec>, UpError> {
     let mut specs = Vec::new();
     let first_app = configs.join("app1.toml");
-    let redis = addr_key(&first_app, &cluster::read_table(&first_app)?, "redis.url")?;
+    let redis = addr_of(&first_app, "redis.url", &load::<AppConfig>(&first_app)?.redis.url)?;
     specs.push(cluster::redis_spec("redis", redis, redis_dir));
     for i in 1..=2 {
         let app = configs.join(format!("app{i}.toml"));
-        let table = cluster::read_table(&app)?;
-        let public = addr_key(&app, &table, "listen.public")?;
-        let internal = addr_key(&app, &table, "listen.internal")?;
+        let config: AppConfig = load(&app)?;
         specs.push(cluster::app_spec(
             &format!("app{i}"),
             bins.app.clone(),
             &app,
-            public,
-            internal,
+            config.listen.public,
+            config.listen.internal,
         ));
     }
     let lb = configs.join("lb.toml");
     if lb.exists() {
-        let (listens, admin) = lb_listens(&lb, &cluster::read_table(&lb)?)?;
+        let (listens, admin) = lb_listens(&lb, &load(&lb)?)?;
         specs.push(cluster::lb_spec("lb", bins.lb.clone(), &lb, listens, admin));
     }
     for i in 1..=2 {
         let sub = configs.join(format!("subscriber{i}.toml"));
-        let health = addr_key(&sub, &cluster::read_table(&sub)?, "listen.health")?;
-        let bin = bins.subscriber.clone();
+        let health = load::<SubscriberConfig>(&sub)?.listen.health;
         specs.push(cluster::subscriber_spec(
             &format!("subscriber{i}"),
-            bin,
+            bins.subscriber.clone(),
             &sub,
             health,
         ));
@@ -242,7 +216,7 @@ fn specs(configs: &Path, redis_dir: &Path, bins: &Binaries) -> Result<Vec<Proces
 fn check_ports(specs: &[ProcessSpec]) -> Result<(), UpError> {
     for spec in specs {
         for (addr, what) in &spec.listens {
-            if !ports::is_free(*addr) {
+            if !wsmesh_testkit::ports::is_free(*addr) {
                 let holder = ports::holder(addr.port())
                     .map(|h| format!(" by pid {} ({})", h.pid, h.name))
                     .unwrap_or_default();
@@ -401,16 +375,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addr_key_reads_listen_and_redis_addresses() {
-        let t: toml::Table =
-            "[listen]\npublic = \"127.0.0.1:9001\"\n[redis]\nurl = \"redis://127.0.0.1:6390/\"\n"
-                .parse()
-                .unwrap();
+    fn addr_of_reads_listen_and_redis_addresses() {
         let f = Path::new("x.toml");
-        assert_eq!(addr_key(f, &t, "listen.public").unwrap().port(), 9001);
-        assert_eq!(addr_key(f, &t, "redis.url").unwrap().port(), 6390);
-        let err = addr_key(f, &t, "listen.internal").unwrap_err();
-        assert!(err.to_string().contains("listen.internal"), "{err}");
+        assert_eq!(addr_of(f, "admin.listen", "127.0.0.1:9001").unwrap().port(), 9001);
+        assert_eq!(addr_of(f, "redis.url", "redis://127.0.0.1:6390/").unwrap().port(), 6390);
+        let err = addr_of(f, "redis.url", "redis://redis.example:6390/").unwrap_err();
+        assert!(err.to_string().contains("redis.url"), "{err}");
     }
 
     fn bins() -> Binaries {
@@ -433,7 +403,7 @@ mod tests {
     #[test]
     fn moved_configs_give_every_fixed_port_plus_the_offset() {
         let dir = tempfile::tempdir().unwrap();
-        shift::render_dir(&cluster::configs_dir(), dir.path(), 10000).unwrap();
+        shift::render_dir(&configs::configs_dir(), dir.path(), 10000).unwrap();
         let specs = specs(dir.path(), dir.path(), &bins()).unwrap();
         assert_eq!(
             sorted_ports(&specs),
@@ -443,11 +413,8 @@ mod tests {
             ready_line(&specs),
             "ready: lb https://127.0.0.1:18443  app1 http://127.0.0.1:19001  app2 http://127.0.0.1:19002"
         );
-        let sub = cluster::read_table(&dir.path().join("subscriber2.toml")).unwrap();
-        assert_eq!(
-            sub["app"]["internal_url"].as_str(),
-            Some("http://127.0.0.1:19102")
-        );
+        let sub: SubscriberConfig = configs::load(&dir.path().join("subscriber2.toml")).unwrap();
+        assert_eq!(sub.app.internal_url, "http://127.0.0.1:19102");
     }
 
     #[test]
@@ -478,7 +445,7 @@ mod tests {
     #[test]
     fn committed_configs_give_the_documented_fixed_ports() {
         let dir = tempfile::tempdir().unwrap();
-        let specs = specs(&cluster::configs_dir(), dir.path(), &bins()).unwrap();
+        let specs = specs(&configs::configs_dir(), dir.path(), &bins()).unwrap();
         assert_eq!(
             sorted_ports(&specs),
             vec![6390, 8080, 8404, 8443, 9001, 9002, 9101, 9102, 9201, 9202]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use wsmesh_client::{ClientError, CloseInfo, Connection};
-use lab::cluster::{LocalCluster, LocalOptions};
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_client::http;
 use wsmesh_common::protocol::{close, ErrorCode, ServerFrame};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lab::bench::loadgen::{self, Budget, Run};
 use lab::bench::net::{Sources, Target};
 use lab::bench::{backend, lbconf};
-use lab::cluster::Cluster;
+use wsmesh_testkit::cluster::Cluster;
 
 fn budget() -> Budget {
     Budget {
@@ -44,8 +44,8 @@ async fn load_generator_measures_the_backend_directly_and_through_the_lb() {
     let dir = tempfile::tempdir().unwrap();
     let certs = lbconf::gen_certs(&dir.path().join("certs")).unwrap();
     let tls = wsmesh_client::tls::client_config(&certs.ca).unwrap();
-    let listen = lab::ports::free_addr().unwrap();
-    let admin = lab::ports::free_addr().unwrap();
+    let listen = wsmesh_testkit::ports::free_addr().unwrap();
+    let admin = wsmesh_testkit::ports::free_addr().unwrap();
     let config = dir.path().join("lb.toml");
     let route = lbconf::Route {
         name: "apps".into(),

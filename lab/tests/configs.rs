@@ -3,7 +3,8 @@
 
 use std::process::Command;
 
-use lab::cluster::{binary, configs_dir};
+use wsmesh_testkit::cluster::binary;
+use wsmesh_testkit::configs::configs_dir;
 
 fn check(bin: &str, file: &std::path::Path) -> (bool, String) {
     let out = Command::new(binary(bin).unwrap())

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use wsmesh_client::{ClientError, Connection};
-use lab::cluster::{LocalCluster, LocalOptions};
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_client::http;
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -52,8 +52,8 @@ async fn redis_down_turns_apps_unhealthy_until_it_is_back() {
 #[tokio::test]
 async fn connections_over_the_capacity_threshold_turn_503_and_over_the_limit_are_refused() {
     let opts = LocalOptions::default()
-        .app("limits.max_connections", 4)
-        .app("limits.capacity_threshold", 0.5);
+        .app(|c| c.limits.max_connections = 4)
+        .app(|c| c.limits.capacity_threshold = 0.5);
     let c = LocalCluster::start(opts).await.unwrap();
     let health = format!("{}/healthz", c.app(0).http_url());
     let mut open = Vec::new();
@@ -75,7 +75,7 @@ async fn connections_over_the_capacity_threshold_turn_503_and_over_the_limit_are
 
 #[tokio::test]
 async fn draining_instance_turns_503_at_once() {
-    let opts = LocalOptions::default().app("drain.grace", "5s");
+    let opts = LocalOptions::default().app(|c| c.drain.grace = Duration::from_secs(5));
     let mut c = LocalCluster::start(opts).await.unwrap();
     let health = format!("{}/healthz", c.app(0).http_url());
     c.process("app1").unwrap().term().unwrap();

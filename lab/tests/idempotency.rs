@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use wsmesh_client::Connection;
-use lab::cluster::{LocalCluster, LocalOptions};
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_common::protocol::ServerFrame;
 
 const LIMIT: Duration = Duration::from_secs(10);

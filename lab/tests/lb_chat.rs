@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use wsmesh_client::Connection;
-use lab::cluster::LocalOptions;
+use wsmesh_testkit::cluster::LocalOptions;
 use lab::drill::cluster::DrillCluster;
 use wsmesh_common::protocol::{ServerFrame, SUBPROTOCOL};
 

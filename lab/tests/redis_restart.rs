@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use wsmesh_client::Connection;
-use lab::cluster::{LocalCluster, LocalOptions};
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_client::http;
 use wsmesh_common::protocol::{ErrorCode, ServerFrame};
 
@@ -32,7 +32,7 @@ async fn send(conn: &mut Connection, body: &str, cid: &str) -> Outcome {
 
 #[tokio::test]
 async fn redis_restart_keeps_acked_history_and_delivers_each_message_once() {
-    let opts = LocalOptions::default().app("redis.command_timeout", "500ms");
+    let opts = LocalOptions::default().app(|c| c.redis.command_timeout = Duration::from_millis(500));
     let mut c = LocalCluster::start(opts).await.unwrap();
     let mut sender = c.join(0, "rr").await.unwrap();
     // Readers never send, so every chat they got is still unread when checked.

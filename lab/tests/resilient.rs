@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use wsmesh_client::ConnectOptions;
-use lab::cluster::{LocalCluster, LocalOptions};
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_client::resilient::{Event, ResilientClient, ResilientConfig};
 use wsmesh_common::protocol::close;
 
@@ -26,8 +26,8 @@ fn client(c: &LocalCluster) -> ResilientClient {
 #[tokio::test]
 async fn clients_of_a_draining_instance_move_over_and_miss_nothing() {
     let opts = LocalOptions::default()
-        .app("drain.grace", "200ms")
-        .app("drain.window", "500ms");
+        .app(|c| c.drain.grace = Duration::from_millis(200))
+        .app(|c| c.drain.window = Duration::from_millis(500));
     let mut c = LocalCluster::start(opts).await.unwrap();
     let mut clients: Vec<ResilientClient> = (0..CLIENTS).map(|_| client(&c)).collect();
     for cl in &mut clients {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use wsmesh_client::Connection;
-use lab::cluster::{LocalCluster, LocalOptions};
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_common::stream_id::StreamId;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -18,8 +18,8 @@ fn ids_increase(ids: &[String]) -> bool {
 async fn history_on_connect_is_the_last_50_in_order() {
     // A generous send budget, so one connection can post 60 messages quickly.
     let opts = LocalOptions::default()
-        .app("limits.rate_burst", 1000)
-        .app("limits.rate_per_sec", 1000);
+        .app(|c| c.limits.rate_burst = 1000)
+        .app(|c| c.limits.rate_per_sec = 1000.0);
     let c = LocalCluster::start(opts).await.unwrap();
     let mut sender = c.join(0, "hist").await.unwrap();
     for i in 0..60 {

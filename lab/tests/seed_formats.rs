@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use wsmesh_client::{Connection, Incoming, Protocol};
-use lab::cluster::{LocalCluster, LocalOptions};
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(10);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lab::cluster::{LocalCluster, LocalOptions};
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_client::http;
 use wsmesh_common::protocol::ServerFrame;
 
@@ -12,7 +12,7 @@ const LIMIT: Duration = Duration::from_secs(15);
 
 #[tokio::test]
 async fn killed_subscriber_turns_app_unhealthy_and_restart_delivers_the_gap_once() {
-    let opts = LocalOptions::default().app("health.subscriber_max_age", "1s");
+    let opts = LocalOptions::default().app(|c| c.health.subscriber_max_age = Duration::from_secs(1));
     let mut c = LocalCluster::start(opts).await.unwrap();
     let health = format!("{}/healthz", c.app(0).http_url());
     let mut on_app1 = c.join(0, "fo").await.unwrap();
@@ -59,7 +59,7 @@ async fn killed_subscriber_turns_app_unhealthy_and_restart_delivers_the_gap_once
 
 #[tokio::test]
 async fn frozen_subscriber_is_noticed_and_catches_up_when_resumed() {
-    let opts = LocalOptions::default().app("health.subscriber_max_age", "1s");
+    let opts = LocalOptions::default().app(|c| c.health.subscriber_max_age = Duration::from_secs(1));
     let mut c = LocalCluster::start(opts).await.unwrap();
     let health = format!("{}/healthz", c.app(0).http_url());
     let mut on_app1 = c.join(0, "frozen").await.unwrap();

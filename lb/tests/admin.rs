@@ -46,7 +46,7 @@ async fn drain_keeps_established_tunnels_and_sends_new_ones_elsewhere() {
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
-    opts.balance = "leastconn";
+    opts.balance = Balance::LeastConn;
     opts.check = true;
     let lb = Lb::start(&opts).await;
     let (mut first, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
@@ -127,24 +127,15 @@ async fn unknown_server_is_404_and_bad_body_is_400() {
 async fn bearer_token_guards_the_admin_api_when_configured() {
     let certs = Certs::new();
     let a = Backend::start("app1").await;
-    let opts = LbOpts::new(&[&a], &certs);
+    let mut opts = LbOpts::new(&[&a], &certs);
+    opts.edit(|c| c.admin.token = "s3cret".into());
     // Lb::start waits on an unauthenticated call, so start this one by hand.
     let ports = Ports {
         https: free_port(),
         http: free_port(),
         admin: free_port(),
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("lb.toml");
-    let text = render_config(&opts, ports).replace("[admin]\n", "[admin]\ntoken = \"s3cret\"\n");
-    std::fs::write(&config, text).unwrap();
-    let mut child = std::process::Command::new(lb_bin())
-        .arg("--config")
-        .arg(&config)
-        .env_remove("WSMESH_ADMIN_TOKEN")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _lb = LbProcess::spawn(&opts, ports, |spec| spec.env.clear());
     let addr: SocketAddr = ([127, 0, 0, 1], ports.admin).into();
     let get = |token: Option<&'static str>| async move {
         let mut req = http::Request::get("/api/backends").header("host", "admin");
@@ -157,8 +148,6 @@ async fn bearer_token_guards_the_admin_api_when_configured() {
     assert_eq!(get(None).await, Some(StatusCode::UNAUTHORIZED));
     assert_eq!(get(Some("wrong")).await, Some(StatusCode::UNAUTHORIZED));
     assert_eq!(get(Some("s3cret")).await, Some(StatusCode::OK));
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ async fn leastconn_sends_new_tunnels_to_the_less_loaded_server() {
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
-    opts.balance = "leastconn";
+    opts.balance = Balance::LeastConn;
     let lb = Lb::start(&opts).await;
     let mut held = Vec::new();
     for _ in 0..6 {
@@ -65,7 +65,7 @@ async fn source_keeps_a_client_on_one_server() {
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
-    opts.balance = "source";
+    opts.balance = Balance::Source;
     let lb = Lb::start(&opts).await;
     let seen = first_server_counts(&certs, lb.ports.https, 10).await;
     assert_eq!(seen.len(), 1, "one client IP, one server: {seen:?}");
@@ -77,11 +77,14 @@ async fn slowstart_gives_a_returning_server_a_small_share_first_under_leastconn(
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
-    opts.balance = "leastconn";
+    opts.balance = Balance::LeastConn;
     // Long enough that app1's weight stays at its first step (1/16 of
     // app2's) for the whole test: the order below holds however slow it runs.
-    opts.server_extra
-        .insert("app1".into(), "slowstart = \"1h\"".into());
+    opts.edit(|c| {
+        for s in c.backends[0].servers.iter_mut().filter(|s| s.name.get_ref() == "app1") {
+            s.slowstart = Duration::from_secs(3600);
+        }
+    });
     let lb = Lb::start(&opts).await;
     // No slowstart at start (HAProxy): both share from the first session.
     let mut held = Vec::new();

@@ -54,28 +54,39 @@ async fn errors_name_file_line_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let certs = Certs::new();
     let app = Backend::start("app1").await;
-    let good = render_config(
-        &LbOpts::new(&[&app], &certs),
-        Ports {
-            https: 1,
-            http: 2,
-            admin: 3,
-        },
-    );
+    let mut opts = LbOpts::new(&[&app], &certs);
+    let ports = Ports {
+        https: 1,
+        http: 2,
+        admin: 3,
+    };
+    let good = toml::to_string(&config_table(&opts, ports)).unwrap();
     let path = write(dir.path(), &good);
     assert!(check(&path).0, "{}", check(&path).2);
 
+    let with = |change: &dyn Fn(&mut toml::Table), opts: &LbOpts| {
+        let mut table = config_table(opts, ports);
+        change(&mut table);
+        toml::to_string(&table).unwrap()
+    };
+    let missing_backend = with(&|t| t["frontend"][0]["backend"] = "missing".into(), &opts);
+    let unknown_balance = with(&|t| t["backend"][0]["balance"] = "random".into(), &opts);
+    let unknown_key = with(
+        &|t| {
+            if let Some(server) = t["backend"][0]["server"][0].as_table_mut() {
+                server.insert("bogus_key".into(), 1.into());
+            }
+        },
+        &opts,
+    );
+    let missing_cert = certs.dir.path().join("nonexistent.pem");
+    opts.certs[0].0 = missing_cert;
+    let missing_cert = toml::to_string(&config_table(&opts, ports)).unwrap();
     let cases = [
-        (
-            good.replace("backend = \"apps\"", "backend = \"missing\""),
-            "unknown backend \"missing\"",
-        ),
-        (
-            good.replace("balance = \"roundrobin\"", "balance = \"random\""),
-            "unknown variant",
-        ),
-        (format!("{good}bogus_key = 1\n"), "bogus_key"),
-        (good.replace("server.pem", "nonexistent.pem"), "nonexistent.pem"),
+        (missing_backend, "unknown backend \"missing\""),
+        (unknown_balance, "unknown variant"),
+        (unknown_key, "bogus_key"),
+        (missing_cert, "nonexistent.pem"),
     ];
     for (text, reason) in cases {
         let path = write(dir.path(), &text);

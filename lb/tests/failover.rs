@@ -24,13 +24,13 @@ async fn closed_by_lb(ws: &mut Wss) -> bool {
     .is_ok()
 }
 
-/// Two backends, checks on, leastconn, with `backend_extra` keys.
-async fn cluster(certs: &Certs, backend_extra: &str) -> (Backend, Backend, LbProcess) {
+/// Two backends, checks on, leastconn, with `on_marked_down` as given.
+async fn cluster(certs: &Certs, on_marked_down: OnMarkedDown) -> (Backend, Backend, LbProcess) {
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], certs);
-    opts.balance = "leastconn";
+    opts.balance = Balance::LeastConn;
     opts.check = true;
-    opts.backend_extra = backend_extra.to_string();
+    opts.edit(move |c| c.backends[0].on_marked_down = on_marked_down);
     let lb = LbProcess::start(&opts).await;
     for name in ["app1", "app2"] {
         eventually(10, "first checks passed", || async {
@@ -56,7 +56,7 @@ async fn one_tunnel_each(certs: &Certs, lb: &LbProcess) -> (Wss, Wss) {
 #[tokio::test]
 async fn tunnels_of_a_server_marked_down_are_closed_with_shutdown_sessions() {
     let certs = Certs::new();
-    let (a, _b, lb) = cluster(&certs, "on_marked_down = \"shutdown-sessions\"").await;
+    let (a, _b, lb) = cluster(&certs, OnMarkedDown::ShutdownSessions).await;
     let (mut on_app1, mut on_app2) = one_tunnel_each(&certs, &lb).await;
     // The server stops passing checks (as a frozen app would) but its
     // socket stays open: only the lb can end the tunnel.
@@ -81,7 +81,7 @@ async fn tunnels_of_a_server_marked_down_are_closed_with_shutdown_sessions() {
 #[tokio::test]
 async fn tunnels_of_a_frozen_server_are_closed_once_its_checks_time_out() {
     let certs = Certs::new();
-    let (a, _b, lb) = cluster(&certs, "on_marked_down = \"shutdown-sessions\"").await;
+    let (a, _b, lb) = cluster(&certs, OnMarkedDown::ShutdownSessions).await;
     let (mut on_app1, mut on_app2) = one_tunnel_each(&certs, &lb).await;
     // As after SIGSTOP: connections stay open, nothing answers.
     a.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -94,7 +94,7 @@ async fn tunnels_of_a_frozen_server_are_closed_once_its_checks_time_out() {
     echo(&mut on_app2, "the other tunnel is untouched").await;
 }
 
-const UNREACHABLE: &str = "on_marked_down = \"shutdown-unreachable\"";
+const UNREACHABLE: OnMarkedDown = OnMarkedDown::ShutdownUnreachable;
 
 /// Waits until the lb has logged that app1 was marked down by its answers
 /// and its sessions were kept: logged when the mark-down is acted on, so a
@@ -206,7 +206,7 @@ async fn shutdown_unreachable_closes_tunnels_in_maint_not_in_drain() {
 #[tokio::test]
 async fn without_shutdown_sessions_a_down_server_keeps_its_tunnels() {
     let certs = Certs::new();
-    let (a, _b, lb) = cluster(&certs, "").await;
+    let (a, _b, lb) = cluster(&certs, OnMarkedDown::None).await;
     let (mut on_app1, _on_app2) = one_tunnel_each(&certs, &lb).await;
     a.set_healthy(false);
     lb.wait_state("app1", "down").await;
@@ -216,7 +216,7 @@ async fn without_shutdown_sessions_a_down_server_keeps_its_tunnels() {
 #[tokio::test]
 async fn drain_keeps_tunnels_and_maint_closes_them_with_shutdown_sessions() {
     let certs = Certs::new();
-    let (_a, _b, lb) = cluster(&certs, "on_marked_down = \"shutdown-sessions\"").await;
+    let (_a, _b, lb) = cluster(&certs, OnMarkedDown::ShutdownSessions).await;
     let (mut on_app1, mut on_app2) = one_tunnel_each(&certs, &lb).await;
     assert_eq!(
         admin_set_state(lb.ports.admin, "app1", "drain").await,
@@ -244,9 +244,12 @@ async fn refused_connect_marks_the_server_down_at_once_and_the_request_moves() {
     let mut opts = LbOpts::new(&[&a, &b], &certs);
     opts.check = true;
     // fall x interval is 10 s: only passive health can be this quick.
-    opts.check_interval = "1s";
+    opts.check_interval = Duration::from_secs(1);
     opts.check_fall = 10;
-    opts.backend_extra = "on_error = \"mark-down\"\nerror_limit = 1\n".into();
+    opts.edit(|c| {
+        c.backends[0].on_error = OnError::MarkDown;
+        c.backends[0].error_limit = 1;
+    });
     let lb = LbProcess::start(&opts).await;
     for name in ["app1", "app2"] {
         eventually(10, "fully up (health at rise + fall - 1)", || async {
@@ -320,7 +323,7 @@ async fn upgrade_answered_503_by_a_draining_app_moves_to_the_other_with_retry_on
     );
 
     let mut opts = LbOpts::new(&[&a, &b], &certs);
-    opts.backend_extra = "retry_on = [\"conn-failure\", \"503\"]\n".into();
+    opts.edit(|c| c.backends[0].retry_on = vec![RetryOn::ConnFailure, RetryOn::Status503]);
     let lb = LbProcess::start(&opts).await;
     let app1_hits = a.hits.load(std::sync::atomic::Ordering::SeqCst);
     for i in 0..4 {
@@ -348,7 +351,7 @@ async fn a_request_with_a_body_is_not_sent_again_after_a_503() {
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     a.refuse_upgrades.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
-    opts.backend_extra = "retry_on = [\"conn-failure\", \"503\"]\n".into();
+    opts.edit(|c| c.backends[0].retry_on = vec![RetryOn::ConnFailure, RetryOn::Status503]);
     let lb = LbProcess::start(&opts).await;
     // A POST upgrade with a body is not replayable: whoever gets it answers.
     let mut statuses = Vec::new();
@@ -398,7 +401,7 @@ async fn empty_response_is_retried_on_the_other_server_only_with_retry_on() {
     }
     assert!(statuses.contains(&StatusCode::BAD_GATEWAY), "{statuses:?}");
 
-    opts.backend_extra = "retry_on = [\"conn-failure\", \"empty-response\"]\n".into();
+    opts.edit(|c| c.backends[0].retry_on = vec![RetryOn::ConnFailure, RetryOn::EmptyResponse]);
     let lb = LbProcess::start(&opts).await;
     for _ in 0..4 {
         let (status, headers, _) = https_get(&certs, lb.ports.https, "/").await;
@@ -412,7 +415,7 @@ async fn a_waiting_request_moves_on_when_its_server_is_marked_down() {
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
-    opts.backend_extra = "on_marked_down = \"shutdown-sessions\"\n".into();
+    opts.edit(|c| c.backends[0].on_marked_down = OnMarkedDown::ShutdownSessions);
     let lb = LbProcess::start(&opts).await;
     // Roundrobin on a fresh lb: the first request goes to app1, app2 next.
     let port = lb.ports.https;
@@ -460,7 +463,7 @@ async fn a_response_still_streaming_from_a_server_marked_down_is_cut() {
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
-    opts.backend_extra = "on_marked_down = \"shutdown-sessions\"\n".into();
+    opts.edit(|c| c.backends[0].on_marked_down = OnMarkedDown::ShutdownSessions);
     let lb = LbProcess::start(&opts).await;
     // Roundrobin on a fresh lb: the first request goes to app1.
     let tls = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
@@ -491,10 +494,14 @@ async fn a_server_draining_itself_with_404_keeps_its_tunnels_under_shutdown_sess
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let mut opts = LbOpts::new(&[&a, &b], &certs);
-    opts.balance = "leastconn";
+    opts.balance = Balance::LeastConn;
     opts.check = true;
-    opts.check_extra = "disable_on_404 = true".into();
-    opts.backend_extra = "on_marked_down = \"shutdown-sessions\"\n".into();
+    opts.edit(|c| {
+        if let Some(check) = &mut c.backends[0].check {
+            check.disable_on_404 = true;
+        }
+    });
+    opts.edit(|c| c.backends[0].on_marked_down = OnMarkedDown::ShutdownSessions);
     let lb = LbProcess::start(&opts).await;
     for name in ["app1", "app2"] {
         eventually(10, "first checks passed", || async {

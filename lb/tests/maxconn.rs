@@ -13,7 +13,7 @@ async fn connection_over_frontend_maxconn_waits_for_a_free_slot() {
     let certs = Certs::new();
     let app = Backend::start("app1").await;
     let mut opts = LbOpts::new(&[&app], &certs);
-    opts.frontend_extra = "maxconn = 1\n".into();
+    opts.edit(|c| c.frontends[0].maxconn = 1);
     let lb = Lb::start(&opts).await;
     let first = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
         .await

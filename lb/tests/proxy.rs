@@ -154,11 +154,12 @@ async fn route_sends_a_prefix_to_another_backend() {
     let app = Backend::start("app1").await;
     let api = Backend::start("api1").await;
     let mut opts = LbOpts::new(&[&app], &certs);
-    opts.frontend_extra = "[[frontend.route]]\nprefix = \"/api/\"\nbackend = \"api\"\n".into();
-    opts.extra = format!(
-        "[[backend]]\nname = \"api\"\n[[backend.server]]\nname = \"api1\"\naddr = \"{}\"\n",
-        api.addr
-    );
+    let api_addr = api.addr;
+    opts.edit(move |c| {
+        c.frontends[0].routes.push(lb::config::Route::new("/api/", "api"));
+        let api1 = lb::config::Server::new("api1", api_addr);
+        c.backends.push(lb::config::Backend::new("api", vec![api1]));
+    });
     let lb = Lb::start(&opts).await;
     assert_eq!(&https_get(&certs, lb.ports.https, "/api/x").await.2[..], b"api1");
     assert_eq!(&https_get(&certs, lb.ports.https, "/other").await.2[..], b"app1");
@@ -214,7 +215,7 @@ async fn hsts_is_added_on_tls_responses_when_configured() {
     let certs = Certs::new();
     let app = Backend::start("app1").await;
     let mut opts = LbOpts::new(&[&app], &certs);
-    opts.frontend_extra = "hsts = \"max-age=60\"\n".into();
+    opts.edit(|c| c.frontends[0].hsts = "max-age=60".into());
     let lb = Lb::start(&opts).await;
     let (_, headers, _) = https_get(&certs, lb.ports.https, "/").await;
     assert_eq!(headers["strict-transport-security"], "max-age=60");

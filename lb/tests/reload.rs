@@ -19,7 +19,7 @@ async fn sighup_applies_new_certificate_and_config_while_a_tunnel_stays_open() {
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let opts = LbOpts::new(&[&a], &certs);
-    let lb = LbProcess::start(&opts).await;
+    let mut lb = LbProcess::start(&opts).await;
     let (mut tunnel, _, greeting) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
     assert_eq!(greeting, "hello from app1");
     assert!(
@@ -32,7 +32,7 @@ async fn sighup_applies_new_certificate_and_config_while_a_tunnel_stays_open() {
     let mut new_opts = LbOpts::new(&[&b], &certs);
     let (c, k) = certs.server("renewed", &["localhost", "reloaded.test"]);
     new_opts.certs = vec![(c, Some(k))];
-    std::fs::write(&lb.config, render_config(&new_opts, lb.ports)).unwrap();
+    write_config(&new_opts, lb.ports, &lb.config);
     lb.signal(libc::SIGHUP);
     wait_log(&lb, "configuration reloaded").await;
 
@@ -50,13 +50,11 @@ async fn sighup_applies_new_certificate_and_config_while_a_tunnel_stays_open() {
 async fn broken_config_on_reload_is_refused_and_the_running_one_stays() {
     let certs = Certs::new();
     let a = Backend::start("app1").await;
-    let lb = LbProcess::start(&LbOpts::new(&[&a], &certs)).await;
-    let good = std::fs::read_to_string(&lb.config).unwrap();
-    std::fs::write(
-        &lb.config,
-        good.replace("balance = \"roundrobin\"", "balance = \"nonsense\""),
-    )
-    .unwrap();
+    let opts = LbOpts::new(&[&a], &certs);
+    let mut lb = LbProcess::start(&opts).await;
+    let mut broken = config_table(&opts, lb.ports);
+    broken["backend"][0]["balance"] = "nonsense".into();
+    std::fs::write(&lb.config, toml::to_string(&broken).unwrap()).unwrap();
     lb.signal(libc::SIGHUP);
     wait_log(&lb, "reload refused").await;
     let refused = lb
@@ -93,7 +91,7 @@ async fn sigterm_closes_tunnels_after_the_grace_and_exits_zero() {
     assert!(end.is_ok(), "tunnel not closed after the grace period");
     let mut status = None;
     for _ in 0..100 {
-        status = lb.child.try_wait().unwrap();
+        status = lb.process.exit_status();
         if status.is_some() {
             break;
         }

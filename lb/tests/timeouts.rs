@@ -10,11 +10,11 @@ use http::StatusCode;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn start(timeouts: &str) -> (Certs, Backend, Lb) {
+async fn start(timeouts: impl FnOnce(&mut Timeouts)) -> (Certs, Backend, Lb) {
     let certs = Certs::new();
     let app = Backend::start("app1").await;
     let mut opts = LbOpts::new(&[&app], &certs);
-    opts.timeouts = timeouts.to_string();
+    timeouts(&mut opts.timeouts);
     let lb = Lb::start(&opts).await;
     (certs, app, lb)
 }
@@ -27,7 +27,7 @@ async fn read_all(tls: &mut (impl AsyncReadExt + Unpin)) -> String {
 
 #[tokio::test]
 async fn slowloris_gets_408() {
-    let (certs, app, lb) = start("http_request = \"300ms\"\n").await;
+    let (certs, app, lb) = start(|t| t.http_request = Duration::from_millis(300)).await;
     let mut tls = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
         .await
         .unwrap();
@@ -52,7 +52,7 @@ async fn slowloris_gets_408() {
 
 #[tokio::test]
 async fn silent_client_gets_408_and_keep_alive_requests_are_not_cut() {
-    let (certs, _app, lb) = start("http_request = \"300ms\"\n").await;
+    let (certs, _app, lb) = start(|t| t.http_request = Duration::from_millis(300)).await;
     let mut silent = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
         .await
         .unwrap();
@@ -93,14 +93,14 @@ async fn silent_client_gets_408_and_keep_alive_requests_are_not_cut() {
 
 #[tokio::test]
 async fn slow_server_gets_504() {
-    let (certs, _app, lb) = start("server = \"500ms\"\n").await;
+    let (certs, _app, lb) = start(|t| t.server = Duration::from_millis(500)).await;
     let (status, _, _) = https_get(&certs, lb.ports.https, "/slow").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
 }
 
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_after_timeout_client() {
-    let (certs, _app, lb) = start("client = \"300ms\"\n").await;
+    let (certs, _app, lb) = start(|t| t.client = Duration::from_millis(300)).await;
     let mut tls = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
         .await
         .unwrap();

@@ -45,7 +45,8 @@ async fn idle_tunnel_is_closed_after_timeout_tunnel_but_not_by_timeout_client() 
     let app = Backend::start("app1").await;
     let mut opts = LbOpts::new(&[&app], &certs);
     // The client timeout is shorter, yet must not apply to a tunnel.
-    opts.timeouts = "client = \"200ms\"\ntunnel = \"1s\"\n".into();
+    opts.timeouts.client = Duration::from_millis(200);
+    opts.timeouts.tunnel = Duration::from_secs(1);
     let lb = LbProcess::start(&opts).await;
     let (mut ws, _, _) = wss_connect(&certs, lb.ports.https, "wsmesh.v1").await;
     // Activity keeps it open past several client timeouts.

@@ -5,11 +5,11 @@
 
 mod support;
 
-use support::{eventually, wait_delivered, AppMode, FakeApp, Publisher, RedisServer, Settings, Subscriber};
+use support::{eventually, wait_delivered, AppMode, FakeApp, Publisher, redis, Settings, Subscriber};
 
 #[tokio::test]
 async fn published_chats_arrive_in_order_with_the_token() {
-    let redis = RedisServer::start().await;
+    let redis = redis().await;
     let app = FakeApp::start(&["alpha", "beta"]).await;
     let sub = Subscriber::start(&redis, &app, &Settings::default()).await;
     let mut publisher = Publisher::connect(&redis).await;
@@ -34,7 +34,7 @@ async fn published_chats_arrive_in_order_with_the_token() {
 
 #[tokio::test]
 async fn queued_chats_are_posted_in_batches_of_at_most_batch_max() {
-    let redis = RedisServer::start().await;
+    let redis = redis().await;
     let app = FakeApp::start(&["lobby"]).await;
     let settings = Settings {
         batch_max: 20,
@@ -73,7 +73,7 @@ async fn queued_chats_are_posted_in_batches_of_at_most_batch_max() {
 
 #[tokio::test]
 async fn heartbeats_arrive_when_idle_and_sigterm_exits_cleanly() {
-    let redis = RedisServer::start().await;
+    let redis = redis().await;
     let app = FakeApp::start(&[]).await;
     let mut sub = Subscriber::start_process(&redis, &app, &Settings::default()).await;
     eventually("three heartbeats", || async { app.heartbeats() >= 3 }).await;
@@ -83,13 +83,13 @@ async fn heartbeats_arrive_when_idle_and_sigterm_exits_cleanly() {
     assert_eq!(body["status"], "ok");
     assert_eq!(body["redis"], "subscribed");
     assert_eq!(body["app"]["ok"], true);
-    let status = sub.terminate().expect("exits after SIGTERM");
+    let status = sub.terminate().await.expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", sub.log());
 }
 
 #[tokio::test]
 async fn app_down_then_up_loses_nothing_and_health_tells() {
-    let redis = RedisServer::start().await;
+    let redis = redis().await;
     let mut app = FakeApp::start(&["lobby"]).await;
     let sub = Subscriber::start(&redis, &app, &Settings::default()).await;
     let mut publisher = Publisher::connect(&redis).await;
@@ -119,7 +119,7 @@ async fn app_down_then_up_loses_nothing_and_health_tells() {
 
 #[tokio::test]
 async fn refused_token_is_retried_until_the_app_accepts_it() {
-    let redis = RedisServer::start().await;
+    let redis = redis().await;
     let app = FakeApp::start(&["lobby"]).await;
     let sub = Subscriber::start_process(&redis, &app, &Settings::default()).await;
     app.set_mode(AppMode::Unauthorized);
@@ -145,7 +145,7 @@ async fn refused_token_is_retried_until_the_app_accepts_it() {
 
 #[tokio::test]
 async fn malformed_batch_is_dropped_and_refilled_from_the_stream() {
-    let redis = RedisServer::start().await;
+    let redis = redis().await;
     let app = FakeApp::start(&["lobby"]).await;
     let sub = Subscriber::start(&redis, &app, &Settings::default()).await;
     app.set_mode(AppMode::RejectBatches(2));
@@ -167,7 +167,7 @@ async fn malformed_batch_is_dropped_and_refilled_from_the_stream() {
 
 #[tokio::test]
 async fn queue_overflow_drops_and_refills_from_the_streams() {
-    let redis = RedisServer::start().await;
+    let redis = redis().await;
     let app = FakeApp::start(&["lobby"]).await;
     let settings = Settings {
         capacity: 10,
@@ -192,7 +192,7 @@ async fn queue_overflow_drops_and_refills_from_the_streams() {
 
 #[tokio::test]
 async fn malformed_payload_is_skipped_and_later_chats_still_arrive() {
-    let redis = RedisServer::start().await;
+    let redis = redis().await;
     let app = FakeApp::start(&["lobby"]).await;
     let sub = Subscriber::start(&redis, &app, &Settings::default()).await;
     let mut publisher = Publisher::connect(&redis).await;
@@ -207,7 +207,7 @@ async fn malformed_payload_is_skipped_and_later_chats_still_arrive() {
 
 #[tokio::test]
 async fn batch_over_the_app_size_limit_is_split_in_order() {
-    let redis = RedisServer::start().await;
+    let redis = redis().await;
     let app = FakeApp::start(&["lobby"]).await;
     let sub = Subscriber::start(&redis, &app, &Settings::default()).await;
     app.set_mode(AppMode::Unavailable);

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{eventually, wait_delivered, AppMode, FakeApp, Publisher, RedisServer, Settings, Subscriber};
+use support::{eventually, wait_delivered, AppMode, FakeApp, Publisher, redis, Settings, Subscriber};
 
 #[tokio::test]
 async fn redis_restart_while_publishing_is_filled_from_the_streams() {
     const ROOMS: [&str; 3] = ["alpha", "beta", "gamma"];
-    let mut redis = RedisServer::start().await;
+    let mut redis = redis().await;
     // "quiet" only ever gets chats that pub/sub never carried.
     let app = FakeApp::start(&["alpha", "beta", "gamma", "quiet"]).await;
     let sub = Subscriber::start(&redis, &app, &Settings::default()).await;
@@ -71,7 +71,7 @@ async fn redis_restart_while_publishing_is_filled_from_the_streams() {
 
 #[tokio::test]
 async fn subscriber_restart_is_filled_from_the_app_cursors() {
-    let redis = RedisServer::start().await;
+    let redis = redis().await;
     let app = FakeApp::start(&["alpha", "beta"]).await;
     let mut sub = Subscriber::start(&redis, &app, &Settings::default()).await;
     let mut publisher = Publisher::connect(&redis).await;
@@ -108,7 +108,7 @@ async fn subscriber_restart_is_filled_from_the_app_cursors() {
 
 #[tokio::test]
 async fn sigterm_with_the_app_down_exits_cleanly_and_the_next_start_refills() {
-    let redis = RedisServer::start().await;
+    let redis = redis().await;
     let mut app = FakeApp::start(&["lobby"]).await;
     let mut sub = Subscriber::start_process(&redis, &app, &Settings::default()).await;
     let mut publisher = Publisher::connect(&redis).await;
@@ -121,7 +121,7 @@ async fn sigterm_with_the_app_down_exits_cleanly_and_the_next_start_refills() {
     sub.wait_metric_at_least("wsmesh_subscriber_post_retries_total", 1.0)
         .await;
     // The flush cannot reach the app; the process still ends on its own, with 0.
-    let status = sub.terminate().expect("exits after SIGTERM");
+    let status = sub.terminate().await.expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", sub.log());
     assert!(sub.log().contains("flushing"), "{}", sub.log());
     app.up().await;
@@ -134,7 +134,7 @@ async fn sigterm_with_the_app_down_exits_cleanly_and_the_next_start_refills() {
 async fn every_fault_at_once_still_delivers_every_stored_chat_in_order() {
     const ROOMS: [&str; 4] = ["r0", "r1", "r2", "r3"];
     const WRITES: usize = 600;
-    let mut redis = RedisServer::start().await;
+    let mut redis = redis().await;
     let mut app = FakeApp::start(&ROOMS).await;
     let settings = Settings {
         capacity: 40,

@@ -1,14 +1,14 @@
-//! Test harness: a real `redis-server` on a free loopback port and real `app`
-//! processes, each killed when dropped; plus tiny HTTP and WebSocket helpers.
-//! Every wait is bounded in count and time. `APP_TEST_LOG=debug` shows the
-//! apps' logs (default `warn`).
+//! Test harness: a real `redis-server` and real `app` processes, started
+//! through `wsmesh-testkit` and killed when dropped, with configs built as
+//! values; plus tiny HTTP and WebSocket helpers. Every wait is bounded in
+//! count and time. `APP_TEST_LOG=debug` shows the apps' logs (default `warn`).
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,88 +17,45 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wsmesh_common::protocol::ServerFrame;
+use wsmesh_testkit::cluster::app_spec;
+use wsmesh_testkit::configs::{self, AppConfig};
+use wsmesh_testkit::ports::free_addr;
+use wsmesh_testkit::process::{Health, Process};
+use wsmesh_testkit::redis::{Persistence, RedisOptions};
+
+pub use wsmesh_testkit::redis::RedisServer as Redis;
 
 pub const TOKEN: &str = "test-internal-token";
 
-/// A free loopback port below the ephemeral range, so a server stopped and
-/// started again on it finds it free (`wsmesh_common::ports`).
-pub fn free_port() -> u16 {
-    wsmesh_common::ports::free_loopback_port().expect("a free loopback port")
+/// How the app tests run Redis: nothing kept on disk, and small stream
+/// nodes so MAXLEN ~ trims even in small tests.
+fn redis_options() -> RedisOptions {
+    RedisOptions {
+        persistence: Persistence::Off,
+        args: vec!["--stream-node-max-entries".into(), "4".into()],
+    }
 }
 
-fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) {
-    for _ in 0..200 {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early: {status}");
-        }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on {addr}");
+/// A throwaway redis-server on a free port.
+pub async fn redis() -> Redis {
+    Redis::start_with(redis_options()).await
 }
 
-/// A throwaway redis-server.
-pub struct Redis {
-    child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
+/// A new, empty redis-server on `port` ("the same" Redis after a kill).
+pub async fn redis_on(port: u16) -> Redis {
+    Redis::start_on(port, redis_options()).await
 }
 
-impl Redis {
-    pub fn start() -> Redis {
-        Redis::start_on(free_port())
-    }
-
-    /// Starts on a given port (to restart "the same" Redis after a kill).
-    pub fn start_on(port: u16) -> Redis {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            // Small stream nodes so MAXLEN ~ trims even in small tests.
-            .args(["--stream-node-max-entries", "4"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        wait_for_port(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            &mut child,
-            "redis-server",
-        );
-        Redis {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to test redis")
-    }
-
+/// What the app tests do with a Redis besides running it.
+pub trait RedisExt {
     /// The app's own Redis store on this server, streams capped at `maxlen`.
-    pub fn store(&self, maxlen: u64) -> app::store::Store {
+    fn store(&self, maxlen: u64) -> app::store::Store;
+    /// Subscribes to the chat channel, like the subscriber does.
+    fn subscribe(&self) -> impl std::future::Future<Output = redis::aio::PubSub>;
+}
+
+impl RedisExt for Redis {
+    fn store(&self, maxlen: u64) -> app::store::Store {
         let cfg = app::config::RedisConfig {
             url: self.url(),
             stream_maxlen: maxlen,
@@ -107,8 +64,7 @@ impl Redis {
         app::store::Store::new(&cfg, std::sync::Arc::new(app::metrics::Metrics::new())).expect("store")
     }
 
-    /// Subscribes to the chat channel, like the subscriber does.
-    pub async fn subscribe(&self) -> redis::aio::PubSub {
+    async fn subscribe(&self) -> redis::aio::PubSub {
         let mut ps = redis::Client::open(self.url())
             .expect("url")
             .get_async_pubsub()
@@ -119,16 +75,10 @@ impl Redis {
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A running `app` binary.
 pub struct App {
-    child: Child,
+    /// The process (killed on drop, before `_dir` goes).
+    process: Process,
     pub public: SocketAddr,
     pub internal: SocketAddr,
     pub config: PathBuf,
@@ -136,60 +86,50 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the binary with a config for `redis`; `extra` is appended TOML
-    /// (sections like `[limits]`).
-    pub fn start(redis: &Redis, instance: &str, extra: &str) -> App {
+    /// Starts the binary with every default, `redis` and `TOKEN`, and
+    /// `edit` applied to the config; ready once both listeners accept.
+    pub async fn start(redis: &Redis, instance: &str, edit: impl FnOnce(&mut AppConfig)) -> App {
         let dir = tempfile::tempdir().expect("tempdir");
-        let public = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let internal = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let config = dir.path().join("app.toml");
-        let text = format!(
-            "instance = \"{instance}\"\n[listen]\npublic = \"{public}\"\ninternal = \"{internal}\"\n\
-             [internal]\ntoken = \"{TOKEN}\"\n{extra}"
-        );
-        std::fs::write(&config, text).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_app"))
-            .arg("--config")
-            .arg(&config)
-            // Through the environment override, so `extra` may hold a [redis] table.
-            .env("WSMESH_REDIS_URL", redis.url())
-            .env_remove("WSMESH_INTERNAL_TOKEN")
-            .env(
-                "RUST_LOG",
-                std::env::var("APP_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn app");
-        wait_for_port(public, &mut child, "app");
-        wait_for_port(internal, &mut child, "app");
+        let public = free_addr().expect("a free port");
+        let internal = free_addr().expect("a free port");
+        let mut config = AppConfig::new(instance, public, internal);
+        config.internal.token = Some(TOKEN.into());
+        config.redis.url = redis.url();
+        edit(&mut config);
+        let path = dir.path().join("app.toml");
+        configs::write(&config, &path).expect("write config");
+        let mut spec = app_spec(instance, env!("CARGO_BIN_EXE_app").into(), &path, public, internal);
+        spec.health = Health::Listening(vec![public, internal]);
+        spec.env_remove = vec!["WSMESH_REDIS_URL".into(), "WSMESH_INTERNAL_TOKEN".into()];
+        spec.env = vec![(
+            "RUST_LOG".into(),
+            std::env::var("APP_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )];
+        let mut process = Process::spawn(spec).expect("spawn app");
+        process
+            .wait_healthy(Duration::from_secs(10))
+            .await
+            .expect("app listens");
         App {
-            child,
+            process,
             public,
             internal,
-            config,
+            config: path,
             _dir: dir,
         }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid().expect("app running")
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit.
-    pub fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        for _ in 0..300 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("app did not exit after SIGTERM");
+    pub async fn terminate(&mut self) -> ExitStatus {
+        self.process.term().expect("SIGTERM");
+        self.process
+            .wait_exit(Duration::from_secs(15))
+            .await
+            .expect("app exits after SIGTERM")
     }
 
     pub fn ws_url(&self, path_and_query: &str) -> String {
@@ -209,13 +149,6 @@ impl App {
             body,
         )
         .0
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

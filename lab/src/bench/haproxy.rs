@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::cluster::ClusterError;
-use crate::process::{Health, Kind, ProcessSpec};
+use wsmesh_testkit::cluster::ClusterError;
+use wsmesh_testkit::process::{Health, Kind, ProcessSpec};
 
 use super::lbconf::Certs;
 
@@ -93,6 +93,7 @@ pub fn spec(config: &Path, monitor: SocketAddr) -> ProcessSpec {
         env_remove: vec![],
         health: Health::Http(format!("http://{monitor}/healthz")),
         listens: vec![(monitor, "monitor".into())],
+        output: Default::default(),
     }
 }
 

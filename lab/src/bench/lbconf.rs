@@ -1,26 +1,18 @@
-//! The wsmesh lb as the bench runs it: a config rendered from the committed
-//! `configs/local/lb.toml` (same timeouts, balance, checks, limits), with
-//! only listen addresses, certificates and servers replaced, so what is
-//! measured is the configuration users start from. Also the dev
-//! certificates (`lb gen-cert`) that the lb and HAProxy both serve.
+//! The wsmesh lb as the bench and the drills run it: the committed
+//! `configs/local/lb.toml` with one TLS frontend and backend per route
+//! (`wsmesh_testkit::configs::routes`), so what is measured is the
+//! configuration users start from. Also the dev certificates (`lb
+//! gen-cert`) that the lb and HAProxy both serve.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{binary, configs_dir, read_table, ClusterError};
-use crate::process::{Health, Kind, ProcessSpec};
+use wsmesh_testkit::cluster::{binary, ClusterError};
+use wsmesh_testkit::configs::{self, routes, ConfigError};
+use wsmesh_testkit::process::{Health, Kind, ProcessSpec};
 
-/// One frontend → backend pair of a rendered lb config.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// Frontend and backend name.
-    pub name: String,
-    /// TLS listen address.
-    pub listen: SocketAddr,
-    /// Servers (name, address).
-    pub servers: Vec<(String, SocketAddr)>,
-}
+pub use wsmesh_testkit::configs::routes::Route;
 
 /// Dev certificates made by `lb gen-cert`.
 #[derive(Debug, Clone)]
@@ -40,10 +32,8 @@ pub fn gen_certs(dir: &Path) -> Result<Certs, ClusterError> {
         .arg(dir)
         .output()?;
     if !out.status.success() {
-        return Err(ClusterError::Config {
-            path: dir.to_path_buf(),
-            reason: format!("lb gen-cert: {}", String::from_utf8_lossy(&out.stderr)),
-        });
+        let reason = format!("lb gen-cert: {}", String::from_utf8_lossy(&out.stderr));
+        return Err(ConfigError::new(dir, reason).into());
     }
     Ok(Certs {
         ca: dir.join("dev-ca.pem"),
@@ -52,71 +42,11 @@ pub fn gen_certs(dir: &Path) -> Result<Certs, ClusterError> {
     })
 }
 
-fn config_error(reason: impl Into<String>) -> ClusterError {
-    ClusterError::Config {
-        path: configs_dir().join("lb.toml"),
-        reason: reason.into(),
-    }
-}
-
-/// Renders an lb config with one frontend and backend per route into `out`;
+/// Writes the lb config with one frontend and backend per route to `out`;
 /// the admin listener goes to `admin`.
 pub fn render(routes: &[Route], certs: &Certs, admin: SocketAddr, out: &Path) -> Result<(), ClusterError> {
-    let mut table = read_table(&configs_dir().join("lb.toml"))?;
-    let first = |key: &str| -> Result<toml::Table, ClusterError> {
-        table
-            .get(key)
-            .and_then(|v| v.as_array())
-            .and_then(|a| a.first())
-            .and_then(|v| v.as_table())
-            .cloned()
-            .ok_or_else(|| config_error(format!("no [[{key}]]")))
-    };
-    let frontend = first("frontend")?;
-    let backend = first("backend")?;
-    let server = backend
-        .get("server")
-        .and_then(|v| v.as_array())
-        .and_then(|a| a.first())
-        .and_then(|v| v.as_table())
-        .cloned()
-        .ok_or_else(|| config_error("no [[backend.server]]"))?;
-    let mut frontends = Vec::new();
-    let mut backends = Vec::new();
-    for route in routes {
-        let mut f = frontend.clone();
-        f.insert("name".into(), route.name.clone().into());
-        f.insert("listen".into(), route.listen.to_string().into());
-        f.insert("backend".into(), route.name.clone().into());
-        let mut cert = toml::Table::new();
-        cert.insert("cert".into(), certs.cert.display().to_string().into());
-        cert.insert("key".into(), certs.key.display().to_string().into());
-        f.insert("cert".into(), toml::Value::Array(vec![toml::Value::Table(cert)]));
-        frontends.push(toml::Value::Table(f));
-        let mut b = backend.clone();
-        b.insert("name".into(), route.name.clone().into());
-        let servers = route
-            .servers
-            .iter()
-            .map(|(name, addr)| {
-                let mut s = server.clone();
-                s.insert("name".into(), name.clone().into());
-                s.insert("addr".into(), addr.to_string().into());
-                toml::Value::Table(s)
-            })
-            .collect();
-        b.insert("server".into(), toml::Value::Array(servers));
-        backends.push(toml::Value::Table(b));
-    }
-    table.insert("frontend".into(), toml::Value::Array(frontends));
-    table.insert("backend".into(), toml::Value::Array(backends));
-    if let Some(a) = table.get_mut("admin").and_then(|v| v.as_table_mut()) {
-        a.insert("listen".into(), admin.to_string().into());
-        a.insert("token".into(), "".into());
-    }
-    let text = toml::to_string(&table).map_err(|e| config_error(e.to_string()))?;
-    std::fs::write(out, text)?;
-    Ok(())
+    let config = routes::lb_config(routes, &certs.cert, &certs.key, admin)?;
+    Ok(configs::write(&config, out)?)
 }
 
 /// Worker threads the lb runs with (tokio's default: one per CPU), which
@@ -127,16 +57,13 @@ pub fn worker_threads() -> usize {
 
 /// The lb on `config`; access log off (`RUST_LOG=warn`), as HAProxy runs without `log`.
 pub fn spec(name: &str, config: &Path, admin: SocketAddr) -> Result<ProcessSpec, ClusterError> {
-    Ok(ProcessSpec {
-        name: name.to_string(),
-        kind: Kind::Lb,
-        program: binary("lb")?,
-        args: vec!["--config".into(), config.into()],
-        env: vec![("RUST_LOG".into(), "warn".into())],
-        env_remove: vec!["WSMESH_ADMIN_TOKEN".into()],
-        health: Health::Http(format!("http://{admin}/api/backends")),
-        listens: vec![(admin, "admin".into())],
-    })
+    let health = Health::Http(format!("http://{admin}/api/backends"));
+    let args = vec!["--config".into(), config.into()];
+    let mut spec = ProcessSpec::new(name, Kind::Lb, binary("lb")?, args, health);
+    spec.env = vec![("RUST_LOG".into(), "warn".into())];
+    spec.env_remove = vec!["WSMESH_ADMIN_TOKEN".into()];
+    spec.listens = vec![(admin, "admin".into())];
+    Ok(spec)
 }
 
 /// Waits until the lb at `admin` reports every server `up`.

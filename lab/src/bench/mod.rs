@@ -30,7 +30,7 @@ use scenarios::{Findings, Params};
 pub enum BenchError {
     /// Starting a system failed.
     #[error(transparent)]
-    Cluster(#[from] crate::cluster::ClusterError),
+    Cluster(#[from] wsmesh_testkit::cluster::ClusterError),
     /// TLS client setup failed.
     #[error(transparent)]
     Tls(#[from] wsmesh_client::tls::TlsError),

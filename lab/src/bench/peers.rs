@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::{Cluster, ClusterError, LocalCluster, LocalOptions};
-use crate::ports::free_addr;
-use crate::process::{Health, Kind, ProcessSpec};
+use wsmesh_testkit::configs::ConfigError;
+use wsmesh_testkit::cluster::{Cluster, ClusterError, LocalCluster, LocalOptions};
+use wsmesh_testkit::ports::free_addr;
+use wsmesh_testkit::process::{Health, Kind, ProcessSpec};
 
 use super::lbconf::{self, Certs, Route};
 use super::net::Target;
@@ -87,6 +88,7 @@ fn peer_app(
         env_remove: vec![],
         health: Health::Http(format!("http://{public}/healthz")),
         listens,
+        output: Default::default(),
     }
 }
 
@@ -100,10 +102,12 @@ pub async fn start(
     // Bench load is far above a person's typing: lift the per-connection send
     // budget, and the connection cap for scenario 6.
     let opts = LocalOptions::default()
-        .app("limits.rate_burst", 1_000_000)
-        .app("limits.rate_per_sec", 1_000_000.0)
-        .app("limits.max_connections", max_connections as i64)
-        .app("limits.capacity_threshold", 1.0);
+        .app(move |c| {
+            c.limits.rate_burst = 1_000_000;
+            c.limits.rate_per_sec = 1_000_000.0;
+            c.limits.max_connections = usize::try_from(max_connections).unwrap_or(usize::MAX);
+            c.limits.capacity_threshold = 1.0;
+        });
     let wsmesh = LocalCluster::start(opts).await?;
     let redis_url = format!("redis://{}/0", wsmesh.redis);
     let peers_dir = peers_dir();
@@ -138,6 +142,7 @@ pub async fn start(
             env_remove: vec![],
             health: Health::RedisPing(wsmesh.redis),
             listens: vec![],
+            output: Default::default(),
         })?;
         py_servers.push((name, public));
         let port = free_addr()?;
@@ -179,7 +184,7 @@ pub async fn start(
     lb.wait_healthy(Duration::from_secs(20)).await?;
     lbconf::wait_all_up(admin, Duration::from_secs(30))
         .await
-        .map_err(|reason| ClusterError::Config { path: config, reason })?;
+        .map_err(|reason| ConfigError { path: config, reason })?;
     let targets = routes
         .iter()
         .map(|r| (r.name.clone(), Target::tls(r.listen, tls.clone())))

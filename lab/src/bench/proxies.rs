@@ -8,9 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::{binary, Cluster, ClusterError};
-use crate::ports::free_addr;
-use crate::process::{Health, Kind, ProcessSpec};
+use wsmesh_testkit::configs::ConfigError;
+use wsmesh_testkit::cluster::{binary, Cluster, ClusterError};
+use wsmesh_testkit::ports::free_addr;
+use wsmesh_testkit::process::{Health, Kind, ProcessSpec};
 
 use super::haproxy;
 use super::lbconf::{self, Certs, Route};
@@ -53,7 +54,7 @@ impl ProxySystems {
         if system == LB {
             lbconf::wait_all_up(self.admin, Duration::from_secs(30))
                 .await
-                .map_err(|reason| ClusterError::Config {
+                .map_err(|reason| ConfigError {
                     path: name.into(),
                     reason,
                 })?;
@@ -82,6 +83,7 @@ pub fn backend_spec(name: &str, addr: SocketAddr) -> Result<ProcessSpec, Cluster
         env_remove: vec![],
         health: Health::Http(format!("http://{addr}/healthz")),
         listens: vec![(addr, "backend".into())],
+        output: Default::default(),
     })
 }
 
@@ -141,7 +143,7 @@ pub async fn start(
     proxies.wait_healthy(Duration::from_secs(20)).await?;
     lbconf::wait_all_up(admin, Duration::from_secs(30))
         .await
-        .map_err(|reason| ClusterError::Config { path: config, reason })?;
+        .map_err(|reason| ConfigError { path: config, reason })?;
     Ok(ProxySystems {
         proxies,
         backends,

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use crate::bench::lbconf::{self, Route};
 use wsmesh_client::{ConnectOptions, Endpoint, Scheme};
-use crate::cluster::{self, Cluster, ClusterError, LocalOptions};
+use wsmesh_testkit::cluster::{self, Cluster, ClusterError, LocalOptions};
 use wsmesh_client::http;
-use crate::ports;
-use crate::process::ProcessSpec;
+use wsmesh_testkit::ports;
+use wsmesh_testkit::process::{Output, ProcessSpec};
 
 /// Environment overrides that would beat a rendered config.
 const OVERRIDE_VARS: [&str; 3] = ["WSMESH_REDIS_URL", "WSMESH_INTERNAL_TOKEN", "WSMESH_ADMIN_TOKEN"];
@@ -31,7 +31,7 @@ pub enum DrillClusterError {
     Cluster(#[from] ClusterError),
     /// A process failed.
     #[error(transparent)]
-    Process(#[from] crate::process::ProcessError),
+    Process(#[from] wsmesh_testkit::process::ProcessError),
     /// The CA could not be loaded.
     #[error(transparent)]
     Tls(#[from] wsmesh_client::tls::TlsError),
@@ -63,24 +63,14 @@ pub struct DrillCluster {
 }
 
 /// Makes `spec` write its output to `log` (appending, so a restart adds to
-/// the same file) by running it under `sh -c 'exec …'`: the pid stays the
-/// program's own, so signals reach it directly.
+/// the same file).
 fn logged(mut spec: ProcessSpec, log: &Path) -> ProcessSpec {
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "-c".into(),
-        "log=$1; shift; exec \"$@\" >>\"$log\" 2>&1".into(),
-        "sh".into(),
-        log.into(),
-        spec.program.clone().into(),
-    ];
-    args.append(&mut spec.args);
-    spec.program = "/bin/sh".into();
-    spec.args = args;
+    spec.output = Output::File(log.to_path_buf());
     spec.env_remove = OVERRIDE_VARS.iter().map(|v| v.to_string()).collect();
     spec.env.push(("NO_COLOR".into(), "1".into()));
     // Per-connection info lines of a thousand clients say nothing a drill needs;
     // the lb's server state changes (info) do, its access log does not.
-    let level = if spec.kind == crate::process::Kind::Lb {
+    let level = if spec.kind == wsmesh_testkit::process::Kind::Lb {
         "info,access=warn"
     } else {
         "warn"
@@ -95,7 +85,7 @@ impl DrillCluster {
     pub async fn start(opts: &LocalOptions, keep_logs: bool) -> Result<DrillCluster, DrillClusterError> {
         let temp = tempfile::Builder::new().prefix("wsmesh-drill-").tempdir()?;
         let dir = temp.path().to_path_buf();
-        let layout = cluster::render_local(&dir, opts)?;
+        let layout = cluster::render_local(&dir, opts).map_err(ClusterError::from)?;
         let app_bin = cluster::binary("app")?;
         let sub_bin = cluster::binary("subscriber")?;
         let lb_bin = cluster::binary("lb")?;

@@ -26,7 +26,7 @@ use load::{ClientTuning, Load, LoadPlan};
 pub use report::DrillReport;
 
 use self::cluster::{DrillCluster, DrillClusterError};
-use crate::cluster::LocalOptions;
+use wsmesh_testkit::cluster::LocalOptions;
 
 /// Why a drill could not run (a drill that ran and found losses is not an error).
 #[derive(Debug, thiserror::Error)]
@@ -241,11 +241,12 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 /// Config changes for drills: the apps must not throttle the load (rate limit,
 /// connection cap) so that what is measured is failover, not admission.
 fn local_options(opts: &DrillOptions) -> LocalOptions {
-    let conns = (opts.clients as i64 * 4).max(10_000);
-    LocalOptions::default()
-        .app("limits.max_connections", conns)
-        .app("limits.rate_burst", 1000)
-        .app("limits.rate_per_sec", 1000)
+    let conns = opts.clients.saturating_mul(4).max(10_000);
+    LocalOptions::default().app(move |c| {
+        c.limits.max_connections = conns;
+        c.limits.rate_burst = 1000;
+        c.limits.rate_per_sec = 1000.0;
+    })
 }
 
 /// Runs one drill.

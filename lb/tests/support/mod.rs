@@ -1,10 +1,11 @@
 //! Test harness for the lb: certificates made with rcgen in a temp dir, the
-//! lb started in-process with a generated config (or as the real `lb`
-//! binary, in `process`, where a test needs signals or its log), real in-test backends
-//! (HTTP + WebSocket echo, health that can be flipped), and TLS / WebSocket /
-//! admin clients. Everything binds loopback only and is cleaned up on drop.
+//! lb started in-process with a config built as a value (or as the real `lb`
+//! binary through `wsmesh-testkit`, in `process`, where a test needs signals
+//! or its log), real in-test backends (HTTP + WebSocket echo, health that can
+//! be flipped), and TLS / WebSocket / admin clients. Everything binds
+//! loopback only and is cleaned up on drop.
 //! Over 600 lines because it is one harness (certificates, backends, lb,
-//! clients) until the shared test-kit crate takes its parts.
+//! clients) of lb-specific parts.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+pub use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -28,27 +29,25 @@ use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use lb::config::{Admin, CertFiles, Check, Frontend, Server};
+#[allow(unused_imports)] // each test file uses a different part of the harness
+pub use lb::config::{Balance, OnError, OnMarkedDown, RetryOn, Timeouts};
+
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// A free loopback port below the ephemeral range, so a server stopped and
-/// started again on it finds it free (`wsmesh_common::ports`).
+/// started again on it finds it free.
 pub fn free_port() -> u16 {
-    wsmesh_common::ports::free_loopback_port().expect("a free loopback port")
+    wsmesh_testkit::ports::free_loopback_port().expect("a free loopback port")
 }
 
 /// Polls `f` every 50 ms until it is true, at most `secs` seconds.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+pub async fn eventually<F, Fut>(secs: u64, what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..(secs * 20) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
+    wsmesh_testkit::eventually(Duration::from_secs(secs), what, f).await
 }
 
 // ---------------------------------------------------------------- certificates
@@ -371,48 +370,48 @@ pub mod process;
 #[allow(unused_imports)]
 pub use process::{lb_bin, LbProcess};
 
-/// Settings of a generated lb config.
+/// A change to the built config (a backend option, a route, a token).
+pub type Edit = Arc<dyn Fn(&mut lb::config::Config) + Send + Sync>;
+
+/// Settings of a built lb config.
+#[derive(Clone)]
 pub struct LbOpts {
-    pub balance: &'static str,
+    pub balance: Balance,
     pub servers: Vec<(String, SocketAddr)>,
     /// Active checks on /healthz (interval 100ms, rise 2, fall 3).
     pub check: bool,
-    /// Extra TOML appended to [timeouts].
-    pub timeouts: String,
+    /// `[timeouts]`; `connect` is 1s unless set.
+    pub timeouts: Timeouts,
     /// [[frontend.cert]] entries: (cert, optional key).
     pub certs: Vec<(PathBuf, Option<PathBuf>)>,
-    /// Extra keys for the https frontend.
-    pub frontend_extra: String,
-    /// Extra keys for the backend (e.g. `on_marked_down`).
-    pub backend_extra: String,
-    /// Extra keys per server name (e.g. `slowstart`).
-    pub server_extra: HashMap<String, String>,
     /// Check interval (`100ms` unless set) and fall (3).
-    pub check_interval: &'static str,
+    pub check_interval: Duration,
     pub check_fall: u32,
-    /// Extra keys for [backend.check].
-    pub check_extra: String,
-    /// Extra text appended to the file.
-    pub extra: String,
+    /// Applied last, in order.
+    pub edits: Vec<Edit>,
 }
 
 impl LbOpts {
     pub fn new(servers: &[&Backend], certs: &Certs) -> LbOpts {
         let (c, k) = certs.server("server", &["localhost", "127.0.0.1"]);
         LbOpts {
-            balance: "roundrobin",
+            balance: Balance::RoundRobin,
             servers: servers.iter().map(|b| (b.name.clone(), b.addr)).collect(),
             check: false,
-            timeouts: String::new(),
+            timeouts: Timeouts {
+                connect: Duration::from_secs(1),
+                ..Timeouts::default()
+            },
             certs: vec![(c, Some(k))],
-            frontend_extra: String::new(),
-            backend_extra: String::new(),
-            server_extra: HashMap::new(),
-            check_interval: "100ms",
+            check_interval: Duration::from_millis(100),
             check_fall: 3,
-            check_extra: String::new(),
-            extra: String::new(),
+            edits: Vec::new(),
         }
+    }
+
+    /// Adds a change to the built config.
+    pub fn edit(&mut self, edit: impl Fn(&mut lb::config::Config) + Send + Sync + 'static) {
+        self.edits.push(Arc::new(edit));
     }
 }
 
@@ -424,40 +423,52 @@ pub struct Ports {
     pub admin: u16,
 }
 
-pub fn render_config(o: &LbOpts, p: Ports) -> String {
-    let mut s = format!(
-        "[global]\ngrace = \"2s\"\n\n[timeouts]\nconnect = \"1s\"\n{}\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n\
-         [[frontend]]\nname = \"https\"\nlisten = \"127.0.0.1:{}\"\nbackend = \"apps\"\n{}\n",
-        o.timeouts, p.admin, p.https, o.frontend_extra
-    );
-    for (c, k) in &o.certs {
-        s.push_str(&format!(
-            "[[frontend.cert]]\ncert = {:?}\n",
-            c.display().to_string()
-        ));
-        if let Some(k) = k {
-            s.push_str(&format!("key = {:?}\n", k.display().to_string()));
-        }
-    }
-    s.push_str(&format!(
-        "\n[[frontend]]\nname = \"http\"\nlisten = \"127.0.0.1:{}\"\nredirect_https_port = {}\n\n\
-         [[backend]]\nname = \"apps\"\nbalance = \"{}\"\n{}\n",
-        p.http, p.https, o.balance, o.backend_extra
-    ));
+/// The lb config of `o` on `p`: an https frontend to backend `apps`, an
+/// http frontend redirecting to it, a 2 s grace.
+pub fn config(o: &LbOpts, p: Ports) -> lb::config::Config {
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut https = Frontend::new("https", local(p.https), "apps");
+    https.certs = o
+        .certs
+        .iter()
+        .map(|(c, k)| CertFiles::new(c, k.as_deref()))
+        .collect();
+    let servers = o.servers.iter().map(|(name, addr)| Server::new(name, *addr)).collect();
+    let mut apps = lb::config::Backend::new("apps", servers);
+    apps.balance = o.balance;
     if o.check {
-        s.push_str(&format!(
-            "[backend.check]\npath = \"/healthz\"\ninterval = {:?}\ntimeout = \"500ms\"\nrise = 2\nfall = {}\n{}\n",
-            o.check_interval, o.check_fall, o.check_extra
-        ));
+        apps.check = Some(Check {
+            path: "/healthz".into(),
+            interval: o.check_interval,
+            timeout: Some(Duration::from_millis(500)),
+            rise: 2,
+            fall: o.check_fall,
+            ..Check::default()
+        });
     }
-    for (name, addr) in &o.servers {
-        s.push_str(&format!(
-            "[[backend.server]]\nname = \"{name}\"\naddr = \"{addr}\"\n{}\n",
-            o.server_extra.get(name).map_or("", String::as_str)
-        ));
+    let mut c = lb::config::Config {
+        timeouts: o.timeouts.clone(),
+        admin: Admin::new(local(p.admin)),
+        frontends: vec![https, Frontend::redirect("http", local(p.http), p.https)],
+        backends: vec![apps],
+        ..lb::config::Config::default()
+    };
+    c.global.grace = Duration::from_secs(2);
+    for edit in &o.edits {
+        edit(&mut c);
     }
-    s.push_str(&o.extra);
-    s
+    c
+}
+
+/// Writes the config of `o` on `p` to `path`.
+pub fn write_config(o: &LbOpts, p: Ports, path: &Path) {
+    wsmesh_testkit::configs::write(&config(o, p), path).expect("write config");
+}
+
+/// The config of `o` on `p` as a TOML table, for tests that write a file
+/// the lb must refuse (a value of the wrong kind, an unknown key).
+pub fn config_table(o: &LbOpts, p: Ports) -> toml::Table {
+    toml::Table::try_from(config(o, p)).expect("a config is a table")
 }
 
 /// The lb running in this test process on a runtime of its own, serving
@@ -491,7 +502,7 @@ impl Lb {
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("lb.toml");
-        std::fs::write(&config, render_config(opts, ports)).expect("write config");
+        write_config(opts, ports, &config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -2,29 +2,21 @@
 //! (reload, stop) and the log it writes. Everything else runs the lb
 //! in-process (`super::Lb`).
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{free_port, render_config, LbOpts, Ports};
+use wsmesh_testkit::cluster::lb_spec;
+use wsmesh_testkit::process::{Health, Output, Process};
 
-/// The real `lb` binary, killed on drop: for what only a process shows
-/// (signals, its log on stderr).
+use super::{free_port, write_config, LbOpts, Ports};
+
+/// The real `lb` binary (through `wsmesh-testkit`, killed on drop): for what
+/// only a process shows (signals, its log on stderr).
 pub struct LbProcess {
-    pub child: Child,
+    pub process: Process,
     pub ports: Ports,
     pub config: PathBuf,
-    pub log: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for LbProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 pub fn lb_bin() -> &'static str {
@@ -41,14 +33,14 @@ impl LbProcess {
                 http: free_port(),
                 admin: free_port(),
             };
-            let mut lb = LbProcess::spawn(opts, ports);
+            let mut lb = LbProcess::spawn(opts, ports, |_| {});
             // "lb ready" is logged once every socket is bound: unambiguous,
             // unlike a port answering (which could be another test's lb).
             for _ in 0..200 {
                 if lb.log_text().contains("lb ready") {
                     return lb;
                 }
-                if lb.child.try_wait().ok().flatten().is_some() {
+                if lb.process.exit_status().is_some() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -58,48 +50,33 @@ impl LbProcess {
         panic!("lb did not start three times");
     }
 
-    fn spawn(opts: &LbOpts, ports: Ports) -> LbProcess {
+    /// Writes the config of `opts` on `ports`, changed by `edit`, and starts
+    /// the binary on it without waiting for anything.
+    pub fn spawn(opts: &LbOpts, ports: Ports, edit: impl FnOnce(&mut wsmesh_testkit::process::ProcessSpec)) -> LbProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("lb.toml");
-        std::fs::write(&config, render_config(opts, ports)).expect("write config");
-        let mut child = Command::new(lb_bin())
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env("WSMESH_LOG_JSON", "1")
-            .env_remove("WSMESH_ADMIN_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lb");
-        let log = Arc::new(Mutex::new(String::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let mut l = log.lock().expect("lock");
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
+        write_config(opts, ports, &config);
+        let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut spec = lb_spec("lb", lb_bin().into(), &config, vec![(local(ports.https), "https".into())], local(ports.admin));
+        spec.health = Health::Listening(vec![local(ports.admin)]);
+        spec.env = vec![("RUST_LOG".into(), "info".into()), ("WSMESH_LOG_JSON".into(), "1".into())];
+        spec.env_remove = vec!["WSMESH_ADMIN_TOKEN".into()];
+        spec.output = Output::Capture;
+        edit(&mut spec);
         LbProcess {
-            child,
+            process: Process::spawn(spec).expect("spawn lb"),
             ports,
             config,
-            log,
             _dir: dir,
         }
     }
 
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) with our own child's pid has no memory effects.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0, "kill failed");
+    pub fn signal(&mut self, sig: i32) {
+        self.process.signal(sig).expect("signal delivered");
     }
 
     pub fn log_text(&self) -> String {
-        self.log.lock().expect("lock").clone()
+        self.process.log()
     }
 }
 

@@ -2,12 +2,13 @@
 //! internal API, the subscriber with a generated config (in-process through
 //! `subscriber::run`, or the binary where a test is about signals or the
 //! process log), and a publisher writing chats with the app's own store
-//! script (`wsmesh_redis_wire::append`). `process` starts `redis-server` and
-//! the binary. Everything is stopped on Drop; every wait is bounded.
+//! script (`wsmesh_redis_wire::append`). `redis-server` and the binary are
+//! started by `wsmesh-testkit`, the config is built as a value. Everything is
+//! stopped on Drop; every wait is bounded.
+//! Over 600 lines because the fake app (the internal API the subscriber
+//! posts to) is a server of its own.
 
 #![allow(dead_code)] // each test file uses a different part of the harness
-
-pub mod process;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -33,38 +34,37 @@ use wsmesh_common::chat::Chat;
 use wsmesh_common::events::{Cursors, CURSORS_PATH, EVENTS_PATH};
 use wsmesh_common::stream_id::StreamId;
 use wsmesh_redis_wire::{Append, Keys};
+use wsmesh_testkit::cluster::subscriber_spec;
+use wsmesh_testkit::configs::{self, SubscriberConfig};
+use wsmesh_testkit::eventually::eventually_or;
+use wsmesh_testkit::ports::free_loopback_port;
+use wsmesh_testkit::process::{Output, Process};
+use wsmesh_testkit::redis::{Fsync, Persistence, RedisOptions};
 
-use process::SubscriberProcess;
-pub use process::{free_port, RedisServer};
+pub use wsmesh_testkit::redis::RedisServer;
 
 /// Token shared by the fake app and the subscriber under test.
 pub const TOKEN: &str = "test-internal-token";
 /// Longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// Polls `check` every 50 ms until it is true; panics with `what` after `WAIT`.
+/// Polls `check` until it is true; panics with `what` after `WAIT`.
 pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    eventually_or(what, String::new, check).await
+    wsmesh_testkit::eventually(WAIT, what, check).await
 }
 
-/// `eventually`, with `context()` (e.g. the subscriber's log) in the panic message.
-async fn eventually_or<F, Fut>(what: &str, context: impl Fn() -> String, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}\n{}", context());
+/// A real `redis-server` on a free port, every write on disk (AOF, fsync
+/// always) so streams survive a restart.
+pub async fn redis() -> RedisServer {
+    RedisServer::start_with(RedisOptions {
+        persistence: Persistence::Aof(Fsync::Always),
+        args: Vec::new(),
+    })
+    .await
 }
 
 /// Streams are never trimmed in these tests: what a stream holds is what must arrive.
@@ -228,7 +228,7 @@ impl FakeApp {
     /// (`0-0` until something is delivered), so gap fills cover them.
     pub async fn start(rooms: &[&str]) -> FakeApp {
         let mut app = FakeApp {
-            port: free_port(),
+            port: free_loopback_port().expect("a free port"),
             log: Arc::new(Mutex::new(AppLog {
                 posts: Vec::new(),
                 cursors: Cursors::new(),
@@ -422,7 +422,7 @@ pub struct Settings {
     /// `queue.batch_max`: the largest batch the fake app may see.
     pub batch_max: usize,
     /// `app.heartbeat`: how soon an idle subscriber posts `[]`.
-    pub heartbeat: &'static str,
+    pub heartbeat: Duration,
 }
 
 impl Default for Settings {
@@ -430,7 +430,7 @@ impl Default for Settings {
         Settings {
             capacity: 1000,
             batch_max: 50,
-            heartbeat: "200ms",
+            heartbeat: Duration::from_millis(200),
         }
     }
 }
@@ -447,7 +447,7 @@ enum Running {
         shutdown: oneshot::Sender<()>,
     },
     /// The binary, for signals and what the process logs.
-    Process(SubscriberProcess),
+    Process(Box<Process>),
     /// Killed and not started again yet.
     Stopped,
 }
@@ -482,8 +482,9 @@ impl Subscriber {
 
     /// Runs the real binary, for tests of signals and of its log.
     pub async fn start_process(redis: &RedisServer, app: &FakeApp, settings: &Settings) -> Subscriber {
-        let mut sub = Subscriber::configured(redis, app, settings, free_port());
-        sub.running = Running::Process(SubscriberProcess::spawn(&sub.config_path(), &sub.log_path()));
+        let port = free_loopback_port().expect("a free port");
+        let mut sub = Subscriber::configured(redis, app, settings, port);
+        sub.running = Running::Process(Box::new(sub.spawn_process()));
         sub.wait_ready().await;
         sub
     }
@@ -491,18 +492,21 @@ impl Subscriber {
     /// Writes the config (health on `health_port`) without starting anything.
     fn configured(redis: &RedisServer, app: &FakeApp, settings: &Settings, health_port: u16) -> Subscriber {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = format!(
-            "[redis]\nurl = \"{redis}\"\nprefix = \"wsmesh:\"\nreconnect_base = \"100ms\"\nreconnect_cap = \"500ms\"\n\n\
-             [app]\ninternal_url = \"{app}\"\ntoken = \"{TOKEN}\"\nrequest_timeout = \"1s\"\n\
-             retry_base = \"50ms\"\nretry_cap = \"300ms\"\nheartbeat = \"{hb}\"\n\n\
-             [queue]\ncapacity = {cap}\nbatch_max = {max}\n\n[listen]\nhealth = \"127.0.0.1:{health_port}\"\n",
-            redis = redis.url(),
-            app = app.url(),
-            hb = settings.heartbeat,
-            cap = settings.capacity,
-            max = settings.batch_max,
-        );
-        std::fs::write(dir.path().join("subscriber.toml"), config).expect("write config");
+        let mut config = SubscriberConfig::default();
+        config.redis.url = redis.url();
+        config.redis.prefix = "wsmesh:".into();
+        config.redis.reconnect_base = Duration::from_millis(100);
+        config.redis.reconnect_cap = Duration::from_millis(500);
+        config.app.internal_url = app.url();
+        config.app.token = Some(TOKEN.into());
+        config.app.request_timeout = Duration::from_secs(1);
+        config.app.retry_base = Duration::from_millis(50);
+        config.app.retry_cap = Duration::from_millis(300);
+        config.app.heartbeat = settings.heartbeat;
+        config.queue.capacity = settings.capacity;
+        config.queue.batch_max = settings.batch_max;
+        config.listen.health = SocketAddr::from((Ipv4Addr::LOCALHOST, health_port));
+        configs::write(&config, &dir.path().join("subscriber.toml")).expect("write config");
         Subscriber {
             running: Running::Stopped,
             health: SocketAddr::from((Ipv4Addr::LOCALHOST, health_port)),
@@ -514,8 +518,14 @@ impl Subscriber {
         self.dir.path().join("subscriber.toml")
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("subscriber.log")
+    /// The binary on the config, its output captured.
+    fn spawn_process(&self) -> Process {
+        let program = env!("CARGO_BIN_EXE_subscriber").into();
+        let mut spec = subscriber_spec("subscriber", program, &self.config_path(), self.health);
+        spec.env_remove = vec!["WSMESH_REDIS_URL".into(), "WSMESH_INTERNAL_TOKEN".into()];
+        spec.env = vec![("RUST_LOG".into(), "info".into())];
+        spec.output = Output::Capture;
+        Process::spawn(spec).expect("spawn subscriber")
     }
 
     async fn run_in_process(&mut self) {
@@ -538,13 +548,14 @@ impl Subscriber {
         if in_process {
             self.run_in_process().await;
         } else {
-            self.running = Running::Process(SubscriberProcess::spawn(&self.config_path(), &self.log_path()));
+            self.running = Running::Process(Box::new(self.spawn_process()));
         }
         self.wait_ready().await;
     }
 
     async fn wait_ready(&self) {
         eventually_or(
+            WAIT,
             "the subscriber goes live",
             || self.log(),
             || async {
@@ -559,8 +570,8 @@ impl Subscriber {
     /// The process' log so far (for failure messages and log assertions);
     /// an in-process subscriber logs into the test's captured output instead.
     pub fn log(&self) -> String {
-        match self.running {
-            Running::Process(_) => std::fs::read_to_string(self.log_path()).unwrap_or_default(),
+        match &self.running {
+            Running::Process(process) => process.log(),
             _ => "(in-process subscriber: its log is in the captured test output)".into(),
         }
     }
@@ -572,17 +583,23 @@ impl Subscriber {
                 task.abort();
                 let _ = task.await;
             }
-            Running::Process(mut process) => process.kill(),
+            Running::Process(mut process) => process.kill9().expect("SIGKILL"),
             Running::Stopped => {}
         }
     }
 
-    /// SIGTERM to the process and its exit status (`None` if it had to be killed).
-    pub fn terminate(&mut self) -> Option<ExitStatus> {
-        match &mut self.running {
-            Running::Process(process) => process.terminate(),
-            _ => panic!("terminate is for a subscriber started with start_process"),
+    /// SIGTERM to the process and its exit status (`None` if it had to be
+    /// killed after `WAIT`).
+    pub async fn terminate(&mut self) -> Option<ExitStatus> {
+        let Running::Process(process) = &mut self.running else {
+            panic!("terminate is for a subscriber started with start_process");
+        };
+        process.term().expect("SIGTERM");
+        let status = process.wait_exit(WAIT).await;
+        if status.is_none() {
+            process.kill9().expect("SIGKILL");
         }
+        status
     }
 
     /// Status code and JSON body of `/healthz`, `None` when it cannot be read.
@@ -602,6 +619,7 @@ impl Subscriber {
     pub async fn wait_metric_at_least(&self, name: &str, min: f64) {
         let what = format!("{name} at least {min}");
         eventually_or(
+            WAIT,
             &what,
             || self.log(),
             || async { self.metric(name).await >= Some(min) },

@@ -1,4 +1,5 @@
-//! Loopback ports for test clusters, drills and benchmarks.
+//! Free loopback ports for tests, clusters, drills and benchmarks (never
+//! the fixed ports of the real local cluster).
 //!
 //! They are taken below the kernel's ephemeral range. A process that is
 //! stopped and started again on its port (a drill, a Redis restart, an app
@@ -9,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Mutex;
 
 use rand::Rng;
@@ -49,6 +50,16 @@ pub fn free_loopback_port() -> io::Result<u16> {
     ))
 }
 
+/// A free loopback address (see [`free_loopback_port`]).
+pub fn free_addr() -> io::Result<SocketAddr> {
+    Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, free_loopback_port()?)))
+}
+
+/// Whether `addr` can be bound right now.
+pub fn is_free(addr: SocketAddr) -> bool {
+    TcpListener::bind(addr).is_ok()
+}
+
 /// First port of the kernel's ephemeral range (Linux default 32768).
 fn ephemeral_low() -> u16 {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -60,6 +71,21 @@ fn ephemeral_low() -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_addrs_are_loopback_and_distinct() {
+        let a = free_addr().unwrap();
+        let b = free_addr().unwrap();
+        assert!(a.ip().is_loopback());
+        assert_ne!(a.port(), b.port());
+        assert!(is_free(a));
+    }
+
+    #[test]
+    fn a_bound_port_is_not_free() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!is_free(listener.local_addr().unwrap()));
+    }
 
     #[test]
     fn ports_are_distinct_free_and_below_the_ephemeral_range() {

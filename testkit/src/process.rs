@@ -1,12 +1,14 @@
-//! One supervised child process of a lab cluster: how to start it, how to
-//! tell it is healthy, the signals a drill sends it, and a kill on drop so no
-//! test, however it ends, leaves a process behind.
+//! One supervised child process of a test, a drill or `lab up`: how to
+//! start it, how to tell it is healthy, the signals a test sends it, where
+//! its output goes (its log), and a kill on drop so no test, however it ends,
+//! leaves a process behind.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -36,6 +38,22 @@ pub enum Health {
     /// The lb's admin `GET /api/backends` answered 200 and lists every server as
     /// `up`: the lb is ready when it sees its apps, not merely when it listens.
     LbServersUp(String),
+    /// Every address accepts a TCP connection (a process whose health URL
+    /// needs more than itself to be up).
+    Listening(Vec<SocketAddr>),
+}
+
+/// Where a process' stdout and stderr go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Output {
+    /// Copied to our stdout line by line as `[name] line` (`lab up`, test clusters).
+    #[default]
+    Forward,
+    /// Kept in memory, read with [`Process::log`]: what a test asserts on.
+    Capture,
+    /// Appended to a file, so a restart adds to the same log (drills with
+    /// many clients, whose output would drown their own report).
+    File(PathBuf),
 }
 
 /// Everything needed to (re)start a process.
@@ -57,6 +75,26 @@ pub struct ProcessSpec {
     pub health: Health,
     /// Addresses it listens on, with what each is for (for port checks).
     pub listens: Vec<(SocketAddr, String)>,
+    /// Where its output goes.
+    pub output: Output,
+}
+
+impl ProcessSpec {
+    /// `program args…` as `name`, healthy by `health`; no environment
+    /// changes, no listens, output forwarded.
+    pub fn new(name: &str, kind: Kind, program: impl Into<PathBuf>, args: Vec<OsString>, health: Health) -> ProcessSpec {
+        ProcessSpec {
+            name: name.to_string(),
+            kind,
+            program: program.into(),
+            args,
+            env: Vec::new(),
+            env_remove: Vec::new(),
+            health,
+            listens: Vec::new(),
+            output: Output::Forward,
+        }
+    }
 }
 
 /// Why a process could not be started or did not become healthy.
@@ -124,6 +162,8 @@ pub struct Process {
     spec: ProcessSpec,
     /// Its life state.
     state: State,
+    /// Output so far with [`Output::Capture`], over every (re)start.
+    log: Arc<Mutex<String>>,
 }
 
 impl Drop for Process {
@@ -138,10 +178,12 @@ impl Drop for Process {
 impl Process {
     /// Starts `spec`; its stdout and stderr are forwarded line by line as `[name] line`.
     pub fn spawn(spec: ProcessSpec) -> Result<Process, ProcessError> {
-        let child = launch(&spec)?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let child = launch(&spec, &log)?;
         Ok(Process {
             spec,
             state: State::Running(child),
+            log,
         })
     }
 
@@ -159,7 +201,7 @@ impl Process {
     pub fn health_url(&self) -> Option<&str> {
         match &self.spec.health {
             Health::Http(url) | Health::LbServersUp(url) => Some(url),
-            Health::RedisPing(_) => None,
+            Health::RedisPing(_) | Health::Listening(_) => None,
         }
     }
 
@@ -195,7 +237,18 @@ impl Process {
         }
     }
 
-    fn signal(&mut self, sig: libc::c_int) -> Result<(), ProcessError> {
+    /// Its output so far: the captured text, or the log file's content;
+    /// empty when it is forwarded.
+    pub fn log(&self) -> String {
+        match &self.spec.output {
+            Output::Forward => String::new(),
+            Output::Capture => self.log.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            Output::File(path) => std::fs::read_to_string(path).unwrap_or_default(),
+        }
+    }
+
+    /// Sends `sig` (e.g. SIGHUP for a reload); nothing once it was reaped.
+    pub fn signal(&mut self, sig: libc::c_int) -> Result<(), ProcessError> {
         self.reap();
         let Some(pid) = self.pid() else {
             return Ok(());
@@ -286,7 +339,7 @@ impl Process {
         if self.exit_status().is_none() {
             return Ok(());
         }
-        self.state = State::Running(launch(&self.spec)?);
+        self.state = State::Running(launch(&self.spec, &self.log)?);
         Ok(())
     }
 
@@ -314,6 +367,14 @@ impl Process {
                 tokio::task::spawn_blocking(move || redis_ping(addr))
                     .await
                     .map_err(|e| e.to_string())?
+            }
+            Health::Listening(addrs) => {
+                for addr in addrs {
+                    tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| format!("{addr}: {e}"))?;
+                }
+                Ok(())
             }
         }
     }
@@ -387,13 +448,31 @@ fn redis_ping(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-fn launch(spec: &ProcessSpec) -> Result<Child, ProcessError> {
+fn launch(spec: &ProcessSpec, log: &Arc<Mutex<String>>) -> Result<Child, ProcessError> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(&spec.program);
+    let (stdout, stderr) = match &spec.output {
+        Output::Forward | Output::Capture => (Stdio::piped(), Stdio::piped()),
+        Output::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| ProcessError::Spawn {
+                    name: format!("{} (log {})", spec.name, path.display()),
+                    source,
+                })?;
+            let copy = file.try_clone().map_err(|source| ProcessError::Spawn {
+                name: spec.name.clone(),
+                source,
+            })?;
+            (Stdio::from(file), Stdio::from(copy))
+        }
+    };
     cmd.args(&spec.args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
         // Own process group: a terminal's Ctrl-C reaches only the launcher, which stops
         // the children in order.
         .process_group(0);
@@ -429,19 +508,31 @@ fn launch(spec: &ProcessSpec) -> Result<Child, ProcessError> {
             source,
         },
     })?;
+    let sink = match spec.output {
+        Output::Capture => Sink::Capture(log.clone()),
+        _ => Sink::Forward(format!("[{}]", spec.name)),
+    };
     if let Some(out) = child.stdout.take() {
-        forward(&spec.name, out);
+        drain(sink.clone(), out);
     }
     if let Some(err) = child.stderr.take() {
-        forward(&spec.name, err);
+        drain(sink, err);
     }
     Ok(child)
 }
 
-/// Copies a child's output to ours, one `[name] line` at a time. A thread, not
-/// a task: it must keep draining even when no runtime is polling.
-fn forward(name: &str, pipe: impl Read + Send + 'static) {
-    let prefix = format!("[{name}]");
+/// Where [`drain`] puts each line of a pipe.
+#[derive(Clone)]
+enum Sink {
+    /// Printed to our stdout after this prefix.
+    Forward(String),
+    /// Appended to a process' captured log.
+    Capture(Arc<Mutex<String>>),
+}
+
+/// Copies a child's output, one line at a time, to `sink`. A thread, not a
+/// task: it must keep draining even when no runtime is polling.
+fn drain(sink: Sink, pipe: impl Read + Send + 'static) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut line = Vec::new();
@@ -451,7 +542,15 @@ fn forward(name: &str, pipe: impl Read + Send + 'static) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&line);
-                    println!("{prefix} {}", text.trim_end());
+                    let text = text.trim_end();
+                    match &sink {
+                        Sink::Forward(prefix) => println!("{prefix} {text}"),
+                        Sink::Capture(log) => {
+                            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                            log.push_str(text);
+                            log.push('\n');
+                        }
+                    }
                 }
             }
         }
@@ -459,109 +558,5 @@ fn forward(name: &str, pipe: impl Read + Send + 'static) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sh(name: &str, script: &str, health: Health) -> ProcessSpec {
-        ProcessSpec {
-            name: name.into(),
-            kind: Kind::App,
-            program: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-            env: vec![],
-            env_remove: vec![],
-            health,
-            listens: vec![],
-        }
-    }
-
-    fn unused_addr() -> SocketAddr {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    }
-
-    #[test]
-    fn lb_is_ready_only_when_every_server_is_up() {
-        let up = r#"{"backends":[{"name":"apps","servers":[{"name":"app1","state":"up"},{"name":"app2","state":"up"}]}]}"#;
-        assert_eq!(servers_up(up), Ok(()));
-        let unchecked = r#"{"backends":[{"name":"apps","servers":[{"name":"app1","state":"up","check":{"enabled":true,"status":"INI"}}]}]}"#;
-        assert!(
-            servers_up(unchecked).is_err(),
-            "up before the first check passed is not ready"
-        );
-        let checked = unchecked.replace("INI", "L7OK");
-        assert_eq!(servers_up(&checked), Ok(()));
-        let one_down = up.replacen(r#""state":"up""#, r#""state":"down""#, 1);
-        assert!(servers_up(&one_down).unwrap_err().contains("app1"));
-        assert!(servers_up(r#"{"backends":[]}"#).is_err());
-        assert!(servers_up("<html>").is_err());
-    }
-
-    #[tokio::test]
-    async fn kill9_reaps_and_start_runs_it_again() {
-        let mut p = Process::spawn(sh("sleeper", "sleep 30", Health::RedisPing(unused_addr()))).unwrap();
-        let first = p.pid().unwrap();
-        p.kill9().unwrap();
-        assert!(p.pid().is_none());
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(p.exit_status().and_then(|s| s.signal()), Some(libc::SIGKILL));
-        p.start().unwrap();
-        assert_ne!(p.pid(), Some(first));
-        assert!(p.pid().is_some());
-    }
-
-    #[tokio::test]
-    async fn shutdown_escalates_to_sigkill_when_term_is_ignored() {
-        let mut p = Process::spawn(sh(
-            "stubborn",
-            "trap '' TERM; sleep 30",
-            Health::RedisPing(unused_addr()),
-        ))
-        .unwrap();
-        // Give the shell a moment to install its trap, bounded.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        p.shutdown(Duration::from_millis(300)).await.unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(p.exit_status().and_then(|s| s.signal()), Some(libc::SIGKILL));
-    }
-
-    #[tokio::test]
-    async fn wait_healthy_fails_fast_when_the_process_exits() {
-        let mut p = Process::spawn(sh("quitter", "exit 3", Health::RedisPing(unused_addr()))).unwrap();
-        match p.wait_healthy(Duration::from_secs(20)).await {
-            Err(ProcessError::Exited { status, .. }) => assert_eq!(status.code(), Some(3)),
-            other => panic!("expected exit, got {other:?}"),
-        }
-        assert!(p.reap().is_none(), "an exit is reported once");
-    }
-
-    #[tokio::test]
-    async fn missing_program_names_the_install_hint() {
-        let mut spec = sh("redis", "", Health::RedisPing(unused_addr()));
-        spec.kind = Kind::Redis;
-        spec.program = "/nonexistent/redis-server".into();
-        let err = Process::spawn(spec).unwrap_err();
-        assert!(err.to_string().contains("apt-get install redis-server"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn drop_kills_the_child() {
-        let p = Process::spawn(sh("dropped", "sleep 30", Health::RedisPing(unused_addr()))).unwrap();
-        let pid = p.pid().unwrap() as libc::pid_t;
-        drop(p);
-        // SAFETY: signal 0 only probes existence.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        assert!(!alive, "child {pid} survived drop");
-    }
-
-    #[tokio::test]
-    async fn stop_and_cont_track_state() {
-        let mut p = Process::spawn(sh("pausable", "sleep 30", Health::RedisPing(unused_addr()))).unwrap();
-        p.stop().unwrap();
-        assert!(matches!(p.state, State::Paused(_)));
-        p.cont().unwrap();
-        assert!(matches!(p.state, State::Running(_)));
-    }
-}
+#[path = "process_tests.rs"]
+mod tests;
