@@ -1,8 +1,6 @@
 //! The app's store on Redis Sentinel: an append after the master is killed
 //! lands on the promoted replica, and `/healthz`'s source names it.
 
-#[path = "../../redis-wire/tests/support/sentinel.rs"]
-mod sentinel;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +8,7 @@ use std::time::{Duration, Instant};
 use app::config::RedisConfig;
 use app::metrics::Metrics;
 use app::store::{Outcome, Store};
-use sentinel::{SentinelCluster, MASTER_NAME};
+use wsmesh_testkit::sentinel::{SentinelCluster, MASTER_NAME};
 
 /// Appends until acked, re-sending under the same cid as a client does
 /// after `unavailable`.

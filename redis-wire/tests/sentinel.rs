@@ -1,14 +1,10 @@
 //! The master connection against real Redis Sentinels: it finds the master,
 //! and it follows a failover after the master is killed or frozen.
 
-mod support {
-    pub mod sentinel;
-}
-
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
-use support::sentinel::{SentinelCluster, MASTER_NAME};
+use wsmesh_testkit::sentinel::{SentinelCluster, MASTER_NAME};
 use wsmesh_redis_wire::master::{Master, MasterOptions};
 use wsmesh_redis_wire::target::{ResolveError, Target, TargetKeys};
 
@@ -58,7 +54,7 @@ async fn set_until_ok(conn: &mut impl ConnectionLike, key: &str, value: u64) -> 
     }
 }
 
-async fn get(node: &support::sentinel::Node, key: &str) -> Option<u64> {
+async fn get(node: &wsmesh_testkit::sentinel::Node, key: &str) -> Option<u64> {
     let mut c = node.conn().await;
     redis::cmd("GET").arg(key).query_async(&mut c).await.expect("GET")
 }
@@ -106,7 +102,7 @@ async fn a_killed_master_is_followed_to_the_promoted_replica() {
 
 #[tokio::test]
 async fn a_frozen_master_is_left_and_not_written_after_it_returns() {
-    let cluster = SentinelCluster::start().await;
+    let mut cluster = SentinelCluster::start().await;
     let mut conn = master(&cluster);
     set_until_ok(&mut conn, "before", 1).await;
     let old = cluster.master.addr();

@@ -3,13 +3,11 @@
 //! new master's streams; and `/healthz` fails while the Redis it listens to
 //! is frozen (connected, but deaf), and recovers when it thaws.
 
-#[path = "../../redis-wire/tests/support/sentinel.rs"]
-mod sentinel;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use sentinel::{Node, SentinelCluster, MASTER_NAME};
+use wsmesh_testkit::sentinel::{Node, SentinelCluster, MASTER_NAME};
 use support::{FakeApp, TOKEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -170,7 +168,7 @@ async fn after_the_master_is_killed_the_subscriber_forwards_from_the_promoted_re
 #[tokio::test]
 async fn healthz_fails_while_the_redis_it_listens_to_is_frozen() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Node::server(dir.path(), &[]);
+    let mut redis = Node::server(dir.path(), &[]);
     let app = FakeApp::start(&["lobby"]).await;
     let sub = start(&format!("url = \"{}\"\n", redis.url()), &app).await;
     let body = wait_health(sub.health, 200, Duration::from_secs(15)).await;

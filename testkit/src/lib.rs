@@ -4,6 +4,7 @@
 //! - [`ports`]: free loopback ports below the ephemeral range;
 //! - [`process`]: one supervised child (health, signals, captured log, kill on drop);
 //! - [`redis`]: a `redis-server` that can be stopped and started on its port;
+//! - [`sentinel`]: a master, a replica and three Sentinels, for failovers;
 //! - [`eventually`]: the one polling wait of the tests;
 //! - [`configs`]: app, subscriber and lb configs as typed values, loaded from
 //!   the committed `configs/local/*.toml` and written with `toml::to_string`;
@@ -15,5 +16,6 @@ pub mod eventually;
 pub mod ports;
 pub mod process;
 pub mod redis;
+pub mod sentinel;
 
 pub use eventually::eventually;

@@ -2,16 +2,16 @@
 //! ports: `Node` is one `redis-server` (or `redis-sentinel`) that can be
 //! killed, frozen (SIGSTOP) and thawed; `SentinelCluster` is a master, one
 //! replica and three Sentinels monitoring them as `wsmesh`, with a short
-//! `down-after-milliseconds` so a failover takes a few seconds. Every test
-//! that starts these processes comes through here. Shared by the redis-wire,
-//! app and subscriber tests (`#[path]`), so not every item is used by each.
-#![allow(dead_code)]
+//! `down-after-milliseconds` so a failover takes a few seconds. Each node is
+//! a [`Process`], so it is killed however a test ends.
 
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wsmesh_common::ports::free_loopback_port;
+use crate::ports::free_loopback_port;
+use crate::process::{Health, Kind, Output, Process, ProcessSpec};
 
 /// The name the Sentinels monitor the pair under.
 pub const MASTER_NAME: &str = "wsmesh";
@@ -20,7 +20,8 @@ pub const MASTER_NAME: &str = "wsmesh";
 pub struct Node {
     /// TCP port on 127.0.0.1.
     pub port: u16,
-    child: Child,
+    /// The running `redis-server` or `redis-sentinel`.
+    process: Process,
 }
 
 impl Node {
@@ -28,15 +29,14 @@ impl Node {
     pub fn server(dir: &Path, extra: &[&str]) -> Node {
         let port = free_loopback_port().expect("free port");
         let log = dir.join(format!("redis-{port}.log"));
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--repl-diskless-sync-delay", "0"])
-            .arg("--dir")
-            .arg(dir)
-            .arg("--logfile")
-            .arg(&log)
-            .args(extra);
-        Node::spawn(cmd, port)
+        let mut args: Vec<OsString> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]
+            .iter()
+            .chain(&["--appendonly", "no", "--repl-diskless-sync-delay", "0"])
+            .map(OsString::from)
+            .collect();
+        args.extend([OsString::from("--dir"), dir.into(), "--logfile".into(), log.into()]);
+        args.extend(extra.iter().map(OsString::from));
+        Node::spawn("redis-server", args, port)
     }
 
     /// A `redis-sentinel` watching `master` as `MASTER_NAME` (quorum 2).
@@ -52,19 +52,16 @@ impl Node {
             dir = dir.display()
         );
         std::fs::write(&conf, text).expect("sentinel config");
-        let mut cmd = Command::new("redis-sentinel");
-        cmd.arg(&conf);
-        Node::spawn(cmd, port)
+        Node::spawn("redis-sentinel", vec![conf.into()], port)
     }
 
-    fn spawn(mut cmd: Command, port: u16) -> Node {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+    fn spawn(program: &str, args: Vec<OsString>, port: u16) -> Node {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut spec = ProcessSpec::new(program, Kind::Redis, program, args, Health::Listening(vec![addr]));
+        spec.output = Output::Capture;
+        let process = Process::spawn(spec)
             .expect("redis-server / redis-sentinel on PATH (apt-get install redis-server redis-sentinel)");
-        let node = Node { port, child };
+        let node = Node { port, process };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "redis on {port} did not start");
@@ -94,45 +91,17 @@ impl Node {
 
     /// `kill -9`: gone without a word, as when its host dies.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9().expect("kill -9");
     }
 
     /// SIGSTOP: the socket stays open, nothing answers.
-    pub fn freeze(&self) {
-        self.signal("-STOP");
+    pub fn freeze(&mut self) {
+        self.process.stop().expect("SIGSTOP");
     }
 
     /// SIGCONT after `freeze`.
-    pub fn thaw(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(signal)
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill(1)");
-        assert!(status.success(), "kill {signal} failed");
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.thaw_quietly();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn thaw_quietly(&self) {
-        let _ = Command::new("kill")
-            .arg("-CONT")
-            .arg(self.child.id().to_string())
-            .stderr(Stdio::null())
-            .status();
+    pub fn thaw(&mut self) {
+        self.process.cont().expect("SIGCONT");
     }
 }
 
