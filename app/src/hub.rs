@@ -380,6 +380,9 @@ fn kick(m: &mut Member, metrics: &Metrics) {
 }
 
 #[cfg(test)]
+mod model;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
