@@ -388,7 +388,11 @@ mod tests {
         }
 
         impl AsyncRead for Reader {
-            fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
                 match self.next() {
                     Step::Pending => {
                         cx.waker().wake_by_ref();
@@ -432,7 +436,11 @@ mod tests {
         }
 
         impl AsyncWrite for Writer {
-            fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                data: &[u8],
+            ) -> Poll<std::io::Result<usize>> {
                 assert!(!self.shut, "write after shutdown");
                 match self.next() {
                     Step::Pending => {

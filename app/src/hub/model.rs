@@ -258,7 +258,9 @@ impl World {
                 }
             }
             Step::Receive => {
-                let Some(chat) = self.pubsub.pop_front() else { return };
+                let Some(chat) = self.pubsub.pop_front() else {
+                    return;
+                };
                 match &mut self.feed {
                     Feed::Down => unreachable!("nothing is received while down"),
                     Feed::Filling(fill) => {
@@ -299,7 +301,9 @@ impl World {
                 }
             }
             Step::Post => {
-                let Some(batch) = self.in_flight.take() else { return };
+                let Some(batch) = self.in_flight.take() else {
+                    return;
+                };
                 for c in &batch {
                     self.delivered.insert(c.room.clone(), chat_num(c));
                 }
@@ -527,7 +531,11 @@ impl World {
                 return Err(format!("client {i} did not settle: {:?}", c.conn));
             }
             let start = c.start.unwrap_or(0);
-            let expected: Vec<u64> = self.streams[c.room].iter().copied().filter(|n| *n > start).collect();
+            let expected: Vec<u64> = self.streams[c.room]
+                .iter()
+                .copied()
+                .filter(|n| *n > start)
+                .collect();
             let got: Vec<u64> = c.got.iter().copied().filter(|n| *n > start).collect();
             if got != expected {
                 return Err(format!(
