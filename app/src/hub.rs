@@ -104,7 +104,9 @@ struct Member {
     phase: Phase,
     /// Newest id this socket has been given (replay or live).
     last_sent: StreamId,
-    /// Newest id the replay covered (`0-0` for an empty room), once known.
+    /// Newest id the replay covered: `0-0` from the join until the replay
+    /// places itself, then its `since` and each page's last id. `None` for
+    /// a socket that starts live (it has no replay).
     covered: Option<StreamId>,
 }
 
@@ -174,16 +176,22 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.queue);
         let (kick_tx, kicked) = oneshot::channel();
-        let phase = match start {
-            Start::Replaying => Phase::Replaying(Vec::new()),
-            Start::Live => Phase::Live,
+        // A replay covers nothing yet: until `replayed_to` places it (at its
+        // `since`, or after a read without one), the room's cursor stays at
+        // 0-0, so a gap fill meanwhile re-sends whatever this socket may
+        // still need. Without it the room had no cursor, or another
+        // replay's higher one, and a chat the subscriber missed before the
+        // fill was never read again: this socket went live without it.
+        let (phase, covered) = match start {
+            Start::Replaying => (Phase::Replaying(Vec::new()), Some(StreamId::ZERO)),
+            Start::Live => (Phase::Live, None),
         };
         let member = Member {
             tx,
             kick: Some(kick_tx),
             phase,
             last_sent: StreamId::ZERO,
-            covered: None,
+            covered,
         };
         self.rooms()
             .entry(room.to_string())
@@ -325,7 +333,7 @@ impl Hub {
 
     /// Room → the id the subscriber should refill after: the last delivered
     /// id, or for a room that only has freshly joined sockets, the oldest id
-    /// their replays covered.
+    /// their replays covered (0-0 while one has not placed itself yet).
     pub fn cursors(&self) -> Cursors {
         self.rooms()
             .iter()
@@ -370,6 +378,9 @@ fn kick(m: &mut Member, metrics: &Metrics) {
         let _ = tx.send(Kick::SlowConsumer);
     }
 }
+
+#[cfg(test)]
+mod model;
 
 #[cfg(test)]
 mod tests {
@@ -504,9 +515,10 @@ mod tests {
         let c = h.cursors();
         assert_eq!(c.get("a").map(String::as_str), Some("3-1"));
         assert_eq!(c.get("b").map(String::as_str), Some("0-0"));
-        assert!(
-            !c.contains_key("c"),
-            "no cursor before the replay knows where it starts"
+        assert_eq!(
+            c.get("c").map(String::as_str),
+            Some("0-0"),
+            "before the replay knows where it starts, it may need everything"
         );
         assert_eq!(
             c.get("d").map(String::as_str),
@@ -516,6 +528,28 @@ mod tests {
         h.replayed_to("d", resuming.id, "7-0".parse().unwrap());
         assert_eq!(h.cursors().get("d").map(String::as_str), Some("7-0"));
         drop(waiting);
+    }
+
+    /// A socket without `since` learns where its replay starts only from
+    /// the read (`last`); until then its room's cursor must not pass over
+    /// anything it may still need. Here a fill runs while `z` is reading and
+    /// `y` has placed itself at 4-0; 4-0 had been missed by the subscriber.
+    #[test]
+    fn a_replay_not_yet_placed_holds_its_rooms_cursor_at_the_start() {
+        let h = hub(8);
+        let mut z = h.join("r", Start::Replaying);
+        let mut y = h.join("r", Start::Replaying);
+        h.replayed_to("r", y.id, "4-0".parse().expect("id"));
+        let cursor = h.cursors().get("r").cloned();
+        assert_eq!(cursor.as_deref(), Some("0-0"), "z may need anything");
+        // The fill re-sends the room from the cursor: everything after 0-0.
+        let refill: Vec<Chat> = (1..=5).map(|i| chat("r", &format!("{i}-0"))).collect();
+        h.deliver(refill);
+        // z's `last()` read ended at 3-0; y's replay at 4-0.
+        h.go_live("r", z.id, "3-0".parse().expect("id"));
+        h.go_live("r", y.id, "4-0".parse().expect("id"));
+        assert_eq!(drain_ids(&mut z), vec!["4-0", "5-0"]);
+        assert_eq!(drain_ids(&mut y), vec!["5-0"]);
     }
 
     #[test]

@@ -338,4 +338,166 @@ mod tests {
         assert_eq!(down.load(Ordering::Relaxed), LEN as u64);
         assert_eq!(held.load(Ordering::Relaxed), 0);
     }
+
+    /// Model test of `pump`: a scripted reader hands out the data in random
+    /// chunks (around the inline buffer's size too, so full reads switch
+    /// to the large buffer and back) with `Pending` between them, and a
+    /// scripted writer takes random partial writes and flushes, with
+    /// `Pending` too. Whatever the interleaving, every byte arrives once,
+    /// in order, the count matches, no large buffer is left held, and EOF
+    /// is passed on.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::VecDeque;
+        use std::task::Context;
+
+        /// One poll of the scripted reader or writer.
+        #[derive(Debug, Clone, Copy)]
+        enum Step {
+            /// Not ready now (the waker is woken at once, like a socket
+            /// that becomes readable right after).
+            Pending,
+            /// Ready with up to this many bytes.
+            Ready(usize),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                2 => Just(Step::Pending),
+                3 => (1usize..64).prop_map(Step::Ready),
+                3 => (SMALL - 2..=SMALL + 2).prop_map(Step::Ready),
+                2 => (SMALL..3 * LARGE).prop_map(Step::Ready),
+            ]
+        }
+
+        /// Plays `script` over and over; the data runs out into EOF.
+        struct Reader {
+            data: Vec<u8>,
+            at: usize,
+            script: Vec<Step>,
+            turn: usize,
+        }
+
+        impl Reader {
+            fn next(&mut self) -> Step {
+                let s = self.script[self.turn % self.script.len()];
+                self.turn += 1;
+                s
+            }
+        }
+
+        impl AsyncRead for Reader {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                match self.next() {
+                    Step::Pending => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    Step::Ready(n) => {
+                        let n = n.min(buf.remaining()).min(self.data.len() - self.at);
+                        let at = self.at;
+                        buf.put_slice(&self.data[at..at + n]);
+                        self.at += n;
+                        Poll::Ready(Ok(()))
+                    }
+                }
+            }
+        }
+
+        /// Takes partial writes per `script`; flush and shutdown may wait.
+        struct Writer {
+            got: Vec<u8>,
+            script: VecDeque<Step>,
+            shut: bool,
+        }
+
+        impl Writer {
+            fn next(&mut self) -> Step {
+                let s = self.script.pop_front().unwrap_or(Step::Ready(usize::MAX));
+                // Replay the script forever (it is only a pattern).
+                self.script.push_back(s);
+                s
+            }
+
+            fn wait(&mut self, cx: &mut Context<'_>) -> bool {
+                match self.next() {
+                    Step::Pending => {
+                        cx.waker().wake_by_ref();
+                        true
+                    }
+                    Step::Ready(_) => false,
+                }
+            }
+        }
+
+        impl AsyncWrite for Writer {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                data: &[u8],
+            ) -> Poll<std::io::Result<usize>> {
+                assert!(!self.shut, "write after shutdown");
+                match self.next() {
+                    Step::Pending => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    Step::Ready(n) => {
+                        let n = n.min(data.len());
+                        self.got.extend_from_slice(&data[..n]);
+                        Poll::Ready(Ok(n))
+                    }
+                }
+            }
+
+            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                if self.wait(cx) {
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(()))
+            }
+
+            fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                if self.wait(cx) {
+                    return Poll::Pending;
+                }
+                self.shut = true;
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn every_byte_arrives_once_in_order(
+                len in 0usize..80_000,
+                seed in any::<u32>(),
+                reads in prop::collection::vec(step(), 1..24),
+                writes in prop::collection::vec(step(), 1..24),
+            ) {
+                let sent = data(seed, len);
+                let mut reads = reads;
+                // At least one step of each script makes progress, or the
+                // pump waits forever.
+                reads.push(Step::Ready(SMALL));
+                let mut writes = writes;
+                writes.push(Step::Ready(LARGE));
+                let reader = Reader { data: sent.clone(), at: 0, script: reads, turn: 0 };
+                let mut writer = Writer { got: Vec::new(), script: writes.into(), shut: false };
+                let (bytes, activity, held) = (AtomicU64::new(0), Activity::new(), AtomicUsize::new(0));
+                let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+                rt.block_on(pump(reader, &mut writer, &bytes, &activity, &held)).expect("pump");
+                prop_assert!(writer.got == sent, "{} bytes sent, {} arrived", sent.len(), writer.got.len());
+                prop_assert_eq!(bytes.load(Ordering::Relaxed), len as u64);
+                prop_assert_eq!(held.load(Ordering::Relaxed), 0);
+                prop_assert!(writer.shut, "EOF passed on");
+            }
+        }
+    }
 }

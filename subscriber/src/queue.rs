@@ -296,4 +296,88 @@ mod tests {
         q.push_live(chat("r", "1-0"));
         assert_eq!(q.next_batch(10, Duration::from_millis(10)).await.len(), 1);
     }
+
+    /// Model test of the hand-over with the forward filter behind it:
+    /// random live pushes in two rooms, takes, refused batches (a refill is
+    /// requested) and fill starts (reopen). What the forwarder posts is in
+    /// id order per room, and once a chat was dropped nothing newer is
+    /// taken until the gap fill starts, so the fill (from the app's cursor)
+    /// still finds every dropped chat after that cursor.
+    mod model {
+        use super::*;
+        use crate::forward::Delivered;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone, Copy)]
+        enum Op {
+            Push(usize),
+            Take(usize),
+            Refuse,
+            Reopen,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => (0usize..2).prop_map(Op::Push),
+                3 => (1usize..4).prop_map(Op::Take),
+                1 => Just(Op::Refuse),
+                1 => Just(Op::Reopen),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn posts_stay_in_order_and_nothing_overtakes_a_drop(ops in prop::collection::vec(op(), 0..200)) {
+                let (q, _) = queue(3);
+                let mut delivered = Delivered::default();
+                let mut next = 1u64;
+                // The oldest chat dropped since the last fill start.
+                let mut dropped: Option<u64> = None;
+                let mut queued: Vec<u64> = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Push(room) => {
+                            let id = next;
+                            next += 1;
+                            let room = ["a", "b"][room];
+                            match q.push_live(chat(room, &format!("{id}-0"))) {
+                                Admission::Queued => queued.push(id),
+                                Admission::FillNeeded => {
+                                    let oldest = queued.first().copied().unwrap_or(id);
+                                    dropped = Some(dropped.map_or(oldest, |d| d.min(oldest)));
+                                    queued.clear();
+                                    prop_assert_eq!(q.state(), QueueState::AwaitingFill);
+                                }
+                            }
+                        }
+                        Op::Take(max) => {
+                            let taken = q.take(max);
+                            for c in &taken {
+                                let id = c.id.trim_end_matches("-0").parse::<u64>().expect("id");
+                                prop_assert!(dropped.is_none_or(|d| id < d), "{} taken after {:?} was dropped", id, dropped);
+                                queued.retain(|q| *q != id);
+                            }
+                            let batch = delivered.admit(taken.clone());
+                            prop_assert_eq!(batch.len(), taken.len(), "live chats are never repeated");
+                            delivered.record(&batch);
+                        }
+                        Op::Refuse => {
+                            q.request_fill();
+                            if let Some(oldest) = queued.first().copied() {
+                                dropped = Some(dropped.map_or(oldest, |d| d.min(oldest)));
+                            }
+                            queued.clear();
+                        }
+                        Op::Reopen => {
+                            q.reopen();
+                            dropped = None;
+                        }
+                    }
+                    prop_assert_eq!(q.len(), queued.len());
+                }
+            }
+        }
+    }
 }
