@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wsmesh_common::config::{env_override, ConfigError, Source};
-use wsmesh_redis_wire::target::{BadKey, Target, TargetKeys};
 
 /// Environment variable that replaces `redis.url`.
 pub const ENV_REDIS_URL: &str = "WSMESH_REDIS_URL";
@@ -55,65 +54,30 @@ pub struct Listen {
     pub internal: SocketAddr,
 }
 
-/// `[redis]`: connection, key names and retention.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// `redis://` or `rediss://` URL of the shared Redis; `WSMESH_REDIS_URL`
-    /// overrides it.
-    pub url: String,
-    /// Prefix of every key and channel, so one Redis can hold several
-    /// deployments; the subscriber's must match.
-    pub prefix: String,
-    /// Approximate number of messages kept per room.
-    pub stream_maxlen: u64,
-    /// How long a client's message id is remembered, so a re-sent message
-    /// is stored once.
-    #[serde(with = "humantime_serde")]
-    pub cid_ttl: Duration,
-    /// How long an unused session is kept.
-    #[serde(with = "humantime_serde")]
-    pub session_ttl: Duration,
-    /// Time after which a Redis command fails (the client gets
-    /// `unavailable`).
-    #[serde(with = "humantime_serde")]
-    pub command_timeout: Duration,
-    /// Redis Sentinels (`host:port`) that name the master; when set, `url`
-    /// is not used and the app follows the master through failovers.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub sentinels: Vec<String>,
-    /// The name the Sentinels monitor the master under (required with them).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub master_name: Option<String>,
-    /// Password of the master and replicas.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    /// A file holding that password, so the config itself can be shared.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// Password of the Sentinels.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sentinel_password: Option<String>,
-    /// A file holding the Sentinels' password.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sentinel_password_file: Option<PathBuf>,
-}
-
-impl RedisConfig {
-    /// Where the master is, from `url` or the Sentinel keys. `url_given`:
-    /// `url` was set (in the file or the environment), not defaulted.
-    pub fn target(&self, url_given: bool) -> Result<Target, BadKey> {
-        TargetKeys {
-            url: &self.url,
-            url_given,
-            sentinels: &self.sentinels,
-            master_name: self.master_name.as_deref(),
-            password: self.password.as_deref(),
-            password_file: self.password_file.as_deref(),
-            sentinel_password: self.sentinel_password.as_deref(),
-            sentinel_password_file: self.sentinel_password_file.as_deref(),
-        }
-        .target()
+wsmesh_redis_wire::redis_table! {
+    /// `[redis]`: connection, key names and retention.
+    #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RedisConfig {
+        /// `redis://` or `rediss://` URL of the shared Redis; `WSMESH_REDIS_URL`
+        /// overrides it.
+        pub url: String,
+        /// Prefix of every key and channel, so one Redis can hold several
+        /// deployments; the subscriber's must match.
+        pub prefix: String,
+        /// Approximate number of messages kept per room.
+        pub stream_maxlen: u64,
+        /// How long a client's message id is remembered, so a re-sent message
+        /// is stored once.
+        #[serde(with = "humantime_serde")]
+        pub cid_ttl: Duration,
+        /// How long an unused session is kept.
+        #[serde(with = "humantime_serde")]
+        pub session_ttl: Duration,
+        /// Time after which a Redis command fails (the client gets
+        /// `unavailable`).
+        #[serde(with = "humantime_serde")]
+        pub command_timeout: Duration,
     }
 }
 
@@ -434,6 +398,7 @@ impl InternalConfig {
 mod tests {
     use super::*;
     use std::io::Write;
+    use wsmesh_redis_wire::target::Target;
 
     const MINIMAL: &str = "instance = \"app9\"\n[listen]\npublic = \"127.0.0.1:1\"\n\
                            internal = \"127.0.0.1:2\"\n[internal]\ntoken = \"t\"\n";

@@ -115,7 +115,13 @@ mod tests {
             parse(Some("since=17%2D3")).expect("ok").since,
             Some(StreamId { ms: 17, seq: 3 })
         );
-        for q in ["room=a+b", "room=a%2Fb", "room=%C3%A9", "room=a%26b", "room=lobby%00"] {
+        for q in [
+            "room=a+b",
+            "room=a%2Fb",
+            "room=%C3%A9",
+            "room=a%26b",
+            "room=lobby%00",
+        ] {
             assert_eq!(parse(Some(q)).unwrap_err().code, ErrorCode::BadRoom, "{q}");
         }
     }

@@ -15,8 +15,8 @@ use redis::streams::StreamRangeReply;
 use redis::{RedisError, RedisResult};
 use wsmesh_common::chat::Chat;
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_redis_wire::keys::BadKey;
 use wsmesh_redis_wire::master::{Master, MasterOptions};
-use wsmesh_redis_wire::target::BadKey;
 use wsmesh_redis_wire::{Append, Keys};
 /// What an append answers, as the store script reports it.
 pub use wsmesh_redis_wire::{Appended, Outcome};

@@ -11,7 +11,9 @@ use std::time::Duration;
 use app::store::PAGE;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use support::{close_code, connect_v1, http, next_frame, next_msg, redis, redis_on, send_json, App, RedisExt, TOKEN};
+use support::{
+    close_code, connect_v1, http, next_frame, next_msg, redis, redis_on, send_json, App, RedisExt, TOKEN,
+};
 use tokio_tungstenite::tungstenite::Message;
 use wsmesh_common::protocol::{ErrorCode, ServerFrame};
 
@@ -173,15 +175,12 @@ async fn a_long_gap_is_replayed_in_bounded_frames_in_order_before_live_chats() {
 #[tokio::test]
 async fn refused_frames_get_error_codes_and_the_socket_stays() {
     let redis = redis().await;
-    let app = App::start(
-        &redis,
-        "t1",
-        |c| {
-            c.limits.max_body_bytes = 10;
-            c.limits.rate_burst = 2;
-            c.limits.rate_per_sec = 0.001;
-        },
-    ).await;
+    let app = App::start(&redis, "t1", |c| {
+        c.limits.max_body_bytes = 10;
+        c.limits.rate_burst = 2;
+        c.limits.rate_per_sec = 0.001;
+    })
+    .await;
     let (mut ws, _) = connect_v1(&app.ws_url("/ws")).await;
     next_frame(&mut ws).await;
     next_frame(&mut ws).await;
@@ -238,14 +237,11 @@ async fn bad_query_and_foreign_origin_close_with_1008() {
 #[tokio::test]
 async fn oversized_frame_closes_1009_and_invalid_utf8_closes_1007() {
     let redis = redis().await;
-    let app = App::start(
-        &redis,
-        "t1",
-        |c| {
-            c.limits.max_frame_bytes = 1024;
-            c.limits.max_body_bytes = 512;
-        },
-    ).await;
+    let app = App::start(&redis, "t1", |c| {
+        c.limits.max_frame_bytes = 1024;
+        c.limits.max_body_bytes = 512;
+    })
+    .await;
     let (mut ws, _) = connect_v1(&app.ws_url("/ws")).await;
     next_frame(&mut ws).await;
     ws.send(Message::text("x".repeat(2000))).await.expect("send");
@@ -462,7 +458,8 @@ async fn sigterm_drains_with_1012_and_exits_zero() {
     let mut app = App::start(&redis, "t1", |c| {
         c.drain.grace = Duration::from_secs(1);
         c.drain.window = Duration::from_millis(500);
-    }).await;
+    })
+    .await;
     let (mut ws, _) = connect_v1(&app.ws_url("/ws")).await;
     next_frame(&mut ws).await;
     let pid = app.pid();
@@ -489,7 +486,10 @@ async fn sigterm_drains_with_1012_and_exits_zero() {
 async fn redis_outage_gives_unavailable_and_the_app_recovers() {
     let redis = redis().await;
     let port = redis.port();
-    let app = App::start(&redis, "t1", |c| c.redis.command_timeout = Duration::from_millis(500)).await;
+    let app = App::start(&redis, "t1", |c| {
+        c.redis.command_timeout = Duration::from_millis(500)
+    })
+    .await;
     let (mut ws, _) = connect_v1(&app.ws_url("/ws")).await;
     next_frame(&mut ws).await;
     next_frame(&mut ws).await;

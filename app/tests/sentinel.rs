@@ -1,7 +1,6 @@
 //! The app's store on Redis Sentinel: an append after the master is killed
 //! lands on the promoted replica, and `/healthz`'s source names it.
 
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

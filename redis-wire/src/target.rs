@@ -6,10 +6,10 @@
 //! listens for them so a connection can drop a demoted master at once.
 //!
 //! Both the app and the subscriber read the same `[redis]` keys into a
-//! `Target` here, so the two cannot disagree on what the keys mean.
+//! `Target` (see [`crate::keys`]), so the two cannot disagree on what the
+//! keys mean.
 
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,128 +27,6 @@ use wsmesh_common::backoff::Backoff;
 const SWITCH_CHANNEL: &str = "+switch-master";
 /// How often the Sentinel subscription is pinged, so a dead Sentinel is left.
 const SENTINEL_PING_EVERY: Duration = Duration::from_secs(5);
-
-/// The `[redis]` keys that say where the master is, as the app and the
-/// subscriber both spell them (`redis.<key>`).
-#[derive(Debug, Clone, Copy)]
-pub struct TargetKeys<'a> {
-    /// `url`, the one fixed node.
-    pub url: &'a str,
-    /// Whether the file (or the environment) set `url` itself rather than
-    /// leaving its default in force.
-    pub url_given: bool,
-    /// `sentinels`, `host:port` each; empty means `url` mode.
-    pub sentinels: &'a [String],
-    /// `master_name`, the name the Sentinels monitor the master under.
-    pub master_name: Option<&'a str>,
-    /// `password` of the data nodes (master and replicas).
-    pub password: Option<&'a str>,
-    /// `password_file`: the same, read from a file.
-    pub password_file: Option<&'a Path>,
-    /// `sentinel_password` of the Sentinels themselves.
-    pub sentinel_password: Option<&'a str>,
-    /// `sentinel_password_file`: the same, read from a file.
-    pub sentinel_password_file: Option<&'a Path>,
-}
-
-/// A `[redis]` key whose value cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct BadKey {
-    /// The key under `[redis]`, e.g. `sentinels`.
-    pub key: &'static str,
-    /// What is wrong, starting with the key's name.
-    pub reason: String,
-}
-
-fn bad(key: &'static str, reason: impl fmt::Display) -> BadKey {
-    BadKey {
-        key,
-        reason: format!("{key} {reason}"),
-    }
-}
-
-impl TargetKeys<'_> {
-    /// Checks the keys together and builds the `Target` (password files are
-    /// read here, so an unreadable one fails at start).
-    pub fn target(&self) -> Result<Target, BadKey> {
-        let password = secret(("password", self.password), ("password_file", self.password_file))?;
-        let sentinel_password = secret(
-            ("sentinel_password", self.sentinel_password),
-            ("sentinel_password_file", self.sentinel_password_file),
-        )?;
-        if self.sentinels.is_empty() {
-            if self.master_name.is_some() {
-                return Err(bad("master_name", "needs sentinels"));
-            }
-            if sentinel_password.is_some() {
-                let key = match self.sentinel_password_file {
-                    Some(_) => "sentinel_password_file",
-                    None => "sentinel_password",
-                };
-                return Err(bad(key, "needs sentinels"));
-            }
-            let mut info = self
-                .url
-                .into_connection_info()
-                .map_err(|e| bad("url", format_args!("is not usable: {e}")))?;
-            if let Some(password) = password {
-                if info.redis_settings().password().is_some() {
-                    return Err(bad("password", "is also given in the url; set it in one place"));
-                }
-                let settings = info.redis_settings().clone().set_password(password);
-                info = info.set_redis_settings(settings);
-            }
-            return Ok(Target::Url(Box::new(info)));
-        }
-        if self.url_given {
-            return Err(bad("sentinels", "and url are both set; set one or the other"));
-        }
-        let master_name = match self.master_name.map(str::trim) {
-            Some(name) if !name.is_empty() && !name.contains(char::is_whitespace) => name.to_string(),
-            Some(_) => return Err(bad("master_name", "must be one word")),
-            None => return Err(bad("master_name", "is required with sentinels")),
-        };
-        let sentinels = self
-            .sentinels
-            .iter()
-            .map(|s| {
-                NodeAddr::parse(s).ok_or_else(|| bad("sentinels", format_args!("{s:?} is not host:port")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Target::Sentinel(Arc::new(Sentinels {
-            sentinels,
-            master_name,
-            password,
-            sentinel_password,
-        })))
-    }
-}
-
-/// One secret from an inline key or a file key, at most one of them set.
-fn secret(
-    (key, inline): (&'static str, Option<&str>),
-    (file_key, file): (&'static str, Option<&Path>),
-) -> Result<Option<String>, BadKey> {
-    let value = match (inline, file) {
-        (Some(_), Some(_)) => return Err(bad(file_key, format_args!("and {key} are both set; set one"))),
-        (Some(v), None) => (key, v.trim().to_string()),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(text) => (file_key, text.trim().to_string()),
-            Err(e) => {
-                return Err(bad(
-                    file_key,
-                    format_args!("cannot be read ({}): {e}", path.display()),
-                ))
-            }
-        },
-        (None, None) => return Ok(None),
-    };
-    match value {
-        (key, v) if v.is_empty() => Err(bad(key, "is empty")),
-        (_, v) => Ok(Some(v)),
-    }
-}
 
 /// A TCP node, `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,13 +76,13 @@ impl fmt::Display for NodeAddr {
 #[derive(Clone)]
 pub struct Sentinels {
     /// Asked in this order; the first that names a confirmed master wins.
-    sentinels: Vec<NodeAddr>,
+    pub(crate) sentinels: Vec<NodeAddr>,
     /// The name the Sentinels monitor the master under.
-    master_name: String,
+    pub(crate) master_name: String,
     /// `AUTH` for the master and replicas.
-    password: Option<String>,
+    pub(crate) password: Option<String>,
     /// `AUTH` for the Sentinels.
-    sentinel_password: Option<String>,
+    pub(crate) sentinel_password: Option<String>,
 }
 
 impl fmt::Debug for Sentinels {
@@ -521,88 +399,6 @@ fn switched_to(payload: &str, name: &str) -> Option<NodeAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn keys<'a>(sentinels: &'a [String]) -> TargetKeys<'a> {
-        TargetKeys {
-            url: "redis://127.0.0.1:6390/",
-            url_given: false,
-            sentinels,
-            master_name: Some("wsmesh"),
-            password: None,
-            password_file: None,
-            sentinel_password: None,
-            sentinel_password_file: None,
-        }
-    }
-
-    #[test]
-    fn url_mode_is_the_default_and_takes_a_password() {
-        let mut k = keys(&[]);
-        k.master_name = None;
-        let t = k.target().unwrap();
-        assert_eq!(t.fixed_addr().as_deref(), Some("127.0.0.1:6390"));
-        k.password = Some("pw");
-        let Target::Url(info) = k.target().unwrap() else {
-            panic!()
-        };
-        assert_eq!(info.redis_settings().password(), Some("pw"));
-        assert!(!format!("{:?}", Target::Url(info)).contains("pw"));
-        k.url = "redis://:x@127.0.0.1:1/";
-        assert_eq!(k.target().unwrap_err().key, "password");
-    }
-
-    #[test]
-    fn sentinel_mode_needs_a_master_name_and_no_url() {
-        let list = vec!["127.0.0.1:26379".to_string(), "[::1]:26380".to_string()];
-        let t = keys(&list).target().unwrap();
-        let Target::Sentinel(s) = &t else { panic!() };
-        assert_eq!(s.sentinels[1].to_string(), "[::1]:26380");
-        assert_eq!(t.fixed_addr(), None);
-        let mut k = keys(&list);
-        k.master_name = None;
-        assert_eq!(k.target().unwrap_err().key, "master_name");
-        k.master_name = Some("two words");
-        assert_eq!(k.target().unwrap_err().key, "master_name");
-        let mut k = keys(&list);
-        k.url_given = true;
-        assert_eq!(k.target().unwrap_err().key, "sentinels");
-        let bad_list = vec!["nope".to_string()];
-        let e = keys(&bad_list).target().unwrap_err();
-        assert_eq!(
-            (e.key, e.reason.as_str()),
-            ("sentinels", "sentinels \"nope\" is not host:port")
-        );
-        let k = keys(&[]);
-        assert_eq!(k.target().unwrap_err().key, "master_name");
-    }
-
-    #[test]
-    fn secrets_come_from_one_place_and_are_never_printed() {
-        let list = vec!["127.0.0.1:26379".to_string()];
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        std::io::Write::write_all(&mut file, b"s3cret\n").unwrap();
-        let mut k = keys(&list);
-        k.sentinel_password_file = Some(file.path());
-        k.password = Some("data");
-        let t = k.target().unwrap();
-        let Target::Sentinel(s) = &t else { panic!() };
-        assert_eq!(s.sentinel_password.as_deref(), Some("s3cret"));
-        assert_eq!(s.password.as_deref(), Some("data"));
-        let printed = format!("{t:?}");
-        assert!(
-            !printed.contains("s3cret") && !printed.contains("data\""),
-            "{printed}"
-        );
-        k.sentinel_password = Some("x");
-        assert_eq!(k.target().unwrap_err().key, "sentinel_password_file");
-        let mut k = keys(&list);
-        k.password = Some(" ");
-        assert_eq!(k.target().unwrap_err().key, "password");
-        let mut k = keys(&[]);
-        k.master_name = None;
-        k.sentinel_password = Some("x");
-        assert_eq!(k.target().unwrap_err().key, "sentinel_password");
-    }
 
     #[test]
     fn switch_payloads_are_read_for_our_name_only() {

@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
-use wsmesh_testkit::sentinel::{SentinelCluster, MASTER_NAME};
 use wsmesh_redis_wire::master::{Master, MasterOptions};
-use wsmesh_redis_wire::target::{ResolveError, Target, TargetKeys};
+use wsmesh_redis_wire::keys::TargetKeys;
+use wsmesh_redis_wire::target::{ResolveError, Target};
+use wsmesh_testkit::sentinel::{SentinelCluster, MASTER_NAME};
 
 fn target(cluster: &SentinelCluster, name: &str) -> Target {
     let sentinels = cluster.sentinel_addrs();

@@ -13,50 +13,33 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wsmesh_common::config::{env_override, ConfigError, Source};
-use wsmesh_redis_wire::target::{Target, TargetKeys};
+use wsmesh_redis_wire::target::Target;
 
 /// Environment variable that replaces `redis.url`.
 pub const ENV_REDIS_URL: &str = "WSMESH_REDIS_URL";
 /// Environment variable that replaces `app.token` / `app.token_file`.
 pub const ENV_INTERNAL_TOKEN: &str = "WSMESH_INTERNAL_TOKEN";
 
-/// `[redis]`: where the chats are published and how to get back to them.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// Redis URL (`redis://` or `rediss://`).
-    pub url: String,
-    /// Prefix of every key and channel; must match the app's.
-    pub prefix: String,
-    /// First backoff ceiling after the Redis connection is lost.
-    #[serde(with = "humantime_serde")]
-    pub reconnect_base: Duration,
-    /// Largest backoff ceiling between Redis reconnect attempts.
-    #[serde(with = "humantime_serde")]
-    pub reconnect_cap: Duration,
-    /// `/healthz` fails when the live subscription has seen no message and
-    /// no answer to its PING for this long (pub/sub wedged).
-    #[serde(with = "humantime_serde")]
-    pub pubsub_stall: Duration,
-    /// Redis Sentinels (`host:port`) that name the master; when set, `url`
-    /// is not used and the subscriber follows the master through failovers.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub sentinels: Vec<String>,
-    /// The name the Sentinels monitor the master under (required with them).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub master_name: Option<String>,
-    /// Password of the master and replicas.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    /// A file holding that password.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// Password of the Sentinels.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sentinel_password: Option<String>,
-    /// A file holding the Sentinels' password.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sentinel_password_file: Option<PathBuf>,
+wsmesh_redis_wire::redis_table! {
+    /// `[redis]`: where the chats are published and how to get back to them.
+    #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RedisConfig {
+        /// Redis URL (`redis://` or `rediss://`).
+        pub url: String,
+        /// Prefix of every key and channel; must match the app's.
+        pub prefix: String,
+        /// First backoff ceiling after the Redis connection is lost.
+        #[serde(with = "humantime_serde")]
+        pub reconnect_base: Duration,
+        /// Largest backoff ceiling between Redis reconnect attempts.
+        #[serde(with = "humantime_serde")]
+        pub reconnect_cap: Duration,
+        /// `/healthz` fails when the live subscription has seen no message and
+        /// no answer to its PING for this long (pub/sub wedged).
+        #[serde(with = "humantime_serde")]
+        pub pubsub_stall: Duration,
+    }
 }
 
 impl Default for RedisConfig {
@@ -288,18 +271,9 @@ impl Config {
             }
             None => check_redis_url(&redis.url).map_err(|r| source.error_at_path("redis.url", r))?,
         }
-        let target = TargetKeys {
-            url: &redis.url,
-            url_given: env.redis_url.is_some() || source.sets("redis.url"),
-            sentinels: &redis.sentinels,
-            master_name: redis.master_name.as_deref(),
-            password: redis.password.as_deref(),
-            password_file: redis.password_file.as_deref(),
-            sentinel_password: redis.sentinel_password.as_deref(),
-            sentinel_password_file: redis.sentinel_password_file.as_deref(),
-        }
-        .target()
-        .map_err(|e| source.error_at_path(&format!("redis.{}", e.key), e.reason))?;
+        let target = redis
+            .target(env.redis_url.is_some() || source.sets("redis.url"))
+            .map_err(|e| source.error_at_path(&format!("redis.{}", e.key), e.reason))?;
         if redis.pubsub_stall.is_zero() {
             return Err(source.error_at_path("redis.pubsub_stall", "pubsub_stall must be more than 0"));
         }

@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{eventually, wait_delivered, AppMode, FakeApp, Publisher, redis, Settings, Subscriber};
+use support::{eventually, redis, wait_delivered, AppMode, FakeApp, Publisher, Settings, Subscriber};
 
 #[tokio::test]
 async fn published_chats_arrive_in_order_with_the_token() {

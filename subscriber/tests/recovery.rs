@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{eventually, wait_delivered, AppMode, FakeApp, Publisher, redis, Settings, Subscriber};
+use support::{eventually, redis, wait_delivered, AppMode, FakeApp, Publisher, Settings, Subscriber};
 
 #[tokio::test]
 async fn redis_restart_while_publishing_is_filled_from_the_streams() {

@@ -7,12 +7,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use wsmesh_testkit::sentinel::{Node, SentinelCluster, MASTER_NAME};
 use support::{FakeApp, TOKEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use wsmesh_redis_wire::master::{Master, MasterOptions};
 use wsmesh_redis_wire::{Append, Keys};
+use wsmesh_testkit::sentinel::{Node, SentinelCluster, MASTER_NAME};
 
 /// A subscriber run in-process from a config whose `[redis]` table is `redis`.
 struct Running {
@@ -125,7 +125,7 @@ async fn after_the_master_is_killed_the_subscriber_forwards_from_the_promoted_re
     assert_eq!(body["master"], cluster.master.addr());
 
     let mut conn = Master::new(
-        wsmesh_redis_wire::target::TargetKeys {
+        wsmesh_redis_wire::keys::TargetKeys {
             url: "redis://127.0.0.1:1/",
             url_given: false,
             sentinels: &cluster.sentinel_addrs(),

@@ -98,7 +98,13 @@ impl App {
         edit(&mut config);
         let path = dir.path().join("app.toml");
         configs::write(&config, &path).expect("write config");
-        let mut spec = app_spec(instance, env!("CARGO_BIN_EXE_app").into(), &path, public, internal);
+        let mut spec = app_spec(
+            instance,
+            env!("CARGO_BIN_EXE_app").into(),
+            &path,
+            public,
+            internal,
+        );
         spec.health = Health::Listening(vec![public, internal]);
         spec.env_remove = vec!["WSMESH_REDIS_URL".into(), "WSMESH_INTERNAL_TOKEN".into()];
         spec.env = vec![(
