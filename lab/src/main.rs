@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wsmesh_client::line_chat::{self, ChatOptions};
 use lab::up::{self, UpOptions};
+use wsmesh_client::line_chat::{self, ChatOptions};
 
 #[derive(Parser)]
 #[command(name = "lab", about = "wsmesh lab: local cluster and tools")]

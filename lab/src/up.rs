@@ -140,7 +140,10 @@ impl Drop for PidFiles {
 /// A config's address field as a socket address; `redis://host:port/`
 /// gives `host:port`.
 fn addr_of(file: &Path, key: &str, text: &str) -> Result<SocketAddr, UpError> {
-    let text = text.strip_prefix("redis://").unwrap_or(text).trim_end_matches('/');
+    let text = text
+        .strip_prefix("redis://")
+        .unwrap_or(text)
+        .trim_end_matches('/');
     text.parse().map_err(|_| UpError::Config {
         file: file.to_path_buf(),
         key: key.to_string(),
@@ -378,7 +381,10 @@ mod tests {
     fn addr_of_reads_listen_and_redis_addresses() {
         let f = Path::new("x.toml");
         assert_eq!(addr_of(f, "admin.listen", "127.0.0.1:9001").unwrap().port(), 9001);
-        assert_eq!(addr_of(f, "redis.url", "redis://127.0.0.1:6390/").unwrap().port(), 6390);
+        assert_eq!(
+            addr_of(f, "redis.url", "redis://127.0.0.1:6390/").unwrap().port(),
+            6390
+        );
         let err = addr_of(f, "redis.url", "redis://redis.example:6390/").unwrap_err();
         assert!(err.to_string().contains("redis.url"), "{err}");
     }

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use wsmesh_client::{ClientError, CloseInfo, Connection};
-use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_client::http;
+use wsmesh_client::{ClientError, CloseInfo, Connection};
 use wsmesh_common::protocol::{close, ErrorCode, ServerFrame};
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 
 const LIMIT: Duration = Duration::from_secs(10);
 const ROOM: &str = "bad";

@@ -72,12 +72,12 @@ async fn kill_lb_loses_nothing() {
 #[tokio::test]
 async fn a_silent_server_is_left_after_the_idle_timeout() {
     use futures_util::{SinkExt, StreamExt};
-    use wsmesh_client::ConnectOptions;
-    use wsmesh_client::resilient::{Event, ResilientClient, ResilientConfig};
     use std::time::Duration;
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     use tokio_tungstenite::tungstenite::http::HeaderValue;
     use tokio_tungstenite::tungstenite::Message;
+    use wsmesh_client::resilient::{Event, ResilientClient, ResilientConfig};
+    use wsmesh_client::ConnectOptions;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use wsmesh_client::http;
 use wsmesh_client::{ClientError, Connection};
 use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
-use wsmesh_client::http;
 
 const LIMIT: Duration = Duration::from_secs(15);
 

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use wsmesh_client::Connection;
-use wsmesh_testkit::cluster::LocalOptions;
 use lab::drill::cluster::DrillCluster;
+use wsmesh_client::Connection;
 use wsmesh_common::protocol::{ServerFrame, SUBPROTOCOL};
+use wsmesh_testkit::cluster::LocalOptions;
 
 const LIMIT: Duration = Duration::from_secs(10);
 

@@ -5,10 +5,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use wsmesh_client::Connection;
-use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_client::http;
+use wsmesh_client::Connection;
 use wsmesh_common::protocol::{ErrorCode, ServerFrame};
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 
 const LIMIT: Duration = Duration::from_secs(15);
 

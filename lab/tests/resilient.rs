@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use wsmesh_client::ConnectOptions;
-use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_client::resilient::{Event, ResilientClient, ResilientConfig};
+use wsmesh_client::ConnectOptions;
 use wsmesh_common::protocol::close;
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 
 const LIMIT: Duration = Duration::from_secs(20);
 const CLIENTS: usize = 20;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use wsmesh_client::Connection;
-use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 
 const LIMIT: Duration = Duration::from_secs(10);
 

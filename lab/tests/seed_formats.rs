@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use serde_json::{json, Value};
 use wsmesh_client::{Connection, Incoming, Protocol};
 use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
-use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(10);
 

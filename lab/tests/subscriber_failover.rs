@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 use wsmesh_client::http;
 use wsmesh_common::protocol::ServerFrame;
+use wsmesh_testkit::cluster::{LocalCluster, LocalOptions};
 
 const LIMIT: Duration = Duration::from_secs(15);
 

@@ -6,11 +6,11 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use wsmesh_testkit::cluster::{render_local, LocalOptions};
 use lab::ports;
-use wsmesh_client::http;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
+use wsmesh_client::http;
+use wsmesh_testkit::cluster::{render_local, LocalOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -88,7 +88,10 @@ async fn lab_up_reports_ready_keeps_running_after_a_crash_and_stops_on_sigterm()
         layout.subscribers[0],
         layout.subscribers[1],
     ] {
-        assert!(wsmesh_testkit::ports::is_free(addr), "{addr} still bound after lab up stopped");
+        assert!(
+            wsmesh_testkit::ports::is_free(addr),
+            "{addr} still bound after lab up stopped"
+        );
     }
     assert!(ports::holder(app1.public.port()).is_none(), "app1 was restarted");
 }

@@ -81,10 +81,7 @@ pub fn bar_chart(metric: &Metric) -> std::io::Result<String> {
             .x_labels(5)
             .x_label_formatter(&|v| fmt_num(*v))
             .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(b) => names
-                    .get((last - b) as usize)
-                    .cloned()
-                    .unwrap_or_default(),
+                SegmentValue::CenterOf(b) => names.get((last - b) as usize).cloned().unwrap_or_default(),
                 _ => String::new(),
             })
             .label_style((FONT, 18).into_font().color(&INK))
@@ -95,7 +92,10 @@ pub fn bar_chart(metric: &Metric) -> std::io::Result<String> {
             let b = band(i);
             let colour = PALETTE[i % PALETTE.len()];
             let mut bar = Rectangle::new(
-                [(0.0, SegmentValue::Exact(b)), (*median, SegmentValue::Exact(b + 1))],
+                [
+                    (0.0, SegmentValue::Exact(b)),
+                    (*median, SegmentValue::Exact(b + 1)),
+                ],
                 colour.filled(),
             );
             bar.set_margin(7, 7, 0, 0);
@@ -162,7 +162,14 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
         assert!(svg.trim_end().ends_with("</svg>"));
         let texts: Vec<&str> = svg.lines().map(str::trim).collect();
-        for text in ["1 test: req/s", "higher is better", "lb", "haproxy", "11.0", "5.00"] {
+        for text in [
+            "1 test: req/s",
+            "higher is better",
+            "lb",
+            "haproxy",
+            "11.0",
+            "5.00",
+        ] {
             assert!(texts.contains(&text), "{text} missing");
         }
         assert!(!svg.contains("<image"), "no embedded bitmaps");

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wsmesh_testkit::configs::ConfigError;
 use wsmesh_testkit::cluster::{Cluster, ClusterError, LocalCluster, LocalOptions};
+use wsmesh_testkit::configs::ConfigError;
 use wsmesh_testkit::ports::free_addr;
 use wsmesh_testkit::process::{Health, Kind, ProcessSpec};
 
@@ -101,13 +101,12 @@ pub async fn start(
 ) -> Result<ChatSystems, ClusterError> {
     // Bench load is far above a person's typing: lift the per-connection send
     // budget, and the connection cap for scenario 6.
-    let opts = LocalOptions::default()
-        .app(move |c| {
-            c.limits.rate_burst = 1_000_000;
-            c.limits.rate_per_sec = 1_000_000.0;
-            c.limits.max_connections = usize::try_from(max_connections).unwrap_or(usize::MAX);
-            c.limits.capacity_threshold = 1.0;
-        });
+    let opts = LocalOptions::default().app(move |c| {
+        c.limits.rate_burst = 1_000_000;
+        c.limits.rate_per_sec = 1_000_000.0;
+        c.limits.max_connections = usize::try_from(max_connections).unwrap_or(usize::MAX);
+        c.limits.capacity_threshold = 1.0;
+    });
     let wsmesh = LocalCluster::start(opts).await?;
     let redis_url = format!("redis://{}/0", wsmesh.redis);
     let peers_dir = peers_dir();

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wsmesh_testkit::configs::ConfigError;
 use wsmesh_testkit::cluster::{binary, Cluster, ClusterError};
+use wsmesh_testkit::configs::ConfigError;
 use wsmesh_testkit::ports::free_addr;
 use wsmesh_testkit::process::{Health, Kind, ProcessSpec};
 

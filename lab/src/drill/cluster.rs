@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bench::lbconf::{self, Route};
+use wsmesh_client::http;
 use wsmesh_client::{ConnectOptions, Endpoint, Scheme};
 use wsmesh_testkit::cluster::{self, Cluster, ClusterError, LocalOptions};
-use wsmesh_client::http;
 use wsmesh_testkit::ports;
 use wsmesh_testkit::process::{Output, ProcessSpec};
 

@@ -110,19 +110,28 @@ impl Timeline {
     }
 }
 
+/// `kill -9` on `name`, dead for `DEAD_FOR`, started again and healthy.
+async fn kill_and_start(
+    c: &mut DrillCluster,
+    name: &str,
+    started: &str,
+    tl: &mut Timeline,
+    t0: Instant,
+) -> Result<(), DrillClusterError> {
+    c.cluster.get_mut(name)?.kill9()?;
+    tl.note(t0, format!("{name} killed (SIGKILL)"));
+    tokio::time::sleep(DEAD_FOR).await;
+    c.cluster.get_mut(name)?.start()?;
+    tl.note(t0, started.to_string());
+    c.wait_healthy(name, HEAL_LIMIT).await
+}
+
 /// Injects `fault` and heals it; returns when the cluster is whole again.
 pub async fn inject_and_heal(fault: Fault, c: &mut DrillCluster) -> Result<Timeline, DrillClusterError> {
     let t0 = Instant::now();
     let mut tl = Timeline::default();
     match fault {
-        Fault::KillApp => {
-            c.cluster.get_mut("app1")?.kill9()?;
-            tl.note(t0, "app1 killed (SIGKILL)");
-            tokio::time::sleep(DEAD_FOR).await;
-            c.cluster.get_mut("app1")?.start()?;
-            tl.note(t0, "app1 started");
-            c.wait_healthy("app1", HEAL_LIMIT).await?;
-        }
+        Fault::KillApp => kill_and_start(c, "app1", "app1 started", &mut tl, t0).await?,
         Fault::DrainApp => {
             c.cluster.get_mut("app2")?.term()?;
             tl.note(t0, "app2 SIGTERM (drain)");
@@ -146,12 +155,7 @@ pub async fn inject_and_heal(fault: Fault, c: &mut DrillCluster) -> Result<Timel
             tl.note(t0, "app1 set to ready");
         }
         Fault::KillSubscriber => {
-            c.cluster.get_mut("subscriber1")?.kill9()?;
-            tl.note(t0, "subscriber1 killed (SIGKILL)");
-            tokio::time::sleep(DEAD_FOR).await;
-            c.cluster.get_mut("subscriber1")?.start()?;
-            tl.note(t0, "subscriber1 started");
-            c.wait_healthy("subscriber1", HEAL_LIMIT).await?;
+            kill_and_start(c, "subscriber1", "subscriber1 started", &mut tl, t0).await?;
         }
         Fault::RestartRedis => {
             c.cluster
@@ -172,13 +176,7 @@ pub async fn inject_and_heal(fault: Fault, c: &mut DrillCluster) -> Result<Timel
             tl.note(t0, "app1 resumed (SIGCONT)");
             c.wait_healthy("app1", HEAL_LIMIT).await?;
         }
-        Fault::KillLb => {
-            c.cluster.get_mut("lb")?.kill9()?;
-            tl.note(t0, "lb killed (SIGKILL)");
-            tokio::time::sleep(DEAD_FOR).await;
-            c.cluster.get_mut("lb")?.start()?;
-            tl.note(t0, "lb started on the same ports");
-        }
+        Fault::KillLb => kill_and_start(c, "lb", "lb started on the same ports", &mut tl, t0).await?,
     }
     // Whole again means: the lb sees both apps up.
     c.wait_healthy("lb", HEAL_LIMIT).await?;

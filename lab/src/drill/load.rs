@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use wsmesh_common::stream_id::StreamId;
 
 use super::ledger::ClientLedger;
-use wsmesh_client::ConnectOptions;
 use wsmesh_client::resilient::{ConnectionRecord, Event, ReceiptLog, ResilientClient, ResilientConfig};
+use wsmesh_client::ConnectOptions;
 
 /// How the clients behave (beyond where they connect).
 #[derive(Debug, Clone)]

@@ -18,8 +18,8 @@ use super::enter::{block_in_netns, http_get_in};
 use super::procs::Procs;
 use super::topology::{LinkSwitch, Role, Topology};
 use super::{check_interrupted, say, wait_until, NetnsError};
-use wsmesh_client::ConnectOptions;
 use wsmesh_client::resilient::{Event, ResilientClient, ResilientConfig};
+use wsmesh_client::ConnectOptions;
 
 /// Everything the checks need to know about the running lab.
 #[derive(Debug, Clone)]
@@ -209,7 +209,8 @@ const STEP: Duration = Duration::from_secs(15);
 
 impl Job {
     fn client(&self, room: &str, nick: &str) -> Result<ResilientClient, NetnsError> {
-        let tls = wsmesh_client::tls::client_config(&self.ca).map_err(|e| NetnsError::Setup(e.to_string()))?;
+        let tls =
+            wsmesh_client::tls::client_config(&self.ca).map_err(|e| NetnsError::Setup(e.to_string()))?;
         let opts = ConnectOptions::new(&self.url)
             .map_err(|e| NetnsError::Setup(e.to_string()))?
             .room(room)
