@@ -81,7 +81,11 @@ async fn slowstart_gives_a_returning_server_a_small_share_first_under_leastconn(
     // Long enough that app1's weight stays at its first step (1/16 of
     // app2's) for the whole test: the order below holds however slow it runs.
     opts.edit(|c| {
-        for s in c.backends[0].servers.iter_mut().filter(|s| s.name.get_ref() == "app1") {
+        for s in c.backends[0]
+            .servers
+            .iter_mut()
+            .filter(|s| s.name.get_ref() == "app1")
+        {
             s.slowstart = Duration::from_secs(3600);
         }
     });

@@ -57,7 +57,11 @@ fn uses(name: &str, text: &str, known: &BTreeSet<String>) -> BTreeSet<String> {
             let mut target = base.to_string();
             let mut candidate = base.to_string();
             for seg in path.split("::").filter(|s| !s.is_empty()) {
-                candidate = if candidate.is_empty() { seg.to_string() } else { format!("{candidate}::{seg}") };
+                candidate = if candidate.is_empty() {
+                    seg.to_string()
+                } else {
+                    format!("{candidate}::{seg}")
+                };
                 if known.contains(&candidate) {
                     target = candidate.clone();
                 } else {
@@ -100,7 +104,9 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
         None
     }
     let mut done = BTreeSet::new();
-    graph.keys().find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+    graph
+        .keys()
+        .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
 }
 
 #[test]
@@ -108,7 +114,10 @@ fn lb_modules_import_each_other_in_one_direction_only() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let sources = modules(&src);
     let known: BTreeSet<String> = sources.keys().cloned().collect();
-    assert!(known.contains("listener") && known.contains("tunnel"), "{known:?}");
+    assert!(
+        known.contains("listener") && known.contains("tunnel"),
+        "{known:?}"
+    );
     let graph: BTreeMap<String, BTreeSet<String>> = sources
         .iter()
         .map(|(name, text)| (name.clone(), uses(name, text, &known)))

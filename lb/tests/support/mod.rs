@@ -433,7 +433,11 @@ pub fn config(o: &LbOpts, p: Ports) -> lb::config::Config {
         .iter()
         .map(|(c, k)| CertFiles::new(c, k.as_deref()))
         .collect();
-    let servers = o.servers.iter().map(|(name, addr)| Server::new(name, *addr)).collect();
+    let servers = o
+        .servers
+        .iter()
+        .map(|(name, addr)| Server::new(name, *addr))
+        .collect();
     let mut apps = lb::config::Backend::new("apps", servers);
     apps.balance = o.balance;
     if o.check {

@@ -52,14 +52,27 @@ impl LbProcess {
 
     /// Writes the config of `opts` on `ports`, changed by `edit`, and starts
     /// the binary on it without waiting for anything.
-    pub fn spawn(opts: &LbOpts, ports: Ports, edit: impl FnOnce(&mut wsmesh_testkit::process::ProcessSpec)) -> LbProcess {
+    pub fn spawn(
+        opts: &LbOpts,
+        ports: Ports,
+        edit: impl FnOnce(&mut wsmesh_testkit::process::ProcessSpec),
+    ) -> LbProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("lb.toml");
         write_config(opts, ports, &config);
         let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let mut spec = lb_spec("lb", lb_bin().into(), &config, vec![(local(ports.https), "https".into())], local(ports.admin));
+        let mut spec = lb_spec(
+            "lb",
+            lb_bin().into(),
+            &config,
+            vec![(local(ports.https), "https".into())],
+            local(ports.admin),
+        );
         spec.health = Health::Listening(vec![local(ports.admin)]);
-        spec.env = vec![("RUST_LOG".into(), "info".into()), ("WSMESH_LOG_JSON".into(), "1".into())];
+        spec.env = vec![
+            ("RUST_LOG".into(), "info".into()),
+            ("WSMESH_LOG_JSON".into(), "1".into()),
+        ];
         spec.env_remove = vec!["WSMESH_ADMIN_TOKEN".into()];
         spec.output = Output::Capture;
         edit(&mut spec);
