@@ -1,3 +1,4 @@
+// Long on purpose: the model world, its steps and the invariant it checks read as one unit.
 //! Model test of the live path: Redis streams and pub/sub, the subscriber's
 //! algorithms (queue with drop-all on overflow, forward filter, gap fill from
 //! the app's cursors with held live chats) and the real `Hub` with sockets
