@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use subscriber::Config;
 
 /// wsmesh subscriber: Redis pub/sub → HTTP forwarder for its local app.
@@ -35,7 +35,10 @@ fn main() -> ExitCode {
         return wsmesh_common::cli::check_config(&file, Config::load);
     }
     let Some(file) = cli.config else {
-        unreachable!("clap requires --config unless a subcommand is given")
+        // clap already refuses this; should its rules change, say it the same way.
+        Cli::command()
+            .error(clap::error::ErrorKind::MissingRequiredArgument, "--config FILE is required")
+            .exit()
     };
     wsmesh_common::cli::load_and_serve(&file, Config::load, |config| {
         subscriber::run(config, wsmesh_common::signal::terminate())
@@ -45,7 +48,6 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
