@@ -638,14 +638,14 @@ mod tests {
         let (c, _) = load_text(MINIMAL).expect("loads");
         assert_eq!(c.redis.durability(), Durability::Local);
         assert_eq!(c.redis.replica_ack_timeout, Duration::from_secs(2));
-        let sentinels = format!(
-            "{MINIMAL}[redis]\nsentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"wsmesh\"\n"
-        );
+        let sentinels =
+            format!("{MINIMAL}[redis]\nsentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"wsmesh\"\n");
         let (c, _) = load_text(&sentinels).expect("loads");
         assert_eq!(c.redis.durability(), Durability::Replicated);
         let (c, _) = load_text(&format!("{sentinels}durability = \"local\"\n")).expect("loads");
         assert_eq!(c.redis.durability(), Durability::Local);
-        let text = format!("{MINIMAL}[redis]\ndurability = \"replicated\"\nreplica_ack_timeout = \"500ms\"\n");
+        let text =
+            format!("{MINIMAL}[redis]\ndurability = \"replicated\"\nreplica_ack_timeout = \"500ms\"\n");
         let (c, _) = load_text(&text).expect("loads");
         assert_eq!(c.redis.durability(), Durability::Replicated);
         assert_eq!(c.redis.replica_ack_timeout, Duration::from_millis(500));

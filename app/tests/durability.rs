@@ -87,7 +87,10 @@ async fn a_replicated_send_is_acked_published_and_read_only_once_a_replica_holds
     let mut ps = subscribe(&cluster.master).await;
     let first = append_until_acked(&store, "lobby", "first").await;
     let heard = published(&mut ps, Duration::from_millis(300)).await;
-    assert_eq!(heard.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [first.as_str()]);
+    assert_eq!(
+        heard.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [first.as_str()]
+    );
 
     cluster.replica.freeze();
     let start = Instant::now();
@@ -104,10 +107,20 @@ async fn a_replicated_send_is_acked_published_and_read_only_once_a_replica_holds
     // Stored on the master, but nobody hears of it or reads it.
     assert_eq!(entries(&cluster.master, "lobby").await.len(), 2);
     assert!(published(&mut ps, Duration::from_millis(300)).await.is_empty());
-    let history: Vec<String> = store.last("lobby", 10).await.expect("history").into_iter().map(|c| c.id).collect();
-    assert_eq!(history, [first.clone()]);
+    let history: Vec<String> = store
+        .last("lobby", 10)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(history, [first.as_str()]);
     let mut replay = store.replay("lobby", StreamId::ZERO).await.expect("replay");
-    let page = store.next_page(&mut replay).await.expect("page").unwrap_or_default();
+    let page = store
+        .next_page(&mut replay)
+        .await
+        .expect("page")
+        .unwrap_or_default();
     assert_eq!(page.len(), 1, "the replay stops at the commit mark");
 
     cluster.replica.thaw();
@@ -115,9 +128,16 @@ async fn a_replicated_send_is_acked_published_and_read_only_once_a_replica_holds
         .append("lobby", "ana", "held", Some("held"))
         .await
         .expect("acked once the replica is back");
-    assert_eq!(again.outcome, Outcome::Duplicate, "the re-send finds the stored entry");
+    assert_eq!(
+        again.outcome,
+        Outcome::Duplicate,
+        "the re-send finds the stored entry"
+    );
     let heard = published(&mut ps, Duration::from_millis(300)).await;
-    assert_eq!(heard.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [again.id.as_str()]);
+    assert_eq!(
+        heard.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [again.id.as_str()]
+    );
     let stored = entries(&cluster.replica, "lobby").await;
     assert_eq!(stored.iter().filter(|(_, cid)| cid == "held").count(), 1);
     assert_eq!(store.last("lobby", 10).await.expect("history").len(), 2);
@@ -139,13 +159,21 @@ async fn a_commit_publishes_every_older_uncommitted_entry_in_id_order() {
         cid_ttl: Duration::from_secs(60),
         channel: "wsmesh:chat",
     };
-    let a = wsmesh_redis_wire::stage(&mut c, &keys, &chat("a")).await.expect("stage");
-    let b = wsmesh_redis_wire::stage(&mut c, &keys, &chat("b")).await.expect("stage");
+    let a = wsmesh_redis_wire::stage(&mut c, &keys, &chat("a"))
+        .await
+        .expect("stage");
+    let b = wsmesh_redis_wire::stage(&mut c, &keys, &chat("b"))
+        .await
+        .expect("stage");
     // b's commit arrives first (its WAIT returned first): a went before it
     // in the replication stream, so both are published, a first.
-    let n = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", &b.id, "wsmesh:chat").await.expect("commit");
+    let n = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", &b.id, "wsmesh:chat")
+        .await
+        .expect("commit");
     assert_eq!(n, Some(2));
-    let n = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", &a.id, "wsmesh:chat").await.expect("commit");
+    let n = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", &a.id, "wsmesh:chat")
+        .await
+        .expect("commit");
     assert_eq!(n, Some(0), "already published");
     let heard = published(&mut ps, Duration::from_millis(300)).await;
     let ids: Vec<&str> = heard.iter().map(|c| c.id.as_str()).collect();
@@ -186,12 +214,19 @@ async fn every_acked_send_survives_a_killed_master_with_its_cid_once() {
     }
     let new = cluster.wait_failover(&old, Duration::from_secs(30)).await;
     let stored = entries(cluster.node(&new), "lobby").await;
-    let by_cid: HashMap<&str, &str> = stored.iter().map(|(id, cid)| (cid.as_str(), id.as_str())).collect();
+    let by_cid: HashMap<&str, &str> = stored
+        .iter()
+        .map(|(id, cid)| (cid.as_str(), id.as_str()))
+        .collect();
     assert_eq!(by_cid.len(), stored.len(), "a cid stored twice: {stored:?}");
     let acked = acked.lock().expect("lock").clone();
     assert_eq!(acked.len(), 160);
     for (cid, id) in &acked {
-        assert_eq!(by_cid.get(cid.as_str()), Some(&id.as_str()), "acked {cid} as {id}, lost");
+        assert_eq!(
+            by_cid.get(cid.as_str()),
+            Some(&id.as_str()),
+            "acked {cid} as {id}, lost"
+        );
     }
     let ids: HashSet<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids.len(), stored.len());
@@ -248,7 +283,10 @@ async fn a_since_lost_with_the_master_still_resumes_into_the_new_masters_message
     }
     cluster.wait_failover(&old, Duration::from_secs(30)).await;
     let after = append_until_acked(&store, "lobby", "after").await;
-    assert!(after.parse::<StreamId>().expect("id") < lost, "the new master's ids sort below the lost one");
+    assert!(
+        after.parse::<StreamId>().expect("id") < lost,
+        "the new master's ids sort below the lost one"
+    );
 
     let mut replay = store.replay("lobby", lost).await.expect("replay");
     assert!(replay.truncated, "the client is told its position was not kept");
@@ -266,7 +304,10 @@ async fn ack_latencies(store: &Store, room: &str, sends: usize) -> Vec<Duration>
     for i in 0..sends {
         let cid = format!("{room}-{i}");
         let start = Instant::now();
-        store.append(room, "ana", "a message of a typical size", Some(&cid)).await.expect("acked");
+        store
+            .append(room, "ana", "a message of a typical size", Some(&cid))
+            .await
+            .expect("acked");
         took.push(start.elapsed());
     }
     took.sort();
