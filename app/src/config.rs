@@ -78,6 +78,39 @@ wsmesh_redis_wire::redis_table! {
         /// `unavailable`).
         #[serde(with = "humantime_serde")]
         pub command_timeout: Duration,
+        /// When a send is acked: once a replica holds it (`replicated`) or once
+        /// the master does (`local`). Unset means `replicated` with Sentinels
+        /// and `local` without (see `durability()`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub durability: Option<Durability>,
+        /// How long a replicated send waits for a replica (`WAIT`) before the
+        /// client gets `unavailable` and re-sends under the same cid.
+        #[serde(with = "humantime_serde")]
+        pub replica_ack_timeout: Duration,
+    }
+}
+
+/// What a send's ack promises about where the message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A replica holds it: the ack, the broadcast and every read wait for
+    /// `WAIT 1`, so a promoted replica has every message anyone saw.
+    Replicated,
+    /// The master holds it: acked, broadcast and readable at once; a master
+    /// lost with its disk takes its last writes along.
+    Local,
+}
+
+impl RedisConfig {
+    /// `durability`, or its default: `replicated` when Sentinels are
+    /// configured (there is a replica to promote), `local` otherwise.
+    pub fn durability(&self) -> Durability {
+        match (self.durability, self.sentinels.is_empty()) {
+            (Some(d), _) => d,
+            (None, false) => Durability::Replicated,
+            (None, true) => Durability::Local,
+        }
     }
 }
 
@@ -157,6 +190,8 @@ impl Default for RedisConfig {
             password_file: None,
             sentinel_password: None,
             sentinel_password_file: None,
+            durability: None,
+            replica_ack_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -257,7 +292,7 @@ impl Config {
     fn check(&self, src: &Source, url_in_file: bool) -> Result<(), ConfigError> {
         let l = &self.limits;
         let r = &self.redis;
-        let checks: [(bool, &str, &str); 16] = [
+        let checks: [(bool, &str, &str); 17] = [
             (self.instance.trim().is_empty(), "instance", "must not be empty"),
             (
                 !(l.capacity_threshold > 0.0 && l.capacity_threshold <= 1.0),
@@ -312,6 +347,11 @@ impl Config {
             (
                 r.command_timeout.is_zero(),
                 "redis.command_timeout",
+                "must be more than 0",
+            ),
+            (
+                r.replica_ack_timeout.is_zero(),
+                "redis.replica_ack_timeout",
                 "must be more than 0",
             ),
         ];
@@ -558,6 +598,27 @@ mod tests {
             (e.position, e.reason.as_str()),
             (Some((8, 1)), "sentinels \"x\" is not host:port")
         );
+    }
+
+    #[test]
+    fn durability_defaults_to_replicated_only_with_sentinels() {
+        let (c, _) = load_text(MINIMAL).expect("loads");
+        assert_eq!(c.redis.durability(), Durability::Local);
+        assert_eq!(c.redis.replica_ack_timeout, Duration::from_secs(2));
+        let sentinels =
+            format!("{MINIMAL}[redis]\nsentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"wsmesh\"\n");
+        let (c, _) = load_text(&sentinels).expect("loads");
+        assert_eq!(c.redis.durability(), Durability::Replicated);
+        let (c, _) = load_text(&format!("{sentinels}durability = \"local\"\n")).expect("loads");
+        assert_eq!(c.redis.durability(), Durability::Local);
+        let text =
+            format!("{MINIMAL}[redis]\ndurability = \"replicated\"\nreplica_ack_timeout = \"500ms\"\n");
+        let (c, _) = load_text(&text).expect("loads");
+        assert_eq!(c.redis.durability(), Durability::Replicated);
+        assert_eq!(c.redis.replica_ack_timeout, Duration::from_millis(500));
+        assert!(load_text(&format!("{MINIMAL}[redis]\ndurability = \"maybe\"\n")).is_err());
+        let e = load_text(&format!("{MINIMAL}[redis]\nreplica_ack_timeout = \"0s\"\n")).unwrap_err();
+        assert_eq!(e.reason, "replica_ack_timeout must be more than 0");
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! name, followed through failovers); every command is bounded by
 //! `command_timeout`, so a dead Redis turns into an `unavailable` error
 //! instead of a hung socket.
+//!
+//! With `redis.durability = "replicated"` a send is stored uncommitted on a
+//! second connection of its own, `WAIT`ed for until a replica holds it, and
+//! only then committed (published, readable, acked); see docs/failover.md,
+//! "Redis failover: what holds and why". WAIT blocks the connection it runs
+//! on, hence the second one: reads never queue behind a slow replica.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,7 +27,7 @@ use wsmesh_redis_wire::{Append, Keys};
 /// What an append answers, as the store script reports it.
 pub use wsmesh_redis_wire::{Appended, Outcome};
 
-use crate::config::RedisConfig;
+use crate::config::{Durability, RedisConfig};
 use crate::metrics::Metrics;
 
 /// Entries read per XRANGE call when replaying after `since`, and the most
@@ -40,6 +46,13 @@ pub enum StoreError {
     /// Redis answered something this code does not understand.
     #[error("unexpected redis reply: {0}")]
     Reply(String),
+    /// No replica acknowledged a replicated send within `replica_ack_timeout`.
+    #[error("no replica acknowledged the message within {0:?}")]
+    NotReplicated(Duration),
+    /// The master that stored a replicated send is gone and the one now in
+    /// use does not hold it; the client's re-send stores it again.
+    #[error("the message {0} is not on the redis master in use")]
+    NotOnMaster(String),
     /// The `[redis]` keys do not say where the master is.
     #[error("redis.{}", .0.reason)]
     Target(#[from] BadKey),
@@ -51,10 +64,11 @@ pub enum StoreError {
 /// (up to `stream_maxlen` × 4 KiB bodies) for one socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay {
-    /// The stream read, so each page needs no key building.
-    key: String,
     /// Put into each chat read: stream entries do not carry their room.
     room: String,
+    /// The id the replay reads after: `since`, or `0-0` when `since` is not
+    /// an id this room's stream ever reached (see `Store::replay`).
+    pub from: StreamId,
     /// Read after this id (exclusive).
     next: StreamId,
     /// Pages still allowed; the stream holds about `stream_maxlen` entries.
@@ -82,6 +96,9 @@ pub struct Session {
 pub struct Store {
     /// The master's connection, cloned per call (it multiplexes).
     conn: Master,
+    /// With replicated durability, the connection sends are stored and
+    /// `WAIT`ed on (WAIT holds up everything behind it on its connection).
+    writer: Option<Master>,
     /// Names of the keys and the channel, under the configured prefix.
     keys: Keys,
     /// `[redis]` settings: stream length, cid and session TTLs, command timeout.
@@ -115,17 +132,23 @@ impl Store {
     pub fn new(cfg: &RedisConfig, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
         // The config was checked: `url` and `sentinels` are not both set.
         let target = cfg.target(false)?;
-        let conn = Master::new(
-            target,
-            MasterOptions {
-                connect_timeout: cfg.command_timeout,
-                response_timeout: cfg.command_timeout,
-                backoff_base: Duration::from_millis(100),
-                backoff_cap: Duration::from_secs(1),
-            },
-        );
+        let options = MasterOptions {
+            connect_timeout: cfg.command_timeout,
+            response_timeout: cfg.command_timeout,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+        };
+        let writer = (cfg.durability() == Durability::Replicated).then(|| {
+            let options = MasterOptions {
+                response_timeout: cfg.command_timeout + cfg.replica_ack_timeout,
+                ..options
+            };
+            Master::new(target.clone(), options)
+        });
+        let conn = Master::new(target, options);
         Ok(Store {
             conn,
+            writer,
             keys: Keys::new(cfg.prefix.clone()),
             cfg: cfg.clone(),
             metrics,
@@ -134,12 +157,21 @@ impl Store {
 
     /// Runs one Redis call under the command timeout and records its latency.
     async fn timed<T>(&self, call: impl Future<Output = RedisResult<T>>) -> Result<T, StoreError> {
+        self.timed_within(self.cfg.command_timeout, call).await
+    }
+
+    /// `timed` with a bound of its own (a `WAIT` may take its timeout).
+    async fn timed_within<T>(
+        &self,
+        limit: Duration,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         let start = Instant::now();
-        let result = tokio::time::timeout(self.cfg.command_timeout, call).await;
+        let result = tokio::time::timeout(limit, call).await;
         self.metrics.redis_latency.observe(start.elapsed().as_secs_f64());
         match result {
             Ok(r) => Ok(r?),
-            Err(_) => Err(StoreError::Timeout(self.cfg.command_timeout)),
+            Err(_) => Err(StoreError::Timeout(limit)),
         }
     }
 
@@ -160,7 +192,12 @@ impl Store {
         Ok(start.elapsed())
     }
 
-    /// Stores and publishes a chat by the store script (`wsmesh_redis_wire::append`).
+    /// Stores and publishes a chat. `local`: by the store script alone
+    /// (`wsmesh_redis_wire::append`). `replicated`: stored uncommitted, then
+    /// `WAIT 1`, then committed; without a replica's acknowledgement within
+    /// `replica_ack_timeout` it is an error (the client re-sends under the
+    /// same cid, which commits the stored entry or stores it afresh on a new
+    /// master).
     pub async fn append(
         &self,
         room: &str,
@@ -168,7 +205,6 @@ impl Store {
         body: &str,
         cid: Option<&str>,
     ) -> Result<Appended, StoreError> {
-        let mut c = self.conn.clone();
         let channel = self.keys.channel();
         let chat = Append {
             room,
@@ -179,23 +215,47 @@ impl Store {
             cid_ttl: self.cfg.cid_ttl,
             channel: &channel,
         };
-        self.timed(wsmesh_redis_wire::append(&mut c, &self.keys, &chat))
-            .await
+        let Some(writer) = &self.writer else {
+            let mut c = self.conn.clone();
+            return self
+                .timed(wsmesh_redis_wire::append(&mut c, &self.keys, &chat))
+                .await;
+        };
+        let mut w = writer.clone();
+        let appended = self
+            .timed(wsmesh_redis_wire::stage(&mut w, &self.keys, &chat))
+            .await?;
+        let ack_timeout = self.cfg.replica_ack_timeout;
+        let replicas = self
+            .timed_within(
+                self.cfg.command_timeout + ack_timeout,
+                wsmesh_redis_wire::wait_for_replica(&mut w, ack_timeout),
+            )
+            .await?;
+        if replicas == 0 {
+            return Err(StoreError::NotReplicated(ack_timeout));
+        }
+        let mut c = self.conn.clone();
+        let committed = self
+            .timed(wsmesh_redis_wire::commit(
+                &mut c,
+                &self.keys,
+                room,
+                &appended.id,
+                &channel,
+            ))
+            .await?;
+        match committed {
+            Some(_) => Ok(appended),
+            None => Err(StoreError::NotOnMaster(appended.id)),
+        }
     }
 
     /// The last `limit` chats of a room, oldest first.
     pub async fn last(&self, room: &str, limit: usize) -> Result<Vec<Chat>, StoreError> {
         let mut c = self.conn.clone();
         let reply: StreamRangeReply = self
-            .timed(
-                redis::cmd("XREVRANGE")
-                    .arg(self.keys.stream(room))
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(limit)
-                    .query_async(&mut c),
-            )
+            .timed(wsmesh_redis_wire::newest(&mut c, &self.keys, room, limit))
             .await?;
         let mut chats = to_chats(room, reply);
         chats.reverse();
@@ -204,13 +264,18 @@ impl Store {
 
     /// Starts a replay of every retained chat after `since` (exclusive);
     /// whether entries after `since` were trimmed away is known at once.
+    ///
+    /// A `since` beyond every id the room's stream ever had cannot have come
+    /// from this store: its entry was lost with a master (or the client made
+    /// it up). Ids handed out from now on could sort below it, so the replay
+    /// starts at the oldest retained entry instead, marked `truncated`, and
+    /// the client deduplicates by id.
     pub async fn replay(&self, room: &str, since: StreamId) -> Result<Replay, StoreError> {
-        let key = self.keys.stream(room);
-        let truncated = self.trimmed_after(&key, since).await?;
+        let (from, truncated) = self.resume_point(&self.keys.stream(room), since).await?;
         Ok(Replay {
-            key,
             room: room.to_string(),
-            next: since,
+            from,
+            next: from,
             pages_left: self.cfg.stream_maxlen as usize / PAGE + 4,
             done: false,
             truncated,
@@ -225,7 +290,13 @@ impl Store {
         }
         let mut c = self.conn.clone();
         let reply: StreamRangeReply = self
-            .timed(wsmesh_redis_wire::range_after(&replay.key, replay.next, PAGE).query_async(&mut c))
+            .timed(wsmesh_redis_wire::range_after(
+                &mut c,
+                &self.keys,
+                &replay.room,
+                replay.next,
+                PAGE,
+            ))
             .await?;
         let page = to_chats(&replay.room, reply);
         replay.pages_left -= 1;
@@ -236,16 +307,19 @@ impl Store {
         Ok((!page.is_empty()).then_some(page))
     }
 
-    /// Whether entries after `since` may have been trimmed away: entries were
-    /// removed and `since` is older than the first one retained (or older than
-    /// the newest deleted one). XINFO STREAM fields of Redis 7+.
-    async fn trimmed_after(&self, key: &str, since: StreamId) -> Result<bool, StoreError> {
+    /// Where a replay after `since` starts, and whether it is `truncated`:
+    /// entries after `since` may have been trimmed away (entries were removed
+    /// and `since` is older than the first one retained, or older than the
+    /// newest deleted one), or `since` lies beyond the stream's last
+    /// generated id and the replay starts at `0-0`. XINFO STREAM fields of
+    /// Redis 7+.
+    async fn resume_point(&self, key: &str, since: StreamId) -> Result<(StreamId, bool), StoreError> {
         let mut c = self.conn.clone();
         let exists: bool = self
             .timed(redis::cmd("EXISTS").arg(key).query_async(&mut c))
             .await?;
         if !exists {
-            return Ok(false);
+            return Ok((StreamId::ZERO, false));
         }
         let info: HashMap<String, redis::Value> = self
             .timed(redis::cmd("XINFO").arg("STREAM").arg(key).query_async(&mut c))
@@ -259,11 +333,14 @@ impl Store {
                 .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
                 .and_then(|s| s.parse::<StreamId>().ok())
         };
+        if id("last-generated-id").is_some_and(|last| since > last) {
+            return Ok((StreamId::ZERO, true));
+        }
         let removed =
             matches!((int("entries-added"), int("length")), (Some(added), Some(len)) if added > len);
         let before_first = id("recorded-first-entry-id").is_some_and(|first| since < first);
         let before_deleted = id("max-deleted-entry-id").is_some_and(|deleted| since < deleted);
-        Ok(removed && before_first || before_deleted)
+        Ok((since, removed && before_first || before_deleted))
     }
 
     /// The session for `token`, refreshed; a new one when the token is

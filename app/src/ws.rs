@@ -95,10 +95,11 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
             Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
         },
     };
+    // A replay may start before `since` (a `since` this store never reached).
     let mut covered = chats
         .last()
         .and_then(Chat::stream_id)
-        .unwrap_or(connect.since.unwrap_or(StreamId::ZERO));
+        .unwrap_or(rest.as_ref().map_or(StreamId::ZERO, |r| r.from));
     shared.hub.replayed_to(&connect.room, membership.id, covered);
     let replayed = chats.len() as u64;
     let history = ServerFrame::History {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use app::config::RedisConfig;
+use app::config::{Durability, RedisConfig};
 use app::metrics::Metrics;
 use app::store::{Outcome, Store};
 use wsmesh_testkit::sentinel::{SentinelCluster, MASTER_NAME};
@@ -25,10 +25,14 @@ async fn append(store: &Store, body: &str) -> (String, Outcome) {
 #[tokio::test]
 async fn an_append_after_the_master_is_killed_lands_on_the_promoted_replica() {
     let mut cluster = SentinelCluster::start().await;
+    // The promoted replica has no replica of its own here, so only local
+    // durability can take writes after the kill (tests/durability.rs covers
+    // replicated durability with two replicas).
     let cfg = RedisConfig {
         sentinels: cluster.sentinel_addrs(),
         master_name: Some(MASTER_NAME.into()),
         command_timeout: Duration::from_secs(1),
+        durability: Some(Durability::Local),
         ..RedisConfig::default()
     };
     let store = Store::new(&cfg, Arc::new(Metrics::default())).expect("store");

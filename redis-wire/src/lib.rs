@@ -1,6 +1,7 @@
 //! The Redis contract between the app, which writes chats, and the
-//! subscriber, which reads them: the key and channel names, the one script
-//! that stores and publishes a chat, the stream read after an id, and how a
+//! subscriber, which reads them: the key and channel names, the scripts
+//! that store and commit (publish) a chat, the reads that stop at the commit
+//! mark, and how a
 //! stream entry or a published payload becomes a `Chat`. Both binaries and
 //! every test that writes or reads chats go through here, so the two sides
 //! cannot drift apart. `target` and `master` know where the master is
@@ -17,7 +18,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use redis::streams::StreamId as StreamEntry;
+use redis::streams::{StreamId as StreamEntry, StreamRangeReply};
 use redis::{RedisResult, Script};
 use wsmesh_common::chat::{is_valid_room, Chat};
 use wsmesh_common::stream_id::StreamId;
@@ -48,6 +49,11 @@ impl Keys {
     pub fn session(&self, token: &str) -> String {
         format!("{}session:{}", self.prefix, token)
     }
+    /// The room's commit mark: the newest id known to be on a replica (or,
+    /// with local durability, stored). Published chats and reads stop there.
+    pub fn committed(&self, room: &str) -> String {
+        format!("{}committed:{}", self.prefix, room)
+    }
     /// Set of every room that ever had a message.
     pub fn rooms(&self) -> String {
         format!("{}rooms", self.prefix)
@@ -63,16 +69,71 @@ impl Keys {
     }
 }
 
-/// Store and publish atomically: a known cid returns its first id and does
-/// nothing else; otherwise XADD, remember the cid, note the room, PUBLISH the
-/// chat JSON (with `ts` spliced in as an integer, since cjson would print a
-/// float). Nothing is published that was not stored, in id order. An empty
-/// cid (ARGV[4]) means none: no `cid` field is written and nothing is remembered.
-const APPEND_SCRIPT: &str = r#"
+/// The commit step, shared by the store and commit scripts: publishes, in id
+/// order, every entry of the room's stream after its commit mark up to `id`,
+/// then moves the mark to `id`. Each chat is published once (the mark only
+/// grows) and never before the caller knows a replica holds it, so a wake-up
+/// on the channel only ever names something a failover cannot take back.
+/// A missing mark publishes just `id` (a stream from before marks existed).
+/// An `id` this node does not hold (the master that stored it died before a
+/// replica had it) is refused with -1: the mark never passes an entry that
+/// is not there, so it never sorts above ids this master hands out.
+/// The chat JSON gets `ts` spliced in as an integer, since cjson would print
+/// a float.
+const COMMIT_LUA: &str = r#"
+local function id_parts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function id_after(a, b)
+  local am, as = id_parts(a)
+  local bm, bs = id_parts(b)
+  return am > bm or (am == bm and as > bs)
+end
+local function commit(stream, mark, id, channel, room)
+  local top = redis.call('GET', mark)
+  if top and not id_after(id, top) then return 0 end
+  if #redis.call('XRANGE', stream, id, id) == 0 then return -1 end
+  local from = id
+  if top then from = '(' .. top end
+  local entries = redis.call('XRANGE', stream, from, id)
+  for _, entry in ipairs(entries) do
+    local chat = {id = entry[1], room = room}
+    local f = entry[2]
+    for i = 1, #f, 2 do
+      if f[i] == 'nick' or f[i] == 'body' or (f[i] == 'cid' and f[i + 1] ~= '') then
+        chat[f[i]] = f[i + 1]
+      end
+    end
+    local ms = string.match(entry[1], '^(%d+)-')
+    redis.call('PUBLISH', channel, '{"ts":' .. ms .. ',' .. string.sub(cjson.encode(chat), 2))
+  end
+  redis.call('SET', mark, id)
+  return #entries
+end
+"#;
+
+/// Store, atomically: a known cid returns its first id and does nothing
+/// else; otherwise XADD (Redis makes the id sort above every id the stream
+/// ever had), remember the cid, note the room. With ARGV[8] = `1` the chat is
+/// committed (published) in the same script; with `0` it stays behind the
+/// commit mark, unseen by readers and unpublished, until `commit` runs for
+/// it. The entry and its cid key are written by one script, so they reach a
+/// replica together or not at all. An empty cid (ARGV[4]) means none: no
+/// `cid` field is written and nothing is remembered. A new stream starts
+/// with its mark at `0-0`; one written before commit marks existed gets its
+/// mark set to its newest entry first.
+const STORE_LUA: &str = r#"
 local has_cid = ARGV[4] ~= ''
 if has_cid then
   local existing = redis.call('GET', KEYS[2])
   if existing then return {existing, 0} end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[4], '0-0')
+elseif redis.call('EXISTS', KEYS[4]) == 0 then
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  redis.call('SET', KEYS[4], newest[1] and newest[1][1] or '0-0')
 end
 local fields = {'nick', ARGV[2], 'body', ARGV[3]}
 if has_cid then
@@ -84,15 +145,31 @@ if has_cid then
   redis.call('SET', KEYS[2], id, 'EX', ARGV[5], 'NX')
 end
 redis.call('SADD', KEYS[3], ARGV[6])
-local chat = {id = id, room = ARGV[6], nick = ARGV[2], body = ARGV[3]}
-if has_cid then chat['cid'] = ARGV[4] end
-local ms = string.match(id, '^(%d+)-')
-redis.call('PUBLISH', ARGV[7], '{"ts":' .. ms .. ',' .. string.sub(cjson.encode(chat), 2))
+if ARGV[8] == '1' then commit(KEYS[1], KEYS[4], id, ARGV[7], ARGV[6]) end
 return {id, 1}
 "#;
 
-/// The script, hashed once; sent by EVALSHA and loaded on demand.
-static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND_SCRIPT));
+/// Commit one stored chat (and any older uncommitted ones): see `COMMIT_LUA`.
+const COMMIT_ONE_LUA: &str = r#"
+return commit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+"#;
+
+/// A read that stops at the commit mark, so it never serves an entry a
+/// failover could still take back: ARGV[1] `after` is `XRANGE (ARGV[2]
+/// mark COUNT ARGV[3]`, `last` is `XREVRANGE mark - COUNT ARGV[3]`. Without
+/// a mark (a stream from before marks existed) the read is unbounded.
+const READ_LUA: &str = r#"#!lua flags=no-writes
+local top = redis.call('GET', KEYS[2]) or '+'
+if ARGV[1] == 'after' then
+  return redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], top, 'COUNT', ARGV[3])
+end
+return redis.call('XREVRANGE', KEYS[1], top, '-', 'COUNT', ARGV[3])
+"#;
+
+/// The scripts, hashed once; sent by EVALSHA and loaded on demand.
+static STORE: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{COMMIT_LUA}{STORE_LUA}")));
+static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{COMMIT_LUA}{COMMIT_ONE_LUA}")));
+static READ: LazyLock<Script> = LazyLock::new(|| Script::new(READ_LUA));
 
 /// One chat to store and publish (see `append`).
 #[derive(Debug, Clone, Copy)]
@@ -117,9 +194,9 @@ pub struct Append<'a> {
 /// Whether an append stored something new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Stored and published now.
+    /// Stored now.
     Stored,
-    /// The cid was already known; nothing was stored or published.
+    /// The cid was already known; nothing was stored.
     Duplicate,
 }
 
@@ -132,14 +209,41 @@ pub struct Appended {
     pub outcome: Outcome,
 }
 
-/// Stores a chat in its room's stream and publishes it, atomically, by the
-/// one store script (see `APPEND_SCRIPT`).
+/// Stores a chat in its room's stream and commits (publishes) it at once,
+/// by the one store script (see `STORE_LUA`): visible as soon as the master
+/// has it (`redis.durability = "local"`).
 pub async fn append(conn: &mut impl ConnectionLike, keys: &Keys, chat: &Append<'_>) -> RedisResult<Appended> {
+    store(conn, keys, chat, Commit::Now).await
+}
+
+/// Stores a chat without committing it: nobody reads or hears of it until
+/// `commit` runs for its id, which the caller does once a replica holds it
+/// (`redis.durability = "replicated"`).
+pub async fn stage(conn: &mut impl ConnectionLike, keys: &Keys, chat: &Append<'_>) -> RedisResult<Appended> {
+    store(conn, keys, chat, Commit::Later).await
+}
+
+/// When the store script makes a chat visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// In the store script itself.
+    Now,
+    /// Only when `commit` runs for it.
+    Later,
+}
+
+async fn store(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    chat: &Append<'_>,
+    commit: Commit,
+) -> RedisResult<Appended> {
     let cid = chat.cid.unwrap_or("");
-    let (id, new): (String, i64) = APPEND
+    let (id, new): (String, i64) = STORE
         .key(keys.stream(chat.room))
         .key(keys.cid(chat.room, cid))
         .key(keys.rooms())
+        .key(keys.committed(chat.room))
         .arg(chat.stream_maxlen)
         .arg(chat.nick)
         .arg(chat.body)
@@ -147,6 +251,7 @@ pub async fn append(conn: &mut impl ConnectionLike, keys: &Keys, chat: &Append<'
         .arg(chat.cid_ttl.as_secs().max(1))
         .arg(chat.room)
         .arg(chat.channel)
+        .arg(u8::from(commit == Commit::Now))
         .invoke_async(conn)
         .await?;
     let outcome = if new == 1 {
@@ -157,16 +262,72 @@ pub async fn append(conn: &mut impl ConnectionLike, keys: &Keys, chat: &Append<'
     Ok(Appended { id, outcome })
 }
 
-/// `XRANGE` of the stream `key` after `after` (exclusive), at most `count`
-/// entries: one page of a replay or a gap fill.
-pub fn range_after(key: &str, after: StreamId, count: usize) -> redis::Cmd {
-    let mut cmd = redis::cmd("XRANGE");
-    cmd.arg(key)
-        .arg(format!("({after}"))
-        .arg("+")
-        .arg("COUNT")
-        .arg(count);
-    cmd
+/// Commits `id` in `room` (see `COMMIT_LUA`): publishes on `channel` every
+/// chat up to `id` not yet published, in id order, and returns how many;
+/// `None` when this master does not hold `id`. Call it only once a replica
+/// holds `id`.
+pub async fn commit(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    room: &str,
+    id: &str,
+    channel: &str,
+) -> RedisResult<Option<u64>> {
+    let published: i64 = COMMIT
+        .key(keys.stream(room))
+        .key(keys.committed(room))
+        .arg(id)
+        .arg(channel)
+        .arg(room)
+        .invoke_async(conn)
+        .await?;
+    Ok(u64::try_from(published).ok())
+}
+
+/// `WAIT 1 <timeout>`: how many replicas (0 or 1; WAIT returns as soon as
+/// one has) acknowledged every write this connection made so far. WAIT
+/// blocks the whole connection while it waits, so run it on a connection of
+/// its own.
+pub async fn wait_for_replica(conn: &mut impl ConnectionLike, timeout: Duration) -> RedisResult<u64> {
+    redis::cmd("WAIT")
+        .arg(1)
+        .arg(timeout.as_millis().max(1) as u64)
+        .query_async(conn)
+        .await
+}
+
+/// The committed entries of `room`'s stream after `after` (exclusive), at
+/// most `count`: one page of a replay or a gap fill.
+pub async fn range_after(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    room: &str,
+    after: StreamId,
+    count: usize,
+) -> RedisResult<StreamRangeReply> {
+    READ.key(keys.stream(room))
+        .key(keys.committed(room))
+        .arg("after")
+        .arg(after.to_string())
+        .arg(count)
+        .invoke_async(conn)
+        .await
+}
+
+/// The newest `count` committed entries of `room`'s stream, newest first.
+pub async fn newest(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    room: &str,
+    count: usize,
+) -> RedisResult<StreamRangeReply> {
+    READ.key(keys.stream(room))
+        .key(keys.committed(room))
+        .arg("last")
+        .arg("")
+        .arg(count)
+        .invoke_async(conn)
+        .await
 }
 
 /// Why a stream entry is not a chat.
@@ -238,6 +399,7 @@ mod tests {
         for key in [
             k.stream("lobby"),
             k.cid("lobby", "c"),
+            k.committed("lobby"),
             k.session("t"),
             k.rooms(),
             k.presence("lobby"),

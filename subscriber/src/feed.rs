@@ -159,12 +159,10 @@ impl GapFill {
         mut after: StreamId,
         filled: &mut Filled,
     ) -> Result<u64, FillError> {
-        let key = self.keys.stream(room);
         let mut count = 0u64;
         loop {
-            let page: StreamRangeReply = wsmesh_redis_wire::range_after(&key, after, self.page)
-                .query_async(conn)
-                .await?;
+            let page: StreamRangeReply =
+                wsmesh_redis_wire::range_after(conn, &self.keys, room, after, self.page).await?;
             let read = page.ids.len();
             for entry in &page.ids {
                 let Ok(id) = entry.id.parse::<StreamId>() else {

@@ -1,9 +1,9 @@
 //! Redis nodes and a Sentinel-watched pair for tests, on free loopback
 //! ports: `Node` is one `redis-server` (or `redis-sentinel`) that can be
 //! killed, frozen (SIGSTOP) and thawed; `SentinelCluster` is a master, one
-//! replica and three Sentinels monitoring them as `wsmesh`, with a short
-//! `down-after-milliseconds` so a failover takes a few seconds. Each node is
-//! a [`Process`], so it is killed however a test ends.
+//! replica (or more) and three Sentinels monitoring them as `wsmesh`, with a
+//! short `down-after-milliseconds` so a failover takes a few seconds. Each
+//! node is a [`Process`], so it is killed however a test ends.
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -105,12 +105,19 @@ impl Node {
     }
 }
 
-/// A master, one replica and three Sentinels, ready for a failover.
+/// What `min-replicas-to-write 1` / `min-replicas-max-lag 10` make of every
+/// data node, as the shipped configs set them.
+pub const MIN_REPLICAS: &[&str] = &["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"];
+
+/// A master, one or more replicas and three Sentinels, ready for a failover.
 pub struct SentinelCluster {
     /// The first master.
     pub master: Node,
     /// Its replica, promoted when the master dies.
     pub replica: Node,
+    /// Further replicas (`start_with`): with one, a promoted replica still
+    /// has a replica to acknowledge replicated writes.
+    pub more_replicas: Vec<Node>,
     /// Three Sentinels, quorum 2.
     pub sentinels: Vec<Node>,
     /// Configs and logs; removed last.
@@ -121,16 +128,28 @@ impl SentinelCluster {
     /// Starts everything and waits until every Sentinel knows the replica
     /// and the other two Sentinels (before that a failover cannot happen).
     pub async fn start() -> SentinelCluster {
+        SentinelCluster::start_with(1, &[]).await
+    }
+
+    /// Like `start`, with `replicas` replicas (at least one) and every data
+    /// node started with `server_args` too (e.g. `MIN_REPLICAS`).
+    pub async fn start_with(replicas: usize, server_args: &[&str]) -> SentinelCluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let master = Node::server(dir.path(), &[]);
-        let replica = Node::server(
-            dir.path(),
-            &["--replicaof", "127.0.0.1", &master.port.to_string()],
-        );
+        let master = Node::server(dir.path(), server_args);
+        let master_port = master.port.to_string();
+        let replica_args: Vec<&str> = ["--replicaof", "127.0.0.1", master_port.as_str()]
+            .into_iter()
+            .chain(server_args.iter().copied())
+            .collect();
+        let mut all: Vec<Node> = (0..replicas.max(1))
+            .map(|_| Node::server(dir.path(), &replica_args))
+            .collect();
+        let replica = all.remove(0);
         let sentinels: Vec<Node> = (0..3).map(|_| Node::sentinel(dir.path(), master.port)).collect();
         let cluster = SentinelCluster {
             master,
             replica,
+            more_replicas: all,
             sentinels,
             _dir: dir,
         };
@@ -141,7 +160,11 @@ impl SentinelCluster {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let mut ready = sync_done(&self.replica).await;
+            let mut ready = true;
+            for replica in self.replicas() {
+                ready &= sync_done(replica).await;
+            }
+            let replicas = (1 + self.more_replicas.len()).to_string();
             for s in &self.sentinels {
                 let info = sentinel_master_info(s).await;
                 let field = |k: &str| {
@@ -150,7 +173,7 @@ impl SentinelCluster {
                         .and_then(|i| info.get(i + 1))
                         .cloned()
                 };
-                ready &= field("num-slaves").is_some_and(|n| n != "0")
+                ready &= field("num-slaves").as_deref() == Some(replicas.as_str())
                     && field("num-other-sentinels").as_deref() == Some("2");
             }
             if ready {
@@ -159,6 +182,24 @@ impl SentinelCluster {
             assert!(Instant::now() < deadline, "sentinels did not settle");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Every replica the cluster started with.
+    pub fn replicas(&self) -> impl Iterator<Item = &Node> {
+        std::iter::once(&self.replica).chain(&self.more_replicas)
+    }
+
+    /// Every replica, to freeze or kill.
+    pub fn replicas_mut(&mut self) -> impl Iterator<Item = &mut Node> {
+        std::iter::once(&mut self.replica).chain(&mut self.more_replicas)
+    }
+
+    /// The data node (master or replica) at `host:port`.
+    pub fn node(&self, addr: &str) -> &Node {
+        std::iter::once(&self.master)
+            .chain(self.replicas())
+            .find(|n| n.addr() == addr)
+            .unwrap_or_else(|| panic!("no node at {addr}"))
     }
 
     /// `host:port` of every Sentinel, for `redis.sentinels`.
