@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES_TEST := redis-server redis-sentinel ruby iproute2 openssl curl systemd
+APT_PACKAGES_TEST := redis-server redis-sentinel ruby iproute2 openssl curl systemd keepalived jq
 
 .PHONY: up test release deps certs lint bench help
 

@@ -2,8 +2,9 @@
 # Static checks of the 4-host lab and of every committed config, run by
 # `make test` after the binaries are built (so it uses the real parsers):
 #   1. `ruby -c Vagrantfile` (installs ruby with apt when missing, as root)
-#   2. bash -n on the provisioning scripts
-#   3. `systemd-analyze verify` on the units in deploy/systemd/. The units
+#   2. bash -n on the provisioning and keepalived scripts
+#   3. `systemd-analyze verify` on the units in deploy/systemd/, and on
+#      Debian's keepalived.service with the drop-in of the lb pair. The units
 #      name /usr/local/bin/{lb,app,subscriber} as on the VMs; verify needs
 #      those to exist, so it checks copies whose ExecStart/ExecStartPre point
 #      at the binaries built in $WSMESH_BIN_DIR (default target/debug) and
@@ -19,6 +20,12 @@
 #      configs/vagrant/hosts.env, and each app listens on its own host's.
 #   6. As root: deploy/provision-test.sh runs the provisioning scripts for
 #      real in a throwaway network + mount namespace and checks the result.
+#   7. The lb pair (deploy/keepalived/): `keepalived --config-test` on the
+#      config rendered for lb1 and for lb2 (and on a broken one, which must
+#      fail), their addresses against hosts.env, and check-lb.sh run against
+#      a small HTTP server on loopback that plays the lb's admin API:
+#      healthy, 503, no server up, wrong token, nothing listening.
+#      Installs keepalived and jq with apt when missing, as for ruby.
 # Ends with "N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
 
@@ -32,15 +39,22 @@ bad() { echo "FAIL $*"; failed=$((failed + 1)); }
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-# 1. Vagrantfile syntax.
-if ! command -v ruby >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "installing ruby (for ruby -c Vagrantfile)"
-    { apt-get install -y -qq ruby || { apt-get update -qq && apt-get install -y -qq ruby; }; } >/dev/null 2>&1
-  elif command -v sudo >/dev/null 2>&1; then
-    { sudo apt-get install -y -qq ruby || { sudo apt-get update -qq && sudo apt-get install -y -qq ruby; }; } >/dev/null 2>&1
+# Installs the Debian package PACKAGE when COMMAND is missing: as root, or
+# through sudo; quietly does nothing otherwise (the check then says what is
+# missing).
+ensure_command() { # COMMAND PACKAGE WHAT-FOR
+  command -v "$1" >/dev/null 2>&1 && return 0
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || return 0
+    sudo=(sudo)
   fi
-fi
+  echo "installing $2 (for $3)"
+  { "${sudo[@]}" apt-get install -y -qq "$2" || { "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq "$2"; }; } >/dev/null 2>&1
+}
+
+# 1. Vagrantfile syntax.
+ensure_command ruby ruby "ruby -c Vagrantfile"
 if ! command -v ruby >/dev/null 2>&1; then
   bad "ruby -c Vagrantfile: ruby is missing and could not be installed (apt-get install -y ruby)"
 elif out="$(ruby -c Vagrantfile 2>&1)"; then
@@ -70,7 +84,7 @@ if command -v ruby >/dev/null 2>&1; then
 fi
 
 # 2. Provisioning scripts parse.
-for s in deploy/provision/*.sh deploy/check.sh deploy/provision-test.sh; do
+for s in deploy/provision/*.sh deploy/keepalived/*.sh deploy/check.sh deploy/provision-test.sh; do
   if out="$(bash -n "$s" 2>&1)"; then ok "bash -n $s"; else bad "bash -n $s: $out"; fi
 done
 
@@ -93,6 +107,24 @@ else
     rc=$?
     if [ $rc = 0 ] && [ -z "$out" ]; then ok "systemd-analyze verify $name"; else bad "systemd-analyze verify $name: $out"; fi
   done
+  # The lb pair's drop-in, on Debian's keepalived.service (verify reads the
+  # drop-in directory next to the unit it is given).
+  ensure_command keepalived keepalived "keepalived --config-test"
+  debian_unit=/lib/systemd/system/keepalived.service
+  if [ ! -f "$debian_unit" ]; then
+    bad "systemd-analyze verify keepalived.service + deploy/systemd/keepalived.service.d/: no $debian_unit (apt-get install -y keepalived)"
+  else
+    mkdir -p "$tmp/kaunit"
+    cp "$debian_unit" "$tmp/kaunit/"
+    cp -r deploy/systemd/keepalived.service.d "$tmp/kaunit/"
+    out="$(systemd-analyze verify "$tmp/kaunit/keepalived.service" 2>&1)"
+    rc=$?
+    if [ $rc = 0 ] && [ -z "$out" ]; then
+      ok "systemd-analyze verify keepalived.service with deploy/systemd/keepalived.service.d/wsmesh.conf"
+    else
+      bad "systemd-analyze verify keepalived.service with deploy/systemd/keepalived.service.d/: $out"
+    fi
+  fi
 fi
 
 # 4. check-config on every config.
@@ -150,7 +182,7 @@ for f in configs/*/*.toml; do
 done
 
 # 5. Addresses of configs/vagrant/ against hosts.env.
-hosts=" $HOST_CLIENT $HOST_LB $HOST_APP1 $HOST_APP2 $HOST_REDIS "
+hosts=" $HOST_CLIENT $HOST_LB $HOST_LB2 $HOST_VIP $HOST_APP1 $HOST_APP2 $HOST_REDIS "
 net_re="${LAB_NET//./\\.}\.[0-9]+"
 for f in configs/vagrant/*.toml configs/vagrant/*.conf; do
   unknown=""
@@ -177,6 +209,102 @@ elif out="$(bash deploy/provision-test.sh "$BIN_DIR" 2>&1)"; then
 else
   echo "$out" | tail -n 40
   bad "deploy/provision-test.sh"
+fi
+
+# 7. The lb pair: keepalived configs and the check script.
+ensure_command keepalived keepalived "keepalived --config-test"
+ensure_command jq jq "deploy/keepalived/check-lb.sh"
+# The config names a real interface (keepalived checks it exists): here the
+# one of the default route, else the first one that is not loopback.
+iface="$(ip -o route show default 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }')"
+[ -n "$iface" ] || iface="$(ip -o link show 2>/dev/null | awk -F': ' '$2 != "lo" { sub(/@.*/, "", $2); print $2; exit }')"
+if ! command -v keepalived >/dev/null 2>&1; then
+  bad "keepalived is missing and could not be installed (apt-get install -y keepalived)"
+elif [ -z "$iface" ]; then
+  bad "keepalived --config-test: no network interface but lo to name in the config"
+else
+  for n in 1 2; do
+    conf="$tmp/keepalived-lb$n.conf"
+    if ! out="$(bash deploy/keepalived/render.sh "lb$n" configs/vagrant/hosts.env "$iface" "" "$ROOT/deploy/keepalived/check-lb.sh" 2>&1 > "$conf")"; then
+      bad "deploy/keepalived/render.sh lb$n: $out"
+      continue
+    fi
+    if out="$(bash deploy/keepalived/config-test.sh "$conf")"; then
+      ok "keepalived --config-test on the config rendered for lb$n"
+    else
+      bad "$out"
+    fi
+    if [ "$n" = 1 ]; then self="$HOST_LB" peer="$HOST_LB2" prio=150; else self="$HOST_LB2" peer="$HOST_LB" prio=100; fi
+    want="$(printf '%s\n' "state BACKUP" "nopreempt" "priority $prio" "unicast_src_ip $LAB_NET.$self" "$LAB_NET.$peer" "$LAB_NET.$HOST_VIP/24 dev $iface")"
+    got="$(grep -oE "unicast_src_ip [0-9.]+|^ +$LAB_NET\.[0-9]+\$|[0-9.]+/24 dev [^ ]+|priority [0-9]+|^ *nopreempt|state [A-Z]+" "$conf" | sed 's/^ *//')"
+    if [ "$got" = "$want" ]; then
+      ok "keepalived config of lb$n: itself $LAB_NET.$self, peer $LAB_NET.$peer, VIP $LAB_NET.$HOST_VIP, priority $prio, BACKUP + nopreempt"
+    else
+      bad "keepalived config of lb$n: got [$got], want [$want]"
+    fi
+  done
+  # A broken config must fail the same test (the pass above is not vacuous).
+  sed 's/^\( *\)priority /\1priorty /' "$tmp/keepalived-lb1.conf" > "$tmp/keepalived-broken.conf"
+  if bash deploy/keepalived/config-test.sh "$tmp/keepalived-broken.conf" >/dev/null; then
+    bad "keepalived --config-test passes a config with a misspelt keyword"
+  else
+    ok "keepalived --config-test fails a config with a misspelt keyword"
+  fi
+fi
+
+# check-lb.sh against a stand-in for the lb's admin API on loopback; the
+# answer is read from $tmp/admin-mode at each request.
+if ! command -v jq >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1; then
+  bad "check-lb.sh: jq or python3 is missing (apt-get install -y jq python3)"
+else
+  cat > "$tmp/admin.py" <<'PY'
+import http.server, json, sys
+mode_file = sys.argv[1]
+def servers(*states):
+    return json.dumps({"backends": [{"name": "apps", "servers": [
+        {"name": f"app{i + 1}", "state": s} for i, s in enumerate(states)]}]}).encode()
+class Admin(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        mode = open(mode_file).read().strip()
+        status, body = 200, servers("down", "up")
+        if self.path != "/api/backends":
+            status, body = 404, b'{"error":"not found"}'
+        elif mode == "503":
+            status, body = 503, b'{"error":"unavailable"}'
+        elif mode == "all-down":
+            body = servers("down", "maint")
+        elif mode == "token" and self.headers.get("Authorization") != "Bearer check-admin-token":
+            status, body = 401, b'{"error":"missing or wrong bearer token"}'
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Admin)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+PY
+  echo healthy > "$tmp/admin-mode"
+  echo check-admin-token > "$tmp/admin-token"
+  python3 "$tmp/admin.py" "$tmp/admin-mode" > "$tmp/admin-port" 2>&1 &
+  admin_pid=$!
+  for _ in $(seq 1 50); do [ -s "$tmp/admin-port" ] && break; sleep 0.1; done
+  port="$(head -n 1 "$tmp/admin-port")"
+  check_lb() { # EXPECT(pass|fail) MODE DESCRIPTION [TOKEN_FILE]
+    local want="$1" mode="$2" what="$3" got=fail
+    echo "$mode" > "$tmp/admin-mode"
+    if bash deploy/keepalived/check-lb.sh "127.0.0.1:$port" "${4:-}" >/dev/null 2>&1; then got=pass; fi
+    if [ "$got" = "$want" ]; then ok "check-lb.sh: $what"; else bad "check-lb.sh: $what (it answered $got)"; fi
+  }
+  check_lb pass healthy "healthy when the admin API lists a server up"
+  check_lb fail 503 "unhealthy when the admin API answers 503"
+  check_lb fail all-down "unhealthy when no server is up"
+  check_lb pass token "healthy with the admin token from its file" "$tmp/admin-token"
+  check_lb fail token "unhealthy without the admin token the lb wants"
+  kill "$admin_pid" 2>/dev/null
+  wait "$admin_pid" 2>/dev/null
+  check_lb fail healthy "unhealthy when nothing listens"
 fi
 
 echo "deploy/check.sh: $passed passed, $failed failed"

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # wsmesh 4-host lab — the lab CA and the lb's server certificate, made once
-# per lab (deploy/provision/lb.sh on the lb VM; `lab netns` runs this same
+# per lb host (deploy/provision/lb.sh on the lb VM; `lab netns` runs this same
 # script). Files, as `lb gen-cert` names them:
 #   dev-ca.pem (trust this one), dev-ca.key, server.pem (leaf + CA), server.key
-# The certificate must be valid for the lb's address: `lb gen-cert --host`
-# adds it when the lb has that option; otherwise openssl makes the same
-# four files.
-# Usage: certs.sh DIR LB_ADDRESS   (LB_BIN: the lb binary, default /usr/local/bin/lb)
+# The certificate must be valid for the addresses clients use: the lb's own,
+# and the virtual IP on an lb pair. `lb gen-cert --host` adds them when the
+# lb has that option; otherwise openssl makes the same four files.
+# Usage: certs.sh DIR ADDRESS...   (LB_BIN: the lb binary, default /usr/local/bin/lb)
 set -euo pipefail
-dir="${1:?usage: certs.sh DIR LB_ADDRESS}"
-addr="${2:?usage: certs.sh DIR LB_ADDRESS}"
+dir="${1:?usage: certs.sh DIR ADDRESS...}"
+: "${2:?usage: certs.sh DIR ADDRESS...}"
+shift
+addrs=("$@")
 lb="${LB_BIN:-/usr/local/bin/lb}"
 mkdir -p "$dir"
 if [ -s "$dir/server.pem" ] && [ -s "$dir/server.key" ] && [ -s "$dir/dev-ca.pem" ]; then
@@ -17,10 +19,12 @@ if [ -s "$dir/server.pem" ] && [ -s "$dir/server.key" ] && [ -s "$dir/dev-ca.pem
   exit 0
 fi
 if "$lb" gen-cert --help 2>/dev/null | grep -q -- "--host"; then
-  "$lb" gen-cert --dir "$dir" --host "$addr" --force
+  hosts=()
+  for a in "${addrs[@]}"; do hosts+=(--host "$a"); done
+  "$lb" gen-cert --dir "$dir" "${hosts[@]}" --force
   exit 0
 fi
-echo "certs.sh: $lb gen-cert cannot add $addr; using openssl"
+echo "certs.sh: $lb gen-cert cannot add ${addrs[*]}; using openssl"
 umask 077
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -32,7 +36,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
   -keyout "$dir/server.key" -out "$tmp/server.csr" -subj "/CN=wsmesh lab lb" 2>/dev/null
 printf '%s\n' \
-  "subjectAltName=IP:$addr,DNS:localhost,IP:127.0.0.1" \
+  "subjectAltName=$(printf 'IP:%s,' "${addrs[@]}")DNS:localhost,IP:127.0.0.1" \
   "basicConstraints=critical,CA:FALSE" \
   "keyUsage=critical,digitalSignature,keyEncipherment" \
   "extendedKeyUsage=serverAuth" \
@@ -42,4 +46,4 @@ openssl x509 -req -in "$tmp/server.csr" -CA "$dir/dev-ca.pem" -CAkey "$dir/dev-c
   -extfile "$tmp/ext.cnf" -out "$tmp/server.crt" 2>/dev/null
 cat "$tmp/server.crt" "$dir/dev-ca.pem" > "$dir/server.pem"
 chmod 0644 "$dir/dev-ca.pem" "$dir/server.pem"
-echo "certs.sh: wrote $dir/{dev-ca.pem,dev-ca.key,server.pem,server.key} for $addr"
+echo "certs.sh: wrote $dir/{dev-ca.pem,dev-ca.key,server.pem,server.key} for ${addrs[*]}"

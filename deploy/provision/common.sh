@@ -24,7 +24,9 @@ load_hosts() {
   APP1_ADDR="$NET.$HOST_APP1"
   APP2_ADDR="$NET.$HOST_APP2"
   REDIS_ADDR="$NET.$HOST_REDIS"
-  export CONFIG_NET NET LB_ADDR APP1_ADDR APP2_ADDR REDIS_ADDR REDIS_PORT
+  LB2_ADDR="$NET.$HOST_LB2"
+  VIP_ADDR="$NET.$HOST_VIP"
+  export CONFIG_NET NET LB_ADDR APP1_ADDR APP2_ADDR REDIS_ADDR REDIS_PORT LB2_ADDR VIP_ADDR
 }
 
 # Reads one generated secret; refuses an empty one.
@@ -53,6 +55,18 @@ ensure_user() {
     log "created user wsmesh"
   fi
   install -d -m 0750 -o root -g wsmesh "$ETC"
+}
+
+# Installs the Debian packages that are missing.
+apt_ensure() { # PACKAGE...
+  local p missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ "${#missing[@]}" = 0 ] && return 0
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 # Release binaries built on the host (`make release`).

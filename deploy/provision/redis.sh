@@ -8,11 +8,7 @@ set -euo pipefail
 trap cleanup_stage EXIT
 load_hosts
 
-if ! dpkg-query -W -f='${Status}' redis-server 2>/dev/null | grep -q "install ok installed"; then
-  log "installing redis-server"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-fi
+apt_ensure redis-server
 
 tmp="$(mktemp)"
 {
