@@ -4,7 +4,6 @@
 //! a `since` lost with the master still resumes into the new master's
 //! messages. The ack latency of both modes is measured by an ignored test.
 
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,9 +12,9 @@ use app::config::{Durability, RedisConfig};
 use app::metrics::Metrics;
 use app::store::{Outcome, Store, StoreError};
 use futures_util::StreamExt;
-use wsmesh_testkit::sentinel::{Node, SentinelCluster, MASTER_NAME, MIN_REPLICAS};
 use wsmesh_common::chat::Chat;
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_testkit::sentinel::{Node, SentinelCluster, MASTER_NAME, MIN_REPLICAS};
 
 fn config(cluster: &SentinelCluster, durability: Durability) -> RedisConfig {
     RedisConfig {

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::{ClientError, ConnectOptions};
 use crate::resilient::{Event, ResilientClient, ResilientConfig};
 use crate::tls::{self, TlsError};
+use crate::{ClientError, ConnectOptions};
 
 /// Why `lab chat` stopped with an error.
 #[derive(Debug, thiserror::Error)]

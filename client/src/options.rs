@@ -104,7 +104,10 @@ impl ConnectOptions {
         ];
         let query: Vec<String> = params
             .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", utf8_percent_encode(v, QUERY_VALUE))))
+            .filter_map(|(k, v)| {
+                v.as_ref()
+                    .map(|v| format!("{k}={}", utf8_percent_encode(v, QUERY_VALUE)))
+            })
             .collect();
         if query.is_empty() {
             self.endpoint.to_string()
@@ -116,7 +119,11 @@ impl ConnectOptions {
 
 /// Everything but the unreserved characters of RFC 3986 is escaped, so tests
 /// can send hostile room names and the server sees exactly them.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 #[cfg(test)]
 mod tests {

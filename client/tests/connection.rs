@@ -61,7 +61,8 @@ async fn v1_connection_offers_the_subprotocol_and_sends_the_query_and_headers() 
         .header("Origin", "http://evil.example");
     let mut conn = Connection::connect(&opts).await.unwrap();
     assert_eq!(conn.subprotocol(), Some(SUBPROTOCOL));
-    let welcome = r#"{"type":"welcome","session":"s","nick":"n","room":"r1","instance":"app1","connected_since":7}"#;
+    let welcome =
+        r#"{"type":"welcome","session":"s","nick":"n","room":"r1","instance":"app1","connected_since":7}"#;
     conn.send_text(welcome).await.unwrap();
     let w = conn.welcome(Duration::from_secs(5)).await.unwrap();
     assert_eq!((w.instance.as_str(), w.connected_since), ("app1", 7));

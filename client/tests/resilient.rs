@@ -115,4 +115,3 @@ async fn reconnects_after_1013_resuming_with_since_and_session_and_resends_the_o
     assert_eq!(instances, ["i0", "i1"]);
     assert!(stats.connections[1].reconnect_took.is_some());
 }
-

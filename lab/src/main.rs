@@ -30,7 +30,7 @@ enum Command {
         /// Give up when not everything is healthy after this many seconds.
         #[arg(long, default_value_t = 60)]
         start_timeout: u64,
-        /// Run with every loopback port of the configs moved by N (rendered into a
+        /// Run with every loopback port of the configs moved by N (typed configs written into a
         /// temporary directory, removed at exit), next to a cluster on the fixed ports.
         #[arg(long, value_name = "N")]
         port_offset: Option<u16>,

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
-use wsmesh_redis_wire::master::{Master, MasterOptions};
 use wsmesh_redis_wire::keys::TargetKeys;
+use wsmesh_redis_wire::master::{Master, MasterOptions};
 use wsmesh_redis_wire::target::{ResolveError, Target};
 use wsmesh_testkit::sentinel::{SentinelCluster, MASTER_NAME};
 

@@ -37,7 +37,10 @@ fn main() -> ExitCode {
     let Some(file) = cli.config else {
         // clap already refuses this; should its rules change, say it the same way.
         Cli::command()
-            .error(clap::error::ErrorKind::MissingRequiredArgument, "--config FILE is required")
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--config FILE is required",
+            )
             .exit()
     };
     wsmesh_common::cli::load_and_serve(&file, Config::load, |config| {

@@ -82,7 +82,13 @@ pub struct ProcessSpec {
 impl ProcessSpec {
     /// `program args…` as `name`, healthy by `health`; no environment
     /// changes, no listens, output forwarded.
-    pub fn new(name: &str, kind: Kind, program: impl Into<PathBuf>, args: Vec<OsString>, health: Health) -> ProcessSpec {
+    pub fn new(
+        name: &str,
+        kind: Kind,
+        program: impl Into<PathBuf>,
+        args: Vec<OsString>,
+        health: Health,
+    ) -> ProcessSpec {
         ProcessSpec {
             name: name.to_string(),
             kind,

@@ -1,7 +1,13 @@
 use super::*;
 
 fn sh(name: &str, script: &str, health: Health) -> ProcessSpec {
-    ProcessSpec::new(name, Kind::App, "/bin/sh", vec!["-c".into(), script.into()], health)
+    ProcessSpec::new(
+        name,
+        Kind::App,
+        "/bin/sh",
+        vec!["-c".into(), script.into()],
+        health,
+    )
 }
 
 fn unused_addr() -> SocketAddr {
@@ -59,10 +65,20 @@ async fn shutdown_escalates_to_sigkill_when_term_is_ignored() {
 #[tokio::test]
 async fn listening_is_healthy_once_every_address_accepts() {
     let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut p = Process::spawn(sh("idle", "sleep 30", Health::Listening(vec![open.local_addr().unwrap()]))).unwrap();
+    let mut p = Process::spawn(sh(
+        "idle",
+        "sleep 30",
+        Health::Listening(vec![open.local_addr().unwrap()]),
+    ))
+    .unwrap();
     p.wait_healthy(Duration::from_secs(5)).await.unwrap();
     let closed = unused_addr();
-    let p = Process::spawn(sh("idle", "sleep 30", Health::Listening(vec![open.local_addr().unwrap(), closed]))).unwrap();
+    let p = Process::spawn(sh(
+        "idle",
+        "sleep 30",
+        Health::Listening(vec![open.local_addr().unwrap(), closed]),
+    ))
+    .unwrap();
     assert!(p.check().await.unwrap_err().contains(&closed.to_string()));
 }
 
@@ -97,7 +113,11 @@ async fn drop_kills_the_child() {
 
 #[tokio::test]
 async fn output_is_captured_or_appended_to_a_file_over_restarts() {
-    let mut spec = sh("talker", "echo out; echo err >&2", Health::RedisPing(unused_addr()));
+    let mut spec = sh(
+        "talker",
+        "echo out; echo err >&2",
+        Health::RedisPing(unused_addr()),
+    );
     spec.output = Output::Capture;
     let mut p = Process::spawn(spec.clone()).unwrap();
     p.wait_exit(Duration::from_secs(10)).await.unwrap();
@@ -105,7 +125,11 @@ async fn output_is_captured_or_appended_to_a_file_over_restarts() {
         p.log().lines().count() == 2
     })
     .await;
-    assert!(p.log().contains("out\n") && p.log().contains("err\n"), "{}", p.log());
+    assert!(
+        p.log().contains("out\n") && p.log().contains("err\n"),
+        "{}",
+        p.log()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     spec.output = Output::File(dir.path().join("talker.log"));

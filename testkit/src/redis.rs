@@ -176,7 +176,10 @@ impl RedisServer {
     /// on the same port with the same data.
     pub async fn restart(&mut self) {
         self.process.restart(WAIT).await.expect("redis-server restarts");
-        self.process.wait_healthy(WAIT).await.expect("redis-server answers again");
+        self.process
+            .wait_healthy(WAIT)
+            .await
+            .expect("redis-server answers again");
     }
 
     /// SIGKILL, as a crash would.
@@ -199,7 +202,12 @@ mod tests {
         .await;
         let port = redis.port();
         let mut conn = redis.conn().await;
-        let _: () = redis::cmd("SET").arg("k").arg("v").query_async(&mut conn).await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         redis.restart().await;
         assert_eq!(redis.port(), port);
         let mut conn = redis.conn().await;
@@ -222,7 +230,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(v[1], "4");
-        let v: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut conn).await.unwrap();
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         assert_eq!(v[1], "no");
     }
 
@@ -231,7 +244,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let addr = ports::free_addr().unwrap();
         let mut cluster = Cluster::new();
-        let redis = cluster.spawn(spec("redis", addr, dir.path(), &RedisOptions::default())).unwrap();
+        let redis = cluster
+            .spawn(spec("redis", addr, dir.path(), &RedisOptions::default()))
+            .unwrap();
         redis.wait_healthy(Duration::from_secs(10)).await.unwrap();
         redis.restart(Duration::from_secs(5)).await.unwrap();
         redis.wait_healthy(Duration::from_secs(10)).await.unwrap();

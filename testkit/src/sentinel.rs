@@ -34,7 +34,12 @@ impl Node {
             .chain(&["--appendonly", "no", "--repl-diskless-sync-delay", "0"])
             .map(OsString::from)
             .collect();
-        args.extend([OsString::from("--dir"), dir.into(), "--logfile".into(), log.into()]);
+        args.extend([
+            OsString::from("--dir"),
+            dir.into(),
+            "--logfile".into(),
+            log.into(),
+        ]);
         args.extend(extra.iter().map(OsString::from));
         Node::spawn("redis-server", args, port)
     }

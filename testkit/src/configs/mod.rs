@@ -5,8 +5,8 @@
 //! `lab up --port-offset` runs what the committed files say except for the
 //! fields it sets.
 
-pub mod routes;
 pub mod local;
+pub mod routes;
 pub mod shift;
 
 use std::path::{Path, PathBuf};

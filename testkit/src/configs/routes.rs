@@ -24,11 +24,24 @@ pub struct Route {
 
 /// The committed lb config with a TLS frontend (serving `cert` and `key`)
 /// and a backend per route, the admin listener on `admin` without a token.
-pub fn lb_config(routes: &[Route], cert: &Path, key: &Path, admin: SocketAddr) -> Result<LbConfig, ConfigError> {
+pub fn lb_config(
+    routes: &[Route],
+    cert: &Path,
+    key: &Path,
+    admin: SocketAddr,
+) -> Result<LbConfig, ConfigError> {
     let mut config: LbConfig = committed("lb.toml")?;
     let missing = |what: &str| ConfigError::new(&super::configs_dir().join("lb.toml"), format!("no {what}"));
-    let frontend = config.frontends.first().cloned().ok_or_else(|| missing("[[frontend]]"))?;
-    let backend = config.backends.first().cloned().ok_or_else(|| missing("[[backend]]"))?;
+    let frontend = config
+        .frontends
+        .first()
+        .cloned()
+        .ok_or_else(|| missing("[[frontend]]"))?;
+    let backend = config
+        .backends
+        .first()
+        .cloned()
+        .ok_or_else(|| missing("[[backend]]"))?;
     let server = backend
         .servers
         .first()
@@ -92,7 +105,10 @@ mod tests {
         ];
         let c = lb_config(&routes, Path::new("/c.pem"), Path::new("/c.key"), addr(6)).unwrap();
         assert_eq!(c.frontends.len(), 2);
-        assert_eq!(c.frontends[1].backend.as_ref().map(|b| b.get_ref().as_str()), Some("echo"));
+        assert_eq!(
+            c.frontends[1].backend.as_ref().map(|b| b.get_ref().as_str()),
+            Some("echo")
+        );
         assert_eq!(c.frontends[1].listen.get_ref(), "127.0.0.1:4");
         assert_eq!(c.frontends[0].certs[0].cert.get_ref(), "/c.pem");
         assert_eq!(c.frontends[0].deny, committed.frontends[0].deny);

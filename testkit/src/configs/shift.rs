@@ -173,10 +173,14 @@ enum Kind {
 
 fn kind(file: &Path) -> Option<Kind> {
     let stem = file.file_stem()?.to_str()?;
-    [("subscriber", Kind::Subscriber), ("app", Kind::App), ("lb", Kind::Lb)]
-        .into_iter()
-        .find(|(prefix, _)| stem.starts_with(prefix))
-        .map(|(_, kind)| kind)
+    [
+        ("subscriber", Kind::Subscriber),
+        ("app", Kind::App),
+        ("lb", Kind::Lb),
+    ]
+    .into_iter()
+    .find(|(prefix, _)| stem.starts_with(prefix))
+    .map(|(_, kind)| kind)
 }
 
 /// Moves one file `from` into `to`.

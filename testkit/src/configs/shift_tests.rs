@@ -56,7 +56,9 @@ fn every_loopback_port_of_a_subscriber_moves() {
 #[test]
 fn relative_cert_and_key_paths_become_absolute_against_the_original_dir() {
     let mut c: LbConfig = committed("lb.toml").unwrap();
-    c.frontends[0].certs.push(lb::config::CertFiles::new(Path::new("/etc/lb/other.pem"), None));
+    c.frontends[0]
+        .certs
+        .push(lb::config::CertFiles::new(Path::new("/etc/lb/other.pem"), None));
     c.admin.token = "certs/not-a-path".into();
     let shift = Shift {
         offset: 1,
@@ -64,7 +66,10 @@ fn relative_cert_and_key_paths_become_absolute_against_the_original_dir() {
     };
     shift.lb(&mut c).unwrap();
     let certs = &c.frontends[0].certs;
-    assert_eq!(certs[0].cert.get_ref(), "/repo/configs/local/../../certs/server.pem");
+    assert_eq!(
+        certs[0].cert.get_ref(),
+        "/repo/configs/local/../../certs/server.pem"
+    );
     assert_eq!(
         certs[0].key.as_ref().map(|k| k.get_ref().as_str()),
         Some("/repo/configs/local/../../certs/server.key")
