@@ -322,8 +322,9 @@ async fn replica_synced(addr: SocketAddr) -> bool {
     let Some(mut c) = try_conn(addr).await else {
         return false;
     };
-    let ask = redis::cmd("INFO").arg("replication").query_async::<String>(&mut c);
-    match tokio::time::timeout(ASK_LIMIT, ask).await {
+    let mut ask = redis::cmd("INFO");
+    ask.arg("replication");
+    match tokio::time::timeout(ASK_LIMIT, ask.query_async::<String>(&mut c)).await {
         Ok(Ok(info)) => info.contains("master_link_status:up"),
         _ => false,
     }
@@ -335,11 +336,9 @@ async fn sentinel_master_info(sentinel: SocketAddr) -> Vec<String> {
     let Some(mut c) = try_conn(sentinel).await else {
         return Vec::new();
     };
-    let ask = redis::cmd("SENTINEL")
-        .arg("master")
-        .arg(MASTER_NAME)
-        .query_async::<Vec<String>>(&mut c);
-    match tokio::time::timeout(ASK_LIMIT, ask).await {
+    let mut ask = redis::cmd("SENTINEL");
+    ask.arg("master").arg(MASTER_NAME);
+    match tokio::time::timeout(ASK_LIMIT, ask.query_async::<Vec<String>>(&mut c)).await {
         Ok(Ok(info)) => info,
         _ => Vec::new(),
     }
