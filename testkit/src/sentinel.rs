@@ -346,12 +346,18 @@ async fn sentinel_master_info(sentinel: SocketAddr) -> Vec<String> {
 
 /// `host:port` the Sentinel names as master now.
 pub async fn master_named_by(sentinel: &Node) -> Option<String> {
-    let mut c = sentinel.conn().await;
-    let named: Option<(String, u16)> = redis::cmd("SENTINEL")
-        .arg("get-master-addr-by-name")
-        .arg(MASTER_NAME)
-        .query_async(&mut c)
+    master_named_at(sentinel.socket_addr()).await
+}
+
+/// `host:port` the Sentinel at `sentinel` names as master now; `None` when
+/// it does not answer.
+pub async fn master_named_at(sentinel: SocketAddr) -> Option<String> {
+    let mut c = try_conn(sentinel).await?;
+    let mut ask = redis::cmd("SENTINEL");
+    ask.arg("get-master-addr-by-name").arg(MASTER_NAME);
+    let named: Option<(String, u16)> = tokio::time::timeout(ASK_LIMIT, ask.query_async(&mut c))
         .await
+        .ok()?
         .ok()?;
     named.map(|(h, p)| format!("{h}:{p}"))
 }
