@@ -534,6 +534,29 @@ mod tests {
     }
 
     #[test]
+    fn the_ha_layout_moves_nodes_and_sentinels_and_names_the_sentinels() {
+        let dir = tempfile::tempdir().unwrap();
+        shift::render_dir(&configs::ha_configs_dir(), dir.path(), 10000).unwrap();
+        let plan = RedisPlan {
+            layout: Layout::Ha,
+            offset: 10000,
+        };
+        let specs = specs(dir.path(), dir.path(), &bins(), plan).unwrap();
+        assert_eq!(
+            sorted_ports(&specs),
+            vec![
+                16390, 16391, 16392, 18080, 18404, 18443, 19001, 19002, 19101, 19102, 19201, 19202, 36390,
+                36391, 36392
+            ]
+        );
+        assert!(ready_line(&specs).ends_with(
+            "app2 http://127.0.0.1:19002  sentinels 127.0.0.1:36390,127.0.0.1:36391,127.0.0.1:36392"
+        ));
+        let sub: SubscriberConfig = configs::load(&dir.path().join("subscriber1.toml")).unwrap();
+        assert_eq!(sub.redis.sentinels[2], "127.0.0.1:36392");
+    }
+
+    #[test]
     fn pid_files_are_written_removed_on_exit_and_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let pids = dir.path().join("pids");
