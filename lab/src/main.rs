@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lab::up::{self, UpOptions};
+use lab::up::{self, Layout, UpOptions};
 use wsmesh_client::line_chat::{self, ChatOptions};
 
 #[derive(Parser)]
@@ -20,9 +20,16 @@ struct Cli {
 enum Command {
     /// Start redis-server, app1/app2, subscriber1/subscriber2 and the lb on the fixed local ports.
     Up {
-        /// Directory with the committed configs.
-        #[arg(long, default_value = "configs/local")]
-        configs: PathBuf,
+        /// Directory with the committed configs [default: configs/local; configs/ha with --ha].
+        #[arg(long)]
+        configs: Option<PathBuf>,
+        /// The HA layout: a Redis master and two replicas (ports 6390-6392) and three
+        /// redis-sentinels (26390-26392, master name wsmesh, quorum 2, down after 2 s), the
+        /// apps and subscribers finding the master through them. Sends are acked once a replica
+        /// holds them, so two replicas: a promoted master keeps one to ack. Redis data is fresh
+        /// each run unless --redis-dir is given.
+        #[arg(long)]
+        ha: bool,
         /// Redis data directory (AOF persistence) [default: target/lab/redis; with
         /// --port-offset, the temporary directory].
         #[arg(long)]
@@ -103,19 +110,24 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up {
             configs,
+            ha,
             redis_dir,
             start_timeout,
             port_offset,
             pid_dir,
-        } => up::run(UpOptions {
-            configs,
-            redis_dir,
-            start_timeout: Duration::from_secs(start_timeout),
-            port_offset,
-            pid_dir,
-        })
-        .await
-        .context("lab up")?,
+        } => {
+            let layout = if ha { Layout::Ha } else { Layout::Single };
+            up::run(UpOptions {
+                layout,
+                configs: configs.unwrap_or_else(|| layout.default_configs()),
+                redis_dir,
+                start_timeout: Duration::from_secs(start_timeout),
+                port_offset,
+                pid_dir,
+            })
+            .await
+            .context("lab up")?
+        }
         Command::Chat { url, room, nick, ca } => line_chat::run(ChatOptions { url, room, nick, ca })
             .await
             .context("lab chat")?,

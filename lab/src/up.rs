@@ -7,6 +7,12 @@
 //! With `--port-offset N` the same configs run moved by N ports (see `shift`)
 //! from a temporary directory, so a second cluster (the browser tests) can run
 //! next to the real one; `--pid-dir` tells a test which pid to kill.
+//!
+//! With `--ha` (configs in `configs/ha/`) Redis is a master, two replicas
+//! and three Sentinels (see `ha`), the apps and subscribers find the master
+//! through the Sentinels, and the ready line also names the Sentinels.
+
+mod ha;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +31,26 @@ const STOP_GRACE: Duration = Duration::from_secs(8);
 
 /// Redis data without `--redis-dir` on the fixed ports: kept between runs.
 const DEFAULT_REDIS_DIR: &str = "target/lab/redis";
+
+/// Which cluster to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One `redis-server`, found by `redis.url`.
+    Single,
+    /// A Redis master, two replicas and three Sentinels; the configs name
+    /// the Sentinels.
+    Ha,
+}
+
+impl Layout {
+    /// The committed configs of this layout.
+    pub fn default_configs(self) -> PathBuf {
+        match self {
+            Layout::Single => "configs/local".into(),
+            Layout::Ha => "configs/ha".into(),
+        }
+    }
+}
 
 /// Environment overrides that would beat a moved config and point a moved
 /// cluster back at the real one's Redis (or lock its lb's admin API).
@@ -46,6 +72,20 @@ pub enum UpError {
     /// `redis-server` is not installed.
     #[error("redis-server not found on PATH: install it with `apt-get install redis-server` (`make up` does this)")]
     NoRedis,
+    /// `redis-sentinel` is not installed (`--ha`).
+    #[error("redis-sentinel not found on PATH: install it with `apt-get install redis-sentinel`")]
+    NoSentinel,
+    /// A Redis node's port moved past 65535 (`--ha`).
+    #[error("Redis node port {port} moved by {offset} is past 65535; use a smaller --port-offset")]
+    NodePort {
+        /// The port before the offset.
+        port: u16,
+        /// The requested offset.
+        offset: u16,
+    },
+    /// The replicas or Sentinels did not settle in time (`--ha`).
+    #[error("the Redis replicas and Sentinels were not ready for a failover within {0:?}")]
+    NotFailoverReady(Duration),
     /// A config file failed its binary's `check-config`.
     #[error("{0}")]
     CheckConfig(String),
@@ -79,10 +119,13 @@ pub enum UpError {
 /// Where to find things.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
+    /// Which cluster.
+    pub layout: Layout,
     /// Directory with app1.toml, app2.toml, subscriber1.toml, subscriber2.toml.
     pub configs: PathBuf,
     /// Redis data directory (AOF lives here between runs); by default
-    /// `target/lab/redis`, or the temporary directory with `port_offset`.
+    /// `target/lab/redis`, or the temporary directory with `port_offset` or
+    /// the HA layout.
     pub redis_dir: Option<PathBuf>,
     /// How long to wait for health before giving up.
     pub start_timeout: Duration,
@@ -180,12 +223,34 @@ fn lb_listens(file: &Path, config: &LbConfig) -> Result<(Vec<(SocketAddr, String
     Ok((listens, admin))
 }
 
-/// The process specs of the default cluster, from the configs in `configs`.
-fn specs(configs: &Path, redis_dir: &Path, bins: &Binaries) -> Result<Vec<ProcessSpec>, UpError> {
-    let mut specs = Vec::new();
+/// Where the Redis processes come from: the layout, and the offset their
+/// ports move by (the HA nodes' ports are not in any config file).
+#[derive(Debug, Clone, Copy)]
+struct RedisPlan {
+    /// Which cluster.
+    layout: Layout,
+    /// `--port-offset`, or 0.
+    offset: u16,
+}
+
+/// The process specs of the cluster, from the configs in `configs`: Redis
+/// (and with `Layout::Ha` its Sentinels) first, then the apps, the lb and
+/// the subscribers.
+fn specs(configs: &Path, redis_dir: &Path, bins: &Binaries, plan: RedisPlan) -> Result<Vec<ProcessSpec>, UpError> {
     let first_app = configs.join("app1.toml");
-    let redis = addr_of(&first_app, "redis.url", &load::<AppConfig>(&first_app)?.redis.url)?;
-    specs.push(cluster::redis_spec("redis", redis, redis_dir));
+    let redis = load::<AppConfig>(&first_app)?.redis;
+    let mut specs = match plan.layout {
+        Layout::Single => vec![cluster::redis_spec(
+            "redis",
+            addr_of(&first_app, "redis.url", &redis.url)?,
+            redis_dir,
+        )],
+        Layout::Ha => ha::specs(
+            &ha::sentinel_addrs(&first_app, &redis.sentinels)?,
+            plan.offset,
+            redis_dir,
+        )?,
+    };
     for i in 1..=2 {
         let app = configs.join(format!("app{i}.toml"));
         let config: AppConfig = load(&app)?;
@@ -273,7 +338,8 @@ fn on_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The `ready` line: the lb's URL first once it exists, then each app's.
+/// The `ready` line: the lb's URL first once it exists, then each app's,
+/// then the Sentinels (`sentinels ip:port,ip:port,ip:port`) when there are.
 fn ready_line(specs: &[ProcessSpec]) -> String {
     let mut parts = Vec::new();
     for kind in [Kind::Lb, Kind::App] {
@@ -283,6 +349,15 @@ fn ready_line(specs: &[ProcessSpec]) -> String {
                 parts.push(format!("{} {scheme}://{addr}", spec.name));
             }
         }
+    }
+    let sentinels: Vec<String> = specs
+        .iter()
+        .flat_map(|s| &s.listens)
+        .filter(|(_, what)| what == "sentinel")
+        .map(|(addr, _)| addr.to_string())
+        .collect();
+    if !sentinels.is_empty() {
+        parts.push(format!("sentinels {}", sentinels.join(",")));
     }
     format!("ready: {}", parts.join("  "))
 }
@@ -306,6 +381,16 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         }
         None => None,
     };
+    // The HA layout's data starts afresh each time (see `ha`) unless asked.
+    let fresh = match (&moved, opts.layout, &opts.redis_dir) {
+        (None, Layout::Ha, None) => Some(
+            tempfile::Builder::new()
+                .prefix("wsmesh-up-ha-")
+                .tempdir()
+                .map_err(ClusterError::from)?,
+        ),
+        _ => None,
+    };
     let (configs, redis_dir) = match (&moved, opts.redis_dir) {
         (Some(dir), redis_dir) => (
             dir.path().to_path_buf(),
@@ -313,22 +398,36 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         ),
         (None, redis_dir) => (
             opts.configs,
-            redis_dir.unwrap_or_else(|| DEFAULT_REDIS_DIR.into()),
+            redis_dir.unwrap_or_else(|| match &fresh {
+                Some(dir) => dir.path().to_path_buf(),
+                None => DEFAULT_REDIS_DIR.into(),
+            }),
         ),
     };
-    let mut specs = specs(&configs, &redis_dir, &bins)?;
-    if moved.is_some() {
-        for spec in &mut specs {
-            spec.env_remove = OVERRIDE_VARS.iter().map(|v| v.to_string()).collect();
-        }
-    }
     if !on_path("redis-server") {
         return Err(UpError::NoRedis);
     }
+    if opts.layout == Layout::Ha && !on_path("redis-sentinel") {
+        return Err(UpError::NoSentinel);
+    }
+    std::fs::create_dir_all(&redis_dir).map_err(ClusterError::from)?;
+    let plan = RedisPlan {
+        layout: opts.layout,
+        offset: opts.port_offset.unwrap_or(0),
+    };
+    let mut specs = specs(&configs, &redis_dir, &bins, plan)?;
+    for spec in &mut specs {
+        if moved.is_some() {
+            spec.env_remove = OVERRIDE_VARS.iter().map(|v| v.to_string()).collect();
+        } else if opts.layout == Layout::Ha {
+            // A Redis URL from the environment would clash with the Sentinels.
+            spec.env_remove = vec![OVERRIDE_VARS[0].to_string()];
+        }
+    }
     check_ports(&specs)?;
     check_configs(&specs)?;
-    std::fs::create_dir_all(&redis_dir).map_err(ClusterError::from)?;
     let ready = ready_line(&specs);
+    let listens: Vec<(SocketAddr, String)> = specs.iter().flat_map(|s| s.listens.clone()).collect();
     let mut pid_files = PidFiles {
         dir: opts.pid_dir,
         written: Vec::new(),
@@ -344,7 +443,13 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         pid_files.write(process.name(), process.pid())?;
     }
     tokio::select! {
-        healthy = cluster.wait_healthy(opts.start_timeout) => healthy?,
+        healthy = async {
+            cluster.wait_healthy(opts.start_timeout).await?;
+            if opts.layout == Layout::Ha {
+                ha::wait_failover_ready(&listens, opts.start_timeout).await?;
+            }
+            Ok::<(), UpError>(())
+        } => healthy?,
         signalled = &mut stop => {
             signalled.map_err(UpError::Signal)?;
             cluster.shutdown(STOP_GRACE).await?;
@@ -389,6 +494,11 @@ mod tests {
         assert!(err.to_string().contains("redis.url"), "{err}");
     }
 
+    const SINGLE: RedisPlan = RedisPlan {
+        layout: Layout::Single,
+        offset: 0,
+    };
+
     fn bins() -> Binaries {
         Binaries {
             app: "app".into(),
@@ -410,7 +520,7 @@ mod tests {
     fn moved_configs_give_every_fixed_port_plus_the_offset() {
         let dir = tempfile::tempdir().unwrap();
         shift::render_dir(&configs::configs_dir(), dir.path(), 10000).unwrap();
-        let specs = specs(dir.path(), dir.path(), &bins()).unwrap();
+        let specs = specs(dir.path(), dir.path(), &bins(), SINGLE).unwrap();
         assert_eq!(
             sorted_ports(&specs),
             vec![16390, 18080, 18404, 18443, 19001, 19002, 19101, 19102, 19201, 19202]
@@ -421,6 +531,29 @@ mod tests {
         );
         let sub: SubscriberConfig = configs::load(&dir.path().join("subscriber2.toml")).unwrap();
         assert_eq!(sub.app.internal_url, "http://127.0.0.1:19102");
+    }
+
+    #[test]
+    fn the_ha_layout_moves_nodes_and_sentinels_and_names_the_sentinels() {
+        let dir = tempfile::tempdir().unwrap();
+        shift::render_dir(&configs::ha_configs_dir(), dir.path(), 10000).unwrap();
+        let plan = RedisPlan {
+            layout: Layout::Ha,
+            offset: 10000,
+        };
+        let specs = specs(dir.path(), dir.path(), &bins(), plan).unwrap();
+        assert_eq!(
+            sorted_ports(&specs),
+            vec![
+                16390, 16391, 16392, 18080, 18404, 18443, 19001, 19002, 19101, 19102, 19201, 19202, 36390,
+                36391, 36392
+            ]
+        );
+        assert!(ready_line(&specs).ends_with(
+            "app2 http://127.0.0.1:19002  sentinels 127.0.0.1:36390,127.0.0.1:36391,127.0.0.1:36392"
+        ));
+        let sub: SubscriberConfig = configs::load(&dir.path().join("subscriber1.toml")).unwrap();
+        assert_eq!(sub.redis.sentinels[2], "127.0.0.1:36392");
     }
 
     #[test]
@@ -451,7 +584,7 @@ mod tests {
     #[test]
     fn committed_configs_give_the_documented_fixed_ports() {
         let dir = tempfile::tempdir().unwrap();
-        let specs = specs(&configs::configs_dir(), dir.path(), &bins()).unwrap();
+        let specs = specs(&configs::configs_dir(), dir.path(), &bins(), SINGLE).unwrap();
         assert_eq!(
             sorted_ports(&specs),
             vec![6390, 8080, 8404, 8443, 9001, 9002, 9101, 9102, 9201, 9202]

@@ -16,6 +16,62 @@ use crate::process::{Health, Kind, Output, Process, ProcessSpec};
 /// The name the Sentinels monitor the pair under.
 pub const MASTER_NAME: &str = "wsmesh";
 
+/// How quickly the Sentinels act on a master that stopped answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentinelTiming {
+    /// `down-after-milliseconds`: silence before a Sentinel calls the master down.
+    pub down_after: Duration,
+    /// `failover-timeout`: how long one failover attempt may take before
+    /// another Sentinel tries (Redis' default, 3 minutes, would stall a lab).
+    pub failover_timeout: Duration,
+}
+
+impl SentinelTiming {
+    /// Tests: a failover within a few seconds.
+    pub const TEST: SentinelTiming = SentinelTiming {
+        down_after: Duration::from_millis(1000),
+        failover_timeout: Duration::from_millis(3000),
+    };
+}
+
+/// `redis-sentinel` on `addr` watching `master` as `MASTER_NAME` with quorum 2,
+/// healthy when it listens. Its config file is written into `dir` now (a
+/// Sentinel rewrites it as it learns the replicas and the other Sentinels, so
+/// each start gets a fresh one).
+pub fn sentinel_spec(
+    name: &str,
+    addr: SocketAddr,
+    dir: &Path,
+    master: SocketAddr,
+    timing: SentinelTiming,
+) -> std::io::Result<ProcessSpec> {
+    let port = addr.port();
+    let conf = dir.join(format!("sentinel-{port}.conf"));
+    let text = format!(
+        "port {port}\nbind {ip}\ndaemonize no\ndir {dir}\nlogfile {dir}/sentinel-{port}.log\n\
+         sentinel monitor {MASTER_NAME} {master_ip} {master_port} 2\n\
+         sentinel down-after-milliseconds {MASTER_NAME} {down_after}\n\
+         sentinel failover-timeout {MASTER_NAME} {failover_timeout}\n\
+         sentinel parallel-syncs {MASTER_NAME} 1\n",
+        ip = addr.ip(),
+        dir = dir.display(),
+        master_ip = master.ip(),
+        master_port = master.port(),
+        down_after = timing.down_after.as_millis(),
+        failover_timeout = timing.failover_timeout.as_millis(),
+    );
+    std::fs::write(&conf, text)?;
+    let mut spec = ProcessSpec::new(
+        name,
+        Kind::Redis,
+        "redis-sentinel",
+        vec![conf.into()],
+        Health::Listening(vec![addr]),
+    );
+    spec.listens = vec![(addr, "sentinel".into())];
+    Ok(spec)
+}
+
 /// One Redis process on a loopback port; killed when dropped.
 pub struct Node {
     /// TCP port on 127.0.0.1.
@@ -47,23 +103,21 @@ impl Node {
     /// A `redis-sentinel` watching `master` as `MASTER_NAME` (quorum 2).
     pub fn sentinel(dir: &Path, master: u16) -> Node {
         let port = free_loopback_port().expect("free port");
-        let conf = dir.join(format!("sentinel-{port}.conf"));
-        let text = format!(
-            "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {dir}/sentinel-{port}.log\n\
-             sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
-             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
-             sentinel failover-timeout {MASTER_NAME} 3000\n\
-             sentinel parallel-syncs {MASTER_NAME} 1\n",
-            dir = dir.display()
-        );
-        std::fs::write(&conf, text).expect("sentinel config");
-        Node::spawn("redis-sentinel", vec![conf.into()], port)
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let master = SocketAddr::from((Ipv4Addr::LOCALHOST, master));
+        let mut spec = sentinel_spec("sentinel", addr, dir, master, SentinelTiming::TEST).expect("sentinel config");
+        spec.output = Output::Capture;
+        Node::start(spec, port)
     }
 
     fn spawn(program: &str, args: Vec<OsString>, port: u16) -> Node {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut spec = ProcessSpec::new(program, Kind::Redis, program, args, Health::Listening(vec![addr]));
         spec.output = Output::Capture;
+        Node::start(spec, port)
+    }
+
+    fn start(spec: ProcessSpec, port: u16) -> Node {
         let process = Process::spawn(spec)
             .expect("redis-server / redis-sentinel on PATH (apt-get install redis-server redis-sentinel)");
         let node = Node { port, process };
@@ -78,6 +132,11 @@ impl Node {
     /// `127.0.0.1:port`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:port` as a socket address.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
     /// `redis://127.0.0.1:port/`.
@@ -164,26 +223,9 @@ impl SentinelCluster {
 
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut ready = true;
-            for replica in self.replicas() {
-                ready &= sync_done(replica).await;
-            }
-            let replicas = (1 + self.more_replicas.len()).to_string();
-            for s in &self.sentinels {
-                let info = sentinel_master_info(s).await;
-                let field = |k: &str| {
-                    info.iter()
-                        .position(|x| x == k)
-                        .and_then(|i| info.get(i + 1))
-                        .cloned()
-                };
-                ready &= field("num-slaves").as_deref() == Some(replicas.as_str())
-                    && field("num-other-sentinels").as_deref() == Some("2");
-            }
-            if ready {
-                return;
-            }
+        let replicas: Vec<SocketAddr> = self.replicas().map(Node::socket_addr).collect();
+        let sentinels: Vec<SocketAddr> = self.sentinels.iter().map(Node::socket_addr).collect();
+        while !ready_for_failover(&replicas, &sentinels).await {
             assert!(Instant::now() < deadline, "sentinels did not settle");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -235,36 +277,87 @@ impl SentinelCluster {
     }
 }
 
-/// Whether `replica` finished its first sync.
-async fn sync_done(replica: &Node) -> bool {
-    let mut c = replica.conn().await;
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query_async(&mut c)
+/// How long one readiness question may take (a frozen node never answers).
+const ASK_LIMIT: Duration = Duration::from_secs(1);
+
+/// A connection to `addr`, or `None` when nothing answers there in time.
+async fn try_conn(addr: SocketAddr) -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://{addr}/")).ok()?;
+    tokio::time::timeout(ASK_LIMIT, client.get_multiplexed_async_connection())
         .await
-        .unwrap_or_default();
-    info.contains("master_link_status:up")
+        .ok()?
+        .ok()
 }
 
-/// `SENTINEL master wsmesh` as a flat list of names and values.
-async fn sentinel_master_info(sentinel: &Node) -> Vec<String> {
-    let mut c = sentinel.conn().await;
-    redis::cmd("SENTINEL")
-        .arg("master")
-        .arg(MASTER_NAME)
-        .query_async(&mut c)
-        .await
-        .unwrap_or_default()
+/// Whether every replica finished its first sync and every Sentinel knows
+/// all the replicas and the other two Sentinels: before that a failover
+/// cannot happen (or would promote without a replica left to follow).
+pub async fn ready_for_failover(replicas: &[SocketAddr], sentinels: &[SocketAddr]) -> bool {
+    for replica in replicas {
+        if !replica_synced(*replica).await {
+            return false;
+        }
+    }
+    let want_replicas = replicas.len().to_string();
+    let want_others = sentinels.len().saturating_sub(1).to_string();
+    for sentinel in sentinels {
+        let info = sentinel_master_info(*sentinel).await;
+        let field = |k: &str| {
+            info.iter()
+                .position(|x| x == k)
+                .and_then(|i| info.get(i + 1))
+                .map(String::as_str)
+        };
+        if field("num-slaves") != Some(want_replicas.as_str())
+            || field("num-other-sentinels") != Some(want_others.as_str())
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether the replica at `addr` finished its first sync.
+async fn replica_synced(addr: SocketAddr) -> bool {
+    let Some(mut c) = try_conn(addr).await else {
+        return false;
+    };
+    let mut ask = redis::cmd("INFO");
+    ask.arg("replication");
+    match tokio::time::timeout(ASK_LIMIT, ask.query_async::<String>(&mut c)).await {
+        Ok(Ok(info)) => info.contains("master_link_status:up"),
+        _ => false,
+    }
+}
+
+/// `SENTINEL master wsmesh` as a flat list of names and values (empty when
+/// the Sentinel does not answer).
+async fn sentinel_master_info(sentinel: SocketAddr) -> Vec<String> {
+    let Some(mut c) = try_conn(sentinel).await else {
+        return Vec::new();
+    };
+    let mut ask = redis::cmd("SENTINEL");
+    ask.arg("master").arg(MASTER_NAME);
+    match tokio::time::timeout(ASK_LIMIT, ask.query_async::<Vec<String>>(&mut c)).await {
+        Ok(Ok(info)) => info,
+        _ => Vec::new(),
+    }
 }
 
 /// `host:port` the Sentinel names as master now.
 pub async fn master_named_by(sentinel: &Node) -> Option<String> {
-    let mut c = sentinel.conn().await;
-    let named: Option<(String, u16)> = redis::cmd("SENTINEL")
-        .arg("get-master-addr-by-name")
-        .arg(MASTER_NAME)
-        .query_async(&mut c)
+    master_named_at(sentinel.socket_addr()).await
+}
+
+/// `host:port` the Sentinel at `sentinel` names as master now; `None` when
+/// it does not answer.
+pub async fn master_named_at(sentinel: SocketAddr) -> Option<String> {
+    let mut c = try_conn(sentinel).await?;
+    let mut ask = redis::cmd("SENTINEL");
+    ask.arg("get-master-addr-by-name").arg(MASTER_NAME);
+    let named: Option<(String, u16)> = tokio::time::timeout(ASK_LIMIT, ask.query_async(&mut c))
         .await
+        .ok()?
         .ok()?;
     named.map(|(h, p)| format!("{h}:{p}"))
 }

@@ -46,15 +46,33 @@ pub fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/local")
 }
 
+/// The committed configs of the HA layout on one machine (`configs/ha`):
+/// the same apps, subscribers and lb, Redis found through three Sentinels.
+pub fn ha_configs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/ha")
+}
+
 /// Reads `path` into the config type `T`.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, e))?;
     toml::from_str(&text).map_err(|e| ConfigError::new(path, e))
 }
 
-/// Writes `config` to `path` as TOML.
+/// Writes `config` to `path` as TOML. A `[redis]` with `sentinels` is
+/// written without `url`: the binaries refuse a file that sets both, and
+/// the typed value always carries the url's default.
 pub fn write<T: Serialize>(config: &T, path: &Path) -> Result<(), ConfigError> {
-    let text = toml::to_string(config).map_err(|e| ConfigError::new(path, e))?;
+    let mut table = toml::Table::try_from(config).map_err(|e| ConfigError::new(path, e))?;
+    if let Some(toml::Value::Table(redis)) = table.get_mut("redis") {
+        let sentinels = redis
+            .get("sentinels")
+            .and_then(toml::Value::as_array)
+            .is_some_and(|s| !s.is_empty());
+        if sentinels {
+            redis.remove("url");
+        }
+    }
+    let text = toml::to_string(&table).map_err(|e| ConfigError::new(path, e))?;
     std::fs::write(path, text).map_err(|e| ConfigError::new(path, e))
 }
 

@@ -6,7 +6,8 @@
 //! Each file is loaded into its binary's config type (`app*.toml`,
 //! `subscriber*.toml`, `lb*.toml`) and every address field is moved by name:
 //! - listen addresses, the lb's server `addr`s and its `redirect_https_port`;
-//! - the port of `redis.url`, the subscriber's `app.internal_url` and the
+//! - the port of `redis.url` and of each of `redis.sentinels`, the
+//!   subscriber's `app.internal_url` and the
 //!   app's `allowed_origins`;
 //! - relative lb `cert`/`key` paths (which the lb resolves against its
 //!   config's directory) become absolute against the original directory,
@@ -114,6 +115,14 @@ impl Shift<'_> {
         Ok(())
     }
 
+    /// `redis.sentinels`, each an `ip:port`.
+    fn sentinels(&self, sentinels: &mut [String]) -> Result<(), TooBig> {
+        for (i, s) in sentinels.iter_mut().enumerate() {
+            self.addr_text(s, &format!("redis.sentinels[{i}]"))?;
+        }
+        Ok(())
+    }
+
     /// A relative path made absolute against `base`.
     fn path(&self, text: &mut String) {
         if Path::new(text.as_str()).is_relative() {
@@ -126,6 +135,7 @@ impl Shift<'_> {
         self.addr(&mut c.listen.public, "listen.public")?;
         self.addr(&mut c.listen.internal, "listen.internal")?;
         self.url(&mut c.redis.url, "redis.url")?;
+        self.sentinels(&mut c.redis.sentinels)?;
         for (i, origin) in c.limits.allowed_origins.iter_mut().enumerate() {
             self.url(origin, &format!("limits.allowed_origins[{i}]"))?;
         }
@@ -135,6 +145,7 @@ impl Shift<'_> {
     /// Moves a subscriber's config.
     pub fn subscriber(&self, c: &mut SubscriberConfig) -> Result<(), TooBig> {
         self.url(&mut c.redis.url, "redis.url")?;
+        self.sentinels(&mut c.redis.sentinels)?;
         self.url(&mut c.app.internal_url, "app.internal_url")?;
         self.addr(&mut c.listen.health, "listen.health")
     }
