@@ -236,7 +236,12 @@ struct RedisPlan {
 /// The process specs of the cluster, from the configs in `configs`: Redis
 /// (and with `Layout::Ha` its Sentinels) first, then the apps, the lb and
 /// the subscribers.
-fn specs(configs: &Path, redis_dir: &Path, bins: &Binaries, plan: RedisPlan) -> Result<Vec<ProcessSpec>, UpError> {
+fn specs(
+    configs: &Path,
+    redis_dir: &Path,
+    bins: &Binaries,
+    plan: RedisPlan,
+) -> Result<Vec<ProcessSpec>, UpError> {
     let first_app = configs.join("app1.toml");
     let redis = load::<AppConfig>(&first_app)?.redis;
     let mut specs = match plan.layout {

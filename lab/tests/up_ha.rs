@@ -141,7 +141,11 @@ async fn killing_the_redis_master_under_lab_up_ha_loses_nothing() {
     let sentinels: Vec<SocketAddr> = (26390..=26392)
         .map(|p: u16| SocketAddr::from(([127, 0, 0, 1], p + OFFSET)))
         .collect();
-    let named = sentinels.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
+    let named = sentinels
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     assert!(ready.ends_with(&format!("  sentinels {named}")), "{ready}");
     let lb = ready
         .split_whitespace()
@@ -152,7 +156,9 @@ async fn killing_the_redis_master_under_lab_up_ha_loses_nothing() {
     assert_eq!(lb, format!("https://127.0.0.1:{}", 8443 + OFFSET));
     let first_master = format!("127.0.0.1:{}", 6390 + OFFSET);
     assert_eq!(
-        wsmesh_testkit::sentinel::master_named_at(sentinels[0]).await.as_deref(),
+        wsmesh_testkit::sentinel::master_named_at(sentinels[0])
+            .await
+            .as_deref(),
         Some(first_master.as_str())
     );
 
@@ -205,10 +211,16 @@ async fn killing_the_redis_master_under_lab_up_ha_loses_nothing() {
     let mut fresh = Connection::connect(&opts).await.unwrap();
     let (_, history) = fresh.join(Duration::from_secs(10)).await.unwrap();
     let stored: Vec<StreamId> = history.iter().map(|c| c.id.parse().unwrap()).collect();
-    assert!(stored.windows(2).all(|w| w[0] < w[1]), "history in id order: {stored:?}");
+    assert!(
+        stored.windows(2).all(|w| w[0] < w[1]),
+        "history in id order: {stored:?}"
+    );
     let stored: BTreeSet<StreamId> = stored.into_iter().collect();
     let lost: Vec<_> = acked.difference(&stored).collect();
-    assert!(lost.is_empty(), "acked but not stored after the failover: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acked but not stored after the failover: {lost:?}"
+    );
     for (i, side) in sides.iter().enumerate() {
         let received = side.received();
         let seen_then_lost: Vec<_> = received.iter().filter(|id| !stored.contains(id)).collect();
@@ -226,7 +238,10 @@ async fn killing_the_redis_master_under_lab_up_ha_loses_nothing() {
     fresh.close().await;
 
     // SAFETY: kill(2) on our own unreaped child.
-    assert_eq!(unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
     let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "lab up --ha exited with {status}");
 }

@@ -105,7 +105,8 @@ impl Node {
         let port = free_loopback_port().expect("free port");
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let master = SocketAddr::from((Ipv4Addr::LOCALHOST, master));
-        let mut spec = sentinel_spec("sentinel", addr, dir, master, SentinelTiming::TEST).expect("sentinel config");
+        let mut spec =
+            sentinel_spec("sentinel", addr, dir, master, SentinelTiming::TEST).expect("sentinel config");
         spec.output = Output::Capture;
         Node::start(spec, port)
     }

@@ -173,8 +173,7 @@ fn durability_defaults_to_replicated_only_with_sentinels() {
     assert_eq!(c.redis.durability(), Durability::Replicated);
     let (c, _) = load_text(&format!("{sentinels}durability = \"local\"\n")).expect("loads");
     assert_eq!(c.redis.durability(), Durability::Local);
-    let text =
-        format!("{MINIMAL}[redis]\ndurability = \"replicated\"\nreplica_ack_timeout = \"500ms\"\n");
+    let text = format!("{MINIMAL}[redis]\ndurability = \"replicated\"\nreplica_ack_timeout = \"500ms\"\n");
     let (c, _) = load_text(&text).expect("loads");
     assert_eq!(c.redis.durability(), Durability::Replicated);
     assert_eq!(c.redis.replica_ack_timeout, Duration::from_millis(500));

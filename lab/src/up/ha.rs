@@ -39,7 +39,9 @@ pub fn specs(sentinels: &[SocketAddr], offset: u16, dir: &Path) -> Result<Vec<Pr
     let io = |e: std::io::Error| UpError::Cluster(e.into());
     let mut nodes = Vec::new();
     for port in NODE_PORTS {
-        let port = port.checked_add(offset).ok_or(UpError::NodePort { port, offset })?;
+        let port = port
+            .checked_add(offset)
+            .ok_or(UpError::NodePort { port, offset })?;
         nodes.push(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     }
     let master = nodes[0];
