@@ -50,7 +50,7 @@ test: deps lint
 	$(CARGO) build --workspace --bins
 	bash deploy/check.sh
 	$(CARGO) test --workspace -- --test-threads=2
-	if [ "$$(id -u)" = 0 ]; then $(CARGO) test -p lab --test netns -- --ignored; else echo "lab/tests/netns.rs: ignored (needs root)"; fi
+	if [ "$$(id -u)" = 0 ]; then $(CARGO) test -p lab --test integration netns:: -- --ignored; else echo "lab/tests/integration/netns.rs: ignored (needs root)"; fi
 	lab/browser/run.sh mock
 	lab/browser/run.sh cluster
 

@@ -11,7 +11,7 @@
 //! namespace of its own and no namespace has a route anywhere else.
 //!
 //! Needs root (CAP_NET_ADMIN); elsewhere it reports why and exits with
-//! [`EXIT_SKIPPED`]; `lab/tests/netns.rs` is ignored unless asked for, and
+//! [`EXIT_SKIPPED`]; `lab/tests/integration/netns.rs` is ignored unless asked for, and
 //! fails on that exit when it was.
 
 mod drill;

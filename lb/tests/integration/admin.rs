@@ -2,12 +2,11 @@
 //! tunnels and sends new sessions elsewhere; maint stops traffic and
 //! checks), errors, bearer token, stats page and metrics.
 
-mod support;
 
 use std::net::SocketAddr;
 
 use http::StatusCode;
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn backends_json_has_the_documented_shape() {

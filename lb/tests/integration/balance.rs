@@ -1,11 +1,10 @@
 //! Distribution: roundrobin alternates, leastconn sends new sessions to the
 //! server with fewer open ones, source keeps a client on one server.
 
-mod support;
 
 use std::collections::HashMap;
 
-use support::*;
+use crate::support::*;
 
 async fn first_server_counts(certs: &Certs, port: u16, n: usize) -> HashMap<String, usize> {
     let mut seen = HashMap::new();

@@ -2,12 +2,11 @@
 //! by ALPN), SNI picks the certificate, combined PEM loads, TLS 1.1 is
 //! refused and TLS 1.2 accepted, plain HTTP redirects to https.
 
-mod support;
 
 use std::sync::Arc;
 
 use http::StatusCode;
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

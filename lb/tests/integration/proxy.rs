@@ -2,7 +2,6 @@
 //! hop-by-hop headers are not forwarded, ambiguous framing gets 400,
 //! `/internal/` gets 403, no usable server gets 503.
 
-mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

@@ -2,12 +2,11 @@
 //! gets 408 (slowloris, or a client that says nothing); a server slower
 //! than `server` gets 504.
 
-mod support;
 
 use std::time::Duration;
 
 use http::StatusCode;
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start(timeouts: impl FnOnce(&mut Timeouts)) -> (Certs, Backend, Lb) {

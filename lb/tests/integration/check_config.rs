@@ -1,10 +1,9 @@
 //! `lb check-config FILE` (like `haproxy -c`) and `lb gen-cert`.
 
-mod support;
 
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn check(path: &std::path::Path) -> (bool, String, String) {
     let out = Command::new(lb_bin())

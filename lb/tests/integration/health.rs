@@ -2,12 +2,11 @@
 //! after `rise` successes, logging the reason; a refused connect is retried
 //! on the other server before anything reaches the client.
 
-mod support;
 
 use std::sync::atomic::Ordering;
 
 use http::StatusCode;
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn rise_and_fall_follow_a_backend_that_flips_its_health() {

@@ -1,9 +1,8 @@
 //! WebSocket through the lb: `wss://` to the lb, plain WebSocket to the
 //! server, subprotocol intact, frames spliced both ways.
 
-mod support;
 
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn websocket_through_the_lb_keeps_the_subprotocol_and_echoes() {

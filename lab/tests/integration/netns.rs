@@ -5,7 +5,7 @@
 //! It needs root and network namespaces, so it is `#[ignore]`d: a plain
 //! `cargo test` lists it as ignored instead of passing without running it.
 //! `make test` runs it explicitly when root
-//! (`cargo test -p lab --test netns -- --ignored`), and a run that was asked
+//! (`cargo test -p lab --test integration netns:: -- --ignored`), and a run that was asked
 //! for fails when `lab netns` still cannot run (exit 77), with its reason.
 
 use std::io::Read;

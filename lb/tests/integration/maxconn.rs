@@ -2,11 +2,10 @@
 //! client is served as soon as a slot frees (HAProxy's behaviour: the
 //! kernel queues, nobody is refused).
 
-mod support;
 
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn connection_over_frontend_maxconn_waits_for_a_free_slot() {

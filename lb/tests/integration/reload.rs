@@ -2,12 +2,11 @@
 //! while an open tunnel keeps running; a broken file is refused and the
 //! running configuration stays. SIGTERM: stop and exit 0.
 
-mod support;
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use support::*;
+use crate::support::*;
 
 async fn wait_log(lb: &LbProcess, needle: &str) {
     let what = format!("log line containing {needle:?}");

@@ -1,0 +1,23 @@
+//! lab's end-to-end tests, one module per behaviour, in one test binary
+//! (one link instead of one per file). Each starts its own processes
+//! through `wsmesh-testkit` on free loopback ports.
+
+
+mod bad_input;
+mod bench_smoke;
+mod chat;
+mod configs;
+mod drills;
+mod health;
+mod idempotency;
+mod lb_chat;
+mod netns;
+mod presence;
+mod redis_restart;
+mod resilient;
+mod resume;
+mod seed_formats;
+mod sessions;
+mod subscriber_failover;
+mod up;
+mod up_ha;

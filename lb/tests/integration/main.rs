@@ -1,0 +1,18 @@
+//! The lb's integration tests, one module per behaviour, in one test
+//! binary (one link instead of one per file): most run the lb in-process
+//! on port-0 sockets, the signal, reload and log tests run the binary.
+
+mod support;
+
+mod admin;
+mod balance;
+mod check_config;
+mod failover;
+mod health;
+mod maxconn;
+mod module_graph;
+mod proxy;
+mod reload;
+mod timeouts;
+mod tls;
+mod tunnel;
