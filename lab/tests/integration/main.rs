@@ -2,7 +2,6 @@
 //! (one link instead of one per file). Each starts its own processes
 //! through `wsmesh-testkit` on free loopback ports.
 
-
 mod bad_input;
 mod bench_smoke;
 mod chat;
@@ -10,6 +9,7 @@ mod configs;
 mod drills;
 mod health;
 mod idempotency;
+mod lab_up;
 mod lb_chat;
 mod netns;
 mod presence;

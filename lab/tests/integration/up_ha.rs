@@ -7,18 +7,18 @@
 //! order.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wsmesh_client::resilient::{Event, ReceiptLog, ResilientClient, ResilientConfig};
 use wsmesh_client::{ConnectOptions, Connection};
 use wsmesh_common::stream_id::StreamId;
+
+use crate::lab_up::LabUp;
 
 /// Every fixed port + 2000: clear of the real cluster (6390–9202), of the
 /// browser tests' offset 10000, and of the ephemeral range; the Sentinels
@@ -30,30 +30,6 @@ const ROOM: &str = "ha";
 const SENDS: usize = 20;
 /// The master is killed after this many rounds of sends.
 const KILL_AFTER: usize = 8;
-
-fn drain(pipe: impl AsyncRead + Unpin + Send + 'static, lines: mpsc::UnboundedSender<String>) {
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            println!("{line}");
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-}
-
-async fn ready_line(lines: &mut mpsc::UnboundedReceiver<String>) -> String {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        match tokio::time::timeout_at(deadline, lines.recv()).await {
-            Ok(Some(line)) if line.starts_with("ready: ") => return line,
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("lab up --ha ended before it was ready"),
-            Err(_) => panic!("lab up --ha not ready within {LIMIT:?}"),
-        }
-    }
-}
 
 /// The committed `configs/ha` copied into `root/configs/ha`, with dev
 /// certificates in `root/certs` where the lb config's `../../certs` finds
@@ -118,26 +94,19 @@ async fn killing_the_redis_master_under_lab_up_ha_loses_nothing() {
     let root = tempfile::tempdir().unwrap();
     let ca = configs_with_certs(root.path());
     let pids = root.path().join("pids");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lab"))
-        .args(["up", "--ha", "--port-offset", &OFFSET.to_string(), "--configs"])
-        .arg(root.path().join("configs/ha"))
-        .arg("--pid-dir")
-        .arg(&pids)
-        .env_remove("WSMESH_REDIS_URL")
-        .env_remove("WSMESH_INTERNAL_TOKEN")
-        .env_remove("WSMESH_ADMIN_TOKEN")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (tx, mut lines) = mpsc::unbounded_channel();
-    drain(child.stdout.take().unwrap(), tx.clone());
-    drain(child.stderr.take().unwrap(), tx);
+    let offset = OFFSET.to_string();
+    let configs = root.path().join("configs/ha");
+    let mut up = LabUp::start([
+        OsStr::new("--ha"),
+        OsStr::new("--port-offset"),
+        OsStr::new(&offset),
+        OsStr::new("--configs"),
+        configs.as_os_str(),
+        OsStr::new("--pid-dir"),
+        pids.as_os_str(),
+    ]);
 
-    let ready = ready_line(&mut lines).await;
+    let ready = up.line_matching(LIMIT, |l| l.starts_with("ready: ")).await;
     let sentinels: Vec<SocketAddr> = (26390..=26392)
         .map(|p: u16| SocketAddr::from(([127, 0, 0, 1], p + OFFSET)))
         .collect();
@@ -239,9 +208,12 @@ async fn killing_the_redis_master_under_lab_up_ha_loses_nothing() {
 
     // SAFETY: kill(2) on our own unreaped child.
     assert_eq!(
-        unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) },
+        unsafe { libc::kill(up.child.id().unwrap() as libc::pid_t, libc::SIGTERM) },
         0
     );
-    let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(LIMIT, up.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "lab up --ha exited with {status}");
 }
