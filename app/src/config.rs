@@ -61,6 +61,7 @@ wsmesh_redis_wire::redis_table! {
     pub struct RedisConfig {
         /// `redis://` or `rediss://` URL of the shared Redis; `WSMESH_REDIS_URL`
         /// overrides it.
+        #[serde(skip_serializing_if = "wsmesh_redis_wire::keys::is_default_url")]
         pub url: String,
         /// Prefix of every key and channel, so one Redis can hold several
         /// deployments; the subscriber's must match.
@@ -178,7 +179,7 @@ pub struct DrainConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
-            url: "redis://127.0.0.1:6390/".into(),
+            url: wsmesh_redis_wire::keys::DEFAULT_URL.into(),
             prefix: "wsmesh:".into(),
             stream_maxlen: 10_000,
             cid_ttl: Duration::from_secs(600),

@@ -11,6 +11,18 @@ use redis::IntoConnectionInfo;
 
 use crate::target::{NodeAddr, Sentinels, Target};
 
+/// The `url` a `[redis]` table means when it names none: the local
+/// cluster's Redis.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6390/";
+
+/// Whether `url` is [`DEFAULT_URL`]. A config written out leaves such a url
+/// out (serde `skip_serializing_if`): it reads back the same, and a table
+/// that locates the master through Sentinels stays valid (a url written
+/// beside `sentinels` is refused).
+pub fn is_default_url(url: &str) -> bool {
+    url == DEFAULT_URL
+}
+
 /// Declares a `[redis]` config struct: the fields given, followed by the
 /// keys that locate the master (`sentinels`, `master_name` and the
 /// passwords), and a `target(url_given)` method that checks them with its

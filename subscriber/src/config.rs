@@ -26,6 +26,7 @@ wsmesh_redis_wire::redis_table! {
     #[serde(deny_unknown_fields, default)]
     pub struct RedisConfig {
         /// Redis URL (`redis://` or `rediss://`).
+        #[serde(skip_serializing_if = "wsmesh_redis_wire::keys::is_default_url")]
         pub url: String,
         /// Prefix of every key and channel; must match the app's.
         pub prefix: String,
@@ -45,7 +46,7 @@ wsmesh_redis_wire::redis_table! {
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
-            url: "redis://127.0.0.1:6390/".into(),
+            url: wsmesh_redis_wire::keys::DEFAULT_URL.into(),
             prefix: "wsmesh:".into(),
             reconnect_base: Duration::from_millis(250),
             reconnect_cap: Duration::from_secs(10),

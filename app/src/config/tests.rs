@@ -187,3 +187,16 @@ fn bad_origin_is_an_error() {
     let e = load_text(&format!("{MINIMAL}[limits]\nallowed_origins = [\"nope\"]\n")).unwrap_err();
     assert!(e.reason.contains("nope"), "{e}");
 }
+
+#[test]
+fn a_sentinel_config_written_out_loads_again() {
+    let text = format!("{MINIMAL}[redis]\nsentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"wsmesh\"\n");
+    let (c, _) = load_text(&text).expect("loads");
+    let written = toml::to_string(&c).expect("serializes");
+    assert!(
+        !written.contains("url ="),
+        "the unused default url is left out:\n{written}"
+    );
+    let (again, _) = load_text(&written).expect("the written file is valid");
+    assert_eq!(again, c);
+}

@@ -2,11 +2,10 @@
 //! tunnels and sends new sessions elsewhere; maint stops traffic and
 //! checks), errors, bearer token, stats page and metrics.
 
-
 use std::net::SocketAddr;
 
-use http::StatusCode;
 use crate::support::*;
+use http::StatusCode;
 
 #[tokio::test]
 async fn backends_json_has_the_documented_shape() {

@@ -1,7 +1,6 @@
 //! Distribution: roundrobin alternates, leastconn sends new sessions to the
 //! server with fewer open ones, source keeps a client on one server.
 
-
 use std::collections::HashMap;
 
 use crate::support::*;

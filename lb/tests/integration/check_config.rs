@@ -1,6 +1,5 @@
 //! `lb check-config FILE` (like `haproxy -c`) and `lb gen-cert`.
 
-
 use std::process::Command;
 
 use crate::support::*;

@@ -7,10 +7,9 @@
 //! `on_error = "mark-down"`, and the request that hit it, WebSocket
 //! upgrades included, goes to the other.
 
-
+use crate::support::*;
 use futures_util::StreamExt;
 use http::StatusCode;
-use crate::support::*;
 
 /// Waits (bounded) for the lb to close `ws`: the stream ends or errors.
 async fn closed_by_lb(ws: &mut Wss) -> bool {

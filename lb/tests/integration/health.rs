@@ -2,11 +2,10 @@
 //! after `rise` successes, logging the reason; a refused connect is retried
 //! on the other server before anything reaches the client.
 
-
 use std::sync::atomic::Ordering;
 
-use http::StatusCode;
 use crate::support::*;
+use http::StatusCode;
 
 #[tokio::test]
 async fn rise_and_fall_follow_a_backend_that_flips_its_health() {

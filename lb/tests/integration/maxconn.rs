@@ -2,7 +2,6 @@
 //! client is served as soon as a slot frees (HAProxy's behaviour: the
 //! kernel queues, nobody is refused).
 
-
 use std::time::Duration;
 
 use crate::support::*;

@@ -2,16 +2,15 @@
 //! hop-by-hop headers are not forwarded, ambiguous framing gets 400,
 //! `/internal/` gets 403, no usable server gets 503.
 
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
-use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

@@ -2,11 +2,10 @@
 //! while an open tunnel keeps running; a broken file is refused and the
 //! running configuration stays. SIGTERM: stop and exit 0.
 
-
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use crate::support::*;
+use futures_util::StreamExt;
 
 async fn wait_log(lb: &LbProcess, needle: &str) {
     let what = format!("log line containing {needle:?}");

@@ -2,11 +2,10 @@
 //! gets 408 (slowloris, or a client that says nothing); a server slower
 //! than `server` gets 504.
 
-
 use std::time::Duration;
 
-use http::StatusCode;
 use crate::support::*;
+use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start(timeouts: impl FnOnce(&mut Timeouts)) -> (Certs, Backend, Lb) {

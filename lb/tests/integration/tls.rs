@@ -2,11 +2,10 @@
 //! by ALPN), SNI picks the certificate, combined PEM loads, TLS 1.1 is
 //! refused and TLS 1.2 accepted, plain HTTP redirects to https.
 
-
 use std::sync::Arc;
 
-use http::StatusCode;
 use crate::support::*;
+use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

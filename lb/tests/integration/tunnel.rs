@@ -1,7 +1,6 @@
 //! WebSocket through the lb: `wss://` to the lb, plain WebSocket to the
 //! server, subprotocol intact, frames spliced both ways.
 
-
 use crate::support::*;
 
 #[tokio::test]

@@ -58,21 +58,9 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError::new(path, e))
 }
 
-/// Writes `config` to `path` as TOML. A `[redis]` with `sentinels` is
-/// written without `url`: the binaries refuse a file that sets both, and
-/// the typed value always carries the url's default.
+/// Writes `config` to `path` as TOML.
 pub fn write<T: Serialize>(config: &T, path: &Path) -> Result<(), ConfigError> {
-    let mut table = toml::Table::try_from(config).map_err(|e| ConfigError::new(path, e))?;
-    if let Some(toml::Value::Table(redis)) = table.get_mut("redis") {
-        let sentinels = redis
-            .get("sentinels")
-            .and_then(toml::Value::as_array)
-            .is_some_and(|s| !s.is_empty());
-        if sentinels {
-            redis.remove("url");
-        }
-    }
-    let text = toml::to_string(&table).map_err(|e| ConfigError::new(path, e))?;
+    let text = toml::to_string(config).map_err(|e| ConfigError::new(path, e))?;
     std::fs::write(path, text).map_err(|e| ConfigError::new(path, e))
 }
 

@@ -6,7 +6,7 @@
 //! Each file is loaded into its binary's config type (`app*.toml`,
 //! `subscriber*.toml`, `lb*.toml`) and every address field is moved by name:
 //! - listen addresses, the lb's server `addr`s and its `redirect_https_port`;
-//! - the port of `redis.url` and of each of `redis.sentinels`, the
+//! - the port of each of `redis.sentinels`, or of `redis.url` without them; the
 //!   subscriber's `app.internal_url` and the
 //!   app's `allowed_origins`;
 //! - relative lb `cert`/`key` paths (which the lb resolves against its
@@ -115,8 +115,13 @@ impl Shift<'_> {
         Ok(())
     }
 
-    /// `redis.sentinels`, each an `ip:port`.
-    fn sentinels(&self, sentinels: &mut [String]) -> Result<(), TooBig> {
+    /// Where `[redis]` finds the master: each of `redis.sentinels` (an
+    /// `ip:port`) when set, else `redis.url`, which is not used then and so
+    /// stays as written (and unwritten, when it is the default).
+    fn redis(&self, url: &mut String, sentinels: &mut [String]) -> Result<(), TooBig> {
+        if sentinels.is_empty() {
+            return self.url(url, "redis.url");
+        }
         for (i, s) in sentinels.iter_mut().enumerate() {
             self.addr_text(s, &format!("redis.sentinels[{i}]"))?;
         }
@@ -134,8 +139,7 @@ impl Shift<'_> {
     pub fn app(&self, c: &mut AppConfig) -> Result<(), TooBig> {
         self.addr(&mut c.listen.public, "listen.public")?;
         self.addr(&mut c.listen.internal, "listen.internal")?;
-        self.url(&mut c.redis.url, "redis.url")?;
-        self.sentinels(&mut c.redis.sentinels)?;
+        self.redis(&mut c.redis.url, &mut c.redis.sentinels)?;
         for (i, origin) in c.limits.allowed_origins.iter_mut().enumerate() {
             self.url(origin, &format!("limits.allowed_origins[{i}]"))?;
         }
@@ -144,8 +148,7 @@ impl Shift<'_> {
 
     /// Moves a subscriber's config.
     pub fn subscriber(&self, c: &mut SubscriberConfig) -> Result<(), TooBig> {
-        self.url(&mut c.redis.url, "redis.url")?;
-        self.sentinels(&mut c.redis.sentinels)?;
+        self.redis(&mut c.redis.url, &mut c.redis.sentinels)?;
         self.url(&mut c.app.internal_url, "app.internal_url")?;
         self.addr(&mut c.listen.health, "listen.health")
     }
