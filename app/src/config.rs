@@ -162,6 +162,12 @@ pub struct HealthConfig {
     /// Longest silence from the subscriber that still counts as healthy.
     #[serde(with = "humantime_serde")]
     pub subscriber_max_age: Duration,
+    /// How long `/healthz` waits for Redis' PING. Keep it under the lb's
+    /// check timeout: a master that stops answering (frozen, or failing
+    /// over) must make `/healthz` answer 503, not go silent, or the lb takes
+    /// the app for unreachable and cuts every session on it.
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
 }
 
 /// `[drain]`: the steps after SIGTERM.
@@ -218,6 +224,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             subscriber_max_age: Duration::from_secs(5),
+            redis_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -370,6 +377,12 @@ impl Config {
             return Err(src.error_at_path(
                 "health.subscriber_max_age",
                 "subscriber_max_age must be more than 0",
+            ));
+        }
+        if self.health.redis_timeout.is_zero() {
+            return Err(src.error_at_path(
+                "health.redis_timeout",
+                "redis_timeout must be more than 0",
             ));
         }
         if let Some(bad) = l

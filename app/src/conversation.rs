@@ -9,6 +9,7 @@ use std::pin::pin;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsmesh_common::protocol::close;
+use wsmesh_common::stream_id::StreamId;
 
 use crate::drain;
 use crate::hub::{Membership, Outbound};
@@ -30,8 +31,41 @@ pub trait Dialect: Send {
     fn binary(&mut self, ws: &mut Ws) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
 
-/// Runs until the socket is closed, by either side.
-pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Membership, dialect: &mut D) {
+/// Live chats a socket was given (written and flushed), for the line its
+/// end logs at debug level: set beside what the client counted, it tells a
+/// chat the server never wrote from one lost on the way.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Written {
+    /// Chats written in live frames.
+    pub chats: u64,
+    /// The newest of them.
+    pub last: Option<StreamId>,
+}
+
+impl Written {
+    fn add(&mut self, other: Written) {
+        self.chats += other.chats;
+        self.last = self.last.max(other.last);
+    }
+
+    fn count(&mut self, out: &Outbound) {
+        if let Outbound::Chats(batch) = out {
+            self.add(Written {
+                chats: batch.chats().len() as u64,
+                last: batch.chats().last().and_then(|c| c.stream_id()),
+            });
+        }
+    }
+}
+
+/// Runs until the socket is closed, by either side; returns what it wrote.
+pub async fn run<D: Dialect>(
+    shared: &Shared,
+    ws: &mut Ws,
+    membership: &mut Membership,
+    dialect: &mut D,
+) -> Written {
+    let mut written = Written::default();
     let mut turn = pin!(drain::my_turn(
         shared.drain.subscribe(),
         shared.config.drain.window
@@ -46,31 +80,37 @@ pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Memb
             kick = &mut membership.kicked, if kick_pending => {
                 kick_pending = false;
                 if kick.is_ok() {
-                    return close_slow(ws, &membership.room).await;
+                    close_slow(ws, &membership.room).await;
+                    return written;
                 }
                 Ok(())
             }
             () = &mut turn => {
                 socket::close(ws, close::SERVICE_RESTART, "instance restarting").await;
-                return;
+                return written;
             }
             inbound = socket::next(ws) => match inbound {
                 Inbound::Text(text) => dialect.receive(ws, text).await,
                 Inbound::Binary => dialect.binary(ws).await,
                 Inbound::Violation(code, reason) => {
                     socket::close(ws, code, reason).await;
-                    return;
+                    return written;
                 }
-                Inbound::Gone => return,
+                Inbound::Gone => return written,
             },
             out = membership.rx.recv() => match out {
                 Some(out) => {
                     // Take what else is queued too: one flush for the lot.
                     frames.clear();
+                    let mut flushing = Written::default();
+                    flushing.count(&out);
                     dialect.render(out, &mut frames);
                     for _ in 1..MAX_COALESCED {
                         match membership.rx.try_recv() {
-                            Ok(more) => dialect.render(more, &mut frames),
+                            Ok(more) => {
+                                flushing.count(&more);
+                                dialect.render(more, &mut frames);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -78,11 +118,17 @@ pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Memb
                     // must still close it now, not at the write timeout.
                     tokio::select! {
                         biased;
-                        written = socket::send_texts(ws, &frames) => written,
+                        sent = socket::send_texts(ws, &frames) => {
+                            if sent.is_ok() {
+                                written.add(flushing);
+                            }
+                            sent
+                        }
                         kick = &mut membership.kicked, if kick_pending => {
                             kick_pending = false;
                             if kick.is_ok() {
-                                return close_slow(ws, &membership.room).await;
+                                close_slow(ws, &membership.room).await;
+                                return written;
                             }
                             Ok(())
                         }
@@ -90,12 +136,12 @@ pub async fn run<D: Dialect>(shared: &Shared, ws: &mut Ws, membership: &mut Memb
                 }
                 // Only a kick removes a socket from the hub, and that branch
                 // returns first; be safe rather than spin.
-                None => return,
+                None => return written,
             },
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "socket write failed; dropping it");
-            return;
+            return written;
         }
     }
 }

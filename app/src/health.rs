@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::drain::{Drain, Phase};
 use crate::limits::Slots;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// When the subscriber last posted (a batch or a heartbeat).
 #[derive(Debug, Default)]
@@ -110,21 +110,25 @@ pub struct Health {
     pub subscriber: Arc<SubscriberClock>,
     /// Longest acceptable subscriber silence.
     pub subscriber_max_age: Duration,
+    /// Longest wait for Redis' PING: the report must come back before the
+    /// lb's check times out, whatever Redis does.
+    pub redis_timeout: Duration,
     /// Any phase but `Serving` fails the report, so the lb stops sending
     /// new sessions before sockets are closed.
     pub drain: Drain,
 }
 
 impl Health {
-    /// Runs every check now; the Redis PING can take up to the command
-    /// timeout.
+    /// Runs every check now; the Redis PING takes at most `redis_timeout`.
     pub async fn report(&self) -> Report {
         let mut reasons = Vec::new();
         let draining = self.drain.phase() != Phase::Serving;
         if draining {
             reasons.push("draining".to_string());
         }
-        let redis = match self.store.ping().await {
+        let ping = tokio::time::timeout(self.redis_timeout, self.store.ping()).await;
+        let ping = ping.unwrap_or_else(|_| Err(StoreError::Timeout(self.redis_timeout)));
+        let redis = match ping {
             Ok(rtt) => RedisHealth {
                 ok: true,
                 rtt_ms: Some(rtt.as_secs_f64() * 1000.0),

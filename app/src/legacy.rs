@@ -115,7 +115,7 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, format: Format, origin: Verdic
         format,
         shared: shared.clone(),
     };
-    conversation::run(&shared, &mut ws, &mut membership, &mut legacy).await;
+    let _ = conversation::run(&shared, &mut ws, &mut membership, &mut legacy).await;
 }
 
 impl Legacy {

@@ -61,6 +61,7 @@ impl Shared {
             threshold: config.limits.threshold(),
             subscriber: subscriber.clone(),
             subscriber_max_age: config.health.subscriber_max_age,
+            redis_timeout: config.health.redis_timeout,
             drain: drain.clone(),
         };
         Ok(Arc::new(Shared {

@@ -21,6 +21,7 @@ use redis::streams::StreamRangeReply;
 use redis::{RedisError, RedisResult};
 use wsmesh_common::chat::Chat;
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_redis_wire::fence::{Fence, Unconfirmed};
 use wsmesh_redis_wire::keys::BadKey;
 use wsmesh_redis_wire::master::{Master, MasterOptions};
 use wsmesh_redis_wire::{Append, Keys};
@@ -53,6 +54,11 @@ pub enum StoreError {
     /// use does not hold it; the client's re-send stores it again.
     #[error("the message {0} is not on the redis master in use")]
     NotOnMaster(String),
+    /// The Sentinels do not vouch for the master a replicated send went to
+    /// (it is being replaced): the send is not committed; the client's
+    /// re-send goes to the master that follows.
+    #[error("not committed: {0}")]
+    Unconfirmed(#[from] Unconfirmed),
     /// The `[redis]` keys do not say where the master is.
     #[error("redis.{}", .0.reason)]
     Target(#[from] BadKey),
@@ -99,6 +105,9 @@ pub struct Store {
     /// With replicated durability, the connection sends are stored and
     /// `WAIT`ed on (WAIT holds up everything behind it on its connection).
     writer: Option<Master>,
+    /// With replicated durability and Sentinels, asked after the `WAIT`
+    /// whether the writer's master is still the master (see `Fence`).
+    fence: Option<Fence>,
     /// Names of the keys and the channel, under the configured prefix.
     keys: Keys,
     /// `[redis]` settings: stream length, cid and session TTLs, command timeout.
@@ -126,6 +135,11 @@ fn is_token(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// How long the Sentinels get to vouch for the master after a replicated
+/// send's `WAIT` (one round trip on a LAN; a silent Sentinel is then left
+/// out for a while).
+const FENCE_LIMIT: Duration = Duration::from_millis(500);
+
 impl Store {
     /// Prepares the connection without connecting: the app starts (and says
     /// "unavailable") while Redis is down, and connects when it comes back.
@@ -145,10 +159,12 @@ impl Store {
             };
             Master::new(target.clone(), options)
         });
+        let fence = writer.as_ref().and_then(|_| target.fence(FENCE_LIMIT));
         let conn = Master::new(target, options);
         Ok(Store {
             conn,
             writer,
+            fence,
             keys: Keys::new(cfg.prefix.clone()),
             cfg: cfg.clone(),
             metrics,
@@ -234,6 +250,10 @@ impl Store {
             .await?;
         if replicas == 0 {
             return Err(StoreError::NotReplicated(ack_timeout));
+        }
+        if let Some(fence) = &self.fence {
+            let addr = w.addr().unwrap_or_default();
+            fence.confirm(&addr).await?;
         }
         let mut c = self.conn.clone();
         let committed = self

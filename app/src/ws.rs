@@ -153,7 +153,16 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
         room: connect.room,
         session,
     };
-    conversation::run(&shared, &mut ws, &mut membership, &mut v1).await;
+    let written = conversation::run(&shared, &mut ws, &mut membership, &mut v1).await;
+    tracing::debug!(
+        target: "wsmesh_app::socket_end",
+        room = %v1.room,
+        nick = %v1.session.nick,
+        replayed_last = %covered,
+        live_chats = written.chats,
+        live_last = %written.last.unwrap_or(StreamId::ZERO),
+        "socket ended"
+    );
 }
 
 /// Tells the client Redis failed and closes with 1011 so it retries.

@@ -12,7 +12,7 @@
 //! and three Sentinels (see `ha`), the apps and subscribers find the master
 //! through the Sentinels, and the ready line also names the Sentinels.
 
-mod ha;
+pub(crate) mod ha;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@
 //! A crate of its own rather than a module of `wsmesh-common` so that the
 //! `redis` client stays out of crates that never talk to Redis (the lb).
 
+pub mod fence;
 pub mod keys;
 pub mod master;
 pub mod target;

@@ -23,6 +23,8 @@ use tokio::time::timeout;
 use tracing::{info, warn};
 use wsmesh_common::backoff::Backoff;
 
+use crate::fence::Fence;
+
 /// The channel on which Sentinels announce a promoted master.
 const SWITCH_CHANNEL: &str = "+switch-master";
 /// How often the Sentinel subscription is pinged, so a dead Sentinel is left.
@@ -49,7 +51,7 @@ impl NodeAddr {
         })
     }
 
-    fn connection_info(&self, password: Option<&str>) -> ConnectionInfo {
+    pub(crate) fn connection_info(&self, password: Option<&str>) -> ConnectionInfo {
         let info = ConnectionAddr::Tcp(self.host.clone(), self.port)
             .into_connection_info()
             .expect("a TCP address is always a connection info");
@@ -230,6 +232,16 @@ impl Target {
             }
         }
         Err(last.expect("a Sentinel target has at least one sentinel"))
+    }
+
+    /// The check a replicated send passes before its commit (see
+    /// [`Fence`]); `None` with a fixed URL, whose node is the master by
+    /// definition.
+    pub fn fence(&self, limit: Duration) -> Option<Fence> {
+        match self {
+            Target::Url(_) => None,
+            Target::Sentinel(s) => Some(Fence::new(s.clone(), limit)),
+        }
     }
 
     /// Watches for failovers; see `Switches`.

@@ -136,6 +136,10 @@ pub struct Stats {
     pub duplicates: u64,
     /// Chats received with an id below the last yielded that was never yielded (dropped).
     pub out_of_order: u64,
+    /// Frames that were not protocol frames (not JSON, unknown type, a
+    /// binary frame): skipped, but a chat inside one would be lost silently,
+    /// so they are counted.
+    pub undecodable: u64,
     /// Sends not yet acked.
     pub pending: usize,
     /// Sends the server confirmed as stored.

@@ -176,7 +176,11 @@ impl Runner {
                             }
                         }
                         Incoming::Closed(info) => return Ended::Lost(info.map(|i| i.code)),
-                        Incoming::Text(_) | Incoming::Binary(_) => {}
+                        Incoming::Text(text) => {
+                            tracing::warn!(frame = %text.chars().take(200).collect::<String>(), "skipping a frame that is not a protocol frame");
+                            lock(&self.stats).undecodable += 1;
+                        }
+                        Incoming::Binary(_) => lock(&self.stats).undecodable += 1,
                     }
                 }
                 cmd = commands.recv() => match cmd {

@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::store::{self, StoreReadError, Stored};
 use crate::bench::lbconf::{self, Route};
+use crate::up::ha;
+use wsmesh_redis_wire::keys::DEFAULT_URL;
+use wsmesh_testkit::sentinel;
 use wsmesh_client::http;
 use wsmesh_client::{ConnectOptions, Endpoint, Scheme};
 use wsmesh_testkit::cluster::{self, Cluster, ClusterError, LocalOptions};
@@ -38,14 +42,56 @@ pub enum DrillClusterError {
     /// The lb's admin API refused or did not answer.
     #[error("lb admin: {0}")]
     Admin(String),
+    /// The replicas did not sync or the Sentinels did not find each other.
+    #[error("the Sentinels were not ready for a failover within {0:?}")]
+    NotFailoverReady(Duration),
+    /// No Sentinel named a master.
+    #[error("no Sentinel names a master")]
+    NoMaster,
+    /// The Sentinels kept the lost master.
+    #[error("the Sentinels promoted no replica within {0:?}")]
+    NoFailover(Duration),
+    /// The old master came back and stayed a master.
+    #[error("{0} was not made a replica within {1:?}")]
+    NotDemoted(String, Duration),
+    /// The store could not be read at the end.
+    #[error(transparent)]
+    Store(#[from] StoreReadError),
     /// Writing the cluster's configs or directories failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
+/// Which Redis a drill runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisLayout {
+    /// One redis-server (`redis`), local durability.
+    Single,
+    /// `redis1` master, `redis2`/`redis3` replicas, `sentinel1…3` (quorum 2),
+    /// apps and subscribers following the Sentinels, replicated durability:
+    /// the `lab up --ha` layout on free ports.
+    Sentinel,
+}
+
+/// Where the drill's Redis is.
+#[derive(Debug, Clone)]
+pub enum RedisAt {
+    /// The one redis-server.
+    Single(SocketAddr),
+    /// Data nodes by process name, and the Sentinels that say which is master.
+    Sentinels {
+        /// `(redis1, addr)`, …
+        nodes: Vec<(String, SocketAddr)>,
+        /// The Sentinels.
+        sentinels: Vec<SocketAddr>,
+    },
+}
+
 /// A running drill cluster; dropping it kills every process.
 #[derive(Debug)]
 pub struct DrillCluster {
+    /// Where Redis is.
+    pub redis: RedisAt,
     /// The processes: `redis`, `app1`, `subscriber1`, `app2`, `subscriber2`, `lb`.
     pub cluster: Cluster,
     /// The lb's TLS listener.
@@ -70,10 +116,11 @@ fn logged(mut spec: ProcessSpec, log: &Path) -> ProcessSpec {
     spec.env.push(("NO_COLOR".into(), "1".into()));
     // Per-connection info lines of a thousand clients say nothing a drill needs;
     // the lb's server state changes (info) do, its access log does not.
-    let level = if spec.kind == wsmesh_testkit::process::Kind::Lb {
-        "info,access=warn"
-    } else {
-        "warn"
+    // The apps' line per ended socket (debug) is what explains a loss.
+    let level = match spec.kind {
+        wsmesh_testkit::process::Kind::Lb => "info,access=warn",
+        wsmesh_testkit::process::Kind::App => "warn,wsmesh_app::socket_end=debug",
+        _ => "warn",
     };
     spec.env.push(("RUST_LOG".into(), level.into()));
     spec
@@ -82,25 +129,73 @@ fn logged(mut spec: ProcessSpec, log: &Path) -> ProcessSpec {
 impl DrillCluster {
     /// Starts everything and waits until the lb sees both apps up. With
     /// `keep_logs` the directory stays (its path is in `dir`).
-    pub async fn start(opts: &LocalOptions, keep_logs: bool) -> Result<DrillCluster, DrillClusterError> {
+    pub async fn start(
+        opts: &LocalOptions,
+        keep_logs: bool,
+        redis: RedisLayout,
+    ) -> Result<DrillCluster, DrillClusterError> {
         let temp = tempfile::Builder::new().prefix("wsmesh-drill-").tempdir()?;
         let dir = temp.path().to_path_buf();
-        let layout = cluster::render_local(&dir, opts).map_err(ClusterError::from)?;
-        let app_bin = cluster::binary("app")?;
-        let sub_bin = cluster::binary("subscriber")?;
-        let lb_bin = cluster::binary("lb")?;
         let log = |name: &str| dir.join(format!("{name}.log"));
-
         let mut procs = Cluster::new();
         let data = dir.join("redis");
         std::fs::create_dir_all(&data)?;
-        procs
-            .spawn(logged(
-                cluster::redis_spec("redis", layout.redis, &data),
-                &log("redis"),
-            ))?
-            .wait_healthy(START_LIMIT)
-            .await?;
+        let (opts, store) = match redis {
+            RedisLayout::Single => (opts.clone(), None),
+            RedisLayout::Sentinel => {
+                let nodes = (0..3).map(|_| ports::free_addr()).collect::<Result<Vec<_>, _>>()?;
+                let sentinels = (0..3).map(|_| ports::free_addr()).collect::<Result<Vec<_>, _>>()?;
+                for spec in ha::specs_at(&nodes, &sentinels, ha::TIMING, &data)? {
+                    let name = spec.name.clone();
+                    procs.spawn(logged(spec, &log(&name)))?;
+                }
+                procs.wait_healthy(START_LIMIT).await?;
+                let deadline = tokio::time::Instant::now() + START_LIMIT;
+                while !sentinel::ready_for_failover(&nodes[1..], &sentinels).await {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(DrillClusterError::NotFailoverReady(START_LIMIT));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let names: Vec<String> = sentinels.iter().map(SocketAddr::to_string).collect();
+                let (app_names, sub_names) = (names.clone(), names);
+                let opts = opts
+                    .clone()
+                    .app(move |c| {
+                        c.redis.url = DEFAULT_URL.into();
+                        c.redis.sentinels = app_names.clone();
+                        c.redis.master_name = Some(sentinel::MASTER_NAME.into());
+                    })
+                    .subscriber(move |c| {
+                        c.redis.url = DEFAULT_URL.into();
+                        c.redis.sentinels = sub_names.clone();
+                        c.redis.master_name = Some(sentinel::MASTER_NAME.into());
+                    });
+                let nodes = nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (format!("redis{}", i + 1), *a))
+                    .collect();
+                (opts, Some(RedisAt::Sentinels { nodes, sentinels }))
+            }
+        };
+        let layout = cluster::render_local(&dir, &opts).map_err(ClusterError::from)?;
+        let app_bin = cluster::binary("app")?;
+        let sub_bin = cluster::binary("subscriber")?;
+        let lb_bin = cluster::binary("lb")?;
+        let store = match store {
+            Some(at) => at,
+            None => {
+                procs
+                    .spawn(logged(
+                        cluster::redis_spec("redis", layout.redis, &data),
+                        &log("redis"),
+                    ))?
+                    .wait_healthy(START_LIMIT)
+                    .await?;
+                RedisAt::Single(layout.redis)
+            }
+        };
         for (i, (app, health)) in layout.apps.iter().zip(&layout.subscribers).enumerate() {
             let config = dir.join(format!("{}.toml", app.name));
             let spec = cluster::app_spec(&app.name, app_bin.clone(), &config, app.public, app.internal);
@@ -147,6 +242,7 @@ impl DrillCluster {
             )
             .collect();
         Ok(DrillCluster {
+            redis: store,
             cluster: procs,
             lb,
             admin,
@@ -225,6 +321,80 @@ impl DrillCluster {
                 .collect();
             let skip = picked.len().saturating_sub(per_file);
             out.extend(picked[skip..].iter().map(|l| format!("{name}: {l}")));
+        }
+        out
+    }
+}
+
+impl DrillCluster {
+    /// The master now: the one redis-server, or the one the Sentinels name
+    /// (the first that answers).
+    pub async fn master(&self) -> Result<SocketAddr, DrillClusterError> {
+        match &self.redis {
+            RedisAt::Single(addr) => Ok(*addr),
+            RedisAt::Sentinels { sentinels, .. } => {
+                for s in sentinels {
+                    if let Some(addr) = sentinel::master_named_at(*s).await.and_then(|m| m.parse().ok()) {
+                        return Ok(addr);
+                    }
+                }
+                Err(DrillClusterError::NoMaster)
+            }
+        }
+    }
+
+    /// `ROLE` of the Redis node at `addr` (`master`, `slave`), `None` when
+    /// it does not answer within a second.
+    pub async fn role(&self, addr: SocketAddr) -> Option<String> {
+        let ask = async {
+            let client = redis::Client::open(format!("redis://{addr}/")).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await.ok()?;
+            match role.first()? {
+                redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                redis::Value::SimpleString(s) => Some(s.clone()),
+                _ => None,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(1), ask).await.ok().flatten()
+    }
+
+    /// The process name of the data node at `addr` (`redis` with one server).
+    pub fn node_name(&self, addr: SocketAddr) -> Option<String> {
+        match &self.redis {
+            RedisAt::Single(a) => (*a == addr).then(|| "redis".to_string()),
+            RedisAt::Sentinels { nodes, .. } => nodes.iter().find(|(_, a)| *a == addr).map(|(n, _)| n.clone()),
+        }
+    }
+
+    /// Every committed entry of `rooms`, read from the master now.
+    pub async fn stored(&self, rooms: &[String]) -> Result<Stored, DrillClusterError> {
+        let master = self.master().await?;
+        let prefix = self.key_prefix();
+        Ok(store::read(master, &prefix, rooms).await?)
+    }
+
+    /// `redis.prefix` of the apps' configs (as written for this cluster).
+    fn key_prefix(&self) -> String {
+        std::fs::read_to_string(self.dir.join("app1.toml"))
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|t| t.get("redis")?.get("prefix")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| "wsmesh:".to_string())
+    }
+
+    /// The apps' `socket ended` lines that contain `needle`, `app: line`.
+    pub fn socket_ends(&self, needle: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in ["app1", "app2"] {
+            let Ok(text) = std::fs::read_to_string(self.dir.join(format!("{name}.log"))) else {
+                continue;
+            };
+            out.extend(
+                text.lines()
+                    .filter(|l| l.contains("socket ended") && l.contains(needle))
+                    .map(|l| format!("{name}: {l}")),
+            );
         }
         out
     }

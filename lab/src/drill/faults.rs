@@ -3,13 +3,14 @@
 //! until the cluster says it is whole), so adding a fault means copying one.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::cluster::{DrillCluster, DrillClusterError};
+use super::cluster::{DrillCluster, DrillClusterError, RedisLayout};
 
 /// A process gets this long to come back healthy (the lb: to see every server up).
 const HEAL_LIMIT: Duration = Duration::from_secs(60);
@@ -47,11 +48,17 @@ pub enum Fault {
     FreezeApp,
     /// kill -9 the lb, start it again on the same ports.
     KillLb,
+    /// kill -9 the Redis master (Sentinel layout); the Sentinels promote a
+    /// replica; the old master is started again and rejoins as a replica.
+    KillRedisMaster,
+    /// SIGSTOP the Redis master past the Sentinels' down-after; a replica is
+    /// promoted; SIGCONT: the old master must be demoted, not take writes.
+    FreezeRedisMaster,
 }
 
 impl Fault {
     /// Every fault, in the order `lab drill --fault all` runs them.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 9] = [
         Fault::KillApp,
         Fault::DrainApp,
         Fault::LbDrain,
@@ -59,6 +66,8 @@ impl Fault {
         Fault::RestartRedis,
         Fault::FreezeApp,
         Fault::KillLb,
+        Fault::KillRedisMaster,
+        Fault::FreezeRedisMaster,
     ];
 
     /// CLI name.
@@ -71,6 +80,18 @@ impl Fault {
             Fault::RestartRedis => "restart-redis",
             Fault::FreezeApp => "freeze-app",
             Fault::KillLb => "kill-lb",
+            Fault::KillRedisMaster => "kill-redis-master",
+            Fault::FreezeRedisMaster => "freeze-redis-master",
+        }
+    }
+}
+
+impl Fault {
+    /// The Redis the fault needs: a master to lose needs Sentinels and replicas.
+    pub fn redis_layout(self) -> RedisLayout {
+        match self {
+            Fault::KillRedisMaster | Fault::FreezeRedisMaster => RedisLayout::Sentinel,
+            _ => RedisLayout::Single,
         }
     }
 }
@@ -177,9 +198,87 @@ pub async fn inject_and_heal(fault: Fault, c: &mut DrillCluster) -> Result<Timel
             c.wait_healthy("app1", HEAL_LIMIT).await?;
         }
         Fault::KillLb => kill_and_start(c, "lb", "lb started on the same ports", &mut tl, t0).await?,
+        Fault::KillRedisMaster => {
+            let (old, name) = master_and_name(c).await?;
+            c.cluster.get_mut(&name)?.kill9()?;
+            tl.note(t0, format!("{name} (master) killed (SIGKILL)"));
+            let new = promoted(c, old, &mut tl, t0).await?;
+            apps_healthy(c).await?;
+            tl.note(t0, format!("apps healthy on {new}"));
+            c.cluster.get_mut(&name)?.start()?;
+            tl.note(t0, format!("{name} started again"));
+            demoted(c, old, &name, &mut tl, t0).await?;
+        }
+        Fault::FreezeRedisMaster => {
+            let (old, name) = master_and_name(c).await?;
+            c.cluster.get_mut(&name)?.stop()?;
+            tl.note(t0, format!("{name} (master) frozen (SIGSTOP)"));
+            let new = promoted(c, old, &mut tl, t0).await?;
+            c.cluster.get_mut(&name)?.cont()?;
+            tl.note(t0, format!("{name} resumed (SIGCONT)"));
+            demoted(c, old, &name, &mut tl, t0).await?;
+            apps_healthy(c).await?;
+            tl.note(t0, format!("apps healthy on {new}"));
+        }
     }
     // Whole again means: the lb sees both apps up.
     c.wait_healthy("lb", HEAL_LIMIT).await?;
     tl.note(t0, "lb sees every server up");
     Ok(tl)
+}
+
+/// The master now and its process name.
+async fn master_and_name(c: &DrillCluster) -> Result<(SocketAddr, String), DrillClusterError> {
+    let master = c.master().await?;
+    let name = c.node_name(master).ok_or(DrillClusterError::NoMaster)?;
+    Ok((master, name))
+}
+
+/// Waits until the Sentinels name a master other than `old`.
+async fn promoted(
+    c: &DrillCluster,
+    old: SocketAddr,
+    tl: &mut Timeline,
+    t0: Instant,
+) -> Result<String, DrillClusterError> {
+    let deadline = Instant::now() + HEAL_LIMIT;
+    loop {
+        if let Ok(now) = c.master().await {
+            if now != old {
+                let name = c.node_name(now).unwrap_or_else(|| now.to_string());
+                tl.note(t0, format!("sentinels promoted {name}"));
+                return Ok(name);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(DrillClusterError::NoFailover(HEAL_LIMIT));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the old master at `addr` answers as a replica (the
+/// Sentinels reconfigured it): from then on it cannot take a write.
+async fn demoted(
+    c: &DrillCluster,
+    addr: SocketAddr,
+    name: &str,
+    tl: &mut Timeline,
+    t0: Instant,
+) -> Result<(), DrillClusterError> {
+    let deadline = Instant::now() + HEAL_LIMIT;
+    while c.role(addr).await.as_deref() != Some("slave") {
+        if Instant::now() >= deadline {
+            return Err(DrillClusterError::NotDemoted(name.to_string(), HEAL_LIMIT));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tl.note(t0, format!("{name} is a replica again"));
+    Ok(())
+}
+
+/// Both apps answer `/healthz` 200 (their health includes Redis).
+async fn apps_healthy(c: &mut DrillCluster) -> Result<(), DrillClusterError> {
+    c.wait_healthy("app1", HEAL_LIMIT).await?;
+    c.wait_healthy("app2", HEAL_LIMIT).await
 }

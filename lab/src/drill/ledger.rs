@@ -19,11 +19,19 @@
 //! - **unacked**: sends still without an ack when the drill ended (the outbox
 //!   must empty); **ack conflicts**: one cid acked under two ids, or two cids
 //!   under one id (each send must be stored exactly once).
+//! - **seen then lost**: a receipt of an id the store does not hold when the
+//!   drill ends (read from the master then, committed entries only): a
+//!   failover took back something already broadcast. **cids stored twice**:
+//!   stream entries repeating a cid of their room (a re-send stored again).
+//! - **undecodable**: frames a client could not read as protocol frames (a
+//!   chat inside one would vanish without any other column noticing).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 use wsmesh_common::stream_id::StreamId;
+
+use super::store::Stored;
 
 /// What one client saw and did.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +51,8 @@ pub struct ClientLedger {
     /// Whether the client gave up (too many failed connects, or not connected
     /// and caught up at the quiescence deadline).
     pub gave_up: bool,
+    /// Frames it could not read as protocol frames (a chat in one is lost).
+    pub undecodable: u64,
 }
 
 /// The ledger's totals over all clients of one drill.
@@ -68,6 +78,12 @@ pub struct Totals {
     pub ack_conflicts: u64,
     /// Clients that gave up (must be 0).
     pub gave_up: u64,
+    /// Frames clients could not read as protocol frames (must be 0).
+    pub undecodable: u64,
+    /// Receipts of an id the store does not hold at the end (must be 0).
+    pub seen_then_lost: u64,
+    /// Stored entries repeating a cid of their room (must be 0).
+    pub cids_twice: u64,
 }
 
 impl Totals {
@@ -79,6 +95,9 @@ impl Totals {
             && self.unacked == 0
             && self.ack_conflicts == 0
             && self.gave_up == 0
+            && self.undecodable == 0
+            && self.seen_then_lost == 0
+            && self.cids_twice == 0
     }
 }
 
@@ -104,12 +123,14 @@ fn acked_by_room(clients: &[ClientLedger]) -> (HashMap<&str, BTreeSet<StreamId>>
     (rooms, conflicts)
 }
 
-/// Reconciles the clients' records.
-pub fn reconcile(clients: &[ClientLedger]) -> Totals {
+/// Reconciles the clients' records with each other and with what the
+/// store holds at the end.
+pub fn reconcile(clients: &[ClientLedger], stored: &Stored) -> Totals {
     let (rooms, ack_conflicts) = acked_by_room(clients);
     let mut t = Totals {
         acked: rooms.values().map(|ids| ids.len() as u64).sum(),
         ack_conflicts,
+        cids_twice: stored.cids_twice,
         ..Totals::default()
     };
     let none = BTreeSet::new();
@@ -117,9 +138,13 @@ pub fn reconcile(clients: &[ClientLedger]) -> Totals {
         t.sent += c.sent;
         t.unacked += c.pending as u64;
         t.gave_up += u64::from(c.gave_up);
+        t.undecodable += c.undecodable;
         let mut seen: HashSet<StreamId> = HashSet::with_capacity(c.receipts.len());
         let mut highest: Option<StreamId> = None;
         for id in &c.receipts {
+            if !stored.holds(&c.room, id) && !seen.contains(id) {
+                t.seen_then_lost += 1;
+            }
             if !seen.insert(*id) {
                 t.duplicated += 1;
             } else if highest.is_some_and(|h| *id < h) {
@@ -161,12 +186,52 @@ pub fn lost_sample(clients: &[ClientLedger], n: usize) -> Vec<(usize, String, St
     out
 }
 
+/// Up to `n` receipts of ids the store does not hold, as `(client index,
+/// room, id)`: which ids a failover took back after they were broadcast.
+pub fn seen_then_lost_sample(clients: &[ClientLedger], stored: &Stored, n: usize) -> Vec<(usize, String, StreamId)> {
+    let mut out = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        for id in &c.receipts {
+            if out.len() >= n {
+                return out;
+            }
+            if !stored.holds(&c.room, id) {
+                out.push((i, c.room.clone(), *id));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn id(ms: u64) -> StreamId {
         StreamId { ms, seq: 0 }
+    }
+
+    /// Reconciles against a store that holds every id anyone received.
+    fn run(clients: &[ClientLedger]) -> Totals {
+        let mut stored = Stored::default();
+        for c in clients {
+            stored.ids.entry(c.room.clone()).or_default().extend(c.receipts.iter().copied());
+        }
+        reconcile(clients, &stored)
+    }
+
+    #[test]
+    fn a_receipt_the_store_lost_and_a_cid_stored_twice_are_counted() {
+        let a = client("r", &[1, 2, 3], &[("a1", 1), ("a2", 2), ("a3", 3)]);
+        let b = client("r", &[1, 2, 3, 3], &[]);
+        let mut stored = Stored {
+            cids_twice: 1,
+            ..Stored::default()
+        };
+        stored.ids.insert("r".into(), [id(1), id(3)].into_iter().collect());
+        let t = reconcile(&[a, b], &stored);
+        assert_eq!((t.seen_then_lost, t.cids_twice, t.duplicated), (2, 1, 1), "{t:?}");
+        assert!(!t.clean());
     }
 
     fn client(room: &str, receipts: &[u64], acks: &[(&str, u64)]) -> ClientLedger {
@@ -184,7 +249,7 @@ mod tests {
         // b's connection broke after 2; it resumed with since=2 and got 3, 4 replayed.
         let a = client("r", &[1, 2, 3, 4], &[("a1", 1), ("a2", 3)]);
         let b = client("r", &[1, 2, 3, 4], &[("b1", 2), ("b2", 4), ("b2", 4)]);
-        let t = reconcile(&[a, b]);
+        let t = run(&[a, b]);
         assert_eq!((t.acked, t.expected, t.made), (4, 8, 8));
         assert!(t.clean(), "{t:?}");
     }
@@ -195,9 +260,9 @@ mod tests {
         let lost = client("r", &[1, 2, 4], &acks);
         let dup = client("r", &[1, 2, 2, 3, 4], &[]);
         let reordered = client("r", &[1, 3, 2, 4], &[]);
-        let t = reconcile(&[lost, dup, reordered]);
+        let t = run(&[lost, dup, reordered]);
         assert_eq!((t.lost, t.duplicated, t.out_of_order), (1, 1, 1), "{t:?}");
-        let lost = reconcile(&[client("r", &[1, 2, 4], &acks)]);
+        let lost = run(&[client("r", &[1, 2, 4], &acks)]);
         assert_eq!(lost.lost, 1);
         assert_eq!(
             lost_sample(&[client("r", &[1, 2, 4], &acks)], 5),
@@ -211,7 +276,7 @@ mod tests {
         late.start = id(4);
         let other = client("s", &[9], &[("s1", 9)]);
         let sender = client("r", &[4, 5], &[("a4", 4), ("a5", 5)]);
-        let t = reconcile(&[late, other, sender]);
+        let t = run(&[late, other, sender]);
         assert_eq!((t.expected, t.lost), (1 + 1 + 2, 0), "{t:?}");
     }
 
@@ -220,7 +285,7 @@ mod tests {
         let mut a = client("r", &[1, 2], &[("x", 1), ("x", 2)]);
         a.pending = 2;
         a.gave_up = true;
-        let t = reconcile(&[a]);
+        let t = run(&[a]);
         assert_eq!((t.ack_conflicts, t.unacked, t.gave_up), (1, 2, 1), "{t:?}");
         assert!(!t.clean());
     }

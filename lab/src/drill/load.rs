@@ -95,6 +95,11 @@ pub struct Live {
     pub disconnects: u64,
     /// Error frames from the server (e.g. `rate_limited`, `unavailable`).
     pub refused: u64,
+    /// Frames the client could not read as protocol frames (must be 0).
+    pub undecodable: u64,
+    /// Per acked send, from handing it to the client to its first ack
+    /// (re-sends through a fault included): the stall a sender sees.
+    pub ack_after: Vec<Duration>,
 }
 
 impl Live {
@@ -138,6 +143,42 @@ pub struct ClientOutcome {
     pub disconnects: u64,
     /// Error frames.
     pub refused: u64,
+    /// Per connection, what arrived on it: for explaining a loss.
+    pub arrived: Vec<Arrived>,
+    /// Per acked send, the time to its first ack.
+    pub ack_after: Vec<Duration>,
+}
+
+/// Chats that arrived on one connection (before dedup).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Arrived {
+    /// In the replay (`history` frame).
+    pub replayed: u64,
+    /// In live `chat` frames.
+    pub live: u64,
+    /// Newest id replayed.
+    pub replayed_last: StreamId,
+    /// Newest id that came live.
+    pub live_last: StreamId,
+}
+
+impl Arrived {
+    /// Summaries per connection, `connections` long at least.
+    fn of(receipts: &[wsmesh_client::resilient::Receipt], connections: usize) -> Vec<Arrived> {
+        let n = receipts.iter().map(|r| r.connection + 1).max().unwrap_or(0).max(connections);
+        let mut out = vec![Arrived::default(); n];
+        for r in receipts {
+            let a = &mut out[r.connection];
+            if r.history {
+                a.replayed += 1;
+                a.replayed_last = a.replayed_last.max(r.id);
+            } else {
+                a.live += 1;
+                a.live_last = a.live_last.max(r.id);
+            }
+        }
+        out
+    }
 }
 
 /// The running load.
@@ -295,7 +336,10 @@ impl Load {
                     sent: live.sent,
                     pending,
                     gave_up: live.gave_up || !live.connected,
+                    undecodable: live.undecodable,
                 },
+                arrived: Arrived::of(&receipts, live.connections.len()),
+                ack_after: live.ack_after,
                 connections: live.connections,
                 welcomed_at: live.welcomed_at,
                 caught_up,
@@ -351,12 +395,14 @@ async fn drive(
     let mut poll = tokio::time::interval(Duration::from_millis(100));
     let mut ended = false;
     let mut n = 0u64;
+    let mut sent_at: HashMap<String, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next_send) => {
                 if sending.load(Ordering::SeqCst) {
                     n += 1;
-                    client.send(format!("d{index} #{n}"));
+                    let cid = client.send(format!("d{index} #{n}"));
+                    sent_at.insert(cid, Instant::now());
                     lock(&live).sent += 1;
                 }
                 // Steady pace; after a stall, carry on from now instead of catching up in a burst.
@@ -375,6 +421,9 @@ async fn drive(
                         l.disconnects += 1;
                     }
                     Some(Event::Acked { cid, id }) => {
+                        if let Some(at) = sent_at.remove(&cid) {
+                            l.ack_after.push(at.elapsed());
+                        }
                         if let Ok(id) = id.parse() {
                             l.acks.push((cid.clone(), id));
                         }
@@ -389,12 +438,16 @@ async fn drive(
                 }
             }
             _ = poll.tick() => {
-                let gave_up = client.stats().gave_up;
-                lock(&live).gave_up = gave_up;
+                let stats = client.stats();
+                let mut l = lock(&live);
+                l.gave_up = stats.gave_up;
+                l.undecodable = stats.undecodable;
             }
             _ = stop.changed() => break,
         }
     }
-    let gave_up = client.stats().gave_up;
-    lock(&live).gave_up = gave_up;
+    let stats = client.stats();
+    let mut l = lock(&live);
+    l.gave_up = stats.gave_up;
+    l.undecodable = stats.undecodable;
 }

@@ -15,7 +15,9 @@ pub mod faults;
 pub mod ledger;
 pub mod load;
 pub mod report;
+pub mod store;
 
+use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -128,7 +130,8 @@ fn fault_arg(s: &str) -> Result<String, String> {
 /// What `lab drill` is asked to do.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DrillArgs {
-    /// all, kill-app, drain-app, lb-drain, kill-subscriber, restart-redis, freeze-app or kill-lb (repeatable).
+    /// all, kill-app, drain-app, lb-drain, kill-subscriber, restart-redis, freeze-app, kill-lb,
+    /// kill-redis-master or freeze-redis-master (repeatable).
     #[arg(long, default_value = "all", value_parser = fault_arg)]
     pub fault: Vec<String>,
     /// Resilient clients connected through the lb during each drill.
@@ -252,7 +255,7 @@ fn local_options(opts: &DrillOptions) -> LocalOptions {
 /// Runs one drill.
 pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, DrillError> {
     let err = |source| DrillError::Cluster { fault, source };
-    let mut c = DrillCluster::start(&local_options(opts), opts.keep_logs)
+    let mut c = DrillCluster::start(&local_options(opts), opts.keep_logs, fault.redis_layout())
         .await
         .map_err(err)?;
     let plan = LoadPlan {
@@ -294,7 +297,10 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
     let outcomes = load.finish().await;
 
     let ledgers: Vec<_> = outcomes.iter().map(|o| o.ledger.clone()).collect();
-    let totals = ledger::reconcile(&ledgers);
+    let rooms: BTreeSet<String> = ledgers.iter().map(|l| l.room.clone()).collect();
+    let rooms: Vec<String> = rooms.into_iter().collect();
+    let stored = c.stored(&rooms).await.map_err(err)?;
+    let totals = ledger::reconcile(&ledgers, &stored);
     let lost_sample = ledger::lost_sample(&ledgers, 10)
         .into_iter()
         .map(|(i, room, id)| {
@@ -320,6 +326,20 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
     } else {
         let mut lines = c.counters().await;
         lines.extend(c.log_excerpt(15));
+        // The apps log a socket's end once they see its close.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (i, room, id) in ledger::seen_then_lost_sample(&ledgers, &stored, 10) {
+            let newest = stored.ids.get(&room).and_then(|ids| ids.iter().max().copied()).unwrap_or_default();
+            lines.push(format!(
+                "seen then lost: client {i} room {room} id {id} (the store holds {} ids of the room, the newest {newest})",
+                stored.ids.get(&room).map_or(0, |ids| ids.len())
+            ));
+        }
+        let lost_clients: BTreeSet<usize> = ledger::lost_sample(&ledgers, 10).into_iter().map(|(i, _, _)| i).collect();
+        for i in lost_clients {
+            lines.extend(arrivals(i, &outcomes[i]));
+            lines.extend(c.socket_ends(&format!("nick=d{i} ")));
+        }
         lines
     };
     let reconnects: Vec<Duration> = outcomes
@@ -349,6 +369,12 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
         sending_s,
         totals,
         reconnect: report::Latency::of(&reconnects),
+        ack_after: report::Latency::of(
+            &outcomes
+                .iter()
+                .flat_map(|o| o.ack_after.iter().copied())
+                .collect::<Vec<_>>(),
+        ),
         caught_up: report::Latency::of(
             &outcomes
                 .iter()
@@ -366,6 +392,24 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
         lost_sample,
         diagnosis,
     })
+}
+
+/// What arrived on each connection of client `i`, beside what the apps say
+/// they wrote to it (`socket ended` lines): tells a chat never written from
+/// one lost on the way.
+fn arrivals(i: usize, outcome: &load::ClientOutcome) -> Vec<String> {
+    outcome
+        .arrived
+        .iter()
+        .enumerate()
+        .map(|(k, a)| {
+            let on = outcome.connections.get(k).map_or("?", |r| r.instance.as_str());
+            format!(
+                "client {i} connection {k} on {on}: replayed {} (to {}), live {} (to {}), undecodable frames {}",
+                a.replayed, a.replayed_last, a.live, a.live_last, outcome.ledger.undecodable
+            )
+        })
+        .collect()
 }
 
 /// Runs `faults` one after the other, each on a fresh cluster; `each` sees

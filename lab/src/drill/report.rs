@@ -63,6 +63,9 @@ pub struct DrillReport {
     pub reconnect: Latency,
     /// The same reconnects, until the end of the new connection's history replay.
     pub caught_up: Latency,
+    /// Every acked send, from handing it to the client to its first ack:
+    /// the stall a fault causes where nobody reconnects (a Redis failover).
+    pub ack_after: Latency,
     /// Seconds from the fault's injection to the last reconnect's welcome: how
     /// long until every client that lost its connection was served again,
     /// detection included (which `reconnect`, measured from the moment a client
@@ -108,7 +111,7 @@ impl DrillReport {
         for (at, step) in &self.timeline.steps {
             let _ = writeln!(s, "  t+{at:>5.1}s  {step}");
         }
-        let rows: [(&str, String); 17] = [
+        let rows: [(&str, String); 21] = [
             ("messages sent", t.sent.to_string()),
             ("messages acked", t.acked.to_string()),
             ("deliveries expected", t.expected.to_string()),
@@ -119,10 +122,20 @@ impl DrillReport {
             ("unacked sends (must be 0)", t.unacked.to_string()),
             ("ack conflicts (must be 0)", t.ack_conflicts.to_string()),
             ("clients gave up (must be 0)", t.gave_up.to_string()),
+            ("undecodable frames (must be 0)", t.undecodable.to_string()),
+            ("seen then lost (must be 0)", t.seen_then_lost.to_string()),
+            ("cids stored twice (must be 0)", t.cids_twice.to_string()),
             ("reconnects", r.count.to_string()),
             (
                 "reconnect p50 / p99 / max",
                 format!("{} / {} / {} ms", r.p50_ms, r.p99_ms, r.max_ms),
+            ),
+            (
+                "send to ack p50 / p99 / max",
+                format!(
+                    "{} / {} / {} ms",
+                    self.ack_after.p50_ms, self.ack_after.p99_ms, self.ack_after.max_ms
+                ),
             ),
             (
                 "reconnect to caught up p50/p99/max",
@@ -173,24 +186,26 @@ pub fn summary(reports: &[DrillReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| fault | clients | acked | expected | made | lost | dup | ooo | unacked | gave up | reconnects | p50 ms | p99 ms | max ms | caught up p99 ms | all back s | moved |"
+        "| fault | clients | acked | expected | made | lost | seen then lost | dup | cid twice | ooo | unacked | gave up | reconnects | p50 ms | p99 ms | max ms | caught up p99 ms | all back s | moved | ack p50/p99/max ms |"
     );
     let _ = writeln!(
         s,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for r in reports {
         let t = &r.totals;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} % |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} % | {}/{}/{} |",
             r.fault,
             r.clients,
             t.acked,
             t.expected,
             t.made,
             t.lost,
+            t.seen_then_lost,
             t.duplicated,
+            t.cids_twice,
             t.out_of_order,
             t.unacked,
             t.gave_up,
@@ -200,7 +215,10 @@ pub fn summary(reports: &[DrillReport]) -> String {
             r.reconnect.max_ms,
             r.caught_up.p99_ms,
             r.back_after_s.map_or("-".to_string(), |s| format!("{s:.1}")),
-            r.moved_share * 100.0
+            r.moved_share * 100.0,
+            r.ack_after.p50_ms,
+            r.ack_after.p99_ms,
+            r.ack_after.max_ms
         );
     }
     s

@@ -36,7 +36,6 @@ pub const TIMING: SentinelTiming = SentinelTiming {
 /// Sentinel on each address of `sentinels` (the apps' `redis.sentinels`),
 /// its config file written into `dir`.
 pub fn specs(sentinels: &[SocketAddr], offset: u16, dir: &Path) -> Result<Vec<ProcessSpec>, UpError> {
-    let io = |e: std::io::Error| UpError::Cluster(e.into());
     let mut nodes = Vec::new();
     for port in NODE_PORTS {
         let port = port
@@ -44,12 +43,27 @@ pub fn specs(sentinels: &[SocketAddr], offset: u16, dir: &Path) -> Result<Vec<Pr
             .ok_or(UpError::NodePort { port, offset })?;
         nodes.push(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     }
-    let master = nodes[0];
+    specs_at(&nodes, sentinels, TIMING, dir).map_err(|e| UpError::Cluster(e.into()))
+}
+
+/// The processes of the HA layout on given addresses: `redis1…` on `nodes`
+/// (the first starts as master, the others replicate it) and `sentinel1…`
+/// on `sentinels`, watching with `timing`. Data and Sentinel configs go
+/// into `dir`.
+pub fn specs_at(
+    nodes: &[SocketAddr],
+    sentinels: &[SocketAddr],
+    timing: SentinelTiming,
+    dir: &Path,
+) -> std::io::Result<Vec<ProcessSpec>> {
+    let Some(&master) = nodes.first() else {
+        return Ok(Vec::new());
+    };
     let mut specs = Vec::new();
     for (i, addr) in nodes.iter().enumerate() {
         let name = format!("redis{}", i + 1);
         let data = dir.join(&name);
-        std::fs::create_dir_all(&data).map_err(io)?;
+        std::fs::create_dir_all(&data)?;
         let mut args: Vec<String> = sentinel::MIN_REPLICAS.iter().map(|a| a.to_string()).collect();
         args.extend(["--repl-diskless-sync-delay".into(), "0".into()]);
         if *addr != master {
@@ -67,7 +81,7 @@ pub fn specs(sentinels: &[SocketAddr], offset: u16, dir: &Path) -> Result<Vec<Pr
     }
     for (i, addr) in sentinels.iter().enumerate() {
         let name = format!("sentinel{}", i + 1);
-        specs.push(sentinel::sentinel_spec(&name, *addr, dir, master, TIMING).map_err(io)?);
+        specs.push(sentinel::sentinel_spec(&name, *addr, dir, master, timing)?);
     }
     Ok(specs)
 }

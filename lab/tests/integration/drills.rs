@@ -28,6 +28,10 @@ async fn drill_is_clean(fault: Fault) {
     assert_eq!(t.unacked, 0, "unacked\n{}", report.table());
     assert_eq!(t.ack_conflicts, 0, "ack conflicts\n{}", report.table());
     assert_eq!(t.gave_up, 0, "gave up\n{}", report.table());
+    assert_eq!(t.seen_then_lost, 0, "seen then lost\n{}", report.table());
+    assert_eq!(t.cids_twice, 0, "cids stored twice\n{}", report.table());
+    assert_eq!(t.undecodable, 0, "undecodable frames\n{}", report.table());
+    assert!(report.clean(), "{}", report.table());
     assert!(report.quiesced, "not quiet\n{}", report.table());
 }
 
@@ -134,4 +138,14 @@ async fn a_silent_server_is_left_after_the_idle_timeout() {
     assert!(lost);
     assert_eq!(seen, ["i0", "i1"]);
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_redis_master_loses_nothing() {
+    drill_is_clean(Fault::KillRedisMaster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeze_redis_master_loses_nothing() {
+    drill_is_clean(Fault::FreezeRedisMaster).await;
 }

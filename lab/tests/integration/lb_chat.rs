@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lab::drill::cluster::DrillCluster;
+use lab::drill::cluster::{DrillCluster, RedisLayout};
 use wsmesh_client::Connection;
 use wsmesh_common::protocol::{ServerFrame, SUBPROTOCOL};
 use wsmesh_testkit::cluster::LocalOptions;
@@ -13,7 +13,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_wss_clients_through_the_lb_land_on_different_apps_and_chat_once() {
-    let cluster = DrillCluster::start(&LocalOptions::default(), false)
+    let cluster = DrillCluster::start(&LocalOptions::default(), false, RedisLayout::Single)
         .await
         .unwrap();
     let opts = cluster.connect_options().room("through-lb");

@@ -1,0 +1,90 @@
+//! What the store holds when a drill ends, read from the master the way a
+//! replay reads it (committed entries only). Two ledger columns come from
+//! it: a chat a client received that the store no longer holds (a failover
+//! took back something already broadcast), and a cid stored twice (a re-send
+//! after a failover that the idempotency check missed).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use redis::streams::StreamRangeReply;
+use wsmesh_common::stream_id::StreamId;
+use wsmesh_redis_wire::{self as wire, Keys};
+
+/// Entries read per round trip.
+const PAGE: usize = 1000;
+
+/// How long the whole read may take.
+const READ_LIMIT: Duration = Duration::from_secs(30);
+
+/// Each room's stored ids, and how many cids were stored more than once.
+#[derive(Debug, Clone, Default)]
+pub struct Stored {
+    /// Room → every id its stream holds (committed).
+    pub ids: HashMap<String, HashSet<StreamId>>,
+    /// Entries whose cid an earlier entry of the same room already carries.
+    pub cids_twice: u64,
+}
+
+impl Stored {
+    /// Whether `room`'s stream holds `id`.
+    pub fn holds(&self, room: &str, id: &StreamId) -> bool {
+        self.ids.get(room).is_some_and(|ids| ids.contains(id))
+    }
+}
+
+/// Why the store could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreReadError {
+    /// Redis refused or failed.
+    #[error("reading the streams from {master}: {source}")]
+    Redis {
+        /// The master asked.
+        master: SocketAddr,
+        /// What went wrong.
+        source: redis::RedisError,
+    },
+    /// The read took longer than `READ_LIMIT`.
+    #[error("reading the streams from {0} took over {READ_LIMIT:?}")]
+    Timeout(SocketAddr),
+}
+
+/// Reads every committed entry of `rooms` from the master at `master`.
+pub async fn read(master: SocketAddr, prefix: &str, rooms: &[String]) -> Result<Stored, StoreReadError> {
+    let redis = |source| StoreReadError::Redis { master, source };
+    let keys = Keys::new(prefix);
+    let work = async {
+        let client = redis::Client::open(format!("redis://{master}/")).map_err(redis)?;
+        let mut conn = client.get_multiplexed_async_connection().await.map_err(redis)?;
+        let mut stored = Stored::default();
+        for room in rooms {
+            let ids = stored.ids.entry(room.clone()).or_default();
+            let mut cids = HashSet::new();
+            let mut after = StreamId::ZERO;
+            loop {
+                let page: StreamRangeReply = wire::range_after(&mut conn, &keys, room, after, PAGE)
+                    .await
+                    .map_err(redis)?;
+                for entry in &page.ids {
+                    let Ok(id) = entry.id.parse::<StreamId>() else { continue };
+                    after = after.max(id);
+                    ids.insert(id);
+                    let Ok(chat) = wire::entry_to_chat(room, entry) else { continue };
+                    if let Some(cid) = chat.cid {
+                        if !cids.insert(cid) {
+                            stored.cids_twice += 1;
+                        }
+                    }
+                }
+                if page.ids.len() < PAGE {
+                    break;
+                }
+            }
+        }
+        Ok(stored)
+    };
+    tokio::time::timeout(READ_LIMIT, work)
+        .await
+        .map_err(|_| StoreReadError::Timeout(master))?
+}
