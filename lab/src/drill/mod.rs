@@ -463,7 +463,7 @@ mod tests {
             json: false,
             keep_logs: false,
         };
-        assert_eq!(args.parse().map(|(f, _)| f.len()), Ok(7));
+        assert_eq!(args.parse().map(|(f, _)| f.len()), Ok(Fault::ALL.len()));
         let bad = DrillArgs {
             fault: vec!["nope".into()],
             ..args
