@@ -73,7 +73,7 @@ if command -v ruby >/dev/null 2>&1; then
   cp Vagrantfile "$tmp/vf/"
   cp configs/vagrant/hosts.env "$tmp/vf/configs/vagrant/"
   for net in "$LAB_NET" 192.168.33; do
-    want="$(printf '%s\n' "redis $net.$HOST_REDIS" "app1 $net.$HOST_APP1" "app2 $net.$HOST_APP2" "lb $net.$HOST_LB")"
+    want="$(printf '%s\n' "redis $net.$HOST_REDIS" "app1 $net.$HOST_APP1" "app2 $net.$HOST_APP2" "lb $net.$HOST_LB1")"
     got="$(cd "$tmp/vf" && WSMESH_LAB_NET="$net" ruby "$ROOT/deploy/vagrantfile-check.rb" 2>&1)"
     if [ "$got" = "$want" ]; then
       ok "Vagrantfile loads: redis, app1, app2, lb on $net.x as in hosts.env"
@@ -157,7 +157,7 @@ for f in configs/*/*.toml; do
     # As on the lb VM: /etc/wsmesh/lb.toml next to certs/ made by lb gen-cert.
     mkdir -p "$tmp/lb/certs"
     cp "$f" "$tmp/lb/$base"
-    if [ -x "$BIN_DIR/lb" ] && out="$(LB_BIN="$BIN_DIR/lb" bash deploy/provision/certs.sh "$tmp/lb/certs" "$LAB_NET.$HOST_LB" 2>&1)"; then
+    if [ -x "$BIN_DIR/lb" ] && out="$(LB_BIN="$BIN_DIR/lb" bash deploy/provision/certs.sh "$tmp/lb/certs" "$LAB_NET.$HOST_LB1" 2>&1)"; then
       check_config lb "$tmp/lb/$base" "$f (next to certs.sh certificates)"
     else
       bad "lb gen-cert for $f: ${out:-no lb binary}"
@@ -182,7 +182,7 @@ for f in configs/*/*.toml; do
 done
 
 # 5. Addresses of configs/vagrant/ against hosts.env.
-hosts=" $HOST_CLIENT $HOST_LB $HOST_LB2 $HOST_VIP $HOST_APP1 $HOST_APP2 $HOST_REDIS "
+hosts=" $HOST_CLIENT $HOST_LB1 $HOST_LB2 $HOST_VIP $HOST_APP1 $HOST_APP2 $HOST_REDIS "
 net_re="${LAB_NET//./\\.}\.[0-9]+"
 for f in configs/vagrant/*.toml configs/vagrant/*.conf; do
   unknown=""
@@ -234,7 +234,7 @@ else
     else
       bad "$out"
     fi
-    if [ "$n" = 1 ]; then self="$HOST_LB" peer="$HOST_LB2" prio=150; else self="$HOST_LB2" peer="$HOST_LB" prio=100; fi
+    if [ "$n" = 1 ]; then self="$HOST_LB1" peer="$HOST_LB2" prio=150; else self="$HOST_LB2" peer="$HOST_LB1" prio=100; fi
     want="$(printf '%s\n' "state BACKUP" "nopreempt" "priority $prio" "unicast_src_ip $LAB_NET.$self" "$LAB_NET.$peer" "$LAB_NET.$HOST_VIP/24 dev $iface")"
     got="$(grep -oE "unicast_src_ip [0-9.]+|^ +$LAB_NET\.[0-9]+\$|[0-9.]+/24 dev [^ ]+|priority [0-9]+|^ *nopreempt|state [A-Z]+" "$conf" | sed 's/^ *//')"
     if [ "$got" = "$want" ]; then

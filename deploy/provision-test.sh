@@ -100,7 +100,7 @@ SHIM
 
   # shellcheck disable=SC1091
   . "$REPO/configs/vagrant/hosts.env"
-  lb="$LAB_NET.$HOST_LB"
+  lb="$LAB_NET.$HOST_LB1"
   redis="$LAB_NET.$HOST_REDIS"
   failed=0
   check() { # DESCRIPTION COMMAND...
@@ -172,7 +172,7 @@ trap 'exit 130' INT TERM
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 ip -n "$NS" link add eth0 type veth peer name eth1
-for h in "$HOST_LB" "$HOST_APP1" "$HOST_REDIS"; do ip -n "$NS" addr add "$LAB_NET.$h/24" dev eth0; done
+for h in "$HOST_LB1" "$HOST_APP1" "$HOST_REDIS"; do ip -n "$NS" addr add "$LAB_NET.$h/24" dev eth0; done
 ip -n "$NS" link set eth1 up
 ip -n "$NS" link set eth0 up
 timeout 300 ip netns exec "$NS" bash "$REPO/deploy/provision-test.sh" --inside "$WORK" "$BIN_DIR" "$REPO"

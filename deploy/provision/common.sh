@@ -20,7 +20,7 @@ load_hosts() {
   . "$STAGE/configs/hosts.env"
   CONFIG_NET="$LAB_NET"
   NET="${WSMESH_LAB_NET:-$LAB_NET}"
-  LB_ADDR="$NET.$HOST_LB"
+  LB_ADDR="$NET.$HOST_LB1"
   APP1_ADDR="$NET.$HOST_APP1"
   APP2_ADDR="$NET.$HOST_APP2"
   REDIS_ADDR="$NET.$HOST_REDIS"
