@@ -262,17 +262,20 @@ import http.server, json, sys
 mode_file = sys.argv[1]
 def servers(*states):
     return json.dumps({"backends": [{"name": "apps", "servers": [
-        {"name": f"app{i + 1}", "state": s} for i, s in enumerate(states)]}]}).encode()
+        {"name": f"app{i + 1}", "state": s, "check": {"status": c}}
+        for i, (s, c) in enumerate(states)]}]}).encode()
 class Admin(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         mode = open(mode_file).read().strip()
-        status, body = 200, servers("down", "up")
+        status, body = 200, servers(("down", "L4CON"), ("up", "L7OK"))
         if self.path != "/api/backends":
             status, body = 404, b'{"error":"not found"}'
         elif mode == "503":
             status, body = 503, b'{"error":"unavailable"}'
         elif mode == "all-down":
-            body = servers("down", "maint")
+            body = servers(("down", "L4TOUT"), ("maint", "L4CON"))
+        elif mode == "all-503":
+            body = servers(("down", "L7STS"), ("down", "L7STS"))
         elif mode == "token" and self.headers.get("Authorization") != "Bearer check-admin-token":
             status, body = 401, b'{"error":"missing or wrong bearer token"}'
         self.send_response(status)
@@ -299,7 +302,8 @@ PY
   }
   check_lb pass healthy "healthy when the admin API lists a server up"
   check_lb fail 503 "unhealthy when the admin API answers 503"
-  check_lb fail all-down "unhealthy when no server is up"
+  check_lb fail all-down "unhealthy when no server is up or reachable (L4CON, L4TOUT)"
+  check_lb pass all-503 "healthy when every server is down but answers (503 during a Redis failover)"
   check_lb pass token "healthy with the admin token from its file" "$tmp/admin-token"
   check_lb fail token "unhealthy without the admin token the lb wants"
   kill "$admin_pid" 2>/dev/null
