@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# Static checks of the 4-host lab and of every committed config, run by
-# `make test` after the binaries are built (so it uses the real parsers):
+# Static checks of the lab (deploy/, configs/vagrant/, the Vagrantfile) and of
+# every committed config, run by `make test` after the binaries are built (so
+# it uses the real parsers):
 #   1. `ruby -c Vagrantfile` (installs ruby with apt when missing, as root)
 #   2. bash -n on the provisioning and keepalived scripts
 #   3. `systemd-analyze verify` on the units in deploy/systemd/, and on
-#      Debian's keepalived.service with the drop-in of the lb pair. The units
+#      Debian's keepalived, redis-server and redis-sentinel units with the
+#      lab's drop-ins. The units
 #      name /usr/local/bin/{lb,app,subscriber} as on the VMs; verify needs
 #      those to exist, so it checks copies whose ExecStart/ExecStartPre point
 #      at the binaries built in $WSMESH_BIN_DIR (default target/debug) and
 #      nothing else changed. Any warning fails the check (unknown keys,
 #      bad values, missing binaries).
 #   4. `<bin> check-config` on every file in configs/ (app*, subscriber*,
-#      lb*). configs/vagrant/ files are checked with the environment the
-#      units give them (WSMESH_REDIS_URL, WSMESH_INTERNAL_TOKEN, as written by
-#      deploy/provision/common.sh); lb.toml next to certificates made by
-#      deploy/provision/certs.sh, as on the lb VM; other lb configs as copies
-#      in the repository's layout next to certificates from `lb gen-cert`.
+#      lb*). configs/vagrant/ files are checked as installed on the VMs:
+#      /etc/wsmesh/ standing for a directory with the secrets the
+#      provisioning writes there (internal-token, redis-password) and the
+#      units' environment (WSMESH_INTERNAL_TOKEN, deploy/provision/common.sh);
+#      lb.toml next to certificates made by deploy/provision/certs.sh, as on
+#      the lb VMs; other lb configs as copies in the repository's layout
+#      next to certificates from `lb gen-cert`.
+#   4b. The Redis and Sentinel configs of each Redis host (redis, app1,
+#      app2: configs/vagrant/redis.conf or sentinel.conf followed by what
+#      deploy/provision/redis-lines.sh prints for that host) load for real:
+#      redis-server and redis-sentinel started with each on a loopback port
+#      in a temporary directory, asked for the settings that matter
+#      (min-replicas-*, replicaof, the Sentinels' quorum and timing), shut.
 #   5. Every 192.168.56.x address in configs/vagrant/ is a host of
 #      configs/vagrant/hosts.env, and each app listens on its own host's.
 #   6. As root: deploy/provision-test.sh runs the provisioning scripts for
@@ -64,7 +74,7 @@ else
 fi
 
 # 1b. The Vagrantfile, loaded for real (a copy in a temporary root, since
-# loading it generates secrets): four VMs with the addresses of hosts.env,
+# loading it generates secrets): five VMs with the addresses of hosts.env,
 # and the 192.168.33 layout through WSMESH_LAB_NET.
 if command -v ruby >/dev/null 2>&1; then
   # shellcheck disable=SC1091
@@ -73,10 +83,10 @@ if command -v ruby >/dev/null 2>&1; then
   cp Vagrantfile "$tmp/vf/"
   cp configs/vagrant/hosts.env "$tmp/vf/configs/vagrant/"
   for net in "$LAB_NET" 192.168.33; do
-    want="$(printf '%s\n' "redis $net.$HOST_REDIS" "app1 $net.$HOST_APP1" "app2 $net.$HOST_APP2" "lb $net.$HOST_LB1")"
+    want="$(printf '%s\n' "redis $net.$HOST_REDIS" "app1 $net.$HOST_APP1" "app2 $net.$HOST_APP2" "lb1 $net.$HOST_LB1" "lb2 $net.$HOST_LB2")"
     got="$(cd "$tmp/vf" && WSMESH_LAB_NET="$net" ruby "$ROOT/deploy/vagrantfile-check.rb" 2>&1)"
     if [ "$got" = "$want" ]; then
-      ok "Vagrantfile loads: redis, app1, app2, lb on $net.x as in hosts.env"
+      ok "Vagrantfile loads: redis, app1, app2, lb1, lb2 on $net.x as in hosts.env"
     else
       bad "Vagrantfile with WSMESH_LAB_NET=$net: got [$got], want [$want]"
     fi
@@ -107,33 +117,38 @@ else
     rc=$?
     if [ $rc = 0 ] && [ -z "$out" ]; then ok "systemd-analyze verify $name"; else bad "systemd-analyze verify $name: $out"; fi
   done
-  # The lb pair's drop-in, on Debian's keepalived.service (verify reads the
-  # drop-in directory next to the unit it is given).
+  # The lab's drop-ins, on Debian's units (verify reads the drop-in
+  # directory next to the unit it is given).
   ensure_command keepalived keepalived "keepalived --config-test"
-  debian_unit=/lib/systemd/system/keepalived.service
-  if [ ! -f "$debian_unit" ]; then
-    bad "systemd-analyze verify keepalived.service + deploy/systemd/keepalived.service.d/: no $debian_unit (apt-get install -y keepalived)"
-  else
-    mkdir -p "$tmp/kaunit"
-    cp "$debian_unit" "$tmp/kaunit/"
-    cp -r deploy/systemd/keepalived.service.d "$tmp/kaunit/"
-    out="$(systemd-analyze verify "$tmp/kaunit/keepalived.service" 2>&1)"
+  ensure_command redis-sentinel redis-sentinel "the Sentinel configs"
+  for unit in keepalived redis-server redis-sentinel; do
+    debian_unit="/lib/systemd/system/$unit.service"
+    dropin="deploy/systemd/$unit.service.d/wsmesh.conf"
+    if [ ! -f "$debian_unit" ]; then
+      bad "systemd-analyze verify $unit.service + $dropin: no $debian_unit (apt-get install -y $unit)"
+      continue
+    fi
+    mkdir -p "$tmp/debunits/$unit"
+    cp "$debian_unit" "$tmp/debunits/$unit/"
+    cp -r "deploy/systemd/$unit.service.d" "$tmp/debunits/$unit/"
+    out="$(systemd-analyze verify "$tmp/debunits/$unit/$unit.service" 2>&1)"
     rc=$?
     if [ $rc = 0 ] && [ -z "$out" ]; then
-      ok "systemd-analyze verify keepalived.service with deploy/systemd/keepalived.service.d/wsmesh.conf"
+      ok "systemd-analyze verify $unit.service with $dropin"
     else
-      bad "systemd-analyze verify keepalived.service with deploy/systemd/keepalived.service.d/: $out"
+      bad "systemd-analyze verify $unit.service with $dropin: $out"
     fi
-  fi
+  done
 fi
 
 # 4. check-config on every config.
 # shellcheck disable=SC1091
 . configs/vagrant/hosts.env
-unit_env=(
-  "WSMESH_REDIS_URL=redis://:check-password@$LAB_NET.$HOST_REDIS:$REDIS_PORT/"
-  "WSMESH_INTERNAL_TOKEN=check-token"
-)
+unit_env=("WSMESH_INTERNAL_TOKEN=check-token")
+# /etc/wsmesh of an app host, as the provisioning fills it.
+mkdir -p "$tmp/etc-wsmesh"
+echo check-token > "$tmp/etc-wsmesh/internal-token"
+echo check-password > "$tmp/etc-wsmesh/redis-password"
 check_config() { # BIN FILE SHOWN-AS [ENV...]
   local bin="$1" file="$2" shown="$3" out
   shift 3
@@ -175,11 +190,57 @@ for f in configs/*/*.toml; do
       bad "lb gen-cert for $f: ${out:-no lb binary}"
     fi
   elif [ "$dir" = vagrant ]; then
-    check_config "$bin" "$f" "$f (with the units' environment)" "${unit_env[@]}"
+    sed "s|/etc/wsmesh/|$tmp/etc-wsmesh/|g" "$f" > "$tmp/etc-wsmesh/$base"
+    check_config "$bin" "$tmp/etc-wsmesh/$base" "$f (as installed, with the units' environment)" "${unit_env[@]}"
   else
     check_config "$bin" "$f" "$f"
   fi
 done
+
+# 4b. The Redis and Sentinel configs of each Redis host load.
+redis_config_check() { # KIND(server|sentinel) HOST ADDRESS [MASTER PORT]
+  local kind="$1" host="$2" addr="$3" dir="$tmp/redis-$1-$2" port pid out shared=redis.conf program=redis-server
+  [ "$kind" = sentinel ] && shared=sentinel.conf program=redis-sentinel
+  mkdir -p "$dir"
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  {
+    cat "configs/vagrant/$shared"
+    bash deploy/provision/redis-lines.sh "$kind" "$addr" "$tmp/etc-wsmesh/redis-password" "${@:4}"
+    # Here, not on the host: loopback only, a free port, this directory.
+    printf 'bind 127.0.0.1\nport %s\ndir %s\nlogfile %s/log\ndaemonize no\n' "$port" "$dir" "$dir"
+  } > "$dir/conf"
+  "$program" "$dir/conf" > /dev/null 2>&1 &
+  pid=$!
+  ask() { REDISCLI_AUTH=check-password redis-cli -p "$port" "$@" 2>/dev/null; }
+  for _ in $(seq 1 50); do ask PING | grep -q PONG && break; sleep 0.1; done
+  if [ "$kind" = server ]; then
+    out="$(ask CONFIG GET min-replicas-to-write; ask CONFIG GET min-replicas-max-lag; ask CONFIG GET replicaof; ask CONFIG GET replica-announce-ip; ask CONFIG GET appendonly)"
+    want="$(printf '%s\n' min-replicas-to-write 1 min-replicas-max-lag 10 replicaof "${4:+$4 $5}" replica-announce-ip "$addr" appendonly yes)"
+  else
+    out="$(ask SENTINEL master wsmesh | paste -sd ' ' | grep -oE '(^| )(ip|port|quorum|down-after-milliseconds|failover-timeout) [^ ]+' | sed 's/^ //')"
+    want="$(printf '%s\n' "ip $LAB_NET.$HOST_REDIS" "port $REDIS_PORT" "down-after-milliseconds 3000" "quorum 2" "failover-timeout 20000")"
+  fi
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  if [ "$out" = "$want" ]; then
+    ok "$program loads configs/vagrant/$shared + redis-lines.sh $kind for $host"
+  else
+    bad "$program with configs/vagrant/$shared for $host: got [$out], want [$want] (log: $(tail -n 3 "$dir/log" 2>/dev/null))"
+  fi
+}
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-sentinel >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1; then
+  bad "redis-server, redis-sentinel or python3 is missing (apt-get install -y redis-server redis-sentinel python3)"
+else
+  redis_config_check server redis "$LAB_NET.$HOST_REDIS"
+  for h in APP1 APP2; do
+    var="HOST_$h"
+    redis_config_check server "${h,,}" "$LAB_NET.${!var}" "$LAB_NET.$HOST_REDIS" "$REDIS_PORT"
+  done
+  for h in REDIS APP1 APP2; do
+    var="HOST_$h"
+    redis_config_check sentinel "${h,,}" "$LAB_NET.${!var}"
+  done
+fi
 
 # 5. Addresses of configs/vagrant/ against hosts.env.
 hosts=" $HOST_CLIENT $HOST_LB1 $HOST_LB2 $HOST_VIP $HOST_APP1 $HOST_APP2 $HOST_REDIS "
@@ -205,7 +266,7 @@ done
 if [ "$(id -u)" != 0 ]; then
   echo "skip deploy/provision-test.sh: needs root"
 elif out="$(bash deploy/provision-test.sh "$BIN_DIR" 2>&1)"; then
-  ok "deploy/provision-test.sh: redis.sh, app.sh app1, lb.sh, app.sh app1 again; $(echo "$out" | grep -c '^ok ') checks"
+  ok "deploy/provision-test.sh: redis.sh redis, app.sh app1, lb.sh lb1 (keepalived), app.sh app1 again, each host in its own namespace; $(echo "$out" | grep -c '^ok ') checks"
 else
   echo "$out" | tail -n 40
   bad "deploy/provision-test.sh"
