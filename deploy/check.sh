@@ -29,12 +29,15 @@
 #   5. Every 192.168.56.x address in configs/vagrant/ is a host of
 #      configs/vagrant/hosts.env, and each app listens on its own host's.
 #   6. As root: deploy/provision-test.sh runs the provisioning scripts for
-#      real in a throwaway network + mount namespace and checks the result.
+#      real (redis, app1, lb1 with keepalived), each host in a throwaway
+#      network + mount namespace, and checks the result.
 #   7. The lb pair (deploy/keepalived/): `keepalived --config-test` on the
 #      config rendered for lb1 and for lb2 (and on a broken one, which must
 #      fail), their addresses against hosts.env, and check-lb.sh run against
 #      a small HTTP server on loopback that plays the lb's admin API:
-#      healthy, 503, no server up, wrong token, nothing listening.
+#      healthy, 503, no server up or reachable, every server answering 503
+#      (healthy: a Redis failover must not move the VIP), wrong token,
+#      nothing listening.
 #      Installs keepalived and jq with apt when missing, as for ruby.
 # Ends with "N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
