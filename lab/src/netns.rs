@@ -368,14 +368,24 @@ pub fn run(args: &NetnsArgs) -> Result<Outcome, NetnsError> {
     procs.stop_all(Duration::from_secs(8));
     drop(topo);
     if args.keep {
-        let kept = tmp.keep();
-        println!("kept {}", kept.display());
+        // Renamed out of the per-run names, so the next run's clean-up of
+        // dead runs' directories leaves it alone.
+        let dir = tmp.keep();
+        let kept = dir.with_file_name(format!("{KEPT_PREFIX}{}", std::process::id()));
+        match std::fs::rename(&dir, &kept) {
+            Ok(()) => println!("kept {}", kept.display()),
+            Err(_) => println!("kept {}", dir.display()),
+        }
     }
     result
 }
 
 /// Prefix of the per-run temporary directory; the pid follows.
 const TMP_PREFIX: &str = "wsmesh-netns-";
+
+/// Name of a directory kept with `--keep` (never removed by a later run);
+/// the pid follows.
+const KEPT_PREFIX: &str = "wsmesh-netns-kept-";
 
 /// Removes temporary directories of runs that were killed (SIGKILL leaves
 /// them; everything else is removed by drop guards). Best effort.
@@ -434,10 +444,10 @@ fn run_in(
     }
     say(&mut lines, format!("{url} redirects to https (301)"));
 
-    let app_link_down = faults.contains(&Fault::AppLinkDown);
+    let app_link_down = faults.contains(&Fault::AppLink);
     lines.extend(drill::run(inputs, topo, procs, &running, app_link_down)?);
     let mut reports = Vec::new();
-    for fault in faults.iter().filter(|f| **f != Fault::AppLinkDown) {
+    for fault in faults.iter().filter(|f| **f != Fault::AppLink) {
         services::wait_whole(inputs, topo, procs, &running)?;
         let report = hostloss::run(*fault, inputs, topo, procs, &running, size)?;
         println!("{}", report.table());

@@ -43,23 +43,23 @@ use crate::drill::DrillOptions;
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
     /// app1's link down: the lb marks it down, its clients move to app2.
-    AppLinkDown,
+    AppLink,
     /// The link of the lb that holds the VIP down.
-    LbHostDown,
+    LbHost,
     /// The link of the Redis master's host down.
-    RedisHostDown,
+    RedisHost,
 }
 
 impl Fault {
     /// Every fault, in the order `--fault all` runs them.
-    pub const ALL: [Fault; 3] = [Fault::AppLinkDown, Fault::LbHostDown, Fault::RedisHostDown];
+    pub const ALL: [Fault; 3] = [Fault::AppLink, Fault::LbHost, Fault::RedisHost];
 
     /// CLI name.
     pub fn name(self) -> &'static str {
         match self {
-            Fault::AppLinkDown => "app-link-down",
-            Fault::LbHostDown => "lb-host-down",
-            Fault::RedisHostDown => "redis-host-down",
+            Fault::AppLink => "app-link-down",
+            Fault::LbHost => "lb-host-down",
+            Fault::RedisHost => "redis-host-down",
         }
     }
 }
@@ -326,9 +326,9 @@ impl Drill {
         let t0 = Instant::now();
         let mut timeline = Timeline::default();
         let injected = match self.fault {
-            Fault::LbHostDown => self.lb_host_down(t0, &mut timeline).await,
-            Fault::RedisHostDown => self.redis_host_down(t0, &mut timeline).await,
-            Fault::AppLinkDown => Err(NetnsError::Setup("app-link-down is not a host-loss drill".into())),
+            Fault::LbHost => self.lb_host_down(t0, &mut timeline).await,
+            Fault::RedisHost => self.redis_host_down(t0, &mut timeline).await,
+            Fault::AppLink => Err(NetnsError::Setup("app-link-down is not a host-loss drill".into())),
         };
         if let Err(e) = injected {
             load.finish().await;
