@@ -132,7 +132,7 @@ cd "$(dirname "$0")/.."
 REPO="$PWD"
 BIN_DIR="$(cd "${1:-target/debug}" && pwd)"
 if [ "$(id -u)" != 0 ]; then echo "skipped: deploy/provision-test.sh needs root"; exit 0; fi
-for tool in ip redis-server redis-sentinel redis-cli keepalived curl jq openssl setpriv envsubst; do
+for tool in ip redis-server redis-sentinel redis-cli keepalived curl jq openssl setpriv; do
   command -v "$tool" >/dev/null 2>&1 || { echo "FAIL $tool is missing"; exit 1; }
 done
 getent passwd redis >/dev/null || { echo "FAIL no redis user (apt-get install redis-server)"; exit 1; }
@@ -172,6 +172,16 @@ field() { # UNIT KEY
   while IFS= read -r line; do value="${line#*=}"; done < <(grep -h "^$2=" "${files[@]}")
   printf '%s' "$value"
 }
+# $NAME references of a command line replaced by their values, as systemd does.
+expand() { # TEXT
+  local s="$1" out="" name
+  while [[ $s =~ ^([^\$]*)\$([A-Za-z_][A-Za-z0-9_]*)(.*)$ ]]; do
+    name="${BASH_REMATCH[2]}"
+    out+="${BASH_REMATCH[1]}${!name:-}"
+    s="${BASH_REMATCH[3]}"
+  done
+  printf '%s' "$out$s"
+}
 stop() {
   [ -f "$state/$1.pid" ] || return 0
   local pid; pid="$(cat "$state/$1.pid")"; kill "$pid" 2>/dev/null || true
@@ -203,8 +213,8 @@ case "$1" in
       if [ -n "$env_file" ] && [ -f "$env_file" ]; then . "$env_file"; fi
       set +a
       # The unit's command lines, variables expanded and split as systemd does here.
-      pre="$(envsubst <<< "$pre")"
-      start="$(envsubst <<< "$start")"
+      pre="$(expand "$pre")"
+      start="$(expand "$start")"
       # shellcheck disable=SC2086
       if [ -n "$pre" ]; then "${as_user[@]}" $pre || exit 1; fi
       # shellcheck disable=SC2086
