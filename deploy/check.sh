@@ -27,7 +27,8 @@
 #      in a temporary directory, asked for the settings that matter
 #      (min-replicas-*, replicaof, the Sentinels' quorum and timing), shut.
 #   5. Every 192.168.56.x address in configs/vagrant/ is a host of
-#      configs/vagrant/hosts.env, and each app listens on its own host's.
+#      configs/vagrant/hosts.env, and each app listens on its own host's;
+#      the lb's check timeout is above the apps' redis.command_timeout.
 #   6. As root: deploy/provision-test.sh runs the provisioning scripts for
 #      real (redis, app1, lb1 with keepalived), each host in a throwaway
 #      network + mount namespace, and checks the result.
@@ -264,6 +265,29 @@ for n in 1 2; do
     bad "configs/vagrant/app$n.toml: listen.public is not on $want"
   fi
 done
+
+# 5b. The lab's timings that depend on each other: the lb's check must wait
+# longer than an app's Redis commands, so an app whose Redis is failing over
+# answers 503 before the check gives up (an answer: marked down, tunnels
+# kept) instead of looking dead (no answer: every tunnel closed).
+if out="$(python3 - <<'PY' 2>&1
+import re, tomllib
+def secs(v):
+    n, unit = re.fullmatch(r"([0-9.]+)(ms|s|m)", v).groups()
+    return float(n) * {"ms": 0.001, "s": 1, "m": 60}[unit]
+lb = tomllib.load(open("configs/vagrant/lb.toml", "rb"))
+check = secs(lb["backend"][0]["check"]["timeout"])
+for n in (1, 2):
+    app = tomllib.load(open(f"configs/vagrant/app{n}.toml", "rb"))
+    redis = secs(app["redis"].get("command_timeout", "2s"))
+    assert check > redis, f"lb check timeout {check}s is not above app{n}'s redis.command_timeout {redis}s"
+print(f"lb check timeout {check:g}s > the apps' redis.command_timeout")
+PY
+)"; then
+  ok "configs/vagrant: $out"
+else
+  bad "configs/vagrant: $out"
+fi
 
 # 6. The provisioning scripts, run for real in a throwaway namespace (root only).
 if [ "$(id -u)" != 0 ]; then

@@ -79,6 +79,14 @@ fn write(path: &Path, text: &str) -> Result<(), NetnsError> {
     std::fs::write(path, text).map_err(io_err(path))
 }
 
+/// Copies `from` to `to`, creating `to`'s directory.
+fn copy(from: &Path, to: &Path) -> Result<(), NetnsError> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    std::fs::copy(from, to).map(drop).map_err(io_err(to))
+}
+
 /// Runs a script of the repository with bash; its stdout.
 fn script(path: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<String, NetnsError> {
     let out = std::process::Command::new("bash")
@@ -106,14 +114,22 @@ struct Etc {
 }
 
 impl Etc {
-    /// `<run>/<host>/etc/wsmesh` with the secrets in it.
-    fn create(run: &Path, role: Role, secrets: &Secrets) -> Result<Etc, NetnsError> {
-        let etc = Etc {
+    /// `<run>/<host>/etc/wsmesh`.
+    fn of(run: &Path, role: Role) -> Etc {
+        Etc {
             dir: run.join(role.name()).join("etc/wsmesh"),
-        };
-        write(&etc.dir.join("internal-token"), &format!("{}\n", secrets.internal_token))?;
-        write(&etc.dir.join("redis-password"), &format!("{}\n", secrets.redis_password))?;
-        Ok(etc)
+        }
+    }
+
+    /// Writes the secrets the provisioning installs on every host.
+    fn write_secrets(&self, secrets: &Secrets) -> Result<(), NetnsError> {
+        write(&self.dir.join("internal-token"), &format!("{}\n", secrets.internal_token))?;
+        write(&self.dir.join("redis-password"), &format!("{}\n", secrets.redis_password))
+    }
+
+    /// The Redis password's file.
+    fn password(&self) -> PathBuf {
+        self.dir.join("redis-password")
     }
 
     /// `configs/vagrant/<src>` installed as `<name>`, `/etc/wsmesh/` pointing here.
@@ -138,13 +154,14 @@ pub fn start(
     let hosts = &inputs.hosts;
     let secrets = Secrets::generate();
     let started = Instant::now();
-    let etc = |role| Etc::create(run, role, &secrets);
+    for role in Role::ALL.into_iter().filter(|r| *r != Role::Client) {
+        Etc::of(run, role).write_secrets(&secrets)?;
+    }
     let lines_sh = inputs.deploy.join("provision/redis-lines.sh");
     let master = hosts.addr(REDIS_HOSTS[0]).to_string();
 
     for role in REDIS_HOSTS {
-        let etc = etc(role)?;
-        let password = etc.dir.join("redis-password");
+        let password = Etc::of(run, role).password();
         let addr = hosts.addr(role).to_string();
         let port = hosts.redis_port.to_string();
         let mut args = vec!["server", addr.as_str(), path_str(&password)?];
@@ -171,7 +188,7 @@ pub fn start(
     let shared = inputs.configs.join("sentinel.conf");
     let shared = std::fs::read_to_string(&shared).map_err(io_err(&shared))?;
     for role in REDIS_HOSTS {
-        let password = run.join(role.name()).join("etc/wsmesh/redis-password");
+        let password = Etc::of(run, role).password();
         let dir = run.join(role.name()).join("sentinel");
         let addr = hosts.addr(role).to_string();
         let own = script(&lines_sh, &["sentinel", &addr, path_str(&password)?], &[])?;
@@ -195,9 +212,7 @@ pub fn start(
         secrets.internal_token.clone(),
     )];
     for (n, role) in (1..).zip(APPS) {
-        let etc = Etc {
-            dir: run.join(role.name()).join("etc/wsmesh"),
-        };
+        let etc = Etc::of(run, role);
         let app = etc.install(inputs, &format!("app{n}.toml"), "app.toml")?;
         let sub = etc.install(inputs, &format!("subscriber{n}.toml"), "subscriber.toml")?;
         for (name, program, config) in [
@@ -234,12 +249,11 @@ pub fn start(
     tracing::info!(output = %out.trim(), "certificates");
     let check = install_check_script(inputs, run)?;
     for (n, role) in (1..).zip(LBS) {
-        let etc = etc(role)?;
+        let etc = Etc::of(run, role);
         let config = etc.install(inputs, "lb.toml", "lb.toml")?;
+        // As the Vagrantfile uploads them: everything but the CA's key.
         for file in ["server.pem", "server.key", CA_FILE] {
-            let to = etc.dir.join("certs").join(file);
-            write(&to, "")?;
-            std::fs::copy(certs.join(file), &to).map_err(io_err(&to))?;
+            copy(&certs.join(file), &etc.dir.join("certs").join(file))?;
         }
         procs.spawn(Spec {
             name: &format!("lb{n}"),
@@ -326,8 +340,7 @@ fn path_str(p: &Path) -> Result<&str, NetnsError> {
 fn install_check_script(inputs: &Inputs, run: &Path) -> Result<PathBuf, NetnsError> {
     let dir = run.join("bin");
     let to = dir.join("check-lb.sh");
-    write(&to, "")?;
-    std::fs::copy(inputs.deploy.join("keepalived/check-lb.sh"), &to).map_err(io_err(&to))?;
+    copy(&inputs.deploy.join("keepalived/check-lb.sh"), &to)?;
     for (path, mode) in [(run, 0o755), (dir.as_path(), 0o755), (to.as_path(), 0o755)] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
     }
