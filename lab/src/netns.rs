@@ -273,7 +273,9 @@ impl Inputs {
         };
         let hosts = HostTable::read(&configs.join("hosts.env"))?;
         let deploy = match &args.deploy {
-            Some(p) => std::path::absolute(p).map_err(|e| NetnsError::Setup(format!("{}: {e}", p.display())))?,
+            Some(p) => {
+                std::path::absolute(p).map_err(|e| NetnsError::Setup(format!("{}: {e}", p.display())))?
+            }
             None => configs.join("../../deploy"),
         };
         let needed = [

@@ -69,7 +69,13 @@ pub fn run(
         app1_link: topo.link_switch(Role::App1),
         app_link_down,
     };
-    in_client(topo, procs, "the chat check and drill", Duration::from_secs(240), move || job.run())
+    in_client(
+        topo,
+        procs,
+        "the chat check and drill",
+        Duration::from_secs(240),
+        move || job.run(),
+    )
 }
 
 /// The part that runs inside the client namespace.

@@ -104,7 +104,6 @@ pub fn run(
         fault,
         hosts: inputs.hosts.clone(),
         names: topo.names(),
-        links: Role::ALL.map(|r| (r, topo.link_switch(r))).to_vec(),
         running: running.clone(),
         size: size.clone(),
     };
@@ -118,7 +117,6 @@ struct Drill {
     fault: Fault,
     hosts: HostTable,
     names: Names,
-    links: Vec<(Role, LinkSwitch)>,
     running: Running,
     size: DrillOptions,
 }
@@ -177,9 +175,8 @@ fn note(tl: &mut Timeline, t0: Instant, step: String) {
 }
 
 impl Drill {
-    fn link(&self, role: Role) -> &LinkSwitch {
-        // Every role has a link: `links` is built from `Role::ALL`.
-        &self.links.iter().find(|(r, _)| *r == role).expect("a link per host").1
+    fn link(&self, role: Role) -> LinkSwitch {
+        self.names.link_switch(role)
     }
 
     /// The lbs holding the VIP now.
@@ -199,7 +196,11 @@ impl Drill {
             .await
             .ok()
             .and_then(Result::ok)
-            .is_some_and(|s| ["app1", "app2"].iter().all(|a| s.get(*a).map(String::as_str) == Some("up")))
+            .is_some_and(|s| {
+                ["app1", "app2"]
+                    .iter()
+                    .all(|a| s.get(*a).map(String::as_str) == Some("up"))
+            })
     }
 
     async fn lb_host_down(&self, t0: Instant, tl: &mut Timeline) -> Result<(), NetnsError> {
@@ -207,19 +208,23 @@ impl Drill {
             return Err(NetnsError::Check("not exactly one lb holds the VIP".into()));
         };
         let other = LBS.into_iter().find(|r| *r != holder).unwrap_or(holder);
-        let pulled = Pulled::pull(self.link(holder)).await?;
+        let pulled = Pulled::pull(&self.link(holder)).await?;
         note(tl, t0, format!("{}'s link down (it held the VIP)", holder.name()));
-        poll(&format!("the VIP to move to {}", other.name()), STEP_LIMIT, || async {
-            (self.holders().await == [other]).then_some(())
-        })
+        poll(
+            &format!("the VIP to move to {}", other.name()),
+            STEP_LIMIT,
+            || async { (self.holders().await == [other]).then_some(()) },
+        )
         .await?;
         note(tl, t0, format!("the VIP is on {} (keepalived)", other.name()));
         tokio::time::sleep_until(t0 + LB_DOWN_FOR).await;
         pulled.put_back().await?;
         note(tl, t0, format!("{}'s link up", holder.name()));
-        poll(&format!("{} to see both apps again", holder.name()), STEP_LIMIT, || async {
-            self.lb_sees_apps(holder).await.then_some(())
-        })
+        poll(
+            &format!("{} to see both apps again", holder.name()),
+            STEP_LIMIT,
+            || async { self.lb_sees_apps(holder).await.then_some(()) },
+        )
         .await?;
         // Give keepalived on the returning lb time to hear the adverts and
         // settle as BACKUP before asking who holds the VIP.
@@ -254,8 +259,12 @@ impl Drill {
             .into_iter()
             .find(|r| std::net::IpAddr::V4(self.hosts.addr(*r)) == old.ip())
             .ok_or_else(|| NetnsError::Check(format!("the master {old} is on no lab host")))?;
-        let pulled = Pulled::pull(self.link(host)).await?;
-        note(tl, t0, format!("{}'s link down (it held the master {old})", host.name()));
+        let pulled = Pulled::pull(&self.link(host)).await?;
+        note(
+            tl,
+            t0,
+            format!("{}'s link down (it held the master {old})", host.name()),
+        );
         let new = poll("the Sentinels to promote a replica", STEP_LIMIT, || async {
             sentinels.agreed_master().await.filter(|m| *m != old)
         })
@@ -269,18 +278,26 @@ impl Drill {
             all.then_some(())
         })
         .await?;
-        note(tl, t0, "both apps healthy on the new master (both lbs see them up)".into());
+        note(
+            tl,
+            t0,
+            "both apps healthy on the new master (both lbs see them up)".into(),
+        );
         tokio::time::sleep_until(t0 + REDIS_DOWN_FOR).await;
         pulled.put_back().await?;
         note(tl, t0, format!("{}'s link up", host.name()));
         let why = std::cell::RefCell::new(String::new());
-        let ready = poll("the old master to rejoin as a replica", Duration::from_secs(90), || async {
-            sentinels
-                .ready(new, 2)
-                .await
-                .map_err(|e| *why.borrow_mut() = e)
-                .ok()
-        })
+        let ready = poll(
+            "the old master to rejoin as a replica",
+            Duration::from_secs(90),
+            || async {
+                sentinels
+                    .ready(new, 2)
+                    .await
+                    .map_err(|e| *why.borrow_mut() = e)
+                    .ok()
+            },
+        )
         .await;
         ready.map_err(|e| NetnsError::Timeout(format!("{e}: {}", why.borrow())))?;
         note(
@@ -334,7 +351,8 @@ impl Drill {
             load.finish().await;
             return Err(e);
         }
-        tokio::time::sleep_until((started + opts.duration).max(Instant::now() + Duration::from_secs(1))).await;
+        tokio::time::sleep_until((started + opts.duration).max(Instant::now() + Duration::from_secs(1)))
+            .await;
         load.set_sending(false);
         let sending_s = started.elapsed().as_secs_f64();
         let quiet_from = Instant::now();
@@ -344,7 +362,10 @@ impl Drill {
 
         let ledgers: Vec<ClientLedger> = outcomes.iter().map(|o| o.ledger.clone()).collect();
         let sentinels = &self.running.sentinels;
-        let master = poll("the Sentinels to agree on the master", STEP_LIMIT, || sentinels.agreed_master()).await?;
+        let master = poll("the Sentinels to agree on the master", STEP_LIMIT, || {
+            sentinels.agreed_master()
+        })
+        .await?;
         let store = read_store(master, &sentinels.password, &self.running.prefix, &rooms).await?;
         let gaps: Vec<(Duration, Instant)> = outcomes
             .iter()
@@ -364,7 +385,10 @@ impl Drill {
             reconnect: Latency::of(&reconnects),
             stall: Latency::of(&gaps.iter().map(|(gap, _)| *gap).collect::<Vec<_>>()),
             all_back_s: match gaps.len() == outcomes.len() {
-                true => gaps.iter().map(|(_, end)| end.duration_since(t0).as_secs_f64()).reduce(f64::max),
+                true => gaps
+                    .iter()
+                    .map(|(_, end)| end.duration_since(t0).as_secs_f64())
+                    .reduce(f64::max),
                 false => None,
             },
             quiesced,
@@ -410,7 +434,10 @@ mod tests {
         let (gap, end) = fault_gap(&received, at(1050)).unwrap();
         assert_eq!((gap, end), (Duration::from_millis(3500), at(4500)));
         // A long gap that ended before the fault is not the fault's.
-        assert_eq!(fault_gap(&[at(0), at(5000), at(5100)], at(5050)).map(|g| g.0), Some(Duration::from_millis(100)));
+        assert_eq!(
+            fault_gap(&[at(0), at(5000), at(5100)], at(5050)).map(|g| g.0),
+            Some(Duration::from_millis(100))
+        );
         assert_eq!(fault_gap(&received, at(9000)), None);
     }
 }

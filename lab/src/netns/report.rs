@@ -60,7 +60,10 @@ impl HostLossReport {
             ("deliveries expected", t.expected.to_string()),
             ("deliveries made", t.made.to_string()),
             ("lost (must be 0)", t.lost.to_string()),
-            ("acked but not stored (must be 0)", st.acked_not_stored.to_string()),
+            (
+                "acked but not stored (must be 0)",
+                st.acked_not_stored.to_string(),
+            ),
             ("seen then lost (must be 0)", st.seen_then_lost.to_string()),
             ("duplicated (must be 0)", t.duplicated.to_string()),
             ("cid stored twice (must be 0)", st.cid_stored_twice.to_string()),
@@ -129,7 +132,8 @@ pub fn summary(reports: &[HostLossReport]) -> String {
             r.reconnect.count.to_string(),
             l(&r.reconnect),
             l(&r.stall),
-            r.all_back_s.map_or_else(|| "-".to_string(), |s| format!("{s:.1}")),
+            r.all_back_s
+                .map_or_else(|| "-".to_string(), |s| format!("{s:.1}")),
         ];
         let _ = writeln!(s, "| {} |", cells.join(" | "));
     }

@@ -107,10 +107,7 @@ impl SentinelSet {
             ];
             for (key, value) in want {
                 if info.get(key) != Some(value.as_str()) {
-                    return Err(format!(
-                        "sentinel {s}: {key} is {:?}, not {value}",
-                        info.get(key)
-                    ));
+                    return Err(format!("sentinel {s}: {key} is {:?}, not {value}", info.get(key)));
                 }
             }
             let mut cmd = redis::cmd("SENTINEL");

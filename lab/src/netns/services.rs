@@ -123,8 +123,14 @@ impl Etc {
 
     /// Writes the secrets the provisioning installs on every host.
     fn write_secrets(&self, secrets: &Secrets) -> Result<(), NetnsError> {
-        write(&self.dir.join("internal-token"), &format!("{}\n", secrets.internal_token))?;
-        write(&self.dir.join("redis-password"), &format!("{}\n", secrets.redis_password))
+        write(
+            &self.dir.join("internal-token"),
+            &format!("{}\n", secrets.internal_token),
+        )?;
+        write(
+            &self.dir.join("redis-password"),
+            &format!("{}\n", secrets.redis_password),
+        )
     }
 
     /// The Redis password's file.
@@ -137,7 +143,10 @@ impl Etc {
         let from = inputs.configs.join(src);
         let text = std::fs::read_to_string(&from).map_err(io_err(&from))?;
         let to = self.dir.join(name);
-        write(&to, &text.replace("/etc/wsmesh/", &format!("{}/", self.dir.display())))?;
+        write(
+            &to,
+            &text.replace("/etc/wsmesh/", &format!("{}/", self.dir.display())),
+        )?;
         Ok(to)
     }
 }
@@ -195,7 +204,10 @@ pub fn start(
         let file = dir.join("sentinel.conf");
         write(
             &file,
-            &format!("{shared}\n{own}dir {}\ndaemonize no\nlogfile \"\"\n", dir.display()),
+            &format!(
+                "{shared}\n{own}dir {}\ndaemonize no\nlogfile \"\"\n",
+                dir.display()
+            ),
         )?;
         procs.spawn(Spec {
             name: &format!("sentinel@{}", role.name()),
@@ -280,9 +292,15 @@ pub fn start(
         // In the foreground, logging to its stdout and not to syslog, its
         // pid files here: nothing of it lands in the machine's /run or log.
         let file = |name: &str| dir.join(name).display().to_string();
-        let mut args: Vec<String> = ["--dont-fork", "--log-console", "--log-detail", "--no-syslog", "--vrrp"]
-            .map(String::from)
-            .to_vec();
+        let mut args: Vec<String> = [
+            "--dont-fork",
+            "--log-console",
+            "--log-detail",
+            "--no-syslog",
+            "--vrrp",
+        ]
+        .map(String::from)
+        .to_vec();
         for (flag, name) in [
             ("--use-file", "keepalived.conf"),
             ("--pid", "keepalived.pid"),
@@ -372,34 +390,60 @@ pub fn vip_holders(names: &Names, vip: std::net::Ipv4Addr) -> Result<Vec<Role>, 
 }
 
 /// Waits until the lab is whole (see the module doc).
-pub fn wait_whole(inputs: &Inputs, topo: &Topology, procs: &mut Procs, running: &Running) -> Result<(), NetnsError> {
+pub fn wait_whole(
+    inputs: &Inputs,
+    topo: &Topology,
+    procs: &mut Procs,
+    running: &Running,
+) -> Result<(), NetnsError> {
     let client = topo.ns(Role::Client);
     for (n, role) in (1..).zip(APPS) {
-        let public = toml_str(&inputs.configs.join(format!("app{n}.toml")), &["listen", "public"])?;
+        let public = toml_str(
+            &inputs.configs.join(format!("app{n}.toml")),
+            &["listen", "public"],
+        )?;
         let url = format!("http://{public}/healthz");
-        wait_until(&format!("app{n} {url} → 200 from the client"), LIMIT, procs, || {
-            Ok(http_get_in(&client, &url, Duration::from_secs(2))
-                .ok()
-                .filter(|(s, _)| *s == 200))
-        })?;
-        let health = toml_str(&inputs.configs.join(format!("subscriber{n}.toml")), &["listen", "health"])?;
+        wait_until(
+            &format!("app{n} {url} → 200 from the client"),
+            LIMIT,
+            procs,
+            || {
+                Ok(http_get_in(&client, &url, Duration::from_secs(2))
+                    .ok()
+                    .filter(|(s, _)| *s == 200))
+            },
+        )?;
+        let health = toml_str(
+            &inputs.configs.join(format!("subscriber{n}.toml")),
+            &["listen", "health"],
+        )?;
         let url = format!("http://{health}/healthz");
         let ns = topo.ns(role);
-        wait_until(&format!("subscriber{n} {url} → 200 on its host"), LIMIT, procs, || {
-            Ok(http_get_in(&ns, &url, Duration::from_secs(2))
-                .ok()
-                .filter(|(s, _)| *s == 200))
-        })?;
+        wait_until(
+            &format!("subscriber{n} {url} → 200 on its host"),
+            LIMIT,
+            procs,
+            || {
+                Ok(http_get_in(&ns, &url, Duration::from_secs(2))
+                    .ok()
+                    .filter(|(s, _)| *s == 200))
+            },
+        )?;
     }
     for role in LBS {
         let ns = topo.ns(role);
-        wait_until(&format!("{} to see app1 and app2 up", role.name()), LIMIT, procs, || {
-            let states = super::drill::lb_states(&ns, &running.admin)?;
-            Ok(["app1", "app2"]
-                .iter()
-                .all(|s| states.get(*s).map(String::as_str) == Some("up"))
-                .then_some(()))
-        })?;
+        wait_until(
+            &format!("{} to see app1 and app2 up", role.name()),
+            LIMIT,
+            procs,
+            || {
+                let states = super::drill::lb_states(&ns, &running.admin)?;
+                Ok(["app1", "app2"]
+                    .iter()
+                    .all(|s| states.get(*s).map(String::as_str) == Some("up"))
+                    .then_some(()))
+            },
+        )?;
     }
     let sentinels = running.sentinels.clone();
     wait_until("the Sentinels to be ready for a failover", LIMIT, procs, || {

@@ -207,6 +207,19 @@ impl Names {
     pub fn ns(&self, role: Role) -> String {
         format!("{}{}", self.prefix, role.name())
     }
+
+    /// The hub namespace, which holds the bridge.
+    fn hub(&self) -> String {
+        format!("{}hub", self.prefix)
+    }
+
+    /// A handle that takes `role`'s link down and up from any thread.
+    pub fn link_switch(&self, role: Role) -> LinkSwitch {
+        LinkSwitch {
+            hub: self.hub(),
+            port: Topology::port(role),
+        }
+    }
 }
 
 impl Topology {
@@ -223,7 +236,7 @@ impl Topology {
     }
 
     fn hub(&self) -> String {
-        format!("{}hub", self.prefix)
+        self.names().hub()
     }
 
     /// Name of `role`'s bridge port in the hub namespace (≤ 15 bytes).
@@ -267,10 +280,7 @@ impl Topology {
 
     /// A handle that takes `role`'s link down and up from any thread.
     pub fn link_switch(&self, role: Role) -> LinkSwitch {
-        LinkSwitch {
-            hub: self.hub(),
-            port: Self::port(role),
-        }
+        self.names().link_switch(role)
     }
 
     /// Kills whatever still runs in the namespaces and deletes them; safe to
