@@ -1,30 +1,44 @@
 #!/usr/bin/env bash
-# Static checks of the 4-host lab and of every committed config, run by
-# `make test` after the binaries are built (so it uses the real parsers):
+# Static checks of the lab (deploy/, configs/vagrant/, the Vagrantfile) and of
+# every committed config, run by `make test` after the binaries are built (so
+# it uses the real parsers):
 #   1. `ruby -c Vagrantfile` (installs ruby with apt when missing, as root)
 #   2. bash -n on the provisioning and keepalived scripts
 #   3. `systemd-analyze verify` on the units in deploy/systemd/, and on
-#      Debian's keepalived.service with the drop-in of the lb pair. The units
+#      Debian's keepalived, redis-server and redis-sentinel units with the
+#      lab's drop-ins. The units
 #      name /usr/local/bin/{lb,app,subscriber} as on the VMs; verify needs
 #      those to exist, so it checks copies whose ExecStart/ExecStartPre point
 #      at the binaries built in $WSMESH_BIN_DIR (default target/debug) and
 #      nothing else changed. Any warning fails the check (unknown keys,
 #      bad values, missing binaries).
 #   4. `<bin> check-config` on every file in configs/ (app*, subscriber*,
-#      lb*). configs/vagrant/ files are checked with the environment the
-#      units give them (WSMESH_REDIS_URL, WSMESH_INTERNAL_TOKEN, as written by
-#      deploy/provision/common.sh); lb.toml next to certificates made by
-#      deploy/provision/certs.sh, as on the lb VM; other lb configs as copies
-#      in the repository's layout next to certificates from `lb gen-cert`.
+#      lb*). configs/vagrant/ files are checked as installed on the VMs:
+#      /etc/wsmesh/ standing for a directory with the secrets the
+#      provisioning writes there (internal-token, redis-password) and the
+#      units' environment (WSMESH_INTERNAL_TOKEN, deploy/provision/common.sh);
+#      lb.toml next to certificates made by deploy/provision/certs.sh, as on
+#      the lb VMs; other lb configs as copies in the repository's layout
+#      next to certificates from `lb gen-cert`.
+#   4b. The Redis and Sentinel configs of each Redis host (redis, app1,
+#      app2: configs/vagrant/redis.conf or sentinel.conf followed by what
+#      deploy/provision/redis-lines.sh prints for that host) load for real:
+#      redis-server and redis-sentinel started with each on a loopback port
+#      in a temporary directory, asked for the settings that matter
+#      (min-replicas-*, replicaof, the Sentinels' quorum and timing), shut.
 #   5. Every 192.168.56.x address in configs/vagrant/ is a host of
-#      configs/vagrant/hosts.env, and each app listens on its own host's.
+#      configs/vagrant/hosts.env, and each app listens on its own host's;
+#      the lb's check timeout is above the apps' redis.command_timeout.
 #   6. As root: deploy/provision-test.sh runs the provisioning scripts for
-#      real in a throwaway network + mount namespace and checks the result.
+#      real (redis, app1, lb1 with keepalived), each host in a throwaway
+#      network + mount namespace, and checks the result.
 #   7. The lb pair (deploy/keepalived/): `keepalived --config-test` on the
 #      config rendered for lb1 and for lb2 (and on a broken one, which must
 #      fail), their addresses against hosts.env, and check-lb.sh run against
 #      a small HTTP server on loopback that plays the lb's admin API:
-#      healthy, 503, no server up, wrong token, nothing listening.
+#      healthy, 503, no server up or reachable, every server answering 503
+#      (healthy: a Redis failover must not move the VIP), wrong token,
+#      nothing listening.
 #      Installs keepalived and jq with apt when missing, as for ruby.
 # Ends with "N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
@@ -64,7 +78,7 @@ else
 fi
 
 # 1b. The Vagrantfile, loaded for real (a copy in a temporary root, since
-# loading it generates secrets): four VMs with the addresses of hosts.env,
+# loading it generates secrets): five VMs with the addresses of hosts.env,
 # and the 192.168.33 layout through WSMESH_LAB_NET.
 if command -v ruby >/dev/null 2>&1; then
   # shellcheck disable=SC1091
@@ -73,10 +87,10 @@ if command -v ruby >/dev/null 2>&1; then
   cp Vagrantfile "$tmp/vf/"
   cp configs/vagrant/hosts.env "$tmp/vf/configs/vagrant/"
   for net in "$LAB_NET" 192.168.33; do
-    want="$(printf '%s\n' "redis $net.$HOST_REDIS" "app1 $net.$HOST_APP1" "app2 $net.$HOST_APP2" "lb $net.$HOST_LB")"
+    want="$(printf '%s\n' "redis $net.$HOST_REDIS" "app1 $net.$HOST_APP1" "app2 $net.$HOST_APP2" "lb1 $net.$HOST_LB1" "lb2 $net.$HOST_LB2")"
     got="$(cd "$tmp/vf" && WSMESH_LAB_NET="$net" ruby "$ROOT/deploy/vagrantfile-check.rb" 2>&1)"
     if [ "$got" = "$want" ]; then
-      ok "Vagrantfile loads: redis, app1, app2, lb on $net.x as in hosts.env"
+      ok "Vagrantfile loads: redis, app1, app2, lb1, lb2 on $net.x as in hosts.env"
     else
       bad "Vagrantfile with WSMESH_LAB_NET=$net: got [$got], want [$want]"
     fi
@@ -107,33 +121,38 @@ else
     rc=$?
     if [ $rc = 0 ] && [ -z "$out" ]; then ok "systemd-analyze verify $name"; else bad "systemd-analyze verify $name: $out"; fi
   done
-  # The lb pair's drop-in, on Debian's keepalived.service (verify reads the
-  # drop-in directory next to the unit it is given).
+  # The lab's drop-ins, on Debian's units (verify reads the drop-in
+  # directory next to the unit it is given).
   ensure_command keepalived keepalived "keepalived --config-test"
-  debian_unit=/lib/systemd/system/keepalived.service
-  if [ ! -f "$debian_unit" ]; then
-    bad "systemd-analyze verify keepalived.service + deploy/systemd/keepalived.service.d/: no $debian_unit (apt-get install -y keepalived)"
-  else
-    mkdir -p "$tmp/kaunit"
-    cp "$debian_unit" "$tmp/kaunit/"
-    cp -r deploy/systemd/keepalived.service.d "$tmp/kaunit/"
-    out="$(systemd-analyze verify "$tmp/kaunit/keepalived.service" 2>&1)"
+  ensure_command redis-sentinel redis-sentinel "the Sentinel configs"
+  for unit in keepalived redis-server redis-sentinel; do
+    debian_unit="/lib/systemd/system/$unit.service"
+    dropin="deploy/systemd/$unit.service.d/wsmesh.conf"
+    if [ ! -f "$debian_unit" ]; then
+      bad "systemd-analyze verify $unit.service + $dropin: no $debian_unit (apt-get install -y $unit)"
+      continue
+    fi
+    mkdir -p "$tmp/debunits/$unit"
+    cp "$debian_unit" "$tmp/debunits/$unit/"
+    cp -r "deploy/systemd/$unit.service.d" "$tmp/debunits/$unit/"
+    out="$(systemd-analyze verify "$tmp/debunits/$unit/$unit.service" 2>&1)"
     rc=$?
     if [ $rc = 0 ] && [ -z "$out" ]; then
-      ok "systemd-analyze verify keepalived.service with deploy/systemd/keepalived.service.d/wsmesh.conf"
+      ok "systemd-analyze verify $unit.service with $dropin"
     else
-      bad "systemd-analyze verify keepalived.service with deploy/systemd/keepalived.service.d/: $out"
+      bad "systemd-analyze verify $unit.service with $dropin: $out"
     fi
-  fi
+  done
 fi
 
 # 4. check-config on every config.
 # shellcheck disable=SC1091
 . configs/vagrant/hosts.env
-unit_env=(
-  "WSMESH_REDIS_URL=redis://:check-password@$LAB_NET.$HOST_REDIS:$REDIS_PORT/"
-  "WSMESH_INTERNAL_TOKEN=check-token"
-)
+unit_env=("WSMESH_INTERNAL_TOKEN=check-token")
+# /etc/wsmesh of an app host, as the provisioning fills it.
+mkdir -p "$tmp/etc-wsmesh"
+echo check-token > "$tmp/etc-wsmesh/internal-token"
+echo check-password > "$tmp/etc-wsmesh/redis-password"
 check_config() { # BIN FILE SHOWN-AS [ENV...]
   local bin="$1" file="$2" shown="$3" out
   shift 3
@@ -157,7 +176,7 @@ for f in configs/*/*.toml; do
     # As on the lb VM: /etc/wsmesh/lb.toml next to certs/ made by lb gen-cert.
     mkdir -p "$tmp/lb/certs"
     cp "$f" "$tmp/lb/$base"
-    if [ -x "$BIN_DIR/lb" ] && out="$(LB_BIN="$BIN_DIR/lb" bash deploy/provision/certs.sh "$tmp/lb/certs" "$LAB_NET.$HOST_LB" 2>&1)"; then
+    if [ -x "$BIN_DIR/lb" ] && out="$(LB_BIN="$BIN_DIR/lb" bash deploy/provision/certs.sh "$tmp/lb/certs" "$LAB_NET.$HOST_LB1" 2>&1)"; then
       check_config lb "$tmp/lb/$base" "$f (next to certs.sh certificates)"
     else
       bad "lb gen-cert for $f: ${out:-no lb binary}"
@@ -175,14 +194,60 @@ for f in configs/*/*.toml; do
       bad "lb gen-cert for $f: ${out:-no lb binary}"
     fi
   elif [ "$dir" = vagrant ]; then
-    check_config "$bin" "$f" "$f (with the units' environment)" "${unit_env[@]}"
+    sed "s|/etc/wsmesh/|$tmp/etc-wsmesh/|g" "$f" > "$tmp/etc-wsmesh/$base"
+    check_config "$bin" "$tmp/etc-wsmesh/$base" "$f (as installed, with the units' environment)" "${unit_env[@]}"
   else
     check_config "$bin" "$f" "$f"
   fi
 done
 
+# 4b. The Redis and Sentinel configs of each Redis host load.
+redis_config_check() { # KIND(server|sentinel) HOST ADDRESS [MASTER PORT]
+  local kind="$1" host="$2" addr="$3" dir="$tmp/redis-$1-$2" port pid out shared=redis.conf program=redis-server
+  [ "$kind" = sentinel ] && shared=sentinel.conf program=redis-sentinel
+  mkdir -p "$dir"
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  {
+    cat "configs/vagrant/$shared"
+    bash deploy/provision/redis-lines.sh "$kind" "$addr" "$tmp/etc-wsmesh/redis-password" "${@:4}"
+    # Here, not on the host: loopback only, a free port, this directory.
+    printf 'bind 127.0.0.1\nport %s\ndir %s\nlogfile %s/log\ndaemonize no\n' "$port" "$dir" "$dir"
+  } > "$dir/conf"
+  "$program" "$dir/conf" > /dev/null 2>&1 &
+  pid=$!
+  ask() { REDISCLI_AUTH=check-password redis-cli -p "$port" "$@" 2>/dev/null; }
+  for _ in $(seq 1 50); do ask PING | grep -q PONG && break; sleep 0.1; done
+  if [ "$kind" = server ]; then
+    out="$(ask CONFIG GET min-replicas-to-write; ask CONFIG GET min-replicas-max-lag; ask CONFIG GET replicaof; ask CONFIG GET replica-announce-ip; ask CONFIG GET appendonly)"
+    want="$(printf '%s\n' min-replicas-to-write 1 min-replicas-max-lag 10 replicaof "${4:+$4 $5}" replica-announce-ip "$addr" appendonly yes)"
+  else
+    out="$(ask SENTINEL master wsmesh | paste -sd ' ' | grep -oE '(^| )(ip|port|quorum|down-after-milliseconds|failover-timeout) [^ ]+' | sed 's/^ //')"
+    want="$(printf '%s\n' "ip $LAB_NET.$HOST_REDIS" "port $REDIS_PORT" "down-after-milliseconds 3000" "quorum 2" "failover-timeout 20000")"
+  fi
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  if [ "$out" = "$want" ]; then
+    ok "$program loads configs/vagrant/$shared + redis-lines.sh $kind for $host"
+  else
+    bad "$program with configs/vagrant/$shared for $host: got [$out], want [$want] (log: $(tail -n 3 "$dir/log" 2>/dev/null))"
+  fi
+}
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-sentinel >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1; then
+  bad "redis-server, redis-sentinel or python3 is missing (apt-get install -y redis-server redis-sentinel python3)"
+else
+  redis_config_check server redis "$LAB_NET.$HOST_REDIS"
+  for h in APP1 APP2; do
+    var="HOST_$h"
+    redis_config_check server "${h,,}" "$LAB_NET.${!var}" "$LAB_NET.$HOST_REDIS" "$REDIS_PORT"
+  done
+  for h in REDIS APP1 APP2; do
+    var="HOST_$h"
+    redis_config_check sentinel "${h,,}" "$LAB_NET.${!var}"
+  done
+fi
+
 # 5. Addresses of configs/vagrant/ against hosts.env.
-hosts=" $HOST_CLIENT $HOST_LB $HOST_LB2 $HOST_VIP $HOST_APP1 $HOST_APP2 $HOST_REDIS "
+hosts=" $HOST_CLIENT $HOST_LB1 $HOST_LB2 $HOST_VIP $HOST_APP1 $HOST_APP2 $HOST_REDIS "
 net_re="${LAB_NET//./\\.}\.[0-9]+"
 for f in configs/vagrant/*.toml configs/vagrant/*.conf; do
   unknown=""
@@ -201,11 +266,34 @@ for n in 1 2; do
   fi
 done
 
+# 5b. The lab's timings that depend on each other: the lb's check must wait
+# longer than an app's Redis commands, so an app whose Redis is failing over
+# answers 503 before the check gives up (an answer: marked down, tunnels
+# kept) instead of looking dead (no answer: every tunnel closed).
+if out="$(python3 - <<'PY' 2>&1
+import re, tomllib
+def secs(v):
+    n, unit = re.fullmatch(r"([0-9.]+)(ms|s|m)", v).groups()
+    return float(n) * {"ms": 0.001, "s": 1, "m": 60}[unit]
+lb = tomllib.load(open("configs/vagrant/lb.toml", "rb"))
+check = secs(lb["backend"][0]["check"]["timeout"])
+for n in (1, 2):
+    app = tomllib.load(open(f"configs/vagrant/app{n}.toml", "rb"))
+    redis = secs(app["redis"].get("command_timeout", "2s"))
+    assert check > redis, f"lb check timeout {check}s is not above app{n}'s redis.command_timeout {redis}s"
+print(f"lb check timeout {check:g}s > the apps' redis.command_timeout")
+PY
+)"; then
+  ok "configs/vagrant: $out"
+else
+  bad "configs/vagrant: $out"
+fi
+
 # 6. The provisioning scripts, run for real in a throwaway namespace (root only).
 if [ "$(id -u)" != 0 ]; then
   echo "skip deploy/provision-test.sh: needs root"
 elif out="$(bash deploy/provision-test.sh "$BIN_DIR" 2>&1)"; then
-  ok "deploy/provision-test.sh: redis.sh, app.sh app1, lb.sh, app.sh app1 again; $(echo "$out" | grep -c '^ok ') checks"
+  ok "deploy/provision-test.sh: redis.sh redis, app.sh app1, lb.sh lb1 (keepalived), app.sh app1 again, each host in its own namespace; $(echo "$out" | grep -c '^ok ') checks"
 else
   echo "$out" | tail -n 40
   bad "deploy/provision-test.sh"
@@ -234,7 +322,7 @@ else
     else
       bad "$out"
     fi
-    if [ "$n" = 1 ]; then self="$HOST_LB" peer="$HOST_LB2" prio=150; else self="$HOST_LB2" peer="$HOST_LB" prio=100; fi
+    if [ "$n" = 1 ]; then self="$HOST_LB1" peer="$HOST_LB2" prio=150; else self="$HOST_LB2" peer="$HOST_LB1" prio=100; fi
     want="$(printf '%s\n' "state BACKUP" "nopreempt" "priority $prio" "unicast_src_ip $LAB_NET.$self" "$LAB_NET.$peer" "$LAB_NET.$HOST_VIP/24 dev $iface")"
     got="$(grep -oE "unicast_src_ip [0-9.]+|^ +$LAB_NET\.[0-9]+\$|[0-9.]+/24 dev [^ ]+|priority [0-9]+|^ *nopreempt|state [A-Z]+" "$conf" | sed 's/^ *//')"
     if [ "$got" = "$want" ]; then
@@ -262,17 +350,20 @@ import http.server, json, sys
 mode_file = sys.argv[1]
 def servers(*states):
     return json.dumps({"backends": [{"name": "apps", "servers": [
-        {"name": f"app{i + 1}", "state": s} for i, s in enumerate(states)]}]}).encode()
+        {"name": f"app{i + 1}", "state": s, "check": {"status": c}}
+        for i, (s, c) in enumerate(states)]}]}).encode()
 class Admin(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         mode = open(mode_file).read().strip()
-        status, body = 200, servers("down", "up")
+        status, body = 200, servers(("down", "L4CON"), ("up", "L7OK"))
         if self.path != "/api/backends":
             status, body = 404, b'{"error":"not found"}'
         elif mode == "503":
             status, body = 503, b'{"error":"unavailable"}'
         elif mode == "all-down":
-            body = servers("down", "maint")
+            body = servers(("down", "L4TOUT"), ("maint", "L4CON"))
+        elif mode == "all-503":
+            body = servers(("down", "L7STS"), ("down", "L7STS"))
         elif mode == "token" and self.headers.get("Authorization") != "Bearer check-admin-token":
             status, body = 401, b'{"error":"missing or wrong bearer token"}'
         self.send_response(status)
@@ -299,7 +390,8 @@ PY
   }
   check_lb pass healthy "healthy when the admin API lists a server up"
   check_lb fail 503 "unhealthy when the admin API answers 503"
-  check_lb fail all-down "unhealthy when no server is up"
+  check_lb fail all-down "unhealthy when no server is up or reachable (L4CON, L4TOUT)"
+  check_lb pass all-503 "healthy when every server is down but answers (503 during a Redis failover)"
   check_lb pass token "healthy with the admin token from its file" "$tmp/admin-token"
   check_lb fail token "unhealthy without the admin token the lb wants"
   kill "$admin_pid" 2>/dev/null

@@ -18,8 +18,8 @@ router_id=51
 # lb1 wins a cold start (both come up at once); with nopreempt the
 # priorities never move the VIP afterwards.
 case "$name" in
-  lb1) self="$net.$HOST_LB"; peer="$net.$HOST_LB2"; priority=150 ;;
-  lb2) self="$net.$HOST_LB2"; peer="$net.$HOST_LB"; priority=100 ;;
+  lb1) self="$net.$HOST_LB1"; peer="$net.$HOST_LB2"; priority=150 ;;
+  lb2) self="$net.$HOST_LB2"; peer="$net.$HOST_LB1"; priority=100 ;;
   *) echo "render.sh: unknown lb $name (lb1 or lb2)" >&2; exit 1 ;;
 esac
 sed -e "s|@NAME@|wsmesh-$name|g" \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# wsmesh 4-host lab — the lab CA and the lb's server certificate, made once
-# per lb host (deploy/provision/lb.sh on the lb VM; `lab netns` runs this same
-# script). Files, as `lb gen-cert` names them:
+# wsmesh lab — the lab CA and the lbs' server certificate, made once on the
+# host for both lbs and the VIP (the Vagrantfile, into .vagrant/wsmesh-certs/;
+# `lab netns` and deploy/provision-test.sh run this same script). Files, as
+# `lb gen-cert` names them:
 #   dev-ca.pem (trust this one), dev-ca.key, server.pem (leaf + CA), server.key
 # The certificate must be valid for the addresses clients use: the lb's own,
 # and the virtual IP on an lb pair. `lb gen-cert --host` adds them when the

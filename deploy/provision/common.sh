@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# wsmesh 4-host lab — shared provisioning steps, sourced by app.sh, lb.sh and
-# redis.sh. Every step is idempotent: `vagrant provision` may run it again.
+# wsmesh lab — shared provisioning steps, sourced by app.sh, lb.sh,
+# redis.sh and keepalived.sh. Every step is idempotent: `vagrant provision`
+# may run it again.
 #
 # Inputs (set by the Vagrantfile):
 #   WSMESH_STAGE    where the file provisioners uploaded deploy/, configs/
-#                   (configs/vagrant), secrets/ (.vagrant/wsmesh-secrets) and bin/
+#                   (configs/vagrant), secrets/ (.vagrant/wsmesh-secrets),
+#                   certs/ (lb hosts) and bin/ (app and lb hosts)
 #   WSMESH_LAB_NET  network prefix, e.g. 192.168.56 (default: hosts.env)
 set -euo pipefail
 
@@ -20,13 +22,25 @@ load_hosts() {
   . "$STAGE/configs/hosts.env"
   CONFIG_NET="$LAB_NET"
   NET="${WSMESH_LAB_NET:-$LAB_NET}"
-  LB_ADDR="$NET.$HOST_LB"
+  LB1_ADDR="$NET.$HOST_LB1"
+  LB2_ADDR="$NET.$HOST_LB2"
+  VIP_ADDR="$NET.$HOST_VIP"
   APP1_ADDR="$NET.$HOST_APP1"
   APP2_ADDR="$NET.$HOST_APP2"
   REDIS_ADDR="$NET.$HOST_REDIS"
-  LB2_ADDR="$NET.$HOST_LB2"
-  VIP_ADDR="$NET.$HOST_VIP"
-  export CONFIG_NET NET LB_ADDR APP1_ADDR APP2_ADDR REDIS_ADDR REDIS_PORT LB2_ADDR VIP_ADDR
+  export CONFIG_NET NET LB1_ADDR LB2_ADDR VIP_ADDR APP1_ADDR APP2_ADDR REDIS_ADDR REDIS_PORT SENTINEL_PORT
+}
+
+# The private address of host NAME (redis, app1, app2, lb1, lb2).
+host_addr() { # NAME
+  case "$1" in
+    redis) echo "$REDIS_ADDR" ;;
+    app1) echo "$APP1_ADDR" ;;
+    app2) echo "$APP2_ADDR" ;;
+    lb1) echo "$LB1_ADDR" ;;
+    lb2) echo "$LB2_ADDR" ;;
+    *) log "unknown host $1"; exit 1 ;;
+  esac
 }
 
 # Reads one generated secret; refuses an empty one.
@@ -77,27 +91,34 @@ install_binaries() { # NAME...
   done
 }
 
-# A config from configs/vagrant, with the network prefix rewritten when the
-# lab runs on another one (WSMESH_LAB_NET).
+# A file of configs/vagrant on stdout, with the network prefix rewritten
+# when the lab runs on another one (WSMESH_LAB_NET).
+lab_config() { # SRC-NAME
+  sed "s/${CONFIG_NET//./\\.}\./$NET./g" "$STAGE/configs/$1"
+}
+
+# A config from configs/vagrant installed into /etc/wsmesh.
 install_config() { # SRC-NAME DEST-NAME
   local tmp
   tmp="$(mktemp)"
-  sed "s/${CONFIG_NET//./\\.}\./$NET./g" "$STAGE/configs/$1" > "$tmp"
+  lab_config "$1" > "$tmp"
   install_if_changed "$tmp" "$ETC/$2" 0640 root:wsmesh >/dev/null
   rm -f "$tmp"
 }
 
-# The token of the internal API and the Redis URL with its password, for the
-# units (EnvironmentFile=/etc/wsmesh/wsmesh.env) and for check-config by hand
-# (token_file = /etc/wsmesh/internal-token).
+# The token of the internal API for the units
+# (EnvironmentFile=/etc/wsmesh/wsmesh.env) and for check-config by hand
+# (token_file = /etc/wsmesh/internal-token), and the Redis password the
+# configs name (redis.password_file, redis.sentinel_password_file).
 install_secrets() {
   local tmp
   tmp="$(mktemp)"
   secret internal-token > "$tmp"; echo >> "$tmp"
   install_if_changed "$tmp" "$ETC/internal-token" 0640 root:wsmesh >/dev/null
+  secret redis-password > "$tmp"; echo >> "$tmp"
+  install_if_changed "$tmp" "$ETC/redis-password" 0640 root:wsmesh >/dev/null
   {
     echo "# Written by deploy/provision/common.sh; secrets: do not copy around."
-    echo "WSMESH_REDIS_URL=redis://:$(secret redis-password)@$REDIS_ADDR:$REDIS_PORT/"
     echo "WSMESH_INTERNAL_TOKEN=$(secret internal-token)"
   } > "$tmp"
   install_if_changed "$tmp" "$ETC/wsmesh.env" 0640 root:wsmesh >/dev/null
@@ -130,5 +151,15 @@ start_units() { # NAME...
   done
 }
 
-# The staging directory holds secrets: remove it whatever happens.
-cleanup_stage() { rm -rf "$STAGE"; }
+# The staging directory holds secrets: the script the Vagrantfile runs
+# removes it whatever happens; the steps it runs (run_step) leave it.
+own_stage() {
+  [ -n "${WSMESH_STEP:-}" ] || trap 'rm -rf "$STAGE"' EXIT
+}
+
+# Runs another provisioning script of this host as a step of this one.
+run_step() { # SCRIPT ARGS...
+  local script="$1"
+  shift
+  WSMESH_STEP=1 bash "$STAGE/deploy/provision/$script" "$@"
+}

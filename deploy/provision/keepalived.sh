@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# wsmesh 4-host lab — keepalived on one host of the lb pair: the two lbs share
+# wsmesh lab — keepalived on one host of the lb pair: the two lbs share
 # the virtual IP of configs/vagrant/hosts.env (HOST_VIP) through VRRP, and
 # the VIP leaves a host whose lb is unhealthy (deploy/keepalived/check-lb.sh)
 # or that is gone. Run by lb.sh lb lb1|lb2 after the lb is up. Idempotent:
@@ -9,14 +9,11 @@
 set -euo pipefail
 # shellcheck disable=SC1091
 . "$WSMESH_STAGE/deploy/provision/common.sh"
-trap cleanup_stage EXIT
+own_stage
 name="${2:?usage: keepalived.sh keepalived lb1|lb2}"
 load_hosts
-case "$name" in
-  lb1) self="$LB_ADDR" ;;
-  lb2) self="$LB2_ADDR" ;;
-  *) log "unknown lb host $name"; exit 1 ;;
-esac
+case "$name" in lb1|lb2) ;; *) log "unknown lb host $name"; exit 1 ;; esac
+self="$(host_addr "$name")"
 
 apt_ensure keepalived curl jq
 

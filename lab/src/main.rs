@@ -62,7 +62,7 @@ enum Command {
     },
     /// Failover drills through the lb (kill, drain, Redis and subscriber faults) with an exact message ledger.
     Drill(lab::drill::DrillArgs),
-    /// The 4-host Vagrant lab in network namespaces: chat check and failover drill (needs root).
+    /// The Vagrant lab (lb pair on a VIP, apps, Redis with Sentinels) in network namespaces: chat check and host-loss drills (needs root).
     Netns(lab::netns::NetnsArgs),
     /// Benchmarks: lb vs HAProxy vs direct, wsmesh vs seed-python vs node (`make bench`).
     Bench {

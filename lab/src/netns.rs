@@ -1,11 +1,15 @@
-//! `lab netns`: the 4-host Vagrant lab (lb, app1, app2, redis) on this one
-//! machine, in network namespaces, so the Vagrantfile's layout, the files in
-//! `configs/vagrant/` and the environment the systemd units give the services
-//! are exercised without VirtualBox. It starts redis-server, two apps, two
-//! subscribers and the lb inside their hosts' namespaces, runs a chat check
-//! and a failover drill (app1's link goes down) from a `client` namespace,
-//! and removes everything it created on every path: normal end, error,
-//! panic (drop guards) and SIGINT/SIGTERM (checked between steps).
+//! `lab netns`: the Vagrant lab (two lbs on a virtual IP, app1, app2, and
+//! Redis with a replica on each app host and a Sentinel on each of redis,
+//! app1 and app2) on this one machine, in network namespaces, so the
+//! Vagrantfile's layout, the files in `configs/vagrant/` and `deploy/` and
+//! the environment the systemd units give the services are exercised without
+//! VirtualBox. It starts every service inside its host's namespace
+//! (`services`), runs a chat check through the VIP and the failover drills
+//! from a `client` namespace — app1's link down (`drill`), the active lb's
+//! host down and the Redis master's host down, each under load with the
+//! drill's ledger (`hostloss`) — and removes everything it created on every
+//! path: normal end, error, panic (drop guards) and SIGINT/SIGTERM (checked
+//! between steps).
 //!
 //! Traffic goes only to the namespaces' own addresses: the bridge lives in a
 //! namespace of its own and no namespace has a route anywhere else.
@@ -14,9 +18,14 @@
 //! [`EXIT_SKIPPED`]; `lab/tests/integration/netns.rs` is ignored unless asked for, and
 //! fails on that exit when it was.
 
+mod audit;
 mod drill;
 mod enter;
+mod hostloss;
 mod procs;
+mod report;
+mod sentinels;
+mod services;
 mod topology;
 
 use std::path::{Path, PathBuf};
@@ -25,8 +34,10 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use self::procs::{Procs, Spec};
+use self::hostloss::Fault;
+use self::procs::Procs;
 use self::topology::{HostTable, Role, Topology};
+use crate::drill::{parse_duration, DrillOptions, Rate};
 
 /// Exit code of `lab netns` when the machine cannot run it (automake's "skipped").
 pub const EXIT_SKIPPED: u8 = 77;
@@ -34,13 +45,14 @@ pub const EXIT_SKIPPED: u8 = 77;
 /// `lab netns` options.
 #[derive(Debug, Clone, Args)]
 pub struct NetnsArgs {
-    /// Directory with the lab's files (hosts.env, app1.toml, …, lb.toml, redis.conf).
+    /// Directory with the lab's files (hosts.env, app1.toml, …, lb.toml,
+    /// redis.conf, sentinel.conf).
     #[arg(long, default_value = "configs/vagrant")]
     pub configs: PathBuf,
-    /// The provisioning scripts (certs.sh); default: `deploy/provision` of
-    /// the repository that holds `--configs`.
+    /// The `deploy` directory (provision/certs.sh, provision/redis-lines.sh,
+    /// keepalived/); default: `deploy` of the repository that holds `--configs`.
     #[arg(long)]
-    pub provision: Option<PathBuf>,
+    pub deploy: Option<PathBuf>,
     /// Directory with the `lb`, `app` and `subscriber` binaries; default: next
     /// to this `lab` binary.
     #[arg(long)]
@@ -48,9 +60,75 @@ pub struct NetnsArgs {
     /// The redis-server binary.
     #[arg(long, default_value = "redis-server")]
     pub redis_server: PathBuf,
-    /// Keep the temporary directory (logs, certificates) and print its path.
+    /// The redis-sentinel binary.
+    #[arg(long, default_value = "redis-sentinel")]
+    pub redis_sentinel: PathBuf,
+    /// The keepalived binary.
+    #[arg(long, default_value = "keepalived")]
+    pub keepalived: PathBuf,
+    /// all, app-link-down, lb-host-down or redis-host-down (repeatable); the
+    /// chat check always runs first.
+    #[arg(long, default_value = "all", value_parser = fault_arg)]
+    pub fault: Vec<String>,
+    /// The host-loss drills at full size: 1000 clients in 20 rooms, 0.2
+    /// messages/s each, 60 s of sending (default: 24 clients in 3 rooms,
+    /// 2 messages/s each, 8 s, as `make test` runs them).
+    #[arg(long)]
+    pub full: bool,
+    /// Clients of each host-loss drill, instead of the size's.
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Sending time of each host-loss drill, instead of the size's (e.g. 30s).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Keep the temporary directory (logs, configs, certificates) and print its path.
     #[arg(long)]
     pub keep: bool,
+}
+
+/// Checks a `--fault` value while clap parses, so a typo is a usage error.
+fn fault_arg(s: &str) -> Result<String, String> {
+    if s == "all" {
+        return Ok(s.to_string());
+    }
+    s.parse::<Fault>().map(|_| s.to_string())
+}
+
+impl NetnsArgs {
+    /// The faults asked for, in the order they run.
+    fn faults(&self) -> Vec<Fault> {
+        Fault::ALL
+            .into_iter()
+            .filter(|f| self.fault.iter().any(|a| a == "all" || a == f.name()))
+            .collect()
+    }
+
+    /// The size of the host-loss drills.
+    fn size(&self) -> Result<DrillOptions, NetnsError> {
+        let mut opts = if self.full {
+            DrillOptions {
+                clients: 1000,
+                rooms: 20,
+                rate: Rate::PerClient(0.2),
+                duration: Duration::from_secs(60),
+                quiesce: Duration::from_secs(60),
+                ..DrillOptions::small()
+            }
+        } else {
+            DrillOptions::small()
+        };
+        if let Some(n) = self.clients {
+            if n == 0 {
+                return Err(NetnsError::Setup("--clients must be at least 1".into()));
+            }
+            opts.clients = n;
+            opts.rooms = opts.rooms.min(n);
+        }
+        if let Some(d) = &self.duration {
+            opts.duration = parse_duration(d).map_err(NetnsError::Setup)?;
+        }
+        Ok(opts)
+    }
 }
 
 /// Why the lab failed.
@@ -140,9 +218,11 @@ pub fn cli(args: NetnsArgs) -> i32 {
 
 /// The binaries and files one run uses.
 #[derive(Debug)]
-struct Inputs {
+pub(crate) struct Inputs {
     /// `configs/vagrant`, absolute.
     configs: PathBuf,
+    /// `deploy`, absolute.
+    deploy: PathBuf,
     /// The lb binary.
     lb: PathBuf,
     /// The app binary.
@@ -151,10 +231,12 @@ struct Inputs {
     subscriber: PathBuf,
     /// redis-server.
     redis_server: PathBuf,
+    /// redis-sentinel.
+    redis_sentinel: PathBuf,
+    /// keepalived.
+    keepalived: PathBuf,
     /// The address table.
     hosts: HostTable,
-    /// `deploy/provision/certs.sh`.
-    certs_script: PathBuf,
 }
 
 impl Inputs {
@@ -181,47 +263,56 @@ impl Inputs {
                 )))
             }
         };
-        let redis_server = which(&args.redis_server).ok_or_else(|| {
-            NetnsError::Setup(format!(
-                "{} not found: apt-get install redis-server",
-                args.redis_server.display()
-            ))
-        })?;
+        let tool = |program: &Path, package: &str| {
+            which(program).ok_or_else(|| {
+                NetnsError::Setup(format!(
+                    "{} not found: apt-get install {package}",
+                    program.display()
+                ))
+            })
+        };
         let hosts = HostTable::read(&configs.join("hosts.env"))?;
-        for file in [
+        let deploy = match &args.deploy {
+            Some(p) => {
+                std::path::absolute(p).map_err(|e| NetnsError::Setup(format!("{}: {e}", p.display())))?
+            }
+            None => configs.join("../../deploy"),
+        };
+        let needed = [
             "app1.toml",
             "app2.toml",
             "subscriber1.toml",
             "subscriber2.toml",
             "lb.toml",
             "redis.conf",
-        ] {
-            if !configs.join(file).is_file() {
-                return Err(NetnsError::Setup(format!(
-                    "{} is missing",
-                    configs.join(file).display()
-                )));
+            "sentinel.conf",
+        ]
+        .map(|f| configs.join(f))
+        .into_iter()
+        .chain(
+            [
+                "provision/certs.sh",
+                "provision/redis-lines.sh",
+                "keepalived/render.sh",
+                "keepalived/check-lb.sh",
+            ]
+            .map(|f| deploy.join(f)),
+        );
+        for file in needed {
+            if !file.is_file() {
+                return Err(NetnsError::Setup(format!("{} is missing", file.display())));
             }
         }
-        let provision = match &args.provision {
-            Some(p) => p.clone(),
-            None => configs.join("../../deploy/provision"),
-        };
-        let certs_script = provision.join("certs.sh");
-        if !certs_script.is_file() {
-            return Err(NetnsError::Setup(format!(
-                "{} is missing (pass --provision)",
-                certs_script.display()
-            )));
-        }
         Ok(Inputs {
-            certs_script,
             lb: bin("lb")?,
             app: bin("app")?,
             subscriber: bin("subscriber")?,
-            redis_server,
+            redis_server: tool(&args.redis_server, "redis-server")?,
+            redis_sentinel: tool(&args.redis_sentinel, "redis-sentinel")?,
+            keepalived: tool(&args.keepalived, "keepalived")?,
             hosts,
             configs,
+            deploy,
         })
     }
 }
@@ -244,6 +335,10 @@ pub fn run(args: &NetnsArgs) -> Result<Outcome, NetnsError> {
     }
     install_signal_handlers();
     let inputs = Inputs::gather(args)?;
+    let size = args.size()?;
+    if let Err(e) = crate::drill::raise_nofile_limit() {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
     let removed = topology::remove_leftovers()?;
     if removed > 0 {
         tracing::info!(removed, "removed leftover namespaces of earlier runs");
@@ -258,7 +353,7 @@ pub fn run(args: &NetnsArgs) -> Result<Outcome, NetnsError> {
     // their namespaces go.
     let topo = Topology::create(&inputs.hosts)?;
     let mut procs = Procs::new(tmp.path());
-    let result = run_in(&inputs, &topo, &mut procs, tmp.path());
+    let result = run_in(&inputs, &args.faults(), &size, &topo, &mut procs, tmp.path());
     let result = match result {
         Ok(mut lines) => {
             say(
@@ -275,14 +370,24 @@ pub fn run(args: &NetnsArgs) -> Result<Outcome, NetnsError> {
     procs.stop_all(Duration::from_secs(8));
     drop(topo);
     if args.keep {
-        let kept = tmp.keep();
-        println!("kept {}", kept.display());
+        // Renamed out of the per-run names, so the next run's clean-up of
+        // dead runs' directories leaves it alone.
+        let dir = tmp.keep();
+        let kept = dir.with_file_name(format!("{KEPT_PREFIX}{}", std::process::id()));
+        match std::fs::rename(&dir, &kept) {
+            Ok(()) => println!("kept {}", kept.display()),
+            Err(_) => println!("kept {}", dir.display()),
+        }
     }
     result
 }
 
 /// Prefix of the per-run temporary directory; the pid follows.
 const TMP_PREFIX: &str = "wsmesh-netns-";
+
+/// Name of a directory kept with `--keep` (never removed by a later run);
+/// the pid follows.
+const KEPT_PREFIX: &str = "wsmesh-netns-kept-";
 
 /// Removes temporary directories of runs that were killed (SIGKILL leaves
 /// them; everything else is removed by drop guards). Best effort.
@@ -307,166 +412,116 @@ fn remove_leftover_dirs() {
     }
 }
 
-/// Secrets generated per run, as provisioning generates them per lab.
-#[derive(Debug)]
-struct Secrets {
-    /// The internal API's bearer token.
-    internal_token: String,
-    /// Redis' `requirepass`.
-    redis_password: String,
-}
-
-fn random_hex() -> String {
-    use rand::Rng;
-    let bytes: [u8; 32] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn run_in(
     inputs: &Inputs,
+    faults: &[Fault],
+    size: &DrillOptions,
     topo: &Topology,
     procs: &mut Procs,
     tmp: &Path,
 ) -> Result<Vec<String>, NetnsError> {
     let hosts = &inputs.hosts;
-    let secrets = Secrets {
-        internal_token: random_hex(),
-        redis_password: random_hex(),
-    };
     let mut lines = Vec::new();
+    let addrs: Vec<String> = Role::ALL
+        .iter()
+        .map(|r| format!("{} {}", r.name(), hosts.addr(*r)))
+        .collect();
     say(
         &mut lines,
         format!(
-            "namespaces up: {}* on {}.0/24 (lb {}, app1 {}, app2 {}, redis {}, client {})",
-            topo.ns(Role::Lb).trim_end_matches("lb"),
+            "namespaces up: {}* on {}.0/24 ({}; VIP {})",
+            topo.ns(Role::Client).trim_end_matches("client"),
             hosts.net,
-            hosts.addr(Role::Lb),
-            hosts.addr(Role::App1),
-            hosts.addr(Role::App2),
-            hosts.addr(Role::Redis),
-            hosts.addr(Role::Client)
+            addrs.join(", "),
+            hosts.vip
         ),
     );
-
-    // redis VM: the shared settings plus the host-specific lines, as redis.sh writes them.
-    let redis_dir = tmp.join("redis");
-    std::fs::create_dir_all(&redis_dir)
-        .map_err(|e| NetnsError::Setup(format!("{}: {e}", redis_dir.display())))?;
-    let redis_conf = redis_dir.join("redis.conf");
-    let conf = format!(
-        "include {}\nbind {} 127.0.0.1\nrequirepass {}\ndir {}\ndaemonize no\nlogfile \"\"\n",
-        inputs.configs.join("redis.conf").display(),
-        hosts.addr(Role::Redis),
-        secrets.redis_password,
-        redis_dir.display()
-    );
-    std::fs::write(&redis_conf, conf)
-        .map_err(|e| NetnsError::Setup(format!("{}: {e}", redis_conf.display())))?;
-    procs.spawn(Spec {
-        name: "redis",
-        ns: &topo.ns(Role::Redis),
-        program: &inputs.redis_server,
-        args: vec![redis_conf.display().to_string()],
-        env: Vec::new(),
-    })?;
-
-    // The environment the units get from /etc/wsmesh/wsmesh.env.
-    let env = vec![
-        (
-            "WSMESH_REDIS_URL".to_string(),
-            format!(
-                "redis://:{}@{}:{}/",
-                secrets.redis_password,
-                hosts.addr(Role::Redis),
-                hosts.redis_port
-            ),
-        ),
-        (
-            "WSMESH_INTERNAL_TOKEN".to_string(),
-            secrets.internal_token.clone(),
-        ),
-    ];
-    for (n, role) in [(1, Role::App1), (2, Role::App2)] {
-        let ns = topo.ns(role);
-        let app_config = inputs.configs.join(format!("app{n}.toml"));
-        let sub_config = inputs.configs.join(format!("subscriber{n}.toml"));
-        procs.spawn(Spec {
-            name: &format!("app{n}"),
-            ns: &ns,
-            program: &inputs.app,
-            args: vec!["--config".into(), app_config.display().to_string()],
-            env: env.clone(),
-        })?;
-        procs.spawn(Spec {
-            name: &format!("subscriber{n}"),
-            ns: &ns,
-            program: &inputs.subscriber,
-            args: vec!["--config".into(), sub_config.display().to_string()],
-            env: env.clone(),
-        })?;
+    let running = services::start(inputs, topo, procs, tmp, &mut lines)?;
+    let url = format!("http://{}/", hosts.vip);
+    let (status, _) = enter::http_get_in(&topo.ns(Role::Client), &url, Duration::from_secs(3))?;
+    if status != 301 {
+        return Err(NetnsError::Check(format!(
+            "{url} answered {status}, expected 301 to https"
+        )));
     }
+    say(&mut lines, format!("{url} redirects to https (301)"));
 
-    // lb VM: /etc/wsmesh/lb.toml next to /etc/wsmesh/certs/, here a copy of
-    // the very file in its own directory with certificates made by `lb gen-cert`.
-    let lb_dir = tmp.join("lb");
-    let certs = lb_dir.join("certs");
-    std::fs::create_dir_all(&certs).map_err(|e| NetnsError::Setup(format!("{}: {e}", certs.display())))?;
-    let lb_config = lb_dir.join("lb.toml");
-    std::fs::copy(inputs.configs.join("lb.toml"), &lb_config)
-        .map_err(|e| NetnsError::Setup(format!("{}: {e}", lb_config.display())))?;
-    gen_cert(&inputs.certs_script, &inputs.lb, &certs, hosts)?;
-    procs.spawn(Spec {
-        name: "lb",
-        ns: &topo.ns(Role::Lb),
-        program: &inputs.lb,
-        args: vec!["--config".into(), lb_config.display().to_string()],
-        env: Vec::new(),
-    })?;
-
-    let plan = drill::Plan {
-        client_ns: topo.ns(Role::Client),
-        lb_ns: topo.ns(Role::Lb),
-        app_ns: [topo.ns(Role::App1), topo.ns(Role::App2)],
-        lb_addr: hosts.addr(Role::Lb),
-        ca: certs.join(CA_FILE),
-        configs: inputs.configs.clone(),
-    };
-    lines.extend(drill::run(&plan, topo, procs)?);
+    let app_link_down = faults.contains(&Fault::AppLink);
+    lines.extend(drill::run(inputs, topo, procs, &running, app_link_down)?);
+    let mut reports = Vec::new();
+    for fault in faults.iter().filter(|f| **f != Fault::AppLink) {
+        services::wait_whole(inputs, topo, procs, &running)?;
+        let report = hostloss::run(*fault, inputs, topo, procs, &running, size)?;
+        println!("{}", report.table());
+        reports.push(report);
+    }
+    if !reports.is_empty() {
+        println!("{}", report::summary(&reports));
+        services::wait_whole(inputs, topo, procs, &running)?;
+        say(&mut lines, "the lab is whole again after the drills".into());
+    }
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.clean())
+        .map(|r| r.fault.name())
+        .collect();
+    if !failed.is_empty() {
+        return Err(NetnsError::Check(format!(
+            "the ledger is not clean after {}",
+            failed.join(", ")
+        )));
+    }
     Ok(lines)
+}
+
+/// A dotted key of a TOML file, as a string.
+pub(crate) fn toml_str(path: &Path, keys: &[&str]) -> Result<String, NetnsError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
+    let value: toml::Value =
+        toml::from_str(&text).map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
+    keys.iter()
+        .try_fold(&value, |v, k| v.get(k))
+        .and_then(toml::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| NetnsError::Setup(format!("{}: no {}", path.display(), keys.join("."))))
+}
+
+/// Runs `job` on a thread inside the client namespace while this thread
+/// keeps watching the services and the signals; bounded by `limit`.
+pub(crate) fn in_client<T, F, Fut>(
+    topo: &Topology,
+    procs: &mut Procs,
+    what: &str,
+    limit: Duration,
+    job: F,
+) -> Result<T, NetnsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, NetnsError>>,
+{
+    let client_ns = topo.ns(Role::Client);
+    let handle = std::thread::Builder::new()
+        .name("netns-client".into())
+        .spawn(move || enter::block_in_netns(&client_ns, job))
+        .map_err(|e| NetnsError::Setup(format!("thread: {e}")))?;
+    let deadline = Instant::now() + limit;
+    while !handle.is_finished() {
+        check_interrupted()?;
+        procs.check_alive()?;
+        if Instant::now() > deadline {
+            return Err(NetnsError::Timeout(format!("{what} took over {limit:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    handle
+        .join()
+        .map_err(|_| NetnsError::Check(format!("{what} panicked")))?
 }
 
 /// CA certificate written by `deploy/provision/certs.sh` (trusted by the clients).
 pub(crate) const CA_FILE: &str = "dev-ca.pem";
-
-/// Makes the lab CA and the lb's server certificate with the very script
-/// `deploy/provision/lb.sh` runs on the lb VM.
-fn gen_cert(script: &Path, lb: &Path, dir: &Path, hosts: &HostTable) -> Result<(), NetnsError> {
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .arg(dir)
-        .arg(hosts.addr(Role::Lb).to_string())
-        .env("LB_BIN", lb)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| NetnsError::Command(format!("{}: {e}", script.display())))?;
-    if !out.status.success() {
-        return Err(NetnsError::Command(format!(
-            "{}: {}: {}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    tracing::info!(output = %String::from_utf8_lossy(&out.stdout).trim(), "certificates");
-    if !dir.join(CA_FILE).is_file() {
-        return Err(NetnsError::Setup(format!(
-            "{} wrote no {}",
-            script.display(),
-            dir.join(CA_FILE).display()
-        )));
-    }
-    Ok(())
-}
 
 /// Prints a summary line at once (so a failure still shows what passed) and keeps it.
 pub(crate) fn say(lines: &mut Vec<String>, line: String) {

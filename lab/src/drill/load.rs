@@ -132,6 +132,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct ClientOutcome {
     /// The ledger's view.
     pub ledger: ClientLedger,
+    /// When each of `ledger.receipts` arrived, for the gaps a fault leaves.
+    pub received_at: Vec<Instant>,
     /// Every connection the server welcomed, with its reconnect time.
     pub connections: Vec<ConnectionRecord>,
     /// When each connection was welcomed.
@@ -328,6 +330,7 @@ impl Load {
                 .max()
                 .unwrap_or_default();
             out.push(ClientOutcome {
+                received_at: receipts.iter().map(|r| r.at).collect(),
                 ledger: ClientLedger {
                     room: slot.room,
                     start,

@@ -1,55 +1,23 @@
-//! What `lab netns` checks once the services run, all of it from where a
-//! user or an operator would look: health from the client namespace (apps)
-//! and from each host's own loopback (subscribers, the lb's admin API); the
-//! chat through the lb over TLS from the client namespace, trusting only the
-//! lab CA; then the failover drill — app1's cable is pulled, the lb must mark
-//! app1 down, a client that was on app1 must resume on app2 with every
-//! message exactly once and in order, and app1 must come back `up` once the
-//! cable is back.
+//! The chat check and the app-link-down drill of `lab netns`, from where a
+//! user would look: the chat through the VIP over TLS from the client
+//! namespace, trusting only the lab CA; then app1's cable is pulled, the lb
+//! holding the VIP must mark app1 down, a client that was on app1 must
+//! resume on app2 with every message exactly once and in order, and app1
+//! must come back `up` once the cable is back.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use wsmesh_common::chat::Chat;
 
-use super::enter::{block_in_netns, http_get_in};
+use super::enter::http_get_in;
 use super::procs::Procs;
+use super::services::{vip_holder, Running};
 use super::topology::{LinkSwitch, Role, Topology};
-use super::{check_interrupted, say, wait_until, NetnsError};
+use super::{check_interrupted, in_client, say, Inputs, NetnsError};
 use wsmesh_client::resilient::{Event, ResilientClient, ResilientConfig};
 use wsmesh_client::ConnectOptions;
-
-/// Everything the checks need to know about the running lab.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// Namespace of the client (the browser's machine).
-    pub client_ns: String,
-    /// Namespace of the lb host.
-    pub lb_ns: String,
-    /// Namespaces of app1's and app2's hosts.
-    pub app_ns: [String; 2],
-    /// The lb's address.
-    pub lb_addr: Ipv4Addr,
-    /// The lab CA the clients trust.
-    pub ca: PathBuf,
-    /// `configs/vagrant`, for the ports.
-    pub configs: PathBuf,
-}
-
-/// A dotted key of a TOML file, as a string.
-fn toml_str(path: &Path, keys: &[&str]) -> Result<String, NetnsError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
-    let value: toml::Value =
-        toml::from_str(&text).map_err(|e| NetnsError::Setup(format!("{}: {e}", path.display())))?;
-    keys.iter()
-        .try_fold(&value, |v, k| v.get(k))
-        .and_then(toml::Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| NetnsError::Setup(format!("{}: no {}", path.display(), keys.join("."))))
-}
 
 /// Server name → state, from the lb's `/api/backends`.
 fn server_states(body: &str) -> Result<HashMap<String, String>, NetnsError> {
@@ -72,7 +40,7 @@ fn server_states(body: &str) -> Result<HashMap<String, String>, NetnsError> {
 }
 
 /// The lb's view of its servers, asked on the lb host's loopback.
-fn lb_states(lb_ns: &str, admin: &str) -> Result<HashMap<String, String>, NetnsError> {
+pub(crate) fn lb_states(lb_ns: &str, admin: &str) -> Result<HashMap<String, String>, NetnsError> {
     let (status, body) = http_get_in(
         lb_ns,
         &format!("http://{admin}/api/backends"),
@@ -84,124 +52,47 @@ fn lb_states(lb_ns: &str, admin: &str) -> Result<HashMap<String, String>, NetnsE
     server_states(&body)
 }
 
-/// Runs every check; one summary line per check.
-pub fn run(plan: &Plan, topo: &Topology, procs: &mut Procs) -> Result<Vec<String>, NetnsError> {
-    let mut lines = Vec::new();
-    let admin = toml_str(&plan.configs.join("lb.toml"), &["admin", "listen"])
-        .unwrap_or_else(|_| "127.0.0.1:8404".into());
-    let started = Instant::now();
-
-    for n in 0..2 {
-        let public = toml_str(
-            &plan.configs.join(format!("app{}.toml", n + 1)),
-            &["listen", "public"],
-        )?;
-        let url = format!("http://{public}/healthz");
-        let client_ns = plan.client_ns.clone();
-        wait_until(
-            &format!("app{} {url} → 200 from the client", n + 1),
-            Duration::from_secs(60),
-            procs,
-            || {
-                Ok(http_get_in(&client_ns, &url, Duration::from_secs(2))
-                    .ok()
-                    .filter(|(s, _)| *s == 200))
-            },
-        )?;
-        let health = toml_str(
-            &plan.configs.join(format!("subscriber{}.toml", n + 1)),
-            &["listen", "health"],
-        )?;
-        let url = format!("http://{health}/healthz");
-        let app_ns = plan.app_ns[n].clone();
-        wait_until(
-            &format!("subscriber{} {url} → 200 on its host", n + 1),
-            Duration::from_secs(30),
-            procs,
-            || {
-                Ok(http_get_in(&app_ns, &url, Duration::from_secs(2))
-                    .ok()
-                    .filter(|(s, _)| *s == 200))
-            },
-        )?;
-    }
-    wait_until(
-        "the lb to see app1 and app2 up",
-        Duration::from_secs(30),
-        procs,
-        || {
-            let states = lb_states(&plan.lb_ns, &admin)?;
-            Ok((states.get("app1").map(String::as_str) == Some("up")
-                && states.get("app2").map(String::as_str) == Some("up"))
-            .then_some(()))
-        },
-    )?;
-    say(&mut lines, format!(
-        "healthy in {:.1}s: app1, app2 (/healthz from the client), subscriber1, subscriber2, lb sees app1 up, app2 up",
-        started.elapsed().as_secs_f64()
-    ));
-
-    let (status, _) = http_get_in(
-        &plan.client_ns,
-        &format!("http://{}/", plan.lb_addr),
-        Duration::from_secs(3),
-    )?;
-    if status != 301 {
-        return Err(NetnsError::Check(format!(
-            "http://{}/ answered {status}, expected 301 to https",
-            plan.lb_addr
-        )));
-    }
-    say(
-        &mut lines,
-        format!("http://{}/ redirects to https (301)", plan.lb_addr),
-    );
-
-    // The chat check and the drill run on a thread inside the client
-    // namespace; this thread keeps watching the services and the signals.
+/// Runs the chat check and, when asked, the app-link-down drill; one
+/// summary line per check.
+pub fn run(
+    inputs: &Inputs,
+    topo: &Topology,
+    procs: &mut Procs,
+    running: &Running,
+    app_link_down: bool,
+) -> Result<Vec<String>, NetnsError> {
     let job = Job {
-        url: format!("wss://{}/ws", plan.lb_addr),
-        ca: plan.ca.clone(),
-        lb_ns: plan.lb_ns.clone(),
-        admin,
+        url: format!("wss://{}/ws", inputs.hosts.vip),
+        ca: running.ca.clone(),
+        lb_ns: topo.ns(vip_holder(&topo.names(), inputs.hosts.vip)?),
+        admin: running.admin.clone(),
         app1_link: topo.link_switch(Role::App1),
+        app_link_down,
     };
-    let client_ns = plan.client_ns.clone();
-    let handle = std::thread::Builder::new()
-        .name("netns-drill".into())
-        .spawn(move || block_in_netns(&client_ns, move || job.run()))
-        .map_err(|e| NetnsError::Setup(format!("thread: {e}")))?;
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while !handle.is_finished() {
-        check_interrupted()?;
-        procs.check_alive()?;
-        if Instant::now() > deadline {
-            return Err(NetnsError::Timeout(
-                "the chat check and drill took over 240s".into(),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let job_lines = handle
-        .join()
-        .map_err(|_| NetnsError::Check("the drill thread panicked".into()))??;
-    lines.extend(job_lines);
-    Ok(lines)
+    in_client(
+        topo,
+        procs,
+        "the chat check and drill",
+        Duration::from_secs(240),
+        move || job.run(),
+    )
 }
 
 /// The part that runs inside the client namespace.
 #[derive(Debug)]
 struct Job {
-    /// `wss://<lb>/ws`.
+    /// `wss://<VIP>/ws`.
     url: String,
     /// CA to trust.
     ca: PathBuf,
-    /// lb host namespace, for the admin API.
+    /// Namespace of the lb holding the VIP, for the admin API.
     lb_ns: String,
     /// Admin listener address on the lb host.
     admin: String,
     /// app1's cable.
     app1_link: LinkSwitch,
+    /// Whether to run the app-link-down drill after the chat check.
+    app_link_down: bool,
 }
 
 /// Bounds of the drill.
@@ -274,8 +165,12 @@ impl Job {
             }
         }
         say(&mut lines, format!(
-            "chat check: ana on {ana_on}, bob on {bob_on} over wss://…/ws (lab CA); both received both messages exactly once"
+            "chat check: ana on {ana_on}, bob on {bob_on} over {} (lab CA); both received both messages exactly once",
+            self.url
         ));
+        if !self.app_link_down {
+            return Ok(lines);
+        }
 
         // The drill needs a client on app1 (the victim) and one elsewhere
         // (the witness); leastconn spreads ana and bob, more clients are
@@ -382,7 +277,7 @@ impl Job {
         say(
             &mut lines,
             format!(
-                "failover: app1's link down; lb marked app1 down after {:.1}s; {victim_nick} {how}; \
+                "app-link-down: app1's link down; lb marked app1 down after {:.1}s; {victim_nick} {how}; \
              {} messages from {witness_nick} arrived exactly once, in order, at both",
                 marked.as_secs_f64(),
                 sent.len()
@@ -476,18 +371,5 @@ mod tests {
         assert_eq!(s["app1"], "up");
         assert_eq!(s["app2"], "down");
         assert!(server_states(r#"{"backends":[]}"#).is_err());
-    }
-
-    #[test]
-    fn toml_str_reads_the_shipped_app_config() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/vagrant");
-        assert_eq!(
-            toml_str(&dir.join("app1.toml"), &["listen", "public"]).unwrap(),
-            "192.168.56.11:8080"
-        );
-        assert_eq!(
-            toml_str(&dir.join("lb.toml"), &["admin", "listen"]).unwrap(),
-            "127.0.0.1:8404"
-        );
     }
 }

@@ -38,7 +38,10 @@ where
         .map_err(|_| NetnsError::Check(format!("code running in {ns} panicked")))?
 }
 
-/// Runs an async job on a current-thread runtime inside `ns`.
+/// Runs an async job on a two-worker runtime inside `ns`: its worker and
+/// blocking threads are started from the thread that joined `ns`, so they
+/// live there too (a thread inherits its creator's namespaces), and a
+/// thousand clients get both cores.
 pub fn block_in_netns<T, F, Fut>(ns: &str, job: F) -> Result<T, NetnsError>
 where
     T: Send + 'static,
@@ -46,7 +49,8 @@ where
     Fut: std::future::Future<Output = Result<T, NetnsError>>,
 {
     in_netns(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| NetnsError::Setup(format!("tokio runtime: {e}")))?;

@@ -1,6 +1,6 @@
 //! The lab's network, built from nothing but network namespaces: one per host
-//! of the Vagrant lab (`lb`, `app1`, `app2`, `redis`) plus `client` (the
-//! machine you browse from, `.1` as VirtualBox's host-only adapter), each with
+//! of the Vagrant lab (`lb1`, `lb2`, `app1`, `app2`, `redis`) plus `client`
+//! (the machine you browse from, `.1` as VirtualBox's host-only adapter), each with
 //! one `eth0` on a bridge that lives in a `hub` namespace of its own. Nothing
 //! is created in the root namespace and no namespace has a default route, so
 //! the lab's addresses exist nowhere else and no packet can leave the machine.
@@ -21,13 +21,15 @@ pub const PREFIX: &str = "wsm-";
 /// A host of the lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// The load balancer VM.
-    Lb,
-    /// The first app VM (app + subscriber).
+    /// The first lb of the pair on the virtual IP (wins a cold start).
+    Lb1,
+    /// The second lb of the pair.
+    Lb2,
+    /// The first app VM: app, subscriber, a Redis replica and a Sentinel.
     App1,
-    /// The second app VM (app + subscriber).
+    /// The second app VM, the same as the first.
     App2,
-    /// The Redis VM.
+    /// The Redis VM: the master at a cold start and a Sentinel.
     Redis,
     /// Where the browser sits (the VirtualBox host).
     Client,
@@ -35,12 +37,20 @@ pub enum Role {
 
 impl Role {
     /// Every host, in creation order.
-    pub const ALL: [Role; 5] = [Role::Redis, Role::App1, Role::App2, Role::Lb, Role::Client];
+    pub const ALL: [Role; 6] = [
+        Role::Redis,
+        Role::App1,
+        Role::App2,
+        Role::Lb1,
+        Role::Lb2,
+        Role::Client,
+    ];
 
     /// Name as in the Vagrantfile.
     pub fn name(self) -> &'static str {
         match self {
-            Role::Lb => "lb",
+            Role::Lb1 => "lb1",
+            Role::Lb2 => "lb2",
             Role::App1 => "app1",
             Role::App2 => "app2",
             Role::Redis => "redis",
@@ -51,7 +61,8 @@ impl Role {
     /// Key of the host number in `configs/vagrant/hosts.env`.
     fn hosts_env_key(self) -> &'static str {
         match self {
-            Role::Lb => "HOST_LB",
+            Role::Lb1 => "HOST_LB1",
+            Role::Lb2 => "HOST_LB2",
             Role::App1 => "HOST_APP1",
             Role::App2 => "HOST_APP2",
             Role::Redis => "HOST_REDIS",
@@ -68,8 +79,12 @@ pub struct HostTable {
     pub net: String,
     /// Address per host.
     addrs: Vec<(Role, Ipv4Addr)>,
-    /// Redis port (`REDIS_PORT`).
+    /// The lb pair's virtual IP (`HOST_VIP`): what clients connect to.
+    pub vip: Ipv4Addr,
+    /// Redis port of every data node (`REDIS_PORT`).
     pub redis_port: u16,
+    /// Port of every Sentinel (`SENTINEL_PORT`).
+    pub sentinel_port: u16,
 }
 
 impl HostTable {
@@ -95,21 +110,25 @@ impl HostTable {
                 .ok_or_else(|| format!("{key} is missing"))
         };
         let net = get("LAB_NET")?.to_string();
+        let addr = |key: &str| -> Result<Ipv4Addr, String> {
+            let host = get(key)?;
+            format!("{net}.{host}")
+                .parse()
+                .map_err(|_| format!("{net}.{host} ({key}) is not an IPv4 address"))
+        };
         let mut addrs = Vec::new();
         for role in Role::ALL {
-            let host = get(role.hosts_env_key())?;
-            let addr: Ipv4Addr = format!("{net}.{host}")
-                .parse()
-                .map_err(|_| format!("{net}.{host} ({}) is not an IPv4 address", role.hosts_env_key()))?;
-            addrs.push((role, addr));
+            addrs.push((role, addr(role.hosts_env_key())?));
         }
-        let redis_port = get("REDIS_PORT")?
-            .parse()
-            .map_err(|_| "REDIS_PORT is not a port".to_string())?;
+        let port = |key: &str| -> Result<u16, String> {
+            get(key)?.parse().map_err(|_| format!("{key} is not a port"))
+        };
         Ok(HostTable {
+            vip: addr("HOST_VIP")?,
+            redis_port: port("REDIS_PORT")?,
+            sentinel_port: port("SENTINEL_PORT")?,
             net,
             addrs,
-            redis_port,
         })
     }
 
@@ -175,14 +194,49 @@ fn run(program: &str, args: &[&str]) -> Result<String, NetnsError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-impl Topology {
-    /// Namespace name of `role` (or `hub`) in this run.
+/// The namespace names of one run, without owning them: cheap to clone and
+/// to hand to the thread that drives a drill.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// `wsm-<pid>-`.
+    prefix: String,
+}
+
+impl Names {
+    /// Namespace name of `role` in this run.
     pub fn ns(&self, role: Role) -> String {
         format!("{}{}", self.prefix, role.name())
     }
 
+    /// The hub namespace, which holds the bridge.
     fn hub(&self) -> String {
         format!("{}hub", self.prefix)
+    }
+
+    /// A handle that takes `role`'s link down and up from any thread.
+    pub fn link_switch(&self, role: Role) -> LinkSwitch {
+        LinkSwitch {
+            hub: self.hub(),
+            port: Topology::port(role),
+        }
+    }
+}
+
+impl Topology {
+    /// Namespace name of `role` in this run.
+    pub fn ns(&self, role: Role) -> String {
+        self.names().ns(role)
+    }
+
+    /// The names, for other threads.
+    pub fn names(&self) -> Names {
+        Names {
+            prefix: self.prefix.clone(),
+        }
+    }
+
+    fn hub(&self) -> String {
+        self.names().hub()
     }
 
     /// Name of `role`'s bridge port in the hub namespace (≤ 15 bytes).
@@ -226,10 +280,7 @@ impl Topology {
 
     /// A handle that takes `role`'s link down and up from any thread.
     pub fn link_switch(&self, role: Role) -> LinkSwitch {
-        LinkSwitch {
-            hub: self.hub(),
-            port: Self::port(role),
-        }
+        self.names().link_switch(role)
     }
 
     /// Kills whatever still runs in the namespaces and deletes them; safe to
@@ -357,16 +408,18 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/vagrant/hosts.env");
         let t = HostTable::read(&path).unwrap();
         assert_eq!(t.net, "192.168.56");
-        assert_eq!(t.addr(Role::Lb), Ipv4Addr::new(192, 168, 56, 10));
+        assert_eq!(t.addr(Role::Lb1), Ipv4Addr::new(192, 168, 56, 10));
+        assert_eq!(t.addr(Role::Lb2), Ipv4Addr::new(192, 168, 56, 14));
+        assert_eq!(t.vip, Ipv4Addr::new(192, 168, 56, 100));
         assert_eq!(t.addr(Role::App1), Ipv4Addr::new(192, 168, 56, 11));
         assert_eq!(t.addr(Role::App2), Ipv4Addr::new(192, 168, 56, 12));
         assert_eq!(t.addr(Role::Redis), Ipv4Addr::new(192, 168, 56, 13));
-        assert_eq!(t.redis_port, 6379);
+        assert_eq!((t.redis_port, t.sentinel_port), (6379, 26379));
     }
 
     #[test]
     fn host_table_names_a_missing_key() {
-        let e = HostTable::parse("LAB_NET=10.0.0\nHOST_LB=1\n").unwrap_err();
+        let e = HostTable::parse("LAB_NET=10.0.0\nHOST_LB1=1\n").unwrap_err();
         assert!(e.contains("is missing"), "{e}");
     }
 
