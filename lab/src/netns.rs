@@ -18,7 +18,6 @@
 //! [`EXIT_SKIPPED`]; `lab/tests/integration/netns.rs` is ignored unless asked for, and
 //! fails on that exit when it was.
 
-mod audit;
 mod drill;
 mod enter;
 mod hostloss;

@@ -371,7 +371,7 @@ impl DrillCluster {
     pub async fn stored(&self, rooms: &[String]) -> Result<Stored, DrillClusterError> {
         let master = self.master().await?;
         let prefix = self.key_prefix();
-        Ok(store::read(master, &prefix, rooms).await?)
+        Ok(store::read(master, None, &prefix, rooms).await?)
     }
 
     /// `redis.prefix` of the apps' configs (as written for this cluster).

@@ -19,6 +19,8 @@
 //! - **unacked**: sends still without an ack when the drill ended (the outbox
 //!   must empty); **ack conflicts**: one cid acked under two ids, or two cids
 //!   under one id (each send must be stored exactly once).
+//! - **acked but not stored**: an acked message the store does not hold when
+//!   the drill ends (a promoted replica lacked it).
 //! - **seen then lost**: a receipt of an id the store does not hold when the
 //!   drill ends (read from the master then, committed entries only): a
 //!   failover took back something already broadcast. **cids stored twice**:
@@ -80,6 +82,10 @@ pub struct Totals {
     pub gave_up: u64,
     /// Frames clients could not read as protocol frames (must be 0).
     pub undecodable: u64,
+    /// Entries the store holds at the end, in the drill's rooms.
+    pub stored: u64,
+    /// Distinct acked messages the store does not hold at the end (must be 0).
+    pub acked_not_stored: u64,
     /// Receipts of an id the store does not hold at the end (must be 0).
     pub seen_then_lost: u64,
     /// Stored entries repeating a cid of their room (must be 0).
@@ -96,6 +102,7 @@ impl Totals {
             && self.ack_conflicts == 0
             && self.gave_up == 0
             && self.undecodable == 0
+            && self.acked_not_stored == 0
             && self.seen_then_lost == 0
             && self.cids_twice == 0
     }
@@ -131,6 +138,11 @@ pub fn reconcile(clients: &[ClientLedger], stored: &Stored) -> Totals {
         acked: rooms.values().map(|ids| ids.len() as u64).sum(),
         ack_conflicts,
         cids_twice: stored.cids_twice,
+        stored: stored.entries(),
+        acked_not_stored: rooms
+            .iter()
+            .map(|(room, ids)| ids.iter().filter(|id| !stored.holds(room, id)).count() as u64)
+            .sum(),
         ..Totals::default()
     };
     let none = BTreeSet::new();
@@ -231,6 +243,7 @@ mod tests {
         stored.ids.insert("r".into(), [id(1), id(3)].into_iter().collect());
         let t = reconcile(&[a, b], &stored);
         assert_eq!((t.seen_then_lost, t.cids_twice, t.duplicated), (2, 1, 1), "{t:?}");
+        assert_eq!((t.acked_not_stored, t.stored), (1, 2), "{t:?}");
         assert!(!t.clean());
     }
 

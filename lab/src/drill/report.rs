@@ -111,7 +111,7 @@ impl DrillReport {
         for (at, step) in &self.timeline.steps {
             let _ = writeln!(s, "  t+{at:>5.1}s  {step}");
         }
-        let rows: [(&str, String); 21] = [
+        let rows: [(&str, String); 22] = [
             ("messages sent", t.sent.to_string()),
             ("messages acked", t.acked.to_string()),
             ("deliveries expected", t.expected.to_string()),
@@ -123,6 +123,7 @@ impl DrillReport {
             ("ack conflicts (must be 0)", t.ack_conflicts.to_string()),
             ("clients gave up (must be 0)", t.gave_up.to_string()),
             ("undecodable frames (must be 0)", t.undecodable.to_string()),
+            ("acked but not stored (must be 0)", t.acked_not_stored.to_string()),
             ("seen then lost (must be 0)", t.seen_then_lost.to_string()),
             ("cids stored twice (must be 0)", t.cids_twice.to_string()),
             ("reconnects", r.count.to_string()),

@@ -28,6 +28,11 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// Entries read, over all rooms.
+    pub fn entries(&self) -> u64 {
+        self.ids.values().map(|ids| ids.len() as u64).sum()
+    }
+
     /// Whether `room`'s stream holds `id`.
     pub fn holds(&self, room: &str, id: &StreamId) -> bool {
         self.ids.get(room).is_some_and(|ids| ids.contains(id))
@@ -50,12 +55,23 @@ pub enum StoreReadError {
     Timeout(SocketAddr),
 }
 
-/// Reads every committed entry of `rooms` from the master at `master`.
-pub async fn read(master: SocketAddr, prefix: &str, rooms: &[String]) -> Result<Stored, StoreReadError> {
+/// Reads every committed entry of `rooms` from the master at `master`
+/// (with `password`, when the nodes want one).
+pub async fn read(
+    master: SocketAddr,
+    password: Option<&str>,
+    prefix: &str,
+    rooms: &[String],
+) -> Result<Stored, StoreReadError> {
     let redis = |source| StoreReadError::Redis { master, source };
     let keys = Keys::new(prefix);
+    // A password is random hex (the lab's), nothing to escape in a URL.
+    let url = match password {
+        Some(p) => format!("redis://:{p}@{master}/"),
+        None => format!("redis://{master}/"),
+    };
     let work = async {
-        let client = redis::Client::open(format!("redis://{master}/")).map_err(redis)?;
+        let client = redis::Client::open(url).map_err(redis)?;
         let mut conn = client.get_multiplexed_async_connection().await.map_err(redis)?;
         let mut stored = Stored::default();
         for room in rooms {

@@ -25,7 +25,6 @@ use serde::Serialize;
 use tokio::time::Instant;
 use wsmesh_client::ConnectOptions;
 
-use super::audit::{audit, read_store};
 use super::drill::lb_states;
 use super::procs::Procs;
 use super::report::HostLossReport;
@@ -34,6 +33,7 @@ use super::topology::{HostTable, LinkSwitch, Names, Role, Topology};
 use super::{check_interrupted, in_client, Inputs, NetnsError};
 use crate::drill::faults::Timeline;
 use crate::drill::ledger::{self, ClientLedger};
+use crate::drill::store;
 use crate::drill::load::{Load, LoadPlan};
 use crate::drill::report::Latency;
 use crate::drill::DrillOptions;
@@ -366,7 +366,9 @@ impl Drill {
             sentinels.agreed_master()
         })
         .await?;
-        let store = read_store(master, &sentinels.password, &self.running.prefix, &rooms).await?;
+        let stored = store::read(master, Some(&sentinels.password), &self.running.prefix, &rooms)
+            .await
+            .map_err(|e| NetnsError::Check(e.to_string()))?;
         let gaps: Vec<(Duration, Instant)> = outcomes
             .iter()
             .filter_map(|o| fault_gap(&o.received_at, t0))
@@ -380,8 +382,7 @@ impl Drill {
             clients: opts.clients,
             rooms: rooms.len(),
             sending_s,
-            totals: ledger::reconcile(&ledgers),
-            store: audit(&ledgers, &store),
+            totals: ledger::reconcile(&ledgers, &stored),
             reconnect: Latency::of(&reconnects),
             stall: Latency::of(&gaps.iter().map(|(gap, _)| *gap).collect::<Vec<_>>()),
             all_back_s: match gaps.len() == outcomes.len() {
