@@ -1,5 +1,5 @@
 //! Where the Redis master is. Either one fixed URL, or a set of Redis
-//! Sentinels that are asked for the master of a name: each Sentinel in turn
+//! Sentinels that are asked for the master of a name: every Sentinel at once
 //! answers `SENTINEL get-master-addr-by-name`, and the node it names must
 //! confirm with `ROLE` that it is a master before it is used. The Sentinels
 //! also announce failovers (`+switch-master` on their pub/sub); `Switches`
@@ -77,7 +77,7 @@ impl fmt::Display for NodeAddr {
 /// The Sentinels to ask, and the secrets for them and for the data nodes.
 #[derive(Clone)]
 pub struct Sentinels {
-    /// Asked in this order; the first that names a confirmed master wins.
+    /// Asked all at once; the first that names a confirmed master wins.
     pub(crate) sentinels: Vec<NodeAddr>,
     /// The name the Sentinels monitor the master under.
     pub(crate) master_name: String,
@@ -221,17 +221,20 @@ impl Target {
             }
             Target::Sentinel(s) => s,
         };
-        let mut last = None;
-        for sentinel in &s.sentinels {
-            match s.ask_one(sentinel, limit).await {
-                Ok(found) => return Ok(found),
-                Err(error) => {
+        // All at once, the first confirmed answer wins: asked one after the
+        // other, a silent Sentinel (its host down) would use up the caller's
+        // whole budget before the next one was asked.
+        let asks = s.sentinels.iter().map(|sentinel| {
+            Box::pin(async move {
+                s.ask_one(sentinel, limit).await.inspect_err(|error| {
                     warn!(%sentinel, %error, "no master from this sentinel");
-                    last = Some(error);
-                }
-            }
+                })
+            })
+        });
+        match futures_util::future::select_ok(asks).await {
+            Ok((found, _)) => Ok(found),
+            Err(last) => Err(last),
         }
-        Err(last.expect("a Sentinel target has at least one sentinel"))
     }
 
     /// The check a replicated send passes before its commit (see
