@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::client_io::{Activity, ClientIo};
+use crate::client_io::{Activity, ClientIo, Switched};
 use crate::conn::{ConnCtx, Permits};
 use crate::drain::Drain;
 use crate::proxy;
@@ -161,6 +161,7 @@ async fn serve(
     let _ = tcp.set_nodelay(true);
     let accepted = Instant::now();
     let activity = Activity::new();
+    let switched = Switched::default();
     let ctx = |th: Duration| {
         Arc::new(ConnCtx {
             peer,
@@ -170,6 +171,7 @@ async fn serve(
             in_flight: Arc::new(AtomicUsize::new(0)),
             permits: permits.clone(),
             drain: drain.clone(),
+            switched: switched.clone(),
         })
     };
     match &fe.tls {
@@ -192,6 +194,10 @@ async fn serve(
         None => serve_http(tcp, false, ctx(Duration::ZERO), activity).await,
     }
 }
+
+/// How many header fields hyper's HTTP/1 parser takes without being told
+/// (its default); the proxy refuses more than `limits.max_headers`.
+const HYPER_MAX_HEADERS: usize = 100;
 
 /// Drives a hyper server connection until it ends; asks it to finish
 /// gracefully when the lb stops or the connection idles out.
@@ -233,10 +239,12 @@ where
 {
     let svc_ctx = ctx.clone();
     let svc = service_fn(move |req| proxy::handle(req, svc_ctx.clone()));
+    let limits = &ctx.runtime.config.limits;
     if h2 {
         let io = TokioIo::new(ClientIo::plain(io, activity.clone()));
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .serve_connection(io, svc);
         drive!(conn, ctx, activity);
     } else {
@@ -244,12 +252,21 @@ where
             io,
             activity.clone(),
             ctx.runtime.timeouts.http_request,
+            limits.max_header_bytes,
+            ctx.switched.clone(),
         ));
-        let conn = hyper::server::conn::http1::Builder::new()
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
             .timer(TokioTimer::new())
             .header_read_timeout(None)
-            .serve_connection(io, svc)
-            .with_upgrades();
+            // Heads are bounded by the watcher; this bounds chunked trailers.
+            .max_header_size(limits.max_header_bytes);
+        // hyper's own count is on the stack up to its default; a larger one
+        // costs an allocation per request, so it is asked for only when needed.
+        if limits.max_headers > HYPER_MAX_HEADERS {
+            builder.max_headers(limits.max_headers);
+        }
+        let conn = builder.serve_connection(io, svc).with_upgrades();
         drive!(conn, ctx, activity);
     }
 }

@@ -9,7 +9,7 @@ mod headers;
 mod local;
 
 use std::convert::Infallible;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,6 +47,14 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     let fe = &ctx.frontend;
     if let Some(port) = fe.redirect_https_port {
         return Ok(redirect(&req, port, exchange, in_flight));
+    }
+    if req.headers().len() > ctx.runtime.config.limits.max_headers {
+        return Ok(local(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "431 Request Header Fields Too Large: too many header fields.\n",
+            exchange,
+            in_flight,
+        ));
     }
     if ambiguous_framing(req.headers()) {
         return Ok(local(
@@ -104,6 +112,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     exchange.status = status.as_u16();
 
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, status) {
+        ctx.switched.store(true, Ordering::Relaxed);
         let server_upgrade = hyper::upgrade::on(&mut resp);
         start_tunnel(client_upgrade, server_upgrade, &ctx, exchange, session);
         let (parts, _) = resp.into_parts();

@@ -749,3 +749,60 @@ pub fn path_str(p: &Path) -> String {
 pub fn dead_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 2], free_port()))
 }
+
+// ---------------------------------------------------------------- raw HTTP/1.1
+
+/// One HTTP/1.1 response read off a raw stream: the status and the whole
+/// text (head and a `Content-Length` body); `None` when the stream closed
+/// or nothing complete came within 5 s.
+pub async fn read_response(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                let status = head.split(' ').nth(1)?.parse().ok()?;
+                return Some((
+                    status,
+                    String::from_utf8_lossy(&got[..end + 4 + length]).into_owned(),
+                ));
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, io.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether the peer closes the stream within `limit` (EOF or an error,
+/// reading and discarding what comes before).
+pub async fn closes_within(io: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
