@@ -200,7 +200,10 @@ async fn serve(
 const HYPER_MAX_HEADERS: usize = 100;
 
 /// Drives a hyper server connection until it ends; asks it to finish
-/// gracefully when the lb stops or the connection idles out.
+/// gracefully when the lb stops or the connection idles out (`timeout
+/// client` with no request in flight), and drops it when it stays idle for
+/// another `timeout client` after that: an HTTP/2 client that never answers
+/// the shutdown PING would otherwise keep it open for ever.
 macro_rules! drive {
     ($conn:expr, $ctx:expr, $activity:expr) => {{
         let conn = $conn;
@@ -209,8 +212,8 @@ macro_rules! drive {
         tokio::pin!(stopping);
         let idle_limit = $ctx.runtime.timeouts.client;
         let mut closing = false;
+        let mut next_check = tokio::time::Instant::now() + idle_limit;
         loop {
-            let idle_check = tokio::time::Instant::now() + idle_limit.saturating_sub($activity.idle());
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
@@ -222,10 +225,20 @@ macro_rules! drive {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = tokio::time::sleep_until(idle_check), if !closing => {
-                    if $ctx.in_flight.load(Ordering::Relaxed) == 0 && $activity.idle() >= idle_limit {
+                _ = tokio::time::sleep_until(next_check) => {
+                    let idle = $activity.idle();
+                    let now = tokio::time::Instant::now();
+                    if idle < idle_limit {
+                        next_check = now + (idle_limit - idle);
+                    } else if $ctx.in_flight.load(Ordering::Relaxed) > 0 {
+                        next_check = now + idle_limit;
+                    } else if closing {
+                        tracing::debug!(client = %$ctx.peer, "client connection idle after its graceful close began; dropped");
+                        break;
+                    } else {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
+                        next_check = now + idle_limit;
                     }
                 }
             }
