@@ -10,6 +10,7 @@ mod check_config;
 mod failover;
 mod head_watch;
 mod health;
+mod limits;
 mod maxconn;
 mod module_graph;
 mod proxy;
