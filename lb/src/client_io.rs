@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::frontend_counters::FrontendCounters;
 use crate::head_watch::{Refusal, Watch};
 
 /// When the connection last moved a byte either way.
@@ -54,6 +55,8 @@ pub type Switched = Arc<AtomicBool>;
 struct Watched {
     watch: Watch,
     switched: Switched,
+    /// The frontend's, for its count of client errors.
+    counters: Arc<FrontendCounters>,
 }
 
 /// A refusal being written.
@@ -78,22 +81,22 @@ pub struct ClientIo<T> {
 }
 
 impl<T> ClientIo<T> {
-    /// HTTP/1: heads must be complete within `http_request`, counted from
-    /// now for the first request, and at most `max_head` bytes; watching
-    /// stops once `switched` is set.
+    /// HTTP/1: every byte read goes through `watch` until `switched` is
+    /// set; its refusals count in `counters`.
     pub fn http1(
         inner: T,
         activity: Arc<Activity>,
-        http_request: Duration,
-        max_head: usize,
+        watch: Watch,
         switched: Switched,
+        counters: Arc<FrontendCounters>,
     ) -> Self {
         ClientIo {
             inner,
             activity,
             watched: Some(Watched {
-                watch: Watch::new(http_request, max_head),
+                watch,
                 switched,
+                counters,
             }),
             refusing: None,
         }
@@ -114,7 +117,9 @@ impl<T: AsyncWrite + Unpin> ClientIo<T> {
     /// Starts writing `refusal`'s response; the connection ends after it.
     fn refuse(&mut self, refusal: Refusal, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         tracing::debug!(?refusal, "request refused by the head watcher");
-        self.watched = None;
+        if let Some(w) = self.watched.take() {
+            w.counters.request_refused();
+        }
         self.refusing = Some(Refusing { refusal, written: 0 });
         self.poll_refuse(cx)
     }

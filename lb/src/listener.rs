@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::client_io::{Activity, ClientIo, Switched};
 use crate::conn::{ConnCtx, Permits};
 use crate::drain::Drain;
+use crate::head_watch::Watch;
 use crate::proxy;
 use crate::runtime::{Frontend, Runtime};
 
@@ -159,6 +160,7 @@ async fn serve(
     drain: Drain,
 ) {
     let _ = tcp.set_nodelay(true);
+    fe.counters.connection_accepted();
     let accepted = Instant::now();
     let activity = Activity::new();
     let switched = Switched::default();
@@ -188,6 +190,7 @@ async fn serve(
                     return;
                 }
             };
+            fe.counters.tls_handshake_done();
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             serve_http(stream, h2, ctx(accepted.elapsed()), activity).await;
         }
@@ -264,9 +267,9 @@ where
         let io = TokioIo::new(ClientIo::http1(
             io,
             activity.clone(),
-            ctx.runtime.timeouts.http_request,
-            limits.max_header_bytes,
+            Watch::new(ctx.runtime.timeouts.http_request, limits.max_header_bytes),
             ctx.switched.clone(),
+            ctx.frontend.counters.clone(),
         ));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder

@@ -9,7 +9,7 @@ mod headers;
 mod local;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::access_log::{Exchange, InFlight, LoggedBody};
+use crate::access_log::{Exchange, Fault, InFlight, LoggedBody};
 use crate::conn::ConnCtx;
 use crate::tunnel::{self, TunnelCtx};
 use crate::upstream::SessionGuard;
@@ -41,27 +41,30 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         started: Instant::now(),
         tc: None,
         tr: None,
-        bytes_in: Arc::new(AtomicU64::new(0)),
+        body_in: Arc::default(),
         retries: 0,
+        fault: Fault::None,
     };
     let fe = &ctx.frontend;
     if let Some(port) = fe.redirect_https_port {
         return Ok(redirect(&req, port, exchange, in_flight));
     }
     if req.headers().len() > ctx.runtime.config.limits.max_headers {
-        return Ok(local(
+        return Ok(refuse(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "431 Request Header Fields Too Large: too many header fields.\n",
             exchange,
             in_flight,
+            &ctx,
         ));
     }
     if ambiguous_framing(req.headers()) {
-        return Ok(local(
+        return Ok(refuse(
             StatusCode::BAD_REQUEST,
             "400 Bad Request: ambiguous message framing.\n",
             exchange,
             in_flight,
+            &ctx,
         ));
     }
     let path = req.uri().path();
@@ -86,14 +89,15 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     let upgrade = wants_upgrade(&req);
     let mut req = req;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let mut outgoing = match Outgoing::new(req, &ctx, upgrade, exchange.bytes_in.clone()) {
+    let mut outgoing = match Outgoing::new(req, &ctx, upgrade, exchange.body_in.clone()) {
         Ok(r) => r,
         Err(_) => {
-            return Ok(local(
+            return Ok(refuse(
                 StatusCode::BAD_REQUEST,
                 "400 Bad Request.\n",
                 exchange,
                 in_flight,
+                &ctx,
             ))
         }
     };
@@ -138,6 +142,20 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         parts,
         LoggedBody::new(body.boxed(), Some(exchange), Some(session), Some(in_flight)),
     ))
+}
+
+/// The lb's answer to a request refused because of the client: counted in
+/// the frontend's `request_errors`, logged as the client's fault.
+fn refuse(
+    status: StatusCode,
+    body: &'static str,
+    mut exchange: Exchange,
+    in_flight: InFlight,
+    ctx: &ConnCtx,
+) -> ClientResponse {
+    ctx.frontend.counters.request_refused();
+    exchange.fault = Fault::Client;
+    local(status, body, exchange, in_flight)
 }
 
 /// Splices the two upgraded streams once both sides have switched.

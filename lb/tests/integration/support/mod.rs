@@ -334,6 +334,17 @@ async fn backend_handle(mut req: Request<Incoming>, state: BackendState) -> Resp
         return r.body(full("")).expect("response");
     }
     match path.as_str() {
+        "/upload" => {
+            // Reads the whole body before answering, with its length.
+            match req.into_body().collect().await {
+                Ok(body) => Response::new(full(body.to_bytes().len().to_string())),
+                Err(_) => {
+                    let mut r = Response::new(full("unreadable body"));
+                    *r.status_mut() = StatusCode::BAD_REQUEST;
+                    r
+                }
+            }
+        }
         "/echo" => {
             // Streams the request body straight back.
             let body = req.into_body().boxed();
