@@ -261,6 +261,9 @@ where
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            // WebSocket over HTTP/2 (RFC 8441): browsers use it only when
+            // the connection advertises it.
+            .enable_connect_protocol()
             .serve_connection(io, svc);
         drive!(conn, ctx, activity);
     } else {

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body as _, Incoming};
 
 use super::headers::{add_forwarded, request_host, strip_hop_by_hop};
+use super::upgrade::{to_http1_websocket, UpgradeKind};
 use crate::access_log::{BodyIn, CountedBody, Exchange, Fault};
 use crate::config::RetryOn;
 use crate::conn::ConnCtx;
@@ -34,24 +35,30 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// Origin-form URI, HTTP/1.1, `Host` kept (taken from the authority for
-    /// HTTP/2 clients), hop-by-hop headers removed, forwarding headers added.
+    /// HTTP/2 clients), hop-by-hop headers removed, forwarding headers added;
+    /// an upgrade is asked for as HTTP/1.1 does.
     pub fn new(
         req: Request<Incoming>,
         ctx: &ConnCtx,
-        upgrade: bool,
+        upgrade: Option<UpgradeKind>,
         body_in: Arc<BodyIn>,
     ) -> Result<Outgoing, http::Error> {
-        let replayable =
-            matches!(*req.method(), http::Method::GET | http::Method::HEAD) && req.body().is_end_stream();
+        // An extended CONNECT has no body: its stream becomes the tunnel.
+        let replayable = upgrade == Some(UpgradeKind::WebSocketOverH2)
+            || matches!(*req.method(), http::Method::GET | http::Method::HEAD) && req.body().is_end_stream();
         let (mut parts, body) = req.into_parts();
         let host = request_host(&parts.headers, &parts.uri);
         let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
-        if let (true, Some(value)) = (upgrade, upgrade_value) {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, value);
+        match (upgrade, upgrade_value) {
+            (Some(UpgradeKind::Http1), Some(value)) => {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, value);
+            }
+            (Some(UpgradeKind::WebSocketOverH2), _) => to_http1_websocket(&mut parts),
+            _ => {}
         }
         if !parts.headers.contains_key(header::HOST) {
             if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {

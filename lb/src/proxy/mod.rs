@@ -2,11 +2,13 @@
 //! from the backend's candidates (a failed connect tries the next one before
 //! anything reached the client), then the request forwarded over HTTP/1.1
 //! with hop-by-hop headers removed and forwarding headers added, and the
-//! response streamed back. An accepted WebSocket upgrade becomes a tunnel.
+//! response streamed back. An accepted WebSocket upgrade (HTTP/1.1, or
+//! HTTP/2's extended CONNECT) becomes a tunnel.
 
 mod forward;
 mod headers;
 mod local;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -23,8 +25,9 @@ use crate::conn::ConnCtx;
 use crate::tunnel::{self, TunnelCtx};
 use crate::upstream::SessionGuard;
 use forward::{empty, forward, Forwarded, Outgoing};
-use headers::{ambiguous_framing, strip_hop_by_hop, wants_upgrade};
+use headers::{ambiguous_framing, strip_hop_by_hop};
 use local::{local, redirect, unavailable, ClientResponse};
+use upgrade::UpgradeKind;
 
 /// Handles one request; never fails (errors become responses).
 pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientResponse, Infallible> {
@@ -86,9 +89,9 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         return Ok(unavailable(exchange, in_flight));
     };
     exchange.backend = backend.name.clone();
-    let upgrade = wants_upgrade(&req);
+    let upgrade = upgrade::requested(&req);
     let mut req = req;
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrade.map(|_| hyper::upgrade::on(&mut req));
     let mut outgoing = match Outgoing::new(req, &ctx, upgrade, exchange.body_in.clone()) {
         Ok(r) => r,
         Err(_) => {
@@ -103,7 +106,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     };
 
     let (server, sender, session, mut resp) =
-        match forward(&backend, &ctx, upgrade, &mut outgoing, &mut exchange).await {
+        match forward(&backend, &ctx, upgrade.is_some(), &mut outgoing, &mut exchange).await {
             Forwarded::Response {
                 server,
                 sender,
@@ -115,17 +118,39 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     let status = resp.status();
     exchange.status = status.as_u16();
 
-    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, status) {
-        ctx.switched.store(true, Ordering::Relaxed);
+    if let (Some(kind), Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+        (upgrade, client_upgrade, status)
+    {
         let server_upgrade = hyper::upgrade::on(&mut resp);
-        start_tunnel(client_upgrade, server_upgrade, &ctx, exchange, session);
-        let (parts, _) = resp.into_parts();
-        let mut out = Response::from_parts(parts, LoggedBody::new(empty(), None, None, Some(in_flight)));
-        *out.version_mut() = Version::HTTP_11;
-        return Ok(out);
+        let (mut parts, _) = resp.into_parts();
+        match kind {
+            UpgradeKind::Http1 => {
+                ctx.switched.store(true, Ordering::Relaxed);
+                parts.version = Version::HTTP_11;
+            }
+            UpgradeKind::WebSocketOverH2 => {
+                upgrade::established(&mut parts);
+                exchange.status = parts.status.as_u16();
+            }
+        }
+        start_tunnel(client_upgrade, server_upgrade, &ctx, exchange, session, in_flight);
+        return Ok(Response::from_parts(
+            parts,
+            LoggedBody::new(empty(), None, None, None),
+        ));
+    }
+    if upgrade == Some(UpgradeKind::WebSocketOverH2) && status.is_success() {
+        // A 2xx to a CONNECT opens a tunnel on the stream: only a 101 may.
+        exchange.fault = Fault::Server;
+        return Ok(local(
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: the server answered the WebSocket without switching protocols.\n",
+            exchange,
+            in_flight,
+        ));
     }
 
-    if !upgrade {
+    if upgrade.is_none() {
         server.shared.pool.put(sender);
     }
     let (mut parts, body) = resp.into_parts();
@@ -165,6 +190,7 @@ fn start_tunnel(
     ctx: &ConnCtx,
     exchange: Exchange,
     session: SessionGuard,
+    in_flight: InFlight,
 ) {
     let t = &ctx.runtime.timeouts;
     let tunnel_ctx = TunnelCtx {
@@ -176,6 +202,7 @@ fn start_tunnel(
         drain: ctx.drain.clone(),
         _active: ctx.drain.track(),
         _permits: ctx.permits.clone(),
+        _in_flight: in_flight,
     };
     tokio::spawn(async move {
         match tokio::try_join!(client, server) {

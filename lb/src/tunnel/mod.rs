@@ -26,7 +26,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::access_log::Exchange;
+use crate::access_log::{Exchange, InFlight};
 use crate::client_io::Activity;
 use crate::conn::Permits;
 use crate::drain::{ActiveGuard, Drain};
@@ -52,6 +52,9 @@ pub struct TunnelCtx {
     pub _active: ActiveGuard,
     /// Keeps the client connection's limit slots while the tunnel lives.
     pub _permits: std::sync::Arc<Permits>,
+    /// Counts the tunnel as a request in flight on its client connection,
+    /// so an HTTP/2 connection carrying it is not closed as idle.
+    pub _in_flight: InFlight,
 }
 
 /// Why a tunnel ended, for the log.

@@ -8,6 +8,7 @@ mod admin;
 mod balance;
 mod check_config;
 mod failover;
+mod h2_websocket;
 mod head_watch;
 mod health;
 mod limits;

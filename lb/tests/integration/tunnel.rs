@@ -97,7 +97,9 @@ async fn strict_server(mode: Strict) -> (std::net::SocketAddr, tokio::task::Join
                 let config = WebSocketConfig::default()
                     .max_message_size(Some(64 * 1024))
                     .max_frame_size(Some(64 * 1024));
-                // Takes the first subprotocol offered.
+                // Takes the first subprotocol offered. The handshake's own
+                // callback type fixes the error type.
+                #[allow(clippy::result_large_err)]
                 let choose = |req: &server::Request, mut resp: server::Response| {
                     if let Some(p) = req.headers().get("sec-websocket-protocol") {
                         let first = p.to_str().unwrap_or("").split(',').next().unwrap_or("").trim();
