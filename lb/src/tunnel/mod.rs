@@ -104,19 +104,10 @@ pub async fn splice(client: Upgraded, server: Upgraded, mut ctx: TunnelCtx) {
     let server_r = std::io::Cursor::new(server.read_buf).chain(server_r);
     let (client_r, client_w) = tokio::io::split(TokioIo::new(client));
     let (up_ended, down_ended) = (Notify::new(), Notify::new());
-    let up_dir = Direction {
-        bytes: &up,
-        activity: &activity,
-        large_held: &large_held,
-        ended: &up_ended,
-        source_end: None,
-    };
+    let up_dir = Direction::new(&up, &activity, &large_held, &up_ended);
     let down_dir = Direction {
-        bytes: &down,
-        activity: &activity,
-        large_held: &large_held,
-        ended: &down_ended,
         source_end: Some(probe),
+        ..Direction::new(&down, &activity, &large_held, &down_ended)
     };
     let to_server = pump(client_r, server_w, &up_dir);
     let to_client = pump(server_r, client_w, &down_dir);

@@ -33,6 +33,24 @@ pub struct Direction<'a> {
     pub source_end: Option<EndProbe>,
 }
 
+impl<'a> Direction<'a> {
+    /// A direction whose source end is seen only by reading it.
+    pub fn new(
+        bytes: &'a AtomicU64,
+        activity: &'a Activity,
+        large_held: &'a AtomicUsize,
+        ended: &'a Notify,
+    ) -> Direction<'a> {
+        Direction {
+            bytes,
+            activity,
+            large_held,
+            ended,
+            source_end: None,
+        }
+    }
+}
+
 /// Sees whether a server socket's peer has closed (FIN or reset), even
 /// with data still queued before the close: that data cannot be read while
 /// the other side is not taking it, so a read would not tell.
@@ -266,13 +284,7 @@ mod tests {
             AtomicUsize::new(0),
             Notify::new(),
         );
-        let dir = Direction {
-            bytes: &bytes,
-            activity: &activity,
-            large_held: &held,
-            ended: &ended,
-            source_end: None,
-        };
+        let dir = Direction::new(&bytes, &activity, &held, &ended);
         let p = pump(from, to, &dir);
         tokio::pin!(p);
         // The whole state of a waiting direction is small.
@@ -319,20 +331,8 @@ mod tests {
         let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
         let (activity, held) = (Activity::new(), AtomicUsize::new(0));
         let (up_ended, down_ended) = (Notify::new(), Notify::new());
-        let up_dir = Direction {
-            bytes: &up,
-            activity: &activity,
-            large_held: &held,
-            ended: &up_ended,
-            source_end: None,
-        };
-        let down_dir = Direction {
-            bytes: &down,
-            activity: &activity,
-            large_held: &held,
-            ended: &down_ended,
-            source_end: None,
-        };
+        let up_dir = Direction::new(&up, &activity, &held, &up_ended);
+        let down_dir = Direction::new(&down, &activity, &held, &down_ended);
         let to_server = pump(cr, sw, &up_dir);
         let to_client = pump(sr, cw, &down_dir);
         let (client_r, client_w) = tokio::io::split(client);
@@ -515,7 +515,7 @@ mod tests {
                 let reader = Reader { data: sent.clone(), at: 0, script: reads, turn: 0 };
                 let mut writer = Writer { got: Vec::new(), script: writes.into(), shut: false };
                 let (bytes, activity, held, ended) = (AtomicU64::new(0), Activity::new(), AtomicUsize::new(0), Notify::new());
-                let dir = Direction { bytes: &bytes, activity: &activity, large_held: &held, ended: &ended, source_end: None };
+                let dir = Direction::new(&bytes, &activity, &held, &ended);
                 let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
                 rt.block_on(pump(reader, &mut writer, &dir)).expect("pump");
                 prop_assert!(writer.got == sent, "{} bytes sent, {} arrived", sent.len(), writer.got.len());

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::client::conn::http2::SendRequest;
 use hyper::ext::Protocol;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{protocol::Role, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -85,23 +85,6 @@ async fn wait_chat(ws: &mut Chat, body: &str) {
     }
 }
 
-/// The close code that ends `ws`, reading what comes before it.
-async fn close_code(ws: &mut Chat) -> Option<u16> {
-    let read = async {
-        while let Some(msg) = ws.next().await {
-            match msg {
-                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    };
-    tokio::time::timeout(Duration::from_secs(15), read)
-        .await
-        .expect("closed within 15 s")
-}
-
 /// The https frontend's counters.
 async fn https_frontend(admin: u16) -> Value {
     let v = admin_get(admin, "/api/frontends").await.expect("frontends");
@@ -129,13 +112,7 @@ async fn websockets_and_requests_share_one_http2_connection() {
     for app in ["app1", "app2"] {
         lb.wait_state(app, "up").await;
     }
-    let tls = tls_connect(&certs, lb.https, "localhost", &[b"h2"])
-        .await
-        .expect("tls");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut send = h2_connection(&certs, lb.https).await;
 
     // Two WebSockets on two apps, and the page, on the one connection.
     let (mut ana, ana_on) = join(&mut send, lb.https, "over-h2").await;
@@ -179,7 +156,7 @@ async fn websockets_and_requests_share_one_http2_connection() {
 
     // A close code from the app passes: a frame over its 64 KiB limit.
     let _ = bob.send(Message::text("x".repeat(70_000))).await;
-    assert_eq!(close_code(&mut bob).await, Some(1009));
+    assert_eq!(close_code(&mut bob, Duration::from_secs(15)).await, Some(1009));
 
     // Draining ana's app closes her socket with 1012; she comes back on
     // the same connection and lands on the other app.
@@ -188,7 +165,7 @@ async fn websockets_and_requests_share_one_http2_connection() {
         .expect("ana's app")
         .term()
         .expect("SIGTERM");
-    assert_eq!(close_code(&mut ana).await, Some(1012));
+    assert_eq!(close_code(&mut ana, Duration::from_secs(15)).await, Some(1012));
     let (mut back, back_on) = join(&mut send, lb.https, "over-h2").await;
     assert_ne!(back_on, ana_on, "a draining app takes no new socket");
     back.send(Message::text(
@@ -232,13 +209,7 @@ async fn http2_tunnels_follow_their_servers_state_as_http1_tunnels_do() {
         })
         .await;
     }
-    let tls = tls_connect(&certs, lb.https, "localhost", &[b"h2"])
-        .await
-        .expect("tls");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut send = h2_connection(&certs, lb.https).await;
     let mut first = connect(&mut send, lb.https, "/ws").await.expect("upgraded");
     let mut second = connect(&mut send, lb.https, "/ws").await.expect("upgraded");
     let (g1, g2) = (next_text_h2(&mut first).await, next_text_h2(&mut second).await);

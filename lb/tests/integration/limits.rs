@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 
 use crate::support::*;
 use http::{Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// `GET /` with `headers`, over HTTP/1.1 or HTTP/2 (one connection each).
 async fn status_of(certs: &Certs, port: u16, h2: bool, headers: &[(String, String)]) -> StatusCode {
@@ -20,13 +19,7 @@ async fn status_of(certs: &Certs, port: u16, h2: bool, headers: &[(String, Strin
     if !h2 {
         return https_request(certs, port, req).await.0;
     }
-    let tls = tls_connect(certs, port, "localhost", &[b"h2"])
-        .await
-        .expect("tls connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut send = h2_connection(certs, port).await;
     send.send_request(req).await.expect("response").status()
 }
 

@@ -188,24 +188,6 @@ async fn strict_lb(certs: &Certs, addr: std::net::SocketAddr, timeouts: impl FnO
     Lb::start(&opts).await
 }
 
-/// The close code that ends `ws`, reading everything before it; `None`
-/// for an end without a close frame (1006 to a browser).
-async fn close_code(ws: &mut Wss, limit: Duration) -> Option<u16> {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    let read = async {
-        while let Some(msg) = ws.next().await {
-            match msg {
-                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    };
-    tokio::time::timeout(limit, read).await.ok().flatten()
-}
-
 #[tokio::test]
 async fn a_close_1009_for_an_oversized_message_reaches_the_client() {
     use futures_util::SinkExt;

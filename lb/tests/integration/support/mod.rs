@@ -686,14 +686,7 @@ pub async fn https_request(
 
 /// GET over HTTP/2 with ALPN h2; returns status, version and body.
 pub async fn h2_get(certs: &Certs, port: u16, path: &str) -> (StatusCode, http::Version, Bytes) {
-    let tls = tls_connect(certs, port, "localhost", &[b"h2"])
-        .await
-        .expect("tls connect");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut send = h2_connection(certs, port).await;
     let req = Request::get(format!("https://localhost:{port}{path}"))
         .body(empty())
         .expect("req");
@@ -704,6 +697,39 @@ pub async fn h2_get(certs: &Certs, port: u16, path: &str) -> (StatusCode, http::
         parts.version,
         body.collect().await.expect("body").to_bytes(),
     )
+}
+
+/// An HTTP/2 connection to the lb (ALPN h2), driven in the background.
+pub async fn h2_connection(certs: &Certs, port: u16) -> hyper::client::conn::http2::SendRequest<Body> {
+    let tls = tls_connect(certs, port, "localhost", &[b"h2"])
+        .await
+        .expect("tls connect");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// The close code that ends a WebSocket, reading what comes before it;
+/// `None` for an end without a close frame (1006 to a browser) or none
+/// within `limit`.
+pub async fn close_code<S>(ws: &mut S, limit: Duration) -> Option<u16>
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    let read = async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    tokio::time::timeout(limit, read).await.ok().flatten()
 }
 
 pub type Wss = WebSocketStream<TlsStream<TcpStream>>;
