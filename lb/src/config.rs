@@ -3,6 +3,8 @@
 //! that must exist, limits), each reported with the file and line like
 //! `haproxy -c`. Building the runtime from it (certificates, sockets) is
 //! `runtime.rs`'s job.
+//! Over 600 lines because every key, its doc and its default live here, one
+//! place for the whole grammar of the file.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -1,7 +1,5 @@
 //! One direction of a tunnel: copying with small buffers while idle,
 //! passing ends on, and what happens when either side goes away.
-//! Over 600 lines with its tests: the model test of the copy loop is most
-//! of it.
 
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
