@@ -62,7 +62,8 @@ impl EndProbe {
         EndProbe(stream.as_raw_fd())
     }
 
-    /// Whether the peer has closed its side.
+    /// Whether the peer has closed its side (FIN or reset).
+    #[cfg(target_os = "linux")]
     fn peer_closed(self) -> bool {
         let mut fd = libc::pollfd {
             fd: self.0,
@@ -73,6 +74,12 @@ impl EndProbe {
         // open (see `of`), and poll only reads its state.
         let n = unsafe { libc::poll(&mut fd, 1, 0) };
         n == 1 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
+
+    /// Elsewhere only a read tells.
+    #[cfg(not(target_os = "linux"))]
+    fn peer_closed(self) -> bool {
+        false
     }
 }
 
