@@ -1,19 +1,19 @@
-//! An upgraded connection (WebSocket after `101`): the client's and the
-//! server's streams are spliced byte for byte, no frame parsing, so
-//! subprotocols and extensions pass untouched. `timeout tunnel` closes it
-//! after inactivity in both directions. Once one side has closed, failed
-//! or vanished, the other direction goes on delivering what was already
-//! sent (a server's close frame behind a backlog reaches a slow client),
-//! bounded by `timeout client-fin`; a direction whose destination is gone
-//! keeps reading its source and discards it, so closing that socket later
-//! does not reset it and lose what the other direction still has queued
-//! for its peer. On shutdown it gets the grace
-//! period, then closes. When its server is marked down or put in
-//! maintenance with `on_marked_down = "shutdown-sessions"` (with
-//! `"shutdown-unreachable"`: only once the server stopped answering), it
-//! closes at once, so the client reconnects to a healthy server instead of
-//! waiting on a frozen one (a stopped process or a cut link keeps TCP open
-//! forever).
+//! An upgraded connection (WebSocket after `101`, or on an HTTP/2 stream
+//! after an extended CONNECT): the client's and the server's streams are
+//! spliced byte for byte, no frame parsing, so subprotocols and extensions
+//! pass untouched. `timeout tunnel` closes it after inactivity in both
+//! directions. Once one side has closed, failed or vanished, the other
+//! direction goes on delivering what was already sent (a server's close
+//! frame behind a backlog reaches a slow client), bounded by `timeout
+//! client-fin`; a direction whose destination is gone keeps reading its
+//! source and discards it, so closing that socket later does not reset it
+//! and lose what the other direction still has queued for its peer. On
+//! shutdown it gets the grace period, then closes. When its server is
+//! marked down or put in maintenance with `on_marked_down =
+//! "shutdown-sessions"` (with `"shutdown-unreachable"`: only once the
+//! server stopped answering), it closes at once, so the client reconnects
+//! to a healthy server instead of waiting on a frozen one (a stopped
+//! process or a cut link keeps TCP open forever).
 
 mod pump;
 
