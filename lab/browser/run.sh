@@ -8,12 +8,14 @@
 #   lab/browser/run.sh cluster     runs `lab up --port-offset 10000` (WSMESH_PORT_OFFSET)
 #                                  from the built binaries (target/debug or WSMESH_BIN_DIR),
 #                                  takes the URLs from its `ready` line: two_pages.mjs on
-#                                  the apps directly and through the TLS lb, then
+#                                  the apps directly, h2_socket.mjs and two_pages.mjs
+#                                  through the TLS lb, then
 #                                  failover.mjs through the lb (kill -9 of page A's
 #                                  instance, pid from `lab up --pid-dir`); SIGTERMs
 #                                  `lab up` on every exit path, which stops the rest
 #   lab/browser/run.sh two_pages   against WSMESH_URL_A / WSMESH_URL_B (a running cluster)
 #   lab/browser/run.sh failover    same, plus WSMESH_KILL_CMD_<INSTANCE> (see failover.mjs)
+#   lab/browser/run.sh h2_socket   against the lb at WSMESH_URL_A, its admin at WSMESH_LB_ADMIN
 #
 # Every test prints `N passed, M failed` last and exits non-zero on a failure; `mock` and
 # `cluster` end with one such line for all their tests.
@@ -133,7 +135,12 @@ case "${1:-mock}" in
       [ "$u" != / ] || { echo "no lb/app1/app2 URL in: $ready" >&2; rc=1; exit 1; }
     done
     shots=${WSMESH_SCREENSHOT_DIR:-$root/target/browser}
+    # The lb's admin listener: the committed config's port, moved like the others.
+    admin_port=$(sed -n '/^\[admin\]/,/^\[/ s/^listen = "127\.0\.0\.1:\([0-9][0-9]*\)"/\1/p' "$root/configs/local/lb.toml")
+    [ -n "$admin_port" ] || { echo "no admin listen in configs/local/lb.toml" >&2; rc=1; exit 1; }
+    admin=http://127.0.0.1:$((admin_port + ${WSMESH_PORT_OFFSET:-10000}))/
     one WSMESH_SCREENSHOT_DIR="$shots/apps" WSMESH_URL_A="$app1" WSMESH_URL_B="$app2" node two_pages.mjs
+    one WSMESH_SCREENSHOT_DIR="$shots/lb" WSMESH_URL_A="$lb" WSMESH_LB_ADMIN="$admin" WSMESH_CA_FILE="$root/certs/dev-ca.pem" node h2_socket.mjs
     one WSMESH_SCREENSHOT_DIR="$shots/lb" WSMESH_URL_A="$lb" WSMESH_URL_B="$lb" WSMESH_CA_FILE="$root/certs/dev-ca.pem" node two_pages.mjs
     one WSMESH_SCREENSHOT_DIR="$shots/lb" WSMESH_URL_A="$lb" WSMESH_URL_B="$lb" WSMESH_CA_FILE="$root/certs/dev-ca.pem" \
       WSMESH_KILL_CMD_APP1="kill -9 \$(cat $work/pids/app1.pid)" \
@@ -146,5 +153,6 @@ case "${1:-mock}" in
     ;;
   two_pages) exec node two_pages.mjs ;;
   failover) exec node failover.mjs ;;
-  *) echo "usage: $0 [mock|cluster|two_pages|failover]" >&2; exit 2 ;;
+  h2_socket) exec node h2_socket.mjs ;;
+  *) echo "usage: $0 [mock|cluster|two_pages|failover|h2_socket]" >&2; exit 2 ;;
 esac

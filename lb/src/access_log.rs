@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -22,6 +22,40 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::upstream::SessionGuard;
+
+/// The client's request body as it passes, shared by the body on its way
+/// to the server and the request's record.
+#[derive(Debug, Default)]
+pub struct BodyIn {
+    /// Bytes received so far.
+    pub bytes: AtomicU64,
+    /// Reading it failed: malformed (chunk framing) or cut by the client.
+    pub failed: AtomicBool,
+}
+
+/// Whose fault a failed request was, logged as `fault` so client errors
+/// and server errors are told apart (HAProxy's termination state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Nothing failed, or the lb refused by rule.
+    #[default]
+    None,
+    /// The client sent what cannot be served (counted in the frontend's
+    /// `request_errors`).
+    Client,
+    /// The server failed to answer (counted in the server's responses).
+    Server,
+}
+
+impl Fault {
+    fn as_str(self) -> &'static str {
+        match self {
+            Fault::None => "-",
+            Fault::Client => "client",
+            Fault::Server => "server",
+        }
+    }
+}
 
 /// What is known about one request, filled in as it goes.
 #[derive(Debug)]
@@ -48,10 +82,12 @@ pub struct Exchange {
     pub tc: Option<Duration>,
     /// Time until the server's response head.
     pub tr: Option<Duration>,
-    /// Request body bytes received so far.
-    pub bytes_in: Arc<AtomicU64>,
+    /// The request body as received so far.
+    pub body_in: Arc<BodyIn>,
     /// Server connect attempts that failed before this one.
     pub retries: usize,
+    /// Whose fault it was if the request failed.
+    pub fault: Fault,
 }
 
 fn ms(d: Option<Duration>) -> i64 {
@@ -70,7 +106,7 @@ impl Exchange {
             method = %self.method,
             path = %self.path,
             status = self.status,
-            bytes_in = self.bytes_in.load(Ordering::Relaxed),
+            bytes_in = self.body_in.bytes.load(Ordering::Relaxed),
             bytes_out,
             th_ms = self.th.as_millis() as u64,
             tw_ms = 0,
@@ -78,6 +114,7 @@ impl Exchange {
             tr_ms = ms(self.tr),
             tt_ms = self.started.elapsed().as_millis() as u64,
             retries = self.retries,
+            fault = self.fault.as_str(),
             "request"
         );
     }
@@ -224,25 +261,26 @@ impl Drop for LoggedBody {
                 let c = &session.server.shared.counters;
                 c.bytes_out.fetch_add(self.bytes_out, Ordering::Relaxed);
                 c.bytes_in
-                    .fetch_add(exchange.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
+                    .fetch_add(exchange.body_in.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
             }
             exchange.log(self.bytes_out);
         }
     }
 }
 
-/// Request body from the client, counting bytes as they pass.
+/// Request body from the client, counting bytes as they pass and noting
+/// when reading it fails.
 #[derive(Debug)]
 pub struct CountedBody {
     /// The body itself.
     inner: hyper::body::Incoming,
-    /// Running count, shared with the [`Exchange`].
-    bytes: Arc<AtomicU64>,
+    /// Shared with the [`Exchange`].
+    progress: Arc<BodyIn>,
 }
 
 impl CountedBody {
-    pub fn new(inner: hyper::body::Incoming, bytes: Arc<AtomicU64>) -> CountedBody {
-        CountedBody { inner, bytes }
+    pub fn new(inner: hyper::body::Incoming, progress: Arc<BodyIn>) -> CountedBody {
+        CountedBody { inner, progress }
     }
 }
 
@@ -255,10 +293,16 @@ impl Body for CountedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.progress
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
             }
+            Poll::Ready(Some(Err(_))) => self.progress.failed.store(true, Ordering::Relaxed),
+            _ => {}
         }
         polled
     }

@@ -1,5 +1,5 @@
 //! The admin listener: `/stats` (HTML), `/metrics` (Prometheus),
-//! `GET /api/backends` (JSON) and `POST /api/backends/SERVER/state` with
+//! `GET /api/backends` and `GET /api/frontends` (JSON) and `POST /api/backends/SERVER/state` with
 //! `{"state":"ready|drain|maint"}` — HAProxy's stats page and runtime API
 //! for this job. An optional bearer token guards all of it.
 
@@ -117,6 +117,7 @@ async fn route(req: Request<Incoming>, rt: Arc<Runtime>, peer: SocketAddr) -> Ad
             Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed"),
         },
         (Method::GET, "/api/backends") => json_response(StatusCode::OK, &backends_json(&rt)),
+        (Method::GET, "/api/frontends") => json_response(StatusCode::OK, &frontends_json(&rt)),
         (Method::POST, p) => match p
             .strip_prefix("/api/backends/")
             .and_then(|rest| rest.strip_suffix("/state"))
@@ -163,6 +164,28 @@ async fn set_state(req: Request<Incoming>, rt: &Runtime, name: String, peer: Soc
         Some(b) => json_response(StatusCode::OK, &server_json(b, server)),
         None => error(StatusCode::NOT_FOUND, "server vanished"),
     }
+}
+
+/// `{"frontends":[{"name":…,"connections":…,"tls_handshakes":…,"request_errors":…}]}`,
+/// in name order.
+pub fn frontends_json(rt: &Runtime) -> Value {
+    let mut frontends: Vec<_> = rt.frontends.iter().collect();
+    frontends.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+    let frontends: Vec<Value> = frontends
+        .into_iter()
+        .map(|(addr, f)| {
+            let c = &f.counters;
+            json!({
+                "name": f.name,
+                "listen": addr.to_string(),
+                "tls": f.tls.is_some(),
+                "connections": c.connections.load(Ordering::Relaxed),
+                "tls_handshakes": c.tls_handshakes.load(Ordering::Relaxed),
+                "request_errors": c.request_errors.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    json!({ "frontends": frontends })
 }
 
 /// `{"backends":[{"name":…,"servers":[…]}]}`.

@@ -3,6 +3,8 @@
 //! that must exist, limits), each reported with the file and line like
 //! `haproxy -c`. Building the runtime from it (certificates, sockets) is
 //! `runtime.rs`'s job.
+//! Over 600 lines because every key, its doc and its default live here, one
+//! place for the whole grammar of the file.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -30,6 +32,9 @@ pub struct Config {
     /// Timeouts shared by every frontend and backend.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Request size limits shared by every frontend.
+    #[serde(default)]
+    pub limits: Limits,
     /// The admin listener (stats page, JSON API, metrics).
     #[serde(default)]
     pub admin: Admin,
@@ -99,6 +104,38 @@ impl Default for Timeouts {
             http_request: Duration::from_secs(10),
             tunnel: Duration::from_secs(3600),
             client_fin: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How large a request head may be, the same for HTTP/1 and HTTP/2
+/// (HAProxy's `tune.bufsize` and `tune.http.maxhdr`). A request over either
+/// limit is answered `431` and never reaches a server; on HTTP/1 the
+/// connection is closed, since the rest of its stream cannot be followed.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request head in bytes. HTTP/1: the request line and header
+    /// lines as received (chunked trailers too); HTTP/2: the decoded header
+    /// list as RFC 9113 counts it (each field's name and value plus 32),
+    /// announced to clients as `SETTINGS_MAX_HEADER_LIST_SIZE`.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+}
+
+/// Bounds of `limits.max_header_bytes`: below the smallest useful head,
+/// above what one connection should hold in memory for a head.
+pub const HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=256 * 1024;
+
+/// Bounds of `limits.max_headers`.
+pub const HEADERS_RANGE: std::ops::RangeInclusive<usize> = 8..=1000;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
         }
     }
 }
@@ -478,6 +515,27 @@ impl Config {
         }
         if self.global.maxconn == 0 {
             return Err(source.error_at_path("global.maxconn", "global maxconn must be at least 1"));
+        }
+        let limits = &self.limits;
+        if !HEADER_BYTES_RANGE.contains(&limits.max_header_bytes) {
+            return Err(source.error_at_path(
+                "limits.max_header_bytes",
+                format!(
+                    "max_header_bytes must be between {} and {}",
+                    HEADER_BYTES_RANGE.start(),
+                    HEADER_BYTES_RANGE.end()
+                ),
+            ));
+        }
+        if !HEADERS_RANGE.contains(&limits.max_headers) {
+            return Err(source.error_at_path(
+                "limits.max_headers",
+                format!(
+                    "max_headers must be between {} and {}",
+                    HEADERS_RANGE.start(),
+                    HEADERS_RANGE.end()
+                ),
+            ));
         }
         let mut listens = HashSet::new();
         let admin = parse_addr(source, &self.admin.listen)?;

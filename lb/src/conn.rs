@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::client_io::Switched;
 use crate::drain::{ActiveGuard, Drain};
 use crate::runtime::{Frontend, Runtime};
 
@@ -57,4 +58,7 @@ pub struct ConnCtx {
     pub permits: Arc<Permits>,
     /// Stop signal, handed on to tunnels.
     pub drain: Drain,
+    /// Set when an HTTP/1 connection becomes a tunnel, so its head watcher
+    /// stops.
+    pub switched: Switched,
 }

@@ -16,6 +16,8 @@ mod client_io;
 pub mod config;
 mod conn;
 mod drain;
+mod frontend_counters;
+mod head_watch;
 mod lifecycle;
 mod listener;
 mod metrics;

@@ -22,9 +22,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::client_io::{Activity, ClientIo};
+use crate::client_io::{Activity, ClientIo, Switched};
 use crate::conn::{ConnCtx, Permits};
 use crate::drain::Drain;
+use crate::head_watch::Watch;
 use crate::proxy;
 use crate::runtime::{Frontend, Runtime};
 
@@ -159,8 +160,10 @@ async fn serve(
     drain: Drain,
 ) {
     let _ = tcp.set_nodelay(true);
+    fe.counters.connection_accepted();
     let accepted = Instant::now();
     let activity = Activity::new();
+    let switched = Switched::default();
     let ctx = |th: Duration| {
         Arc::new(ConnCtx {
             peer,
@@ -170,6 +173,7 @@ async fn serve(
             in_flight: Arc::new(AtomicUsize::new(0)),
             permits: permits.clone(),
             drain: drain.clone(),
+            switched: switched.clone(),
         })
     };
     match &fe.tls {
@@ -186,6 +190,7 @@ async fn serve(
                     return;
                 }
             };
+            fe.counters.tls_handshake_done();
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             serve_http(stream, h2, ctx(accepted.elapsed()), activity).await;
         }
@@ -193,8 +198,15 @@ async fn serve(
     }
 }
 
+/// How many header fields hyper's HTTP/1 parser takes without being told
+/// (its default); the proxy refuses more than `limits.max_headers`.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// Drives a hyper server connection until it ends; asks it to finish
-/// gracefully when the lb stops or the connection idles out.
+/// gracefully when the lb stops or the connection idles out (`timeout
+/// client` with no request in flight), and drops it when it stays idle for
+/// another `timeout client` after that: an HTTP/2 client that never answers
+/// the shutdown PING would otherwise keep it open for ever.
 macro_rules! drive {
     ($conn:expr, $ctx:expr, $activity:expr) => {{
         let conn = $conn;
@@ -203,8 +215,8 @@ macro_rules! drive {
         tokio::pin!(stopping);
         let idle_limit = $ctx.runtime.timeouts.client;
         let mut closing = false;
+        let mut next_check = tokio::time::Instant::now() + idle_limit;
         loop {
-            let idle_check = tokio::time::Instant::now() + idle_limit.saturating_sub($activity.idle());
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
@@ -216,10 +228,20 @@ macro_rules! drive {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = tokio::time::sleep_until(idle_check), if !closing => {
-                    if $ctx.in_flight.load(Ordering::Relaxed) == 0 && $activity.idle() >= idle_limit {
+                _ = tokio::time::sleep_until(next_check) => {
+                    let idle = $activity.idle();
+                    let now = tokio::time::Instant::now();
+                    if idle < idle_limit {
+                        next_check = now + (idle_limit - idle);
+                    } else if $ctx.in_flight.load(Ordering::Relaxed) > 0 {
+                        next_check = now + idle_limit;
+                    } else if closing {
+                        tracing::debug!(client = %$ctx.peer, "client connection idle after its graceful close began; dropped");
+                        break;
+                    } else {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
+                        next_check = now + idle_limit;
                     }
                 }
             }
@@ -233,23 +255,37 @@ where
 {
     let svc_ctx = ctx.clone();
     let svc = service_fn(move |req| proxy::handle(req, svc_ctx.clone()));
+    let limits = &ctx.runtime.config.limits;
     if h2 {
         let io = TokioIo::new(ClientIo::plain(io, activity.clone()));
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            // WebSocket over HTTP/2 (RFC 8441): browsers use it only when
+            // the connection advertises it.
+            .enable_connect_protocol()
             .serve_connection(io, svc);
         drive!(conn, ctx, activity);
     } else {
         let io = TokioIo::new(ClientIo::http1(
             io,
             activity.clone(),
-            ctx.runtime.timeouts.http_request,
+            Watch::new(ctx.runtime.timeouts.http_request, limits.max_header_bytes),
+            ctx.switched.clone(),
+            ctx.frontend.counters.clone(),
         ));
-        let conn = hyper::server::conn::http1::Builder::new()
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
             .timer(TokioTimer::new())
             .header_read_timeout(None)
-            .serve_connection(io, svc)
-            .with_upgrades();
+            // Heads are bounded by the watcher; this bounds chunked trailers.
+            .max_header_size(limits.max_header_bytes);
+        // hyper's own count is on the stack up to its default; a larger one
+        // costs an allocation per request, so it is asked for only when needed.
+        if limits.max_headers > HYPER_MAX_HEADERS {
+            builder.max_headers(limits.max_headers);
+        }
+        let conn = builder.serve_connection(io, svc).with_upgrades();
         drive!(conn, ctx, activity);
     }
 }

@@ -1,4 +1,5 @@
-//! `/metrics` in Prometheus text format: per-server state, sessions, bytes,
+//! `/metrics` in Prometheus text format: per-frontend connections, TLS
+//! handshakes and client errors; per-server state, sessions, bytes,
 //! response classes and connect errors. Values are read from the live
 //! counters at scrape time, so there is no second set of numbers to keep
 //! in step.
@@ -74,7 +75,38 @@ pub fn render(rt: &Runtime) -> Result<String, std::fmt::Error> {
             }
         }
     }
+    let fe_connections = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    let fe_handshakes = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    let fe_errors = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    for f in rt.frontends.values() {
+        let labels = vec![("frontend".to_string(), f.name.clone())];
+        let c = &f.counters;
+        fe_connections
+            .get_or_create(&labels)
+            .inc_by(c.connections.load(Ordering::Relaxed));
+        fe_handshakes
+            .get_or_create(&labels)
+            .inc_by(c.tls_handshakes.load(Ordering::Relaxed));
+        fe_errors
+            .get_or_create(&labels)
+            .inc_by(c.request_errors.load(Ordering::Relaxed));
+    }
     let mut registry = Registry::with_prefix("lb");
+    registry.register(
+        "frontend_connections",
+        "Client connections accepted",
+        fe_connections,
+    );
+    registry.register(
+        "frontend_tls_handshakes",
+        "TLS handshakes completed",
+        fe_handshakes,
+    );
+    registry.register(
+        "frontend_request_errors",
+        "Requests refused because of the client (framing, limits, timeout http-request, malformed body)",
+        fe_errors,
+    );
     registry.register("server_up", "1 when the server is up and ready", up);
     registry.register("server_state", "1 for the server's current state", state);
     registry.register("server_weight", "Configured weight", weight);

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use wsmesh_common::config::{ConfigError, Source};
 
 use crate::config::{self, parse_addr, resolve_path, Config, Timeouts};
+use crate::frontend_counters::FrontendCounters;
 use crate::tls;
 use crate::upstream::{Backend, Reactions, Server, ServerShared};
 
@@ -38,6 +39,8 @@ pub struct Frontend {
     pub deny: Vec<String>,
     /// Path prefix routes, first match wins.
     pub routes: Vec<(String, Arc<Backend>)>,
+    /// Connections, handshakes and client errors; kept across reloads.
+    pub counters: Arc<FrontendCounters>,
 }
 
 /// Everything a reload replaces.
@@ -81,6 +84,11 @@ impl Runtime {
             backends.push(Arc::new(build_backend(b, source, &kept)?));
         }
         let find = |name: &str| backends.iter().find(|b| b.name == name).cloned();
+        let counters_of = |name: &str| {
+            previous
+                .and_then(|p| p.frontends.values().find(|f| f.name == name))
+                .map_or_else(Arc::default, |f| f.counters.clone())
+        };
         let mut frontends = HashMap::new();
         for f in &config.frontends {
             let listen = parse_addr(source, &f.listen)?;
@@ -114,6 +122,7 @@ impl Runtime {
                 maxconn: (f.maxconn > 0).then(|| Arc::new(Semaphore::new(f.maxconn))),
                 deny: f.deny.clone(),
                 routes,
+                counters: counters_of(f.name.get_ref()),
             };
             frontends.insert(listen, Arc::new(frontend));
         }

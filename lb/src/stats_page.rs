@@ -1,4 +1,5 @@
-//! `/stats`: an HTML table like HAProxy's stats page — per server its state,
+//! `/stats`: HTML tables like HAProxy's stats page — per frontend its
+//! connections, TLS handshakes and client errors; per server its state,
 //! last check and when the state last changed, current / max / total
 //! sessions, bytes in and out, response classes and weight. Refreshes itself.
 
@@ -25,6 +26,24 @@ pub fn render(rt: &Runtime) -> String {
          th{background:#ddd}td.n{text-align:left}.up{background:#c0ffc0}.down{background:#ffa0a0}\
          .drain{background:#a0a0ff}.maint{background:#c0c0c0}</style></head><body><h1>lb statistics</h1>",
     );
+    h.push_str(
+        "<h2>frontends</h2><table><tr><th>frontend</th><th>address</th><th>connections</th>\
+         <th>TLS handshakes</th><th>request errors</th></tr>",
+    );
+    let mut frontends: Vec<_> = rt.frontends.iter().collect();
+    frontends.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+    for (addr, f) in frontends {
+        let c = &f.counters;
+        let _ = write!(
+            h,
+            "<tr><td class=\"n\">{}</td><td class=\"n\">{addr}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&f.name),
+            c.connections.load(Ordering::Relaxed),
+            c.tls_handshakes.load(Ordering::Relaxed),
+            c.request_errors.load(Ordering::Relaxed),
+        );
+    }
+    h.push_str("</table>");
     for b in &rt.backends {
         let _ = write!(
             h,

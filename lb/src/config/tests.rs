@@ -237,3 +237,22 @@ fn relative_paths_resolve_against_the_config_directory() {
     );
     assert_eq!(resolve_path(&source, "/x.pem"), PathBuf::from("/x.pem"));
 }
+
+#[test]
+fn limits_default_to_16_kib_and_100_fields_and_are_range_checked() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(
+        (c.limits.max_header_bytes, c.limits.max_headers),
+        (16 * 1024, 100)
+    );
+    let c = parse(&format!(
+        "{MINIMAL}[limits]\nmax_header_bytes = 65536\nmax_headers = 200\n"
+    ))
+    .unwrap();
+    assert_eq!((c.limits.max_header_bytes, c.limits.max_headers), (65536, 200));
+    let e = parse(&format!("{MINIMAL}[limits]\nmax_header_bytes = 100\n")).unwrap_err();
+    assert_eq!(e.position.map(|p| p.0), Some(13), "{e}");
+    assert!(e.reason.contains("max_header_bytes must be between"), "{e}");
+    let e = parse(&format!("{MINIMAL}[limits]\nmax_headers = 0\n")).unwrap_err();
+    assert!(e.reason.contains("max_headers must be between"), "{e}");
+}

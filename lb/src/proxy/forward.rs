@@ -3,7 +3,7 @@
 //! candidates (connect or reuse, send, wait for the response head) with
 //! HAProxy's `retries`, `retry-on` and redispatch.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body as _, Incoming};
 
 use super::headers::{add_forwarded, request_host, strip_hop_by_hop};
-use crate::access_log::{CountedBody, Exchange};
+use super::upgrade::{to_http1_websocket, UpgradeKind};
+use crate::access_log::{BodyIn, CountedBody, Exchange, Fault};
 use crate::config::RetryOn;
 use crate::conn::ConnCtx;
 use crate::upstream::pool::{self, ConnectError, Sender, UpstreamBody};
@@ -34,24 +35,30 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// Origin-form URI, HTTP/1.1, `Host` kept (taken from the authority for
-    /// HTTP/2 clients), hop-by-hop headers removed, forwarding headers added.
+    /// HTTP/2 clients), hop-by-hop headers removed, forwarding headers added;
+    /// an upgrade is asked for as HTTP/1.1 does.
     pub fn new(
         req: Request<Incoming>,
         ctx: &ConnCtx,
-        upgrade: bool,
-        bytes_in: Arc<AtomicU64>,
+        upgrade: Option<UpgradeKind>,
+        body_in: Arc<BodyIn>,
     ) -> Result<Outgoing, http::Error> {
-        let replayable =
-            matches!(*req.method(), http::Method::GET | http::Method::HEAD) && req.body().is_end_stream();
+        // An extended CONNECT has no body: its stream becomes the tunnel.
+        let replayable = upgrade == Some(UpgradeKind::WebSocketOverH2)
+            || matches!(*req.method(), http::Method::GET | http::Method::HEAD) && req.body().is_end_stream();
         let (mut parts, body) = req.into_parts();
         let host = request_host(&parts.headers, &parts.uri);
         let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
-        if let (true, Some(value)) = (upgrade, upgrade_value) {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, value);
+        match (upgrade, upgrade_value) {
+            (Some(UpgradeKind::Http1), Some(value)) => {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, value);
+            }
+            (Some(UpgradeKind::WebSocketOverH2), _) => to_http1_websocket(&mut parts),
+            _ => {}
         }
         if !parts.headers.contains_key(header::HOST) {
             if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
@@ -76,7 +83,7 @@ impl Outgoing {
         head.headers = parts.headers;
         Ok(Outgoing {
             head,
-            body: (!replayable).then(|| CountedBody::new(body, bytes_in).boxed()),
+            body: (!replayable).then(|| CountedBody::new(body, body_in).boxed()),
             replayable,
         })
     }
@@ -120,7 +127,10 @@ enum Attempt {
     Empty,
     /// The server's sessions were shut down (`on_marked_down`) while we waited.
     ServerDown,
-    /// Some other failure; the lb answers with this.
+    /// Reading the client's body failed (malformed chunk framing, or the
+    /// client went away): the client's fault, not the server's.
+    ClientBody,
+    /// Some other failure of the server; the lb answers with this.
     Fail(StatusCode, &'static str),
 }
 
@@ -168,13 +178,17 @@ pub async fn forward(
             Attempt::ConnectFailed if retry_on(RetryOn::ConnFailure) && can_retry => {
                 exchange.retries += 1;
             }
-            Attempt::ConnectFailed => return unavailable,
+            Attempt::ConnectFailed => {
+                exchange.fault = Fault::Server;
+                return unavailable;
+            }
             Attempt::Empty if retry_on(RetryOn::EmptyResponse) && can_retry && outgoing.replayable => {
                 tracing::info!(server = %server.name, "no response from the server, trying the next one (retry_on)");
                 exchange.retries += 1;
             }
             Attempt::Empty => {
                 server.count_response(502);
+                exchange.fault = Fault::Server;
                 return Forwarded::Local(
                     StatusCode::BAD_GATEWAY,
                     "502 Bad Gateway: the server returned an invalid or incomplete response.\n",
@@ -184,12 +198,24 @@ pub async fn forward(
                 exchange.retries += 1;
             }
             Attempt::ServerDown => {
+                exchange.fault = Fault::Server;
                 return Forwarded::Local(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "503 Service Unavailable: the server went down during the request.\n",
-                )
+                );
             }
-            Attempt::Fail(status, body) => return Forwarded::Local(status, body),
+            Attempt::ClientBody => {
+                ctx.frontend.counters.request_refused();
+                exchange.fault = Fault::Client;
+                return Forwarded::Local(
+                    StatusCode::BAD_REQUEST,
+                    "400 Bad Request: the request body could not be read.\n",
+                );
+            }
+            Attempt::Fail(status, body) => {
+                exchange.fault = Fault::Server;
+                return Forwarded::Local(status, body);
+            }
         }
     }
     unavailable
@@ -232,6 +258,10 @@ async fn attempt_on(
         }
     };
     exchange.tr = Some(exchange.started.elapsed());
+    if !matches!(sent, Ok(Ok(_))) && exchange.body_in.failed.load(Ordering::Relaxed) {
+        tracing::debug!(server = %server.name, "the client's request body could not be read");
+        return Attempt::ClientBody;
+    }
     match sent {
         Err(_) => {
             server.count_response(504);

@@ -1,12 +1,10 @@
 //! Request and response headers as a proxy must treat them: hop-by-hop
-//! headers removed, ambiguous framing refused, upgrades recognised, and
-//! forwarding headers added.
+//! headers removed, ambiguous framing refused, and forwarding headers
+//! added.
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Version};
-use hyper::body::Incoming;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -20,14 +18,8 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authenticate",
 ];
 
-/// Whether this is an HTTP/1.1 upgrade request (WebSocket).
-pub fn wants_upgrade(req: &Request<Incoming>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
-}
-
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+/// The tokens of the `Connection` headers, lowercased.
+pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
     headers
         .get_all(header::CONNECTION)
         .iter()

@@ -2,14 +2,16 @@
 //! from the backend's candidates (a failed connect tries the next one before
 //! anything reached the client), then the request forwarded over HTTP/1.1
 //! with hop-by-hop headers removed and forwarding headers added, and the
-//! response streamed back. An accepted WebSocket upgrade becomes a tunnel.
+//! response streamed back. An accepted WebSocket upgrade (HTTP/1.1, or
+//! HTTP/2's extended CONNECT) becomes a tunnel.
 
 mod forward;
 mod headers;
 mod local;
+mod upgrade;
 
 use std::convert::Infallible;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,13 +20,14 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::access_log::{Exchange, InFlight, LoggedBody};
+use crate::access_log::{Exchange, Fault, InFlight, LoggedBody};
 use crate::conn::ConnCtx;
 use crate::tunnel::{self, TunnelCtx};
 use crate::upstream::SessionGuard;
 use forward::{empty, forward, Forwarded, Outgoing};
-use headers::{ambiguous_framing, strip_hop_by_hop, wants_upgrade};
+use headers::{ambiguous_framing, strip_hop_by_hop};
 use local::{local, redirect, unavailable, ClientResponse};
+use upgrade::UpgradeKind;
 
 /// Handles one request; never fails (errors become responses).
 pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientResponse, Infallible> {
@@ -41,19 +44,30 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         started: Instant::now(),
         tc: None,
         tr: None,
-        bytes_in: Arc::new(AtomicU64::new(0)),
+        body_in: Arc::default(),
         retries: 0,
+        fault: Fault::None,
     };
     let fe = &ctx.frontend;
     if let Some(port) = fe.redirect_https_port {
         return Ok(redirect(&req, port, exchange, in_flight));
     }
+    if req.headers().len() > ctx.runtime.config.limits.max_headers {
+        return Ok(refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "431 Request Header Fields Too Large: too many header fields.\n",
+            exchange,
+            in_flight,
+            &ctx,
+        ));
+    }
     if ambiguous_framing(req.headers()) {
-        return Ok(local(
+        return Ok(refuse(
             StatusCode::BAD_REQUEST,
             "400 Bad Request: ambiguous message framing.\n",
             exchange,
             in_flight,
+            &ctx,
         ));
     }
     let path = req.uri().path();
@@ -75,23 +89,24 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         return Ok(unavailable(exchange, in_flight));
     };
     exchange.backend = backend.name.clone();
-    let upgrade = wants_upgrade(&req);
+    let upgrade = upgrade::requested(&req);
     let mut req = req;
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let mut outgoing = match Outgoing::new(req, &ctx, upgrade, exchange.bytes_in.clone()) {
+    let client_upgrade = upgrade.map(|_| hyper::upgrade::on(&mut req));
+    let mut outgoing = match Outgoing::new(req, &ctx, upgrade, exchange.body_in.clone()) {
         Ok(r) => r,
         Err(_) => {
-            return Ok(local(
+            return Ok(refuse(
                 StatusCode::BAD_REQUEST,
                 "400 Bad Request.\n",
                 exchange,
                 in_flight,
+                &ctx,
             ))
         }
     };
 
     let (server, sender, session, mut resp) =
-        match forward(&backend, &ctx, upgrade, &mut outgoing, &mut exchange).await {
+        match forward(&backend, &ctx, upgrade.is_some(), &mut outgoing, &mut exchange).await {
             Forwarded::Response {
                 server,
                 sender,
@@ -103,16 +118,39 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     let status = resp.status();
     exchange.status = status.as_u16();
 
-    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, status) {
+    if let (Some(kind), Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+        (upgrade, client_upgrade, status)
+    {
         let server_upgrade = hyper::upgrade::on(&mut resp);
-        start_tunnel(client_upgrade, server_upgrade, &ctx, exchange, session);
-        let (parts, _) = resp.into_parts();
-        let mut out = Response::from_parts(parts, LoggedBody::new(empty(), None, None, Some(in_flight)));
-        *out.version_mut() = Version::HTTP_11;
-        return Ok(out);
+        let (mut parts, _) = resp.into_parts();
+        match kind {
+            UpgradeKind::Http1 => {
+                ctx.switched.store(true, Ordering::Relaxed);
+                parts.version = Version::HTTP_11;
+            }
+            UpgradeKind::WebSocketOverH2 => {
+                upgrade::established(&mut parts);
+                exchange.status = parts.status.as_u16();
+            }
+        }
+        start_tunnel(client_upgrade, server_upgrade, &ctx, exchange, session, in_flight);
+        return Ok(Response::from_parts(
+            parts,
+            LoggedBody::new(empty(), None, None, None),
+        ));
+    }
+    if upgrade == Some(UpgradeKind::WebSocketOverH2) && status.is_success() {
+        // A 2xx to a CONNECT opens a tunnel on the stream: only a 101 may.
+        exchange.fault = Fault::Server;
+        return Ok(local(
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: the server answered the WebSocket without switching protocols.\n",
+            exchange,
+            in_flight,
+        ));
     }
 
-    if !upgrade {
+    if upgrade.is_none() {
         server.shared.pool.put(sender);
     }
     let (mut parts, body) = resp.into_parts();
@@ -131,6 +169,20 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     ))
 }
 
+/// The lb's answer to a request refused because of the client: counted in
+/// the frontend's `request_errors`, logged as the client's fault.
+fn refuse(
+    status: StatusCode,
+    body: &'static str,
+    mut exchange: Exchange,
+    in_flight: InFlight,
+    ctx: &ConnCtx,
+) -> ClientResponse {
+    ctx.frontend.counters.request_refused();
+    exchange.fault = Fault::Client;
+    local(status, body, exchange, in_flight)
+}
+
 /// Splices the two upgraded streams once both sides have switched.
 fn start_tunnel(
     client: hyper::upgrade::OnUpgrade,
@@ -138,6 +190,7 @@ fn start_tunnel(
     ctx: &ConnCtx,
     exchange: Exchange,
     session: SessionGuard,
+    in_flight: InFlight,
 ) {
     let t = &ctx.runtime.timeouts;
     let tunnel_ctx = TunnelCtx {
@@ -149,6 +202,7 @@ fn start_tunnel(
         drain: ctx.drain.clone(),
         _active: ctx.drain.track(),
         _permits: ctx.permits.clone(),
+        _in_flight: in_flight,
     };
     tokio::spawn(async move {
         match tokio::try_join!(client, server) {

@@ -149,7 +149,7 @@ async fn bearer_token_guards_the_admin_api_when_configured() {
 }
 
 #[tokio::test]
-async fn stats_page_and_metrics_show_the_servers() {
+async fn stats_page_and_metrics_show_the_frontends_and_servers() {
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let lb = Lb::start(&LbOpts::new(&[&a, &b], &certs)).await;
@@ -176,4 +176,13 @@ async fn stats_page_and_metrics_show_the_servers() {
         "{metrics}"
     );
     assert!(metrics.contains("lb_server_responses_total{"), "{metrics}");
+    // One TLS connection so far (the https_get above).
+    for line in [
+        "lb_frontend_connections_total{frontend=\"https\"} 1",
+        "lb_frontend_tls_handshakes_total{frontend=\"https\"} 1",
+        "lb_frontend_request_errors_total{frontend=\"https\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(html.contains("TLS handshakes"), "{html}");
 }

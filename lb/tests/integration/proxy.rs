@@ -218,3 +218,49 @@ async fn hsts_is_added_on_tls_responses_when_configured() {
     let (_, headers, _) = https_get(&certs, lb.ports.https, "/").await;
     assert_eq!(headers["strict-transport-security"], "max-age=60");
 }
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_the_clients_400_not_a_servers_502() {
+    let certs = Certs::new();
+    let app = Backend::start("app1").await;
+    let lb = LbProcess::start(&LbOpts::new(&[&app], &certs)).await;
+    for (what, body) in [
+        (
+            "a chunk size over 2^64",
+            "1ffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        ),
+        ("a bare LF after the size", "5\nhello\r\n0\r\n\r\n"),
+    ] {
+        let mut tls = tls_connect(&certs, lb.ports.https, "localhost", &[b"http/1.1"])
+            .await
+            .unwrap();
+        let request = format!("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let reply = read_response(&mut tls).await;
+        assert_eq!(reply.as_ref().map(|r| r.0), Some(400), "{what}: {reply:?}");
+    }
+    // Counted against the client, not the server.
+    let frontends = admin_get(lb.ports.admin, "/api/frontends")
+        .await
+        .expect("frontends");
+    let https = frontends["frontends"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|f| f["name"] == "https")
+        .expect("the https frontend")
+        .clone();
+    assert_eq!(https["request_errors"], 2, "{https}");
+    let app1 = &lb.servers().await["app1"];
+    assert_eq!(app1["responses"]["5xx"], 0, "{app1}");
+    eventually(5, "two access log lines with the client's fault", || async {
+        let text = lb.log_text();
+        let lines = text.lines().filter(|l| {
+            l.contains(r#""path":"/upload""#)
+                && l.contains(r#""status":400"#)
+                && l.contains(r#""fault":"client""#)
+        });
+        lines.count() == 2
+    })
+    .await;
+}

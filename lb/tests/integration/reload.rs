@@ -42,6 +42,14 @@ async fn sighup_applies_new_certificate_and_config_while_a_tunnel_stays_open() {
     let (_, headers, _) = https_get(&certs, lb.ports.https, "/").await;
     assert_eq!(headers["x-server"], "app2", "new connections use the new config");
     echo(&mut tunnel, "still open after reload").await;
+    // The frontend's counters carry over: the tunnel's handshake, then two
+    // after the reload (the refused certificate completed none).
+    let frontends = admin_get(lb.ports.admin, "/api/frontends")
+        .await
+        .expect("frontends");
+    let https = &frontends["frontends"][1];
+    assert_eq!(https["name"], "https", "frontends in name order");
+    assert_eq!(https["tls_handshakes"], 3, "{https}");
 }
 
 #[tokio::test]

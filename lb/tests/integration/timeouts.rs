@@ -112,3 +112,46 @@ async fn idle_keep_alive_connection_is_closed_after_timeout_client() {
         "{reply:?}"
     );
 }
+
+/// The frame types in `bytes`, a server's side of an HTTP/2 connection.
+fn h2_frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    types
+}
+
+#[tokio::test]
+async fn idle_h2_client_that_never_answers_the_shutdown_ping_is_closed() {
+    let (certs, _app, lb) = start(|t| t.client = Duration::from_millis(300)).await;
+    let mut tls = tls_connect(&certs, lb.ports.https, "localhost", &[b"h2"])
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    // The preface and an empty SETTINGS, then only reading: no SETTINGS
+    // ack, no PING ack.
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let types = h2_frame_types(&got);
+    const GOAWAY: u8 = 7;
+    assert!(types.contains(&GOAWAY), "frames from the lb: {types:?}");
+    assert!(
+        closed.is_ok(),
+        "still open 5 s after its GOAWAY; frames: {types:?}"
+    );
+}

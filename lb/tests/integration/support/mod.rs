@@ -334,6 +334,17 @@ async fn backend_handle(mut req: Request<Incoming>, state: BackendState) -> Resp
         return r.body(full("")).expect("response");
     }
     match path.as_str() {
+        "/upload" => {
+            // Reads the whole body before answering, with its length.
+            match req.into_body().collect().await {
+                Ok(body) => Response::new(full(body.to_bytes().len().to_string())),
+                Err(_) => {
+                    let mut r = Response::new(full("unreadable body"));
+                    *r.status_mut() = StatusCode::BAD_REQUEST;
+                    r
+                }
+            }
+        }
         "/echo" => {
             // Streams the request body straight back.
             let body = req.into_body().boxed();
@@ -675,14 +686,7 @@ pub async fn https_request(
 
 /// GET over HTTP/2 with ALPN h2; returns status, version and body.
 pub async fn h2_get(certs: &Certs, port: u16, path: &str) -> (StatusCode, http::Version, Bytes) {
-    let tls = tls_connect(certs, port, "localhost", &[b"h2"])
-        .await
-        .expect("tls connect");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut send = h2_connection(certs, port).await;
     let req = Request::get(format!("https://localhost:{port}{path}"))
         .body(empty())
         .expect("req");
@@ -693,6 +697,39 @@ pub async fn h2_get(certs: &Certs, port: u16, path: &str) -> (StatusCode, http::
         parts.version,
         body.collect().await.expect("body").to_bytes(),
     )
+}
+
+/// An HTTP/2 connection to the lb (ALPN h2), driven in the background.
+pub async fn h2_connection(certs: &Certs, port: u16) -> hyper::client::conn::http2::SendRequest<Body> {
+    let tls = tls_connect(certs, port, "localhost", &[b"h2"])
+        .await
+        .expect("tls connect");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// The close code that ends a WebSocket, reading what comes before it;
+/// `None` for an end without a close frame (1006 to a browser) or none
+/// within `limit`.
+pub async fn close_code<S>(ws: &mut S, limit: Duration) -> Option<u16>
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    let read = async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    tokio::time::timeout(limit, read).await.ok().flatten()
 }
 
 pub type Wss = WebSocketStream<TlsStream<TcpStream>>;
@@ -748,4 +785,61 @@ pub fn path_str(p: &Path) -> String {
 /// so another test cannot take the port in the meantime.
 pub fn dead_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 2], free_port()))
+}
+
+// ---------------------------------------------------------------- raw HTTP/1.1
+
+/// One HTTP/1.1 response read off a raw stream: the status and the whole
+/// text (head and a `Content-Length` body); `None` when the stream closed
+/// or nothing complete came within 5 s.
+pub async fn read_response(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                let status = head.split(' ').nth(1)?.parse().ok()?;
+                return Some((
+                    status,
+                    String::from_utf8_lossy(&got[..end + 4 + length]).into_owned(),
+                ));
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, io.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether the peer closes the stream within `limit` (EOF or an error,
+/// reading and discarding what comes before).
+pub async fn closes_within(io: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
 }

@@ -1,74 +1,90 @@
-//! An upgraded connection (WebSocket after `101`): the client's and the
-//! server's streams are spliced byte for byte, no frame parsing, so
-//! subprotocols and extensions pass untouched. `timeout tunnel` closes it
-//! after inactivity in both directions; once one side has closed its half,
-//! `timeout client-fin` bounds the other; on shutdown it gets the grace
-//! period, then closes. When its server is marked down or put in
-//! maintenance with `on_marked_down = "shutdown-sessions"` (with
-//! `"shutdown-unreachable"`: only once the server stopped answering), it
-//! closes at once, so the client reconnects to a healthy server instead of
-//! waiting on a frozen one (a stopped process or a cut link keeps TCP open
-//! forever).
+//! One direction of a tunnel: copying with small buffers while idle,
+//! passing ends on, and what happens when either side goes away.
 
+use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
-use crate::access_log::Exchange;
 use crate::client_io::Activity;
-use crate::conn::Permits;
-use crate::drain::{ActiveGuard, Drain};
-use crate::upstream::SessionGuard;
 
-/// Everything a tunnel needs besides its two streams.
-#[derive(Debug)]
-pub struct TunnelCtx {
-    /// The request's record; logged when the tunnel ends.
-    pub exchange: Exchange,
-    /// The server session, held for the tunnel's life.
-    pub session: SessionGuard,
-    /// Closes the tunnel after this long with no byte in either direction.
-    pub tunnel_timeout: Duration,
-    /// Half-closed limit.
-    pub client_fin: Duration,
-    /// Grace after a stop signal.
-    pub grace: Duration,
-    /// Starts the grace period when the lb stops.
-    pub drain: Drain,
-    /// Keeps a graceful stop waiting for this tunnel.
-    pub _active: ActiveGuard,
-    /// Keeps the client connection's limit slots while the tunnel lives.
-    pub _permits: std::sync::Arc<Permits>,
+/// What one direction shares with the tunnel.
+pub struct Direction<'a> {
+    /// Bytes copied.
+    pub bytes: &'a AtomicU64,
+    /// The tunnel's last activity, either way.
+    pub activity: &'a Activity,
+    /// Large buffers held by the tunnel.
+    pub large_held: &'a AtomicUsize,
+    /// Told once the direction can carry nothing more: its source ended
+    /// (possibly seen ahead of a backlog, through `source_end`) or its
+    /// destination failed.
+    pub ended: &'a Notify,
+    /// Tells whether the source has closed without reading it, for a
+    /// source that is a socket.
+    pub source_end: Option<EndProbe>,
 }
 
-/// Why a tunnel ended, for the log.
-#[derive(Debug, Clone, Copy)]
-enum End {
-    Closed,
-    Idle,
-    HalfClosed,
-    Shutdown,
-    ServerDown,
-    Error,
-}
-
-impl End {
-    fn as_str(self) -> &'static str {
-        match self {
-            End::Closed => "closed",
-            End::Idle => "timeout-tunnel",
-            End::HalfClosed => "timeout-client-fin",
-            End::Shutdown => "shutdown",
-            End::ServerDown => "server-down",
-            End::Error => "error",
+impl<'a> Direction<'a> {
+    /// A direction whose source end is seen only by reading it.
+    pub fn new(
+        bytes: &'a AtomicU64,
+        activity: &'a Activity,
+        large_held: &'a AtomicUsize,
+        ended: &'a Notify,
+    ) -> Direction<'a> {
+        Direction {
+            bytes,
+            activity,
+            large_held,
+            ended,
+            source_end: None,
         }
     }
 }
+
+/// Sees whether a server socket's peer has closed (FIN or reset), even
+/// with data still queued before the close: that data cannot be read while
+/// the other side is not taking it, so a read would not tell.
+#[derive(Debug, Clone, Copy)]
+pub struct EndProbe(RawFd);
+
+impl EndProbe {
+    /// A probe of `stream`; only used while the stream lives (the pump
+    /// that probes it owns its read half).
+    pub fn of(stream: &TcpStream) -> EndProbe {
+        EndProbe(stream.as_raw_fd())
+    }
+
+    /// Whether the peer has closed its side (FIN or reset).
+    #[cfg(target_os = "linux")]
+    fn peer_closed(self) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.0,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a count of one and no wait; the fd is
+        // open (see `of`), and poll only reads its state.
+        let n = unsafe { libc::poll(&mut fd, 1, 0) };
+        n == 1 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
+
+    /// Elsewhere only a read tells.
+    #[cfg(not(target_os = "linux"))]
+    fn peer_closed(self) -> bool {
+        false
+    }
+}
+
+/// How often a write that waits looks whether its source has closed.
+const STALL_PROBE: Duration = Duration::from_millis(250);
 
 /// Bytes a direction reads while it waits for data: inline in the pump's
 /// state, so this is what an idle direction costs.
@@ -116,6 +132,44 @@ where
     .await
 }
 
+/// How copying one direction failed.
+enum CopyError {
+    /// Reading the source failed: it is gone.
+    Read(std::io::Error),
+    /// Writing the destination failed: it is gone.
+    Write(std::io::Error),
+}
+
+/// One direction of a tunnel to its end: copies until the source ends and
+/// passes the end on (shutdown), or, when the destination fails, reads the
+/// source on and discards it until it ends. `ended` is told as soon as the
+/// direction can carry nothing more (its source ended or its destination
+/// failed), which starts `timeout client-fin` for the other direction.
+pub async fn pump<R, W>(mut from: R, mut to: W, dir: &Direction<'_>) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let copied = copy(&mut from, &mut to, dir).await;
+    dir.ended.notify_one();
+    match copied {
+        Ok(()) => {
+            // Pass the half-close on, as TCP would.
+            let _ = to.shutdown().await;
+            Ok(())
+        }
+        Err(CopyError::Read(e)) => {
+            let _ = to.shutdown().await;
+            Err(e)
+        }
+        Err(CopyError::Write(e)) => {
+            let mut sink = [0u8; SMALL];
+            while let Ok(1..) = from.read(&mut sink).await {}
+            Err(e)
+        }
+    }
+}
+
 /// Copies one direction until EOF, counting bytes and marking activity.
 ///
 /// Most of a tunnel's life is idle (a chat client waiting for the next
@@ -132,115 +186,81 @@ where
 /// be held across a wait for the writer, while data is in flight). The
 /// allocator's free lists act as the pool; `large_held` counts the large
 /// buffers this tunnel holds.
-async fn pump<R, W>(
-    mut from: R,
-    mut to: W,
-    bytes: &AtomicU64,
-    activity: &Activity,
-    large_held: &AtomicUsize,
-) -> std::io::Result<()>
+async fn copy<R, W>(from: &mut R, to: &mut W, dir: &Direction<'_>) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut small = [0u8; SMALL];
     loop {
-        let n = from.read(&mut small).await?;
+        let n = from.read(&mut small).await.map_err(CopyError::Read)?;
         if n == 0 {
-            // Pass the half-close on, as TCP would.
-            let _ = to.shutdown().await;
             return Ok(());
         }
-        forward(&mut to, &small[..n], bytes, activity).await?;
+        forward(to, &small[..n], dir).await.map_err(CopyError::Write)?;
         if n < SMALL {
             continue;
         }
         // A full read: likely a burst. Read it in large chunks until the
         // stream has nothing ready, then free the buffer before waiting.
-        let mut large = Large::new(large_held);
-        while let Some(r) = read_ready(&mut from, &mut large.buf).await {
-            let n = r?;
+        let mut large = Large::new(dir.large_held);
+        while let Some(r) = read_ready(from, &mut large.buf).await {
+            let n = r.map_err(CopyError::Read)?;
             if n == 0 {
-                drop(large);
-                let _ = to.shutdown().await;
                 return Ok(());
             }
-            forward(&mut to, &large.buf[..n], bytes, activity).await?;
+            forward(to, &large.buf[..n], dir)
+                .await
+                .map_err(CopyError::Write)?;
         }
     }
 }
 
 /// Writes one read's bytes on and accounts for them.
-async fn forward<W>(to: &mut W, data: &[u8], bytes: &AtomicU64, activity: &Activity) -> std::io::Result<()>
+async fn forward<W>(to: &mut W, data: &[u8], dir: &Direction<'_>) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
-    to.write_all(data).await?;
-    to.flush().await?;
-    activity.touch();
-    bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+    let write = async {
+        to.write_all(data).await?;
+        to.flush().await
+    };
+    tokio::pin!(write);
+    // Almost every write completes at once; one that waits (the peer does
+    // not read) goes on in a boxed future, so a waiting direction stays small.
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    match (first, dir.source_end) {
+        (Poll::Ready(r), _) => r?,
+        (Poll::Pending, None) => write.await?,
+        (Poll::Pending, Some(probe)) => Box::pin(stalled(write, probe, dir.ended)).await?,
+    }
+    dir.activity.touch();
+    dir.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
-/// Runs the tunnel to its end and logs it.
-pub async fn splice(client: Upgraded, server: Upgraded, mut ctx: TunnelCtx) {
-    let started = Instant::now();
-    let activity = Activity::new();
-    let up = AtomicU64::new(0);
-    let down = AtomicU64::new(0);
-    let large_held = AtomicUsize::new(0);
-    let (client_r, client_w) = tokio::io::split(TokioIo::new(client));
-    let (server_r, server_w) = tokio::io::split(TokioIo::new(server));
-    let to_server = pump(client_r, server_w, &up, &activity, &large_held);
-    let to_client = pump(server_r, client_w, &down, &activity, &large_held);
-    tokio::pin!(to_server, to_client);
-    let (mut up_done, mut down_done) = (false, false);
-    let mut fin_deadline: Option<tokio::time::Instant> = None;
-    let mut grace_deadline: Option<tokio::time::Instant> = None;
-    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-    let stopping = ctx.drain.stopping();
-    tokio::pin!(stopping);
-    let server = ctx.session.server.clone();
-    let server_down = ctx.session.shut_down();
-    tokio::pin!(server_down);
-    let end = loop {
-        let idle_deadline = tokio::time::Instant::now() + ctx.tunnel_timeout.saturating_sub(activity.idle());
+/// Waits for a write that did not complete at once, looking every
+/// `STALL_PROBE` whether the source has closed meanwhile: then the tunnel
+/// is told at once, so a peer that stopped reading for good cannot hold it
+/// past `timeout client-fin` after the other side closed.
+async fn stalled<F>(write: Pin<&mut F>, probe: EndProbe, ended: &Notify) -> std::io::Result<()>
+where
+    F: Future<Output = std::io::Result<()>>,
+{
+    let mut write = write;
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + STALL_PROBE, STALL_PROBE);
+    let mut told = false;
+    loop {
         tokio::select! {
-            r = &mut to_server, if !up_done => {
-                up_done = true;
-                if r.is_err() { break End::Error; }
-                if down_done { break End::Closed; }
-                fin_deadline = Some(tokio::time::Instant::now() + ctx.client_fin);
-            }
-            r = &mut to_client, if !down_done => {
-                down_done = true;
-                if r.is_err() { break End::Error; }
-                if up_done { break End::Closed; }
-                fin_deadline = Some(tokio::time::Instant::now() + ctx.client_fin);
-            }
-            _ = tokio::time::sleep_until(idle_deadline) => {
-                if activity.idle() >= ctx.tunnel_timeout { break End::Idle; }
-            }
-            _ = tokio::time::sleep_until(fin_deadline.unwrap_or_else(far)), if fin_deadline.is_some() => {
-                break End::HalfClosed;
-            }
-            _ = &mut stopping, if grace_deadline.is_none() => {
-                grace_deadline = Some(tokio::time::Instant::now() + ctx.grace);
-            }
-            _ = tokio::time::sleep_until(grace_deadline.unwrap_or_else(far)), if grace_deadline.is_some() => {
-                break End::Shutdown;
-            }
-            _ = &mut server_down => {
-                break End::ServerDown;
+            r = write.as_mut() => return r,
+            _ = every.tick(), if !told => {
+                if probe.peer_closed() {
+                    told = true;
+                    ended.notify_one();
+                }
             }
         }
-    };
-    let (bytes_in, bytes_out) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
-    let counters = &server.shared.counters;
-    counters.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
-    counters.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-    ctx.exchange
-        .log_tunnel(bytes_in, bytes_out, started.elapsed(), end.as_str());
+    }
 }
 
 #[cfg(test)]
@@ -263,8 +283,14 @@ mod tests {
     async fn a_direction_without_data_in_flight_holds_no_large_buffer() {
         let (mut peer, from) = duplex(256 * 1024);
         let (to, mut out) = duplex(256 * 1024);
-        let (bytes, activity, held) = (AtomicU64::new(0), Activity::new(), AtomicUsize::new(0));
-        let p = pump(from, to, &bytes, &activity, &held);
+        let (bytes, activity, held, ended) = (
+            AtomicU64::new(0),
+            Activity::new(),
+            AtomicUsize::new(0),
+            Notify::new(),
+        );
+        let dir = Direction::new(&bytes, &activity, &held, &ended);
+        let p = pump(from, to, &dir);
         tokio::pin!(p);
         // The whole state of a waiting direction is small.
         assert!(
@@ -309,8 +335,11 @@ mod tests {
         let (sr, sw) = tokio::io::split(lb_server);
         let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
         let (activity, held) = (Activity::new(), AtomicUsize::new(0));
-        let to_server = pump(cr, sw, &up, &activity, &held);
-        let to_client = pump(sr, cw, &down, &activity, &held);
+        let (up_ended, down_ended) = (Notify::new(), Notify::new());
+        let up_dir = Direction::new(&up, &activity, &held, &up_ended);
+        let down_dir = Direction::new(&down, &activity, &held, &down_ended);
+        let to_server = pump(cr, sw, &up_dir);
+        let to_client = pump(sr, cw, &down_dir);
         let (client_r, client_w) = tokio::io::split(client);
         let (server_r, server_w) = tokio::io::split(server);
         let send = |mut w: tokio::io::WriteHalf<tokio::io::DuplexStream>, bytes: Vec<u8>| async move {
@@ -490,9 +519,10 @@ mod tests {
                 writes.push(Step::Ready(LARGE));
                 let reader = Reader { data: sent.clone(), at: 0, script: reads, turn: 0 };
                 let mut writer = Writer { got: Vec::new(), script: writes.into(), shut: false };
-                let (bytes, activity, held) = (AtomicU64::new(0), Activity::new(), AtomicUsize::new(0));
-                let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-                rt.block_on(pump(reader, &mut writer, &bytes, &activity, &held)).expect("pump");
+                let (bytes, activity, held, ended) = (AtomicU64::new(0), Activity::new(), AtomicUsize::new(0), Notify::new());
+                let dir = Direction::new(&bytes, &activity, &held, &ended);
+                let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+                rt.block_on(pump(reader, &mut writer, &dir)).expect("pump");
                 prop_assert!(writer.got == sent, "{} bytes sent, {} arrived", sent.len(), writer.got.len());
                 prop_assert_eq!(bytes.load(Ordering::Relaxed), len as u64);
                 prop_assert_eq!(held.load(Ordering::Relaxed), 0);
