@@ -41,15 +41,25 @@ impl ConfigError {
     }
 }
 
-/// The committed local configs (`configs/local`) of this checkout.
+/// The directory holding `local/` and `ha/`: `configs/` of the checkout the
+/// binary was built from, or `WSMESH_CONFIGS_DIR` (binaries run away from
+/// their checkout, or kept while the checkout moves on).
+fn configs_root() -> PathBuf {
+    match wsmesh_common::config::env_override("WSMESH_CONFIGS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs"),
+    }
+}
+
+/// The committed local configs (`configs/local`).
 pub fn configs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/local")
+    configs_root().join("local")
 }
 
 /// The committed configs of the HA layout on one machine (`configs/ha`):
 /// the same apps, subscribers and lb, Redis found through three Sentinels.
 pub fn ha_configs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/ha")
+    configs_root().join("ha")
 }
 
 /// Reads `path` into the config type `T`.
