@@ -1,10 +1,14 @@
 //! Room fan-out on one instance: which local sockets are in which room, and
 //! the ordering rules that make "reconnect with `since`" exact.
 //!
-//! - A socket joins its room *before* its history is read; live chats that
-//!   arrive meanwhile are buffered for it, and when the replay is sent only
-//!   buffered chats newer than the replay's last id go out. No gap, no
-//!   duplicate.
+//! - The rooms with local sockets are what the subscriber subscribes to
+//!   (`interest`): a room enters the set with its first socket and leaves
+//!   it with its last, each change a new version.
+//! - A socket joins its room *before* its history is read, and the read
+//!   waits until the subscriber confirmed the room's subscription; live
+//!   chats that arrive meanwhile are buffered for it, and when the replay
+//!   is sent only buffered chats newer than the replay's last id go out.
+//!   No gap, no duplicate.
 //! - Per room the hub remembers the last id it delivered and drops anything not
 //!   newer (the subscriber re-sends after a gap fill); per socket it remembers
 //!   the last id sent, so a refill below a fresh replay never repeats it.
@@ -22,6 +26,9 @@ use wsmesh_common::events::Cursors;
 use wsmesh_common::stream_id::StreamId;
 
 use crate::metrics::Metrics;
+pub use interest::{Interest, Subscription, MAX_POLL_WAIT};
+
+mod interest;
 
 /// Identifies one socket in the hub.
 pub type ConnId = u64;
@@ -93,6 +100,30 @@ enum Phase {
     Live,
 }
 
+/// How far a socket's own read of its room's stream goes, which is what a
+/// subscriber's gap fill must start from for it (see `Hub::cursors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coverage {
+    /// No read at all (the seed formats): only live chats are its.
+    Nothing,
+    /// Its read waits for the room's subscription, so it reads everything
+    /// a fill could bring; a fill owes it nothing.
+    Awaiting,
+    /// Its replay covers up to this id: `0-0` from the end of the wait
+    /// until the replay places itself, then its `since` and each page's
+    /// last id.
+    Replay(StreamId),
+}
+
+impl Coverage {
+    fn replayed(self) -> Option<StreamId> {
+        match self {
+            Coverage::Replay(id) => Some(id),
+            Coverage::Nothing | Coverage::Awaiting => None,
+        }
+    }
+}
+
 /// One local socket in a room.
 #[derive(Debug)]
 struct Member {
@@ -104,14 +135,14 @@ struct Member {
     phase: Phase,
     /// Newest id this socket has been given (replay or live).
     last_sent: StreamId,
-    /// Newest id the replay covered: `0-0` from the join until the replay
-    /// places itself, then its `since` and each page's last id. `None` for
-    /// a socket that starts live (it has no replay).
-    covered: Option<StreamId>,
+    /// How far its own read covers it.
+    coverage: Coverage,
 }
 
-/// A room as this instance sees it.
-#[derive(Debug, Default)]
+/// A room as this instance sees it: it exists from its first socket's join
+/// to its last socket's leave, so its cursor never outlives the sockets
+/// (and the subscription) it was made for.
+#[derive(Debug)]
 struct Room {
     /// Local sockets.
     members: HashMap<ConnId, Member>,
@@ -119,6 +150,9 @@ struct Room {
     last_delivered: Option<StreamId>,
     /// The online count last announced to the room.
     presence_sent: Option<u64>,
+    /// The interest version that added the room: once the subscriber
+    /// confirmed it, the room's chats reach this instance live.
+    since: u64,
 }
 
 /// What a socket's task keeps from joining: its queue, its kick signal, and a
@@ -154,6 +188,8 @@ pub struct Hub {
     queue: usize,
     /// Drop and duplicate counters.
     metrics: Arc<Metrics>,
+    /// The room set's versions and the subscriber's confirmations.
+    interest: Interest,
 }
 
 impl Hub {
@@ -163,7 +199,24 @@ impl Hub {
             next_id: AtomicU64::new(1),
             queue: queue.max(1),
             metrics,
+            interest: Interest::new(),
         })
+    }
+
+    /// The room set's versions and the subscriber's confirmations.
+    pub fn interest(&self) -> &Interest {
+        &self.interest
+    }
+
+    /// The rooms with local sockets, sorted, and the version that names them.
+    pub fn rooms_of_interest(&self) -> wsmesh_common::events::Interest {
+        let rooms = self.rooms();
+        let mut names: Vec<String> = rooms.keys().cloned().collect();
+        names.sort_unstable();
+        wsmesh_common::events::Interest {
+            at: self.interest.current(),
+            rooms: names,
+        }
     }
 
     fn rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
@@ -171,31 +224,32 @@ impl Hub {
         self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds a socket to `room`.
+    /// Adds a socket to `room` (the room's first one adds the room to the
+    /// set the subscriber follows). A replaying socket must then wait for
+    /// `subscribed` before it reads the stream.
     pub fn join(self: &Arc<Self>, room: &str, start: Start) -> Membership {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.queue);
         let (kick_tx, kicked) = oneshot::channel();
-        // A replay covers nothing yet: until `replayed_to` places it (at its
-        // `since`, or after a read without one), the room's cursor stays at
-        // 0-0, so a gap fill meanwhile re-sends whatever this socket may
-        // still need. Without it the room had no cursor, or another
-        // replay's higher one, and a chat the subscriber missed before the
-        // fill was never read again: this socket went live without it.
-        let (phase, covered) = match start {
-            Start::Replaying => (Phase::Replaying(Vec::new()), Some(StreamId::ZERO)),
-            Start::Live => (Phase::Live, None),
+        let (phase, coverage) = match start {
+            Start::Replaying => (Phase::Replaying(Vec::new()), Coverage::Awaiting),
+            Start::Live => (Phase::Live, Coverage::Nothing),
         };
         let member = Member {
             tx,
             kick: Some(kick_tx),
             phase,
             last_sent: StreamId::ZERO,
-            covered,
+            coverage,
         };
         self.rooms()
             .entry(room.to_string())
-            .or_default()
+            .or_insert_with(|| Room {
+                members: HashMap::new(),
+                last_delivered: None,
+                presence_sent: None,
+                since: self.interest.bump(),
+            })
             .members
             .insert(id, member);
         Membership {
@@ -207,13 +261,41 @@ impl Hub {
         }
     }
 
+    /// Waits until the subscriber confirmed `room`'s subscription (see
+    /// `Interest::wait_confirmed`); after it the socket may read the stream.
+    ///
+    /// The socket's replay then covers nothing yet: until `replayed_to`
+    /// places it (at its `since`, or after a read without one), the room's
+    /// cursor stays at 0-0, so a gap fill meanwhile re-sends whatever this
+    /// socket may still need. Without it the room had no cursor, or another
+    /// replay's higher one, and a chat the subscriber missed before the
+    /// fill was never read again: this socket went live without it.
+    pub async fn subscribed(&self, room: &str, id: ConnId) -> Subscription {
+        let since = self.rooms().get(room).map(|r| r.since);
+        let outcome = match since {
+            Some(since) => self.interest.wait_confirmed(since).await,
+            None => Subscription::Unconfirmed,
+        };
+        self.reading(room, id);
+        outcome
+    }
+
+    /// The socket stops waiting and reads the stream from now on.
+    fn reading(&self, room: &str, id: ConnId) {
+        if let Some(m) = self.rooms().get_mut(room).and_then(|r| r.members.get_mut(&id)) {
+            if m.coverage == Coverage::Awaiting {
+                m.coverage = Coverage::Replay(StreamId::ZERO);
+            }
+        }
+    }
+
     /// Records how far a socket's replay has got (the `since` it starts
     /// from, then each page's last id), so its room has a cursor during a
     /// long replay too: a subscriber gap fill meanwhile includes the room,
     /// and what it re-sends is buffered and deduplicated at `go_live`.
     pub fn replayed_to(&self, room: &str, id: ConnId, covered: StreamId) {
         if let Some(m) = self.rooms().get_mut(room).and_then(|r| r.members.get_mut(&id)) {
-            m.covered = Some(covered);
+            m.coverage = Coverage::Replay(covered);
         }
     }
 
@@ -228,7 +310,7 @@ impl Hub {
             Phase::Replaying(b) => b,
             Phase::Live => Vec::new(),
         };
-        m.covered = Some(covered);
+        m.coverage = Coverage::Replay(covered);
         m.last_sent = m.last_sent.max(covered);
         let fresh = newer_than(&buffered, m.last_sent);
         if !fresh.is_empty() {
@@ -239,14 +321,21 @@ impl Hub {
         }
     }
 
-    /// Removes a socket (idempotent).
+    /// Removes a socket (idempotent); the room's last one takes the room
+    /// out of the set the subscriber follows.
     pub fn leave(&self, room: &str, id: ConnId) {
-        if let Some(r) = self.rooms().get_mut(room) {
-            r.members.remove(&id);
+        let mut rooms = self.rooms();
+        let Some(r) = rooms.get_mut(room) else { return };
+        r.members.remove(&id);
+        if r.members.is_empty() {
+            rooms.remove(room);
+            self.interest.bump();
         }
     }
 
     /// Fans out a batch from the subscriber; returns how many chats were new.
+    /// Chats of rooms without local sockets (a subscriber keeps a room for
+    /// a grace period after its last socket left) reach nobody.
     pub fn deliver(&self, batch: Vec<Chat>) -> usize {
         let mut by_room: Vec<(String, Vec<Arc<Chat>>)> = Vec::new();
         let mut rooms = self.rooms();
@@ -256,7 +345,9 @@ impl Hub {
                 tracing::warn!(id = %chat.id, room = %chat.room, "dropping chat with a malformed id");
                 continue;
             };
-            let room = rooms.entry(chat.room.clone()).or_default();
+            let Some(room) = rooms.get_mut(&chat.room) else {
+                continue;
+            };
             if room.last_delivered.is_some_and(|last| id <= last) {
                 self.metrics.duplicates_dropped.inc();
                 continue;
@@ -334,16 +425,25 @@ impl Hub {
     /// Room → the id the subscriber should refill after: the last delivered
     /// id, or for a room that only has freshly joined sockets, the oldest id
     /// their replays covered (0-0 while one has not placed itself yet).
-    pub fn cursors(&self) -> Cursors {
-        self.rooms()
-            .iter()
-            .filter_map(|(name, r)| {
-                let covered = r.members.values().filter_map(|m| m.covered).min();
-                r.last_delivered
-                    .or(covered)
-                    .map(|id| (name.clone(), id.to_string()))
-            })
-            .collect()
+    /// Sockets still waiting for their room's subscription read afterwards
+    /// and need nothing from a fill, so a room of only those has no cursor.
+    /// `only`: just these rooms.
+    pub fn cursors(&self, only: Option<&[String]>) -> Cursors {
+        let cursor = |name: &String, r: &Room| {
+            let covered = r.members.values().filter_map(|m| m.coverage.replayed()).min();
+            r.last_delivered
+                .or(covered)
+                .map(|id| (name.clone(), id.to_string()))
+        };
+        let rooms = self.rooms();
+        match only {
+            Some(names) => names
+                .iter()
+                .filter_map(|name| rooms.get_key_value(name))
+                .filter_map(|(name, r)| cursor(name, r))
+                .collect(),
+            None => rooms.iter().filter_map(|(name, r)| cursor(name, r)).collect(),
+        }
     }
 }
 
@@ -417,7 +517,8 @@ mod tests {
         let mut m = h.join("r", Start::Live);
         assert_eq!(
             h.deliver(vec![chat("r", "1-0"), chat("r", "2-0"), chat("x", "1-0")]),
-            3
+            2,
+            "a room without local sockets is nobody's"
         );
         assert_eq!(drain_ids(&mut m), vec!["1-0", "2-0"]);
     }
@@ -473,7 +574,7 @@ mod tests {
         let mut m = h.join("r", Start::Replaying);
         h.go_live("r", m.id, "9-0".parse().expect("id"));
         // The subscriber refills from the cursor; the socket already has up to 9-0.
-        assert_eq!(h.cursors().get("r").map(String::as_str), Some("9-0"));
+        assert_eq!(h.cursors(None).get("r").map(String::as_str), Some("9-0"));
         h.deliver(vec![chat("r", "8-0"), chat("r", "9-0"), chat("r", "10-0")]);
         assert_eq!(drain_ids(&mut m), vec!["10-0"]);
     }
@@ -506,13 +607,16 @@ mod tests {
     #[test]
     fn cursors_cover_delivered_rooms_and_fresh_empty_rooms() {
         let h = hub(4);
+        let live = h.join("a", Start::Live);
         h.deliver(vec![chat("a", "3-1")]);
         let m = h.join("b", Start::Replaying);
-        let waiting = h.join("c", Start::Replaying);
+        let reading = h.join("c", Start::Replaying);
         let resuming = h.join("d", Start::Replaying);
+        let awaiting = h.join("e", Start::Replaying);
         h.go_live("b", m.id, StreamId::ZERO);
+        h.reading("c", reading.id);
         h.replayed_to("d", resuming.id, "5-0".parse().unwrap());
-        let c = h.cursors();
+        let c = h.cursors(None);
         assert_eq!(c.get("a").map(String::as_str), Some("3-1"));
         assert_eq!(c.get("b").map(String::as_str), Some("0-0"));
         assert_eq!(
@@ -525,9 +629,53 @@ mod tests {
             Some("5-0"),
             "a replay in progress has one"
         );
+        assert_eq!(
+            c.get("e"),
+            None,
+            "a socket waiting for the subscription reads after it"
+        );
         h.replayed_to("d", resuming.id, "7-0".parse().unwrap());
-        assert_eq!(h.cursors().get("d").map(String::as_str), Some("7-0"));
-        drop(waiting);
+        assert_eq!(h.cursors(None).get("d").map(String::as_str), Some("7-0"));
+        let only = h.cursors(Some(&["d".to_string(), "zz".to_string()]));
+        assert_eq!(only.keys().collect::<Vec<_>>(), ["d"]);
+        drop(live);
+        assert_eq!(
+            h.cursors(None).get("a"),
+            None,
+            "a room's cursor goes with its last socket"
+        );
+        drop((awaiting, reading));
+    }
+
+    #[test]
+    fn the_room_set_changes_with_first_joins_and_last_leaves() {
+        let h = hub(4);
+        let v0 = h.rooms_of_interest().at;
+        let a1 = h.join("a", Start::Replaying);
+        let a2 = h.join("a", Start::Live);
+        let b = h.join("b", Start::Live);
+        let set = h.rooms_of_interest();
+        assert_eq!(set.rooms, ["a", "b"]);
+        assert_eq!(set.at.version, v0.version + 2, "one version per room added");
+        drop(a1);
+        assert_eq!(h.rooms_of_interest().at, set.at, "a still has a socket");
+        drop(a2);
+        let after = h.rooms_of_interest();
+        assert_eq!((after.rooms.as_slice(), after.at.version), (&["b".to_string()][..], set.at.version + 1));
+        drop(b);
+    }
+
+    #[tokio::test]
+    async fn a_socket_reads_at_once_when_its_room_is_confirmed_or_no_subscriber_polls() {
+        let h = hub(4);
+        let first = h.join("r", Start::Replaying);
+        // Nobody polls: no wait, and the room's cursor now holds the socket.
+        assert_eq!(h.subscribed("r", first.id).await, Subscription::Unconfirmed);
+        assert_eq!(h.cursors(None).get("r").map(String::as_str), Some("0-0"));
+        let at = h.rooms_of_interest().at;
+        h.interest().confirm(at.epoch, at.version);
+        let second = h.join("r", Start::Replaying);
+        assert_eq!(h.subscribed("r", second.id).await, Subscription::Confirmed);
     }
 
     /// A socket without `since` learns where its replay starts only from
@@ -539,8 +687,9 @@ mod tests {
         let h = hub(8);
         let mut z = h.join("r", Start::Replaying);
         let mut y = h.join("r", Start::Replaying);
+        h.reading("r", z.id);
         h.replayed_to("r", y.id, "4-0".parse().expect("id"));
-        let cursor = h.cursors().get("r").cloned();
+        let cursor = h.cursors(None).get("r").cloned();
         assert_eq!(cursor.as_deref(), Some("0-0"), "z may need anything");
         // The fill re-sends the room from the cursor: everything after 0-0.
         let refill: Vec<Chat> = (1..=5).map(|i| chat("r", &format!("{i}-0"))).collect();

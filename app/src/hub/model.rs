@@ -366,7 +366,7 @@ impl World {
         if fill.cursors.is_none() {
             let mut cursors: Vec<(String, u64)> = self
                 .hub
-                .cursors()
+                .cursors(None)
                 .into_iter()
                 .map(|(room, id)| (room, num(&id.parse().expect("cursor"))))
                 .collect();
@@ -437,6 +437,7 @@ impl World {
         let next = match conn {
             Conn::Off => {
                 let m = hub.join(room, Start::Replaying);
+                hub.reading(room, m.id);
                 let since = self.clients[i].got.last().copied().or(self.clients[i].start);
                 Conn::Joined(m, since)
             }
