@@ -271,13 +271,17 @@ impl Hub {
     /// replay's higher one, and a chat the subscriber missed before the
     /// fill was never read again: this socket went live without it.
     pub async fn subscribed(&self, room: &str, id: ConnId) -> Subscription {
-        let since = self.rooms().get(room).map(|r| r.since);
-        let outcome = match since {
+        let outcome = match self.since(room) {
             Some(since) => self.interest.wait_confirmed(since).await,
             None => Subscription::Unconfirmed,
         };
         self.reading(room, id);
         outcome
+    }
+
+    /// The interest version that added `room`, while it has sockets.
+    fn since(&self, room: &str) -> Option<u64> {
+        self.rooms().get(room).map(|r| r.since)
     }
 
     /// The socket stops waiting and reads the stream from now on.
@@ -661,7 +665,10 @@ mod tests {
         assert_eq!(h.rooms_of_interest().at, set.at, "a still has a socket");
         drop(a2);
         let after = h.rooms_of_interest();
-        assert_eq!((after.rooms.as_slice(), after.at.version), (&["b".to_string()][..], set.at.version + 1));
+        assert_eq!(
+            (after.rooms.as_slice(), after.at.version),
+            (&["b".to_string()][..], set.at.version + 1)
+        );
         drop(b);
     }
 

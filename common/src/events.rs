@@ -111,7 +111,9 @@ impl RoomsQuery {
         let mut fields: BTreeMap<&str, u64> = BTreeMap::new();
         for (key, value) in pairs(query) {
             if matches!(key, "wait_ms" | "epoch" | "version" | "confirmed") {
-                let n = value.parse().map_err(|_| format!("{key} must be a whole number"))?;
+                let n = value
+                    .parse()
+                    .map_err(|_| format!("{key} must be a whole number"))?;
                 fields.insert(key, n);
             }
         }

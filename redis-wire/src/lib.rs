@@ -443,7 +443,12 @@ mod tests {
         assert_ne!(k.channel("a"), k.channel("b"));
         assert!(k.channel("a").starts_with(&k.channel_prefix()));
         assert_eq!(k.room_of_channel(&k.channel("dev-1")), Some("dev-1"));
-        for other in ["wsmesh:chat", "wsmesh:chat:lobby", "other:chat:{lobby}", "wsmesh:room:{x}"] {
+        for other in [
+            "wsmesh:chat",
+            "wsmesh:chat:lobby",
+            "other:chat:{lobby}",
+            "wsmesh:room:{x}",
+        ] {
             assert_eq!(k.room_of_channel(other), None, "{other}");
         }
     }

@@ -16,7 +16,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 use wsmesh_common::chat::Chat;
-use wsmesh_common::events::{Cursors, CursorsQuery, Interest, RoomsQuery, CURSORS_PATH, EVENTS_PATH, ROOMS_PATH};
+use wsmesh_common::events::{
+    Cursors, CursorsQuery, Interest, RoomsQuery, CURSORS_PATH, EVENTS_PATH, ROOMS_PATH,
+};
 
 use crate::config::AppConfig;
 

@@ -99,7 +99,11 @@ impl GapFill {
     /// One fill: the app's cursors for `scope` (retried while the app is
     /// down), then each of those rooms' stream after its cursor, page by
     /// page, into the queue.
-    pub async fn run(&mut self, conn: &mut MultiplexedConnection, scope: &Scope) -> Result<Filled, FillError> {
+    pub async fn run(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        scope: &Scope,
+    ) -> Result<Filled, FillError> {
         let query = CursorsQuery {
             rooms: match scope {
                 Scope::All => None,
@@ -135,7 +139,12 @@ impl GapFill {
         match scope {
             Scope::All => info!(rooms = cursors.len(), chats = total, "gap fill done"),
             Scope::Rooms(new) => {
-                tracing::debug!(subscribed = new.len(), rooms = cursors.len(), chats = total, "new rooms filled")
+                tracing::debug!(
+                    subscribed = new.len(),
+                    rooms = cursors.len(),
+                    chats = total,
+                    "new rooms filled"
+                )
             }
         }
         Ok(filled)

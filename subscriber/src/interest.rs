@@ -74,7 +74,11 @@ impl Poller {
                 Ok(interest) => {
                     self.retry.reset();
                     if Some(interest.at) != known {
-                        debug!(version = interest.at.version, rooms = interest.rooms.len(), "the app's rooms changed");
+                        debug!(
+                            version = interest.at.version,
+                            rooms = interest.rooms.len(),
+                            "the app's rooms changed"
+                        );
                         known = Some(interest.at);
                         self.interest.send_replace(Some(interest));
                     }

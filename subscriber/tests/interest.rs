@@ -93,16 +93,26 @@ async fn each_subscriber_subscribes_and_forwards_only_its_apps_rooms() {
         members.push(c.join(i % 2, room).await.expect("join"));
     }
     for room in &rooms {
-        assert_eq!(numsub(&mut conn, room).await, 1, "{room} is heard by one subscriber");
+        assert_eq!(
+            numsub(&mut conn, room).await,
+            1,
+            "{room} is heard by one subscriber"
+        );
     }
     for (member, room) in members.iter_mut().zip(&rooms) {
         for n in 0..CHATS {
-            member.send_chat(&format!("{room} {n}"), None).await.expect("send");
+            member
+                .send_chat(&format!("{room} {n}"), None)
+                .await
+                .expect("send");
         }
     }
     for (member, room) in members.iter_mut().zip(&rooms) {
         let last = format!("{room} {}", CHATS - 1);
-        let got = member.chats_until(LIMIT, |ch| ch.body == last).await.expect("own chats");
+        let got = member
+            .chats_until(LIMIT, |ch| ch.body == last)
+            .await
+            .expect("own chats");
         assert_eq!(got.len(), CHATS, "{room}: {got:?}");
     }
     let per_app = (ROOMS / 2 * CHATS) as f64;
@@ -154,13 +164,21 @@ async fn a_room_whose_last_socket_left_is_unsubscribed_after_the_grace() {
     );
     assert_eq!(numsub(&mut conn, "staying").await, 1);
     let addr = health(&c, 1);
-    assert_eq!(metric(addr, "wsmesh_subscriber_room_unsubscribes_total").await, Some(1.0));
-    assert_eq!(metric(addr, "wsmesh_subscriber_subscribed_rooms").await, Some(1.0));
+    assert_eq!(
+        metric(addr, "wsmesh_subscriber_room_unsubscribes_total").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(addr, "wsmesh_subscriber_subscribed_rooms").await,
+        Some(1.0)
+    );
     // Back again: subscribed anew, and its chats flow.
     let mut back = c.join(0, "fleeting").await.expect("join");
     assert_eq!(numsub(&mut conn, "fleeting").await, 1);
     back.send_chat("again", None).await.expect("send");
-    back.chats_until(LIMIT, |ch| ch.body == "again").await.expect("live again");
+    back.chats_until(LIMIT, |ch| ch.body == "again")
+        .await
+        .expect("live again");
     drop(stays);
 }
 
@@ -280,6 +298,9 @@ async fn joining_a_busy_room_under_load_loses_and_repeats_nothing() {
             .copied()
             .filter(|id| s.expect.covers(*id) && *id <= last)
             .collect();
-        assert_eq!(got, want, "joiner {j} missed chats between its history and live ones");
+        assert_eq!(
+            got, want,
+            "joiner {j} missed chats between its history and live ones"
+        );
     }
 }

@@ -374,7 +374,11 @@ const EPOCH: u64 = 7;
 
 /// `GET /internal/rooms`: takes the confirmation, holds the answer while
 /// the subscriber knows the current set (up to its wait).
-async fn rooms(log: &Mutex<AppLog>, version: &watch::Sender<u64>, query: RoomsQuery) -> Response<Full<Bytes>> {
+async fn rooms(
+    log: &Mutex<AppLog>,
+    version: &watch::Sender<u64>,
+    query: RoomsQuery,
+) -> Response<Full<Bytes>> {
     if let (Some(known), Some(confirmed)) = (query.known, query.confirmed) {
         if known.epoch == EPOCH {
             let mut log = log.lock().expect("fake app log");
@@ -395,7 +399,11 @@ async fn rooms(log: &Mutex<AppLog>, version: &watch::Sender<u64>, query: RoomsQu
     reply(StatusCode::OK, serde_json::to_vec(&interest).expect("json"))
 }
 
-async fn answer(shared: &Mutex<AppLog>, version: &watch::Sender<u64>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    shared: &Mutex<AppLog>,
+    version: &watch::Sender<u64>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let auth = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
