@@ -380,7 +380,10 @@ impl Config {
             ));
         }
         if self.health.redis_timeout.is_zero() {
-            return Err(src.error_at_path("health.redis_timeout", "redis_timeout must be more than 0"));
+            return Err(src.error_at_path(
+                "health.redis_timeout",
+                "redis_timeout must be more than 0",
+            ));
         }
         if let Some(bad) = l
             .allowed_origins
