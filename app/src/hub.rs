@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsmesh_common::chat::Chat;
-use wsmesh_common::events::Cursors;
+use wsmesh_common::events::{Cursors, Interest};
 use wsmesh_common::stream_id::StreamId;
 
 use crate::metrics::Metrics;
-pub use interest::{Interest, Subscription, MAX_POLL_WAIT};
+pub use interest::{RoomSetVersions, Subscription, MAX_POLL_WAIT};
 
 mod interest;
 
@@ -189,7 +189,7 @@ pub struct Hub {
     /// Drop and duplicate counters.
     metrics: Arc<Metrics>,
     /// The room set's versions and the subscriber's confirmations.
-    interest: Interest,
+    interest: RoomSetVersions,
 }
 
 impl Hub {
@@ -199,21 +199,21 @@ impl Hub {
             next_id: AtomicU64::new(1),
             queue: queue.max(1),
             metrics,
-            interest: Interest::new(),
+            interest: RoomSetVersions::new(),
         })
     }
 
     /// The room set's versions and the subscriber's confirmations.
-    pub fn interest(&self) -> &Interest {
+    pub fn interest(&self) -> &RoomSetVersions {
         &self.interest
     }
 
     /// The rooms with local sockets, sorted, and the version that names them.
-    pub fn rooms_of_interest(&self) -> wsmesh_common::events::Interest {
+    pub fn rooms_of_interest(&self) -> Interest {
         let rooms = self.rooms();
         let mut names: Vec<String> = rooms.keys().cloned().collect();
         names.sort_unstable();
-        wsmesh_common::events::Interest {
+        Interest {
             at: self.interest.current(),
             rooms: names,
         }
@@ -262,7 +262,7 @@ impl Hub {
     }
 
     /// Waits until the subscriber confirmed `room`'s subscription (see
-    /// `Interest::wait_confirmed`); after it the socket may read the stream.
+    /// `RoomSetVersions::wait_confirmed`); after it the socket may read the stream.
     ///
     /// The socket's replay then covers nothing yet: until `replayed_to`
     /// places it (at its `since`, or after a read without one), the room's

@@ -40,7 +40,7 @@ pub enum Subscription {
 
 /// Versions of the room set and what the subscriber made of them.
 #[derive(Debug)]
-pub struct Interest {
+pub struct RoomSetVersions {
     /// Drawn at start: versions of another process never match.
     epoch: u64,
     /// The current version; sent (under the hub's lock) on every change,
@@ -52,9 +52,9 @@ pub struct Interest {
     attached_until: Mutex<Option<Instant>>,
 }
 
-impl Interest {
-    pub fn new() -> Interest {
-        Interest {
+impl RoomSetVersions {
+    pub fn new() -> RoomSetVersions {
+        RoomSetVersions {
             epoch: rand::random(),
             version: watch::Sender::new(0),
             confirmed: watch::Sender::new(0),
@@ -149,15 +149,15 @@ impl Interest {
     }
 }
 
-impl Default for Interest {
+impl Default for RoomSetVersions {
     fn default() -> Self {
-        Interest::new()
+        RoomSetVersions::new()
     }
 }
 
 /// Marks the end of a poll when dropped (answered, or its connection gone).
 #[derive(Debug)]
-pub struct PollGuard<'a>(&'a Interest);
+pub struct PollGuard<'a>(&'a RoomSetVersions);
 
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
@@ -171,7 +171,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_socket_waits_only_while_a_subscriber_polls() {
-        let i = Interest::new();
+        let i = RoomSetVersions::new();
         let v = i.bump();
         assert_eq!(i.wait_confirmed(v).await, Subscription::Unconfirmed);
         let poll = i.poll_started(Duration::from_secs(10));
@@ -188,7 +188,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_confirmation_wakes_the_waiting_socket() {
-        let i = std::sync::Arc::new(Interest::new());
+        let i = std::sync::Arc::new(RoomSetVersions::new());
         let v = i.bump();
         let _poll = i.poll_started(Duration::from_secs(10));
         let waiting = tokio::spawn({
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn confirmations_of_another_epoch_or_the_future_are_ignored() {
-        let i = Interest::new();
+        let i = RoomSetVersions::new();
         let v = i.bump();
         i.confirm(i.current().epoch.wrapping_add(1), v);
         assert!(!i.is_confirmed(v));
