@@ -1,10 +1,14 @@
 //! Room fan-out on one instance: which local sockets are in which room, and
 //! the ordering rules that make "reconnect with `since`" exact.
 //!
-//! - A socket joins its room *before* its history is read; live chats that
-//!   arrive meanwhile are buffered for it, and when the replay is sent only
-//!   buffered chats newer than the replay's last id go out. No gap, no
-//!   duplicate.
+//! - The rooms with local sockets are what the subscriber subscribes to
+//!   (`interest`): a room enters the set with its first socket and leaves
+//!   it with its last, each change a new version.
+//! - A socket joins its room *before* its history is read, and the read
+//!   waits until the subscriber confirmed the room's subscription; live
+//!   chats that arrive meanwhile are buffered for it, and when the replay
+//!   is sent only buffered chats newer than the replay's last id go out.
+//!   No gap, no duplicate.
 //! - Per room the hub remembers the last id it delivered and drops anything not
 //!   newer (the subscriber re-sends after a gap fill); per socket it remembers
 //!   the last id sent, so a refill below a fresh replay never repeats it.
@@ -18,10 +22,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsmesh_common::chat::Chat;
-use wsmesh_common::events::Cursors;
+use wsmesh_common::events::{Cursors, Interest};
 use wsmesh_common::stream_id::StreamId;
 
 use crate::metrics::Metrics;
+pub use interest::{RoomSetVersions, Subscription, MAX_POLL_WAIT};
+
+mod interest;
 
 /// Identifies one socket in the hub.
 pub type ConnId = u64;
@@ -93,6 +100,30 @@ enum Phase {
     Live,
 }
 
+/// How far a socket's own read of its room's stream goes, which is what a
+/// subscriber's gap fill must start from for it (see `Hub::cursors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coverage {
+    /// No read at all (the seed formats): only live chats are its.
+    Nothing,
+    /// Its read waits for the room's subscription, so it reads everything
+    /// a fill could bring; a fill owes it nothing.
+    Awaiting,
+    /// Its replay covers up to this id: `0-0` from the end of the wait
+    /// until the replay places itself, then its `since` and each page's
+    /// last id.
+    Replay(StreamId),
+}
+
+impl Coverage {
+    fn replayed(self) -> Option<StreamId> {
+        match self {
+            Coverage::Replay(id) => Some(id),
+            Coverage::Nothing | Coverage::Awaiting => None,
+        }
+    }
+}
+
 /// One local socket in a room.
 #[derive(Debug)]
 struct Member {
@@ -104,14 +135,14 @@ struct Member {
     phase: Phase,
     /// Newest id this socket has been given (replay or live).
     last_sent: StreamId,
-    /// Newest id the replay covered: `0-0` from the join until the replay
-    /// places itself, then its `since` and each page's last id. `None` for
-    /// a socket that starts live (it has no replay).
-    covered: Option<StreamId>,
+    /// How far its own read covers it.
+    coverage: Coverage,
 }
 
-/// A room as this instance sees it.
-#[derive(Debug, Default)]
+/// A room as this instance sees it: it exists from its first socket's join
+/// to its last socket's leave, so its cursor never outlives the sockets
+/// (and the subscription) it was made for.
+#[derive(Debug)]
 struct Room {
     /// Local sockets.
     members: HashMap<ConnId, Member>,
@@ -119,6 +150,9 @@ struct Room {
     last_delivered: Option<StreamId>,
     /// The online count last announced to the room.
     presence_sent: Option<u64>,
+    /// The interest version that added the room: once the subscriber
+    /// confirmed it, the room's chats reach this instance live.
+    since: u64,
 }
 
 /// What a socket's task keeps from joining: its queue, its kick signal, and a
@@ -154,6 +188,8 @@ pub struct Hub {
     queue: usize,
     /// Drop and duplicate counters.
     metrics: Arc<Metrics>,
+    /// The room set's versions and the subscriber's confirmations.
+    interest: RoomSetVersions,
 }
 
 impl Hub {
@@ -163,7 +199,24 @@ impl Hub {
             next_id: AtomicU64::new(1),
             queue: queue.max(1),
             metrics,
+            interest: RoomSetVersions::new(),
         })
+    }
+
+    /// The room set's versions and the subscriber's confirmations.
+    pub fn interest(&self) -> &RoomSetVersions {
+        &self.interest
+    }
+
+    /// The rooms with local sockets, sorted, and the version that names them.
+    pub fn rooms_of_interest(&self) -> Interest {
+        let rooms = self.rooms();
+        let mut names: Vec<String> = rooms.keys().cloned().collect();
+        names.sort_unstable();
+        Interest {
+            at: self.interest.current(),
+            rooms: names,
+        }
     }
 
     fn rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
@@ -171,31 +224,32 @@ impl Hub {
         self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds a socket to `room`.
+    /// Adds a socket to `room` (the room's first one adds the room to the
+    /// set the subscriber follows). A replaying socket must then wait for
+    /// `subscribed` before it reads the stream.
     pub fn join(self: &Arc<Self>, room: &str, start: Start) -> Membership {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.queue);
         let (kick_tx, kicked) = oneshot::channel();
-        // A replay covers nothing yet: until `replayed_to` places it (at its
-        // `since`, or after a read without one), the room's cursor stays at
-        // 0-0, so a gap fill meanwhile re-sends whatever this socket may
-        // still need. Without it the room had no cursor, or another
-        // replay's higher one, and a chat the subscriber missed before the
-        // fill was never read again: this socket went live without it.
-        let (phase, covered) = match start {
-            Start::Replaying => (Phase::Replaying(Vec::new()), Some(StreamId::ZERO)),
-            Start::Live => (Phase::Live, None),
+        let (phase, coverage) = match start {
+            Start::Replaying => (Phase::Replaying(Vec::new()), Coverage::Awaiting),
+            Start::Live => (Phase::Live, Coverage::Nothing),
         };
         let member = Member {
             tx,
             kick: Some(kick_tx),
             phase,
             last_sent: StreamId::ZERO,
-            covered,
+            coverage,
         };
         self.rooms()
             .entry(room.to_string())
-            .or_default()
+            .or_insert_with(|| Room {
+                members: HashMap::new(),
+                last_delivered: None,
+                presence_sent: None,
+                since: self.interest.bump(),
+            })
             .members
             .insert(id, member);
         Membership {
@@ -207,13 +261,45 @@ impl Hub {
         }
     }
 
+    /// Waits until the subscriber confirmed `room`'s subscription (see
+    /// `RoomSetVersions::wait_confirmed`); after it the socket may read the stream.
+    ///
+    /// The socket's replay then covers nothing yet: until `replayed_to`
+    /// places it (at its `since`, or after a read without one), the room's
+    /// cursor stays at 0-0, so a gap fill meanwhile re-sends whatever this
+    /// socket may still need. Without it the room had no cursor, or another
+    /// replay's higher one, and a chat the subscriber missed before the
+    /// fill was never read again: this socket went live without it.
+    pub async fn subscribed(&self, room: &str, id: ConnId) -> Subscription {
+        let outcome = match self.since(room) {
+            Some(since) => self.interest.wait_confirmed(since).await,
+            None => Subscription::Unconfirmed,
+        };
+        self.reading(room, id);
+        outcome
+    }
+
+    /// The interest version that added `room`, while it has sockets.
+    fn since(&self, room: &str) -> Option<u64> {
+        self.rooms().get(room).map(|r| r.since)
+    }
+
+    /// The socket stops waiting and reads the stream from now on.
+    fn reading(&self, room: &str, id: ConnId) {
+        if let Some(m) = self.rooms().get_mut(room).and_then(|r| r.members.get_mut(&id)) {
+            if m.coverage == Coverage::Awaiting {
+                m.coverage = Coverage::Replay(StreamId::ZERO);
+            }
+        }
+    }
+
     /// Records how far a socket's replay has got (the `since` it starts
     /// from, then each page's last id), so its room has a cursor during a
     /// long replay too: a subscriber gap fill meanwhile includes the room,
     /// and what it re-sends is buffered and deduplicated at `go_live`.
     pub fn replayed_to(&self, room: &str, id: ConnId, covered: StreamId) {
         if let Some(m) = self.rooms().get_mut(room).and_then(|r| r.members.get_mut(&id)) {
-            m.covered = Some(covered);
+            m.coverage = Coverage::Replay(covered);
         }
     }
 
@@ -228,7 +314,7 @@ impl Hub {
             Phase::Replaying(b) => b,
             Phase::Live => Vec::new(),
         };
-        m.covered = Some(covered);
+        m.coverage = Coverage::Replay(covered);
         m.last_sent = m.last_sent.max(covered);
         let fresh = newer_than(&buffered, m.last_sent);
         if !fresh.is_empty() {
@@ -239,14 +325,21 @@ impl Hub {
         }
     }
 
-    /// Removes a socket (idempotent).
+    /// Removes a socket (idempotent); the room's last one takes the room
+    /// out of the set the subscriber follows.
     pub fn leave(&self, room: &str, id: ConnId) {
-        if let Some(r) = self.rooms().get_mut(room) {
-            r.members.remove(&id);
+        let mut rooms = self.rooms();
+        let Some(r) = rooms.get_mut(room) else { return };
+        r.members.remove(&id);
+        if r.members.is_empty() {
+            rooms.remove(room);
+            self.interest.bump();
         }
     }
 
     /// Fans out a batch from the subscriber; returns how many chats were new.
+    /// Chats of rooms without local sockets (a subscriber keeps a room for
+    /// a grace period after its last socket left) reach nobody.
     pub fn deliver(&self, batch: Vec<Chat>) -> usize {
         let mut by_room: Vec<(String, Vec<Arc<Chat>>)> = Vec::new();
         let mut rooms = self.rooms();
@@ -256,7 +349,9 @@ impl Hub {
                 tracing::warn!(id = %chat.id, room = %chat.room, "dropping chat with a malformed id");
                 continue;
             };
-            let room = rooms.entry(chat.room.clone()).or_default();
+            let Some(room) = rooms.get_mut(&chat.room) else {
+                continue;
+            };
             if room.last_delivered.is_some_and(|last| id <= last) {
                 self.metrics.duplicates_dropped.inc();
                 continue;
@@ -334,16 +429,25 @@ impl Hub {
     /// Room → the id the subscriber should refill after: the last delivered
     /// id, or for a room that only has freshly joined sockets, the oldest id
     /// their replays covered (0-0 while one has not placed itself yet).
-    pub fn cursors(&self) -> Cursors {
-        self.rooms()
-            .iter()
-            .filter_map(|(name, r)| {
-                let covered = r.members.values().filter_map(|m| m.covered).min();
-                r.last_delivered
-                    .or(covered)
-                    .map(|id| (name.clone(), id.to_string()))
-            })
-            .collect()
+    /// Sockets still waiting for their room's subscription read afterwards
+    /// and need nothing from a fill, so a room of only those has no cursor.
+    /// `only`: just these rooms.
+    pub fn cursors(&self, only: Option<&[String]>) -> Cursors {
+        let cursor = |name: &String, r: &Room| {
+            let covered = r.members.values().filter_map(|m| m.coverage.replayed()).min();
+            r.last_delivered
+                .or(covered)
+                .map(|id| (name.clone(), id.to_string()))
+        };
+        let rooms = self.rooms();
+        match only {
+            Some(names) => names
+                .iter()
+                .filter_map(|name| rooms.get_key_value(name))
+                .filter_map(|(name, r)| cursor(name, r))
+                .collect(),
+            None => rooms.iter().filter_map(|(name, r)| cursor(name, r)).collect(),
+        }
     }
 }
 
@@ -383,196 +487,4 @@ fn kick(m: &mut Member, metrics: &Metrics) {
 mod model;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chat(room: &str, id: &str) -> Chat {
-        Chat {
-            id: id.into(),
-            room: room.into(),
-            nick: "n".into(),
-            body: format!("m{id}"),
-            ts: 1,
-            cid: None,
-        }
-    }
-
-    fn hub(queue: usize) -> Arc<Hub> {
-        Hub::new(queue, Arc::new(Metrics::new()))
-    }
-
-    fn drain_ids(m: &mut Membership) -> Vec<String> {
-        let mut ids = vec![];
-        while let Ok(out) = m.rx.try_recv() {
-            if let Outbound::Chats(b) = out {
-                ids.extend(b.chats().iter().map(|c| c.id.clone()));
-            }
-        }
-        ids
-    }
-
-    #[test]
-    fn live_member_gets_chats_in_order() {
-        let h = hub(8);
-        let mut m = h.join("r", Start::Live);
-        assert_eq!(
-            h.deliver(vec![chat("r", "1-0"), chat("r", "2-0"), chat("x", "1-0")]),
-            3
-        );
-        assert_eq!(drain_ids(&mut m), vec!["1-0", "2-0"]);
-    }
-
-    #[test]
-    fn members_share_one_batch_so_it_is_rendered_once() {
-        let h = hub(8);
-        let mut a = h.join("r", Start::Live);
-        let mut b = h.join("r", Start::Live);
-        h.deliver(vec![chat("r", "1-0")]);
-        let (Ok(Outbound::Chats(x)), Ok(Outbound::Chats(y))) = (a.rx.try_recv(), b.rx.try_recv()) else {
-            panic!("both members get the batch");
-        };
-        assert!(Arc::ptr_eq(&x, &y));
-        let mut renders = 0;
-        for batch in [&x, &y] {
-            batch.v1_frame(|_| {
-                renders += 1;
-                Some("frame".into())
-            });
-        }
-        assert_eq!(renders, 1);
-    }
-
-    #[test]
-    fn duplicates_and_older_ids_are_dropped_per_room() {
-        let h = hub(8);
-        let mut m = h.join("r", Start::Live);
-        h.deliver(vec![chat("r", "5-0")]);
-        assert_eq!(
-            h.deliver(vec![chat("r", "5-0"), chat("r", "4-9"), chat("r", "6-0")]),
-            1
-        );
-        assert_eq!(drain_ids(&mut m), vec!["5-0", "6-0"]);
-        assert_eq!(h.metrics.duplicates_dropped.get(), 2);
-    }
-
-    #[test]
-    fn replay_merge_sends_only_buffered_chats_after_the_replay() {
-        let h = hub(8);
-        let mut m = h.join("r", Start::Replaying);
-        // Arrive while history is being read; 2-0 is also in the replay.
-        h.deliver(vec![chat("r", "2-0"), chat("r", "3-0")]);
-        assert!(drain_ids(&mut m).is_empty(), "nothing before the replay");
-        h.go_live("r", m.id, "2-0".parse().expect("id"));
-        h.deliver(vec![chat("r", "4-0")]);
-        assert_eq!(drain_ids(&mut m), vec!["3-0", "4-0"]);
-    }
-
-    #[test]
-    fn refill_below_a_fresh_replay_is_not_repeated() {
-        let h = hub(8);
-        let mut m = h.join("r", Start::Replaying);
-        h.go_live("r", m.id, "9-0".parse().expect("id"));
-        // The subscriber refills from the cursor; the socket already has up to 9-0.
-        assert_eq!(h.cursors().get("r").map(String::as_str), Some("9-0"));
-        h.deliver(vec![chat("r", "8-0"), chat("r", "9-0"), chat("r", "10-0")]);
-        assert_eq!(drain_ids(&mut m), vec!["10-0"]);
-    }
-
-    #[test]
-    fn full_queue_kicks_only_the_slow_member() {
-        let h = hub(2);
-        let mut slow = h.join("r", Start::Live);
-        let mut fast = h.join("r", Start::Live);
-        for i in 1..=3 {
-            h.deliver(vec![chat("r", &format!("{i}-0"))]);
-            drain_ids(&mut fast);
-        }
-        assert_eq!(slow.kicked.try_recv(), Ok(Kick::SlowConsumer));
-        assert!(fast.kicked.try_recv().is_err(), "fast member not kicked");
-        assert_eq!(h.local_count("r"), 1);
-        h.deliver(vec![chat("r", "4-0")]);
-        assert_eq!(drain_ids(&mut fast), vec!["4-0"]);
-        assert_eq!(h.metrics.queue_drops.get(), 1);
-    }
-
-    #[test]
-    fn overflowing_replay_buffer_kicks() {
-        let h = hub(1);
-        let mut m = h.join("r", Start::Replaying);
-        h.deliver(vec![chat("r", "1-0"), chat("r", "2-0")]);
-        assert_eq!(m.kicked.try_recv(), Ok(Kick::SlowConsumer));
-    }
-
-    #[test]
-    fn cursors_cover_delivered_rooms_and_fresh_empty_rooms() {
-        let h = hub(4);
-        h.deliver(vec![chat("a", "3-1")]);
-        let m = h.join("b", Start::Replaying);
-        let waiting = h.join("c", Start::Replaying);
-        let resuming = h.join("d", Start::Replaying);
-        h.go_live("b", m.id, StreamId::ZERO);
-        h.replayed_to("d", resuming.id, "5-0".parse().unwrap());
-        let c = h.cursors();
-        assert_eq!(c.get("a").map(String::as_str), Some("3-1"));
-        assert_eq!(c.get("b").map(String::as_str), Some("0-0"));
-        assert_eq!(
-            c.get("c").map(String::as_str),
-            Some("0-0"),
-            "before the replay knows where it starts, it may need everything"
-        );
-        assert_eq!(
-            c.get("d").map(String::as_str),
-            Some("5-0"),
-            "a replay in progress has one"
-        );
-        h.replayed_to("d", resuming.id, "7-0".parse().unwrap());
-        assert_eq!(h.cursors().get("d").map(String::as_str), Some("7-0"));
-        drop(waiting);
-    }
-
-    /// A socket without `since` learns where its replay starts only from
-    /// the read (`last`); until then its room's cursor must not pass over
-    /// anything it may still need. Here a fill runs while `z` is reading and
-    /// `y` has placed itself at 4-0; 4-0 had been missed by the subscriber.
-    #[test]
-    fn a_replay_not_yet_placed_holds_its_rooms_cursor_at_the_start() {
-        let h = hub(8);
-        let mut z = h.join("r", Start::Replaying);
-        let mut y = h.join("r", Start::Replaying);
-        h.replayed_to("r", y.id, "4-0".parse().expect("id"));
-        let cursor = h.cursors().get("r").cloned();
-        assert_eq!(cursor.as_deref(), Some("0-0"), "z may need anything");
-        // The fill re-sends the room from the cursor: everything after 0-0.
-        let refill: Vec<Chat> = (1..=5).map(|i| chat("r", &format!("{i}-0"))).collect();
-        h.deliver(refill);
-        // z's `last()` read ended at 3-0; y's replay at 4-0.
-        h.go_live("r", z.id, "3-0".parse().expect("id"));
-        h.go_live("r", y.id, "4-0".parse().expect("id"));
-        assert_eq!(drain_ids(&mut z), vec!["4-0", "5-0"]);
-        assert_eq!(drain_ids(&mut y), vec!["5-0"]);
-    }
-
-    #[test]
-    fn dropping_membership_leaves_the_room() {
-        let h = hub(4);
-        let m = h.join("r", Start::Live);
-        assert_eq!(h.local_counts(), vec![("r".to_string(), 1)]);
-        drop(m);
-        assert_eq!(h.local_count("r"), 0);
-        assert!(h.local_counts().is_empty());
-    }
-
-    #[test]
-    fn presence_is_announced_only_on_change() {
-        let h = hub(4);
-        let mut m = h.join("r", Start::Live);
-        h.announce_presence("r", 2);
-        h.announce_presence("r", 2);
-        h.announce_presence("r", 3);
-        let mut seen = vec![];
-        while let Ok(Outbound::Presence(n)) = m.rx.try_recv() {
-            seen.push(n);
-        }
-        assert_eq!(seen, vec![2, 3]);
-    }
-}
+mod tests;

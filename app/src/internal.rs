@@ -1,8 +1,10 @@
 //! The internal listener the local subscriber talks to (loopback by
 //! default): `POST /internal/events` delivers a batch of published chats to
 //! the hub (an empty batch is a heartbeat), `GET /internal/cursors` tells the
-//! subscriber where to refill each room from. Both need the shared bearer
-//! token, compared in constant time.
+//! subscriber where to refill each room from, and `GET /internal/rooms`
+//! (long-polled) tells it which rooms to subscribe to and takes its
+//! confirmations. All need the shared bearer token, compared in constant
+//! time.
 
 use std::sync::Arc;
 
@@ -13,9 +15,10 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 use wsmesh_common::chat::is_valid_room;
-use wsmesh_common::events::{EventBatch, CURSORS_PATH, EVENTS_PATH};
+use wsmesh_common::events::{CursorsQuery, EventBatch, RoomsQuery, CURSORS_PATH, EVENTS_PATH, ROOMS_PATH};
 
 use crate::config::InternalToken;
+use crate::hub::{Hub, MAX_POLL_WAIT};
 use crate::page::{self, Body};
 use crate::shared::Shared;
 
@@ -26,7 +29,10 @@ pub const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Answers one internal request.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let route = (req.method().clone(), req.uri().path());
-    if !matches!(route, (Method::POST, EVENTS_PATH) | (Method::GET, CURSORS_PATH)) {
+    if !matches!(
+        route,
+        (Method::POST, EVENTS_PATH) | (Method::GET, CURSORS_PATH) | (Method::GET, ROOMS_PATH)
+    ) {
         return page::text(StatusCode::NOT_FOUND, "not found\n");
     }
     if !authorized(req.headers().get(AUTHORIZATION), &shared.token) {
@@ -35,8 +41,15 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return resp;
     }
+    if req.uri().path() == ROOMS_PATH {
+        return match RoomsQuery::parse(req.uri().query()) {
+            Ok(query) => rooms(&shared.hub, query).await,
+            Err(why) => page::text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+        };
+    }
     if req.method() == Method::GET {
-        return match serde_json::to_string(&shared.hub.cursors()) {
+        let query = CursorsQuery::parse(req.uri().query());
+        return match serde_json::to_string(&shared.hub.cursors(query.rooms.as_deref())) {
             Ok(body) => page::json(StatusCode::OK, body),
             Err(_) => page::text(StatusCode::INTERNAL_SERVER_ERROR, "cursor encoding failed\n"),
         };
@@ -71,6 +84,26 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         tracing::trace!(fresh, "batch delivered");
     }
     page::empty(StatusCode::NO_CONTENT)
+}
+
+/// `GET /internal/rooms`: takes the subscriber's confirmation, then answers
+/// the room set at once if the subscriber does not know it yet, else once
+/// it changes or `wait` (at most `MAX_POLL_WAIT`) is over.
+async fn rooms(hub: &Hub, query: RoomsQuery) -> Response<Body> {
+    let wait = query.wait.min(MAX_POLL_WAIT);
+    let interest = hub.interest();
+    let _polling = interest.poll_started(wait);
+    if let (Some(known), Some(confirmed)) = (query.known, query.confirmed) {
+        interest.confirm(known.epoch, confirmed);
+    }
+    if let Some(known) = query.known.filter(|k| k.epoch == interest.current().epoch) {
+        // Resolves at once when the version already moved past `known`.
+        let _ = tokio::time::timeout(wait, interest.changed_from(known.version)).await;
+    }
+    match serde_json::to_string(&hub.rooms_of_interest()) {
+        Ok(body) => page::json(StatusCode::OK, body),
+        Err(_) => page::text(StatusCode::INTERNAL_SERVER_ERROR, "room encoding failed\n"),
+    }
 }
 
 /// Whether `Authorization: Bearer <token>` carries the token.

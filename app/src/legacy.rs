@@ -108,6 +108,9 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, format: Format, origin: Verdic
         return;
     }
     let mut membership = shared.hub.join(DEFAULT_ROOM, Start::Live);
+    // Nothing of the client is read before the lobby's chats reach this
+    // instance live, so its own first message comes back to it, as ever.
+    shared.hub.subscribed(DEFAULT_ROOM, membership.id).await;
     let limits = &shared.config.limits;
     let mut legacy = Legacy {
         bucket: TokenBucket::new(limits.rate_burst, limits.rate_per_sec, Instant::now()),

@@ -221,7 +221,7 @@ impl Store {
         body: &str,
         cid: Option<&str>,
     ) -> Result<Appended, StoreError> {
-        let channel = self.keys.channel();
+        let channel = self.keys.channel(room);
         let chat = Append {
             room,
             nick,

@@ -1,6 +1,7 @@
 //! The `wsmesh.v1` protocol on `/ws` (docs/protocol.md, "Client protocol"):
-//! welcome, history replay merged gap-free with live chats, sends with acks,
-//! nick changes, presence, and error frames after which the socket stays.
+//! welcome, history replay merged gap-free with live chats (read once the
+//! subscriber confirmed the room), sends with acks, nick changes, presence,
+//! and error frames after which the socket stays.
 //!
 //! If Redis cannot give a session or the history, the client gets
 //! `unavailable` and the socket is closed with 1011: a client without its
@@ -16,7 +17,7 @@ use wsmesh_common::protocol::{close, ClientFrame, ErrorCode, ServerFrame};
 use wsmesh_common::stream_id::StreamId;
 
 use crate::conversation::{self, Dialect};
-use crate::hub::{Outbound, Start};
+use crate::hub::{Outbound, Start, Subscription};
 use crate::limits::{check_nick, check_send, Refusal, TokenBucket};
 use crate::origin::Verdict;
 use crate::query::{BadQuery, Connect};
@@ -72,6 +73,11 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
     };
     if socket::send_json(&mut ws, &welcome).await.is_err() {
         return;
+    }
+    // Read only once the room's chats reach this instance live: what is
+    // committed before the read is in it, what comes after arrives live.
+    if shared.hub.subscribed(&connect.room, membership.id).await == Subscription::Unconfirmed {
+        tracing::debug!(room = %connect.room, "reading history before the subscriber confirmed the room; its fill covers the read");
     }
     let (chats, truncated, rest) = match connect.since {
         Some(since) => {

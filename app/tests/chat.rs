@@ -343,7 +343,15 @@ async fn http_routes_page_health_and_internal_auth() {
     assert_eq!(body["connections"]["threshold"], 8000);
 
     let auth = format!("Bearer {TOKEN}");
-    let chat = json!([{"id":"5-1","room":"r1","nick":"n","body":"b","ts":5}]).to_string();
+    // A room has a cursor while it has a socket here (a seed client in the lobby).
+    let (_lobby, _) = tokio_tungstenite::connect_async(app.ws_url("/ws"))
+        .await
+        .expect("simple-chat connects");
+    let chat = json!([
+        {"id":"5-1","room":"lobby","nick":"n","body":"b","ts":5},
+        {"id":"6-1","room":"nobody-here","nick":"n","body":"b","ts":6}
+    ])
+    .to_string();
     assert_eq!(app.post_events(&chat), 204);
     let (status, text) = http(
         app.internal,
@@ -353,8 +361,26 @@ async fn http_routes_page_health_and_internal_auth() {
         "",
     );
     assert_eq!(status, 200);
-    assert!(text.ends_with("{\"r1\":\"5-1\"}"), "{text}");
+    assert!(text.ends_with("{\"lobby\":\"5-1\"}"), "{text}");
     assert_eq!(http(app.internal, "GET", "/internal/cursors", &[], "").0, 401);
+    let (status, text) = http(
+        app.internal,
+        "GET",
+        "/internal/rooms?wait_ms=0",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(text.contains("\"rooms\":[\"lobby\"]"), "{text}");
+    assert_eq!(http(app.internal, "GET", "/internal/rooms", &[], "").0, 401);
+    let (status, _) = http(
+        app.internal,
+        "GET",
+        "/internal/rooms?wait_ms=soon",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 400);
 
     let (status, text) = http(app.public, "GET", "/metrics", &[], "");
     assert_eq!(status, 200);

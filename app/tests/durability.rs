@@ -62,7 +62,8 @@ async fn entries(node: &Node, room: &str) -> Vec<(String, String)> {
 async fn subscribe(node: &Node) -> redis::aio::PubSub {
     let client = redis::Client::open(node.url()).expect("url");
     let mut ps = client.get_async_pubsub().await.expect("pubsub");
-    ps.subscribe("wsmesh:chat").await.expect("subscribe");
+    let every_room = format!("{}*", wsmesh_redis_wire::Keys::new("wsmesh:").channel_prefix());
+    ps.psubscribe(every_room).await.expect("psubscribe");
     ps
 }
 
@@ -147,6 +148,7 @@ async fn a_commit_publishes_every_older_uncommitted_entry_in_id_order() {
     let keys = wsmesh_redis_wire::Keys::new("wsmesh:");
     let mut c = node.conn().await;
     let mut ps = subscribe(&node).await;
+    let channel = keys.channel("lobby");
     let chat = |cid: &'static str| wsmesh_redis_wire::Append {
         room: "lobby",
         nick: "ana",
@@ -154,7 +156,7 @@ async fn a_commit_publishes_every_older_uncommitted_entry_in_id_order() {
         cid: Some(cid),
         stream_maxlen: 100,
         cid_ttl: Duration::from_secs(60),
-        channel: "wsmesh:chat",
+        channel: &channel,
     };
     let a = wsmesh_redis_wire::stage(&mut c, &keys, &chat("a"))
         .await
@@ -164,11 +166,11 @@ async fn a_commit_publishes_every_older_uncommitted_entry_in_id_order() {
         .expect("stage");
     // b's commit arrives first (its WAIT returned first): a went before it
     // in the replication stream, so both are published, a first.
-    let n = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", &b.id, "wsmesh:chat")
+    let n = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", &b.id, &channel)
         .await
         .expect("commit");
     assert_eq!(n, Some(2));
-    let n = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", &a.id, "wsmesh:chat")
+    let n = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", &a.id, &channel)
         .await
         .expect("commit");
     assert_eq!(n, Some(0), "already published");
@@ -176,7 +178,7 @@ async fn a_commit_publishes_every_older_uncommitted_entry_in_id_order() {
     let ids: Vec<&str> = heard.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, [a.id.as_str(), b.id.as_str()]);
     assert_eq!(heard[0].cid.as_deref(), Some("a"));
-    let missing = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", "99999999999999-0", "wsmesh:chat")
+    let missing = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", "99999999999999-0", &channel)
         .await
         .expect("commit");
     assert_eq!(missing, None, "an id this node does not hold is not committed");

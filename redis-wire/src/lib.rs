@@ -64,10 +64,35 @@ impl Keys {
     pub fn presence(&self, room: &str) -> String {
         format!("{}presence:{}", self.prefix, room)
     }
-    /// Pub/sub channel every stored chat is published on (JSON `Chat`).
-    pub fn channel(&self) -> String {
-        format!("{}chat", self.prefix)
+    /// Pub/sub channel a room's committed chats are published on (JSON
+    /// `Chat`), one per room so a subscriber hears only the rooms its app
+    /// serves. The room sits in a hash tag (`wsmesh:chat:{lobby}`): on a
+    /// Redis Cluster the channel maps to the slot of the tag, so a key
+    /// tagged the same way (a room's stream) can be published from one
+    /// script without a cross-slot operation.
+    pub fn channel(&self, room: &str) -> String {
+        format!("{}chat:{}", self.prefix, hash_tag(room))
     }
+
+    /// The prefix of every room channel: `channel(room)` is this, the
+    /// tagged room and nothing else. For a pattern subscription over all
+    /// rooms (`PSUBSCRIBE <prefix>*`) in tools and tests.
+    pub fn channel_prefix(&self) -> String {
+        format!("{}chat:", self.prefix)
+    }
+
+    /// The room a channel name from `channel` is for; `None` for any other name.
+    pub fn room_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        let tagged = channel.strip_prefix(&self.prefix)?.strip_prefix("chat:")?;
+        tagged.strip_prefix('{')?.strip_suffix('}')
+    }
+}
+
+/// `{room}`: a Redis Cluster hash tag, so every name that carries it maps to
+/// the same slot. Room names cannot contain braces (`is_valid_room`), so the
+/// tag is always exactly the room.
+fn hash_tag(room: &str) -> String {
+    format!("{{{room}}}")
 }
 
 /// The commit step, shared by the store and commit scripts: publishes, in id
@@ -187,8 +212,9 @@ pub struct Append<'a> {
     pub stream_maxlen: u64,
     /// How long a cid is remembered (whole seconds, at least one).
     pub cid_ttl: Duration,
-    /// Channel the stored chat is published on: `Keys::channel` for everyone
-    /// to hear; a name nobody subscribes to stores a chat that pub/sub lost.
+    /// Channel the stored chat is published on: `Keys::channel(room)` for
+    /// the room's subscribers to hear; a name nobody subscribes to stores a
+    /// chat that pub/sub lost.
     pub channel: &'a str,
 }
 
@@ -377,7 +403,7 @@ pub enum BadPayload {
     },
 }
 
-/// A payload published on `Keys::channel` as a `Chat`, checked as far as a
+/// A payload published on a room's channel (`Keys::channel`) as a `Chat`, checked as far as a
 /// reader relies on it (a stream id, a valid room).
 pub fn decode_published(payload: &[u8]) -> Result<Chat, BadPayload> {
     let chat: Chat = serde_json::from_slice(payload)?;
@@ -404,9 +430,26 @@ mod tests {
             k.session("t"),
             k.rooms(),
             k.presence("lobby"),
-            k.channel(),
+            k.channel("lobby"),
         ] {
             assert!(key.starts_with("wsmesh:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn each_room_has_its_own_channel_with_the_room_as_hash_tag() {
+        let k = Keys::new("wsmesh:");
+        assert_eq!(k.channel("lobby"), "wsmesh:chat:{lobby}");
+        assert_ne!(k.channel("a"), k.channel("b"));
+        assert!(k.channel("a").starts_with(&k.channel_prefix()));
+        assert_eq!(k.room_of_channel(&k.channel("dev-1")), Some("dev-1"));
+        for other in [
+            "wsmesh:chat",
+            "wsmesh:chat:lobby",
+            "other:chat:{lobby}",
+            "wsmesh:room:{x}",
+        ] {
+            assert_eq!(k.room_of_channel(other), None, "{other}");
         }
     }
 

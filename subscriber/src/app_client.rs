@@ -1,5 +1,6 @@
 //! One keep-alive HTTP/1.1 connection to the local app's internal API
-//! (`POST /internal/events`, `GET /internal/cursors`). A chat stream is a
+//! (`POST /internal/events`, `GET /internal/cursors`, `GET /internal/rooms`).
+//! A chat stream is a
 //! steady trickle of small requests to one peer on loopback, so one reused
 //! connection is all it takes; it is re-opened lazily after any failure.
 //! Answers are turned into `AppError`s whose `Failure` tells the caller
@@ -15,7 +16,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 use wsmesh_common::chat::Chat;
-use wsmesh_common::events::{Cursors, CURSORS_PATH, EVENTS_PATH};
+use wsmesh_common::events::{
+    Cursors, CursorsQuery, Interest, RoomsQuery, CURSORS_PATH, EVENTS_PATH, ROOMS_PATH,
+};
 
 use crate::config::AppConfig;
 
@@ -41,8 +44,8 @@ pub enum AppError {
     TooLarge,
     #[error("the app answered {status}: {body}")]
     Status { status: StatusCode, body: String },
-    #[error("the app's cursors are not a JSON object of room to id: {0}")]
-    BadCursors(#[from] serde_json::Error),
+    #[error("the app's answer is not the JSON expected: {0}")]
+    BadJson(#[from] serde_json::Error),
 }
 
 /// What a failed request means for the caller.
@@ -87,20 +90,36 @@ impl AppClient {
     pub async fn post_events(&mut self, batch: &[Chat]) -> Result<(), AppError> {
         let body = serde_json::to_vec(batch)?;
         let path = self.config.endpoint.path(EVENTS_PATH);
-        self.request(Method::POST, &path, Bytes::from(body))
+        let timeout = self.config.request_timeout;
+        self.request(Method::POST, &path, Bytes::from(body), timeout)
             .await
             .map(drop)
     }
 
-    /// The app's per-room delivery cursors.
-    pub async fn cursors(&mut self) -> Result<Cursors, AppError> {
-        let path = self.config.endpoint.path(CURSORS_PATH);
-        let body = self.request(Method::GET, &path, Bytes::new()).await?;
+    /// The app's per-room delivery cursors: of `query`'s rooms, or of all.
+    pub async fn cursors(&mut self, query: &CursorsQuery) -> Result<Cursors, AppError> {
+        let path = with_query(self.config.endpoint.path(CURSORS_PATH), &query.encode());
+        let timeout = self.config.request_timeout;
+        let body = self.request(Method::GET, &path, Bytes::new(), timeout).await?;
         Ok(serde_json::from_slice(&body)?)
     }
 
-    async fn request(&mut self, method: Method, path: &str, body: Bytes) -> Result<Bytes, AppError> {
-        let timeout = self.config.request_timeout;
+    /// The app's room set, long-polled: the app may hold the answer for
+    /// `query.wait`, so that much is added to the request timeout.
+    pub async fn rooms(&mut self, query: &RoomsQuery) -> Result<Interest, AppError> {
+        let path = with_query(self.config.endpoint.path(ROOMS_PATH), &query.encode());
+        let timeout = self.config.request_timeout + query.wait;
+        let body = self.request(Method::GET, &path, Bytes::new(), timeout).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, AppError> {
         let result = tokio::time::timeout(timeout, self.exchange(method, path, body))
             .await
             .unwrap_or(Err(AppError::Timeout(timeout)));
@@ -172,6 +191,14 @@ impl AppClient {
         });
         debug!(app = %endpoint.authority, "connected to the app");
         Ok(sender)
+    }
+}
+
+/// `path?query`, or `path` for an empty query.
+fn with_query(path: String, query: &str) -> String {
+    match query {
+        "" => path,
+        query => format!("{path}?{query}"),
     }
 }
 

@@ -40,6 +40,11 @@ wsmesh_redis_wire::redis_table! {
         /// no answer to its PING for this long (pub/sub wedged).
         #[serde(with = "humantime_serde")]
         pub pubsub_stall: Duration,
+        /// How long a room's channel stays subscribed after the app's last
+        /// socket in it left, so sockets that leave and come back (a
+        /// reconnect, a page reload) do not make it SUBSCRIBE and fill again.
+        #[serde(with = "humantime_serde")]
+        pub unsubscribe_grace: Duration,
     }
 }
 
@@ -51,6 +56,7 @@ impl Default for RedisConfig {
             reconnect_base: Duration::from_millis(250),
             reconnect_cap: Duration::from_secs(10),
             pubsub_stall: Duration::from_secs(15),
+            unsubscribe_grace: Duration::from_secs(30),
             sentinels: Vec::new(),
             master_name: None,
             password: None,

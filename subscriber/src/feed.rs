@@ -1,47 +1,51 @@
-//! The Redis side: SUBSCRIBE to the chat channel, reconnect with jittered
-//! backoff when the connection is lost, and after every confirmed subscribe
-//! (and whenever queued chats were dropped) fill the gap: ask the app how far
-//! it is (`GET /internal/cursors`) and read each room's stream after that id.
-//! Pub/sub is fire-and-forget, so whatever was published while we were not
-//! subscribed exists only in the streams; the fill is what makes the
-//! subscriber lossless. Live chats that arrive during a fill are held and
-//! queued after it, minus those the fill already read, so per-room order holds.
+//! The Redis side: SUBSCRIBE to the channel of every room the app has
+//! sockets in (`interest`), reconnect with jittered backoff when the
+//! connection is lost, and fill gaps from the streams (`fill`): of every
+//! room after each connect and whenever queued chats were dropped, of the
+//! new rooms after their SUBSCRIBE. Only then is the app's room set
+//! confirmed, so a socket that waited for the confirmation reads history
+//! that joins up with what arrives live. A room the app no longer names is
+//! unsubscribed after `redis.unsubscribe_grace` (`rooms`).
 //!
-//! The master is found anew at every subscribe (`redis.url`, or the node the
+//! The master is found anew at every connect (`redis.url`, or the node the
 //! Sentinels name), and a failover the Sentinels announce ends the
-//! subscription at once: the next one is on the new master, and its gap fill
-//! reads what was published meanwhile from the new master's streams. The
-//! subscription is pinged, and every message or answer is noted, so
-//! `/healthz` can tell a wedged subscription from a quiet one.
+//! subscription at once: the next one is on the new master, subscribes
+//! every room again, and its gap fill reads what was published meanwhile
+//! from the new master's streams. The subscription is pinged, and every
+//! message or answer is noted, so `/healthz` can tell a wedged
+//! subscription from a quiet one.
 
-use std::collections::HashMap;
+use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::streams::StreamRangeReply;
 use redis::{AsyncConnectionConfig, RedisError};
-use tokio::time::{timeout, Interval, MissedTickBehavior};
+use tokio::time::{timeout, Instant, Interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
 use wsmesh_common::backoff::Backoff;
-use wsmesh_common::chat::{is_valid_room, Chat};
-use wsmesh_common::stream_id::StreamId;
+use wsmesh_common::chat::Chat;
+use wsmesh_common::events::InterestVersion;
 use wsmesh_redis_wire::target::{ResolveError, Switches, Target};
-use wsmesh_redis_wire::{entry_to_chat, BadPayload, Keys};
+use wsmesh_redis_wire::{BadPayload, Keys};
 
-use crate::app_client::AppClient;
+use crate::fill::{FillError, GapFill, Held, Scope};
+use crate::interest::FeedSide;
 use crate::metrics::Metrics;
-use crate::queue::{Admission, FillInterrupted, Queue};
+use crate::queue::{Admission, Queue};
+use crate::rooms::Rooms;
 use crate::status::{FeedState, Status};
 
-/// Longest wait for a Redis connection or a SUBSCRIBE confirmation.
+/// Longest wait for a Redis connection or a (UN)SUBSCRIBE confirmation.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for one XRANGE page.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an idle subscription is pinged, so a silently dead one is
 /// noticed (more often when `redis.pubsub_stall` is short).
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// Most channels named in one SUBSCRIBE or UNSUBSCRIBE.
+const CHANNELS_PER_COMMAND: usize = 500;
 
 /// Why the subscription ended.
 #[derive(Debug, thiserror::Error)]
@@ -56,138 +60,6 @@ pub enum FeedError {
     NoMaster(#[from] ResolveError),
     #[error("a sentinel announced a new master")]
     MasterSwitched,
-}
-
-/// Why a gap fill did not complete.
-#[derive(Debug, thiserror::Error)]
-enum FillError {
-    #[error(transparent)]
-    Redis(#[from] RedisError),
-    #[error(transparent)]
-    Interrupted(#[from] FillInterrupted),
-}
-
-/// Reads what the app missed from the streams into the queue.
-pub struct GapFill {
-    /// Own connection to the app, for `GET /internal/cursors`.
-    app: AppClient,
-    /// Where each room's stream is (`Keys::stream`).
-    keys: Keys,
-    /// Entries per XRANGE page.
-    page: usize,
-    /// Delays between cursor requests while the app is down.
-    retry: Backoff,
-    /// Where the chats read go, to be forwarded like live ones.
-    queue: Arc<Queue>,
-    /// Where fills and refilled chats are counted for `/metrics`.
-    metrics: Arc<Metrics>,
-}
-
-/// Per room, the newest id a gap fill has queued (or found the app already has).
-#[derive(Debug, Default)]
-struct Filled {
-    /// Room → newest id covered.
-    newest: HashMap<String, StreamId>,
-}
-
-impl Filled {
-    /// Whether `chat` was already queued (or is already covered) by the fill.
-    fn covers(&self, chat: &Chat) -> bool {
-        match (self.newest.get(&chat.room), chat.stream_id()) {
-            (Some(newest), Some(id)) => id <= *newest,
-            _ => false,
-        }
-    }
-}
-
-impl GapFill {
-    pub fn new(
-        app: AppClient,
-        keys: Keys,
-        page: usize,
-        retry: Backoff,
-        queue: Arc<Queue>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        GapFill {
-            app,
-            keys,
-            page: page.max(1),
-            retry,
-            queue,
-            metrics,
-        }
-    }
-
-    /// One fill: the app's cursors (retried while the app is down), then every
-    /// room's stream after its cursor, page by page, into the queue.
-    async fn run(&mut self, conn: &mut MultiplexedConnection) -> Result<Filled, FillError> {
-        let cursors = loop {
-            match self.app.cursors().await {
-                Ok(cursors) => break cursors,
-                Err(error) => {
-                    let delay = self.retry.next_delay();
-                    warn!(%error, retry_in = ?delay, "cannot get the app's cursors; gap fill waits");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        };
-        self.retry.reset();
-        let mut filled = Filled::default();
-        let mut total = 0u64;
-        for (room, cursor) in &cursors {
-            if !is_valid_room(room) {
-                warn!(room, "app reported a cursor for an invalid room; skipped");
-                continue;
-            }
-            let Ok(cursor) = cursor.parse::<StreamId>() else {
-                warn!(room, cursor, "app reported a malformed cursor; room skipped");
-                continue;
-            };
-            filled.newest.insert(room.clone(), cursor);
-            total += self.fill_room(conn, room, cursor, &mut filled).await?;
-        }
-        self.metrics.chats_refilled.inc_by(total);
-        info!(rooms = cursors.len(), chats = total, "gap fill done");
-        Ok(filled)
-    }
-
-    async fn fill_room(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        room: &str,
-        mut after: StreamId,
-        filled: &mut Filled,
-    ) -> Result<u64, FillError> {
-        let mut count = 0u64;
-        loop {
-            let page: StreamRangeReply =
-                wsmesh_redis_wire::range_after(conn, &self.keys, room, after, self.page).await?;
-            let read = page.ids.len();
-            for entry in &page.ids {
-                let Ok(id) = entry.id.parse::<StreamId>() else {
-                    warn!(
-                        room,
-                        id = entry.id,
-                        "stream entry with a malformed id; stopping this room"
-                    );
-                    return Ok(count);
-                };
-                after = id;
-                match entry_to_chat(room, entry) {
-                    Ok(chat) => {
-                        self.queue.push_fill(chat).await?;
-                        filled.newest.insert(room.to_string(), id);
-                        count += 1;
-                    }
-                    Err(error) => warn!(room, %error, "stream entry skipped"),
-                }
-            }
-            if read < self.page {
-                return Ok(count);
-            }
-        }
-    }
 }
 
 /// A pub/sub payload as a `Chat`; malformed ones are logged, counted and skipped
@@ -209,29 +81,6 @@ fn decode(payload: &[u8], metrics: &Metrics) -> Option<Chat> {
     None
 }
 
-/// Live chats received during a fill, bounded like the queue.
-#[derive(Debug)]
-struct Held {
-    /// Chats in arrival order, queued after the fill.
-    chats: Vec<Chat>,
-    /// Most chats held: more than the queue could take would overflow it anyway.
-    capacity: usize,
-    /// Chats were discarded; another fill must follow (the streams have them).
-    overflowed: bool,
-}
-
-impl Held {
-    fn push(&mut self, chat: Chat) {
-        if self.chats.len() >= self.capacity {
-            self.chats.clear();
-            self.overflowed = true;
-        }
-        if !self.overflowed {
-            self.chats.push(chat);
-        }
-    }
-}
-
 /// The subscription loop.
 pub struct Feed {
     /// Where the master is; looked up again at every reconnect.
@@ -240,7 +89,7 @@ pub struct Feed {
     switches: Switches,
     /// `redis.pubsub_stall`: the subscription must answer a PING within it.
     stall: Duration,
-    /// Where the chat channel is (`Keys::channel`).
+    /// Where the room channels are (`Keys::channel`).
     keys: Keys,
     /// Run after every subscribe and whenever queued chats were dropped.
     gap: GapFill,
@@ -248,12 +97,21 @@ pub struct Feed {
     queue: Arc<Queue>,
     /// Where `/healthz` reads whether we are connecting, filling or live.
     status: Arc<Status>,
-    /// Where reconnects and malformed payloads are counted for `/metrics`.
+    /// Where reconnects, rooms and malformed payloads are counted for `/metrics`.
     metrics: Arc<Metrics>,
     /// Delays between reconnect attempts.
     reconnect: Backoff,
     /// Whether a subscription existed before (so the next one is a reconnect).
     subscribed_before: bool,
+    /// The app's room set in, the confirmations out.
+    interest: FeedSide,
+    /// The room channels subscribed on the current connection.
+    rooms: Rooms,
+    /// The newest room set whose rooms are all subscribed now; confirmed
+    /// to the app once a fill that started after those SUBSCRIBEs is done.
+    in_force: Option<InterestVersion>,
+    /// The poller stopped (the process is stopping): the room set stays as it is.
+    poller_gone: bool,
 }
 
 impl Feed {
@@ -267,6 +125,8 @@ impl Feed {
         status: Arc<Status>,
         metrics: Arc<Metrics>,
         reconnect: Backoff,
+        interest: FeedSide,
+        grace: Duration,
     ) -> Feed {
         let switches = target.switches(reconnect.clone());
         Feed {
@@ -280,6 +140,10 @@ impl Feed {
             metrics,
             reconnect,
             subscribed_before: false,
+            interest,
+            rooms: Rooms::new(grace),
+            in_force: None,
+            poller_gone: false,
         }
     }
 
@@ -302,19 +166,25 @@ impl Feed {
         }
     }
 
+    /// Connects and SUBSCRIBEs every room of the app's newest set.
     async fn subscribed(&mut self) -> Result<(PubSubSink, PubSubStream, MultiplexedConnection), FeedError> {
         self.switches.mark_seen();
+        self.rooms.clear();
+        self.in_force = None;
+        self.metrics.subscribed_rooms.set(0);
         let master = self.target.resolve(CONNECT_TIMEOUT).await?;
         let client = master.client;
         let pubsub = timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
             .await
             .map_err(|_| FeedError::Timeout("the connection"))??;
         let (mut sink, stream) = pubsub.split();
-        let channel = self.keys.channel();
-        // Resolves once Redis confirmed: from here on nothing published is missed.
-        timeout(CONNECT_TIMEOUT, sink.subscribe(&channel))
-            .await
-            .map_err(|_| FeedError::Timeout("SUBSCRIBE"))??;
+        let wanted = self.interest.interest.borrow_and_update().clone();
+        if let Some(wanted) = wanted {
+            let new = self.rooms.want(&wanted.rooms, Instant::now());
+            // Resolves once Redis confirmed: from here on nothing published is missed.
+            self.subscribe(&mut sink, &new).await?;
+            self.in_force = Some(wanted.at);
+        }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT));
@@ -326,9 +196,60 @@ impl Feed {
             self.metrics.redis_reconnects.inc();
         }
         self.subscribed_before = true;
-        info!(channel, master = %master.addr, "subscribed");
+        info!(rooms = self.rooms.len(), master = %master.addr, "subscribed");
         self.status.set_master(master.addr);
         Ok((sink, stream, conn))
+    }
+
+    /// SUBSCRIBEs the channels of `rooms` and waits for Redis to acknowledge each.
+    async fn subscribe(&mut self, sink: &mut PubSubSink, rooms: &[String]) -> Result<(), FeedError> {
+        for part in rooms.chunks(CHANNELS_PER_COMMAND) {
+            let channels: Vec<String> = part.iter().map(|room| self.keys.channel(room)).collect();
+            timeout(CONNECT_TIMEOUT, sink.subscribe(&channels))
+                .await
+                .map_err(|_| FeedError::Timeout("SUBSCRIBE"))??;
+            self.rooms.subscribed(part);
+            self.metrics.room_subscribes.inc_by(part.len() as u64);
+        }
+        self.metrics.subscribed_rooms.set(self.rooms.len() as i64);
+        Ok(())
+    }
+
+    /// UNSUBSCRIBEs the rooms whose grace is over.
+    async fn unsubscribe_due(&mut self, sink: &mut PubSubSink) -> Result<(), FeedError> {
+        let due = self.rooms.due(Instant::now());
+        for part in due.chunks(CHANNELS_PER_COMMAND) {
+            let channels: Vec<String> = part.iter().map(|room| self.keys.channel(room)).collect();
+            timeout(CONNECT_TIMEOUT, sink.unsubscribe(&channels))
+                .await
+                .map_err(|_| FeedError::Timeout("UNSUBSCRIBE"))??;
+            self.metrics.room_unsubscribes.inc_by(part.len() as u64);
+            debug!(rooms = ?part, "unsubscribed after the grace");
+        }
+        self.metrics.subscribed_rooms.set(self.rooms.len() as i64);
+        Ok(())
+    }
+
+    /// Takes in the app's newest room set: SUBSCRIBEs its new rooms (to be
+    /// filled before the set is confirmed) and starts the grace of the
+    /// rooms it left out. The new rooms to fill, if any.
+    async fn follow_interest(&mut self, sink: &mut PubSubSink) -> Result<Option<Scope>, FeedError> {
+        let Some(wanted) = self.interest.interest.borrow_and_update().clone() else {
+            return Ok(None);
+        };
+        let new = self.rooms.want(&wanted.rooms, Instant::now());
+        self.subscribe(sink, &new).await?;
+        self.in_force = Some(wanted.at);
+        if new.is_empty() {
+            self.confirm();
+            return Ok(None);
+        }
+        Ok(Some(Scope::Rooms(new)))
+    }
+
+    /// Tells the app (through the poller) which room set is in force.
+    fn confirm(&self) {
+        self.interest.confirmed.send_replace(self.in_force);
     }
 
     async fn serve(
@@ -339,40 +260,59 @@ impl Feed {
     ) -> FeedError {
         let mut ping = tokio::time::interval(PING_EVERY.min(self.stall / 3).max(Duration::from_millis(100)));
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut scope = Scope::All;
         loop {
-            self.status.set_feed(FeedState::Filling);
-            if let Err(error) = self.fill(&mut conn, &mut stream).await {
+            if scope == Scope::All {
+                self.status.set_feed(FeedState::Filling);
+            }
+            if let Err(error) = self.fill(&mut conn, &mut stream, scope).await {
                 return error;
             }
-            self.status.set_feed(FeedState::Live);
-            info!("live");
-            if let Err(error) = self.live(&mut sink, &mut stream, &mut ping).await {
-                return error;
+            self.confirm();
+            if self.status.feed() != FeedState::Live {
+                self.status.set_feed(FeedState::Live);
+                info!("live");
             }
+            scope = match self.live(&mut sink, &mut stream, &mut ping).await {
+                Ok(scope) => scope,
+                Err(error) => return error,
+            };
         }
     }
 
-    /// Queues live chats until a fill is needed (`Ok`) or the subscription is lost.
+    /// Queues live chats and follows the app's room set until a fill is
+    /// needed (`Ok`, of what) or the subscription is lost.
     async fn live(
         &mut self,
         sink: &mut PubSubSink,
         stream: &mut PubSubStream,
         ping: &mut Interval,
-    ) -> Result<(), FeedError> {
+    ) -> Result<Scope, FeedError> {
         ping.reset();
         self.status.pubsub_heard();
         loop {
+            let due = self.rooms.next_due();
             tokio::select! {
                 msg = stream.next() => {
                     let msg = msg.ok_or(FeedError::Closed)?;
                     self.status.pubsub_heard();
                     let Some(chat) = decode(msg.get_payload_bytes(), &self.metrics) else { continue };
                     if self.queue.push_live(chat) == Admission::FillNeeded {
-                        return Ok(());
+                        return Ok(Scope::All);
                     }
                 }
-                _ = self.queue.fill_wanted() => return Ok(()),
+                _ = self.queue.fill_wanted() => return Ok(Scope::All),
                 _ = self.switches.changed() => return Err(FeedError::MasterSwitched),
+                changed = self.interest.interest.changed(), if !self.poller_gone => {
+                    if changed.is_err() {
+                        self.poller_gone = true;
+                        continue;
+                    }
+                    if let Some(scope) = self.follow_interest(sink).await? {
+                        return Ok(scope);
+                    }
+                }
+                _ = until(due) => self.unsubscribe_due(sink).await?,
                 _ = ping.tick() => {
                     tokio::select! {
                         pong = timeout(self.stall, sink.ping::<redis::Value>()) => {
@@ -386,22 +326,20 @@ impl Feed {
         }
     }
 
-    /// Runs gap fills until one completes without losing held chats.
+    /// Runs gap fills of `scope` until one completes without losing held
+    /// chats; a fill that has to start over covers every room.
     async fn fill(
         &mut self,
         conn: &mut MultiplexedConnection,
         stream: &mut PubSubStream,
+        mut scope: Scope,
     ) -> Result<(), FeedError> {
         loop {
             self.metrics.gap_fills.inc();
             self.queue.reopen();
-            let mut held = Held {
-                chats: Vec::new(),
-                capacity: self.queue.capacity(),
-                overflowed: false,
-            };
+            let mut held = Held::new(self.queue.capacity());
             let outcome = {
-                let work = self.gap.run(conn);
+                let work = self.gap.run(conn, &scope);
                 tokio::pin!(work);
                 loop {
                     tokio::select! {
@@ -416,6 +354,7 @@ impl Feed {
                     }
                 }
             };
+            scope = Scope::All;
             let filled = match outcome {
                 Ok(filled) => filled,
                 Err(FillError::Redis(error)) => return Err(error.into()),
@@ -442,10 +381,17 @@ impl Feed {
     }
 }
 
+/// Resolves at `due`; never without one.
+async fn until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::chat;
 
     #[test]
     fn decode_skips_malformed_payloads_and_counts_them() {
@@ -460,31 +406,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.cid.as_deref(), Some("c"));
-    }
-
-    #[test]
-    fn filled_covers_only_ids_up_to_the_newest_read() {
-        let mut f = Filled::default();
-        f.newest.insert("a".into(), "5-0".parse().unwrap());
-        assert!(f.covers(&chat("a", "5-0")));
-        assert!(f.covers(&chat("a", "4-9")));
-        assert!(!f.covers(&chat("a", "5-1")));
-        assert!(!f.covers(&chat("b", "1-0")));
-    }
-
-    #[test]
-    fn held_overflow_discards_and_marks_another_fill() {
-        let mut h = Held {
-            chats: Vec::new(),
-            capacity: 2,
-            overflowed: false,
-        };
-        h.push(chat("a", "1-0"));
-        h.push(chat("a", "2-0"));
-        assert!(!h.overflowed);
-        h.push(chat("a", "3-0"));
-        h.push(chat("a", "4-0"));
-        assert!(h.overflowed);
-        assert!(h.chats.is_empty());
     }
 }

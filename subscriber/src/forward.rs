@@ -256,7 +256,7 @@ impl Forwarder {
             self.metrics.heartbeats.inc();
         } else {
             self.metrics.batches.inc();
-            self.metrics.chats_forwarded.inc_by(batch.len() as u64);
+            self.metrics.forwarded_chats.inc_by(batch.len() as u64);
             self.delivered.record(batch);
         }
     }

@@ -3,17 +3,23 @@
 //! own restarts. `main.rs` parses the command line and calls `run`; tests run
 //! a `Subscriber` in-process on a port-0 health listener.
 //!
-//! A chat travels `feed` (pub/sub, reconnect, gap fill) → `queue` (bounded
-//! hand-over) → `forward` (batches, retries, heartbeat) → `app_client` (one
-//! keep-alive connection to the app); `health` serves `/healthz` and `/metrics`.
+//! A chat travels `feed` (pub/sub on the channels of the app's rooms,
+//! reconnect, gap fill) → `queue` (bounded hand-over) → `forward` (batches,
+//! retries, heartbeat) → `app_client` (one keep-alive connection to the
+//! app); `interest` long-polls the app for its rooms, `rooms` keeps which
+//! are subscribed, `fill` reads gaps from the streams; `health` serves
+//! `/healthz` and `/metrics`.
 
 mod app_client;
 pub mod config;
 mod feed;
+mod fill;
 mod forward;
 mod health;
+mod interest;
 mod metrics;
 mod queue;
+mod rooms;
 mod status;
 
 use std::future::Future;
@@ -31,9 +37,11 @@ use wsmesh_redis_wire::Keys;
 
 use crate::app_client::AppClient;
 pub use crate::config::Config;
-use crate::feed::{Feed, GapFill};
+use crate::feed::Feed;
+use crate::fill::GapFill;
 use crate::forward::Forwarder;
 use crate::health::HealthState;
+use crate::interest::Poller;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::status::Status;
@@ -128,6 +136,8 @@ impl Subscriber {
             queue.clone(),
             metrics.clone(),
         );
+        let (poller, interest) = Poller::new(AppClient::new(config.app.clone()), app_retry());
+        let polling = Task::spawn(poller.run());
         let feed = Feed::new(
             config.target.clone(),
             config.redis.pubsub_stall,
@@ -137,6 +147,8 @@ impl Subscriber {
             status,
             metrics,
             Backoff::new(config.redis.reconnect_base, config.redis.reconnect_cap),
+            interest,
+            config.redis.unsubscribe_grace,
         );
         let feeding = Task::spawn(feed.run());
         info!(
@@ -150,7 +162,7 @@ impl Subscriber {
             ended = &mut forwarding.0 => return Err(Error::ForwarderStopped(format!("{ended:?}"))),
         }
         info!("stopping: no more reading from redis, flushing the queue");
-        drop(feeding);
+        drop((feeding, polling));
         stop.send_replace(true);
         match tokio::time::timeout(FLUSH_WINDOW, &mut forwarding.0).await {
             Ok(_) => info!("stopped"),

@@ -11,8 +11,8 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     /// Registry the series below are registered in.
     registry: Registry,
-    /// Chats the app accepted.
-    pub chats_forwarded: Counter,
+    /// Chats posted to the app and accepted by it.
+    pub forwarded_chats: Counter,
     /// Non-empty batches the app accepted.
     pub batches: Counter,
     /// Heartbeats (empty batches) the app accepted.
@@ -33,13 +33,19 @@ pub struct Metrics {
     pub chats_refilled: Counter,
     /// Pub/sub payloads that were not a valid chat and were skipped.
     pub malformed_payloads: Counter,
+    /// Room channels subscribed now (those in their grace included).
+    pub subscribed_rooms: Gauge,
+    /// Room channels SUBSCRIBEd (again after every reconnect).
+    pub room_subscribes: Counter,
+    /// Room channels UNSUBSCRIBEd after their grace.
+    pub room_unsubscribes: Counter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("wsmesh_subscriber");
         let m = Metrics {
-            chats_forwarded: Counter::default(),
+            forwarded_chats: Counter::default(),
             batches: Counter::default(),
             heartbeats: Counter::default(),
             retries: Counter::default(),
@@ -50,10 +56,17 @@ impl Default for Metrics {
             gap_fills: Counter::default(),
             chats_refilled: Counter::default(),
             malformed_payloads: Counter::default(),
+            subscribed_rooms: Gauge::default(),
+            room_subscribes: Counter::default(),
+            room_unsubscribes: Counter::default(),
             registry: Registry::default(),
         };
         let counters = [
-            ("chats_forwarded", "Chats the app accepted", &m.chats_forwarded),
+            (
+                "forwarded_chats",
+                "Chats posted to the app and accepted by it",
+                &m.forwarded_chats,
+            ),
             ("batches", "Non-empty batches the app accepted", &m.batches),
             ("heartbeats", "Heartbeats the app accepted", &m.heartbeats),
             (
@@ -87,11 +100,26 @@ impl Default for Metrics {
                 "Pub/sub payloads skipped as malformed",
                 &m.malformed_payloads,
             ),
+            (
+                "room_subscribes",
+                "Room channels subscribed (again after every reconnect)",
+                &m.room_subscribes,
+            ),
+            (
+                "room_unsubscribes",
+                "Room channels unsubscribed after their grace",
+                &m.room_unsubscribes,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
         registry.register("queue_depth", "Chats waiting to be posted", m.queue_depth.clone());
+        registry.register(
+            "subscribed_rooms",
+            "Room channels subscribed now",
+            m.subscribed_rooms.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -112,18 +140,22 @@ mod tests {
     #[test]
     fn render_lists_every_series_with_its_value() {
         let m = Metrics::default();
-        m.chats_forwarded.inc_by(3);
+        m.forwarded_chats.inc_by(3);
         m.queue_depth.set(7);
+        m.subscribed_rooms.set(2);
         let text = m.render().unwrap();
         assert!(
-            text.contains("wsmesh_subscriber_chats_forwarded_total 3"),
+            text.contains("wsmesh_subscriber_forwarded_chats_total 3"),
             "{text}"
         );
+        assert!(text.contains("wsmesh_subscriber_subscribed_rooms 2"), "{text}");
         assert!(text.contains("wsmesh_subscriber_queue_depth 7"), "{text}");
         for name in [
             "gap_fills_total",
             "chats_dropped_overflow_total",
             "redis_reconnects_total",
+            "room_subscribes_total",
+            "room_unsubscribes_total",
         ] {
             assert!(
                 text.contains(&format!("wsmesh_subscriber_{name} 0")),

@@ -24,10 +24,10 @@ async fn published_chats_arrive_in_order_with_the_token() {
     wait_delivered(&app, &sub, "beta", &b).await;
     app.assert_posts_in_order_with_token();
     assert!(app.posts().iter().all(|p| p.chats.len() <= 50));
-    sub.wait_metric_at_least("wsmesh_subscriber_chats_forwarded_total", 90.0)
+    sub.wait_metric_at_least("wsmesh_subscriber_forwarded_chats_total", 90.0)
         .await;
     assert_eq!(
-        sub.metric("wsmesh_subscriber_chats_forwarded_total").await,
+        sub.metric("wsmesh_subscriber_forwarded_chats_total").await,
         Some(90.0)
     );
 }
@@ -196,7 +196,7 @@ async fn malformed_payload_is_skipped_and_later_chats_still_arrive() {
     let app = FakeApp::start(&["lobby"]).await;
     let sub = Subscriber::start(&redis, &app, &Settings::default()).await;
     let mut publisher = Publisher::connect(&redis).await;
-    publisher.publish_raw("{not a chat".into()).await;
+    publisher.publish_raw("lobby", "{not a chat".into()).await;
     let sent = vec![publisher.publish("lobby", "after garbage").await];
     wait_delivered(&app, &sub, "lobby", &sent).await;
     assert_eq!(

@@ -83,7 +83,7 @@ async fn wait_health(addr: std::net::SocketAddr, code: u16, within: Duration) ->
 /// the same cid until it is acked; returns its id.
 async fn store(conn: &mut Master, body: &str) -> String {
     let keys = Keys::new("wsmesh:");
-    let channel = keys.channel();
+    let channel = keys.channel("lobby");
     let chat = Append {
         room: "lobby",
         nick: "ana",

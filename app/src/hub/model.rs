@@ -1,28 +1,34 @@
 // Long on purpose: the model world, its steps and the invariant it checks read as one unit.
-//! Model test of the live path: Redis streams and pub/sub, the subscriber's
-//! algorithms (queue with drop-all on overflow, forward filter, gap fill from
-//! the app's cursors with held live chats) and the real `Hub` with sockets
-//! that replay (with and without `since`, paged) and go live, all driven by
-//! randomized interleavings, including the faults the subscriber recovers
-//! from (pub/sub loss, queue overflow, a refused batch) and app restarts.
+//! Model test of the live path: Redis streams and per-room pub/sub, the
+//! subscriber's algorithms (the app's room set polled and confirmed, room
+//! channels subscribed, filled after their SUBSCRIBE and dropped after a
+//! grace, queue with drop-all on overflow, forward filter, gap fill from the
+//! app's cursors with held live chats) and the real `Hub` with sockets that
+//! wait for their room's subscription (or give up waiting), replay (with
+//! and without `since`, paged) and go live, all driven by randomized
+//! interleavings, including the faults the subscriber recovers from
+//! (pub/sub loss, queue overflow, a refused batch) and app restarts.
 //!
-//! The subscriber part mirrors `subscriber/src/{queue,forward,feed}.rs` step
-//! for step (those are async and talk to Redis and HTTP; the model keeps
-//! their decisions). The checked invariant: every stored chat reaches every
-//! socket of its room exactly once, in id order, from the socket's first
-//! history on (a client resumes with `since` = the newest id it has).
+//! The subscriber part mirrors `subscriber/src/{interest,rooms,feed,fill,
+//! queue,forward}.rs` step for step (those are async and talk to Redis and
+//! HTTP; the model keeps their decisions). The checked invariants: every
+//! stored chat reaches every socket of its room exactly once, in id order,
+//! from the socket's first history on (a client resumes with `since` = the
+//! newest id it has); and once things settle the subscriber holds exactly
+//! the channels of the rooms the app has sockets in.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use wsmesh_common::chat::Chat;
+use wsmesh_common::events::{Interest, InterestVersion};
 use wsmesh_common::stream_id::StreamId;
 
 use super::{Hub, Membership, Outbound, Start};
 use crate::metrics::Metrics;
 
-const ROOMS: [&str; 2] = ["a", "b"];
+const ROOMS: [&str; 3] = ["a", "b", "c"];
 /// A socket's queue and replay buffer in the hub.
 const HUB_QUEUE: usize = 5;
 /// The subscriber's `queue.capacity` (also the held chats' bound).
@@ -33,7 +39,7 @@ const BATCH_MAX: usize = 3;
 const PAGE: usize = 3;
 /// `history_limit`: what a socket without `since` is shown.
 const HISTORY: usize = 3;
-const CLIENTS: usize = 4;
+const CLIENTS: usize = 5;
 
 fn sid(n: u64) -> StreamId {
     format!("{n}-0").parse().expect("stream id")
@@ -63,8 +69,17 @@ fn chat_num(c: &Chat) -> u64 {
 /// One step of the schedule; each is skipped when it cannot happen now.
 #[derive(Debug, Clone, Copy)]
 pub enum Step {
-    /// A send is stored (XADD) and published in room `ROOMS[i % 2]`.
+    /// A send is stored (XADD) and published in room `ROOMS[i % 3]`, heard
+    /// only if the subscriber holds the room's channel.
     Store(usize),
+    /// The subscriber's poll: it carries the feed's confirmation to the
+    /// app and brings back the app's room set.
+    Poll,
+    /// The live feed takes in the newest room set: SUBSCRIBEs new rooms
+    /// (then fills them), starts the grace of rooms left out.
+    Follow,
+    /// The grace of a room left out is over: UNSUBSCRIBE.
+    Unsubscribe,
     /// The subscriber reads the next published chat.
     Receive,
     /// The subscriber's pub/sub connection breaks (what was in flight is lost).
@@ -87,16 +102,22 @@ pub enum Step {
     Refuse,
     /// The app restarts: a fresh hub, every socket closed.
     RestartApp,
-    /// Socket step of client `i % CLIENTS`: connect, place, read, page, go
-    /// live, or read what its queue holds (a kicked socket closes).
+    /// Socket step of client `i % CLIENTS`: connect, stop waiting once its
+    /// room is confirmed, place, read, page, go live, or read what its
+    /// queue holds (a kicked socket closes).
     Client(usize),
+    /// Client `i % CLIENTS` gives up waiting for its room's subscription.
+    GiveUp(usize),
     /// Client `i % CLIENTS` loses its connection.
     Drop(usize),
 }
 
 pub fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0usize..2).prop_map(Step::Store),
+        4 => (0usize..3).prop_map(Step::Store),
+        2 => Just(Step::Poll),
+        2 => Just(Step::Follow),
+        1 => Just(Step::Unsubscribe),
         4 => Just(Step::Receive),
         1 => Just(Step::LoseRedis),
         1 => Just(Step::Resubscribe),
@@ -109,12 +130,15 @@ pub fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::RestartApp),
         8 => (0usize..CLIENTS).prop_map(Step::Client),
         1 => (0usize..CLIENTS).prop_map(Step::Drop),
+        1 => (0usize..CLIENTS).prop_map(Step::GiveUp),
     ]
 }
 
 /// The subscriber's gap fill in progress (`GapFill::run` and `Feed::fill`).
 #[derive(Debug, Default)]
 struct Fill {
+    /// The rooms to read (`Scope::Rooms`); `None` for every room with a cursor.
+    only: Option<Vec<String>>,
     /// The app's cursors, once asked; rooms still to read are popped.
     cursors: Option<VecDeque<(String, u64)>>,
     /// The room being read and the id read after.
@@ -140,6 +164,8 @@ enum Feed {
 #[derive(Debug)]
 enum Conn {
     Off,
+    /// Joined, waiting for its room's subscription (`Hub::subscribed`).
+    Waiting(Membership),
     /// Joined; with `since`, its replay is not placed yet.
     Joined(Membership, Option<u64>),
     /// Placed at `since`, not read yet.
@@ -167,6 +193,14 @@ pub struct World {
     next_id: u64,
     hub: Arc<Hub>,
     // The subscriber.
+    /// The app's room set as last polled (`interest::Poller`).
+    known: Option<Interest>,
+    /// Room channel → whether its grace runs (`rooms::Rooms`).
+    channels: BTreeMap<String, bool>,
+    /// The set whose rooms are all subscribed (`Feed::in_force`).
+    in_force: Option<InterestVersion>,
+    /// What the feed confirmed, for the next poll to carry.
+    confirmed: Option<InterestVersion>,
     feed: Feed,
     pubsub: VecDeque<Chat>,
     queue: VecDeque<Chat>,
@@ -202,6 +236,10 @@ impl World {
             streams: ROOMS.iter().map(|r| (*r, Vec::new())).collect(),
             next_id: 1,
             hub: Hub::new(HUB_QUEUE, Arc::new(Metrics::new())),
+            known: None,
+            channels: BTreeMap::new(),
+            in_force: None,
+            confirmed: None,
             feed: Feed::Down,
             pubsub: VecDeque::new(),
             queue: VecDeque::new(),
@@ -247,6 +285,36 @@ impl World {
         self.feed = Feed::Filling(Fill::default());
     }
 
+    /// `Feed::follow_interest`.
+    fn follow(&mut self) {
+        let Some(known) = self.known.clone() else { return };
+        if !matches!(self.feed, Feed::Live) || self.in_force == Some(known.at) {
+            return;
+        }
+        for (room, leaving) in self.channels.iter_mut() {
+            *leaving = !known.rooms.contains(room);
+        }
+        let new: Vec<String> = known
+            .rooms
+            .iter()
+            .filter(|room| !self.channels.contains_key(*room))
+            .cloned()
+            .collect();
+        for room in &new {
+            self.channels.insert(room.clone(), false);
+        }
+        self.in_force = Some(known.at);
+        if new.is_empty() {
+            self.confirmed = self.in_force;
+        } else {
+            self.awaiting_fill = false;
+            self.feed = Feed::Filling(Fill {
+                only: Some(new),
+                ..Fill::default()
+            });
+        }
+    }
+
     pub fn apply(&mut self, step: Step) {
         match step {
             Step::Store(i) => {
@@ -254,8 +322,22 @@ impl World {
                 let n = self.next_id;
                 self.next_id += 1;
                 self.streams.get_mut(room).expect("room").push(n);
-                if !matches!(self.feed, Feed::Down) {
+                if !matches!(self.feed, Feed::Down) && self.channels.contains_key(room) {
                     self.pubsub.push_back(chat(room, n));
+                }
+            }
+            Step::Poll => {
+                if let Some(c) = self.confirmed {
+                    self.hub.interest().confirm(c.epoch, c.version);
+                }
+                self.known = Some(self.hub.rooms_of_interest());
+            }
+            Step::Follow => self.follow(),
+            Step::Unsubscribe => {
+                let leaving = self.channels.iter().find(|(_, leaving)| **leaving);
+                if let (Feed::Live, Some((room, _))) = (&self.feed, leaving) {
+                    let room = room.clone();
+                    self.channels.remove(&room);
                 }
             }
             Step::Receive => {
@@ -283,9 +365,16 @@ impl World {
             Step::LoseRedis => {
                 self.pubsub.clear();
                 self.feed = Feed::Down;
+                self.channels.clear();
+                self.in_force = None;
             }
             Step::Resubscribe => {
                 if matches!(self.feed, Feed::Down) {
+                    // `Feed::subscribed`: every room of the newest set.
+                    if let Some(known) = &self.known {
+                        self.channels = known.rooms.iter().map(|r| (r.clone(), false)).collect();
+                        self.in_force = Some(known.at);
+                    }
                     self.start_fill();
                 }
             }
@@ -334,6 +423,15 @@ impl World {
                 self.hub = Hub::new(HUB_QUEUE, Arc::new(Metrics::new()));
             }
             Step::Client(i) => self.client_step(i % CLIENTS),
+            Step::GiveUp(i) => {
+                let i = i % CLIENTS;
+                if matches!(self.clients[i].conn, Conn::Waiting(_)) {
+                    let Conn::Waiting(m) = std::mem::replace(&mut self.clients[i].conn, Conn::Off) else {
+                        unreachable!("waiting")
+                    };
+                    self.clients[i].conn = self.stop_waiting(i, m);
+                }
+            }
             Step::Drop(i) => self.clients[i % CLIENTS].conn = Conn::Off,
         }
     }
@@ -366,7 +464,7 @@ impl World {
         if fill.cursors.is_none() {
             let mut cursors: Vec<(String, u64)> = self
                 .hub
-                .cursors()
+                .cursors(fill.only.as_deref())
                 .into_iter()
                 .map(|(room, id)| (room, num(&id.parse().expect("cursor"))))
                 .collect();
@@ -375,7 +473,8 @@ impl World {
             return;
         }
         if let Some(chat) = fill.page.front() {
-            // `Queue::push_fill`: waits for room, fails once chats were dropped.
+            // `Queue::push_fill`: waits for room, fails once chats were
+            // dropped; the fill starts over, of every room.
             if self.awaiting_fill {
                 self.start_fill();
                 return;
@@ -427,6 +526,8 @@ impl World {
         }
         if again {
             self.start_fill();
+        } else {
+            self.confirmed = self.in_force;
         }
     }
 
@@ -435,10 +536,14 @@ impl World {
         let room = self.clients[i].room;
         let conn = std::mem::replace(&mut self.clients[i].conn, Conn::Off);
         let next = match conn {
-            Conn::Off => {
-                let m = hub.join(room, Start::Replaying);
-                let since = self.clients[i].got.last().copied().or(self.clients[i].start);
-                Conn::Joined(m, since)
+            Conn::Off => Conn::Waiting(hub.join(room, Start::Replaying)),
+            Conn::Waiting(m) => {
+                let confirmed = hub.since(room).is_some_and(|v| hub.interest().is_confirmed(v));
+                if confirmed {
+                    self.stop_waiting(i, m)
+                } else {
+                    Conn::Waiting(m)
+                }
             }
             Conn::Joined(m, Some(since)) => {
                 hub.replayed_to(room, m.id, sid(since));
@@ -485,6 +590,13 @@ impl World {
         self.clients[i].conn = next;
     }
 
+    /// `Hub::subscribed` returns: the socket reads from now on.
+    fn stop_waiting(&mut self, i: usize, m: Membership) -> Conn {
+        self.hub.reading(self.clients[i].room, m.id);
+        let since = self.clients[i].got.last().copied().or(self.clients[i].start);
+        Conn::Joined(m, since)
+    }
+
     fn receive(&mut self, i: usize, ids: &[u64]) {
         let client = &mut self.clients[i];
         for n in ids {
@@ -506,7 +618,16 @@ impl World {
         let mut quiet_rounds = 0;
         for _ in 0..10_000 {
             let before = self.fingerprint();
-            for step in [Step::Receive, Step::Feed, Step::Take, Step::Post, Step::Late] {
+            for step in [
+                Step::Poll,
+                Step::Follow,
+                Step::Unsubscribe,
+                Step::Receive,
+                Step::Feed,
+                Step::Take,
+                Step::Post,
+                Step::Late,
+            ] {
                 self.apply(step);
             }
             for i in 0..CLIENTS {
@@ -526,6 +647,13 @@ impl World {
         }
         if !matches!(self.feed, Feed::Live) || !self.queue.is_empty() || self.in_flight.is_some() {
             return Err(format!("the subscriber did not settle: {:?}", self.feed));
+        }
+        let held: Vec<&String> = self.channels.keys().collect();
+        let wanted = self.hub.rooms_of_interest().rooms;
+        if held.iter().copied().ne(wanted.iter()) {
+            return Err(format!(
+                "the subscriber holds {held:?}, the app has sockets in {wanted:?}"
+            ));
         }
         for (i, c) in self.clients.iter().enumerate() {
             if !matches!(c.conn, Conn::Live(_)) {
@@ -549,11 +677,18 @@ impl World {
     }
 
     fn fingerprint(&self) -> (usize, usize, bool, Vec<usize>, String) {
-        let state = match &self.feed {
+        let feed = match &self.feed {
             Feed::Down => "down".to_string(),
             Feed::Live => "live".to_string(),
             Feed::Filling(f) => format!("{:?} {:?} {}", f.cursors, f.room, f.page.len()),
         };
+        let state = format!(
+            "{feed} {:?} {:?} {:?} {:?}",
+            self.known.as_ref().map(|k| k.at),
+            self.in_force,
+            self.confirmed,
+            self.channels
+        );
         let conns = self
             .clients
             .iter()
@@ -566,6 +701,7 @@ impl World {
                         Conn::Read(..) => 3,
                         Conn::Replaying(..) => 4,
                         Conn::Live(_) => 5,
+                        Conn::Waiting(_) => 6,
                     }
             })
             .collect();
@@ -621,11 +757,71 @@ fn a_fill_before_a_first_history_is_placed_refills_that_room() {
         Step::Feed,      // cursors: none yet
         Step::Feed,      // the fill is complete
         Step::Client(0), // joins room a without since
+        Step::GiveUp(0), // no subscriber confirms: it reads anyway
         Step::Client(0), // reads its history: empty
         Step::LoseRedis,
         Step::Store(0), // 1 in room a, published while unsubscribed
         Step::Resubscribe,
         Step::Feed, // the fill asks the cursors
+    ];
+    run(&steps).expect("no loss");
+}
+
+/// The join the subscription makes gap-free, step by step: a socket joins
+/// a room nobody on this app was in; a chat is stored before the
+/// subscriber has the room's channel (nobody hears it); the subscriber
+/// polls, SUBSCRIBEs, fills (the waiting socket has no cursor: nothing to
+/// read) and confirms; only then does the socket read its history, which
+/// holds the chat; the next chat arrives live.
+#[test]
+fn a_socket_reads_after_its_rooms_subscription_is_confirmed() {
+    let steps = [
+        Step::Resubscribe,
+        Step::Feed,      // cursors: none
+        Step::Feed,      // the fill is complete; live
+        Step::Client(0), // joins room a: waits
+        Step::Store(0),  // 1 in room a, before the SUBSCRIBE: unheard
+        Step::Client(0), // still waiting
+        Step::Poll,      // the room set now has a
+        Step::Follow,    // SUBSCRIBE a, then fill it
+        Step::Feed,      // cursors of a: none (the socket waits)
+        Step::Feed,      // the fill is complete: confirmed in force
+        Step::Client(0), // still waiting: the app has not heard yet
+        Step::Poll,      // the confirmation reaches the app
+        Step::Client(0), // stops waiting
+        Step::Client(0), // reads its history: 1
+        Step::Store(0),  // 2, heard live
+    ];
+    let mut world = World::new();
+    for step in steps {
+        world.apply(step);
+    }
+    assert!(
+        matches!(world.clients[0].conn, Conn::Read(..)),
+        "{:?}",
+        world.clients[0].conn
+    );
+    assert_eq!(world.pubsub.len(), 1, "2 is heard live");
+    world.settle_and_check().expect("no loss");
+}
+
+/// A socket that gave up waiting read its history before the room's
+/// SUBSCRIBE; the fill after the SUBSCRIBE starts at its cursor and brings
+/// what was stored in between.
+#[test]
+fn the_fill_after_a_subscribe_covers_a_socket_that_gave_up_waiting() {
+    let steps = [
+        Step::Resubscribe,
+        Step::Feed,
+        Step::Feed,      // live, no rooms
+        Step::Client(0), // joins room a: waits
+        Step::GiveUp(0), // reads anyway
+        Step::Client(0), // history: empty
+        Step::Client(0), // placed at 0-0
+        Step::Client(0), // live
+        Step::Store(0),  // 1: stored after its read, before the SUBSCRIBE
+        Step::Poll,
+        Step::Follow, // SUBSCRIBE a, fill a from the socket's cursor 0-0
     ];
     run(&steps).expect("no loss");
 }

@@ -50,7 +50,8 @@ pub async fn redis_on(port: u16) -> Redis {
 pub trait RedisExt {
     /// The app's own Redis store on this server, streams capped at `maxlen`.
     fn store(&self, maxlen: u64) -> app::store::Store;
-    /// Subscribes to the chat channel, like the subscriber does.
+    /// Subscribes to every room's chat channel, like the subscribers of
+    /// every app together.
     fn subscribe(&self) -> impl std::future::Future<Output = redis::aio::PubSub>;
 }
 
@@ -70,7 +71,8 @@ impl RedisExt for Redis {
             .get_async_pubsub()
             .await
             .expect("pubsub");
-        ps.subscribe("wsmesh:chat").await.expect("subscribe");
+        let every_room = format!("{}*", wsmesh_redis_wire::Keys::new("wsmesh:").channel_prefix());
+        ps.psubscribe(every_room).await.expect("psubscribe");
         ps
     }
 }

@@ -51,6 +51,7 @@ fn the_shipped_local_config_is_valid_and_matches_the_defaults() {
     assert_eq!(c.redis.prefix, d.redis.prefix);
     assert_eq!(c.redis.reconnect_base, d.redis.reconnect_base);
     assert_eq!(c.redis.reconnect_cap, d.redis.reconnect_cap);
+    assert_eq!(c.redis.unsubscribe_grace, d.redis.unsubscribe_grace);
     assert_eq!(c.app.request_timeout, d.app.request_timeout);
     assert_eq!(c.app.retry_base, d.app.retry_base);
     assert_eq!(c.app.retry_cap, d.app.retry_cap);

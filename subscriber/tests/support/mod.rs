@@ -10,7 +10,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -28,10 +28,12 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use wsmesh_common::chat::Chat;
-use wsmesh_common::events::{Cursors, CURSORS_PATH, EVENTS_PATH};
+use wsmesh_common::events::{
+    Cursors, CursorsQuery, Interest, InterestVersion, RoomsQuery, CURSORS_PATH, EVENTS_PATH, ROOMS_PATH,
+};
 use wsmesh_common::stream_id::StreamId;
 use wsmesh_redis_wire::{Append, Keys};
 use wsmesh_testkit::cluster::subscriber_spec;
@@ -102,7 +104,7 @@ impl Publisher {
     pub async fn try_store(&mut self, room: &str, body: &str, publish: bool) -> redis::RedisResult<Chat> {
         // Without `publish`, the chat goes out on a channel nobody hears.
         let channel = match publish {
-            true => self.keys.channel(),
+            true => self.keys.channel(room),
             false => format!("{}unheard", self.keys.prefix),
         };
         let chat = Append {
@@ -143,9 +145,9 @@ impl Publisher {
             .expect("store and publish a chat")
     }
 
-    /// Publishes any payload on the chat channel.
-    pub async fn publish_raw(&mut self, payload: String) {
-        let channel = self.keys.channel();
+    /// Publishes any payload on `room`'s chat channel.
+    pub async fn publish_raw(&mut self, room: &str, payload: String) {
+        let channel = self.keys.channel(room);
         let conn = self.conn().await.expect("connect");
         let _: i64 = redis::cmd("PUBLISH")
             .arg(channel)
@@ -207,6 +209,10 @@ struct AppLog {
     posts: Vec<Post>,
     /// Room → last delivered id (what `GET /internal/cursors` serves).
     cursors: Cursors,
+    /// The rooms it "has sockets in" (what `GET /internal/rooms` serves).
+    rooms: BTreeSet<String>,
+    /// The newest version of `rooms` the subscriber confirmed.
+    confirmed: Option<u64>,
     /// Room → delivered chats, in delivery order (the app's dedup applied).
     delivered: BTreeMap<String, Vec<Chat>>,
     /// How the next requests are answered; tests switch it to fake failures.
@@ -219,22 +225,28 @@ pub struct FakeApp {
     pub port: u16,
     /// What it received and delivered, shared with the connection tasks; kept across restarts.
     log: Arc<Mutex<AppLog>>,
+    /// The version of its room set; a change wakes a held poll.
+    version: Arc<watch::Sender<u64>>,
     /// Accept loop (owns the connections); `None` while down.
     server: Option<JoinHandle<()>>,
 }
 
 impl FakeApp {
-    /// Like the real app with clients in `rooms`: it lists a cursor for each
-    /// (`0-0` until something is delivered), so gap fills cover them.
+    /// Like the real app with clients in `rooms`: it names them as its
+    /// rooms and lists a cursor for each (`0-0` until something is
+    /// delivered), so gap fills cover them.
     pub async fn start(rooms: &[&str]) -> FakeApp {
         let mut app = FakeApp {
             port: free_loopback_port().expect("a free port"),
             log: Arc::new(Mutex::new(AppLog {
                 posts: Vec::new(),
                 cursors: Cursors::new(),
+                rooms: rooms.iter().map(|r| r.to_string()).collect(),
+                confirmed: None,
                 delivered: BTreeMap::new(),
                 mode: AppMode::Healthy,
             })),
+            version: Arc::new(watch::Sender::new(1)),
             server: None,
         };
         for room in rooms {
@@ -254,14 +266,17 @@ impl FakeApp {
             .await
             .expect("bind the fake app port");
         let log = self.log.clone();
+        let version = self.version.clone();
         self.server = Some(tokio::spawn(async move {
             let mut connections = JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
                 let log = log.clone();
+                let version = version.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req| {
                         let log = log.clone();
-                        async move { Ok::<_, Infallible>(answer(&log, req).await) }
+                        let version = version.clone();
+                        async move { Ok::<_, Infallible>(answer(&log, &version, req).await) }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -286,6 +301,17 @@ impl FakeApp {
     /// Pretends the app already covers `room` up to `id`.
     pub fn set_cursor(&self, room: &str, id: &str) {
         self.lock().cursors.insert(room.into(), id.into());
+    }
+
+    /// Changes the rooms it has sockets in (a new version of the set).
+    pub fn set_rooms(&self, rooms: &[&str]) {
+        self.lock().rooms = rooms.iter().map(|r| r.to_string()).collect();
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Whether the subscriber confirmed the current room set.
+    pub fn rooms_confirmed(&self) -> bool {
+        self.lock().confirmed == Some(*self.version.borrow())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, AppLog> {
@@ -343,29 +369,80 @@ impl Drop for FakeApp {
     }
 }
 
-async fn answer(log: &Mutex<AppLog>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The fake app's epoch: one process for the whole test.
+const EPOCH: u64 = 7;
+
+/// `GET /internal/rooms`: takes the confirmation, holds the answer while
+/// the subscriber knows the current set (up to its wait).
+async fn rooms(
+    log: &Mutex<AppLog>,
+    version: &watch::Sender<u64>,
+    query: RoomsQuery,
+) -> Response<Full<Bytes>> {
+    if let (Some(known), Some(confirmed)) = (query.known, query.confirmed) {
+        if known.epoch == EPOCH {
+            let mut log = log.lock().expect("fake app log");
+            log.confirmed = log.confirmed.max(Some(confirmed));
+        }
+    }
+    if let Some(known) = query.known.filter(|k| k.epoch == EPOCH) {
+        let mut changes = version.subscribe();
+        let _ = tokio::time::timeout(query.wait, changes.wait_for(|v| *v != known.version)).await;
+    }
+    let interest = Interest {
+        at: InterestVersion {
+            epoch: EPOCH,
+            version: *version.borrow(),
+        },
+        rooms: log.lock().expect("fake app log").rooms.iter().cloned().collect(),
+    };
+    reply(StatusCode::OK, serde_json::to_vec(&interest).expect("json"))
+}
+
+async fn answer(
+    shared: &Mutex<AppLog>,
+    version: &watch::Sender<u64>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let auth = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
     let body = match req.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => return reply(StatusCode::BAD_REQUEST, Vec::new()),
     };
-    let mut log = log.lock().expect("fake app log");
     let authorized = auth.as_deref() == Some(format!("Bearer {TOKEN}").as_str());
-    let refused = match log.mode {
+    let refused = match shared.lock().expect("fake app log").mode {
         AppMode::Unavailable => Some(StatusCode::SERVICE_UNAVAILABLE),
         AppMode::Unauthorized => Some(StatusCode::UNAUTHORIZED),
         _ if !authorized => Some(StatusCode::UNAUTHORIZED),
         _ => None,
     };
-    if path == CURSORS_PATH {
+    if path == ROOMS_PATH {
         return match refused {
             Some(status) => reply(status, Vec::new()),
-            None => reply(StatusCode::OK, serde_json::to_vec(&log.cursors).expect("json")),
+            None => {
+                let query = RoomsQuery::parse(query.as_deref()).expect("a rooms query");
+                rooms(shared, version, query).await
+            }
+        };
+    }
+    let mut log = shared.lock().expect("fake app log");
+    if path == CURSORS_PATH {
+        let only = CursorsQuery::parse(query.as_deref()).rooms;
+        let cursors: Cursors = log
+            .cursors
+            .iter()
+            .filter(|(room, _)| only.as_ref().is_none_or(|only| only.contains(room)))
+            .map(|(room, id)| (room.clone(), id.clone()))
+            .collect();
+        return match refused {
+            Some(status) => reply(status, Vec::new()),
+            None => reply(StatusCode::OK, serde_json::to_vec(&cursors).expect("json")),
         };
     }
     if path != EVENTS_PATH {
@@ -423,6 +500,8 @@ pub struct Settings {
     pub batch_max: usize,
     /// `app.heartbeat`: how soon an idle subscriber posts `[]`.
     pub heartbeat: Duration,
+    /// `redis.unsubscribe_grace`: how long a room the app left stays subscribed.
+    pub grace: Duration,
 }
 
 impl Default for Settings {
@@ -431,6 +510,7 @@ impl Default for Settings {
             capacity: 1000,
             batch_max: 50,
             heartbeat: Duration::from_millis(200),
+            grace: Duration::from_secs(30),
         }
     }
 }
@@ -458,6 +538,8 @@ pub struct Subscriber {
     running: Running,
     /// Where its /healthz and /metrics answer.
     health: SocketAddr,
+    /// The fake app's log, for the rooms it names.
+    app: Arc<Mutex<AppLog>>,
     /// Holds the config file (and the process' log).
     dir: tempfile::TempDir,
 }
@@ -503,6 +585,7 @@ impl Subscriber {
         config.app.retry_base = Duration::from_millis(50);
         config.app.retry_cap = Duration::from_millis(300);
         config.app.heartbeat = settings.heartbeat;
+        config.redis.unsubscribe_grace = settings.grace;
         config.queue.capacity = settings.capacity;
         config.queue.batch_max = settings.batch_max;
         config.listen.health = SocketAddr::from((Ipv4Addr::LOCALHOST, health_port));
@@ -510,6 +593,7 @@ impl Subscriber {
         Subscriber {
             running: Running::Stopped,
             health: SocketAddr::from((Ipv4Addr::LOCALHOST, health_port)),
+            app: app.log.clone(),
             dir,
         }
     }
@@ -553,15 +637,18 @@ impl Subscriber {
         self.wait_ready().await;
     }
 
+    /// Waits until it is live and subscribed to every room the fake app names.
     async fn wait_ready(&self) {
+        let rooms = self.app.lock().expect("fake app log").rooms.len() as f64;
         eventually_or(
             WAIT,
-            "the subscriber goes live",
+            "the subscriber goes live on the app's rooms",
             || self.log(),
             || async {
                 self.healthz()
                     .await
                     .is_some_and(|(_, body)| body["feed"] == "live")
+                    && self.metric("wsmesh_subscriber_subscribed_rooms").await == Some(rooms)
             },
         )
         .await;
