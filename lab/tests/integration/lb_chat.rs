@@ -37,7 +37,7 @@ async fn one_room_meets_on_one_app_rooms_spread_and_chat_arrives_once() {
     let mut others = Vec::new();
     let mut instances = std::collections::HashSet::new();
     for i in 0..10 {
-        let mut c = Connection::connect(&cluster.connect_options().room(&format!("spread-{i}")))
+        let mut c = Connection::connect(&cluster.connect_options().room(format!("spread-{i}")))
             .await
             .unwrap();
         let (welcome, _) = c.join(LIMIT).await.unwrap();

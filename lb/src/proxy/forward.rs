@@ -105,6 +105,9 @@ impl Outgoing {
 }
 
 /// How forwarding a request ended.
+// Made once per request and moved straight into its match: boxing the large
+// variant would only add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub enum Forwarded {
     /// A server's response head, with its connection and session.
     Response {

@@ -35,9 +35,9 @@ pub fn extract(what: &HashKey, uri: &Uri, headers: &HeaderMap, client: IpAddr) -
 fn url_param(query: &str, name: &str) -> Option<String> {
     let raw = query
         .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .filter(|(k, _)| *k == name)
-        .last()?
+        .rev()
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .find(|(k, _)| *k == name)?
         .1;
     Some(percent_decode(raw).unwrap_or_else(|| raw.to_string()))
 }
@@ -105,7 +105,11 @@ mod tests {
     fn each_kind_of_key_is_found() {
         let req = parts(
             "/ws?since=1&room=dev%2D1",
-            &[("x-room", " lobby "), ("cookie", "a=1"), ("cookie", "room=\"blue\"; b=2")],
+            &[
+                ("x-room", " lobby "),
+                ("cookie", "a=1"),
+                ("cookie", "room=\"blue\"; b=2"),
+            ],
         );
         assert_eq!(key("url_param:room", &req).as_deref(), Some("dev-1"));
         assert_eq!(key("header:x-room", &req).as_deref(), Some("lobby"));
@@ -126,6 +130,9 @@ mod tests {
             key("url_param:room", &parts("/ws?room=a%ZZ", &[])).as_deref(),
             Some("a%ZZ")
         );
-        assert_eq!(key("url_param:room", &parts("/ws?room=a%0Ab", &[])).as_deref(), Some("a?b"));
+        assert_eq!(
+            key("url_param:room", &parts("/ws?room=a%0Ab", &[])).as_deref(),
+            Some("a?b")
+        );
     }
 }

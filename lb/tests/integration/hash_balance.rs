@@ -202,5 +202,8 @@ async fn a_request_without_the_key_is_placed_by_leastconn() {
     let servers = lb.servers().await;
     let other = if home == "app1" { "app2" } else { "app1" };
     assert_eq!(servers[other]["sessions"], 2);
-    assert_eq!(servers[other]["hash_keys_total"], 0, "keyless sessions list no key");
+    assert_eq!(
+        servers[other]["hash_keys_total"], 0,
+        "keyless sessions list no key"
+    );
 }

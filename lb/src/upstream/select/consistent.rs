@@ -116,8 +116,8 @@ fn hash(bytes: &[u8]) -> u64 {
 mod tests {
     use std::collections::HashMap;
 
-    use super::super::tests::{backend, hash_backend, names};
     use super::super::candidates;
+    use super::super::tests::{backend, hash_backend, names};
     use super::*;
     use crate::upstream::{AdminState, SessionGuard};
 

@@ -159,7 +159,12 @@ pub(crate) mod tests {
 
     #[test]
     fn every_usable_server_is_a_fallback_exactly_once() {
-        for balance in [Balance::RoundRobin, Balance::LeastConn, Balance::Source, Balance::Hash] {
+        for balance in [
+            Balance::RoundRobin,
+            Balance::LeastConn,
+            Balance::Source,
+            Balance::Hash,
+        ] {
             let mut b = backend(balance, &[1, 2, 3]);
             if balance == Balance::Hash {
                 b = hash_backend(&[1, 2, 3], 125);
