@@ -13,13 +13,13 @@ use std::time::Duration;
 use super::store::{self, StoreReadError, Stored};
 use crate::bench::lbconf::{self, Route};
 use crate::up::ha;
+use wsmesh_redis_wire::keys::DEFAULT_URL;
+use wsmesh_testkit::sentinel;
 use wsmesh_client::http;
 use wsmesh_client::{ConnectOptions, Endpoint, Scheme};
-use wsmesh_redis_wire::keys::DEFAULT_URL;
 use wsmesh_testkit::cluster::{self, Cluster, ClusterError, LocalOptions};
 use wsmesh_testkit::ports;
 use wsmesh_testkit::process::{Output, ProcessSpec};
-use wsmesh_testkit::sentinel;
 
 /// Environment overrides that would beat a rendered config.
 const OVERRIDE_VARS: [&str; 3] = ["WSMESH_REDIS_URL", "WSMESH_INTERNAL_TOKEN", "WSMESH_ADMIN_TOKEN"];
@@ -143,12 +143,8 @@ impl DrillCluster {
         let (opts, store) = match redis {
             RedisLayout::Single => (opts.clone(), None),
             RedisLayout::Sentinel => {
-                let nodes = (0..3)
-                    .map(|_| ports::free_addr())
-                    .collect::<Result<Vec<_>, _>>()?;
-                let sentinels = (0..3)
-                    .map(|_| ports::free_addr())
-                    .collect::<Result<Vec<_>, _>>()?;
+                let nodes = (0..3).map(|_| ports::free_addr()).collect::<Result<Vec<_>, _>>()?;
+                let sentinels = (0..3).map(|_| ports::free_addr()).collect::<Result<Vec<_>, _>>()?;
                 for spec in ha::specs_at(&nodes, &sentinels, ha::TIMING, &data)? {
                     let name = spec.name.clone();
                     procs.spawn(logged(spec, &log(&name)))?;
@@ -360,19 +356,14 @@ impl DrillCluster {
                 _ => None,
             }
         };
-        tokio::time::timeout(Duration::from_secs(1), ask)
-            .await
-            .ok()
-            .flatten()
+        tokio::time::timeout(Duration::from_secs(1), ask).await.ok().flatten()
     }
 
     /// The process name of the data node at `addr` (`redis` with one server).
     pub fn node_name(&self, addr: SocketAddr) -> Option<String> {
         match &self.redis {
             RedisAt::Single(a) => (*a == addr).then(|| "redis".to_string()),
-            RedisAt::Sentinels { nodes, .. } => {
-                nodes.iter().find(|(_, a)| *a == addr).map(|(n, _)| n.clone())
-            }
+            RedisAt::Sentinels { nodes, .. } => nodes.iter().find(|(_, a)| *a == addr).map(|(n, _)| n.clone()),
         }
     }
 

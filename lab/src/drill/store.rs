@@ -83,14 +83,10 @@ pub async fn read(
                     .await
                     .map_err(redis)?;
                 for entry in &page.ids {
-                    let Ok(id) = entry.id.parse::<StreamId>() else {
-                        continue;
-                    };
+                    let Ok(id) = entry.id.parse::<StreamId>() else { continue };
                     after = after.max(id);
                     ids.insert(id);
-                    let Ok(chat) = wire::entry_to_chat(room, entry) else {
-                        continue;
-                    };
+                    let Ok(chat) = wire::entry_to_chat(room, entry) else { continue };
                     if let Some(cid) = chat.cid {
                         if !cids.insert(cid) {
                             stored.cids_twice += 1;
