@@ -88,6 +88,9 @@ pub struct Exchange {
     pub retries: usize,
     /// Whose fault it was if the request failed.
     pub fault: Fault,
+    /// The key a `balance = "hash"` backend placed it by; `None` for other
+    /// backends and for requests without the key.
+    pub hash_key: Option<Arc<str>>,
 }
 
 fn ms(d: Option<Duration>) -> i64 {
@@ -95,6 +98,11 @@ fn ms(d: Option<Duration>) -> i64 {
 }
 
 impl Exchange {
+    /// The hash key as logged: `-` when none.
+    fn hash_key(&self) -> &str {
+        self.hash_key.as_deref().unwrap_or("-")
+    }
+
     /// Writes the line for a finished request.
     fn log(&self, bytes_out: u64) {
         tracing::info!(
@@ -114,6 +122,7 @@ impl Exchange {
             tr_ms = ms(self.tr),
             tt_ms = self.started.elapsed().as_millis() as u64,
             retries = self.retries,
+            hash_key = self.hash_key(),
             fault = self.fault.as_str(),
             "request"
         );
@@ -138,6 +147,7 @@ impl Exchange {
             tr_ms = ms(self.tr),
             tt_ms = duration.as_millis() as u64,
             retries = self.retries,
+            hash_key = self.hash_key(),
             end,
             "tunnel"
         );

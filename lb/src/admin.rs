@@ -1,7 +1,9 @@
 //! The admin listener: `/stats` (HTML), `/metrics` (Prometheus),
 //! `GET /api/backends` and `GET /api/frontends` (JSON) and `POST /api/backends/SERVER/state` with
 //! `{"state":"ready|drain|maint"}` — HAProxy's stats page and runtime API
-//! for this job. An optional bearer token guards all of it.
+//! for this job. Each server lists the hash keys its open sessions were
+//! placed by (`balance = "hash"`), busiest first, at most [`KEYS_SHOWN`].
+//! An optional bearer token guards all of it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +30,10 @@ use crate::upstream::{AdminState, Backend, Server};
 
 /// Largest request body accepted by the admin API.
 const MAX_BODY: usize = 4096;
+
+/// Hash keys listed per server (those with the most sessions); the count
+/// of all of them is given beside.
+pub const KEYS_SHOWN: usize = 100;
 
 /// Body of `POST /api/backends/SERVER/state`.
 #[derive(Debug, Deserialize)]
@@ -197,6 +203,8 @@ pub fn backends_json(rt: &Runtime) -> Value {
             json!({
                 "name": b.name,
                 "balance": format!("{:?}", b.balance).to_lowercase(),
+                "hash_key": b.hashing.as_ref().map(|h| h.key.to_string()),
+                "hash_balance_factor": b.hashing.as_ref().map(|h| h.factor),
                 "servers": b.servers.iter().map(|s| server_json(b, s)).collect::<Vec<_>>(),
             })
         })
@@ -211,6 +219,11 @@ fn server_json(b: &Backend, s: &Server) -> Value {
         .iter()
         .zip(&c.responses)
         .map(|(k, n)| ((*k).to_string(), json!(n.load(Ordering::Relaxed))))
+        .collect();
+    let (keys, distinct_keys) = c.keys.top(KEYS_SHOWN);
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(k, n)| json!({ "key": &**k, "sessions": n }))
         .collect();
     let check = match (&b.check, &v.last_check) {
         (None, _) => json!({ "enabled": false, "status": "none" }),
@@ -242,6 +255,8 @@ fn server_json(b: &Backend, s: &Server) -> Value {
         "on_error": s.reactions.on_error.as_str(),
         "error_limit": s.reactions.error_limit,
         "responses": responses,
+        "hash_keys": keys,
+        "hash_keys_total": distinct_keys,
         "check": check,
         "last_change_secs": v.since_change.as_secs(),
     })

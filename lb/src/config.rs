@@ -21,6 +21,10 @@ pub const ADMIN_TOKEN_ENV: &str = "WSMESH_ADMIN_TOKEN";
 /// Highest server weight accepted (HAProxy's limit).
 pub const MAX_WEIGHT: u32 = 256;
 
+/// Bounds of a non-zero `hash_balance_factor` (HAProxy's): below 100 the
+/// servers' bounds would not hold every session.
+pub const HASH_BALANCE_FACTOR_RANGE: std::ops::RangeInclusive<u32> = 100..=65535;
+
 /// The whole file, in HAProxy's terms; `Default` is a file with no frontend yet, to which a
 /// caller adds frontends and backends as values.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -243,6 +247,9 @@ pub enum Balance {
     LeastConn,
     /// Hash of the client IP, so a client keeps its server.
     Source,
+    /// Consistent hash of `hash_key` with bounded loads, so every session
+    /// with the same key (a chat room's members) meets on one server.
+    Hash,
 }
 
 /// A group of servers (HAProxy `backend`).
@@ -254,6 +261,16 @@ pub struct Backend {
     /// How a new session picks its server.
     #[serde(default)]
     pub balance: Balance,
+    /// With `balance = "hash"`: the request part hashed (required there,
+    /// refused elsewhere). A request without it is placed by leastconn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<HashKey>,
+    /// With `balance = "hash"`: a server takes a new session only while its
+    /// sessions stay below this percentage of its weighted share of the
+    /// backend's (`hash-balance-factor`), else the key goes on to the next
+    /// server on the ring; 0: no bound.
+    #[serde(default = "default_hash_balance_factor")]
+    pub hash_balance_factor: u32,
     /// Further servers tried after a failed connect (`retries`, with
     /// `option redispatch`: each retry goes to the next server).
     #[serde(default = "default_retries")]
@@ -458,6 +475,9 @@ fn default_pool_idle() -> usize {
 fn default_weight() -> u32 {
     1
 }
+fn default_hash_balance_factor() -> u32 {
+    125
+}
 fn default_error_limit() -> u32 {
     1
 }
@@ -576,6 +596,25 @@ impl Config {
             if b.error_limit == 0 {
                 return Err(at("error_limit", "error_limit must be at least 1"));
             }
+            match (b.balance, &b.hash_key) {
+                (Balance::Hash, None) => {
+                    return Err(at("balance", "balance = \"hash\" needs a hash_key"));
+                }
+                (Balance::Hash, Some(_)) | (_, None) => {}
+                (_, Some(_)) => {
+                    return Err(at("hash_key", "hash_key is only used with balance = \"hash\""));
+                }
+            }
+            if b.hash_balance_factor != 0 && !HASH_BALANCE_FACTOR_RANGE.contains(&b.hash_balance_factor) {
+                return Err(at(
+                    "hash_balance_factor",
+                    &format!(
+                        "hash_balance_factor must be 0 (no bound) or between {} and {}",
+                        HASH_BALANCE_FACTOR_RANGE.start(),
+                        HASH_BALANCE_FACTOR_RANGE.end()
+                    ),
+                ));
+            }
             for (j, s) in b.servers.iter().enumerate() {
                 if s.error_limit == Some(0) {
                     return Err(at(
@@ -657,6 +696,8 @@ impl Config {
 }
 
 mod build;
+mod hash_key;
 use build::unread;
+pub use hash_key::{HashKey, HashKeyError};
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,7 @@ use wsmesh_common::config::{ConfigError, Source};
 use crate::config::{self, parse_addr, resolve_path, Config, Timeouts};
 use crate::frontend_counters::FrontendCounters;
 use crate::tls;
+use crate::upstream::select::Hashing;
 use crate::upstream::{Backend, Reactions, Server, ServerShared};
 
 /// A frontend ready to serve.
@@ -180,6 +181,10 @@ fn build_backend(
         retries: b.retries,
         retry_on: b.retry_on.clone(),
         check: b.check.clone(),
+        hashing: b
+            .hash_key
+            .clone()
+            .map(|key| Hashing::new(key, b.hash_balance_factor, &servers)),
         servers,
         rotation: AtomicUsize::new(0),
     })

@@ -1,12 +1,16 @@
 //! `/stats`: HTML tables like HAProxy's stats page — per frontend its
 //! connections, TLS handshakes and client errors; per server its state,
 //! last check and when the state last changed, current / max / total
-//! sessions, bytes in and out, response classes and weight. Refreshes itself.
+//! sessions, bytes in and out, response classes, weight and, for a hash
+//! backend, the keys its open sessions were placed by. Refreshes itself.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use crate::metrics::CLASSES;
+
+/// Hash keys shown per server on the page (busiest first).
+const KEYS_SHOWN: usize = 20;
 use crate::runtime::Runtime;
 
 /// Escapes text for HTML.
@@ -47,15 +51,19 @@ pub fn render(rt: &Runtime) -> String {
     for b in &rt.backends {
         let _ = write!(
             h,
-            "<h2>backend {} ({:?})</h2><table><tr><th>server</th><th>address</th><th>state</th><th>last change</th>\
+            "<h2>backend {} ({:?}{})</h2><table><tr><th>server</th><th>address</th><th>state</th><th>last change</th>\
              <th>check</th><th>weight</th><th>cur</th><th>max</th><th>total</th><th>bytes in</th><th>bytes out</th>",
             esc(&b.name),
-            b.balance
+            b.balance,
+            b.hashing
+                .as_ref()
+                .map(|h| format!(" on {}, bound {}%", esc(&h.key.to_string()), h.factor))
+                .unwrap_or_default()
         );
         for c in CLASSES {
             let _ = write!(h, "<th>{c}</th>");
         }
-        h.push_str("<th>conn err</th></tr>");
+        h.push_str("<th>conn err</th><th>hash keys (sessions)</th></tr>");
         for s in &b.servers {
             let v = s.view();
             let c = &s.shared.counters;
@@ -89,7 +97,17 @@ pub fn render(rt: &Runtime) -> String {
             for n in &c.responses {
                 let _ = write!(h, "<td>{}</td>", n.load(Ordering::Relaxed));
             }
-            let _ = write!(h, "<td>{}</td></tr>", c.connect_errors.load(Ordering::Relaxed));
+            let (keys, total) = c.keys.top(KEYS_SHOWN);
+            let mut shown: Vec<String> = keys.iter().map(|(k, n)| format!("{} ({n})", esc(k))).collect();
+            if total > keys.len() {
+                shown.push(format!("… {} more", total - keys.len()));
+            }
+            let _ = write!(
+                h,
+                "<td>{}</td><td class=\"n\">{}</td></tr>",
+                c.connect_errors.load(Ordering::Relaxed),
+                shown.join(", ")
+            );
         }
         h.push_str("</table>");
     }

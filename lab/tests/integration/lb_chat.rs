@@ -1,6 +1,7 @@
-//! The chat through the TLS lb: two `wss://` clients of one room land on
-//! different apps (leastconn over two idle servers) and each message arrives
-//! exactly once on both, with the ack's id.
+//! The chat through the TLS lb with the shipped `balance = "hash"` on the
+//! room: two `wss://` clients of one room land on the same app, clients of
+//! different rooms spread over both apps, and each message arrives exactly
+//! once on both members, with the ack's id.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use wsmesh_testkit::cluster::LocalOptions;
 const LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_wss_clients_through_the_lb_land_on_different_apps_and_chat_once() {
+async fn one_room_meets_on_one_app_rooms_spread_and_chat_arrives_once() {
     let cluster = DrillCluster::start(&LocalOptions::default(), false, RedisLayout::Single)
         .await
         .unwrap();
@@ -27,10 +28,23 @@ async fn two_wss_clients_through_the_lb_land_on_different_apps_and_chat_once() {
     let (ana_welcome, _) = ana.join(LIMIT).await.unwrap();
     let mut bob = Connection::connect(&opts).await.unwrap();
     let (bob_welcome, _) = bob.join(LIMIT).await.unwrap();
-    assert_ne!(
+    assert_eq!(
         ana_welcome.instance, bob_welcome.instance,
-        "leastconn must send the second session to the other app"
+        "hash balance on the room must send both members to one app"
     );
+    // One member in each of ten other rooms: the rooms' hashes spread them
+    // over both apps.
+    let mut others = Vec::new();
+    let mut instances = std::collections::HashSet::new();
+    for i in 0..10 {
+        let mut c = Connection::connect(&cluster.connect_options().room(format!("spread-{i}")))
+            .await
+            .unwrap();
+        let (welcome, _) = c.join(LIMIT).await.unwrap();
+        instances.insert(welcome.instance);
+        others.push(c);
+    }
+    assert_eq!(instances.len(), 2, "ten rooms all on one app: {instances:?}");
 
     ana.send_chat("hello through the lb", Some("lb-cid-1"))
         .await

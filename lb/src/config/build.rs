@@ -89,6 +89,8 @@ impl Backend {
         Backend {
             name: unread(name.to_string()),
             balance: Balance::default(),
+            hash_key: None,
+            hash_balance_factor: default_hash_balance_factor(),
             retries: default_retries(),
             pool_max_idle: default_pool_idle(),
             check: None,

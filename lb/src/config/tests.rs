@@ -256,3 +256,49 @@ fn limits_default_to_16_kib_and_100_fields_and_are_range_checked() {
     let e = parse(&format!("{MINIMAL}[limits]\nmax_headers = 0\n")).unwrap_err();
     assert!(e.reason.contains("max_headers must be between"), "{e}");
 }
+
+#[test]
+fn hash_balance_keys_parse_and_mistakes_name_their_line_and_column() {
+    let hashed = MINIMAL.replace(
+        "name = \"apps\"\n",
+        "name = \"apps\"\nbalance = \"hash\"\nhash_key = \"url_param:room\"\nhash_balance_factor = 150\n",
+    );
+    let c = parse(&hashed).unwrap();
+    let b = &c.backends[0];
+    assert_eq!(b.balance, Balance::Hash);
+    assert_eq!(b.hash_key, Some(HashKey::UrlParam("room".into())));
+    assert_eq!(b.hash_balance_factor, 150);
+    assert_eq!(parse(&round_trip(&hashed)).unwrap(), c);
+    assert_eq!(parse(MINIMAL).unwrap().backends[0].hash_balance_factor, 125);
+    let cases = [
+        (
+            "\"url_param:room\"",
+            "\"room\"",
+            "lb.toml:10:12: hash_key \"room\": expected \"url_param:NAME\", \"header:NAME\", \"cookie:NAME\" or \"source\"",
+        ),
+        (
+            "\"url_param:room\"",
+            "\"header:x room\"",
+            "lb.toml:10:12: hash_key \"header:x room\": not a valid header name",
+        ),
+        (
+            "hash_balance_factor = 150",
+            "hash_balance_factor = 50",
+            "lb.toml:11:1: hash_balance_factor must be 0 (no bound) or between 100 and 65535",
+        ),
+        (
+            "hash_key = \"url_param:room\"\n",
+            "",
+            "lb.toml:9:1: balance = \"hash\" needs a hash_key",
+        ),
+        (
+            "balance = \"hash\"",
+            "balance = \"leastconn\"",
+            "lb.toml:10:1: hash_key is only used with balance = \"hash\"",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let e = parse(&hashed.replace(from, to)).unwrap_err();
+        assert_eq!(e.to_string(), format!("/etc/lb/{expected}"), "{from:?} -> {to:?}");
+    }
+}

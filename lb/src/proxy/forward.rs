@@ -105,6 +105,9 @@ impl Outgoing {
 }
 
 /// How forwarding a request ended.
+// Made once per request and moved straight into its match: boxing the large
+// variant would only add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub enum Forwarded {
     /// A server's response head, with its connection and session.
     Response {
@@ -151,7 +154,7 @@ pub async fn forward(
         "503 Service Unavailable: no server is available to handle this request.\n",
     );
     let retry_on = |what: RetryOn| backend.retry_on.contains(&what);
-    let mut candidates = select::candidates(backend, ctx.peer.ip()).peekable();
+    let mut candidates = select::candidates(backend, ctx.peer.ip(), exchange.hash_key.as_deref()).peekable();
     for attempt in 0..=backend.retries {
         let Some(server) = candidates.next() else {
             return unavailable;
@@ -249,7 +252,7 @@ async fn attempt_on(
         // Not reached: only replayable requests get a second attempt.
         return Attempt::Fail(StatusCode::BAD_GATEWAY, "502 Bad Gateway.\n");
     };
-    let mut session = SessionGuard::open(server);
+    let mut session = SessionGuard::open(server, exchange.hash_key.clone());
     let sent = tokio::select! {
         sent = tokio::time::timeout(timeouts.server, send(server, &mut sender, req, timeouts.connect)) => sent,
         _ = session.shut_down() => {

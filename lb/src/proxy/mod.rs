@@ -6,6 +6,7 @@
 //! HTTP/2's extended CONNECT) becomes a tunnel.
 
 mod forward;
+mod hash_key;
 mod headers;
 mod local;
 mod upgrade;
@@ -47,6 +48,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         body_in: Arc::default(),
         retries: 0,
         fault: Fault::None,
+        hash_key: None,
     };
     let fe = &ctx.frontend;
     if let Some(port) = fe.redirect_https_port {
@@ -89,6 +91,10 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         return Ok(unavailable(exchange, in_flight));
     };
     exchange.backend = backend.name.clone();
+    exchange.hash_key = backend
+        .hashing
+        .as_ref()
+        .and_then(|h| hash_key::extract(&h.key, req.uri(), req.headers(), ctx.peer.ip()));
     let upgrade = upgrade::requested(&req);
     let mut req = req;
     let client_upgrade = upgrade.map(|_| hyper::upgrade::on(&mut req));

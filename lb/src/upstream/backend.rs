@@ -4,6 +4,7 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+use super::select::Hashing;
 use super::server::Server;
 use crate::config::{self, Balance};
 
@@ -24,6 +25,8 @@ pub struct Backend {
     pub servers: Vec<Arc<Server>>,
     /// Rotation counter for roundrobin and leastconn ties.
     pub rotation: AtomicUsize,
+    /// Key, bound and ring of a `balance = "hash"` backend.
+    pub hashing: Option<Hashing>,
 }
 
 impl Backend {

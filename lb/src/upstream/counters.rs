@@ -1,7 +1,10 @@
 //! What the stats page and metrics show per server: sessions now, at most
-//! and ever, bytes each way, responses by status class, failed connects.
+//! and ever, bytes each way, responses by status class, failed connects,
+//! the hash keys of the open sessions.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use super::open_keys::OpenKeys;
 
 /// Counters shown on the stats page and in metrics.
 #[derive(Debug, Default)]
@@ -20,6 +23,8 @@ pub struct Counters {
     pub responses: [AtomicU64; 6],
     /// Connects that failed (refused or timed out).
     pub connect_errors: AtomicU64,
+    /// Hash keys of the open sessions (`balance = "hash"`).
+    pub keys: OpenKeys,
 }
 
 impl Counters {

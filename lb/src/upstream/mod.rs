@@ -7,6 +7,7 @@ mod backend;
 mod check_result;
 mod counters;
 pub mod health;
+mod open_keys;
 pub mod pool;
 mod rise_fall;
 pub mod select;

@@ -15,15 +15,24 @@ pub struct SessionGuard {
     pub server: Arc<Server>,
     /// The server's shutdown signal as it was when the session opened.
     pub(super) shutdown: watch::Receiver<u64>,
+    /// The hash key the session was placed by, listed on its server while
+    /// it lives.
+    key: Option<Arc<str>>,
 }
 
 impl SessionGuard {
-    /// Opens a session on `server`; it is counted until the guard drops.
-    pub fn open(server: &Arc<Server>) -> SessionGuard {
-        server.shared.counters.session_opened();
+    /// Opens a session on `server`, placed by hash `key` if any: it is
+    /// counted, and listed with the server's open keys, until the guard drops.
+    pub fn open(server: &Arc<Server>, key: Option<Arc<str>>) -> SessionGuard {
+        let counters = &server.shared.counters;
+        counters.session_opened();
+        if let Some(k) = &key {
+            counters.keys.opened(k);
+        }
         SessionGuard {
             server: server.clone(),
             shutdown: server.shared.shutdown_signal(),
+            key,
         }
     }
 
@@ -53,6 +62,10 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.server.shared.counters.session_closed();
+        let counters = &self.server.shared.counters;
+        counters.session_closed();
+        if let Some(k) = &self.key {
+            counters.keys.closed(k);
+        }
     }
 }

@@ -9,6 +9,7 @@ mod balance;
 mod check_config;
 mod failover;
 mod h2_websocket;
+mod hash_balance;
 mod head_watch;
 mod health;
 mod limits;

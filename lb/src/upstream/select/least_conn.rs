@@ -33,13 +33,13 @@ mod tests {
     fn busiest_server_comes_last() {
         let b = backend(Balance::LeastConn, &[1, 1, 1]);
         let _held = [
-            crate::upstream::SessionGuard::open(&b.servers[0]),
-            crate::upstream::SessionGuard::open(&b.servers[0]),
-            crate::upstream::SessionGuard::open(&b.servers[1]),
+            crate::upstream::SessionGuard::open(&b.servers[0], None),
+            crate::upstream::SessionGuard::open(&b.servers[0], None),
+            crate::upstream::SessionGuard::open(&b.servers[1], None),
         ];
         for _ in 0..5 {
             assert_eq!(
-                names(candidates(&b, std::net::Ipv4Addr::LOCALHOST.into())),
+                names(candidates(&b, std::net::Ipv4Addr::LOCALHOST.into(), None)),
                 ["s2", "s1", "s0"]
             );
         }
@@ -49,7 +49,7 @@ mod tests {
     fn idle_servers_share_in_turn() {
         let b = backend(Balance::LeastConn, &[1, 1]);
         let firsts: Vec<String> = (0..4)
-            .map(|_| names(candidates(&b, std::net::Ipv4Addr::LOCALHOST.into())).remove(0))
+            .map(|_| names(candidates(&b, std::net::Ipv4Addr::LOCALHOST.into(), None)).remove(0))
             .collect();
         assert_eq!(firsts, ["s0", "s1", "s0", "s1"]);
     }

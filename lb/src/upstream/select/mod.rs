@@ -5,6 +5,7 @@
 //! Only usable servers (ready, up, weight > 0, below maxconn) are
 //! candidates; backup servers only when no regular server is usable.
 
+mod consistent;
 mod least_conn;
 mod round_robin;
 mod source_hash;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use super::{Backend, Server};
 use crate::config::Balance;
+pub use consistent::Hashing;
 
 /// Candidates for one request, best first.
 #[derive(Debug)]
@@ -32,14 +34,31 @@ impl Iterator for Candidates {
     }
 }
 
-/// Candidates for a request from `client`.
-pub fn candidates(backend: &Backend, client: IpAddr) -> Candidates {
+/// The policy that places one request: the backend's, except that a
+/// hash-balanced request without its key is placed by leastconn.
+#[derive(Debug, Clone, Copy)]
+enum Policy<'a> {
+    RoundRobin,
+    LeastConn,
+    Source,
+    Hash(&'a Hashing, &'a str),
+}
+
+/// Candidates for a request from `client`; `key` is the request's hash
+/// key, used when the backend balances by hash.
+pub fn candidates(backend: &Backend, client: IpAddr, key: Option<&str>) -> Candidates {
+    let policy = match (backend.balance, &backend.hashing, key) {
+        (Balance::RoundRobin, _, _) => Policy::RoundRobin,
+        (Balance::Source, _, _) => Policy::Source,
+        (Balance::Hash, Some(hashing), Some(key)) => Policy::Hash(hashing, key),
+        (Balance::LeastConn | Balance::Hash, _, _) => Policy::LeastConn,
+    };
     // leastconn compares loads per weight, where finer steps let a server
     // of weight 1 ramp through slowstart; the slot-based algorithms take
     // whole weights, so their turns stay short.
-    let weight = |s: &Server| match backend.balance {
-        Balance::LeastConn => s.scaled_weight(),
-        Balance::RoundRobin | Balance::Source => s.effective_weight(),
+    let weight = |s: &Server| match policy {
+        Policy::LeastConn => s.scaled_weight(),
+        Policy::RoundRobin | Policy::Source | Policy::Hash(..) => s.effective_weight(),
     };
     let usable = |backup: bool| -> Vec<(Arc<Server>, u32)> {
         backend
@@ -53,10 +72,11 @@ pub fn candidates(backend: &Backend, client: IpAddr) -> Candidates {
     if pool.is_empty() {
         pool = usable(true);
     }
-    let order = match backend.balance {
-        Balance::RoundRobin => round_robin::order(pool, backend.rotation.fetch_add(1, Ordering::Relaxed)),
-        Balance::LeastConn => least_conn::order(pool, backend.rotation.fetch_add(1, Ordering::Relaxed)),
-        Balance::Source => source_hash::order(pool, client),
+    let order = match policy {
+        Policy::RoundRobin => round_robin::order(pool, backend.rotation.fetch_add(1, Ordering::Relaxed)),
+        Policy::LeastConn => least_conn::order(pool, backend.rotation.fetch_add(1, Ordering::Relaxed)),
+        Policy::Source => source_hash::order(pool, client),
+        Policy::Hash(hashing, key) => consistent::order(hashing, &backend.servers, pool, key),
     };
     Candidates {
         order: order.into_iter(),
@@ -119,7 +139,16 @@ pub(crate) mod tests {
             check: None,
             servers,
             rotation: AtomicUsize::new(0),
+            hashing: None,
         }
+    }
+
+    /// A `balance = "hash"` backend on `url_param:room` with `factor`.
+    pub fn hash_backend(weights: &[u32], factor: u32) -> Backend {
+        let mut b = backend(Balance::Hash, weights);
+        let key = config::HashKey::UrlParam("room".into());
+        b.hashing = Some(Hashing::new(key, factor, &b.servers));
+        b
     }
 
     pub fn names(c: Candidates) -> Vec<String> {
@@ -130,9 +159,17 @@ pub(crate) mod tests {
 
     #[test]
     fn every_usable_server_is_a_fallback_exactly_once() {
-        for balance in [Balance::RoundRobin, Balance::LeastConn, Balance::Source] {
-            let b = backend(balance, &[1, 2, 3]);
-            let mut n = names(candidates(&b, CLIENT));
+        for balance in [
+            Balance::RoundRobin,
+            Balance::LeastConn,
+            Balance::Source,
+            Balance::Hash,
+        ] {
+            let mut b = backend(balance, &[1, 2, 3]);
+            if balance == Balance::Hash {
+                b = hash_backend(&[1, 2, 3], 125);
+            }
+            let mut n = names(candidates(&b, CLIENT, Some("room")));
             n.sort();
             assert_eq!(n, ["s0", "s1", "s2"], "{balance:?}");
         }
@@ -143,7 +180,7 @@ pub(crate) mod tests {
         let b = backend(Balance::RoundRobin, &[1, 0, 1]);
         b.servers[2].set_admin(AdminState::Drain);
         for _ in 0..5 {
-            assert_eq!(names(candidates(&b, CLIENT)), ["s0"]);
+            assert_eq!(names(candidates(&b, CLIENT, None)), ["s0"]);
         }
     }
 
@@ -159,10 +196,10 @@ pub(crate) mod tests {
             None,
             ServerShared::new(2, 1),
         )));
-        assert!(!names(candidates(&b, CLIENT)).contains(&"bk".to_string()));
+        assert!(!names(candidates(&b, CLIENT, None)).contains(&"bk".to_string()));
         b.servers[0].set_admin(AdminState::Maint);
         b.servers[1].set_admin(AdminState::Maint);
-        assert_eq!(names(candidates(&b, CLIENT)), ["bk"]);
+        assert_eq!(names(candidates(&b, CLIENT, None)), ["bk"]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod tests {
         let b = backend(Balance::RoundRobin, &[1, 3]);
         let mut seen: HashMap<String, usize> = HashMap::new();
         for _ in 0..40 {
-            let first = names(candidates(&b, std::net::Ipv4Addr::LOCALHOST.into())).remove(0);
+            let first = names(candidates(&b, std::net::Ipv4Addr::LOCALHOST.into(), None)).remove(0);
             *seen.entry(first).or_default() += 1;
         }
         assert_eq!(seen["s0"], 10);

@@ -37,8 +37,8 @@ mod tests {
         let mut firsts = HashSet::new();
         for i in 1..=50u8 {
             let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i));
-            let first = names(candidates(&b, ip)).remove(0);
-            assert_eq!(names(candidates(&b, ip)).remove(0), first);
+            let first = names(candidates(&b, ip, None)).remove(0);
+            assert_eq!(names(candidates(&b, ip, None)).remove(0), first);
             firsts.insert(first);
         }
         assert_eq!(firsts.len(), 2);

@@ -136,14 +136,14 @@ async fn shutdown_sessions_signals_sessions_open_at_mark_down_only() {
     let mut s = server(2, 3);
     s.reactions.on_marked_down = OnMarkedDown::ShutdownSessions;
     let s = Arc::new(s);
-    let mut open = SessionGuard::open(&s);
+    let mut open = SessionGuard::open(&s, None);
     s.set_admin(AdminState::Drain);
     assert!(!open.shutdown.has_changed().unwrap(), "drain keeps sessions");
     s.set_admin(AdminState::Ready);
     s.record(bad());
     assert_eq!(s.state(), ServerState::Down);
     open.shut_down().await;
-    let mut later = SessionGuard::open(&s);
+    let mut later = SessionGuard::open(&s, None);
     assert!(
         !later.shutdown.has_changed().unwrap(),
         "a later session is not affected"
@@ -169,7 +169,7 @@ fn unreachable_policy(on_error: OnError) -> (Arc<Server>, SessionGuard) {
     s.reactions.on_error = on_error;
     let s = Arc::new(s);
     s.record(ok());
-    let open = SessionGuard::open(&s);
+    let open = SessionGuard::open(&s, None);
     (s, open)
 }
 
@@ -239,7 +239,7 @@ async fn shutdown_sessions_closes_once_whatever_brought_it_down() {
     let mut s = server(2, 3);
     s.reactions.on_marked_down = OnMarkedDown::ShutdownSessions;
     let s = Arc::new(s);
-    let mut open = SessionGuard::open(&s);
+    let mut open = SessionGuard::open(&s, None);
     s.record(bad());
     open.shut_down().await;
     s.record(result(CheckStatus::L7Tout));
@@ -255,7 +255,7 @@ async fn a_404_with_disable_on_404_drains_without_marking_down() {
     s.reactions.on_marked_down = OnMarkedDown::ShutdownSessions;
     let s = Arc::new(s);
     s.record(ok());
-    let mut open = SessionGuard::open(&s);
+    let mut open = SessionGuard::open(&s, None);
     let soft = || CheckResult {
         status: CheckStatus::L7OkCond,
         code: Some(404),
@@ -329,8 +329,8 @@ fn slowstart_ramps_weight_after_coming_back_but_not_at_start() {
 #[test]
 fn session_guard_counts_current_max_and_total() {
     let s = Arc::new(server(1, 1));
-    let a = SessionGuard::open(&s);
-    let b = SessionGuard::open(&s);
+    let a = SessionGuard::open(&s, None);
+    let b = SessionGuard::open(&s, None);
     assert_eq!(s.sessions(), 2);
     drop(a);
     drop(b);

@@ -737,10 +737,20 @@ pub type Wss = WebSocketStream<TlsStream<TcpStream>>;
 /// Opens `wss://localhost:port/ws` offering `protocol`; returns the socket,
 /// the selected subprotocol and the backend's greeting.
 pub async fn wss_connect(certs: &Certs, port: u16, protocol: &str) -> (Wss, Option<String>, String) {
+    wss_connect_to(certs, port, "/ws", protocol).await
+}
+
+/// As [`wss_connect`], to `path` (which may carry a query).
+pub async fn wss_connect_to(
+    certs: &Certs,
+    port: u16,
+    path: &str,
+    protocol: &str,
+) -> (Wss, Option<String>, String) {
     let tls = tls_connect(certs, port, "localhost", &[b"http/1.1"])
         .await
         .expect("tls connect");
-    let mut req = format!("wss://localhost:{port}/ws")
+    let mut req = format!("wss://localhost:{port}{path}")
         .into_client_request()
         .expect("request");
     req.headers_mut()
