@@ -287,6 +287,28 @@ impl DrillCluster {
         Ok(())
     }
 
+    /// The app with the most sessions in the lb now (the lb's admin API):
+    /// the one whose loss moves the most clients. With room-affinity
+    /// balancing a room's members share one app, so a fixed victim could
+    /// hold no room at all.
+    pub async fn busiest_app(&self) -> Result<String, DrillClusterError> {
+        let url = format!("http://{}/api/backends", self.admin);
+        let resp = http::request("GET", &url, &[], String::new(), Duration::from_secs(5))
+            .await
+            .map_err(|e| DrillClusterError::Admin(format!("{url}: {e}")))?;
+        let json: serde_json::Value = serde_json::from_str(&resp.body)
+            .map_err(|e| DrillClusterError::Admin(format!("{url}: {e}")))?;
+        json["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|b| b["servers"].as_array().into_iter().flatten())
+            .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["sessions"].as_u64()?)))
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|(name, _)| name)
+            .ok_or_else(|| DrillClusterError::Admin(format!("{url}: no server listed")))
+    }
+
     /// Waits until `name` is healthy again (the lb: until it sees every server up).
     pub async fn wait_healthy(&mut self, name: &str, limit: Duration) -> Result<(), DrillClusterError> {
         self.cluster.get_mut(name)?.wait_healthy(limit).await?;

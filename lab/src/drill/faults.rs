@@ -19,12 +19,12 @@ const HEAL_LIMIT: Duration = Duration::from_secs(60);
 /// enough for clients to notice and move, as a real crash plus restart would.
 const DEAD_FOR: Duration = Duration::from_secs(2);
 
-/// How long app1 stays frozen: longer than the lb's health verdict on a
+/// How long the app stays frozen: longer than the lb's health verdict on a
 /// silent server (check `timeout` 1 s × `fall` 3 after up to an `interval`)
 /// and longer than the clients' idle timeout, so both detections are exercised.
 const FROZEN_FOR: Duration = Duration::from_secs(7);
 
-/// How long app1 stays in lb drain before it is made ready again.
+/// How long the app stays in lb drain before it is made ready again.
 const DRAINED_FOR: Duration = Duration::from_secs(4);
 
 /// SIGTERM drain of an app: its `drain.grace` + `drain.window` and a margin.
@@ -34,17 +34,19 @@ const DRAIN_EXIT_LIMIT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
-    /// kill -9 app1, start it again.
+    /// kill -9 the app with the most sessions, start it again.
     KillApp,
-    /// SIGTERM app2 (it drains: 503, grace, 1012 spread), start it again.
+    /// SIGTERM the app with the most sessions (it drains: 503, grace, 1012
+    /// spread), start it again.
     DrainApp,
-    /// Drain app1 through the lb admin API, then make it ready again.
+    /// Drain the app with the most sessions through the lb admin API, then
+    /// make it ready again.
     LbDrain,
     /// kill -9 subscriber1, start it again.
     KillSubscriber,
     /// Restart redis-server (SIGTERM, AOF on disk, start).
     RestartRedis,
-    /// SIGSTOP app1 past the health timeout, then SIGCONT.
+    /// SIGSTOP the app with the most sessions past the health timeout, then SIGCONT.
     FreezeApp,
     /// kill -9 the lb, start it again on the same ports.
     KillLb,
@@ -152,28 +154,33 @@ pub async fn inject_and_heal(fault: Fault, c: &mut DrillCluster) -> Result<Timel
     let t0 = Instant::now();
     let mut tl = Timeline::default();
     match fault {
-        Fault::KillApp => kill_and_start(c, "app1", "app1 started", &mut tl, t0).await?,
+        Fault::KillApp => {
+            let app = c.busiest_app().await?;
+            kill_and_start(c, &app, &format!("{app} started"), &mut tl, t0).await?;
+        }
         Fault::DrainApp => {
-            c.cluster.get_mut("app2")?.term()?;
-            tl.note(t0, "app2 SIGTERM (drain)");
-            let status = c.cluster.get_mut("app2")?.wait_exit(DRAIN_EXIT_LIMIT).await;
+            let app = c.busiest_app().await?;
+            c.cluster.get_mut(&app)?.term()?;
+            tl.note(t0, format!("{app} SIGTERM (drain)"));
+            let status = c.cluster.get_mut(&app)?.wait_exit(DRAIN_EXIT_LIMIT).await;
             match status {
-                Some(s) => tl.note(t0, format!("app2 exited ({s})")),
+                Some(s) => tl.note(t0, format!("{app} exited ({s})")),
                 None => {
-                    tl.note(t0, "app2 still running after the drain limit; killed");
-                    c.cluster.get_mut("app2")?.kill9()?;
+                    tl.note(t0, format!("{app} still running after the drain limit; killed"));
+                    c.cluster.get_mut(&app)?.kill9()?;
                 }
             }
-            c.cluster.get_mut("app2")?.start()?;
-            tl.note(t0, "app2 started");
-            c.wait_healthy("app2", HEAL_LIMIT).await?;
+            c.cluster.get_mut(&app)?.start()?;
+            tl.note(t0, format!("{app} started"));
+            c.wait_healthy(&app, HEAL_LIMIT).await?;
         }
         Fault::LbDrain => {
-            c.set_server_state("app1", "drain").await?;
-            tl.note(t0, "app1 set to drain (lb admin API)");
+            let app = c.busiest_app().await?;
+            c.set_server_state(&app, "drain").await?;
+            tl.note(t0, format!("{app} set to drain (lb admin API)"));
             tokio::time::sleep(DRAINED_FOR).await;
-            c.set_server_state("app1", "ready").await?;
-            tl.note(t0, "app1 set to ready");
+            c.set_server_state(&app, "ready").await?;
+            tl.note(t0, format!("{app} set to ready"));
         }
         Fault::KillSubscriber => {
             kill_and_start(c, "subscriber1", "subscriber1 started", &mut tl, t0).await?;
@@ -186,16 +193,16 @@ pub async fn inject_and_heal(fault: Fault, c: &mut DrillCluster) -> Result<Timel
             tl.note(t0, "redis-server restarted (SIGTERM, start)");
             c.wait_healthy("redis", HEAL_LIMIT).await?;
             // The apps' health includes Redis: wait until both answer 200 again.
-            c.wait_healthy("app1", HEAL_LIMIT).await?;
-            c.wait_healthy("app2", HEAL_LIMIT).await?;
+            apps_healthy(c).await?;
         }
         Fault::FreezeApp => {
-            c.cluster.get_mut("app1")?.stop()?;
-            tl.note(t0, "app1 frozen (SIGSTOP)");
+            let app = c.busiest_app().await?;
+            c.cluster.get_mut(&app)?.stop()?;
+            tl.note(t0, format!("{app} frozen (SIGSTOP)"));
             tokio::time::sleep(FROZEN_FOR).await;
-            c.cluster.get_mut("app1")?.cont()?;
-            tl.note(t0, "app1 resumed (SIGCONT)");
-            c.wait_healthy("app1", HEAL_LIMIT).await?;
+            c.cluster.get_mut(&app)?.cont()?;
+            tl.note(t0, format!("{app} resumed (SIGCONT)"));
+            c.wait_healthy(&app, HEAL_LIMIT).await?;
         }
         Fault::KillLb => kill_and_start(c, "lb", "lb started on the same ports", &mut tl, t0).await?,
         Fault::KillRedisMaster => {
