@@ -1,5 +1,6 @@
 //! HAProxy as the lb's peer: a config generated from the same values as
-//! `configs/local/lb.toml` (certificate, servers, leastconn, timeouts,
+//! `configs/local/lb.toml` (certificate, servers, room affinity by
+//! `url_param room` with consistent hashing and a 125 % load bound, timeouts,
 //! retries + redispatch, health checks, maxconn, `nbthread` = the lb's worker
 //! threads, connection reuse, no logging), so the two are compared doing the
 //! same job.
@@ -67,7 +68,11 @@ frontend monitor
     monitor-uri /healthz
 
 backend apps
-    balance leastconn
+    # The lb's balance = \"hash\" on url_param:room, hash_balance_factor 125
+    # (without the parameter HAProxy goes round robin, the lb leastconn).
+    balance url_param room
+    hash-type consistent
+    hash-balance-factor 125
     http-reuse always
     option httpchk GET /healthz
     http-check expect status 200
@@ -117,7 +122,8 @@ mod tests {
         assert!(text.contains("maxconn 9900"));
         assert!(text.contains("server app1 127.0.0.1:2 check"));
         assert!(text.contains("server app2 127.0.0.1:3 check"));
-        assert!(text.contains("balance leastconn"));
+        assert!(text.contains("balance url_param room"));
+        assert!(text.contains("hash-type consistent"));
         assert!(text.contains("nbthread 2"));
         assert!(text.contains("bind 127.0.0.1:1 ssl crt /x.pem"));
     }
