@@ -182,6 +182,14 @@ async fn a_commit_publishes_every_older_uncommitted_entry_in_id_order() {
         .await
         .expect("commit");
     assert_eq!(missing, None, "an id this node does not hold is not committed");
+    // Below the mark too: a send stored on another node (an old master that
+    // resumed) must not read as "already committed" here and be acked.
+    let a_ms: u64 = a.id.split('-').next().and_then(|ms| ms.parse().ok()).expect("ms");
+    let below = format!("{}-0", a_ms - 1);
+    let missing = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", &below, &channel)
+        .await
+        .expect("commit");
+    assert_eq!(missing, None, "an id below the mark this node does not hold is not committed");
 }
 
 #[tokio::test]

@@ -16,6 +16,11 @@
 //! to the old master is not committed, the client gets `unavailable`, and
 //! its re-send (same cid) is stored on the new master.
 //!
+//! Every Sentinel must be heard: a majority vouching is not enough while
+//! one is silent, since the silent one may be the leader of a failover in
+//! progress. Only a Sentinel silent for `ASSUME_GONE_AFTER` (its host is
+//! down) is left out, and a majority of the others decides.
+//!
 //! The Sentinels are asked in parallel over connections kept open, one per
 //! Sentinel, so the check costs one loopback or LAN round trip per send.
 
@@ -47,6 +52,15 @@ pub enum Unconfirmed {
         /// The node the writes went to.
         addr: String,
     },
+    /// A Sentinel did not answer, and has not been silent long enough to
+    /// be taken for gone.
+    #[error("sentinel {sentinel} has not answered for {for_:?}")]
+    Silent {
+        /// The Sentinel.
+        sentinel: String,
+        /// Since its first unanswered question.
+        for_: Duration,
+    },
     /// Fewer than a majority of the Sentinels vouched for it.
     #[error("{answered} of {asked} sentinels vouch for the master; {needed} must")]
     NoMajority {
@@ -59,9 +73,17 @@ pub enum Unconfirmed {
     },
 }
 
-/// How long a Sentinel that did not answer is left out before it is asked
-/// again: an unreachable host must not cost every send the full limit.
-const SKIP_SILENT_FOR: Duration = Duration::from_secs(1);
+/// How long a Sentinel must have been silent before the check goes on
+/// without it. Before that, its silence fails the check: the Sentinel not
+/// heard from may be the one leading a failover (the only one that knows,
+/// for a moment, that the master is being replaced), so a majority of the
+/// others vouching is not enough. A Sentinel silent this long is taken for
+/// gone (its host is down), and a majority of the rest decides.
+const ASSUME_GONE_AFTER: Duration = Duration::from_secs(3);
+
+/// How often a Sentinel taken for gone is asked again: an unreachable host
+/// must not cost every send the full limit.
+const PROBE_GONE_EVERY: Duration = Duration::from_secs(1);
 
 /// One Sentinel and the connection to it, opened on first use and dropped
 /// on any failure.
@@ -75,8 +97,19 @@ struct Voter {
 struct Link {
     /// Open and answering.
     conn: Option<MultiplexedConnection>,
-    /// Not asked before this, after it failed to answer.
-    silent_until: Option<Instant>,
+    /// When it stopped answering (the first failure of the current run).
+    silent_since: Option<Instant>,
+    /// When it was last asked.
+    asked_at: Option<Instant>,
+}
+
+/// What asking one Sentinel gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Heard {
+    /// Its view of the master.
+    Answer(Answer),
+    /// Nothing, for this long now.
+    Silent(Duration),
 }
 
 /// Asks the Sentinels whether a master is still the master; see the module
@@ -176,12 +209,21 @@ impl Fence {
     /// (it names the old master, flagged `failover_in_progress`, until its
     /// replicas are reconfigured); it does not dispute `addr`.
     pub async fn confirm(&self, addr: &str) -> Result<(), Unconfirmed> {
-        let answers = join_all(self.voters.iter().map(|v| self.ask(v))).await;
+        let heard = join_all(self.voters.iter().map(|v| self.ask(v))).await;
         let asked = self.voters.len();
         let needed = asked / 2 + 1;
         let mut vouching = 0;
-        for (voter, answer) in self.voters.iter().zip(answers) {
-            let Some(answer) = answer else { continue };
+        for (voter, heard) in self.voters.iter().zip(heard) {
+            let answer = match heard {
+                Heard::Answer(a) => a,
+                Heard::Silent(for_) if for_ >= ASSUME_GONE_AFTER => continue,
+                Heard::Silent(for_) => {
+                    return Err(Unconfirmed::Silent {
+                        sentinel: voter.addr.to_string(),
+                        for_,
+                    })
+                }
+            };
             match answer.verdict(addr) {
                 Verdict::Vouches => vouching += 1,
                 Verdict::Replacing => {}
@@ -204,14 +246,19 @@ impl Fence {
         Ok(())
     }
 
-    /// `SENTINEL MASTER <name>` on one Sentinel; `None` when it does not
-    /// answer in time or answers nonsense (its connection is then dropped
-    /// and it is left out for `SKIP_SILENT_FOR`).
-    async fn ask(&self, voter: &Voter) -> Option<Answer> {
+    /// `SENTINEL MASTER <name>` on one Sentinel, or how long it has been
+    /// silent (no answer in time, or nonsense: its connection is dropped).
+    /// One taken for gone is asked at most every `PROBE_GONE_EVERY`.
+    async fn ask(&self, voter: &Voter) -> Heard {
         let mut link = voter.conn.lock().await;
-        if link.silent_until.is_some_and(|t| Instant::now() < t) {
-            return None;
+        let now = Instant::now();
+        if let Some(since) = link.silent_since {
+            let gone = now.duration_since(since) >= ASSUME_GONE_AFTER;
+            if gone && link.asked_at.is_some_and(|t| now.duration_since(t) < PROBE_GONE_EVERY) {
+                return Heard::Silent(now.duration_since(since));
+            }
         }
+        link.asked_at = Some(now);
         let work = async {
             let conn = match link.conn.as_mut() {
                 Some(c) => c,
@@ -230,15 +277,17 @@ impl Fence {
             let fields: Vec<String> = cmd.query_async(conn).await.ok()?;
             Answer::from_fields(&fields)
         };
-        let answer = timeout(self.limit, work).await.ok().flatten();
-        match answer {
-            Some(_) => link.silent_until = None,
+        match timeout(self.limit, work).await.ok().flatten() {
+            Some(answer) => {
+                link.silent_since = None;
+                Heard::Answer(answer)
+            }
             None => {
                 link.conn = None;
-                link.silent_until = Some(Instant::now() + SKIP_SILENT_FOR);
+                let since = *link.silent_since.get_or_insert(now);
+                Heard::Silent(Instant::now().duration_since(since))
             }
         }
-        answer
     }
 }
 

@@ -102,8 +102,12 @@ fn hash_tag(room: &str) -> String {
 /// on the channel only ever names something a failover cannot take back.
 /// A missing mark publishes just `id` (a stream from before marks existed).
 /// An `id` this node does not hold (the master that stored it died before a
-/// replica had it) is refused with -1: the mark never passes an entry that
-/// is not there, so it never sorts above ids this master hands out.
+/// replica had it, or the send was stored on another node than this one) is
+/// refused with -1, checked before anything else: a mark already above `id`
+/// on this node says nothing about `id` itself, and answering "already
+/// committed" there would ack an entry that is not in the store. The mark
+/// never passes an entry that is not there, so it never sorts above ids
+/// this master hands out.
 /// The chat JSON gets `ts` spliced in as an integer, since cjson would print
 /// a float.
 const COMMIT_LUA: &str = r#"
@@ -117,9 +121,9 @@ local function id_after(a, b)
   return am > bm or (am == bm and as > bs)
 end
 local function commit(stream, mark, id, channel, room)
+  if #redis.call('XRANGE', stream, id, id) == 0 then return -1 end
   local top = redis.call('GET', mark)
   if top and not id_after(id, top) then return 0 end
-  if #redis.call('XRANGE', stream, id, id) == 0 then return -1 end
   local from = id
   if top then from = '(' .. top end
   local entries = redis.call('XRANGE', stream, from, id)
