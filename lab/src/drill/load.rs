@@ -243,9 +243,12 @@ impl Load {
         Load { slots, sending, stop }
     }
 
-    /// Sending on or off.
+    /// Sending on or off. Turning it off returns only once no client is
+    /// between deciding to send and counting the send (see `take_send`), so
+    /// the quiet check that follows sees every send that was made.
     pub fn set_sending(&self, on: bool) {
-        self.sending.store(on, Ordering::SeqCst);
+        let lives: Vec<&Mutex<Live>> = self.slots.iter().map(|s| &*s.live).collect();
+        switch_sending(&self.sending, on, &lives);
     }
 
     /// Clients welcomed at least once.
@@ -385,6 +388,35 @@ struct Pace {
     phase: Duration,
 }
 
+/// Sets `sending`; when it goes off, waits for each client's record to be
+/// free once: a client that saw sending on holds its record until it has
+/// counted the send (`take_send`), so after this nobody sends uncounted.
+///
+/// Without it a drill could stop its clients before the last message reached
+/// them: a client read "sending on", the drill turned sending off and found
+/// every send acked and every client caught up (the new send not counted
+/// yet), stopped the clients, and the chat the app had just written to them
+/// was counted lost.
+fn switch_sending(sending: &AtomicBool, on: bool, lives: &[&Mutex<Live>]) {
+    sending.store(on, Ordering::SeqCst);
+    if !on {
+        for live in lives {
+            drop(lock(live));
+        }
+    }
+}
+
+/// Whether to send now; counts the send at once, under the record's lock
+/// (see `switch_sending`).
+fn take_send(live: &Mutex<Live>, sending: &AtomicBool) -> bool {
+    let mut l = lock(live);
+    let on = sending.load(Ordering::SeqCst);
+    if on {
+        l.sent += 1;
+    }
+    on
+}
+
 /// One client's task: sends on its pace while sending is on, follows events.
 async fn drive(
     mut client: ResilientClient,
@@ -402,11 +434,10 @@ async fn drive(
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next_send) => {
-                if sending.load(Ordering::SeqCst) {
+                if take_send(&live, &sending) {
                     n += 1;
                     let cid = client.send(format!("d{index} #{n}"));
                     sent_at.insert(cid, Instant::now());
-                    lock(&live).sent += 1;
                 }
                 // Steady pace; after a stall, carry on from now instead of catching up in a burst.
                 next_send = (next_send + pace.period).max(Instant::now());
@@ -453,4 +484,53 @@ async fn drive(
     let mut l = lock(&live);
     l.gave_up = stats.gave_up;
     l.undecodable = stats.undecodable;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// The race that made a drill count a delivered chat as lost: a client
+    /// decided to send just as sending was turned off. Turning it off must
+    /// wait until that send is counted, so the quiet check sees it unacked
+    /// and waits for it (and for its delivery) before stopping the clients.
+    #[test]
+    fn turning_sending_off_waits_for_a_send_being_decided() {
+        let live = Arc::new(Mutex::new(Live::default()));
+        let sending = Arc::new(AtomicBool::new(true));
+        // The client task is inside `take_send`: it holds its record and
+        // has seen sending on.
+        let deciding = lock(&live);
+        assert!(sending.load(Ordering::SeqCst));
+        let (done_tx, done) = mpsc::channel();
+        let stopper = {
+            let (live, sending) = (live.clone(), sending.clone());
+            std::thread::spawn(move || {
+                switch_sending(&sending, false, &[&*live]);
+                let _ = done_tx.send(());
+            })
+        };
+        assert!(
+            done.recv_timeout(Duration::from_millis(200)).is_err(),
+            "turning sending off returned while a send was being decided"
+        );
+        let mut deciding = deciding;
+        deciding.sent += 1;
+        drop(deciding);
+        done.recv().expect("stopper returns once the send is counted");
+        stopper.join().expect("stopper");
+        // What the quiet check sees right after: the send, still unacked.
+        assert_eq!(lock(&live).unacked(), 1, "the last send is counted");
+        assert!(!take_send(&live, &sending), "nothing is sent once sending is off");
+        assert_eq!(lock(&live).sent, 1);
+    }
+
+    #[test]
+    fn a_send_taken_while_sending_is_on_is_counted_at_once() {
+        let live = Mutex::new(Live::default());
+        let sending = AtomicBool::new(true);
+        assert!(take_send(&live, &sending));
+        assert_eq!(lock(&live).unacked(), 1);
+    }
 }
