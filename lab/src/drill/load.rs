@@ -284,18 +284,33 @@ impl Load {
     }
 
     /// Clients not yet quiet: not connected, sends unacked, or behind their room's last acked id.
+    ///
+    /// Acks are checked first and the rooms' heads read after: a send acked
+    /// between the two is then in its room's head, so every member must
+    /// have its chat. Heads read first could miss an ack that arrives before
+    /// its sender's check, and the drill would stop the clients while the
+    /// app was writing that chat to them.
     pub fn unsettled(&self) -> usize {
+        let acked: Vec<bool> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let live = lock(&s.live);
+                live.gave_up || (live.connected && live.unacked() == 0)
+            })
+            .collect();
         let heads = self.room_heads();
         self.slots
             .iter()
-            .filter(|s| {
+            .zip(acked)
+            .filter(|(s, acked)| {
                 let live = lock(&s.live);
                 if live.gave_up {
                     return false;
                 }
                 let head = heads.get(s.room.as_str()).copied().unwrap_or_default();
                 let got = lock(&s.receipts).iter().map(|r| r.id).max().unwrap_or_default();
-                !(live.connected && live.unacked() == 0 && got >= head)
+                !(*acked && live.connected && got >= head)
             })
             .count()
     }
