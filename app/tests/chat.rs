@@ -352,15 +352,25 @@ async fn http_routes_page_health_and_internal_auth() {
         {"id":"6-1","room":"nobody-here","nick":"n","body":"b","ts":6}
     ])
     .to_string();
-    assert_eq!(app.post_events(&chat), 204);
-    let (status, text) = http(
-        app.internal,
-        "GET",
-        "/internal/cursors",
-        &[("Authorization", &auth)],
-        "",
-    );
-    assert_eq!(status, 200);
+    // The socket is in the hub once its task has joined (after the upgrade
+    // the client saw): post until the lobby has its cursor (re-posting is
+    // harmless, the hub drops what it delivered).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        assert_eq!(app.post_events(&chat), 204);
+        let (status, text) = http(
+            app.internal,
+            "GET",
+            "/internal/cursors",
+            &[("Authorization", &auth)],
+            "",
+        );
+        assert_eq!(status, 200);
+        if text.ends_with("{\"lobby\":\"5-1\"}") || std::time::Instant::now() >= deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(text.ends_with("{\"lobby\":\"5-1\"}"), "{text}");
     assert_eq!(http(app.internal, "GET", "/internal/cursors", &[], "").0, 401);
     let (status, text) = http(
