@@ -198,6 +198,18 @@ pub struct Load {
 /// not all hit the lb in the same instant.
 const RAMP_STEP: usize = 10;
 
+/// How a drill's load ended (see [`Load::end`]).
+pub struct Ended {
+    /// What each client did, in start order.
+    pub outcomes: Vec<ClientOutcome>,
+    /// Seconds from the start of sending until it was turned off.
+    pub sending_s: f64,
+    /// Whether every client got quiet within the limit.
+    pub quiesced: bool,
+    /// Seconds spent waiting for quiet.
+    pub quiesce_s: f64,
+}
+
 impl Load {
     /// Starts the clients (ramped: `RAMP_STEP` every 10 ms); sending is off.
     pub async fn start(plan: &LoadPlan) -> Load {
@@ -327,6 +339,24 @@ impl Load {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Ends a drill's sending: keeps sending until `until` (at least a second
+    /// from now, so the time after a healing is never empty), turns sending
+    /// off, waits for quiet within `quiesce`, then stops every client.
+    pub async fn end(self, started: Instant, until: Instant, quiesce: Duration) -> Ended {
+        tokio::time::sleep_until(until.max(Instant::now() + Duration::from_secs(1))).await;
+        self.set_sending(false);
+        let sending_s = started.elapsed().as_secs_f64();
+        let quiet_from = Instant::now();
+        let quiesced = self.wait_quiet(quiesce).await;
+        let quiesce_s = quiet_from.elapsed().as_secs_f64();
+        Ended {
+            outcomes: self.finish().await,
+            sending_s,
+            quiesced,
+            quiesce_s,
         }
     }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use faults::Fault;
-use load::{ClientTuning, Load, LoadPlan};
+use load::{ClientTuning, Ended, Load, LoadPlan};
 pub use report::DrillReport;
 
 use self::cluster::{DrillCluster, DrillClusterError};
@@ -286,15 +286,12 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
     let injected = Instant::now();
     let timeline = faults::inject_and_heal(fault, &mut c).await.map_err(err)?;
     // Keep sending for the planned time, and at least a second past the healing.
-    let until = (started + opts.duration).max(Instant::now() + Duration::from_secs(1));
-    tokio::time::sleep_until(until).await;
-    load.set_sending(false);
-    let sending_s = started.elapsed().as_secs_f64();
-
-    let quiet_from = Instant::now();
-    let quiesced = load.wait_quiet(opts.quiesce).await;
-    let quiesce_s = quiet_from.elapsed().as_secs_f64();
-    let outcomes = load.finish().await;
+    let Ended {
+        outcomes,
+        sending_s,
+        quiesced,
+        quiesce_s,
+    } = load.end(started, started + opts.duration, opts.quiesce).await;
 
     let ledgers: Vec<_> = outcomes.iter().map(|o| o.ledger.clone()).collect();
     let rooms: BTreeSet<String> = ledgers.iter().map(|l| l.room.clone()).collect();

@@ -34,7 +34,7 @@ use super::{check_interrupted, in_client, Inputs, NetnsError};
 use crate::drill::faults::Timeline;
 use crate::drill::ledger::{self, ClientLedger};
 use crate::drill::store;
-use crate::drill::load::{Load, LoadPlan};
+use crate::drill::load::{Ended, Load, LoadPlan};
 use crate::drill::report::Latency;
 use crate::drill::DrillOptions;
 
@@ -351,14 +351,12 @@ impl Drill {
             load.finish().await;
             return Err(e);
         }
-        tokio::time::sleep_until((started + opts.duration).max(Instant::now() + Duration::from_secs(1)))
-            .await;
-        load.set_sending(false);
-        let sending_s = started.elapsed().as_secs_f64();
-        let quiet_from = Instant::now();
-        let quiesced = load.wait_quiet(opts.quiesce).await;
-        let quiesce_s = quiet_from.elapsed().as_secs_f64();
-        let outcomes = load.finish().await;
+        let Ended {
+            outcomes,
+            sending_s,
+            quiesced,
+            quiesce_s,
+        } = load.end(started, started + opts.duration, opts.quiesce).await;
 
         let ledgers: Vec<ClientLedger> = outcomes.iter().map(|o| o.ledger.clone()).collect();
         let sentinels = &self.running.sentinels;
