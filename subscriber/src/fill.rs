@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
 use redis::streams::StreamRangeReply;
 use redis::RedisError;
 use tracing::{info, warn};
@@ -23,6 +22,7 @@ use wsmesh_redis_wire::{entry_to_chat, Keys};
 
 use crate::app_client::AppClient;
 use crate::metrics::Metrics;
+use crate::pubsub::Reads;
 use crate::queue::{FillInterrupted, Queue};
 
 /// Why a gap fill did not complete.
@@ -101,7 +101,7 @@ impl GapFill {
     /// page, into the queue.
     pub async fn run(
         &mut self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Reads,
         scope: &Scope,
     ) -> Result<Filled, FillError> {
         let query = CursorsQuery {
@@ -152,7 +152,7 @@ impl GapFill {
 
     async fn fill_room(
         &mut self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Reads,
         room: &str,
         mut after: StreamId,
         filled: &mut Filled,
