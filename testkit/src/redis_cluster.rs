@@ -163,6 +163,14 @@ async fn node_conn(addr: SocketAddr) -> redis::RedisResult<redis::aio::Multiplex
         .await
 }
 
+fn cmd(parts: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd(parts[0]);
+    for part in &parts[1..] {
+        cmd.arg(*part);
+    }
+    cmd
+}
+
 async fn cluster_info(addr: SocketAddr) -> redis::RedisResult<String> {
     let mut conn = node_conn(addr).await?;
     redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await
@@ -247,6 +255,29 @@ impl RedisCluster {
         }
     }
 
+    /// One cluster for a whole test binary, started at the first call on a
+    /// thread of its own that lives as long as the binary: the nodes die
+    /// with the thread that spawned them (see `process`), and a test's
+    /// thread ends with the test. Tests sharing it use rooms of their own.
+    pub fn shared() -> &'static RedisCluster {
+        static SHARED: std::sync::OnceLock<&'static RedisCluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                let cluster: &'static RedisCluster = Box::leak(Box::new(runtime.block_on(RedisCluster::start())));
+                let _ = tx.send(cluster);
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().expect("the shared redis cluster starts")
+        })
+    }
+
     /// Every node, `127.0.0.1:port`, for `redis.cluster`.
     pub fn nodes(&self) -> Vec<String> {
         self.addrs.iter().map(SocketAddr::to_string).collect()
@@ -270,6 +301,40 @@ impl RedisCluster {
             }
         }
         panic!("no node named the master of {key}: {last:?}");
+    }
+
+    /// Moves `key`'s slot, with its keys, from its master to the master
+    /// `to`, as `redis-cli --cluster reshard` does one slot: IMPORTING and
+    /// MIGRATING, `MIGRATE` of the slot's keys in batches, then `SETSLOT
+    /// NODE` on both masters (the others learn it by gossip).
+    pub async fn move_slot(&self, key: &str, to: SocketAddr) {
+        let from = self.master_of(key).await;
+        if from == to {
+            return;
+        }
+        let mut src = self.conn(from).await;
+        let mut dst = self.conn(to).await;
+        let slot: u16 = cmd(&["CLUSTER", "KEYSLOT", key]).query_async(&mut src).await.expect("keyslot");
+        let slot = slot.to_string();
+        let src_id: String = cmd(&["CLUSTER", "MYID"]).query_async(&mut src).await.expect("myid");
+        let dst_id: String = cmd(&["CLUSTER", "MYID"]).query_async(&mut dst).await.expect("myid");
+        let set = |state: &'static str, id: &str| cmd(&["CLUSTER", "SETSLOT", &slot, state, id]);
+        let _: () = set("IMPORTING", &src_id).query_async(&mut dst).await.expect("importing");
+        let _: () = set("MIGRATING", &dst_id).query_async(&mut src).await.expect("migrating");
+        loop {
+            let keys: Vec<String> = cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
+                .query_async(&mut src)
+                .await
+                .expect("getkeysinslot");
+            if keys.is_empty() {
+                break;
+            }
+            let mut migrate = cmd(&["MIGRATE", &to.ip().to_string(), &to.port().to_string(), "", "0", "5000", "KEYS"]);
+            migrate.arg(&keys);
+            let _: () = migrate.query_async(&mut src).await.expect("migrate");
+        }
+        let _: () = set("NODE", &dst_id).query_async(&mut dst).await.expect("setslot node");
+        let _: () = set("NODE", &dst_id).query_async(&mut src).await.expect("setslot node");
     }
 
     /// The node process listening on `addr`, for signals.
