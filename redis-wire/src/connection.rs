@@ -150,7 +150,7 @@ pub enum Unhealthy {
 #[derive(Clone)]
 pub struct Cluster {
     nodes: Arc<ClusterNodes>,
-    client: ClusterClient,
+    client: Arc<ClusterClient>,
     state: Arc<tokio::sync::Mutex<Lazy>>,
 }
 
@@ -174,7 +174,7 @@ impl Cluster {
             .build()?;
         Ok(Cluster {
             nodes,
-            client,
+            client: Arc::new(client),
             state: Arc::new(tokio::sync::Mutex::new(Lazy {
                 conn: None,
                 backoff: Backoff::new(options.backoff_base, options.backoff_cap),
