@@ -26,9 +26,9 @@ use redis::streams::StreamRangeReply;
 use redis::{RedisError, RedisResult};
 use wsmesh_common::chat::Chat;
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_redis_wire::connection::{Connection, Unhealthy};
 use wsmesh_redis_wire::fence::{Fence, Unconfirmed};
 use wsmesh_redis_wire::keys::BadKey;
-use wsmesh_redis_wire::connection::{Connection, Unhealthy};
 use wsmesh_redis_wire::master::MasterOptions;
 use wsmesh_redis_wire::target::Target;
 use wsmesh_redis_wire::{Append, Keys};
@@ -243,7 +243,11 @@ impl Store {
         let Some(migrated) = &self.migrated else {
             return Ok(());
         };
-        if migrated.lock().unwrap_or_else(PoisonError::into_inner).contains(room) {
+        if migrated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(room)
+        {
             return Ok(());
         }
         let mut c = self.conn.clone();

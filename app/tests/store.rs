@@ -225,7 +225,10 @@ async fn history_under_the_names_before_hash_tags_is_moved_at_the_first_touch() 
     let s = redis.store(1000);
     let history = s.last("old", 10).await.expect("last");
     assert_eq!(history.len(), 1);
-    assert_eq!((history[0].id.as_str(), history[0].body.as_str()), (old_id.as_str(), "from before"));
+    assert_eq!(
+        (history[0].id.as_str(), history[0].body.as_str()),
+        (old_id.as_str(), "from before")
+    );
     let old_left: u64 = conn.exists("wsmesh:room:old").await.expect("exists");
     assert_eq!(old_left, 0, "the untagged stream was renamed");
     let mark: String = conn.get("wsmesh:committed:{old}").await.expect("mark moved");

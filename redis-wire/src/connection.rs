@@ -94,7 +94,9 @@ impl Connection {
                     MultipleNodeRoutingInfo::AllMasters,
                     Some(ResponsePolicy::OneSucceeded),
                 ));
-                let info = conn.route_command(redis::cmd("CLUSTER").arg("INFO").clone(), routing).await?;
+                let info = conn
+                    .route_command(redis::cmd("CLUSTER").arg("INFO").clone(), routing)
+                    .await?;
                 let info: String = redis::from_redis_value(info).map_err(RedisError::from)?;
                 match cluster_state(&info) {
                     Some("ok") => Ok(()),
@@ -214,7 +216,9 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Master(m) => m.req_packed_command(cmd),
-            Connection::Cluster(c) => Box::pin(async move { c.connection().await?.req_packed_command(cmd).await }),
+            Connection::Cluster(c) => {
+                Box::pin(async move { c.connection().await?.req_packed_command(cmd).await })
+            }
         }
     }
 

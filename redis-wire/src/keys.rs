@@ -195,7 +195,10 @@ impl TargetKeys<'_> {
             return Err(bad("cluster", "and url are both set; set one or the other"));
         }
         if self.master_name.is_some() {
-            return Err(bad("master_name", "needs sentinels (a cluster has no master name)"));
+            return Err(bad(
+                "master_name",
+                "needs sentinels (a cluster has no master name)",
+            ));
         }
         if sentinel_password {
             let key = match self.sentinel_password_file {
@@ -312,7 +315,10 @@ mod tests {
         let t = k.target().unwrap();
         let Target::Cluster(c) = &t else { panic!() };
         assert_eq!(c.nodes[1].to_string(), "[::1]:7002");
-        assert_eq!(t.fixed_addr().as_deref(), Some("cluster 127.0.0.1:7001,[::1]:7002"));
+        assert_eq!(
+            t.fixed_addr().as_deref(),
+            Some("cluster 127.0.0.1:7001,[::1]:7002")
+        );
         assert!(!format!("{t:?}").contains("pw"));
         let sentinels = vec!["127.0.0.1:26379".to_string()];
         let mut both = k;

@@ -327,7 +327,8 @@ fn is_noscript(e: &redis::RedisError) -> bool {
 
 /// The scripts, hashed once.
 static STORE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(format!("{COMMIT_LUA}{STORE_LUA}")));
-static COMMIT: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(format!("{COMMIT_LUA}{COMMIT_ONE_LUA}")));
+static COMMIT: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new(format!("{COMMIT_LUA}{COMMIT_ONE_LUA}")));
 static READ: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(READ_LUA.to_string()));
 static MIGRATE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(MIGRATE_LUA.to_string()));
 

@@ -166,7 +166,10 @@ impl Feed {
     /// One subscription, from connect to loss.
     async fn session(&mut self) -> FeedError {
         match self.subscribed().await {
-            Ok(connected) => self.serve(connected.sink, connected.events, connected.reads).await,
+            Ok(connected) => {
+                self.serve(connected.sink, connected.events, connected.reads)
+                    .await
+            }
             Err(error) => error,
         }
     }
@@ -245,7 +248,9 @@ impl Feed {
     /// Notes a channel whose subscription the server ended: when it is a
     /// room still held (not one this feed unsubscribed), its slot moved.
     fn note_dropped(&mut self, channel: &str) {
-        let Some(room) = self.keys.room_of_channel(channel) else { return };
+        let Some(room) = self.keys.room_of_channel(channel) else {
+            return;
+        };
         if self.rooms.holds(room) && !self.dropped.iter().any(|r| r == room) {
             info!(room, "the room's slot moved; subscribing it again");
             self.dropped.push(room.to_string());
@@ -268,12 +273,7 @@ impl Feed {
         self.interest.confirmed.send_replace(self.in_force);
     }
 
-    async fn serve(
-        &mut self,
-        mut sink: Sink,
-        mut stream: Events,
-        mut conn: Reads,
-    ) -> FeedError {
+    async fn serve(&mut self, mut sink: Sink, mut stream: Events, mut conn: Reads) -> FeedError {
         let mut ping = tokio::time::interval(PING_EVERY.min(self.stall / 3).max(Duration::from_millis(100)));
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut scope = Scope::All;

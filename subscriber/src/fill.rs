@@ -99,11 +99,7 @@ impl GapFill {
     /// One fill: the app's cursors for `scope` (retried while the app is
     /// down), then each of those rooms' stream after its cursor, page by
     /// page, into the queue.
-    pub async fn run(
-        &mut self,
-        conn: &mut Reads,
-        scope: &Scope,
-    ) -> Result<Filled, FillError> {
+    pub async fn run(&mut self, conn: &mut Reads, scope: &Scope) -> Result<Filled, FillError> {
         let query = CursorsQuery {
             rooms: match scope {
                 Scope::All => None,

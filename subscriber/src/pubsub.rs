@@ -47,7 +47,11 @@ pub struct Connected {
 
 /// Connects to wherever `target` points, every step bounded by `connect`;
 /// the reads' answers are bounded by `command`.
-pub async fn connect(target: &Target, connect: Duration, command: Duration) -> Result<Connected, ConnectError> {
+pub async fn connect(
+    target: &Target,
+    connect: Duration,
+    command: Duration,
+) -> Result<Connected, ConnectError> {
     if let Target::Cluster(nodes) = target {
         let (tx, rx) = mpsc::unbounded_channel();
         let client = nodes
@@ -167,7 +171,10 @@ impl Events {
     /// The next event; `None` when the subscription is closed.
     pub async fn next(&mut self) -> Option<Event> {
         match self {
-            Events::Plain(stream) => stream.next().await.map(|msg| Event::Message(msg.get_payload_bytes().to_vec())),
+            Events::Plain(stream) => stream
+                .next()
+                .await
+                .map(|msg| Event::Message(msg.get_payload_bytes().to_vec())),
             Events::Sharded(rx) => loop {
                 let push = rx.recv().await?;
                 if let Some(event) = sharded_event(push) {
@@ -235,7 +242,10 @@ mod tests {
     fn push(kind: PushKind, data: &[&str]) -> PushInfo {
         PushInfo {
             kind,
-            data: data.iter().map(|s| Value::BulkString(s.as_bytes().to_vec())).collect(),
+            data: data
+                .iter()
+                .map(|s| Value::BulkString(s.as_bytes().to_vec()))
+                .collect(),
         }
     }
 
@@ -246,6 +256,9 @@ mod tests {
         let d = sharded_event(push(PushKind::SUnsubscribe, &["wsmesh:chat:{a}"]));
         assert!(matches!(d, Some(Event::Dropped(c)) if c == "wsmesh:chat:{a}"));
         assert!(sharded_event(push(PushKind::SSubscribe, &["wsmesh:chat:{a}"])).is_none());
-        assert!(matches!(sharded_event(push(PushKind::Disconnection, &[])), Some(Event::Broken)));
+        assert!(matches!(
+            sharded_event(push(PushKind::Disconnection, &[])),
+            Some(Event::Broken)
+        ));
     }
 }

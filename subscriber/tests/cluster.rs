@@ -41,7 +41,9 @@ async fn wsmesh(nodes: Vec<String>) -> LocalCluster {
             c.redis.url = DEFAULT_URL.into();
             c.redis.cluster = sub_nodes.clone();
         });
-    LocalCluster::start(opts).await.expect("the wsmesh cluster starts")
+    LocalCluster::start(opts)
+        .await
+        .expect("the wsmesh cluster starts")
 }
 
 /// A series' value from a subscriber's `/metrics`.
@@ -61,7 +63,12 @@ async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
 
 /// Where subscriber `i` (1-based) serves `/metrics`.
 fn health(c: &LocalCluster, i: usize) -> SocketAddr {
-    c.cluster.get(&format!("subscriber{i}")).expect("subscriber").spec().listens[0].0
+    c.cluster
+        .get(&format!("subscriber{i}"))
+        .expect("subscriber")
+        .spec()
+        .listens[0]
+        .0
 }
 
 /// `PUBSUB SHARDNUMSUB` of `room`'s channel on the master of its slot.
@@ -155,7 +162,9 @@ async fn each_room_is_heard_once_on_its_master_and_chats_flow_replay_and_resume(
     // Both apps now serve the room: it is heard on both, once each.
     members[0].send_chat("both", None).await.expect("send");
     for conn in [&mut late, &mut resumed] {
-        conn.chats_until(LIMIT, |ch| ch.body == "both").await.expect("live on app2");
+        conn.chats_until(LIMIT, |ch| ch.body == "both")
+            .await
+            .expect("live on app2");
     }
 }
 

@@ -89,7 +89,10 @@ pub fn node_spec(name: &str, addr: SocketAddr, bus_port: u16, dir: &Path) -> Pro
     ])
     .collect();
     let mut spec = ProcessSpec::new(name, Kind::Redis, "redis-server", args, Health::RedisPing(addr));
-    spec.listens = vec![(addr, "redis cluster node".into()), (bus_addr(addr, bus_port), "cluster bus".into())];
+    spec.listens = vec![
+        (addr, "redis cluster node".into()),
+        (bus_addr(addr, bus_port), "cluster bus".into()),
+    ];
     spec
 }
 
@@ -104,7 +107,9 @@ pub async fn create(addrs: &[SocketAddr], replicas: usize) -> Result<(), Cluster
     let mut cmd = tokio::process::Command::new("redis-cli");
     cmd.arg("--cluster").arg("create");
     cmd.args(addrs.iter().map(SocketAddr::to_string));
-    cmd.arg("--cluster-replicas").arg(replicas.to_string()).arg("--cluster-yes");
+    cmd.arg("--cluster-replicas")
+        .arg(replicas.to_string())
+        .arg("--cluster-yes");
     let out = cmd.output().await.map_err(ClusterSetupError::Cli)?;
     if !out.status.success() {
         let text = format!(
@@ -180,10 +185,16 @@ async fn cluster_info(addr: SocketAddr) -> redis::RedisResult<String> {
 /// map (`CLUSTER KEYSLOT`, then `CLUSTER SLOTS`).
 pub async fn master_of(ask: SocketAddr, key: &str) -> redis::RedisResult<SocketAddr> {
     let mut conn = node_conn(ask).await?;
-    let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut conn).await?;
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut conn)
+        .await?;
     let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
     for range in ranges {
-        let redis::Value::Array(parts) = range else { continue };
+        let redis::Value::Array(parts) = range else {
+            continue;
+        };
         let (Some(start), Some(end), Some(master)) = (parts.first(), parts.get(1), parts.get(2)) else {
             continue;
         };
@@ -268,7 +279,8 @@ impl RedisCluster {
                     .enable_all()
                     .build()
                     .expect("a runtime");
-                let cluster: &'static RedisCluster = Box::leak(Box::new(runtime.block_on(RedisCluster::start())));
+                let cluster: &'static RedisCluster =
+                    Box::leak(Box::new(runtime.block_on(RedisCluster::start())));
                 let _ = tx.send(cluster);
                 loop {
                     std::thread::park();
@@ -314,13 +326,28 @@ impl RedisCluster {
         }
         let mut src = self.conn(from).await;
         let mut dst = self.conn(to).await;
-        let slot: u16 = cmd(&["CLUSTER", "KEYSLOT", key]).query_async(&mut src).await.expect("keyslot");
+        let slot: u16 = cmd(&["CLUSTER", "KEYSLOT", key])
+            .query_async(&mut src)
+            .await
+            .expect("keyslot");
         let slot = slot.to_string();
-        let src_id: String = cmd(&["CLUSTER", "MYID"]).query_async(&mut src).await.expect("myid");
-        let dst_id: String = cmd(&["CLUSTER", "MYID"]).query_async(&mut dst).await.expect("myid");
+        let src_id: String = cmd(&["CLUSTER", "MYID"])
+            .query_async(&mut src)
+            .await
+            .expect("myid");
+        let dst_id: String = cmd(&["CLUSTER", "MYID"])
+            .query_async(&mut dst)
+            .await
+            .expect("myid");
         let set = |state: &'static str, id: &str| cmd(&["CLUSTER", "SETSLOT", &slot, state, id]);
-        let _: () = set("IMPORTING", &src_id).query_async(&mut dst).await.expect("importing");
-        let _: () = set("MIGRATING", &dst_id).query_async(&mut src).await.expect("migrating");
+        let _: () = set("IMPORTING", &src_id)
+            .query_async(&mut dst)
+            .await
+            .expect("importing");
+        let _: () = set("MIGRATING", &dst_id)
+            .query_async(&mut src)
+            .await
+            .expect("migrating");
         loop {
             let keys: Vec<String> = cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
                 .query_async(&mut src)
@@ -329,12 +356,26 @@ impl RedisCluster {
             if keys.is_empty() {
                 break;
             }
-            let mut migrate = cmd(&["MIGRATE", &to.ip().to_string(), &to.port().to_string(), "", "0", "5000", "KEYS"]);
+            let mut migrate = cmd(&[
+                "MIGRATE",
+                &to.ip().to_string(),
+                &to.port().to_string(),
+                "",
+                "0",
+                "5000",
+                "KEYS",
+            ]);
             migrate.arg(&keys);
             let _: () = migrate.query_async(&mut src).await.expect("migrate");
         }
-        let _: () = set("NODE", &dst_id).query_async(&mut dst).await.expect("setslot node");
-        let _: () = set("NODE", &dst_id).query_async(&mut src).await.expect("setslot node");
+        let _: () = set("NODE", &dst_id)
+            .query_async(&mut dst)
+            .await
+            .expect("setslot node");
+        let _: () = set("NODE", &dst_id)
+            .query_async(&mut src)
+            .await
+            .expect("setslot node");
     }
 
     /// The node process listening on `addr`, for signals.
@@ -380,7 +421,12 @@ mod tests {
         let key = "wsmesh:room:{lobby}";
         let master = cluster.master_of(key).await;
         let mut conn = cluster.conn(master).await;
-        let _: () = redis::cmd("SET").arg(key).arg("x").query_async(&mut conn).await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         let tagged = cluster.master_of("wsmesh:chat:{lobby}").await;
         assert_eq!(tagged, master, "a room's names share its slot");
     }
