@@ -4,7 +4,8 @@
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES_TEST := redis-server redis-sentinel ruby iproute2 openssl curl systemd keepalived jq
+# redis-tools: redis-cli, which makes the test Redis Clusters (`--cluster create`).
+APT_PACKAGES_TEST := redis-server redis-sentinel redis-tools ruby iproute2 openssl curl systemd keepalived jq
 
 .PHONY: up test release deps certs lint bench help
 

@@ -104,10 +104,10 @@ pub enum Durability {
 }
 
 impl RedisConfig {
-    /// `durability`, or its default: `replicated` when Sentinels are
-    /// configured (there is a replica to promote), `local` otherwise.
+    /// `durability`, or its default: `replicated` when Sentinels or a
+    /// cluster are configured (there is a replica to promote), `local` otherwise.
     pub fn durability(&self) -> Durability {
-        match (self.durability, self.sentinels.is_empty()) {
+        match (self.durability, self.sentinels.is_empty() && self.cluster.is_empty()) {
             (Some(d), _) => d,
             (None, false) => Durability::Replicated,
             (None, true) => Durability::Local,
@@ -192,6 +192,7 @@ impl Default for RedisConfig {
             session_ttl: Duration::from_secs(24 * 3600),
             command_timeout: Duration::from_secs(2),
             sentinels: Vec::new(),
+            cluster: Vec::new(),
             master_name: None,
             password: None,
             password_file: None,

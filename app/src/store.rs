@@ -1,9 +1,14 @@
 //! Everything the app keeps in Redis: room streams (append + publish in one
 //! script, history reads), remembered cids, sessions and presence counts.
 //! One connection to the master (`redis.url`, or whatever node the Sentinels
-//! name, followed through failovers); every command is bounded by
-//! `command_timeout`, so a dead Redis turns into an `unavailable` error
-//! instead of a hung socket.
+//! name, followed through failovers), or a Redis Cluster client that sends
+//! each room's commands to the master of the room's slot (`redis.cluster`);
+//! every command is bounded by `command_timeout`, so a dead Redis turns into
+//! an `unavailable` error instead of a hung socket.
+//!
+//! A room's keys carry the room as a hash tag; a room whose history is
+//! still under the names from before the tags is moved to the tagged names
+//! the first time this process touches it (one Redis or Sentinels only).
 //!
 //! With `redis.durability = "replicated"` a send is stored uncommitted on a
 //! second connection of its own, `WAIT`ed for until a replica holds it, and
@@ -11,9 +16,9 @@
 //! "Redis failover: what holds and why". WAIT blocks the connection it runs
 //! on, hence the second one: reads never queue behind a slow replica.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
@@ -21,9 +26,11 @@ use redis::streams::StreamRangeReply;
 use redis::{RedisError, RedisResult};
 use wsmesh_common::chat::Chat;
 use wsmesh_common::stream_id::StreamId;
+use wsmesh_redis_wire::connection::{Connection, Unhealthy};
 use wsmesh_redis_wire::fence::{Fence, Unconfirmed};
 use wsmesh_redis_wire::keys::BadKey;
-use wsmesh_redis_wire::master::{Master, MasterOptions};
+use wsmesh_redis_wire::master::MasterOptions;
+use wsmesh_redis_wire::target::Target;
 use wsmesh_redis_wire::{Append, Keys};
 /// What an append answers, as the store script reports it.
 pub use wsmesh_redis_wire::{Appended, Outcome};
@@ -64,6 +71,15 @@ pub enum StoreError {
     Target(#[from] BadKey),
 }
 
+impl From<Unhealthy> for StoreError {
+    fn from(e: Unhealthy) -> StoreError {
+        match e {
+            Unhealthy::Redis(e) => StoreError::Redis(e),
+            Unhealthy::Reply(reply) => StoreError::Reply(reply),
+        }
+    }
+}
+
 /// A replay of a room's stream after `since`, read one page at a time
 /// (`Store::next_page`): a client far behind gets its gap in frames of at
 /// most `PAGE` chats, and the app never holds the whole retained stream
@@ -100,11 +116,14 @@ pub struct Session {
 /// The app's Redis access; cheap to clone, clones share one connection.
 #[derive(Clone)]
 pub struct Store {
-    /// The master's connection, cloned per call (it multiplexes).
-    conn: Master,
+    /// The master's (or cluster's) connection, cloned per call (it multiplexes).
+    conn: Connection,
     /// With replicated durability, the connection sends are stored and
     /// `WAIT`ed on (WAIT holds up everything behind it on its connection).
-    writer: Option<Master>,
+    writer: Option<Connection>,
+    /// Rooms whose keys from before hash tags were moved (or found absent)
+    /// by this process; `None` on a cluster, which never had them.
+    migrated: Option<Arc<Mutex<HashSet<String>>>>,
     /// With replicated durability and Sentinels, asked after the `WAIT`
     /// whether the writer's master is still the master (see `Fence`).
     fence: Option<Fence>,
@@ -152,20 +171,29 @@ impl Store {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(1),
         };
-        let writer = (cfg.durability() == Durability::Replicated).then(|| {
-            let options = MasterOptions {
-                response_timeout: cfg.command_timeout + cfg.replica_ack_timeout,
-                ..options
-            };
-            Master::new(target.clone(), options)
-        });
+        let writer = match cfg.durability() {
+            Durability::Replicated => {
+                let options = MasterOptions {
+                    response_timeout: cfg.command_timeout + cfg.replica_ack_timeout,
+                    ..options
+                };
+                Some(Connection::new(target.clone(), options)?)
+            }
+            Durability::Local => None,
+        };
         let fence = writer.as_ref().and_then(|_| target.fence(FENCE_LIMIT));
-        let conn = Master::new(target, options);
+        let migrated = match target {
+            Target::Cluster(_) => None,
+            Target::Url(_) | Target::Sentinel(_) => Some(Arc::default()),
+        };
+        let keys = Keys::for_target(cfg.prefix.clone(), &target);
+        let conn = Connection::new(target, options)?;
         Ok(Store {
             conn,
             writer,
             fence,
-            keys: Keys::new(cfg.prefix.clone()),
+            migrated,
+            keys,
             cfg: cfg.clone(),
             metrics,
         })
@@ -197,15 +225,43 @@ impl Store {
         self.conn.addr()
     }
 
-    /// Round trip of a PING, for `/healthz` and the startup log.
+    /// Round trip of a PING (on a cluster, of `CLUSTER INFO`, which must
+    /// say `cluster_state:ok`), for `/healthz` and the startup log.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let mut c = self.conn.clone();
         let start = Instant::now();
-        let pong: String = self.timed(redis::cmd("PING").query_async(&mut c)).await?;
-        if pong != "PONG" {
-            return Err(StoreError::Reply(pong));
-        }
+        let checked = tokio::time::timeout(self.cfg.command_timeout, c.check()).await;
+        self.metrics.redis_latency.observe(start.elapsed().as_secs_f64());
+        checked.map_err(|_| StoreError::Timeout(self.cfg.command_timeout))??;
         Ok(start.elapsed())
+    }
+
+    /// Moves `room`'s history from its names before hash tags, once per
+    /// process and room (see `wsmesh_redis_wire::migrate_room`). A failed
+    /// attempt is tried again at the next touch.
+    async fn migrate(&self, room: &str) -> Result<(), StoreError> {
+        let Some(migrated) = &self.migrated else {
+            return Ok(());
+        };
+        if migrated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(room)
+        {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        if self
+            .timed(wsmesh_redis_wire::migrate_room(&mut c, &self.keys, room))
+            .await?
+        {
+            tracing::info!(room, "moved the room's history to its hash-tagged keys");
+        }
+        migrated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(room.to_string());
+        Ok(())
     }
 
     /// Stores and publishes a chat. `local`: by the store script alone
@@ -221,6 +277,7 @@ impl Store {
         body: &str,
         cid: Option<&str>,
     ) -> Result<Appended, StoreError> {
+        self.migrate(room).await?;
         let channel = self.keys.channel(room);
         let chat = Append {
             room,
@@ -245,7 +302,7 @@ impl Store {
         let replicas = self
             .timed_within(
                 self.cfg.command_timeout + ack_timeout,
-                wsmesh_redis_wire::wait_for_replica(&mut w, ack_timeout),
+                w.wait_for_replica(&self.keys.stream(room), ack_timeout),
             )
             .await?;
         if replicas == 0 {
@@ -273,6 +330,7 @@ impl Store {
 
     /// The last `limit` chats of a room, oldest first.
     pub async fn last(&self, room: &str, limit: usize) -> Result<Vec<Chat>, StoreError> {
+        self.migrate(room).await?;
         let mut c = self.conn.clone();
         let reply: StreamRangeReply = self
             .timed(wsmesh_redis_wire::newest(&mut c, &self.keys, room, limit))
@@ -291,6 +349,7 @@ impl Store {
     /// starts at the oldest retained entry instead, marked `truncated`, and
     /// the client deduplicates by id.
     pub async fn replay(&self, room: &str, since: StreamId) -> Result<Replay, StoreError> {
+        self.migrate(room).await?;
         let (from, truncated) = self.resume_point(&self.keys.stream(room), since).await?;
         Ok(Replay {
             room: room.to_string(),

@@ -48,7 +48,7 @@ async fn append_until_acked(store: &Store, room: &str, cid: &str) -> String {
 async fn entries(node: &Node, room: &str) -> Vec<(String, String)> {
     let mut c = node.conn().await;
     let raw: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(format!("wsmesh:room:{room}"))
+        .arg(format!("wsmesh:room:{{{room}}}"))
         .arg("-")
         .arg("+")
         .query_async(&mut c)
@@ -271,7 +271,7 @@ async fn a_since_lost_with_the_master_still_resumes_into_the_new_masters_message
             .expect("CLIENT KILL");
         let ahead = before.parse::<StreamId>().expect("id").ms + 3_600_000;
         redis::cmd("XADD")
-            .arg("wsmesh:room:lobby")
+            .arg("wsmesh:room:{lobby}")
             .arg(format!("{ahead}-0"))
             .arg("nick")
             .arg("ghost")

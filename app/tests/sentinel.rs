@@ -49,7 +49,7 @@ async fn an_append_after_the_master_is_killed_lands_on_the_promoted_replica() {
 
     let mut c = cluster.replica.conn().await;
     let ids: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("wsmesh:room:lobby")
+        .arg("wsmesh:room:{lobby}")
         .arg("-")
         .arg("+")
         .query_async(&mut c)

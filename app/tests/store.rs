@@ -51,7 +51,7 @@ async fn resend_with_same_cid_is_stored_and_published_once() {
     assert_eq!(again.outcome, Outcome::Duplicate);
     assert_eq!(again.id, first.id);
     let mut conn = redis.conn().await;
-    let len: u64 = conn.xlen("wsmesh:room:lobby").await.expect("xlen");
+    let len: u64 = conn.xlen("wsmesh:room:{lobby}").await.expect("xlen");
     assert_eq!(len, 1);
     let published = next_published(&mut ps).await;
     let id: StreamId = first.id.parse().expect("stream id");
@@ -71,9 +71,7 @@ async fn resend_with_same_cid_is_stored_and_published_once() {
     let next = next_published(&mut ps).await;
     assert_eq!(next.id, other.id);
     assert_eq!(next.cid, None);
-    let rooms: Vec<String> = conn.smembers("wsmesh:rooms").await.expect("smembers");
-    assert_eq!(rooms, vec!["lobby".to_string()]);
-    let remembered: String = conn.get("wsmesh:cid:lobby:c1").await.expect("cid key");
+    let remembered: String = conn.get("wsmesh:cid:{lobby}:c1").await.expect("cid key");
     assert_eq!(remembered, first.id);
 }
 
@@ -85,7 +83,7 @@ async fn same_cid_in_another_room_is_a_new_message() {
     let b = s.append("b", "n", "x", Some("c")).await.expect("append");
     assert_eq!((a.outcome, b.outcome), (Outcome::Stored, Outcome::Stored));
     let mut conn = redis.conn().await;
-    let len: u64 = conn.xlen("wsmesh:room:b").await.expect("xlen");
+    let len: u64 = conn.xlen("wsmesh:room:{b}").await.expect("xlen");
     assert_eq!(len, 1);
 }
 
@@ -206,4 +204,52 @@ async fn store_recovers_after_a_redis_restart() {
         1,
         "fresh redis holds only the new chat"
     );
+}
+
+#[tokio::test]
+async fn history_under_the_names_before_hash_tags_is_moved_at_the_first_touch() {
+    let redis = redis().await;
+    let mut conn = redis.conn().await;
+    // A room as an older release left it: stream and mark without the tag.
+    let old_id: String = redis::cmd("XADD")
+        .arg("wsmesh:room:old")
+        .arg("*")
+        .arg("nick")
+        .arg("ana")
+        .arg("body")
+        .arg("from before")
+        .query_async(&mut conn)
+        .await
+        .expect("xadd");
+    let _: () = conn.set("wsmesh:committed:old", &old_id).await.expect("set");
+    let s = redis.store(1000);
+    let history = s.last("old", 10).await.expect("last");
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].id.as_str(), history[0].body.as_str()),
+        (old_id.as_str(), "from before")
+    );
+    let old_left: u64 = conn.exists("wsmesh:room:old").await.expect("exists");
+    assert_eq!(old_left, 0, "the untagged stream was renamed");
+    let mark: String = conn.get("wsmesh:committed:{old}").await.expect("mark moved");
+    assert_eq!(mark, old_id);
+    // New chats go after the old ones, in the same (tagged) stream.
+    let new = s.append("old", "bo", "after", None).await.expect("append");
+    let since: StreamId = "0-0".parse().expect("id");
+    let (chats, _, _) = replay_all(&s, "old", since).await;
+    let ids: Vec<&str> = chats.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, vec![old_id.as_str(), new.id.as_str()]);
+    // A room that has both (a stale untagged copy) keeps the tagged one.
+    let _: String = redis::cmd("XADD")
+        .arg("wsmesh:room:old")
+        .arg("*")
+        .arg("nick")
+        .arg("x")
+        .arg("body")
+        .arg("stale")
+        .query_async(&mut conn)
+        .await
+        .expect("xadd");
+    let fresh = redis.store(1000);
+    assert_eq!(fresh.last("old", 10).await.expect("last").len(), 2);
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use redis::IntoConnectionInfo;
 
-use crate::target::{NodeAddr, Sentinels, Target};
+use crate::target::{ClusterNodes, NodeAddr, Sentinels, Target};
 
 /// The `url` a `[redis]` table means when it names none: the local
 /// cluster's Redis.
@@ -24,8 +24,8 @@ pub fn is_default_url(url: &str) -> bool {
 }
 
 /// Declares a `[redis]` config struct: the fields given, followed by the
-/// keys that locate the master (`sentinels`, `master_name` and the
-/// passwords), and a `target(url_given)` method that checks them with its
+/// keys that locate the master (`sentinels`, `master_name`, `cluster` and
+/// the passwords), and a `target(url_given)` method that checks them with its
 /// `url`. The struct must have a `url: String` field.
 #[macro_export]
 macro_rules! redis_table {
@@ -37,6 +37,12 @@ macro_rules! redis_table {
             /// `url` is not used and the master is followed through failovers.
             #[serde(skip_serializing_if = "Vec::is_empty")]
             pub sentinels: Vec<String>,
+            /// Nodes of a Redis Cluster (`host:port`, a few are enough: the
+            /// rest is discovered); when set, `url` and `sentinels` are not
+            /// used, keys are spread over the masters by slot, and chats go
+            /// out by sharded pub/sub.
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            pub cluster: Vec<String>,
             /// The name the Sentinels monitor the master under (required with them).
             #[serde(skip_serializing_if = "Option::is_none")]
             pub master_name: Option<String>,
@@ -66,6 +72,7 @@ macro_rules! redis_table {
                     url: &self.url,
                     url_given,
                     sentinels: &self.sentinels,
+                    cluster: &self.cluster,
                     master_name: self.master_name.as_deref(),
                     password: self.password.as_deref(),
                     password_file: self.password_file.as_deref(),
@@ -89,6 +96,8 @@ pub struct TargetKeys<'a> {
     pub url_given: bool,
     /// `sentinels`, `host:port` each; empty means `url` mode.
     pub sentinels: &'a [String],
+    /// `cluster`, `host:port` each; empty means `url` or Sentinel mode.
+    pub cluster: &'a [String],
     /// `master_name`, the name the Sentinels monitor the master under.
     pub master_name: Option<&'a str>,
     /// `password` of the data nodes (master and replicas).
@@ -127,6 +136,9 @@ impl TargetKeys<'_> {
             ("sentinel_password", self.sentinel_password),
             ("sentinel_password_file", self.sentinel_password_file),
         )?;
+        if !self.cluster.is_empty() {
+            return self.cluster_target(password, sentinel_password.is_some());
+        }
         if self.sentinels.is_empty() {
             if self.master_name.is_some() {
                 return Err(bad("master_name", "needs sentinels"));
@@ -162,9 +174,7 @@ impl TargetKeys<'_> {
         let sentinels = self
             .sentinels
             .iter()
-            .map(|s| {
-                NodeAddr::parse(s).ok_or_else(|| bad("sentinels", format_args!("{s:?} is not host:port")))
-            })
+            .map(|s| node("sentinels", s))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Target::Sentinel(Arc::new(Sentinels {
             sentinels,
@@ -173,6 +183,42 @@ impl TargetKeys<'_> {
             sentinel_password,
         })))
     }
+}
+
+impl TargetKeys<'_> {
+    /// `cluster` mode: the nodes, and none of the keys of the other modes.
+    fn cluster_target(&self, password: Option<String>, sentinel_password: bool) -> Result<Target, BadKey> {
+        if !self.sentinels.is_empty() {
+            return Err(bad("cluster", "and sentinels are both set; set one or the other"));
+        }
+        if self.url_given {
+            return Err(bad("cluster", "and url are both set; set one or the other"));
+        }
+        if self.master_name.is_some() {
+            return Err(bad(
+                "master_name",
+                "needs sentinels (a cluster has no master name)",
+            ));
+        }
+        if sentinel_password {
+            let key = match self.sentinel_password_file {
+                Some(_) => "sentinel_password_file",
+                None => "sentinel_password",
+            };
+            return Err(bad(key, "needs sentinels"));
+        }
+        let nodes = self
+            .cluster
+            .iter()
+            .map(|s| node("cluster", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Target::Cluster(Arc::new(ClusterNodes { nodes, password })))
+    }
+}
+
+/// One `host:port` of the list under `key`.
+fn node(key: &'static str, s: &str) -> Result<NodeAddr, BadKey> {
+    NodeAddr::parse(s).ok_or_else(|| bad(key, format_args!("{s:?} is not host:port")))
 }
 
 /// One secret from an inline key or a file key, at most one of them set.
@@ -209,6 +255,7 @@ mod tests {
             url: "redis://127.0.0.1:6390/",
             url_given: false,
             sentinels,
+            cluster: &[],
             master_name: Some("wsmesh"),
             password: None,
             password_file: None,
@@ -256,6 +303,43 @@ mod tests {
         );
         let k = keys(&[]);
         assert_eq!(k.target().unwrap_err().key, "master_name");
+    }
+
+    #[test]
+    fn cluster_mode_takes_nodes_and_a_password_and_excludes_the_other_modes() {
+        let nodes = vec!["127.0.0.1:7001".to_string(), "[::1]:7002".to_string()];
+        let mut k = keys(&[]);
+        k.master_name = None;
+        k.cluster = &nodes;
+        k.password = Some("pw");
+        let t = k.target().unwrap();
+        let Target::Cluster(c) = &t else { panic!() };
+        assert_eq!(c.nodes[1].to_string(), "[::1]:7002");
+        assert_eq!(
+            t.fixed_addr().as_deref(),
+            Some("cluster 127.0.0.1:7001,[::1]:7002")
+        );
+        assert!(!format!("{t:?}").contains("pw"));
+        let sentinels = vec!["127.0.0.1:26379".to_string()];
+        let mut both = k;
+        both.sentinels = &sentinels;
+        assert_eq!(
+            both.target().unwrap_err().reason,
+            "cluster and sentinels are both set; set one or the other"
+        );
+        let mut with_url = k;
+        with_url.url_given = true;
+        assert_eq!(with_url.target().unwrap_err().key, "cluster");
+        let mut named = k;
+        named.master_name = Some("wsmesh");
+        assert_eq!(named.target().unwrap_err().key, "master_name");
+        let bad_nodes = vec!["127.0.0.1".to_string()];
+        let mut bad_list = k;
+        bad_list.cluster = &bad_nodes;
+        assert_eq!(
+            bad_list.target().unwrap_err().reason,
+            "cluster \"127.0.0.1\" is not host:port"
+        );
     }
 
     #[test]

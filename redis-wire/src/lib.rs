@@ -5,11 +5,14 @@
 //! stream entry or a published payload becomes a `Chat`. Both binaries and
 //! every test that writes or reads chats go through here, so the two sides
 //! cannot drift apart. `target` and `master` know where the master is
-//! (one URL, or whatever node the Sentinels name) and follow a failover.
+//! (one URL, or whatever node the Sentinels name) and follow a failover;
+//! `connection` is the app's connection in any mode, a Redis Cluster
+//! included.
 //!
 //! A crate of its own rather than a module of `wsmesh-common` so that the
 //! `redis` client stays out of crates that never talk to Redis (the lb).
 
+pub mod connection;
 pub mod fence;
 pub mod keys;
 pub mod master;
@@ -25,26 +28,74 @@ use wsmesh_common::chat::{is_valid_room, Chat};
 use wsmesh_common::stream_id::StreamId;
 
 /// Redis key and channel names, all under one prefix so a shared Redis stays tidy.
+///
+/// Every name that belongs to a room carries the room as a hash tag
+/// (`wsmesh:room:{lobby}`, `wsmesh:cid:{lobby}:c1`, ...): on a Redis Cluster
+/// they all map to the slot of the tag, so the store script touches one slot
+/// and the channel is published from that slot's master. The same names are
+/// used on one Redis and behind Sentinels, so moving to a cluster
+/// (`redis-cli --cluster import`) changes no name.
+///
+/// There is no set of every room: a send would have had to write a key
+/// outside the room's slot. A room exists while its stream does; to list
+/// the rooms, `SCAN` each master for `<prefix>room:{*}`.
 #[derive(Debug, Clone)]
 pub struct Keys {
     /// Put in front of every key and channel (`wsmesh:` by default); the app
     /// and its subscriber must use the same one.
     pub prefix: String,
+    /// How the store script publishes on the room channels, and so how the
+    /// subscriber must subscribe.
+    pub pubsub: PubSub,
+}
+
+/// Which pub/sub a room channel is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSub {
+    /// `PUBLISH` / `SUBSCRIBE`: one Redis, or a master behind Sentinels.
+    Plain,
+    /// `SPUBLISH` / `SSUBSCRIBE` (Redis 7+): a Redis Cluster, where a
+    /// channel lives on the master of its slot only, instead of being
+    /// broadcast over the cluster bus to every node.
+    Sharded,
+}
+
+impl PubSub {
+    /// The command the store script publishes with.
+    fn publish_command(self) -> &'static str {
+        match self {
+            PubSub::Plain => "PUBLISH",
+            PubSub::Sharded => "SPUBLISH",
+        }
+    }
 }
 
 impl Keys {
+    /// Names for one Redis or a Sentinel-watched master (plain pub/sub).
     pub fn new(prefix: impl Into<String>) -> Self {
         Keys {
             prefix: prefix.into(),
+            pubsub: PubSub::Plain,
+        }
+    }
+    /// Names for wherever `target` points: sharded pub/sub on a cluster.
+    pub fn for_target(prefix: impl Into<String>, target: &target::Target) -> Self {
+        let pubsub = match target {
+            target::Target::Cluster(_) => PubSub::Sharded,
+            target::Target::Url(_) | target::Target::Sentinel(_) => PubSub::Plain,
+        };
+        Keys {
+            prefix: prefix.into(),
+            pubsub,
         }
     }
     /// Stream holding a room's messages.
     pub fn stream(&self, room: &str) -> String {
-        format!("{}room:{}", self.prefix, room)
+        format!("{}room:{}", self.prefix, hash_tag(room))
     }
     /// Remembered `cid` → id, with a TTL.
     pub fn cid(&self, room: &str, cid: &str) -> String {
-        format!("{}cid:{}:{}", self.prefix, room, cid)
+        format!("{}cid:{}:{}", self.prefix, hash_tag(room), cid)
     }
     /// Hash with a session's nick and connected_since, with a TTL.
     pub fn session(&self, token: &str) -> String {
@@ -53,23 +104,17 @@ impl Keys {
     /// The room's commit mark: the newest id known to be on a replica (or,
     /// with local durability, stored). Published chats and reads stop there.
     pub fn committed(&self, room: &str) -> String {
-        format!("{}committed:{}", self.prefix, room)
-    }
-    /// Set of every room that ever had a message.
-    pub fn rooms(&self) -> String {
-        format!("{}rooms", self.prefix)
+        format!("{}committed:{}", self.prefix, hash_tag(room))
     }
     /// Hash of a room's online count per instance (field = instance name,
     /// value = `count:expiry_unix_ms`), summed for the cluster-wide presence.
     pub fn presence(&self, room: &str) -> String {
-        format!("{}presence:{}", self.prefix, room)
+        format!("{}presence:{}", self.prefix, hash_tag(room))
     }
     /// Pub/sub channel a room's committed chats are published on (JSON
     /// `Chat`), one per room so a subscriber hears only the rooms its app
-    /// serves. The room sits in a hash tag (`wsmesh:chat:{lobby}`): on a
-    /// Redis Cluster the channel maps to the slot of the tag, so a key
-    /// tagged the same way (a room's stream) can be published from one
-    /// script without a cross-slot operation.
+    /// serves. Tagged like the room's keys, so the store script can publish
+    /// it (`SPUBLISH` on a cluster) from the room's slot.
     pub fn channel(&self, room: &str) -> String {
         format!("{}chat:{}", self.prefix, hash_tag(room))
     }
@@ -85,6 +130,15 @@ impl Keys {
     pub fn room_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
         let tagged = channel.strip_prefix(&self.prefix)?.strip_prefix("chat:")?;
         tagged.strip_prefix('{')?.strip_suffix('}')
+    }
+
+    /// The names a room's keys had before they carried the room as a hash
+    /// tag (`wsmesh:room:lobby`), stream and commit mark: see `migrate_room`.
+    fn untagged(&self, room: &str) -> [String; 2] {
+        [
+            format!("{}room:{}", self.prefix, room),
+            format!("{}committed:{}", self.prefix, room),
+        ]
     }
 }
 
@@ -108,6 +162,7 @@ fn hash_tag(room: &str) -> String {
 /// committed" there would ack an entry that is not in the store. The mark
 /// never passes an entry that is not there, so it never sorts above ids
 /// this master hands out.
+/// `publish` is `PUBLISH`, or `SPUBLISH` on a cluster ([`PubSub`]).
 /// The chat JSON gets `ts` spliced in as an integer, since cjson would print
 /// a float.
 const COMMIT_LUA: &str = r#"
@@ -120,7 +175,7 @@ local function id_after(a, b)
   local bm, bs = id_parts(b)
   return am > bm or (am == bm and as > bs)
 end
-local function commit(stream, mark, id, channel, room)
+local function commit(stream, mark, id, channel, room, publish)
   if #redis.call('XRANGE', stream, id, id) == 0 then return -1 end
   local top = redis.call('GET', mark)
   if top and not id_after(id, top) then return 0 end
@@ -136,7 +191,7 @@ local function commit(stream, mark, id, channel, room)
       end
     end
     local ms = string.match(entry[1], '^(%d+)-')
-    redis.call('PUBLISH', channel, '{"ts":' .. ms .. ',' .. string.sub(cjson.encode(chat), 2))
+    redis.call(publish, channel, '{"ts":' .. ms .. ',' .. string.sub(cjson.encode(chat), 2))
   end
   redis.call('SET', mark, id)
   return #entries
@@ -145,7 +200,8 @@ end
 
 /// Store, atomically: a known cid returns its first id and does nothing
 /// else; otherwise XADD (Redis makes the id sort above every id the stream
-/// ever had), remember the cid, note the room. With ARGV[8] = `1` the chat is
+/// ever had) and remember the cid. Every key is the room's (one slot on a
+/// cluster). With ARGV[8] = `1` the chat is
 /// committed (published) in the same script; with `0` it stays behind the
 /// commit mark, unseen by readers and unpublished, until `commit` runs for
 /// it. The entry and its cid key are written by one script, so they reach a
@@ -160,10 +216,10 @@ if has_cid then
   if existing then return {existing, 0} end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[4], '0-0')
-elseif redis.call('EXISTS', KEYS[4]) == 0 then
+  redis.call('SET', KEYS[3], '0-0')
+elseif redis.call('EXISTS', KEYS[3]) == 0 then
   local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  redis.call('SET', KEYS[4], newest[1] and newest[1][1] or '0-0')
+  redis.call('SET', KEYS[3], newest[1] and newest[1][1] or '0-0')
 end
 local fields = {'nick', ARGV[2], 'body', ARGV[3]}
 if has_cid then
@@ -174,14 +230,13 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(field
 if has_cid then
   redis.call('SET', KEYS[2], id, 'EX', ARGV[5], 'NX')
 end
-redis.call('SADD', KEYS[3], ARGV[6])
-if ARGV[8] == '1' then commit(KEYS[1], KEYS[4], id, ARGV[7], ARGV[6]) end
+if ARGV[8] == '1' then commit(KEYS[1], KEYS[3], id, ARGV[7], ARGV[6], ARGV[9]) end
 return {id, 1}
 "#;
 
 /// Commit one stored chat (and any older uncommitted ones): see `COMMIT_LUA`.
 const COMMIT_ONE_LUA: &str = r#"
-return commit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+return commit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 "#;
 
 /// A read that stops at the commit mark, so it never serves an entry a
@@ -196,10 +251,105 @@ end
 return redis.call('XREVRANGE', KEYS[1], top, '-', 'COUNT', ARGV[3])
 "#;
 
-/// The scripts, hashed once; sent by EVALSHA and loaded on demand.
-static STORE: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{COMMIT_LUA}{STORE_LUA}")));
-static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{COMMIT_LUA}{COMMIT_ONE_LUA}")));
-static READ: LazyLock<Script> = LazyLock::new(|| Script::new(READ_LUA));
+/// Renames a room's stream and commit mark from their names before hash
+/// tags (KEYS[1], KEYS[2]) to the tagged ones (KEYS[3], KEYS[4]), unless
+/// the tagged stream exists already: the history of a deployment that
+/// predates the tags stays readable. Returns 1 when it renamed the stream.
+const MIGRATE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RENAME', KEYS[1], KEYS[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[4]) end
+return 1
+"#;
+
+/// A Lua script sent by EVALSHA. A node that does not know it (`NOSCRIPT`:
+/// a master promoted after a failover, a node that took over a slot, a
+/// restarted Redis) gets the source by EVAL with the same keys, so on a
+/// cluster the retry is routed to the same slot's master, the one that
+/// refused. (`SCRIPT LOAD` has no key: on a cluster it goes to every node
+/// and fails while any node is down.)
+struct LuaScript {
+    source: String,
+    sha: String,
+}
+
+impl LuaScript {
+    fn new(source: String) -> LuaScript {
+        let sha = Script::new(&source).get_hash().to_string();
+        LuaScript { source, sha }
+    }
+
+    /// An invocation to which keys and arguments are added.
+    fn call(&self) -> Call<'_> {
+        Call {
+            script: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One invocation of a `LuaScript`.
+struct Call<'a> {
+    script: &'a LuaScript,
+    keys: Vec<String>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call<'_> {
+    fn key(mut self, key: String) -> Self {
+        self.keys.push(key);
+        self
+    }
+
+    fn arg(mut self, arg: impl redis::ToRedisArgs) -> Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    fn command(&self, verb: &str, body: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(body).arg(self.keys.len()).arg(&self.keys).arg(&self.args);
+        cmd
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(&self, conn: &mut impl ConnectionLike) -> RedisResult<T> {
+        match self.command("EVALSHA", &self.script.sha).query_async(conn).await {
+            Err(e) if is_noscript(&e) => self.command("EVAL", &self.script.source).query_async(conn).await,
+            other => other,
+        }
+    }
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) || e.code() == Some("NOSCRIPT")
+}
+
+/// The scripts, hashed once.
+static STORE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(format!("{COMMIT_LUA}{STORE_LUA}")));
+static COMMIT: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new(format!("{COMMIT_LUA}{COMMIT_ONE_LUA}")));
+static READ: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(READ_LUA.to_string()));
+static MIGRATE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(MIGRATE_LUA.to_string()));
+
+/// Moves a room's history from its names before hash tags to the tagged
+/// ones (see `MIGRATE_LUA`); `true` when there was something to move. The
+/// app runs it the first time it touches a room, on one Redis or behind
+/// Sentinels only: a cluster never had untagged names (and the two names of
+/// a key are in different slots there). Remembered cids and presence
+/// counts are not moved: they expire within minutes anyway.
+pub async fn migrate_room(conn: &mut impl ConnectionLike, keys: &Keys, room: &str) -> RedisResult<bool> {
+    let [old_stream, old_mark] = keys.untagged(room);
+    let moved: i64 = MIGRATE
+        .call()
+        .key(old_stream)
+        .key(old_mark)
+        .key(keys.stream(room))
+        .key(keys.committed(room))
+        .invoke(conn)
+        .await?;
+    Ok(moved == 1)
+}
 
 /// One chat to store and publish (see `append`).
 #[derive(Debug, Clone, Copy)]
@@ -271,9 +421,9 @@ async fn store(
 ) -> RedisResult<Appended> {
     let cid = chat.cid.unwrap_or("");
     let (id, new): (String, i64) = STORE
+        .call()
         .key(keys.stream(chat.room))
         .key(keys.cid(chat.room, cid))
-        .key(keys.rooms())
         .key(keys.committed(chat.room))
         .arg(chat.stream_maxlen)
         .arg(chat.nick)
@@ -283,7 +433,8 @@ async fn store(
         .arg(chat.room)
         .arg(chat.channel)
         .arg(u8::from(commit == Commit::Now))
-        .invoke_async(conn)
+        .arg(keys.pubsub.publish_command())
+        .invoke(conn)
         .await?;
     let outcome = if new == 1 {
         Outcome::Stored
@@ -305,26 +456,16 @@ pub async fn commit(
     channel: &str,
 ) -> RedisResult<Option<u64>> {
     let published: i64 = COMMIT
+        .call()
         .key(keys.stream(room))
         .key(keys.committed(room))
         .arg(id)
         .arg(channel)
         .arg(room)
-        .invoke_async(conn)
+        .arg(keys.pubsub.publish_command())
+        .invoke(conn)
         .await?;
     Ok(u64::try_from(published).ok())
-}
-
-/// `WAIT 1 <timeout>`: how many replicas (0 or 1; WAIT returns as soon as
-/// one has) acknowledged every write this connection made so far. WAIT
-/// blocks the whole connection while it waits, so run it on a connection of
-/// its own.
-pub async fn wait_for_replica(conn: &mut impl ConnectionLike, timeout: Duration) -> RedisResult<u64> {
-    redis::cmd("WAIT")
-        .arg(1)
-        .arg(timeout.as_millis().max(1) as u64)
-        .query_async(conn)
-        .await
 }
 
 /// The committed entries of `room`'s stream after `after` (exclusive), at
@@ -336,12 +477,13 @@ pub async fn range_after(
     after: StreamId,
     count: usize,
 ) -> RedisResult<StreamRangeReply> {
-    READ.key(keys.stream(room))
+    READ.call()
+        .key(keys.stream(room))
         .key(keys.committed(room))
         .arg("after")
         .arg(after.to_string())
         .arg(count)
-        .invoke_async(conn)
+        .invoke(conn)
         .await
 }
 
@@ -352,12 +494,13 @@ pub async fn newest(
     room: &str,
     count: usize,
 ) -> RedisResult<StreamRangeReply> {
-    READ.key(keys.stream(room))
+    READ.call()
+        .key(keys.stream(room))
         .key(keys.committed(room))
         .arg("last")
         .arg("")
         .arg(count)
-        .invoke_async(conn)
+        .invoke(conn)
         .await
 }
 
@@ -432,7 +575,6 @@ mod tests {
             k.cid("lobby", "c"),
             k.committed("lobby"),
             k.session("t"),
-            k.rooms(),
             k.presence("lobby"),
             k.channel("lobby"),
         ] {

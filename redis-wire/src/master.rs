@@ -227,7 +227,7 @@ impl ConnectionLike for Master {
     fn get_db(&self) -> i64 {
         match &self.inner.target {
             Target::Url(info) => info.redis_settings().db(),
-            Target::Sentinel(_) => 0,
+            Target::Sentinel(_) | Target::Cluster(_) => 0,
         }
     }
 }

@@ -101,13 +101,51 @@ impl fmt::Debug for Sentinels {
     }
 }
 
-/// How to reach the master.
+/// The nodes of a Redis Cluster to start from, and their password.
+#[derive(Clone)]
+pub struct ClusterNodes {
+    /// Asked for the slot map; the other nodes are found through them.
+    pub(crate) nodes: Vec<NodeAddr>,
+    /// `AUTH` for every node.
+    pub(crate) password: Option<String>,
+}
+
+impl ClusterNodes {
+    /// The seed nodes as connection infos, with the password.
+    pub(crate) fn infos(&self) -> Vec<ConnectionInfo> {
+        self.nodes
+            .iter()
+            .map(|n| n.connection_info(self.password.as_deref()))
+            .collect()
+    }
+
+    /// `cluster host:port,host:port`, as `/healthz` names it.
+    pub fn describe(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(NodeAddr::to_string).collect();
+        format!("cluster {}", nodes.join(","))
+    }
+}
+
+impl fmt::Debug for ClusterNodes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterNodes")
+            .field("nodes", &self.nodes)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// How to reach the master (or, on a cluster, the masters).
 #[derive(Clone)]
 pub enum Target {
     /// One fixed node (`redis.url`); it is the master by definition.
     Url(Box<ConnectionInfo>),
     /// Whatever node the Sentinels name (`redis.sentinels`).
     Sentinel(Arc<Sentinels>),
+    /// A Redis Cluster (`redis.cluster`): each room's keys are on the
+    /// master of the room's slot, which the `redis` crate's cluster client
+    /// finds and follows (MOVED, ASK, failovers).
+    Cluster(Arc<ClusterNodes>),
 }
 
 impl fmt::Debug for Target {
@@ -116,6 +154,7 @@ impl fmt::Debug for Target {
             // The address only: the settings may hold a password.
             Target::Url(info) => write!(f, "Url({})", info.addr()),
             Target::Sentinel(s) => s.fmt(f),
+            Target::Cluster(c) => c.fmt(f),
         }
     }
 }
@@ -156,6 +195,9 @@ pub enum ResolveError {
         /// The configured `master_name`.
         name: String,
     },
+    /// A cluster has no one master to find: its clients follow the slot map.
+    #[error("a redis cluster has no single master")]
+    Cluster,
     /// The node a Sentinel named is not (or no longer) a master.
     #[error("{node}, named by sentinel {sentinel}, is not a master")]
     NotMaster {
@@ -197,12 +239,13 @@ async fn ask<T: redis::FromRedisValue>(
 }
 
 impl Target {
-    /// The configured address for `url` mode (known without connecting);
-    /// `None` with Sentinels until one is asked.
+    /// The configured address for `url` mode, or the cluster's seed nodes
+    /// (known without connecting); `None` with Sentinels until one is asked.
     pub fn fixed_addr(&self) -> Option<String> {
         match self {
             Target::Url(info) => Some(info.addr().to_string()),
             Target::Sentinel(_) => None,
+            Target::Cluster(c) => Some(c.describe()),
         }
     }
 
@@ -220,6 +263,7 @@ impl Target {
                 });
             }
             Target::Sentinel(s) => s,
+            Target::Cluster(_) => return Err(ResolveError::Cluster),
         };
         // All at once, the first confirmed answer wins: asked one after the
         // other, a silent Sentinel (its host down) would use up the caller's
@@ -239,10 +283,11 @@ impl Target {
 
     /// The check a replicated send passes before its commit (see
     /// [`Fence`]); `None` with a fixed URL, whose node is the master by
-    /// definition.
+    /// definition, and on a cluster, whose failovers the masters decide
+    /// among themselves (see [`crate::connection`]).
     pub fn fence(&self, limit: Duration) -> Option<Fence> {
         match self {
-            Target::Url(_) => None,
+            Target::Url(_) | Target::Cluster(_) => None,
             Target::Sentinel(s) => Some(Fence::new(s.clone(), limit)),
         }
     }
@@ -251,7 +296,7 @@ impl Target {
     pub fn switches(&self, reconnect: Backoff) -> Switches {
         let (tx, rx) = watch::channel(0);
         let task = match self {
-            Target::Url(_) => None,
+            Target::Url(_) | Target::Cluster(_) => None,
             Target::Sentinel(s) => Some(Arc::new(AbortOnDrop(tokio::spawn(watch_switches(
                 s.clone(),
                 tx.clone(),

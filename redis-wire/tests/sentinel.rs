@@ -15,6 +15,7 @@ fn target(cluster: &SentinelCluster, name: &str) -> Target {
         url: "redis://127.0.0.1:1/",
         url_given: false,
         sentinels: &sentinels,
+        cluster: &[],
         master_name: Some(name),
         password: None,
         password_file: None,

@@ -58,6 +58,7 @@ impl Default for RedisConfig {
             pubsub_stall: Duration::from_secs(15),
             unsubscribe_grace: Duration::from_secs(30),
             sentinels: Vec::new(),
+            cluster: Vec::new(),
             master_name: None,
             password: None,
             password_file: None,

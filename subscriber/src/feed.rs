@@ -11,7 +11,9 @@
 //! Sentinels name), and a failover the Sentinels announce ends the
 //! subscription at once: the next one is on the new master, subscribes
 //! every room again, and its gap fill reads what was published meanwhile
-//! from the new master's streams. The subscription is pinged, and every
+//! from the new master's streams. On a Redis Cluster the rooms are
+//! subscribed by sharded pub/sub, each on its slot's master (`pubsub`); a
+//! room whose slot moved is subscribed again and filled on its own. The subscription is pinged, and every
 //! message or answer is noted, so `/healthz` can tell a wedged
 //! subscription from a quiet one.
 
@@ -19,20 +21,19 @@ use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::RedisError;
 use tokio::time::{timeout, Instant, Interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
 use wsmesh_common::backoff::Backoff;
 use wsmesh_common::chat::Chat;
 use wsmesh_common::events::InterestVersion;
-use wsmesh_redis_wire::target::{ResolveError, Switches, Target};
+use wsmesh_redis_wire::target::{Switches, Target};
 use wsmesh_redis_wire::{BadPayload, Keys};
 
 use crate::fill::{FillError, GapFill, Held, Scope};
 use crate::interest::FeedSide;
 use crate::metrics::Metrics;
+use crate::pubsub::{self, ConnectError, Event, Events, Reads, Sink};
 use crate::queue::{Admission, Queue};
 use crate::rooms::Rooms;
 use crate::status::{FeedState, Status};
@@ -56,8 +57,8 @@ pub enum FeedError {
     Timeout(&'static str),
     #[error("the subscription connection closed")]
     Closed,
-    #[error("no redis master: {0}")]
-    NoMaster(#[from] ResolveError),
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
     #[error("a sentinel announced a new master")]
     MasterSwitched,
 }
@@ -112,6 +113,9 @@ pub struct Feed {
     in_force: Option<InterestVersion>,
     /// The poller stopped (the process is stopping): the room set stays as it is.
     poller_gone: bool,
+    /// Rooms whose subscription the server ended while a fill ran (their
+    /// slot moved): subscribed again and filled once it is over.
+    dropped: Vec<String>,
 }
 
 impl Feed {
@@ -144,6 +148,7 @@ impl Feed {
             rooms: Rooms::new(grace),
             in_force: None,
             poller_gone: false,
+            dropped: Vec::new(),
         }
     }
 
@@ -161,48 +166,41 @@ impl Feed {
     /// One subscription, from connect to loss.
     async fn session(&mut self) -> FeedError {
         match self.subscribed().await {
-            Ok((sink, stream, conn)) => self.serve(sink, stream, conn).await,
+            Ok(connected) => {
+                self.serve(connected.sink, connected.events, connected.reads)
+                    .await
+            }
             Err(error) => error,
         }
     }
 
     /// Connects and SUBSCRIBEs every room of the app's newest set.
-    async fn subscribed(&mut self) -> Result<(PubSubSink, PubSubStream, MultiplexedConnection), FeedError> {
+    async fn subscribed(&mut self) -> Result<pubsub::Connected, FeedError> {
         self.switches.mark_seen();
         self.rooms.clear();
+        self.dropped.clear();
         self.in_force = None;
         self.metrics.subscribed_rooms.set(0);
-        let master = self.target.resolve(CONNECT_TIMEOUT).await?;
-        let client = master.client;
-        let pubsub = timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
-            .await
-            .map_err(|_| FeedError::Timeout("the connection"))??;
-        let (mut sink, stream) = pubsub.split();
+        let mut connected = pubsub::connect(&self.target, CONNECT_TIMEOUT, COMMAND_TIMEOUT).await?;
         let wanted = self.interest.interest.borrow_and_update().clone();
         if let Some(wanted) = wanted {
             let new = self.rooms.want(&wanted.rooms, Instant::now());
             // Resolves once Redis confirmed: from here on nothing published is missed.
-            self.subscribe(&mut sink, &new).await?;
+            self.subscribe(&mut connected.sink, &new).await?;
             self.in_force = Some(wanted.at);
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
         self.reconnect.reset();
         if self.subscribed_before {
             self.metrics.redis_reconnects.inc();
         }
         self.subscribed_before = true;
-        info!(rooms = self.rooms.len(), master = %master.addr, "subscribed");
-        self.status.set_master(master.addr);
-        Ok((sink, stream, conn))
+        info!(rooms = self.rooms.len(), master = %connected.addr, "subscribed");
+        self.status.set_master(connected.addr.clone());
+        Ok(connected)
     }
 
     /// SUBSCRIBEs the channels of `rooms` and waits for Redis to acknowledge each.
-    async fn subscribe(&mut self, sink: &mut PubSubSink, rooms: &[String]) -> Result<(), FeedError> {
+    async fn subscribe(&mut self, sink: &mut Sink, rooms: &[String]) -> Result<(), FeedError> {
         for part in rooms.chunks(CHANNELS_PER_COMMAND) {
             let channels: Vec<String> = part.iter().map(|room| self.keys.channel(room)).collect();
             timeout(CONNECT_TIMEOUT, sink.subscribe(&channels))
@@ -216,7 +214,7 @@ impl Feed {
     }
 
     /// UNSUBSCRIBEs the rooms whose grace is over.
-    async fn unsubscribe_due(&mut self, sink: &mut PubSubSink) -> Result<(), FeedError> {
+    async fn unsubscribe_due(&mut self, sink: &mut Sink) -> Result<(), FeedError> {
         let due = self.rooms.due(Instant::now());
         for part in due.chunks(CHANNELS_PER_COMMAND) {
             let channels: Vec<String> = part.iter().map(|room| self.keys.channel(room)).collect();
@@ -233,7 +231,7 @@ impl Feed {
     /// Takes in the app's newest room set: SUBSCRIBEs its new rooms (to be
     /// filled before the set is confirmed) and starts the grace of the
     /// rooms it left out. The new rooms to fill, if any.
-    async fn follow_interest(&mut self, sink: &mut PubSubSink) -> Result<Option<Scope>, FeedError> {
+    async fn follow_interest(&mut self, sink: &mut Sink) -> Result<Option<Scope>, FeedError> {
         let Some(wanted) = self.interest.interest.borrow_and_update().clone() else {
             return Ok(None);
         };
@@ -247,17 +245,35 @@ impl Feed {
         Ok(Some(Scope::Rooms(new)))
     }
 
+    /// Notes a channel whose subscription the server ended: when it is a
+    /// room still held (not one this feed unsubscribed), its slot moved.
+    fn note_dropped(&mut self, channel: &str) {
+        let Some(room) = self.keys.room_of_channel(channel) else {
+            return;
+        };
+        if self.rooms.holds(room) && !self.dropped.iter().any(|r| r == room) {
+            info!(room, "the room's slot moved; subscribing it again");
+            self.dropped.push(room.to_string());
+        }
+    }
+
+    /// SUBSCRIBEs the dropped rooms again (the cluster client sends each to
+    /// its slot's master now); the rooms to fill, if any.
+    async fn resubscribe_dropped(&mut self, sink: &mut Sink) -> Result<Option<Scope>, FeedError> {
+        if self.dropped.is_empty() {
+            return Ok(None);
+        }
+        let rooms = std::mem::take(&mut self.dropped);
+        self.subscribe(sink, &rooms).await?;
+        Ok(Some(Scope::Rooms(rooms)))
+    }
+
     /// Tells the app (through the poller) which room set is in force.
     fn confirm(&self) {
         self.interest.confirmed.send_replace(self.in_force);
     }
 
-    async fn serve(
-        &mut self,
-        mut sink: PubSubSink,
-        mut stream: PubSubStream,
-        mut conn: MultiplexedConnection,
-    ) -> FeedError {
+    async fn serve(&mut self, mut sink: Sink, mut stream: Events, mut conn: Reads) -> FeedError {
         let mut ping = tokio::time::interval(PING_EVERY.min(self.stall / 3).max(Duration::from_millis(100)));
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut scope = Scope::All;
@@ -284,19 +300,32 @@ impl Feed {
     /// needed (`Ok`, of what) or the subscription is lost.
     async fn live(
         &mut self,
-        sink: &mut PubSubSink,
-        stream: &mut PubSubStream,
+        sink: &mut Sink,
+        stream: &mut Events,
         ping: &mut Interval,
     ) -> Result<Scope, FeedError> {
         ping.reset();
         self.status.pubsub_heard();
+        if let Some(scope) = self.resubscribe_dropped(sink).await? {
+            return Ok(scope);
+        }
         loop {
             let due = self.rooms.next_due();
             tokio::select! {
-                msg = stream.next() => {
-                    let msg = msg.ok_or(FeedError::Closed)?;
+                event = stream.next() => {
                     self.status.pubsub_heard();
-                    let Some(chat) = decode(msg.get_payload_bytes(), &self.metrics) else { continue };
+                    let payload = match event.ok_or(FeedError::Closed)? {
+                        Event::Message(payload) => payload,
+                        Event::Dropped(channel) => {
+                            self.note_dropped(&channel);
+                            match self.resubscribe_dropped(sink).await? {
+                                Some(scope) => return Ok(scope),
+                                None => continue,
+                            }
+                        }
+                        Event::Broken => return Err(FeedError::Closed),
+                    };
+                    let Some(chat) = decode(&payload, &self.metrics) else { continue };
                     if self.queue.push_live(chat) == Admission::FillNeeded {
                         return Ok(Scope::All);
                     }
@@ -315,7 +344,7 @@ impl Feed {
                 _ = until(due) => self.unsubscribe_due(sink).await?,
                 _ = ping.tick() => {
                     tokio::select! {
-                        pong = timeout(self.stall, sink.ping::<redis::Value>()) => {
+                        pong = timeout(self.stall, sink.ping()) => {
                             pong.map_err(|_| FeedError::Timeout("PING"))??;
                             self.status.pubsub_heard();
                         }
@@ -330,14 +359,15 @@ impl Feed {
     /// chats; a fill that has to start over covers every room.
     async fn fill(
         &mut self,
-        conn: &mut MultiplexedConnection,
-        stream: &mut PubSubStream,
+        conn: &mut Reads,
+        stream: &mut Events,
         mut scope: Scope,
     ) -> Result<(), FeedError> {
         loop {
             self.metrics.gap_fills.inc();
             self.queue.reopen();
             let mut held = Held::new(self.queue.capacity());
+            let mut dropped = Vec::new();
             let outcome = {
                 let work = self.gap.run(conn, &scope);
                 tokio::pin!(work);
@@ -345,15 +375,21 @@ impl Feed {
                     tokio::select! {
                         outcome = &mut work => break outcome,
                         _ = self.switches.changed() => return Err(FeedError::MasterSwitched),
-                        msg = stream.next() => {
-                            let msg = msg.ok_or(FeedError::Closed)?;
-                            if let Some(chat) = decode(msg.get_payload_bytes(), &self.metrics) {
-                                held.push(chat);
+                        event = stream.next() => match event.ok_or(FeedError::Closed)? {
+                            Event::Message(payload) => {
+                                if let Some(chat) = decode(&payload, &self.metrics) {
+                                    held.push(chat);
+                                }
                             }
+                            Event::Dropped(channel) => dropped.push(channel),
+                            Event::Broken => return Err(FeedError::Closed),
                         }
                     }
                 }
             };
+            for channel in dropped {
+                self.note_dropped(&channel);
+            }
             scope = Scope::All;
             let filled = match outcome {
                 Ok(filled) => filled,

@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
 use redis::streams::StreamRangeReply;
 use redis::RedisError;
 use tracing::{info, warn};
@@ -23,6 +22,7 @@ use wsmesh_redis_wire::{entry_to_chat, Keys};
 
 use crate::app_client::AppClient;
 use crate::metrics::Metrics;
+use crate::pubsub::Reads;
 use crate::queue::{FillInterrupted, Queue};
 
 /// Why a gap fill did not complete.
@@ -99,11 +99,7 @@ impl GapFill {
     /// One fill: the app's cursors for `scope` (retried while the app is
     /// down), then each of those rooms' stream after its cursor, page by
     /// page, into the queue.
-    pub async fn run(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        scope: &Scope,
-    ) -> Result<Filled, FillError> {
+    pub async fn run(&mut self, conn: &mut Reads, scope: &Scope) -> Result<Filled, FillError> {
         let query = CursorsQuery {
             rooms: match scope {
                 Scope::All => None,
@@ -152,7 +148,7 @@ impl GapFill {
 
     async fn fill_room(
         &mut self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Reads,
         room: &str,
         mut after: StreamId,
         filled: &mut Filled,

@@ -4,7 +4,7 @@
 //! a `Subscriber` in-process on a port-0 health listener.
 //!
 //! A chat travels `feed` (pub/sub on the channels of the app's rooms,
-//! reconnect, gap fill) → `queue` (bounded hand-over) → `forward` (batches,
+//! plain or sharded as `pubsub` runs it; reconnect, gap fill) → `queue` (bounded hand-over) → `forward` (batches,
 //! retries, heartbeat) → `app_client` (one keep-alive connection to the
 //! app); `interest` long-polls the app for its rooms, `rooms` keeps which
 //! are subscribed, `fill` reads gaps from the streams; `health` serves
@@ -18,6 +18,7 @@ mod forward;
 mod health;
 mod interest;
 mod metrics;
+mod pubsub;
 mod queue;
 mod rooms;
 mod status;
@@ -101,7 +102,7 @@ impl Subscriber {
         let metrics = Arc::new(Metrics::default());
         let status = Arc::new(Status::default());
         let queue = Arc::new(Queue::new(config.queue.capacity, metrics.clone()));
-        let keys = Keys::new(config.redis.prefix.clone());
+        let keys = Keys::for_target(config.redis.prefix.clone(), &config.target);
         let app_retry = || Backoff::new(config.app.retry_base, config.app.retry_cap);
         let health_addr = health.local_addr().unwrap_or(config.listen.health);
 

@@ -41,6 +41,11 @@ impl Rooms {
         self.held.clear();
     }
 
+    /// Whether `room` is subscribed (leaving or not).
+    pub fn holds(&self, room: &str) -> bool {
+        self.held.contains_key(room)
+    }
+
     /// How many rooms are subscribed (leaving ones included).
     pub fn len(&self) -> usize {
         self.held.len()

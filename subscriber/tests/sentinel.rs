@@ -129,6 +129,7 @@ async fn after_the_master_is_killed_the_subscriber_forwards_from_the_promoted_re
             url: "redis://127.0.0.1:1/",
             url_given: false,
             sentinels: &cluster.sentinel_addrs(),
+            cluster: &[],
             master_name: Some(MASTER_NAME),
             password: None,
             password_file: None,

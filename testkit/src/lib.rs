@@ -5,6 +5,8 @@
 //! - [`process`]: one supervised child (health, signals, captured log, kill on drop);
 //! - [`redis`]: a `redis-server` that can be stopped and started on its port;
 //! - [`sentinel`]: a master, a replica and three Sentinels, for failovers;
+//! - [`redis_cluster`]: a 3-master, 3-replica Redis Cluster, and which
+//!   master owns a key's slot;
 //! - [`eventually`]: the one polling wait of the tests;
 //! - [`configs`]: app, subscriber and lb configs as typed values, loaded from
 //!   the committed `configs/local/*.toml` and written with `toml::to_string`;
@@ -16,6 +18,7 @@ pub mod eventually;
 pub mod ports;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 pub mod sentinel;
 
 pub use eventually::eventually;
