@@ -36,6 +36,12 @@ fn limited_line(limit: &str) -> String {
     format!("lb_frontend_limited_total{{frontend=\"https\",limit=\"{limit}\"}}")
 }
 
+/// `GET /` from `source` on a new connection: status and headers.
+async fn get_request_from(certs: &Certs, source: [u8; 4], port: u16) -> Option<(StatusCode, http::HeaderMap)> {
+    let req = Request::get("/").header("host", "localhost").body(empty()).unwrap();
+    request_from(certs, source, port, &[], req).await
+}
+
 #[tokio::test]
 async fn max_conns_closes_a_source_s_extra_connection_before_tls() {
     let certs = Certs::new();
@@ -93,26 +99,21 @@ async fn request_rate_answers_429_with_retry_after_and_spares_the_bystander() {
     };
     let lb = lb_with(&app, &certs, limits, &[]).await;
     // Over one keep-alive connection, as a browser would send them.
-    let tls = tls_from(&certs, LIMITED, lb.https, &[]).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut statuses = Vec::new();
-    let mut retry_after = None;
-    for _ in 0..5 {
-        let req = Request::get("/").header("host", "localhost").body(empty()).unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        statuses.push(resp.status().as_u16());
-        retry_after = resp.headers().get("retry-after").cloned().or(retry_after);
-    }
-    assert_eq!(statuses, [200, 200, 200, 429, 429]);
-    assert_eq!(retry_after.as_ref().and_then(|v| v.to_str().ok()), Some("60"));
+    let gets = (0..5)
+        .map(|_| Request::get("/").header("host", "localhost").body(empty()).unwrap())
+        .collect();
+    assert_eq!(
+        requests_from(&certs, LIMITED, lb.https, gets).await,
+        [200, 200, 200, 429, 429].map(|s| StatusCode::from_u16(s).unwrap())
+    );
+    let over = get_request_from(&certs, LIMITED, lb.https).await.expect("answered");
+    assert_eq!(over.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(over.1.get("retry-after").and_then(|v| v.to_str().ok()), Some("60"));
     assert_eq!(get_from(&certs, BYSTANDER, lb.https, "/").await, Some(StatusCode::OK));
-    assert_eq!(metric(&metrics(&lb).await, &limited_line("request_rate")), Some(2));
+    assert_eq!(metric(&metrics(&lb).await, &limited_line("request_rate")), Some(3));
     let frontends = admin_get(lb.admin, "/api/frontends").await.unwrap();
     let https = frontend_named(&frontends, "https");
-    assert_eq!(https["limited"]["request_rate"], 2, "{https}");
+    assert_eq!(https["limited"]["request_rate"], 3, "{https}");
     assert_eq!(https["request_errors"], 0, "a limit is not a malformed request: {https}");
 }
 
@@ -165,8 +166,11 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited() {
             request_from(certs, source, port, &[], req).await.map(|r| r.0)
         }
     };
-    // The proxy holds a connection open: it is not limited by max_conns.
-    let _held = tls_from(&certs, proxy, lb.https, &[]).await.unwrap();
+    // The proxy holds more connections than max_conns: it is not limited by them.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tls_from(&certs, proxy, port, &[]).await.unwrap());
+    }
     for _ in 0..2 {
         assert_eq!(from(proxy, "198.51.100.9, 203.0.113.1").await, Some(StatusCode::OK));
     }
@@ -181,9 +185,19 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited() {
         "another client of the same proxy"
     );
     // An untrusted peer's header is not believed: it is limited as itself.
-    for expected in [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
-        assert_eq!(from(LIMITED, "203.0.113.3").await, Some(expected));
-    }
+    let spoofed = (0..3)
+        .map(|_| {
+            Request::get("/")
+                .header("host", "localhost")
+                .header("x-forwarded-for", "203.0.113.3")
+                .body(empty())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        requests_from(&certs, LIMITED, port, spoofed).await,
+        [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]
+    );
     let sources = admin_get(lb.admin, "/api/sources?by=refused&top=2").await.unwrap();
     let https = frontend_named(&sources, "https");
     let shown: Vec<&str> = https["sources"]
@@ -209,10 +223,10 @@ async fn a_refusal_is_in_the_access_log_with_its_limit() {
         })
     });
     let lb = LbProcess::start(&opts).await;
-    assert_eq!(get_from(&certs, LIMITED, lb.https, "/").await, Some(StatusCode::OK));
+    let get = |path: &str| Request::get(path).header("host", "localhost").body(empty()).unwrap();
     assert_eq!(
-        get_from(&certs, LIMITED, lb.https, "/logged").await,
-        Some(StatusCode::TOO_MANY_REQUESTS)
+        requests_from(&certs, LIMITED, lb.https, vec![get("/"), get("/logged")]).await,
+        [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]
     );
     let _held = tls_from(&certs, BYSTANDER, lb.https, &[]).await.unwrap();
     assert!(tls_from(&certs, BYSTANDER, lb.https, &[]).await.is_err());

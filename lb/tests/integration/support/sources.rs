@@ -60,6 +60,25 @@ pub async fn request_from(
     Some((parts.status, parts.headers))
 }
 
+/// Sends `reqs` one after the other over one keep-alive TLS connection
+/// from `source`: their statuses; empty when the lb closed the connection.
+pub async fn requests_from(certs: &Certs, source: [u8; 4], port: u16, reqs: Vec<Request<Body>>) -> Vec<StatusCode> {
+    let Ok(tls) = tls_from(certs, source, port, &[]).await else {
+        return Vec::new();
+    };
+    let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await else {
+        return Vec::new();
+    };
+    tokio::spawn(conn);
+    let mut statuses = Vec::new();
+    for req in reqs {
+        let Ok(resp) = send.send_request(req).await else { break };
+        statuses.push(resp.status());
+        let _ = resp.into_body().collect().await;
+    }
+    statuses
+}
+
 /// `GET path` from `source`: the status, `None` when refused.
 pub async fn get_from(certs: &Certs, source: [u8; 4], port: u16, path: &str) -> Option<StatusCode> {
     let req = Request::get(path).header("host", "localhost").body(empty()).ok()?;
