@@ -63,6 +63,8 @@ async fn max_conns_closes_a_source_s_extra_connection_before_tls() {
     let top = &frontend_named(&sources, "https")["sources"][0];
     assert_eq!((top["source"].as_str(), top["conns"].as_u64()), (Some("127.0.0.21"), Some(2)), "{sources}");
     assert_eq!(top["refused"]["max_conns"], 1, "{sources}");
+    let (_, page) = admin_text(lb.admin, "/stats").await.expect("stats page");
+    assert!(page.contains("sources") && page.contains("127.0.0.21"), "{page}");
     // A closed connection frees its slot.
     drop(first);
     eventually(5, "a slot is free again", || async {
