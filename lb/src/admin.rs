@@ -110,7 +110,12 @@ fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
     bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
-async fn route(req: Request<Incoming>, rt: Arc<Runtime>, peer: SocketAddr, local: SocketAddr) -> AdminResponse {
+async fn route(
+    req: Request<Incoming>,
+    rt: Arc<Runtime>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> AdminResponse {
     let listener = guard::Listener {
         local,
         names: &rt.config.admin.hosts,

@@ -200,9 +200,8 @@ impl Admin {
             return Ok(None);
         };
         let path = resolve_path(source, file.get_ref());
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            source.error_at(file.span(), format!("token_file {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| source.error_at(file.span(), format!("token_file {}: {e}", path.display())))?;
         let token = text.trim();
         if token.is_empty() {
             return Err(source.error_at(file.span(), format!("token_file {} is empty", path.display())));
@@ -622,7 +621,10 @@ impl Config {
             ));
         }
         if !self.admin.token.is_empty() && self.admin.token_file.is_some() {
-            return Err(source.error_at_path("admin.token_file", "set admin.token or admin.token_file, not both"));
+            return Err(source.error_at_path(
+                "admin.token_file",
+                "set admin.token or admin.token_file, not both",
+            ));
         }
         for (i, h) in self.admin.hosts.iter().enumerate() {
             if h.parse::<http::uri::Authority>().is_err() || h.contains('@') {

@@ -71,7 +71,11 @@ pub enum ProxyRefusal {
 
 impl ProxyRefusal {
     /// Every reason, in the order of the counters indexed by `as usize`.
-    pub const ALL: [ProxyRefusal; 3] = [ProxyRefusal::Untrusted, ProxyRefusal::Invalid, ProxyRefusal::Missing];
+    pub const ALL: [ProxyRefusal; 3] = [
+        ProxyRefusal::Untrusted,
+        ProxyRefusal::Invalid,
+        ProxyRefusal::Missing,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -251,9 +255,17 @@ mod tests {
         bytes.extend_from_slice(b"\x16\x03\x01rest");
         let mut stream = &bytes[..];
         let h = read(&mut stream, Duration::from_secs(1)).await.unwrap();
-        assert_eq!(h, Header::Proxied { source: "192.0.2.7:9".parse().unwrap() });
+        assert_eq!(
+            h,
+            Header::Proxied {
+                source: "192.0.2.7:9".parse().unwrap()
+            }
+        );
         assert_eq!(stream, b"\x16\x03\x01rest");
         let mut short = &bytes[..20];
-        assert_eq!(read(&mut short, Duration::from_secs(1)).await, Err(HeaderError::Incomplete));
+        assert_eq!(
+            read(&mut short, Duration::from_secs(1)).await,
+            Err(HeaderError::Incomplete)
+        );
     }
 }

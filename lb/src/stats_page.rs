@@ -65,7 +65,11 @@ pub fn render(rt: &Runtime) -> String {
             c.tls_handshakes.load(Ordering::Relaxed),
             c.request_errors.load(Ordering::Relaxed),
             counts(c.limited_by_kind().map(|(k, n)| (k.as_str(), n)).collect()),
-            counts(c.proxy_refused_by_reason().map(|(r, n)| (r.as_str(), n)).collect()),
+            counts(
+                c.proxy_refused_by_reason()
+                    .map(|(r, n)| (r.as_str(), n))
+                    .collect()
+            ),
         );
     }
     h.push_str("</table>");
@@ -158,10 +162,10 @@ fn sources_table(h: &mut String, f: &Frontend) {
             "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}s</td></tr>",
             source_name(v.key, ipv6_prefix),
             v.conns,
-            v.rates[0],
-            v.rates[1],
-            v.rates[2],
-            v.totals[1],
+            v.rates.connections,
+            v.rates.requests,
+            v.rates.upgrades,
+            v.totals.requests,
             v.refused_total(),
             v.idle.as_secs(),
         );

@@ -54,7 +54,9 @@ impl Listener<'_> {
             return true;
         }
         self.names.iter().any(|name| match name.parse::<Authority>() {
-            Ok(n) => n.host().eq_ignore_ascii_case(a.host()) && n.port_u16().unwrap_or(self.local.port()) == port,
+            Ok(n) => {
+                n.host().eq_ignore_ascii_case(a.host()) && n.port_u16().unwrap_or(self.local.port()) == port
+            }
             Err(_) => false,
         })
     }
@@ -137,7 +139,11 @@ mod tests {
             let h = [("host", host)];
             assert_eq!(check(local, &[], Method::GET, &h), Ok(()), "{host}");
         }
-        let with_origin = [("host", "127.0.0.1:8404"), ("origin", "http://localhost:8404"), JSON];
+        let with_origin = [
+            ("host", "127.0.0.1:8404"),
+            ("origin", "http://localhost:8404"),
+            JSON,
+        ];
         assert_eq!(check(local, &[], Method::POST, &with_origin), Ok(()));
         let v6 = [("host", "[::1]:8404")];
         assert_eq!(check("[::1]:8404", &[], Method::GET, &v6), Ok(()));
@@ -145,7 +151,11 @@ mod tests {
         assert_eq!(check("10.0.0.5:80", &[], Method::GET, &port80), Ok(()));
         let names = ["lb1.internal".to_string(), "admin.example:443".to_string()];
         for host in ["lb1.internal:8404", "admin.example:443"] {
-            assert_eq!(check(local, &names, Method::GET, &[("host", host)]), Ok(()), "{host}");
+            assert_eq!(
+                check(local, &names, Method::GET, &[("host", host)]),
+                Ok(()),
+                "{host}"
+            );
         }
         let proxied = [("host", "admin.example:443"), ("origin", "https://admin.example")];
         assert_eq!(check(local, &names, Method::GET, &proxied), Ok(()));
@@ -159,10 +169,22 @@ mod tests {
             ("origin", "http://evil.example"),
             ("content-type", "text/plain"),
         ];
-        assert!(matches!(check(local, &[], Method::POST, &csrf), Err(Forbidden::Host(_))));
-        for host in ["127.0.0.1:9999", "localhost", "", "user@127.0.0.1:8404", "lb1.internal:8404"] {
+        assert!(matches!(
+            check(local, &[], Method::POST, &csrf),
+            Err(Forbidden::Host(_))
+        ));
+        for host in [
+            "127.0.0.1:9999",
+            "localhost",
+            "",
+            "user@127.0.0.1:8404",
+            "lb1.internal:8404",
+        ] {
             let h = [("host", host)];
-            assert!(matches!(check(local, &[], Method::GET, &h), Err(Forbidden::Host(_))), "{host}");
+            assert!(
+                matches!(check(local, &[], Method::GET, &h), Err(Forbidden::Host(_))),
+                "{host}"
+            );
         }
         assert!(matches!(
             check("10.0.0.5:8404", &[], Method::GET, &[("host", "localhost:8404")]),
@@ -170,10 +192,16 @@ mod tests {
         ));
         for origin in ["http://evil.example", "null", "http://127.0.0.1:8405", "file://"] {
             let h = [("host", "127.0.0.1:8404"), ("origin", origin)];
-            assert!(matches!(check(local, &[], Method::GET, &h), Err(Forbidden::Origin(_))), "{origin}");
+            assert!(
+                matches!(check(local, &[], Method::GET, &h), Err(Forbidden::Origin(_))),
+                "{origin}"
+            );
         }
         let site = [("host", "127.0.0.1:8404"), ("sec-fetch-site", "cross-site")];
-        assert!(matches!(check(local, &[], Method::GET, &site), Err(Forbidden::FetchSite(_))));
+        assert!(matches!(
+            check(local, &[], Method::GET, &site),
+            Err(Forbidden::FetchSite(_))
+        ));
         let own = [("host", "127.0.0.1:8404"), ("sec-fetch-site", "same-origin")];
         assert_eq!(check(local, &[], Method::GET, &own), Ok(()));
     }
@@ -181,12 +209,23 @@ mod tests {
     #[test]
     fn a_state_change_must_be_json() {
         let local = "127.0.0.1:8404";
-        for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"] {
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ] {
             let h = [("host", "127.0.0.1:8404"), ("content-type", ct)];
-            assert_eq!(check(local, &[], Method::POST, &h), Err(Forbidden::ContentType), "{ct}");
+            assert_eq!(
+                check(local, &[], Method::POST, &h),
+                Err(Forbidden::ContentType),
+                "{ct}"
+            );
         }
         let none = [("host", "127.0.0.1:8404")];
-        assert_eq!(check(local, &[], Method::POST, &none), Err(Forbidden::ContentType));
+        assert_eq!(
+            check(local, &[], Method::POST, &none),
+            Err(Forbidden::ContentType)
+        );
         assert_eq!(check(local, &[], Method::GET, &none), Ok(()));
     }
 }

@@ -49,12 +49,12 @@ fn source_json(v: &SourceView, ipv6_prefix: u8) -> Value {
     json!({
         "source": source_name(v.key, ipv6_prefix),
         "conns": v.conns,
-        "conn_rate": v.rates[0],
-        "request_rate": v.rates[1],
-        "upgrade_rate": v.rates[2],
-        "connections_total": v.totals[0],
-        "requests_total": v.totals[1],
-        "upgrades_total": v.totals[2],
+        "conn_rate": v.rates.connections,
+        "request_rate": v.rates.requests,
+        "upgrade_rate": v.rates.upgrades,
+        "connections_total": v.totals.connections,
+        "requests_total": v.totals.requests,
+        "upgrades_total": v.totals.upgrades,
         "refused": by_limit(LimitKind::ALL.iter().map(|k| (*k, v.refused[k.index()]))),
         "idle_secs": v.idle.as_secs(),
     })

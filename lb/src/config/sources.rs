@@ -56,7 +56,9 @@ pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
         }
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
-            let kept = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
+            let kept = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
             IpAddr::V6((bits & kept).into())
         }
     }

@@ -373,7 +373,10 @@ fn per_source_limits_parse_and_write_back() {
     assert_eq!(p.max_conns, 20);
     assert_eq!(p.conn_rate.unwrap().count, 50);
     assert_eq!(p.upgrade_rate.unwrap().period, Duration::from_secs(60));
-    assert_eq!((p.max_sources, p.expire, p.ipv6_prefix), (100_000, Duration::from_secs(60), 64));
+    assert_eq!(
+        (p.max_sources, p.expire, p.ipv6_prefix),
+        (100_000, Duration::from_secs(60), 64)
+    );
     assert_eq!(parse(&round_trip(LIMITED)).unwrap(), c);
 }
 
@@ -394,8 +397,18 @@ fn per_source_mistakes_name_their_line() {
         ),
         ("\"10.0.0.0/8\"", "\"10.0.0.0/40\"", 6, "prefix length"),
         ("\"50/10s\"", "\"50\"", 10, "expected COUNT/PERIOD"),
-        ("upgrade_rate = \"20/1m\"", "upgrade_rate = \"20/1m\"\nexpire = \"30s\"", 13, "expire must be at least"),
-        ("max_conns = 20", "max_conns = 20\nmax_sources = 2", 10, "max_sources must be between"),
+        (
+            "upgrade_rate = \"20/1m\"",
+            "upgrade_rate = \"20/1m\"\nexpire = \"30s\"",
+            13,
+            "expire must be at least",
+        ),
+        (
+            "max_conns = 20",
+            "max_conns = 20\nmax_sources = 2",
+            10,
+            "max_sources must be between",
+        ),
     ];
     for (from, to, line, reason) in cases {
         let text = LIMITED.replace(from, to);

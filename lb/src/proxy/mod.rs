@@ -52,7 +52,10 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     };
     let fe = &ctx.frontend;
     let upgrade = upgrade::requested(&req);
-    if let Err(refused) = fe.sources.admit_request(ctx.peer.ip(), req.headers(), upgrade.is_some()) {
+    if let Err(refused) = fe
+        .sources
+        .admit_request(ctx.peer.ip(), req.headers(), upgrade.is_some())
+    {
         fe.counters.limited(refused.kind);
         return Ok(too_many(refused, exchange, in_flight));
     }

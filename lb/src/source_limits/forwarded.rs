@@ -78,9 +78,18 @@ mod tests {
         let h = xff(&["[2001:db8::5]:4000"]);
         assert_eq!(client(ip("10.0.0.1"), &h, &trusted), ip("2001:db8::5"));
         // Every hop trusted: the leftmost; none: the peer.
-        assert_eq!(client(ip("10.0.0.1"), &xff(&["10.9.9.9, 10.0.0.3"]), &trusted), ip("10.9.9.9"));
-        assert_eq!(client(ip("10.0.0.1"), &HeaderMap::new(), &trusted), ip("10.0.0.1"));
+        assert_eq!(
+            client(ip("10.0.0.1"), &xff(&["10.9.9.9, 10.0.0.3"]), &trusted),
+            ip("10.9.9.9")
+        );
+        assert_eq!(
+            client(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.1")
+        );
         // An unreadable hop stops the walk at the last trusted one.
-        assert_eq!(client(ip("10.0.0.1"), &xff(&["1.1.1.1, junk"]), &trusted), ip("10.0.0.1"));
+        assert_eq!(
+            client(ip("10.0.0.1"), &xff(&["1.1.1.1, junk"]), &trusted),
+            ip("10.0.0.1")
+        );
     }
 }

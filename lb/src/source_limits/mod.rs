@@ -140,7 +140,7 @@ impl SourcePolicy {
         }
         let now = table.now();
         table.with(source, now, limits.expire, |e| {
-            e.totals[0] += 1;
+            e.totals.connections += 1;
             let refuse = |kind: LimitKind, e: &mut table::Entry, retry_after| {
                 e.refused[kind.index()] += 1;
                 Err(Refused {
@@ -172,28 +172,26 @@ impl SourcePolicy {
         let client = self.client(peer, headers);
         let now = table.now();
         table.with(client, now, limits.expire, |e| {
-            let checks = [
-                (true, 1, LimitKind::RequestRate, limits.request_rate),
-                (upgrade, 2, LimitKind::UpgradeRate, limits.upgrade_rate),
-            ];
-            for (applies, total, kind, rate) in checks {
-                if !applies {
-                    continue;
+            let refuse = |kind: LimitKind, e: &mut table::Entry, rate: Rate| {
+                e.refused[kind.index()] += 1;
+                Err(Refused {
+                    kind,
+                    source: table.key(client),
+                    retry_after: rate.period,
+                    log: None,
+                })
+            };
+            e.totals.requests += 1;
+            if let Some(rate) = limits.request_rate {
+                if over(&mut e.request_rate, now, rate) {
+                    return refuse(LimitKind::RequestRate, e, rate);
                 }
-                e.totals[total] += 1;
-                let window = match kind {
-                    LimitKind::UpgradeRate => &mut e.upgrade_rate,
-                    _ => &mut e.request_rate,
-                };
-                if let Some(rate) = rate {
-                    if over(window, now, rate) {
-                        e.refused[kind.index()] += 1;
-                        return Err(Refused {
-                            kind,
-                            source: table.key(client),
-                            retry_after: rate.period,
-                            log: None,
-                        });
+            }
+            if upgrade {
+                e.totals.upgrades += 1;
+                if let Some(rate) = limits.upgrade_rate {
+                    if over(&mut e.upgrade_rate, now, rate) {
+                        return refuse(LimitKind::UpgradeRate, e, rate);
                     }
                 }
             }
@@ -214,9 +212,9 @@ impl SourcePolicy {
         let total = all.len();
         let key = |v: &SourceView| match by {
             SortBy::Conns => u64::from(v.conns),
-            SortBy::ConnRate => v.rates[0],
-            SortBy::RequestRate => v.rates[1],
-            SortBy::UpgradeRate => v.rates[2],
+            SortBy::ConnRate => v.rates.connections,
+            SortBy::RequestRate => v.rates.requests,
+            SortBy::UpgradeRate => v.rates.upgrades,
             SortBy::Refused => v.refused_total(),
         };
         all.sort_by(|a, b| key(b).cmp(&key(a)).then(a.key.cmp(&b.key)));
@@ -317,7 +315,10 @@ mod tests {
         assert_eq!((e.kind, e.source), (LimitKind::UpgradeRate, ip("203.0.113.9")));
         assert_eq!(e.retry_after, Duration::from_secs(60));
         assert!(p.admit_request(proxy, &h, false).is_ok());
-        assert_eq!(p.admit_request(proxy, &h, false).unwrap_err().kind, LimitKind::RequestRate);
+        assert_eq!(
+            p.admit_request(proxy, &h, false).unwrap_err().kind,
+            LimitKind::RequestRate
+        );
         // The proxy's other clients are not affected.
         h.insert("x-forwarded-for", "203.0.113.10".parse().unwrap());
         assert!(p.admit_request(proxy, &h, false).is_ok());
@@ -337,6 +338,8 @@ mod tests {
             },
             &["10.0.0.0/8"],
         );
-        let _held: Vec<_> = (0..3).map(|_| p.admit_connection(ip("10.1.1.1")).unwrap()).collect();
+        let _held: Vec<_> = (0..3)
+            .map(|_| p.admit_connection(ip("10.1.1.1")).unwrap())
+            .collect();
     }
 }

@@ -17,6 +17,15 @@ use std::time::{Duration, Instant};
 use super::window::Window;
 use super::LimitKind;
 
+/// Connections, requests and upgrades of one source: since it was first
+/// seen (totals), or within their rates' periods (rates).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub connections: u64,
+    pub requests: u64,
+    pub upgrades: u64,
+}
+
 /// One source's counters.
 #[derive(Debug)]
 pub struct Entry {
@@ -28,8 +37,8 @@ pub struct Entry {
     pub request_rate: Window,
     /// WebSocket upgrades.
     pub upgrade_rate: Window,
-    /// Connections, requests and upgrades since it was first seen.
-    pub totals: [u64; 3],
+    /// Since it was first seen.
+    pub totals: Counts,
     /// Refusals by [`LimitKind`].
     pub refused: [u64; LimitKind::ALL.len()],
     /// Last event, in the table's milliseconds.
@@ -47,7 +56,7 @@ impl Entry {
             conn_rate: Window::default(),
             request_rate: Window::default(),
             upgrade_rate: Window::default(),
-            totals: [0; 3],
+            totals: Counts::default(),
             refused: [0; LimitKind::ALL.len()],
             last_seen: now,
             last_logged: 0,
@@ -82,9 +91,8 @@ const SWEEP_EVERY_MS: u64 = 1000;
 impl Shard {
     fn sweep(&mut self, now: u64, expire: u64) {
         self.last_sweep = now;
-        self.entries.retain(|_, e| {
-            e.conns.load(Ordering::Relaxed) > 0 || now.saturating_sub(e.last_seen) < expire
-        });
+        self.entries
+            .retain(|_, e| e.conns.load(Ordering::Relaxed) > 0 || now.saturating_sub(e.last_seen) < expire);
     }
 
     /// Forgets the least recently seen eighth (at least one), idle ones first.
@@ -110,9 +118,9 @@ impl Shard {
 pub struct SourceView {
     pub key: IpAddr,
     pub conns: u32,
-    /// Current rates over their periods: connections, requests, upgrades.
-    pub rates: [u64; 3],
-    pub totals: [u64; 3],
+    /// Current rates over their periods.
+    pub rates: Counts,
+    pub totals: Counts,
     pub refused: [u64; LimitKind::ALL.len()],
     pub idle: Duration,
 }
@@ -213,11 +221,11 @@ impl SourceTable {
             out.extend(shard.entries.iter().map(|(key, e)| SourceView {
                 key: *key,
                 conns: e.conns.load(Ordering::Relaxed),
-                rates: [
-                    e.conn_rate.count(now, ms[0]),
-                    e.request_rate.count(now, ms[1]),
-                    e.upgrade_rate.count(now, ms[2]),
-                ],
+                rates: Counts {
+                    connections: e.conn_rate.count(now, ms[0]),
+                    requests: e.request_rate.count(now, ms[1]),
+                    upgrades: e.upgrade_rate.count(now, ms[2]),
+                },
                 totals: e.totals,
                 refused: e.refused,
                 idle: Duration::from_millis(now.saturating_sub(e.last_seen)),
@@ -251,7 +259,11 @@ mod tests {
         t.with(ip(100), 100, expire, |_| ());
         assert_eq!(t.len(), 15, "two forgotten (an eighth), one added");
         assert_eq!(t.evicted.load(Ordering::Relaxed), 2);
-        let keys: Vec<IpAddr> = t.snapshot([Duration::from_secs(1); 3]).iter().map(|v| v.key).collect();
+        let keys: Vec<IpAddr> = t
+            .snapshot([Duration::from_secs(1); 3])
+            .iter()
+            .map(|v| v.key)
+            .collect();
         assert!(keys.contains(&ip(0)), "the source with a connection stays");
         assert!(!keys.contains(&ip(1)) && !keys.contains(&ip(2)), "{keys:?}");
         drop(held);

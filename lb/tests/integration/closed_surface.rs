@@ -45,18 +45,32 @@ async fn the_cross_site_drain_request_is_refused_and_changes_nothing() {
                 ("content-type", "text/plain".into()),
             ],
         ),
-        ("a rebound Host alone", vec![("host", format!("evil.example:{port}")), json.clone()]),
+        (
+            "a rebound Host alone",
+            vec![("host", format!("evil.example:{port}")), json.clone()],
+        ),
         (
             "a foreign Origin with the right Host",
-            vec![("host", own.clone()), ("origin", "http://evil.example".into()), json.clone()],
+            vec![
+                ("host", own.clone()),
+                ("origin", "http://evil.example".into()),
+                json.clone(),
+            ],
         ),
         (
             "a form post (no JSON) with the right Host",
-            vec![("host", own.clone()), ("content-type", "application/x-www-form-urlencoded".into())],
+            vec![
+                ("host", own.clone()),
+                ("content-type", "application/x-www-form-urlencoded".into()),
+            ],
         ),
         (
             "a cross-site fetch",
-            vec![("host", own.clone()), ("sec-fetch-site", "cross-site".into()), json.clone()],
+            vec![
+                ("host", own.clone()),
+                ("sec-fetch-site", "cross-site".into()),
+                json.clone(),
+            ],
         ),
     ];
     for (what, headers) in cases {
@@ -72,7 +86,10 @@ async fn the_cross_site_drain_request_is_refused_and_changes_nothing() {
         .header("host", format!("evil.example:{port}"))
         .body(empty())
         .unwrap();
-    assert_eq!(http1(admin_addr(port), req).await.unwrap().0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        http1(admin_addr(port), req).await.unwrap().0,
+        StatusCode::FORBIDDEN
+    );
     // The same change from the admin's own origin goes through.
     let same_origin = vec![("host", own.clone()), ("origin", format!("http://{own}")), json];
     assert_eq!(
@@ -105,9 +122,18 @@ async fn a_configured_token_is_required_for_state_changes_and_reads() {
         h
     };
     let drain = r#"{"state":"drain"}"#;
-    assert_eq!(post_state(port, "app1", &headers(None), drain).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(post_state(port, "app1", &headers(Some("wrong")), drain).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(admin_text(port, "/api/backends").await.unwrap().0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        post_state(port, "app1", &headers(None), drain).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post_state(port, "app1", &headers(Some("wrong")), drain).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        admin_text(port, "/api/backends").await.unwrap().0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         post_state(port, "app1", &headers(Some("t0ken-from-file")), drain).await,
         StatusCode::OK
@@ -134,7 +160,10 @@ async fn an_admin_listener_off_loopback_without_a_token_does_not_start() {
             Ok(_) => panic!("started with an open admin listener and no token"),
             Err(e) => e.to_string(),
         };
-        assert!(e.contains("lb.toml:") && e.contains("is not a loopback address"), "{e}");
+        assert!(
+            e.contains("lb.toml:") && e.contains("is not a loopback address"),
+            "{e}"
+        );
         // `lb check-config` says the same, with the line of admin.listen.
         let out = std::process::Command::new(lb_bin())
             .args(["check-config".as_ref(), config.as_os_str()])
@@ -175,9 +204,12 @@ async fn the_shipped_clients_of_the_admin_api_keep_working() {
     .await
     .expect("admin answers");
     assert_eq!(resp.status, 200, "{url}: {}", resp.body);
-    let get = wsmesh_client::http::get(&format!("http://127.0.0.1:{port}/api/backends"), Duration::from_secs(5))
-        .await
-        .expect("admin answers");
+    let get = wsmesh_client::http::get(
+        &format!("http://127.0.0.1:{port}/api/backends"),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("admin answers");
     assert_eq!(get.status, 200, "{}", get.body);
     assert_eq!(lb.state_of("app1").await, "drain");
     // curl as docs/operations.md writes it.
@@ -191,15 +223,36 @@ async fn the_shipped_clients_of_the_admin_api_keep_working() {
     };
     let state_url = format!("127.0.0.1:{port}/api/backends/app1/state");
     assert_eq!(
-        curl(&["-X", "POST", &state_url, "-H", "content-type: application/json", "-d", r#"{"state":"ready"}"#]),
+        curl(&[
+            "-X",
+            "POST",
+            &state_url,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"state":"ready"}"#
+        ]),
         "200"
     );
     assert_eq!(lb.state_of("app1").await, "up");
     // Without the content type (a form post) it is refused.
-    assert_eq!(curl(&["-X", "POST", &state_url, "-d", r#"{"state":"drain"}"#]), "403");
-    for path in ["/api/backends", "/api/frontends", "/api/sources", "/stats", "/metrics"] {
+    assert_eq!(
+        curl(&["-X", "POST", &state_url, "-d", r#"{"state":"drain"}"#]),
+        "403"
+    );
+    for path in [
+        "/api/backends",
+        "/api/frontends",
+        "/api/sources",
+        "/stats",
+        "/metrics",
+    ] {
         assert_eq!(curl(&[&format!("127.0.0.1:{port}{path}")]), "200", "{path}");
-        assert_eq!(curl(&[&format!("localhost:{port}{path}")]), "200", "localhost {path}");
+        assert_eq!(
+            curl(&[&format!("localhost:{port}{path}")]),
+            "200",
+            "localhost {path}"
+        );
     }
 }
 
@@ -208,7 +261,12 @@ async fn the_apps_metrics_and_internal_paths_are_not_served_through_the_lb() {
     let certs = Certs::new();
     let app = Backend::start("app1").await;
     let lb = Lb::start(&LbOpts::new(&[&app], &certs)).await;
-    for path in ["/metrics", "/metrics?format=prometheus", "/metrics/", "/internal/events"] {
+    for path in [
+        "/metrics",
+        "/metrics?format=prometheus",
+        "/metrics/",
+        "/internal/events",
+    ] {
         let (status, _, _) = https_get(&certs, lb.ports.https, path).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
     }
@@ -225,7 +283,11 @@ fn the_shipped_lb_configs_deny_metrics_and_internal() {
         let file = std::path::PathBuf::from(format!("{root}/{dir}/lb.toml"));
         let text = std::fs::read_to_string(&file).unwrap();
         let config: lb::config::Config = toml::from_str(&text).unwrap();
-        for f in config.frontends.iter().filter(|f| f.redirect_https_port.is_none()) {
+        for f in config
+            .frontends
+            .iter()
+            .filter(|f| f.redirect_https_port.is_none())
+        {
             for denied in ["/internal/", "/metrics"] {
                 assert!(
                     f.deny.iter().any(|d| d == denied),

@@ -17,7 +17,10 @@ const BALANCER: [u8; 4] = [127, 0, 0, 31];
 const STRANGER: [u8; 4] = [127, 0, 0, 32];
 
 fn header(client: &str, lb_port: u16) -> Vec<u8> {
-    encode(client.parse().unwrap(), SocketAddr::from(([127, 0, 0, 1], lb_port)))
+    encode(
+        client.parse().unwrap(),
+        SocketAddr::from(([127, 0, 0, 1], lb_port)),
+    )
 }
 
 fn proxy_refused(metrics: &str, reason: &str) -> Option<u64> {
@@ -57,17 +60,33 @@ async fn the_header_names_the_client_and_bad_or_untrusted_ones_are_closed() {
     };
     assert_eq!(get("198.51.100.7:40000").await, Some(StatusCode::OK));
     let seen = app.last_headers.lock().unwrap().get("x-forwarded-for").cloned();
-    assert_eq!(seen.as_deref(), Some("198.51.100.7"), "the server sees the header's client");
+    assert_eq!(
+        seen.as_deref(),
+        Some("198.51.100.7"),
+        "the server sees the header's client"
+    );
     // The limit follows the header's client, not the balancer.
-    assert_eq!(get("198.51.100.7:40001").await, Some(StatusCode::TOO_MANY_REQUESTS));
-    assert_eq!(get("198.51.100.8:40000").await, Some(StatusCode::OK), "another client");
+    assert_eq!(
+        get("198.51.100.7:40001").await,
+        Some(StatusCode::TOO_MANY_REQUESTS)
+    );
+    assert_eq!(
+        get("198.51.100.8:40000").await,
+        Some(StatusCode::OK),
+        "another client"
+    );
 
     let hits = app.hits.load(Ordering::SeqCst);
     // Straight TLS without a header, and a v1 header, from the balancer.
     assert!(tls_from(&certs, BALANCER, port, &[]).await.is_err());
-    assert!(tls_from(&certs, BALANCER, port, b"PROXY TCP4 198.51.100.9 127.0.0.1 5 6\r\n")
-        .await
-        .is_err());
+    assert!(tls_from(
+        &certs,
+        BALANCER,
+        port,
+        b"PROXY TCP4 198.51.100.9 127.0.0.1 5 6\r\n"
+    )
+    .await
+    .is_err());
     // A valid header from a peer that is not trusted.
     assert!(tls_from(&certs, STRANGER, port, &header("198.51.100.9:1", port))
         .await
@@ -95,5 +114,8 @@ async fn the_header_names_the_client_and_bad_or_untrusted_ones_are_closed() {
         .iter()
         .filter_map(|s| s["source"].as_str())
         .collect();
-    assert!(listed.contains(&"198.51.100.7") && !listed.contains(&"127.0.0.31"), "{sources}");
+    assert!(
+        listed.contains(&"198.51.100.7") && !listed.contains(&"127.0.0.31"),
+        "{sources}"
+    );
 }

@@ -622,7 +622,10 @@ pub fn admin_host(port: u16) -> String {
 
 /// `GET path` on the admin listener: status and body text.
 pub async fn admin_text(port: u16, path: &str) -> Option<(StatusCode, String)> {
-    let req = Request::get(path).header("host", admin_host(port)).body(empty()).ok()?;
+    let req = Request::get(path)
+        .header("host", admin_host(port))
+        .body(empty())
+        .ok()?;
     let (status, _, body) = http1(SocketAddr::from(([127, 0, 0, 1], port)), req).await?;
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -52,7 +52,9 @@ pub async fn request_from(
     req: Request<Body>,
 ) -> Option<(StatusCode, http::HeaderMap)> {
     let tls = tls_from(certs, source, port, before).await.ok()?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .ok()?;
     tokio::spawn(conn);
     let resp = send.send_request(req).await.ok()?;
     let (parts, body) = resp.into_parts();
@@ -62,7 +64,12 @@ pub async fn request_from(
 
 /// Sends `reqs` one after the other over one keep-alive TLS connection
 /// from `source`: their statuses; empty when the lb closed the connection.
-pub async fn requests_from(certs: &Certs, source: [u8; 4], port: u16, reqs: Vec<Request<Body>>) -> Vec<StatusCode> {
+pub async fn requests_from(
+    certs: &Certs,
+    source: [u8; 4],
+    port: u16,
+    reqs: Vec<Request<Body>>,
+) -> Vec<StatusCode> {
     let Ok(tls) = tls_from(certs, source, port, &[]).await else {
         return Vec::new();
     };
@@ -72,7 +79,9 @@ pub async fn requests_from(certs: &Certs, source: [u8; 4], port: u16, reqs: Vec<
     tokio::spawn(conn);
     let mut statuses = Vec::new();
     for req in reqs {
-        let Ok(resp) = send.send_request(req).await else { break };
+        let Ok(resp) = send.send_request(req).await else {
+            break;
+        };
         statuses.push(resp.status());
         let _ = resp.into_body().collect().await;
     }
@@ -81,7 +90,10 @@ pub async fn requests_from(certs: &Certs, source: [u8; 4], port: u16, reqs: Vec<
 
 /// `GET path` from `source`: the status, `None` when refused.
 pub async fn get_from(certs: &Certs, source: [u8; 4], port: u16, path: &str) -> Option<StatusCode> {
-    let req = Request::get(path).header("host", "localhost").body(empty()).ok()?;
+    let req = Request::get(path)
+        .header("host", "localhost")
+        .body(empty())
+        .ok()?;
     request_from(certs, source, port, &[], req).await.map(|r| r.0)
 }
 
