@@ -8,7 +8,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::headers::request_host;
-use crate::access_log::{Exchange, InFlight, LoggedBody};
+use crate::access_log::{Exchange, Fault, InFlight, LoggedBody};
+use crate::source_limits::Refused;
 
 /// Body of responses to clients.
 pub type ClientResponse = Response<LoggedBody>;
@@ -42,6 +43,22 @@ pub fn unavailable(exchange: Exchange, in_flight: InFlight) -> ClientResponse {
         exchange,
         in_flight,
     )
+}
+
+/// `429` for a request over a per-source rate, with `Retry-After` (the
+/// rate's period, in whole seconds).
+pub fn too_many(refused: Refused, mut exchange: Exchange, in_flight: InFlight) -> ClientResponse {
+    exchange.fault = Fault::Limit(refused.kind);
+    let mut resp = local(
+        StatusCode::TOO_MANY_REQUESTS,
+        "429 Too Many Requests: slow down.\n",
+        exchange,
+        in_flight,
+    );
+    let secs = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
 }
 
 /// `301` to the same host on https `port`, path and query kept.
