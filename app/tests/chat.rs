@@ -392,9 +392,11 @@ async fn http_routes_page_health_and_internal_auth() {
     );
     assert_eq!(status, 400);
 
-    let (status, text) = http(app.public, "GET", "/metrics", &[], "");
+    // Counters are served on the internal listener, not on the public one.
+    let (status, text) = http(app.internal, "GET", "/metrics", &[], "");
     assert_eq!(status, 200);
     assert!(text.contains("wsmesh_app_internal_batches_total 2"), "{text}");
+    assert_eq!(http(app.public, "GET", "/metrics", &[], "").0, 404);
 }
 
 #[tokio::test]
@@ -564,7 +566,7 @@ async fn a_client_that_stops_reading_is_closed_with_1013_and_others_are_not() {
     // Post ~1 MiB batches until the hub gives up on the socket: its kernel
     // buffers fill, its writer blocks, its queue of 2 overflows. Bounded: at
     // most 80 posts. The test reads nothing from the slow socket meanwhile.
-    let (internal, public) = (app.internal, app.public);
+    let internal = app.internal;
     let kicked = tokio::task::spawn_blocking(move || {
         let body = "x".repeat(64 * 1024);
         let auth = format!("Bearer {TOKEN}");
@@ -575,7 +577,7 @@ async fn a_client_that_stops_reading_is_closed_with_1013_and_others_are_not() {
             let text = serde_json::to_string(&batch).expect("json");
             let (status, _) = http(internal, "POST", "/internal/events", &[("Authorization", &auth)], &text);
             assert_eq!(status, 204);
-            let (_, metrics) = http(public, "GET", "/metrics", &[], "");
+            let (_, metrics) = http(internal, "GET", "/metrics", &[], "");
             if metrics.contains("wsmesh_app_queue_drops_total 1") {
                 return true;
             }
