@@ -12,30 +12,11 @@ use app::store::PAGE;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use support::{
-    close_code, connect_v1, http, next_frame, next_msg, redis, redis_on, send_json, App, RedisExt, TOKEN,
+    close_code, connect_v1, expect_error, forward_next, http, next_frame, next_msg, redis, redis_on, send_json,
+    App, RedisExt, TOKEN,
 };
 use tokio_tungstenite::tungstenite::Message;
 use wsmesh_common::protocol::{ErrorCode, ServerFrame};
-
-/// Forwards the next published chat to the app, like the subscriber.
-async fn forward_next(ps: &mut redis::aio::PubSub, apps: &[&App]) -> String {
-    let msg = tokio::time::timeout(Duration::from_secs(5), ps.on_message().next())
-        .await
-        .expect("a publish within 5 s")
-        .expect("pubsub open");
-    let payload: String = msg.get_payload().expect("payload");
-    for app in apps {
-        assert_eq!(app.post_events(&format!("[{payload}]")), 204);
-    }
-    payload
-}
-
-fn expect_error(frame: ServerFrame, code: ErrorCode) {
-    match frame {
-        ServerFrame::Error { code: got, .. } => assert_eq!(got, code),
-        other => panic!("expected error {code:?}, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn v1_client_gets_welcome_history_ack_and_live_chat_then_resumes() {
