@@ -255,8 +255,8 @@ impl Auth {
         let Auth::Jwt(verifier) = self else {
             return Ok(None);
         };
-        let token = token_of(headers, query)
-            .ok_or_else(|| Denied::Unauthenticated("a token is required".into()))?;
+        let token =
+            token_of(headers, query).ok_or_else(|| Denied::Unauthenticated("a token is required".into()))?;
         let grant = verifier.verify(&token, limits)?;
         if let Some(room) = room.filter(|r| !grant.allows(r)) {
             return Err(Denied::RoomNotAllowed(room.to_string()));
@@ -283,7 +283,11 @@ impl Verifier {
                     break;
                 }
                 // Not this key's signature or algorithm: try the next one.
-                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm
+                    ) => {}
                 // The key fits, the claims do not: that is the answer.
                 Err(e) => {
                     outcome = Some(Err(e));

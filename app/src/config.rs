@@ -436,7 +436,11 @@ impl Config {
             (l.send_queue == 0, "limits.send_queue", "must be at least 1"),
             (l.history_limit == 0, "limits.history_limit", "must be at least 1"),
             (l.max_errors == 0, "limits.max_errors", "must be at least 1"),
-            (l.error_window.is_zero(), "limits.error_window", "must be more than 0"),
+            (
+                l.error_window.is_zero(),
+                "limits.error_window",
+                "must be more than 0",
+            ),
             (
                 self.auth.mode == AuthMode::None
                     && (self.auth.jwt_hs256_secret.is_some()
@@ -485,10 +489,7 @@ impl Config {
             ));
         }
         if self.health.redis_timeout.is_zero() {
-            return Err(src.error_at_path(
-                "health.redis_timeout",
-                "redis_timeout must be more than 0",
-            ));
+            return Err(src.error_at_path("health.redis_timeout", "redis_timeout must be more than 0"));
         }
         if let Some(bad) = l
             .allowed_origins

@@ -30,7 +30,11 @@ pub trait Dialect: Send {
     /// dialect does not show).
     fn render(&mut self, out: Outbound, frames: &mut Vec<Utf8Bytes>);
     /// Handles one text message from the client.
-    fn receive(&mut self, ws: &mut Ws, text: String) -> impl Future<Output = Result<Handled, WriteError>> + Send;
+    fn receive(
+        &mut self,
+        ws: &mut Ws,
+        text: String,
+    ) -> impl Future<Output = Result<Handled, WriteError>> + Send;
     /// Handles a binary message from the client.
     fn binary(&mut self, ws: &mut Ws) -> impl Future<Output = Result<Handled, WriteError>> + Send;
 }

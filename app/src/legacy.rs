@@ -10,7 +10,6 @@
 //! counted towards the client's strikes). In jwt mode the token's `name` is
 //! the nick of every message, whatever simple-chat's `name` says.
 
-
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -281,7 +281,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Strikes::new(&l);
         assert!(!s.record(t0) && !s.record(t0) && !s.record(t0 + Duration::from_secs(5)));
-        assert!(s.record(t0 + Duration::from_secs(6)), "the fourth within 10 s is one too many");
+        assert!(
+            s.record(t0 + Duration::from_secs(6)),
+            "the fourth within 10 s is one too many"
+        );
         let mut s = Strikes::new(&l);
         for i in 0..100u64 {
             // One every 4 s: never more than three within 10 s.

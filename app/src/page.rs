@@ -101,7 +101,10 @@ pub fn asset(path: &str, host: Option<&str>, auth: &AuthConfig) -> Option<Respon
                 Some(url) => INDEX_HTML
                     .replace(
                         REFRESH_META,
-                        &format!(r#"<meta name="wsmesh-token-refresh" content="{}">"#, attribute(url)),
+                        &format!(
+                            r#"<meta name="wsmesh-token-refresh" content="{}">"#,
+                            attribute(url)
+                        ),
                     )
                     .into(),
                 None => INDEX_HTML.into(),

@@ -126,7 +126,11 @@ fn refuse(shared: &Shared, denied: &Denied) -> Response<Body> {
         Denied::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
         Denied::RoomNotAllowed(_) => (StatusCode::FORBIDDEN, "room"),
     };
-    shared.metrics.auth_refusals.get_or_create(&[("reason", reason)]).inc();
+    shared
+        .metrics
+        .auth_refusals
+        .get_or_create(&[("reason", reason)])
+        .inc();
     tracing::debug!(%denied, "websocket request refused");
     let mut resp = page::text(status, format!("{denied}\n"));
     if status == StatusCode::UNAUTHORIZED {

@@ -302,7 +302,10 @@ impl V1 {
 
     async fn nick(&mut self, ws: &mut Ws, nick: String) -> Result<Handled, WriteError> {
         if self.nick == NickSource::Token {
-            let r = Refusal::new(ErrorCode::Forbidden, "the nick is the token's name and cannot change");
+            let r = Refusal::new(
+                ErrorCode::Forbidden,
+                "the nick is the token's name and cannot change",
+            );
             return self.refuse(ws, r).await;
         }
         if let Err(r) = check_nick(&self.shared.config.limits, &nick) {

@@ -9,11 +9,11 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use app::store::PAGE;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::json;
 use support::{
-    close_code, connect_v1, expect_error, forward_next, http, next_frame, next_msg, redis, redis_on, send_json,
-    App, RedisExt, TOKEN,
+    close_code, connect_v1, expect_error, forward_next, http, next_frame, next_msg, redis, redis_on,
+    send_json, App, RedisExt, TOKEN,
 };
 use tokio_tungstenite::tungstenite::Message;
 use wsmesh_common::protocol::{ErrorCode, ServerFrame};

@@ -14,8 +14,8 @@ use app::config::AuthMode;
 use futures_util::SinkExt;
 use serde_json::json;
 use support::{
-    close_code, connect_v1, expect_error, forward_next, http, next_frame, next_msg, redis, send_json, App, Client,
-    RedisExt,
+    close_code, connect_v1, expect_error, forward_next, http, next_frame, next_msg, redis, send_json, App,
+    Client, RedisExt,
 };
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -58,7 +58,9 @@ fn jwt_mode(c: &mut AppConfig) {
 }
 
 fn mint_sso(claims: &Claims) -> String {
-    claims.mint_hs256(SECRET.as_bytes(), Some("sso"), None).expect("mint")
+    claims
+        .mint_hs256(SECRET.as_bytes(), Some("sso"), None)
+        .expect("mint")
 }
 
 /// Opens a WebSocket with `headers`; the socket, or the HTTP status that
@@ -71,7 +73,8 @@ async fn open(url: &str, protocol: Option<&str>, headers: &[(&str, &str)]) -> Re
     }
     for (k, v) in headers {
         let name = HeaderName::from_bytes(k.as_bytes()).expect("header name");
-        req.headers_mut().insert(name, HeaderValue::from_str(v).expect("ascii"));
+        req.headers_mut()
+            .insert(name, HeaderValue::from_str(v).expect("ascii"));
     }
     match tokio_tungstenite::connect_async(req).await {
         Ok((ws, _)) => Ok(ws),
@@ -116,13 +119,35 @@ async fn missing_bad_expired_or_foreign_tokens_get_401_before_the_upgrade() {
     let forged = ana
         .mint_hs256(b"not-the-secret-not-the-secret-xxxx", Some("sso"), None)
         .expect("mint");
-    assert_eq!(v1(&app, "lobby", &forged, None).await.err(), Some(401), "bad signature");
+    assert_eq!(
+        v1(&app, "lobby", &forged, None).await.err(),
+        Some(401),
+        "bad signature"
+    );
     let expired = mint_sso(&claims("ana", "Ana", None, -5));
-    assert_eq!(v1(&app, "lobby", &expired, None).await.err(), Some(401), "expired");
-    let foreign = ana.mint_hs256(SECRET.as_bytes(), Some("evil"), None).expect("mint");
-    assert_eq!(v1(&app, "lobby", &foreign, None).await.err(), Some(401), "wrong issuer");
-    assert_eq!(v1(&app, "lobby", &mint(&ana), None).await.err(), Some(401), "no issuer");
-    assert_eq!(v1(&app, "lobby", "garbage", None).await.err(), Some(401), "not a JWT");
+    assert_eq!(
+        v1(&app, "lobby", &expired, None).await.err(),
+        Some(401),
+        "expired"
+    );
+    let foreign = ana
+        .mint_hs256(SECRET.as_bytes(), Some("evil"), None)
+        .expect("mint");
+    assert_eq!(
+        v1(&app, "lobby", &foreign, None).await.err(),
+        Some(401),
+        "wrong issuer"
+    );
+    assert_eq!(
+        v1(&app, "lobby", &mint(&ana), None).await.err(),
+        Some(401),
+        "no issuer"
+    );
+    assert_eq!(
+        v1(&app, "lobby", "garbage", None).await.err(),
+        Some(401),
+        "not a JWT"
+    );
     // The seed endpoints too.
     assert_eq!(open(&app.ws_url("/chatsocket"), None, &[]).await.err(), Some(401));
     assert_eq!(open(&app.ws_url("/ws"), None, &[]).await.err(), Some(401));
@@ -140,20 +165,34 @@ async fn missing_bad_expired_or_foreign_tokens_get_401_before_the_upgrade() {
         "",
     );
     assert_eq!(status, 401);
-    assert!(text.to_ascii_lowercase().contains("www-authenticate: bearer"), "{text}");
-    assert_eq!(counter(&app, "wsmesh_app_auth_refusals_total{reason=\"unauthenticated\"}"), "9");
+    assert!(
+        text.to_ascii_lowercase().contains("www-authenticate: bearer"),
+        "{text}"
+    );
+    assert_eq!(
+        counter(&app, "wsmesh_app_auth_refusals_total{reason=\"unauthenticated\"}"),
+        "9"
+    );
 
     // A good token is accepted from the query, the header and the cookie.
     let token = mint_sso(&ana);
     assert!(v1(&app, "lobby", &token, None).await.is_ok());
     let bearer = format!("Bearer {token}");
-    assert!(open(&app.ws_url("/ws?room=lobby"), Some("wsmesh.v1"), &[("Authorization", &bearer)])
-        .await
-        .is_ok());
+    assert!(open(
+        &app.ws_url("/ws?room=lobby"),
+        Some("wsmesh.v1"),
+        &[("Authorization", &bearer)]
+    )
+    .await
+    .is_ok());
     let cookie = format!("theme=dark; wsmesh_token={token}");
-    assert!(open(&app.ws_url("/ws?room=lobby"), Some("wsmesh.v1"), &[("Cookie", &cookie)])
-        .await
-        .is_ok());
+    assert!(open(
+        &app.ws_url("/ws?room=lobby"),
+        Some("wsmesh.v1"),
+        &[("Cookie", &cookie)]
+    )
+    .await
+    .is_ok());
 }
 
 #[tokio::test]
@@ -163,14 +202,19 @@ async fn rooms_outside_the_token_get_403_and_patterns_allow() {
     let token = mint_sso(&claims("ana", "Ana", Some(&["lobby", "team-*"]), 60));
     assert_eq!(v1(&app, "ops", &token, None).await.err(), Some(403));
     assert_eq!(v1(&app, "teamx", &token, None).await.err(), Some(403));
-    let mut ws = v1(&app, "team-blue", &token, None).await.expect("pattern allows team-blue");
+    let mut ws = v1(&app, "team-blue", &token, None)
+        .await
+        .expect("pattern allows team-blue");
     settle(&mut ws).await;
     assert!(v1(&app, "lobby", &token, None).await.is_ok());
     // The seed formats chat in the lobby: a token without it gets 403.
     let team_only = mint_sso(&claims("bob", "Bob", Some(&["team-*"]), 60));
     let url = app.ws_url(&format!("/chatsocket?token={team_only}"));
     assert_eq!(open(&url, None, &[]).await.err(), Some(403));
-    assert_eq!(counter(&app, "wsmesh_app_auth_refusals_total{reason=\"room\"}"), "3");
+    assert_eq!(
+        counter(&app, "wsmesh_app_auth_refusals_total{reason=\"room\"}"),
+        "3"
+    );
 }
 
 #[tokio::test]
@@ -234,7 +278,11 @@ async fn an_expired_socket_closes_with_4001_and_resumes_with_a_fresh_token_losin
     // While ana is away, bob goes on.
     let mut sent = Vec::new();
     for i in 1..=3 {
-        send_json(&mut bob, json!({"type":"send","body":format!("away {i}"),"cid":format!("b{i}")})).await;
+        send_json(
+            &mut bob,
+            json!({"type":"send","body":format!("away {i}"),"cid":format!("b{i}")}),
+        )
+        .await;
         let chat: Chat = serde_json::from_str(&forward_next(&mut ps, &[&app]).await).expect("chat");
         sent.push(chat);
     }
@@ -242,10 +290,15 @@ async fn an_expired_socket_closes_with_4001_and_resumes_with_a_fresh_token_losin
     let stale = mint_sso(&claims("ana", "Ana", None, -1));
     assert_eq!(v1(&app, "dev", &stale, Some(&seen)).await.err(), Some(401));
     let fresh = mint_sso(&claims("ana", "Ana", None, 600));
-    let mut back = v1(&app, "dev", &fresh, Some(&seen)).await.expect("fresh token connects");
+    let mut back = v1(&app, "dev", &fresh, Some(&seen))
+        .await
+        .expect("fresh token connects");
     let (nick, missed) = settle(&mut back).await;
     assert_eq!(nick, "Ana");
-    assert_eq!(missed, sent, "every message sent while away, exactly once, in order");
+    assert_eq!(
+        missed, sent,
+        "every message sent while away, exactly once, in order"
+    );
     assert_eq!(counter(&app, "wsmesh_app_token_expiries_total"), "1");
 }
 
@@ -265,7 +318,9 @@ async fn a_flooding_client_is_closed_with_1008_and_a_bystander_stays() {
     // 200 sends at once: 5 pass the bucket, the rest are over the rate.
     for i in 0..200 {
         flooder
-            .feed(Message::text(json!({"type":"send","body":format!("f{i}")}).to_string()))
+            .feed(Message::text(
+                json!({"type":"send","body":format!("f{i}")}).to_string(),
+            ))
             .await
             .expect("feed");
     }
@@ -290,7 +345,11 @@ async fn a_flooding_client_is_closed_with_1008_and_a_bystander_stays() {
     for _ in 0..5 {
         forward_next(&mut ps, &[&app]).await;
     }
-    send_json(&mut bystander, json!({"type":"send","body":"still here","cid":"s1"})).await;
+    send_json(
+        &mut bystander,
+        json!({"type":"send","body":"still here","cid":"s1"}),
+    )
+    .await;
     loop {
         match next_frame(&mut bystander).await {
             ServerFrame::Ack { cid, .. } => break assert_eq!(cid, "s1"),

@@ -120,7 +120,11 @@ impl Minter {
             rooms: spec.rooms.clone(),
         };
         claims
-            .mint_hs256(self.secret.as_bytes(), self.issuer.as_deref(), self.audience.as_deref())
+            .mint_hs256(
+                self.secret.as_bytes(),
+                self.issuer.as_deref(),
+                self.audience.as_deref(),
+            )
             .context("cannot sign the token")
     }
 }

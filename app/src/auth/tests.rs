@@ -41,7 +41,10 @@ fn hs256() -> Auth {
 
 fn bearer(token: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).expect("ascii"));
+    h.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).expect("ascii"),
+    );
     h
 }
 
@@ -58,10 +61,23 @@ fn unauthenticated(r: Result<Option<Grant>, Denied>) -> String {
 
 #[test]
 fn patterns_match_names_with_star_for_any_run() {
-    for (p, n) in [("lobby", "lobby"), ("team-*", "team-a"), ("team-*", "team-"), ("*", "x"), ("a*b*c", "axxbyyc"), ("*-ops", "db-ops")] {
+    for (p, n) in [
+        ("lobby", "lobby"),
+        ("team-*", "team-a"),
+        ("team-*", "team-"),
+        ("*", "x"),
+        ("a*b*c", "axxbyyc"),
+        ("*-ops", "db-ops"),
+    ] {
         assert!(glob_match(p, n), "{p} {n}");
     }
-    for (p, n) in [("lobby", "lobby2"), ("team-*", "team"), ("a*b", "ab-c"), ("*-ops", "ops"), ("a*a", "a")] {
+    for (p, n) in [
+        ("lobby", "lobby2"),
+        ("team-*", "team"),
+        ("a*b", "ab-c"),
+        ("*-ops", "ops"),
+        ("a*a", "a"),
+    ] {
         assert!(!glob_match(p, n), "{p} {n}");
     }
 }
@@ -69,26 +85,40 @@ fn patterns_match_names_with_star_for_any_run() {
 #[test]
 fn open_mode_grants_nothing_and_refuses_nothing() {
     let open = Auth::load(&AuthConfig::default()).expect("none");
-    assert_eq!(open.check(&HeaderMap::new(), None, Some("x"), &Limits::default()), Ok(None));
+    assert_eq!(
+        open.check(&HeaderMap::new(), None, Some("x"), &Limits::default()),
+        Ok(None)
+    );
 }
 
 #[test]
 fn a_valid_token_grants_its_name_and_rooms() {
     let auth = hs256();
-    let token = claims(60).mint_hs256(SECRET.as_bytes(), None, None).expect("mint");
-    let grant = check(&auth, &token, "team-blue").expect("allowed").expect("a grant");
+    let token = claims(60)
+        .mint_hs256(SECRET.as_bytes(), None, None)
+        .expect("mint");
+    let grant = check(&auth, &token, "team-blue")
+        .expect("allowed")
+        .expect("a grant");
     assert_eq!((grant.sub.as_str(), grant.nick.as_str()), ("ana", "Ana"));
     assert!(grant.remaining() > Duration::from_secs(50));
-    assert_eq!(check(&auth, &token, "ops"), Err(Denied::RoomNotAllowed("ops".into())));
+    assert_eq!(
+        check(&auth, &token, "ops"),
+        Err(Denied::RoomNotAllowed("ops".into()))
+    );
 }
 
 #[test]
 fn the_token_comes_from_query_header_or_cookie() {
     let auth = hs256();
-    let token = claims(60).mint_hs256(SECRET.as_bytes(), None, None).expect("mint");
+    let token = claims(60)
+        .mint_hs256(SECRET.as_bytes(), None, None)
+        .expect("mint");
     let limits = Limits::default();
     let query = format!("room=lobby&token={token}");
-    assert!(auth.check(&HeaderMap::new(), Some(&query), Some("lobby"), &limits).is_ok());
+    assert!(auth
+        .check(&HeaderMap::new(), Some(&query), Some("lobby"), &limits)
+        .is_ok());
     let mut cookie = HeaderMap::new();
     cookie.insert(
         COOKIE,
@@ -106,7 +136,9 @@ fn bad_signature_expiry_nbf_and_missing_claims_are_refused() {
         .mint_hs256(b"another-secret-another-secret-xx", None, None)
         .expect("mint");
     assert!(unauthenticated(check(&auth, &other, "lobby")).contains("signature"));
-    let expired = claims(-5).mint_hs256(SECRET.as_bytes(), None, None).expect("mint");
+    let expired = claims(-5)
+        .mint_hs256(SECRET.as_bytes(), None, None)
+        .expect("mint");
     assert!(unauthenticated(check(&auth, &expired, "lobby")).contains("Expired"));
     let early = Claims {
         nbf: Some(now() + 600),
@@ -155,17 +187,27 @@ fn every_secret_of_the_file_is_accepted_for_a_rotation() {
         jwt_hs256_secret_file: Some(f.path().to_path_buf()),
         ..AuthConfig::default()
     };
-    assert_eq!(hs256_secrets(&config).expect("read"), vec![next.to_string(), SECRET.to_string()]);
+    assert_eq!(
+        hs256_secrets(&config).expect("read"),
+        vec![next.to_string(), SECRET.to_string()]
+    );
     let auth = jwt(config);
     for secret in [next, SECRET] {
-        let token = claims(60).mint_hs256(secret.as_bytes(), None, None).expect("mint");
+        let token = claims(60)
+            .mint_hs256(secret.as_bytes(), None, None)
+            .expect("mint");
         assert!(check(&auth, &token, "lobby").is_ok());
     }
 }
 
 #[test]
 fn short_or_missing_secrets_are_config_errors() {
-    let load = |c: AuthConfig| Auth::load(&AuthConfig { mode: AuthMode::Jwt, ..c });
+    let load = |c: AuthConfig| {
+        Auth::load(&AuthConfig {
+            mode: AuthMode::Jwt,
+            ..c
+        })
+    };
     let e = load(AuthConfig::default()).unwrap_err();
     assert_eq!(e.key, "auth.mode");
     let e = load(AuthConfig {
@@ -204,7 +246,9 @@ fn es256_tokens_verify_against_every_key_of_a_pem_file() {
     assert!(check(&auth, &mint_es256(&new, None), "lobby").is_ok());
     assert!(unauthenticated(check(&auth, &mint_es256(&stranger, None), "lobby")).contains("signature"));
     // An HS256 token signed with the public key as its secret is refused.
-    let confused = claims(60).mint_hs256(new_pub.as_bytes(), None, None).expect("mint");
+    let confused = claims(60)
+        .mint_hs256(new_pub.as_bytes(), None, None)
+        .expect("mint");
     unauthenticated(check(&auth, &confused, "lobby"));
 }
 

@@ -206,7 +206,10 @@ fn auth_defaults_to_none_and_jwt_loads_its_keys() {
     let (c, _) = load_text(MINIMAL).expect("loads");
     assert_eq!(c.auth.mode, AuthMode::None);
     assert!(!c.listen.public_metrics);
-    assert_eq!((c.limits.max_errors, c.limits.error_window), (20, Duration::from_secs(10)));
+    assert_eq!(
+        (c.limits.max_errors, c.limits.error_window),
+        (20, Duration::from_secs(10))
+    );
     let text = format!(
         "{MINIMAL}[auth]\nmode = \"jwt\"\njwt_hs256_secret = \"{}\"\nissuer = \"sso\"\n",
         "s".repeat(32)
@@ -220,20 +223,32 @@ fn auth_defaults_to_none_and_jwt_loads_its_keys() {
 
 #[test]
 fn auth_errors_name_their_key_and_line() {
-    let e = load_text(&format!("{MINIMAL}[auth]\nmode = \"jwt\"\njwt_hs256_secret = \"short\"\n")).unwrap_err();
+    let e = load_text(&format!(
+        "{MINIMAL}[auth]\nmode = \"jwt\"\njwt_hs256_secret = \"short\"\n"
+    ))
+    .unwrap_err();
     assert_eq!(e.position.map(|p| p.0), Some(9), "{e}");
     assert!(e.reason.contains("32 characters"), "{e}");
     let e = load_text(&format!("{MINIMAL}[auth]\nmode = \"jwt\"\n")).unwrap_err();
     assert_eq!(e.position.map(|p| p.0), Some(8), "{e}");
-    let e = load_text(&format!("{MINIMAL}[auth]\nmode = \"jwt\"\njwt_public_keys = \"/nonexistent.pem\"\n"))
-        .unwrap_err();
+    let e = load_text(&format!(
+        "{MINIMAL}[auth]\nmode = \"jwt\"\njwt_public_keys = \"/nonexistent.pem\"\n"
+    ))
+    .unwrap_err();
     assert_eq!(e.position.map(|p| p.0), Some(9), "{e}");
     assert!(e.reason.contains("/nonexistent.pem"), "{e}");
     let e = load_text(&format!("{MINIMAL}[auth]\nmode = \"oauth\"\n")).unwrap_err();
     assert_eq!(e.position.map(|p| p.0), Some(8), "{e}");
-    let e = load_text(&format!("{MINIMAL}[auth]\njwt_hs256_secret = \"{}\"\n", "s".repeat(32))).unwrap_err();
+    let e = load_text(&format!(
+        "{MINIMAL}[auth]\njwt_hs256_secret = \"{}\"\n",
+        "s".repeat(32)
+    ))
+    .unwrap_err();
     assert!(e.reason.contains("unused"), "{e}");
-    let e = load_text(&format!("{MINIMAL}[auth]\nrefresh_url = \"javascript:alert(1)\"\n")).unwrap_err();
+    let e = load_text(&format!(
+        "{MINIMAL}[auth]\nrefresh_url = \"javascript:alert(1)\"\n"
+    ))
+    .unwrap_err();
     assert_eq!(e.position.map(|p| p.0), Some(8), "{e}");
     let e = load_text(&format!("{MINIMAL}[limits]\nmax_errors = 0\n")).unwrap_err();
     assert_eq!(e.position.map(|p| p.0), Some(8), "{e}");

@@ -97,7 +97,11 @@ impl Runner {
                         self.emit(Event::Disconnected(code));
                         // The instance is going away or was lost: the next endpoint first.
                         next += 1;
-                        let at_once = [close::SERVICE_RESTART, close::TRY_AGAIN_LATER, close::TOKEN_EXPIRED];
+                        let at_once = [
+                            close::SERVICE_RESTART,
+                            close::TRY_AGAIN_LATER,
+                            close::TOKEN_EXPIRED,
+                        ];
                         if code.is_some_and(|c| at_once.contains(&c)) {
                             jitter(self.config.restart_jitter)
                         } else {

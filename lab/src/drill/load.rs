@@ -229,12 +229,13 @@ impl Load {
             config.max_attempts = Some(t.max_attempts);
             config.receipts = Some(receipts.clone());
             if let Some((minter, ttl)) = &plan.tokens {
-                let (minter, spec) = (minter.clone(), TokenSpec {
+                let minter = minter.clone();
+                let spec = TokenSpec {
                     sub: format!("d{i}"),
                     name: Some(format!("d{i}")),
                     rooms: Some(vec![room.clone()]),
                     ttl: *ttl,
-                });
+                };
                 // A failed mint (a clock before 1970) leaves no token: a 401, retried.
                 config.tokens = Some(TokenSource::new(move || minter.mint(&spec).unwrap_or_default()));
             }
