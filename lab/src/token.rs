@@ -13,6 +13,10 @@ use app::config::AuthMode;
 use rand::Rng;
 use wsmesh_testkit::configs::AppConfig;
 
+/// Clock leeway of the lab's apps: one host, one clock, so a token's sockets
+/// close (4001) about when it says.
+const LAB_LEEWAY: Duration = Duration::from_secs(2);
+
 /// What a minted token says, besides its signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSpec {
@@ -97,10 +101,11 @@ impl Minter {
         writeln!(f, "{}", self.secret)
     }
 
-    /// Puts `config` in jwt mode with this minter's secret: read from
-    /// `secret_file` when given, else inline.
+    /// Puts `config` in jwt mode with this minter's secret (read from
+    /// `secret_file` when given, else inline) and the lab's small leeway.
     pub fn enable(&self, config: &mut AppConfig, secret_file: Option<&Path>) {
         config.auth.mode = AuthMode::Jwt;
+        config.auth.leeway = LAB_LEEWAY;
         match secret_file {
             Some(file) => config.auth.jwt_hs256_secret_file = Some(file.to_path_buf()),
             None => config.auth.jwt_hs256_secret = Some(self.secret.clone()),

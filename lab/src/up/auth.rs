@@ -17,10 +17,6 @@ use crate::token::{Minter, TokenSpec};
 /// How long the ready line's token is valid.
 const PAGE_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 
-/// Clock leeway of the apps: one host, one clock, so a token's sockets close
-/// (4001) about when it says.
-const LEEWAY: Duration = Duration::from_secs(2);
-
 /// The apps' configs in jwt mode, and what signs their tokens.
 #[derive(Debug)]
 pub struct AuthRun {
@@ -55,7 +51,6 @@ impl AuthRun {
             let file = configs.join(format!("app{i}.toml"));
             let mut app: AppConfig = configs::load(&file).map_err(ClusterError::from)?;
             minter.enable(&mut app, Some(&secret));
-            app.auth.leeway = LEEWAY;
             configs::write(&app, &file).map_err(ClusterError::from)?;
         }
         Ok(AuthRun {
