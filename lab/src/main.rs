@@ -1,10 +1,12 @@
-//! `lab`: start the local cluster (`lab up`) or chat from a terminal (`lab chat`).
+//! `lab`: start the local cluster (`lab up`), chat from a terminal (`lab chat`),
+//! mint a development token (`lab token`), run drills and benchmarks.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lab::token::{self, Minter, TokenSpec};
 use lab::up::{self, Layout, UpOptions};
 use wsmesh_client::line_chat::{self, ChatOptions};
 
@@ -44,6 +46,28 @@ enum Command {
         /// Write DIR/<name>.pid for every process (each removed when its process exits).
         #[arg(long, value_name = "DIR")]
         pid_dir: Option<PathBuf>,
+        /// Run the apps in jwt mode with a secret generated into the run directory; the ready
+        /// line then carries a chat URL with a token (mint more with the `lab token` line it prints).
+        #[arg(long)]
+        auth: bool,
+    },
+    /// Mint a development token (HS256) from an app config's secret.
+    Token {
+        /// `sub` claim: who the token is for.
+        #[arg(long)]
+        sub: String,
+        /// `name` claim: the nick [default: the sub].
+        #[arg(long)]
+        name: Option<String>,
+        /// Allowed rooms, comma-separated names or `*` patterns [default: every room].
+        #[arg(long, default_value = "")]
+        rooms: String,
+        /// Validity from now, e.g. 90s, 30m, 1h.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// App config in jwt mode whose first HS256 secret signs the token.
+        #[arg(long, default_value = "configs/local/app1.toml")]
+        config: PathBuf,
     },
     /// Interactive chat: stdin lines are sent, chats printed.
     Chat {
@@ -115,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
             start_timeout,
             port_offset,
             pid_dir,
+            auth,
         } => {
             let layout = if ha { Layout::Ha } else { Layout::Single };
             up::run(UpOptions {
@@ -124,9 +149,25 @@ async fn main() -> anyhow::Result<()> {
                 start_timeout: Duration::from_secs(start_timeout),
                 port_offset,
                 pid_dir,
+                auth,
             })
             .await
             .context("lab up")?
+        }
+        Command::Token {
+            sub,
+            name,
+            rooms,
+            ttl,
+            config,
+        } => {
+            let spec = TokenSpec {
+                sub,
+                name,
+                rooms: token::parse_rooms(&rooms),
+                ttl: lab::drill::parse_duration(&ttl).map_err(anyhow::Error::msg)?,
+            };
+            println!("{}", Minter::from_config(&config)?.mint(&spec)?);
         }
         Command::Chat { url, room, nick, ca } => line_chat::run(ChatOptions { url, room, nick, ca })
             .await

@@ -11,7 +11,11 @@
 //! With `--ha` (configs in `configs/ha/`) Redis is a master, two replicas
 //! and three Sentinels (see `ha`), the apps and subscribers find the master
 //! through the Sentinels, and the ready line also names the Sentinels.
+//!
+//! With `--auth` the apps run in jwt mode (see `auth`) and the ready line
+//! ends with a chat URL that carries a token.
 
+pub(crate) mod auth;
 pub(crate) mod ha;
 
 use std::net::SocketAddr;
@@ -133,6 +137,8 @@ pub struct UpOptions {
     pub port_offset: Option<u16>,
     /// Write `<dir>/<name>.pid` for every process (removed when it exits).
     pub pid_dir: Option<PathBuf>,
+    /// Run the apps in jwt mode with a generated secret.
+    pub auth: bool,
 }
 
 /// The pid files of `--pid-dir`. A file is removed as soon as its process is
@@ -409,6 +415,12 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
             }),
         ),
     };
+    // Declared after `moved`, so a copy it makes goes first.
+    let auth = match opts.auth {
+        true => Some(auth::AuthRun::prepare(&configs, moved.is_some())?),
+        false => None,
+    };
+    let configs = auth.as_ref().map_or(configs, |a| a.configs.clone());
     if !on_path("redis-server") {
         return Err(UpError::NoRedis);
     }
@@ -431,7 +443,11 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
     }
     check_ports(&specs)?;
     check_configs(&specs)?;
-    let ready = ready_line(&specs);
+    let mut ready = ready_line(&specs);
+    if let Some(auth) = &auth {
+        ready = format!("{ready}  {}", auth.chat_entry(&specs)?);
+        println!("{}", auth.hint());
+    }
     let listens: Vec<(SocketAddr, String)> = specs.iter().flat_map(|s| s.listens.clone()).collect();
     let mut pid_files = PidFiles {
         dir: opts.pid_dir,

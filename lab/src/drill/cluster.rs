@@ -232,7 +232,7 @@ impl DrillCluster {
         let metrics = layout
             .apps
             .iter()
-            .map(|a| (a.name.clone(), a.public))
+            .map(|a| (a.name.clone(), a.internal))
             .chain(
                 layout
                     .subscribers

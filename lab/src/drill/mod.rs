@@ -28,6 +28,7 @@ use load::{ClientTuning, Ended, Load, LoadPlan};
 pub use report::DrillReport;
 
 use self::cluster::{DrillCluster, DrillClusterError};
+use crate::token::Minter;
 use wsmesh_testkit::cluster::LocalOptions;
 
 /// Why a drill could not run (a drill that ran and found losses is not an error).
@@ -98,11 +99,13 @@ impl FromStr for Rate {
     }
 }
 
-/// `60s`, `500ms`, `2m` or a bare number of seconds.
+/// `60s`, `500ms`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("bad duration {s:?}: e.g. 60s, 500ms, 2m");
+    let bad = || format!("bad duration {s:?}: e.g. 60s, 500ms, 2m, 1h");
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
         (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix('m') {
@@ -155,6 +158,14 @@ pub struct DrillArgs {
     /// Keep each drill's directory (configs and process logs) and print its path.
     #[arg(long)]
     pub keep_logs: bool,
+    /// Run the apps in jwt mode: each client gets its own token (sub and name d<i>, its
+    /// room only), minted afresh for every connection.
+    #[arg(long)]
+    pub auth: bool,
+    /// With --auth: how long each token is valid; shorter than the drill makes every client
+    /// go through expiry (4001) and a resume with a fresh token.
+    #[arg(long, default_value = "1h")]
+    pub token_ttl: String,
 }
 
 /// A drill's parameters.
@@ -174,6 +185,9 @@ pub struct DrillOptions {
     pub keep_logs: bool,
     /// Backoff, re-send and ping timing of every client.
     pub tuning: ClientTuning,
+    /// `Some(ttl)`: the apps run in jwt mode and every client's tokens are
+    /// valid this long.
+    pub token_ttl: Option<Duration>,
 }
 
 impl DrillOptions {
@@ -188,6 +202,7 @@ impl DrillOptions {
             quiesce: Duration::from_secs(30),
             keep_logs: false,
             tuning: ClientTuning::default(),
+            token_ttl: None,
         }
     }
 }
@@ -216,6 +231,10 @@ impl DrillArgs {
                 quiesce: parse_duration(&self.quiesce)?,
                 keep_logs: self.keep_logs,
                 tuning: ClientTuning::default(),
+                token_ttl: match self.auth {
+                    true => Some(parse_duration(&self.token_ttl)?),
+                    false => None,
+                },
             },
         ))
     }
@@ -242,20 +261,26 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 }
 
 /// Config changes for drills: the apps must not throttle the load (rate limit,
-/// connection cap) so that what is measured is failover, not admission.
-fn local_options(opts: &DrillOptions) -> LocalOptions {
+/// connection cap) so that what is measured is failover, not admission; with
+/// `minter`, they run in jwt mode with its secret.
+fn local_options(opts: &DrillOptions, minter: Option<Minter>) -> LocalOptions {
     let conns = opts.clients.saturating_mul(4).max(10_000);
     LocalOptions::default().app(move |c| {
         c.limits.max_connections = conns;
         c.limits.rate_burst = 1000;
         c.limits.rate_per_sec = 1000.0;
+        if let Some(minter) = &minter {
+            minter.enable(c, None);
+        }
     })
 }
 
 /// Runs one drill.
 pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, DrillError> {
     let err = |source| DrillError::Cluster { fault, source };
-    let mut c = DrillCluster::start(&local_options(opts), opts.keep_logs, fault.redis_layout())
+    let tokens = opts.token_ttl.map(|ttl| (Minter::generate(), ttl));
+    let minter = tokens.as_ref().map(|(m, _)| m.clone());
+    let mut c = DrillCluster::start(&local_options(opts, minter), opts.keep_logs, fault.redis_layout())
         .await
         .map_err(err)?;
     let plan = LoadPlan {
@@ -265,6 +290,7 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
         connect: c.connect_options(),
         tuning: opts.tuning.clone(),
         room_prefix: format!("drill-{}-", fault.name()),
+        tokens,
     };
     let load = Load::start(&plan).await;
     let limit = Duration::from_secs(30) + Duration::from_millis(20 * opts.clients as u64);
@@ -441,6 +467,7 @@ mod tests {
         assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("soon").is_err());
     }
@@ -459,8 +486,12 @@ mod tests {
             quiesce: "1s".into(),
             json: false,
             keep_logs: false,
+            auth: true,
+            token_ttl: "30s".into(),
         };
         assert_eq!(args.parse().map(|(f, _)| f.len()), Ok(Fault::ALL.len()));
+        let ttl = args.parse().map(|(_, o)| o.token_ttl);
+        assert_eq!(ttl, Ok(Some(Duration::from_secs(30))));
         let bad = DrillArgs {
             fault: vec!["nope".into()],
             ..args
