@@ -65,6 +65,7 @@ pub fn render(committed: &Path, out: &Path, fleet: Fleet<'_>) -> Result<(), UpEr
     // The committed set moved first: Redis, the lb's listeners and its
     // certificate paths then need nothing more.
     let moved = out.join("committed");
+    std::fs::create_dir_all(&moved).map_err(ClusterError::from)?;
     shift::render_dir(committed, &moved, fleet.offset)?;
     let load = |file: &str| moved.join(file);
     let nodes: Option<Vec<String>> = fleet
