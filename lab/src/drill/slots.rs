@@ -51,7 +51,11 @@ async fn busy_rooms(c: &DrillCluster) -> Result<Vec<BusyRoom>, DrillClusterError
 /// `kill -9` the master whose rooms have the most sessions; wait until a
 /// replica owns its slots and every live node says `cluster_state:ok`;
 /// start it again and wait until it is a replica of the cluster.
-pub async fn kill_master(c: &mut DrillCluster, tl: &mut Timeline, t0: Instant) -> Result<(), DrillClusterError> {
+pub async fn kill_master(
+    c: &mut DrillCluster,
+    tl: &mut Timeline,
+    t0: Instant,
+) -> Result<(), DrillClusterError> {
     let rooms = busy_rooms(c).await?;
     let mut load: BTreeMap<SocketAddr, (u64, Vec<&BusyRoom>)> = BTreeMap::new();
     for room in &rooms {
@@ -116,7 +120,10 @@ pub async fn reshard(c: &mut DrillCluster, tl: &mut Timeline, t0: Instant) -> Re
         let (from_name, to_name) = (name(c, from), name(c, to));
         tl.note(
             t0,
-            format!("slot of room {} ({} sessions) moved from {from_name} to {to_name}", room.room, room.sessions),
+            format!(
+                "slot of room {} ({} sessions) moved from {from_name} to {to_name}",
+                room.room, room.sessions
+            ),
         );
         moved.push((room, from_name, to, to_name));
     }
@@ -129,7 +136,11 @@ pub async fn reshard(c: &mut DrillCluster, tl: &mut Timeline, t0: Instant) -> Re
                 break n;
             }
             if Instant::now() >= deadline {
-                return Err(DrillClusterError::NotResubscribed(room.room.clone(), to, CLUSTER_LIMIT));
+                return Err(DrillClusterError::NotResubscribed(
+                    room.room.clone(),
+                    to,
+                    CLUSTER_LIMIT,
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
@@ -188,9 +199,9 @@ async fn cluster_ok(c: &DrillCluster, except: Option<SocketAddr>) -> Result<(), 
     loop {
         let mut last = String::new();
         for addr in c.redis_nodes().into_iter().filter(|a| Some(*a) != except) {
-            let state = redis_cluster::cluster_info(addr).await.map(|info| {
-                redis_cluster::field(&info, "cluster_state").map(str::to_string)
-            });
+            let state = redis_cluster::cluster_info(addr)
+                .await
+                .map(|info| redis_cluster::field(&info, "cluster_state").map(str::to_string));
             match state {
                 Ok(Some(s)) if s == "ok" => {}
                 other => {
@@ -223,5 +234,10 @@ pub async fn shard_subscribers(addr: SocketAddr, channel: &str) -> redis::RedisR
     };
     tokio::time::timeout(Duration::from_secs(2), ask)
         .await
-        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "no answer within 2 s"))))
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer within 2 s",
+            )))
+        })
 }

@@ -131,7 +131,10 @@ mod tests {
     #[test]
     fn four_apps_on_a_cluster_follow_the_port_scheme_and_the_lb_lists_them_all() {
         let dir = tempfile::tempdir().unwrap();
-        let nodes: Vec<SocketAddr> = vec!["127.0.0.1:7001".parse().unwrap(), "127.0.0.1:7002".parse().unwrap()];
+        let nodes: Vec<SocketAddr> = vec![
+            "127.0.0.1:7001".parse().unwrap(),
+            "127.0.0.1:7002".parse().unwrap(),
+        ];
         let fleet = Fleet {
             apps: 4,
             offset: 0,
@@ -180,15 +183,7 @@ mod tests {
         let app: AppConfig = configs::load(&dir.path().join("app3.toml")).unwrap();
         assert_eq!(app.listen.public.port(), 10003);
         assert_eq!(app.redis.url, "redis://127.0.0.1:7390/");
-        let err = render(
-            &configs::configs_dir(),
-            dir.path(),
-            Fleet {
-                apps: 10,
-                ..fleet
-            },
-        )
-        .unwrap_err();
+        let err = render(&configs::configs_dir(), dir.path(), Fleet { apps: 10, ..fleet }).unwrap_err();
         assert!(err.to_string().contains("1 to 9"), "{err}");
     }
 }

@@ -31,7 +31,11 @@ async fn moving_busy_rooms_slots_while_they_chat_loses_nothing() {
         .iter()
         .filter(|e| matches!(e, Evidence::SlotMoved { from, to, subscribers, .. } if from != to && *subscribers >= 1))
         .collect();
-    assert!(!moved.is_empty(), "slots moved and subscribed there\n{}", report.table());
+    assert!(
+        !moved.is_empty(),
+        "slots moved and subscribed there\n{}",
+        report.table()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,5 +47,9 @@ async fn killing_an_app_under_hash_balance_moves_its_rooms_and_loses_nothing() {
         .iter()
         .filter(|e| matches!(e, Evidence::RoomMoved { from, to, .. } if !to.is_empty() && !to.contains(from)))
         .collect();
-    assert!(!moved.is_empty(), "rooms moved to their next apps\n{}", report.table());
+    assert!(
+        !moved.is_empty(),
+        "rooms moved to their next apps\n{}",
+        report.table()
+    );
 }

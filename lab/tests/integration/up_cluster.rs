@@ -64,7 +64,12 @@ async fn sessions(admin: SocketAddr) -> BTreeMap<String, u64> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_string(), s["sessions"].as_u64().unwrap()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["sessions"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -82,7 +87,10 @@ async fn rooms_by_server(admin: SocketAddr) -> BTreeMap<String, BTreeMap<String,
             rooms
                 .entry(key["key"].as_str().unwrap().to_string())
                 .or_default()
-                .insert(server["name"].as_str().unwrap().to_string(), key["sessions"].as_u64().unwrap());
+                .insert(
+                    server["name"].as_str().unwrap().to_string(),
+                    key["sessions"].as_u64().unwrap(),
+                );
         }
     }
     rooms
@@ -114,7 +122,12 @@ async fn forwarded(i: usize) -> u64 {
     let url = format!("http://{}/metrics", addr(9200 + i as u16));
     let body = http::get(&url, Duration::from_secs(5)).await.unwrap().body;
     body.lines()
-        .find_map(|l| l.strip_prefix("wsmesh_subscriber_forwarded_chats_total ")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("wsmesh_subscriber_forwarded_chats_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no forwarded counter at {url}"))
 }
 
@@ -204,7 +217,9 @@ async fn lab_up_runs_four_apps_on_a_redis_cluster_and_each_room_meets_on_one_app
             .await
             .unwrap();
         loop {
-            let n = lab::drill::slots::shard_subscribers(master, &channel).await.unwrap();
+            let n = lab::drill::slots::shard_subscribers(master, &channel)
+                .await
+                .unwrap();
             if n == apps.len() as u64 {
                 break;
             }
@@ -226,7 +241,11 @@ async fn lab_up_runs_four_apps_on_a_redis_cluster_and_each_room_meets_on_one_app
         let room = format!("upc{r}");
         let sender = members.iter_mut().find(|(m, _, _)| *m == room).unwrap();
         for k in 0..CHATS {
-            sender.1.send_chat(&format!("{room} chat {k}"), None).await.unwrap();
+            sender
+                .1
+                .send_chat(&format!("{room} chat {k}"), None)
+                .await
+                .unwrap();
         }
     }
     for (room, conn, app) in &mut members {
@@ -256,7 +275,10 @@ async fn lab_up_runs_four_apps_on_a_redis_cluster_and_each_room_meets_on_one_app
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(delta, expected, "chats forwarded per subscriber vs its app's rooms × {CHATS}");
+    assert_eq!(
+        delta, expected,
+        "chats forwarded per subscriber vs its app's rooms × {CHATS}"
+    );
     assert!(
         expected.iter().sum::<u64>() < (ROOMS * CHATS * APPS) as u64,
         "a subscriber forwarded rooms its app does not hold"
