@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::cluster::{DrillCluster, DrillClusterError, RedisLayout};
+use super::cluster::{DrillCluster, DrillClusterError, RedisLayout, RoomServers};
 use super::slots;
 
 /// A process gets this long to come back healthy (the lb: to see every server up).
@@ -212,16 +212,11 @@ pub async fn inject_and_heal(fault: Fault, c: &mut DrillCluster) -> Result<Timel
     match fault {
         Fault::KillApp => {
             let app = c.busiest_app().await?;
-            let rooms: Vec<String> = c
-                .room_servers()
-                .await?
-                .into_iter()
-                .filter(|(_, servers)| servers.contains_key(&app))
-                .map(|(room, _)| room)
-                .collect();
+            let before = c.room_servers().await?;
+            let rooms = before.values().filter(|servers| servers.contains_key(&app)).count();
             c.cluster.get_mut(&app)?.kill9()?;
-            tl.note(t0, format!("{app} killed (SIGKILL), holding {} rooms", rooms.len()));
-            rooms_moved(c, &app, &rooms, &mut tl, t0).await?;
+            tl.note(t0, format!("{app} killed (SIGKILL), holding {rooms} rooms"));
+            rooms_moved(c, &app, &before, &mut tl, t0).await?;
             c.cluster.get_mut(&app)?.start()?;
             tl.note(t0, format!("{app} started"));
             c.wait_healthy(&app, HEAL_LIMIT).await?;
@@ -366,28 +361,34 @@ async fn apps_healthy(c: &mut DrillCluster) -> Result<(), DrillClusterError> {
     Ok(())
 }
 
-/// Keeps the killed `app` dead for `DEAD_FOR`, and until each of its
-/// `rooms` has sessions on other apps again (at most `MOVE_LIMIT`): with
-/// `balance = "hash"` a room's reconnecting members go to its next server
-/// on the ring. Each room seen moved is evidence; one not seen is noted.
+/// Keeps the killed `app` dead for `DEAD_FOR`, and until each room it held
+/// (by the lb's sessions `before` the kill) has more sessions on other
+/// apps than it had then (at most `MOVE_LIMIT`): with `balance = "hash"` a
+/// room's reconnecting members go to its next server on the ring. Each
+/// room seen moved is evidence; one not seen is noted.
 async fn rooms_moved(
     c: &DrillCluster,
     app: &str,
-    rooms: &[String],
+    before: &RoomServers,
     tl: &mut Timeline,
     t0: Instant,
 ) -> Result<(), DrillClusterError> {
     let killed = Instant::now();
-    let mut waiting: Vec<&String> = rooms.iter().collect();
+    let mut waiting: Vec<&String> = before
+        .iter()
+        .filter(|(_, servers)| servers.contains_key(app))
+        .map(|(room, _)| room)
+        .collect();
     loop {
         let now = c.room_servers().await?;
         waiting.retain(|room| {
+            let had = |server: &String| before.get(*room).and_then(|s| s.get(server)).copied().unwrap_or(0);
             let to: Vec<String> = now
                 .get(*room)
                 .into_iter()
-                .flat_map(|servers| servers.keys())
-                .filter(|server| *server != app)
-                .cloned()
+                .flatten()
+                .filter(|(server, n)| *server != app && **n > had(server))
+                .map(|(server, _)| server.clone())
                 .collect();
             if to.is_empty() {
                 return true;
