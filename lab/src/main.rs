@@ -18,9 +18,21 @@ struct Cli {
     command: Command,
 }
 
+/// `lab up --redis`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RedisArg {
+    /// One redis-server.
+    Single,
+    /// A master, two replicas and three Sentinels.
+    Ha,
+    /// A Redis Cluster of three masters and three replicas.
+    Cluster,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Start redis-server, app1/app2, subscriber1/subscriber2 and the lb on the fixed local ports.
+    /// Start redis-server, app1/app2, subscriber1/subscriber2 and the lb on the fixed local ports
+    /// (or N apps, a Sentinel-watched Redis or a Redis Cluster).
     Up {
         /// Directory with the committed configs [default: configs/local; configs/ha with --ha].
         #[arg(long)]
@@ -30,8 +42,20 @@ enum Command {
         /// apps and subscribers finding the master through them. Sends are acked once a replica
         /// holds them, so two replicas: a promoted master keeps one to ack. Redis data is fresh
         /// each run unless --redis-dir is given.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "redis")]
         ha: bool,
+        /// Which Redis: single, ha (the same as --ha) or cluster: six redis-servers on 7001-7006
+        /// (cluster bus 17001-17006, moved by --port-offset) made a 3-master, 3-replica Redis
+        /// Cluster with redis-cli --cluster create (fresh each run); the apps and subscribers use
+        /// it through sharded pub/sub, and the ready line ends with `cluster ip:port,…`.
+        #[arg(long, value_enum)]
+        redis: Option<RedisArg>,
+        /// Run N apps and N subscribers (1-9): app i on 127.0.0.1:900i (internal 910i),
+        /// subscriber i on 920i, the lb balancing over all N. Other than 2 (or with
+        /// --redis cluster) the configs are written into the run directory from the committed
+        /// app1.toml, subscriber1.toml and lb.toml.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=9))]
+        apps: u8,
         /// Redis data directory (AOF persistence) [default: target/lab/redis; with
         /// --port-offset, the temporary directory].
         #[arg(long)]
@@ -135,15 +159,22 @@ async fn main() -> anyhow::Result<()> {
         Command::Up {
             configs,
             ha,
+            redis,
+            apps,
             redis_dir,
             start_timeout,
             port_offset,
             pid_dir,
             auth,
         } => {
-            let layout = if ha { Layout::Ha } else { Layout::Single };
+            let layout = match (ha, redis) {
+                (true, _) | (_, Some(RedisArg::Ha)) => Layout::Ha,
+                (_, Some(RedisArg::Cluster)) => Layout::Cluster,
+                (_, Some(RedisArg::Single) | None) => Layout::Single,
+            };
             up::run(UpOptions {
                 layout,
+                apps: usize::from(apps),
                 configs: configs.unwrap_or_else(|| layout.default_configs()),
                 redis_dir,
                 start_timeout: Duration::from_secs(start_timeout),

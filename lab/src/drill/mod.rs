@@ -1,5 +1,6 @@
 //! `lab drill`: zero-loss failover, proven. Each drill starts a fresh cluster
-//! (Redis, two apps, two subscribers, the TLS lb), connects N resilient
+//! (Redis — one server, Sentinels or a Redis Cluster —, two apps or more,
+//! a subscriber per app, the TLS lb), connects N resilient
 //! clients through `wss://` spread over rooms, lets them send at a steady
 //! rate, injects one fault and heals it, stops sending, waits until every
 //! send is acked and every client is connected and caught up, and reconciles
@@ -8,13 +9,15 @@
 //! client that gave up fails the drill.
 //!
 //! `cluster` builds the cluster, `load` runs the clients, `faults` breaks and
-//! heals, `ledger` reconciles, `report` prints.
+//! heals (`slots` the Redis Cluster faults), `ledger` reconciles, `report`
+//! prints.
 
 pub mod cluster;
 pub mod faults;
 pub mod ledger;
 pub mod load;
 pub mod report;
+pub mod slots;
 pub mod store;
 
 use std::collections::BTreeSet;
@@ -27,7 +30,7 @@ pub use faults::Fault;
 use load::{ClientTuning, Ended, Load, LoadPlan};
 pub use report::DrillReport;
 
-use self::cluster::{DrillCluster, DrillClusterError};
+use self::cluster::{DrillCluster, DrillClusterError, RedisLayout};
 use crate::token::Minter;
 use wsmesh_testkit::cluster::LocalOptions;
 
@@ -134,7 +137,8 @@ fn fault_arg(s: &str) -> Result<String, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DrillArgs {
     /// all, kill-app, drain-app, lb-drain, kill-subscriber, restart-redis, freeze-app, kill-lb,
-    /// kill-redis-master or freeze-redis-master (repeatable).
+    /// kill-redis-master, freeze-redis-master, kill-cluster-master or reshard-during-chat
+    /// (repeatable).
     #[arg(long, default_value = "all", value_parser = fault_arg)]
     pub fault: Vec<String>,
     /// Resilient clients connected through the lb during each drill.
@@ -143,6 +147,14 @@ pub struct DrillArgs {
     /// Rooms (clients are spread evenly).
     #[arg(long, default_value_t = 20)]
     pub rooms: usize,
+    /// Apps (each with its subscriber) behind the lb.
+    #[arg(long, default_value_t = 2)]
+    pub apps: usize,
+    /// Redis for the faults that work on any: single, sentinel or cluster. The Redis faults
+    /// pick their own (restart-redis: single; kill/freeze-redis-master: sentinel;
+    /// kill-cluster-master, reshard-during-chat: cluster).
+    #[arg(long, value_enum)]
+    pub redis: Option<RedisLayout>,
     /// Messages per second over all clients (e.g. 200), or per client (e.g. 0.2/client).
     #[arg(long, default_value = "0.2/client")]
     pub rate: String,
@@ -175,6 +187,10 @@ pub struct DrillOptions {
     pub clients: usize,
     /// Rooms the clients are spread over evenly.
     pub rooms: usize,
+    /// Apps (each with its subscriber) behind the lb.
+    pub apps: usize,
+    /// Redis for the faults that do not pick their own; one server when `None`.
+    pub redis: Option<RedisLayout>,
     /// How fast the clients send, together or each.
     pub rate: Rate,
     /// Sending time (extended to cover the fault and its healing).
@@ -197,6 +213,8 @@ impl DrillOptions {
         DrillOptions {
             clients: 24,
             rooms: 3,
+            apps: 2,
+            redis: None,
             rate: Rate::PerClient(2.0),
             duration: Duration::from_secs(8),
             quiesce: Duration::from_secs(30),
@@ -204,6 +222,25 @@ impl DrillOptions {
             tuning: ClientTuning::default(),
             token_ttl: None,
         }
+    }
+
+    /// The small size of the scale-out drills: 4 apps on a Redis Cluster,
+    /// 40 clients in 20 rooms, a message a second each, 10 s of sending.
+    pub fn small_cluster() -> DrillOptions {
+        DrillOptions {
+            clients: 40,
+            rooms: 20,
+            apps: 4,
+            redis: Some(RedisLayout::Cluster),
+            rate: Rate::PerClient(1.0),
+            duration: Duration::from_secs(10),
+            ..DrillOptions::small()
+        }
+    }
+
+    /// The Redis a drill of `fault` runs on.
+    pub fn layout(&self, fault: Fault) -> RedisLayout {
+        fault.redis_layout().or(self.redis).unwrap_or(RedisLayout::Single)
     }
 }
 
@@ -218,14 +255,16 @@ impl DrillArgs {
                 faults.push(f.parse().map_err(|e: faults::UnknownFault| e.to_string())?);
             }
         }
-        if self.clients == 0 || self.rooms == 0 {
-            return Err("--clients and --rooms must be at least 1".into());
+        if self.clients == 0 || self.rooms == 0 || self.apps == 0 {
+            return Err("--clients, --rooms and --apps must be at least 1".into());
         }
         Ok((
             faults,
             DrillOptions {
                 clients: self.clients,
                 rooms: self.rooms,
+                apps: self.apps,
+                redis: self.redis,
                 rate: self.rate.parse()?,
                 duration: parse_duration(&self.duration)?,
                 quiesce: parse_duration(&self.quiesce)?,
@@ -265,7 +304,7 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 /// `minter`, they run in jwt mode with its secret.
 fn local_options(opts: &DrillOptions, minter: Option<Minter>) -> LocalOptions {
     let conns = opts.clients.saturating_mul(4).max(10_000);
-    LocalOptions::default().app(move |c| {
+    LocalOptions::default().apps(opts.apps).app(move |c| {
         c.limits.max_connections = conns;
         c.limits.rate_burst = 1000;
         c.limits.rate_per_sec = 1000.0;
@@ -280,7 +319,7 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
     let err = |source| DrillError::Cluster { fault, source };
     let tokens = opts.token_ttl.map(|ttl| (Minter::generate(), ttl));
     let minter = tokens.as_ref().map(|(m, _)| m.clone());
-    let mut c = DrillCluster::start(&local_options(opts, minter), opts.keep_logs, fault.redis_layout())
+    let mut c = DrillCluster::start(&local_options(opts, minter), opts.keep_logs, opts.layout(fault))
         .await
         .map_err(err)?;
     let plan = LoadPlan {
@@ -481,6 +520,8 @@ mod tests {
             fault: vec!["all".into()],
             clients: 2,
             rooms: 1,
+            apps: 2,
+            redis: None,
             rate: "1".into(),
             duration: "1s".into(),
             quiesce: "1s".into(),
