@@ -1,5 +1,5 @@
-//! The fixed fast backend behind the proxies in scenarios 1–4: a small
-//! constant response on any path, 200 on `/healthz`, and a WebSocket echo on
+//! The fixed fast backend behind the proxies in scenarios 1–4 and 7: a
+//! small constant response on any path (3 KB on [`PAGE_PATH`]), 200 on `/healthz`, and a WebSocket echo on
 //! any upgrade. It does as little as possible so the numbers measure the
 //! proxy in front of it, and it is the same program behind the lb, behind
 //! HAProxy and for "direct".
