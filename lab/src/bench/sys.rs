@@ -1,7 +1,8 @@
 //! What the bench reads from and sets on the operating system: the open-file
 //! limit (raised to the hard limit so 10k sockets fit, inherited by every
-//! child), a process's resident memory (for memory per connection), and a
-//! description of the machine for the report.
+//! child), a process's resident memory (for memory per connection) and CPU
+//! time (for CPU per request), and a description of the machine for the
+//! report.
 
 use std::process::Command;
 
@@ -35,6 +36,24 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// CPU time `pid` has used so far, user + system (`utime` + `stime` from
+/// `/proc/PID/stat`, all its threads), in microseconds. Process accounting
+/// is what makes proxies comparable on shared cores: requests/s moves with
+/// whatever else runs, CPU per request much less.
+pub fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After ')' come field 3 (state) onwards; utime is field 14, stime 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some((utime + stime) * 1_000_000 / hz)
 }
 
 /// The machine, for the report: CPU model, cores, memory, kernel.
@@ -91,6 +110,18 @@ mod tests {
     fn own_rss_is_read() {
         let rss = rss_bytes(std::process::id()).unwrap();
         assert!(rss > 0);
+    }
+
+    #[test]
+    fn own_cpu_time_grows_with_work() {
+        let before = cpu_micros(std::process::id()).unwrap();
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        assert!(cpu_micros(std::process::id()).unwrap() > before);
     }
 
     #[test]

@@ -68,7 +68,9 @@ pub fn redirect(
     exchange: Exchange,
     in_flight: InFlight,
 ) -> ClientResponse {
-    let host = request_host(req.headers(), req.uri()).unwrap_or_default();
+    let host = request_host(req.headers(), req.uri())
+        .and_then(|h| h.to_str().ok().map(str::to_owned))
+        .unwrap_or_default();
     let bare = match host.parse::<http::uri::Authority>() {
         Ok(a) => a.host().to_string(),
         Err(_) => String::new(),
