@@ -15,6 +15,9 @@ targets=${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}
 logs=$target_dir/logs
 mkdir -p "$logs"
 
+# The workspace's lock file, so the targets build the dependency versions
+# that ship (cargo adds what only the fuzz crate uses).
+cp Cargo.lock fuzz/Cargo.lock
 cargo +nightly fuzz build --target-dir "$target_dir"
 
 summary=()
