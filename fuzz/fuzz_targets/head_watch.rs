@@ -88,6 +88,7 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         let head = &data[..end];
+        let shown = String::from_utf8_lossy(head);
         let framing = framing(request.headers);
         // One byte under the limit: the head is too large, so it did not end earlier.
         assert_eq!(
@@ -98,13 +99,13 @@ fuzz_target!(|data: &[u8]| {
         let mut w = watch(end.max(PROBE.len()));
         let fed = w.feed(head);
         if framing == Framing::Refused {
-            assert_eq!(fed, Err(Refusal::BadFraming), "framing of {head:?}");
+            assert_eq!(fed, Err(Refusal::BadFraming), "framing of {shown:?}");
             return;
         }
-        assert_eq!(fed, Ok(()), "framing of {head:?}");
+        assert_eq!(fed, Ok(()), "framing of {shown:?}");
         if framing == Framing::NoBody {
             // Between requests: the probe is a head of its own, not the rest of this one.
-            assert_eq!(w.feed(PROBE), Err(Refusal::BadFraming), "after {head:?}");
+            assert_eq!(w.feed(PROBE), Err(Refusal::BadFraming), "after {shown:?}");
         }
     });
 });
