@@ -7,12 +7,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # redis-tools: redis-cli, which makes the test Redis Clusters (`--cluster create`).
 APT_PACKAGES_TEST := redis-server redis-sentinel redis-tools ruby iproute2 openssl curl systemd keepalived jq
 
-.PHONY: up test release deps certs lint bench help
+.PHONY: up test release deps certs lint bench fuzz help
 
 help:
 	@echo "make up      build (release) and start the local cluster; Ctrl-C stops it"
 	@echo "make test    lint, unit tests and end-to-end tests against real processes"
 	@echo "make bench   benchmarks (QUICK=1 for a short run)"
+	@echo "make fuzz    each fuzz target for FUZZ_SECONDS (default 60), then minimise the corpora"
 
 # Installs the Debian packages of $(1) that are missing: as root, or via sudo;
 # otherwise prints the exact command and fails.
@@ -67,3 +68,13 @@ bench:
 	bash lab/bench/peers/install.sh
 	$(CARGO) build --release -p lab -p lb -p app -p subscriber
 	target/release/lab bench $(BENCH_FLAGS) --out target/bench
+
+## Fuzzing (docs/fuzzing.md): each cargo-fuzz target in fuzz/ for
+## FUZZ_SECONDS, then its corpus minimised; prints executions, corpus size
+## and crashes per target. Needs nightly and cargo-fuzz: installed if missing.
+## FUZZ_TARGETS="head_watch config_lb": only those.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@$(CARGO) +nightly fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_TARGET_DIR=$(CURDIR)/target/fuzz bash fuzz/run.sh

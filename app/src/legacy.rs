@@ -38,12 +38,12 @@ pub enum Format {
 
 /// simple-chat, client → server.
 #[derive(Debug, Deserialize)]
-struct SimpleIn {
+pub struct SimpleIn {
     /// The nick to store the message under; simple-chat sends it with every
     /// message.
-    name: String,
+    pub name: String,
     /// Message text, stored as the chat's body.
-    content: String,
+    pub content: String,
 }
 
 /// simple-chat, server → client.
@@ -60,7 +60,7 @@ struct SimpleOut<'a> {
 /// CloudChat, client → server: a message or a command.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum CloudIn {
+pub enum CloudIn {
     /// `{"type":"command","command":"requestFirstChat"}`.
     Command {
         /// Always `command`.
@@ -271,7 +271,7 @@ fn simple_out(c: &Chat) -> SimpleOut<'_> {
 }
 
 /// `YYYY/MM/DD HH:MM:SS` (UTC) for unix milliseconds.
-fn utc_time(ms: u64) -> String {
+pub fn utc_time(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);

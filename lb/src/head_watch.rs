@@ -252,8 +252,10 @@ fn analyse_head(head: &[u8]) -> Result<Phase, Refusal> {
         if name.eq_ignore_ascii_case(b"content-length") {
             for v in value.split(|b| *b == b',') {
                 lengths += 1;
+                // Digits only: `parse` would take a sign, which hyper refuses.
                 length = std::str::from_utf8(v.trim_ascii())
                     .ok()
+                    .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
                     .and_then(|v| v.parse::<u64>().ok());
                 if length.is_none() {
                     return Err(Refusal::BadFraming);
@@ -382,6 +384,14 @@ mod tests {
                 "{head:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_content_length_with_a_sign_is_refused() {
+        // Caught by the `head_watch` fuzz target's framing check: `+5`
+        // was read as 5, while hyper refuses it.
+        let input = include_bytes!("../../fuzz/regressions/head_watch/content-length-with-a-sign");
+        assert_eq!(watch().feed(input), Err(Refusal::BadFraming));
     }
 
     #[tokio::test]

@@ -31,3 +31,9 @@ mod tunnel;
 mod upstream;
 
 pub use lifecycle::{check, run, Addresses, Lb, LifecycleError, Prebound};
+
+/// The request-stream watcher, for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::head_watch::{Refusal, Watch};
+}
