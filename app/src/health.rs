@@ -44,7 +44,60 @@ pub enum Status {
     Fail,
 }
 
-/// The JSON body of `/healthz`.
+/// A check that `/healthz` failed, by name only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    /// A drain has started.
+    Draining,
+    /// Redis did not answer in time.
+    Redis,
+    /// The local subscriber was not heard from recently enough.
+    Subscriber,
+    /// Open sockets reached the 503 threshold.
+    Connections,
+}
+
+/// What the public `/healthz` says: the verdict the lb's check needs and
+/// which checks failed, without the details of [`Report`] (the Redis
+/// master's address, timings, connection counts), which are served on the
+/// internal listener only.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// `ok` (HTTP 200) or `fail` (HTTP 503).
+    pub status: Status,
+    /// The configured instance name (the chat page shows it too).
+    pub instance: String,
+    /// The checks that failed; empty when ok.
+    pub failing: Vec<Check>,
+}
+
+impl Report {
+    /// The public part of this report.
+    pub fn verdict(&self) -> Verdict {
+        let failed = [
+            (self.draining, Check::Draining),
+            (!self.redis.ok, Check::Redis),
+            (!self.subscriber.ok, Check::Subscriber),
+            (self.connections.current >= self.connections.threshold, Check::Connections),
+        ];
+        Verdict {
+            status: self.status,
+            instance: self.instance.clone(),
+            failing: failed.into_iter().filter(|(f, _)| *f).map(|(_, c)| c).collect(),
+        }
+    }
+
+    /// The HTTP status the lb checks.
+    pub fn http_status(&self) -> http::StatusCode {
+        match self.status {
+            Status::Ok => http::StatusCode::OK,
+            Status::Fail => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// The JSON body of `/healthz` on the internal listener.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// `ok` (HTTP 200) or `fail` (HTTP 503).

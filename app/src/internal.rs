@@ -4,7 +4,9 @@
 //! subscriber where to refill each room from, and `GET /internal/rooms`
 //! (long-polled) tells it which rooms to subscribe to and takes its
 //! confirmations. All need the shared bearer token, compared in constant
-//! time. `GET /metrics` (Prometheus) is served here too, without a token.
+//! time. `GET /metrics` (Prometheus) and `GET /healthz` (the whole health
+//! report: Redis master, timings, connections) are served here too, without
+//! a token.
 
 use std::sync::Arc;
 
@@ -32,6 +34,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     if route == (Method::GET, "/metrics") {
         // Counters only; readable by a scraper without the subscriber's token.
         return shared.metrics.response();
+    }
+    if route == (Method::GET, "/healthz") {
+        // The whole report (the public one says only the verdict).
+        let report = shared.health.report().await;
+        return page::no_store_json(report.http_status(), &report);
     }
     if !matches!(
         route,

@@ -39,6 +39,22 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     with_type(status, "application/json", body)
 }
 
+/// `value` as JSON, never cached (health answers change from one second to
+/// the next).
+pub fn no_store_json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    match serde_json::to_string(value) {
+        Ok(body) => {
+            let mut resp = json(status, body);
+            resp.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+    }
+}
+
 /// A response with no body and no content type, e.g. the 204 that accepts
 /// an event batch.
 pub fn empty(status: StatusCode) -> Response<Body> {

@@ -1,5 +1,5 @@
 //! The public listener's routes: the page, the two WebSocket endpoints,
-//! `/healthz`, and `/metrics` only when `listen.public_metrics` says so (it
+//! `/healthz` (the verdict only), and `/metrics` only when `listen.public_metrics` says so (it
 //! lives on the internal listener). WebSocket requests are checked here
 //! (handshake, token and room, state, capacity) and the socket's life is
 //! handed to `ws` or `legacy`.
@@ -50,23 +50,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     }
 }
 
+/// The lb's check: the verdict and the names of the failed checks; the
+/// whole report is on the internal listener.
 async fn healthz(shared: &Shared) -> Response<Body> {
     let report = shared.health.report().await;
-    let status = match report.status {
-        crate::health::Status::Ok => StatusCode::OK,
-        crate::health::Status::Fail => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    match serde_json::to_string(&report) {
-        Ok(body) => {
-            let mut resp = page::json(status, body);
-            resp.headers_mut().insert(
-                http::header::CACHE_CONTROL,
-                http::HeaderValue::from_static("no-store"),
-            );
-            resp
-        }
-        Err(_) => page::text(StatusCode::INTERNAL_SERVER_ERROR, "health encoding failed\n"),
-    }
+    page::no_store_json(report.http_status(), &report.verdict())
 }
 
 /// Checks a WebSocket request and, if it may proceed, answers 101 and spawns

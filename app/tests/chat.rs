@@ -304,6 +304,9 @@ async fn http_routes_page_health_and_internal_auth() {
 
     let (status, text) = http(app.public, "GET", "/healthz", &[], "");
     assert_eq!(status, 503, "subscriber never heard: {text}");
+    assert!(text.contains(r#""failing":["subscriber"]"#), "{text}");
+    let (status, text) = http(app.internal, "GET", "/healthz", &[], "");
+    assert_eq!(status, 503, "{text}");
     assert!(text.contains("subscriber never heard from"), "{text}");
     assert_eq!(http(app.internal, "POST", "/internal/events", &[], "[]").0, 401);
     let wrong = [("Authorization", "Bearer wrong")];
@@ -313,7 +316,13 @@ async fn http_routes_page_health_and_internal_auth() {
     );
     assert_eq!(app.post_events("{\"not\":\"a batch\"}"), 400);
     assert_eq!(app.post_events("[]"), 204);
+    // The public answer is the verdict only: no Redis address, no counts.
     let (status, text) = http(app.public, "GET", "/healthz", &[], "");
+    assert_eq!(status, 200, "{text}");
+    let public: serde_json::Value =
+        serde_json::from_str(text.split("\r\n\r\n").nth(1).expect("body")).expect("json body");
+    assert_eq!(public, serde_json::json!({"status": "ok", "instance": "t1", "failing": []}));
+    let (status, text) = http(app.internal, "GET", "/healthz", &[], "");
     assert_eq!(status, 200, "{text}");
     let body: serde_json::Value =
         serde_json::from_str(text.split("\r\n\r\n").nth(1).expect("body")).expect("json body");
