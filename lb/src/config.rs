@@ -327,7 +327,7 @@ pub struct Backend {
     /// `option redispatch`: each retry goes to the next server).
     #[serde(default = "default_retries")]
     pub retries: usize,
-    /// Idle keep-alive connections kept per server.
+    /// Idle keep-alive connections kept per server and lb worker thread.
     #[serde(default = "default_pool_idle")]
     pub pool_max_idle: usize,
     /// Active health check; without it servers count as up until a connect fails.

@@ -29,6 +29,7 @@ mod stats_page;
 mod tls;
 mod tunnel;
 mod upstream;
+mod workers;
 
 pub use lifecycle::{check, run, Addresses, Lb, LifecycleError, Prebound};
 

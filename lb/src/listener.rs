@@ -34,6 +34,7 @@ use crate::proxy;
 use crate::proxy_protocol::{self, Header, ProxyRefusal};
 use crate::runtime::{Frontend, Runtime};
 use crate::source_limits::SourceConn;
+use crate::workers;
 
 /// What every accept loop shares; lives for the whole process.
 #[derive(Debug)]
@@ -152,7 +153,8 @@ async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared
             continue;
         };
         let permits = Permits::new(global, frontend, shared.drain.track());
-        tokio::spawn(serve(tcp, peer, fe, rt, permits, shared.drain.clone()));
+        let drain = shared.drain.clone();
+        workers::spawn_connection(tcp, move |tcp| serve(tcp, peer, fe, rt, permits, drain));
     }
 }
 

@@ -14,6 +14,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::workers;
+
 /// Body type of requests sent to servers.
 pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 
@@ -31,26 +33,35 @@ pub enum ConnectError {
     Handshake(#[from] hyper::Error),
 }
 
-/// Idle keep-alive connections of one server.
+/// Idle keep-alive connections of one server, kept per connection worker:
+/// a server connection is driven on the worker that opened it, so a
+/// request from another worker would cross threads on every wake-up.
 #[derive(Debug)]
 pub struct Pool {
-    /// Senders, oldest first; some may still be busy finishing a response.
-    idle: Mutex<Vec<Sender>>,
-    /// Most senders kept.
+    /// Senders per worker slot, oldest first; some may still be busy
+    /// finishing a response.
+    idle: Box<[Mutex<Vec<Sender>>]>,
+    /// Most senders kept per slot.
     max_idle: usize,
 }
 
 impl Pool {
     pub fn new(max_idle: usize) -> Pool {
         Pool {
-            idle: Mutex::new(Vec::new()),
+            idle: (0..workers::slots()).map(|_| Mutex::new(Vec::new())).collect(),
             max_idle,
         }
     }
 
+    /// This thread's idle connections.
+    fn here(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
+        let slot = workers::slot().min(self.idle.len() - 1);
+        self.idle[slot].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A connection ready for a new request, if one is idle. Closed ones are dropped.
     pub fn take(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.here();
         idle.retain(|s| !s.is_closed());
         let pos = idle.iter().rposition(|s| s.is_ready())?;
         Some(idle.remove(pos))
@@ -62,7 +73,7 @@ impl Pool {
         if self.max_idle == 0 || sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.here();
         if idle.len() >= self.max_idle {
             idle.remove(0);
         }
@@ -71,7 +82,9 @@ impl Pool {
 
     /// Drops every idle connection (the server was marked down).
     pub fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for slot in &*self.idle {
+            slot.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
     }
 }
 
