@@ -1,7 +1,8 @@
 //! What the bench reads from and sets on the operating system: the open-file
 //! limit (raised to the hard limit so 10k sockets fit, inherited by every
-//! child), a process's resident memory (for memory per connection), and a
-//! description of the machine for the report.
+//! child), a process's resident memory (for memory per connection) and CPU
+//! time (for CPU per delivery), and a description of the machine for the
+//! report.
 
 use std::process::Command;
 
@@ -35,6 +36,22 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// CPU time `pid` has used so far, user + system, all threads
+/// (`utime` + `stime` from `/proc/PID/stat`); `None` once it is gone.
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // fields from the last `)`, where field 3 (state) starts.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
+    Some(std::time::Duration::from_micros((utime + stime) * 1_000_000 / ticks))
 }
 
 /// The machine, for the report: CPU model, cores, memory, kernel.
@@ -91,6 +108,19 @@ mod tests {
     fn own_rss_is_read() {
         let rss = rss_bytes(std::process::id()).unwrap();
         assert!(rss > 0);
+    }
+
+    #[test]
+    fn own_cpu_time_grows_with_work() {
+        let before = cpu_time(std::process::id()).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut x = 0u64;
+        while t0.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = cpu_time(std::process::id()).unwrap();
+        assert!(after > before, "{before:?} -> {after:?}");
+        assert!(cpu_time(u32::MAX).is_none());
     }
 
     #[test]

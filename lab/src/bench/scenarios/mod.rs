@@ -1,10 +1,12 @@
-//! The six benchmark scenarios and their sizes. `proxy` holds 1–4 (lb vs
+//! The seven benchmark scenarios and their sizes. `proxy` holds 1–4 (lb vs
 //! HAProxy vs direct on the fast backend), `chat` holds 5–6 (wsmesh vs the
-//! peers). Each scenario runs every system once per round, alternating, so
+//! peers), `scale_out` holds 7 (CPU per delivery as instances grow, sized
+//! by its own `ScaleParams`). Each scenario runs every system once per round, alternating, so
 //! drift on the machine hits all systems alike.
 
 pub mod chat;
 pub mod proxy;
+pub mod scale_out;
 
 use std::time::Duration;
 
