@@ -63,11 +63,11 @@ pub fn line_chart(labels: Labels<'_>, series: &[Series]) -> std::io::Result<Stri
                 ticks
                     .iter()
                     .find(|t| (*t - v).abs() < 1e-9)
-                    .map(|t| fmt_num(*t))
+                    .map(|t| axis_num(*t))
                     .unwrap_or_default()
             })
             .y_labels(5)
-            .y_label_formatter(&|v| fmt_num(*v))
+            .y_label_formatter(&|v| axis_num(*v))
             .label_style((FONT, 16).into_font().color(&INK))
             .axis_style(GRID)
             .draw()
@@ -100,6 +100,15 @@ pub fn line_chart(labels: Labels<'_>, series: &[Series]) -> std::io::Result<Stri
     Ok(svg)
 }
 
+/// Whole numbers without decimals (instance counts, a zero), others as in the tables.
+fn axis_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e9 {
+        format!("{}", v as i64)
+    } else {
+        fmt_num(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,7 +127,7 @@ mod tests {
         let svg = line_chart(labels, &series).unwrap();
         assert!(svg.starts_with("<svg"));
         let texts: Vec<&str> = svg.lines().map(str::trim).collect();
-        for text in ["7 scale-out", "lower is better", "instances", "flat", "growing", "10.5", "40.0", "8.00"] {
+        for text in ["7 scale-out", "lower is better", "instances", "flat", "growing", "10.5", "40.0", "8"] {
             assert!(texts.contains(&text), "{text} missing");
         }
         assert!(svg.contains("<polyline"), "lines drawn");
