@@ -56,10 +56,11 @@ test: deps lint
 	lab/browser/run.sh cluster
 
 ## Benchmarks (lab bench): lb vs HAProxy vs direct, wsmesh vs seed-python vs
-## node. Installs haproxy (apt) and the peers' Python/Node packages, builds in
-## release, writes target/bench/report.md, report.json and SVG charts.
-## QUICK=1: about two minutes. BENCH_ONLY="1 5": only those scenarios.
-APT_PACKAGES_BENCH := haproxy redis-server
+## node. Installs haproxy, h2load (nghttp2-client) and redis (apt) and the
+## peers' Python/Node packages, builds in release, writes
+## target/bench/report.md, report.json and SVG charts.
+## QUICK=1: about two minutes. BENCH_ONLY="1 7": only those scenarios.
+APT_PACKAGES_BENCH := haproxy nghttp2-client redis-server
 BENCH_FLAGS := $(if $(QUICK),--quick,) $(foreach s,$(BENCH_ONLY),--only $(s))
 bench:
 	$(call apt_install,$(APT_PACKAGES_BENCH))

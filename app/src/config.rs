@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use wsmesh_common::config::{env_override, ConfigError, Source};
 
+use crate::auth::Auth;
+
 /// Environment variable that replaces `redis.url`.
 pub const ENV_REDIS_URL: &str = "WSMESH_REDIS_URL";
 /// Environment variable that replaces the internal token from the file.
@@ -42,16 +44,24 @@ pub struct Config {
     /// How a SIGTERM hands clients over to the other instances.
     #[serde(default)]
     pub drain: DrainConfig,
+    /// Who may open a socket, in which rooms, under which nick.
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 /// `[listen]`: the public and the internal listener; both are required.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
-    /// Public listener: page, `/ws`, `/chatsocket`, `/healthz`, `/metrics`.
+    /// Public listener: page, `/ws`, `/chatsocket`, `/healthz`.
     pub public: SocketAddr,
-    /// Internal listener for the subscriber (keep it on loopback).
+    /// Internal listener: the subscriber's endpoints and `/metrics` (keep
+    /// it on loopback or a private network).
     pub internal: SocketAddr,
+    /// Serve `/metrics` on the public listener too (the lb configs deny the
+    /// path; off by default, so counters are not public).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public_metrics: bool,
 }
 
 wsmesh_redis_wire::redis_table! {
@@ -153,6 +163,72 @@ pub struct Limits {
     pub history_limit: usize,
     /// Allowed browser origins; empty means the request's own host.
     pub allowed_origins: Vec<String>,
+    /// Error frames (or refused seed-format messages) a client may earn
+    /// within `error_window`; one more closes it with 1008.
+    pub max_errors: u32,
+    /// The window `max_errors` counts over.
+    #[serde(with = "humantime_serde")]
+    pub error_window: Duration,
+}
+
+/// `[auth]`: how WebSocket requests are authenticated (docs/security.md).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `none` (anyone, any room, any nick) or `jwt` (a signed token).
+    pub mode: AuthMode,
+    /// HS256 secret written inline (at least 32 characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_hs256_secret: Option<String>,
+    /// A file of HS256 secrets, one per line, all accepted (a rotation);
+    /// tools sign with the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// RS256/ES256 public keys: a PEM file of one or more `PUBLIC KEY`
+    /// blocks, or a JWKS file (`{"keys":[…]}`, matched by `kid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_public_keys: Option<PathBuf>,
+    /// Required `iss`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`; a socket closes with 4001 this
+    /// long after its token's `exp`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Where the page gets a fresh token after a 4001 (a GET answering the
+    /// token as text or as `{"token":…}`, with the browser's cookies);
+    /// unset: the page reloads itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_url: Option<String>,
+}
+
+/// Whether a token is required.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No authentication: today's open chat.
+    #[default]
+    None,
+    /// A JWT on every WebSocket request.
+    Jwt,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::None,
+            jwt_hs256_secret: None,
+            jwt_hs256_secret_file: None,
+            jwt_public_keys: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(30),
+            refresh_url: None,
+        }
+    }
 }
 
 /// `[health]`: what `/healthz` checks besides capacity.
@@ -217,6 +293,8 @@ impl Default for Limits {
             send_queue: 1024,
             history_limit: 50,
             allowed_origins: Vec::new(),
+            max_errors: 20,
+            error_window: Duration::from_secs(10),
         }
     }
 }
@@ -267,9 +345,20 @@ impl fmt::Debug for InternalToken {
     }
 }
 
+/// A config file and what it points at, loaded.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The file's values, environment overrides applied.
+    pub config: Config,
+    /// The internal listener's token.
+    pub token: InternalToken,
+    /// The `[auth]` keys, read from their files.
+    pub auth: Auth,
+}
+
 /// Reads, parses and checks `path`, applies the environment overrides and
-/// resolves the internal token.
-pub fn load(path: &Path) -> Result<(Config, InternalToken), ConfigError> {
+/// resolves the internal token and the auth keys.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let source = Source::read(path)?;
     let mut config: Config = source.parse()?;
     let url_from_env = env_override(ENV_REDIS_URL);
@@ -279,7 +368,8 @@ pub fn load(path: &Path) -> Result<(Config, InternalToken), ConfigError> {
     }
     config.check(&source, url_in_file)?;
     let token = config.internal.resolve(&source)?;
-    Ok((config, token))
+    let auth = Auth::load(&config.auth).map_err(|e| source.error_at_path(e.key, e.reason))?;
+    Ok(Loaded { config, token, auth })
 }
 
 impl Config {
@@ -287,12 +377,17 @@ impl Config {
     pub fn new(instance: &str, public: SocketAddr, internal: SocketAddr) -> Config {
         Config {
             instance: instance.to_string(),
-            listen: Listen { public, internal },
+            listen: Listen {
+                public,
+                internal,
+                public_metrics: false,
+            },
             redis: RedisConfig::default(),
             internal: InternalConfig::default(),
             limits: Limits::default(),
             health: HealthConfig::default(),
             drain: DrainConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 
@@ -301,7 +396,7 @@ impl Config {
     fn check(&self, src: &Source, url_in_file: bool) -> Result<(), ConfigError> {
         let l = &self.limits;
         let r = &self.redis;
-        let checks: [(bool, &str, &str); 17] = [
+        let checks: [(bool, &str, &str); 20] = [
             (self.instance.trim().is_empty(), "instance", "must not be empty"),
             (
                 !(l.capacity_threshold > 0.0 && l.capacity_threshold <= 1.0),
@@ -341,6 +436,20 @@ impl Config {
             ),
             (l.send_queue == 0, "limits.send_queue", "must be at least 1"),
             (l.history_limit == 0, "limits.history_limit", "must be at least 1"),
+            (l.max_errors == 0, "limits.max_errors", "must be at least 1"),
+            (
+                l.error_window.is_zero(),
+                "limits.error_window",
+                "must be more than 0",
+            ),
+            (
+                self.auth.mode == AuthMode::None
+                    && (self.auth.jwt_hs256_secret.is_some()
+                        || self.auth.jwt_hs256_secret_file.is_some()
+                        || self.auth.jwt_public_keys.is_some()),
+                "auth.mode",
+                "is \"none\": keys are set but unused (set mode = \"jwt\", or remove them)",
+            ),
             (r.prefix.is_empty(), "redis.prefix", "must not be empty"),
             (r.stream_maxlen == 0, "redis.stream_maxlen", "must be at least 1"),
             (
@@ -381,10 +490,7 @@ impl Config {
             ));
         }
         if self.health.redis_timeout.is_zero() {
-            return Err(src.error_at_path(
-                "health.redis_timeout",
-                "redis_timeout must be more than 0",
-            ));
+            return Err(src.error_at_path("health.redis_timeout", "redis_timeout must be more than 0"));
         }
         if let Some(bad) = l
             .allowed_origins
@@ -395,6 +501,15 @@ impl Config {
                 "limits.allowed_origins",
                 format!("allowed_origins: {bad:?} is not an origin like \"https://host[:port]\""),
             ));
+        }
+        if let Some(url) = &self.auth.refresh_url {
+            let ok = url.starts_with('/') || url.starts_with("https://") || url.starts_with("http://");
+            if !ok || url.chars().any(|c| c.is_whitespace() || c == '"') {
+                return Err(src.error_at_path(
+                    "auth.refresh_url",
+                    format!("refresh_url: {url:?} is not a path (/…) or an http(s) URL"),
+                ));
+            }
         }
         let url_given = !url_in_file || src.sets("redis.url");
         if let Err(e) = r.target(url_given) {

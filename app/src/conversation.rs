@@ -1,18 +1,22 @@
 //! The life of one joined socket, the same for every dialect: write what the
 //! hub queues, hand what the client sends to the dialect, and close with the
 //! right code when the hub gives up on the socket (1013), the instance drains
-//! (1012) or the client breaks a rule (1009, 1007). Only the wording differs
-//! between dialects, so that is the `Dialect` trait.
+//! (1012), the client breaks a rule (1009, 1007) or keeps earning refusals
+//! (1008), or its token expires (4001). Only the wording differs between
+//! dialects, so that is the `Dialect` trait.
 
 use std::future::Future;
 use std::pin::pin;
+use std::time::Instant;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsmesh_common::protocol::close;
 use wsmesh_common::stream_id::StreamId;
 
+use crate::auth::Grant;
 use crate::drain;
 use crate::hub::{Membership, Outbound};
+use crate::limits::Strikes;
 use crate::shared::Shared;
 use crate::socket::{self, Inbound, WriteError, Ws};
 
@@ -26,9 +30,23 @@ pub trait Dialect: Send {
     /// dialect does not show).
     fn render(&mut self, out: Outbound, frames: &mut Vec<Utf8Bytes>);
     /// Handles one text message from the client.
-    fn receive(&mut self, ws: &mut Ws, text: String) -> impl Future<Output = Result<(), WriteError>> + Send;
+    fn receive(
+        &mut self,
+        ws: &mut Ws,
+        text: String,
+    ) -> impl Future<Output = Result<Handled, WriteError>> + Send;
     /// Handles a binary message from the client.
-    fn binary(&mut self, ws: &mut Ws) -> impl Future<Output = Result<(), WriteError>> + Send;
+    fn binary(&mut self, ws: &mut Ws) -> impl Future<Output = Result<Handled, WriteError>> + Send;
+}
+
+/// What became of one client message: the refusals are what `Strikes`
+/// counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Taken (stored, acted on, or harmlessly ignored).
+    Done,
+    /// Refused: an `error` frame, or a seed-format message dropped.
+    Refused,
 }
 
 /// Live chats a socket was given (written and flushed), for the line its
@@ -59,17 +77,27 @@ impl Written {
 }
 
 /// Runs until the socket is closed, by either side; returns what it wrote.
+/// `grant`: the socket's token, which closes it when it runs out.
 pub async fn run<D: Dialect>(
     shared: &Shared,
     ws: &mut Ws,
     membership: &mut Membership,
     dialect: &mut D,
+    grant: Option<&Grant>,
 ) -> Written {
     let mut written = Written::default();
     let mut turn = pin!(drain::my_turn(
         shared.drain.subscribe(),
         shared.config.drain.window
     ));
+    let remaining = grant.map(Grant::remaining);
+    let mut expired = pin!(async move {
+        match remaining {
+            Some(left) => tokio::time::sleep(left).await,
+            None => std::future::pending().await,
+        }
+    });
+    let mut strikes = Strikes::new(&shared.config.limits);
     let mut kick_pending = true;
     let mut frames = Vec::new();
     loop {
@@ -83,15 +111,20 @@ pub async fn run<D: Dialect>(
                     close_slow(ws, &membership.room).await;
                     return written;
                 }
-                Ok(())
+                Ok(None)
             }
             () = &mut turn => {
                 socket::close(ws, close::SERVICE_RESTART, "instance restarting").await;
                 return written;
             }
+            () = &mut expired => {
+                shared.metrics.token_expiries.inc();
+                socket::close(ws, close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token").await;
+                return written;
+            }
             inbound = socket::next(ws) => match inbound {
-                Inbound::Text(text) => dialect.receive(ws, text).await,
-                Inbound::Binary => dialect.binary(ws).await,
+                Inbound::Text(text) => dialect.receive(ws, text).await.map(Some),
+                Inbound::Binary => dialect.binary(ws).await.map(Some),
                 Inbound::Violation(code, reason) => {
                     socket::close(ws, code, reason).await;
                     return written;
@@ -122,7 +155,7 @@ pub async fn run<D: Dialect>(
                             if sent.is_ok() {
                                 written.add(flushing);
                             }
-                            sent
+                            sent.map(|()| None)
                         }
                         kick = &mut membership.kicked, if kick_pending => {
                             kick_pending = false;
@@ -130,7 +163,7 @@ pub async fn run<D: Dialect>(
                                 close_slow(ws, &membership.room).await;
                                 return written;
                             }
-                            Ok(())
+                            Ok(None)
                         }
                     }
                 }
@@ -139,11 +172,33 @@ pub async fn run<D: Dialect>(
                 None => return written,
             },
         };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "socket write failed; dropping it");
-            return written;
+        match result {
+            Err(e) => {
+                tracing::debug!(error = %e, "socket write failed; dropping it");
+                return written;
+            }
+            Ok(Some(Handled::Refused)) if strikes.record(Instant::now()) => {
+                close_erring(shared, ws, &membership.room, grant).await;
+                return written;
+            }
+            Ok(_) => {}
         }
     }
+}
+
+/// Closes a client that earned more refusals than `limits.max_errors`
+/// within `limits.error_window` with 1008: counted and logged once.
+async fn close_erring(shared: &Shared, ws: &mut Ws, room: &str, grant: Option<&Grant>) {
+    shared.metrics.error_closes.inc();
+    let limits = &shared.config.limits;
+    tracing::info!(
+        room = %room,
+        sub = grant.map_or("", |g| g.sub.as_str()),
+        max_errors = limits.max_errors,
+        window = ?limits.error_window,
+        "closing a client that keeps erring (1008)"
+    );
+    socket::close(ws, close::POLICY, "too many errors").await;
 }
 
 /// Closes a socket the hub gave up on (its queue was full) with 1013.

@@ -4,7 +4,7 @@
 //! subscriber where to refill each room from, and `GET /internal/rooms`
 //! (long-polled) tells it which rooms to subscribe to and takes its
 //! confirmations. All need the shared bearer token, compared in constant
-//! time.
+//! time. `GET /metrics` (Prometheus) is served here too, without a token.
 
 use std::sync::Arc;
 
@@ -29,6 +29,10 @@ pub const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Answers one internal request.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let route = (req.method().clone(), req.uri().path());
+    if route == (Method::GET, "/metrics") {
+        // Counters only; readable by a scraper without the subscriber's token.
+        return shared.metrics.response();
+    }
     if !matches!(
         route,
         (Method::POST, EVENTS_PATH) | (Method::GET, CURSORS_PATH) | (Method::GET, ROOMS_PATH)

@@ -6,7 +6,9 @@
 //! - CloudChat (`/chatsocket`): `{"body"}` in, `{"chats":[{"body"}]}` out,
 //!   history on `{"type":"command","command":"requestFirstChat"}`.
 //!
-//! The originals had no error frames, so refused input is only logged.
+//! The originals had no error frames, so refused input is only logged (and
+//! counted towards the client's strikes). In jwt mode the token's `name` is
+//! the nick of every message, whatever simple-chat's `name` says.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use wsmesh_common::chat::{Chat, DEFAULT_ROOM};
 use wsmesh_common::protocol::close;
 
-use crate::conversation::{self, Dialect};
+use crate::auth::Grant;
+use crate::conversation::{self, Dialect, Handled};
 use crate::hub::{Outbound, Start};
 use crate::limits::{check_nick, check_send, TokenBucket};
 use crate::origin::Verdict;
@@ -87,6 +90,26 @@ struct CloudChat<'a> {
     body: &'a str,
 }
 
+/// The nick of a seed-format socket's messages.
+#[derive(Debug, Clone)]
+enum SeedNick {
+    /// No authentication: simple-chat's `name`, and this guest nick for
+    /// CloudChat, whose messages carry none.
+    Guest(String),
+    /// jwt mode: the token's `name` for every message.
+    Token(String),
+}
+
+impl SeedNick {
+    /// The nick of a message that names `name` (simple-chat) or none.
+    fn of(&self, name: Option<String>) -> String {
+        match (self, name) {
+            (SeedNick::Guest(_), Some(name)) => name,
+            (SeedNick::Guest(nick) | SeedNick::Token(nick), _) => nick.clone(),
+        }
+    }
+}
+
 /// The `Dialect` state of one seed-format socket.
 struct Legacy {
     /// The instance's shared parts: store, limits, metrics.
@@ -94,15 +117,16 @@ struct Legacy {
     /// Which seed format this socket speaks: picks the parser and the
     /// renderer.
     format: Format,
-    /// Nick for CloudChat sends, which carry none.
-    nick: String,
+    /// Which nick the messages are stored under.
+    nick: SeedNick,
     /// This socket's send rate; a message over it is dropped (logged and
     /// counted as `rate_limited`).
     bucket: TokenBucket,
 }
 
-/// Serves one upgraded seed-format socket to the end.
-pub async fn run(shared: Arc<Shared>, mut ws: Ws, format: Format, origin: Verdict) {
+/// Serves one upgraded seed-format socket to the end; `grant` is its
+/// token's, in jwt mode.
+pub async fn run(shared: Arc<Shared>, mut ws: Ws, format: Format, origin: Verdict, grant: Option<Grant>) {
     if origin == Verdict::Refused {
         socket::close(&mut ws, close::POLICY, "origin not allowed").await;
         return;
@@ -114,28 +138,31 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, format: Format, origin: Verdic
     let limits = &shared.config.limits;
     let mut legacy = Legacy {
         bucket: TokenBucket::new(limits.rate_burst, limits.rate_per_sec, Instant::now()),
-        nick: format!("guest-{:04}", rand::rng().random_range(0..10_000)),
+        nick: match &grant {
+            Some(g) => SeedNick::Token(g.nick.clone()),
+            None => SeedNick::Guest(format!("guest-{:04}", rand::rng().random_range(0..10_000))),
+        },
         format,
         shared: shared.clone(),
     };
-    let _ = conversation::run(&shared, &mut ws, &mut membership, &mut legacy).await;
+    let _ = conversation::run(&shared, &mut ws, &mut membership, &mut legacy, grant.as_ref()).await;
 }
 
 impl Legacy {
     /// Stores a message in the lobby if it passes the limits.
-    async fn store(&mut self, nick: &str, body: &str) {
+    async fn store(&mut self, nick: &str, body: &str) -> Handled {
         let limits = &self.shared.config.limits;
         if let Err(r) = check_nick(limits, nick).and_then(|()| check_send(limits, body, None)) {
             tracing::debug!(reason = %r.message, "seed client message refused");
             self.shared.metrics.error(r.code);
-            return;
+            return Handled::Refused;
         }
         if !self.bucket.try_take(Instant::now()) {
             tracing::debug!("seed client rate limited");
             self.shared
                 .metrics
                 .error(wsmesh_common::protocol::ErrorCode::RateLimited);
-            return;
+            return Handled::Refused;
         }
         match self.shared.store.append(DEFAULT_ROOM, nick, body, None).await {
             Ok(_) => {
@@ -143,6 +170,7 @@ impl Legacy {
             }
             Err(e) => tracing::warn!(error = %e, "seed client message not stored"),
         }
+        Handled::Done
     }
 
     /// Sends the lobby's recent history as one CloudChat frame.
@@ -193,34 +221,44 @@ impl Dialect for Legacy {
         }
     }
 
-    async fn receive(&mut self, ws: &mut Ws, text: String) -> Result<(), WriteError> {
-        match self.format {
+    async fn receive(&mut self, ws: &mut Ws, text: String) -> Result<Handled, WriteError> {
+        let handled = match self.format {
             Format::SimpleChat => match serde_json::from_str::<SimpleIn>(&text) {
-                Ok(m) => self.store(&m.name, &m.content).await,
-                Err(e) => tracing::debug!(error = %e, "simple-chat frame ignored"),
+                Ok(m) => {
+                    let nick = self.nick.of(Some(m.name));
+                    self.store(&nick, &m.content).await
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "simple-chat frame ignored");
+                    Handled::Refused
+                }
             },
             Format::CloudChat => match serde_json::from_str::<CloudIn>(&text) {
                 Ok(CloudIn::Command { kind, command })
                     if kind == "command" && command == "requestFirstChat" =>
                 {
-                    return self.first_chats(ws).await
+                    return self.first_chats(ws).await.map(|()| Handled::Done)
                 }
                 Ok(CloudIn::Message { body }) => {
-                    let nick = self.nick.clone();
+                    let nick = self.nick.of(None);
                     self.store(&nick, &body).await
                 }
                 Ok(CloudIn::Command { command, .. }) => {
-                    tracing::debug!(%command, "unknown CloudChat command")
+                    tracing::debug!(%command, "unknown CloudChat command");
+                    Handled::Refused
                 }
-                Err(e) => tracing::debug!(error = %e, "CloudChat frame ignored"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "CloudChat frame ignored");
+                    Handled::Refused
+                }
             },
-        }
-        Ok(())
+        };
+        Ok(handled)
     }
 
-    async fn binary(&mut self, _ws: &mut Ws) -> Result<(), WriteError> {
+    async fn binary(&mut self, _ws: &mut Ws) -> Result<Handled, WriteError> {
         tracing::debug!("seed client binary frame ignored");
-        Ok(())
+        Ok(Handled::Refused)
     }
 }
 

@@ -4,6 +4,7 @@
 //! `store` (script: append + publish) → subscriber → `internal` → `hub`
 //! (room fan-out) → `conversation` (write to each socket).
 
+pub mod auth;
 pub mod config;
 pub mod conversation;
 pub mod drain;

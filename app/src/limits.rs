@@ -3,9 +3,10 @@
 //! Each refusal is a value the socket loop turns into an `error` frame or an
 //! HTTP status, so the rules are testable without a socket.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wsmesh_common::protocol::{ErrorCode, CID_MAX_LEN};
 
@@ -47,6 +48,46 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+/// The refusals a client earned lately, so one that keeps erring (a flood
+/// of over-rate sends, garbage frames) is dropped instead of being answered
+/// forever: more than `max` within `window` and it is out.
+#[derive(Debug, Clone)]
+pub struct Strikes {
+    /// Refusals allowed within `window`.
+    max: u32,
+    /// How far back refusals count.
+    window: Duration,
+    /// When the last refusals happened, oldest first; never more than `max`.
+    recent: VecDeque<Instant>,
+}
+
+impl Strikes {
+    /// No strikes yet, under `limits.max_errors` per `limits.error_window`.
+    pub fn new(limits: &Limits) -> Strikes {
+        Strikes {
+            max: limits.max_errors,
+            window: limits.error_window,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Counts one refusal at `now`; `true` once it is one too many.
+    pub fn record(&mut self, now: Instant) -> bool {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= self.max as usize {
+            return true;
+        }
+        self.recent.push_back(now);
+        false
     }
 }
 
@@ -228,6 +269,27 @@ mod tests {
         assert!(check_nick(&l, "").is_err());
         assert!(check_nick(&l, " ").is_err());
         assert!(check_nick(&l, "a\nb").is_err());
+    }
+
+    #[test]
+    fn strikes_allow_max_per_window_then_refuse_until_it_slides() {
+        let l = Limits {
+            max_errors: 3,
+            error_window: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let t0 = Instant::now();
+        let mut s = Strikes::new(&l);
+        assert!(!s.record(t0) && !s.record(t0) && !s.record(t0 + Duration::from_secs(5)));
+        assert!(
+            s.record(t0 + Duration::from_secs(6)),
+            "the fourth within 10 s is one too many"
+        );
+        let mut s = Strikes::new(&l);
+        for i in 0..100u64 {
+            // One every 4 s: never more than three within 10 s.
+            assert!(!s.record(t0 + Duration::from_secs(4 * i)), "strike {i}");
+        }
     }
 
     #[test]

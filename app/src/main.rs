@@ -45,23 +45,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    wsmesh_common::cli::load_and_serve(&path, config::load, |(config, token)| run(config, token))
+    wsmesh_common::cli::load_and_serve(&path, config::load, run)
 }
 
-async fn run(config: config::Config, token: config::InternalToken) -> anyhow::Result<()> {
+async fn run(loaded: config::Loaded) -> anyhow::Result<()> {
+    let config = &loaded.config;
     let public = TcpListener::bind(config.listen.public)
         .await
         .with_context(|| format!("cannot listen on {} (public)", config.listen.public))?;
     let internal = TcpListener::bind(config.listen.internal)
         .await
         .with_context(|| format!("cannot listen on {} (internal)", config.listen.internal))?;
-    let shared = Shared::new(config, token).context("redis settings")?;
+    let shared = Shared::new(loaded).context("redis settings")?;
     tracing::info!(
         instance = %shared.config.instance,
         public = %public.local_addr()?,
         internal = %internal.local_addr()?,
         redis = %wsmesh_common::config::redact_url(&shared.config.redis.url),
         sentinels = ?shared.config.redis.sentinels,
+        auth = ?shared.config.auth.mode,
         "app listening: public http://{} internal http://{}",
         public.local_addr()?,
         internal.local_addr()?,

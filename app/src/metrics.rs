@@ -1,6 +1,7 @@
 //! Prometheus metrics of one app instance, served as text on `/metrics`.
 //! Every metric is created once here so the names are in one place.
 
+use http::{Response, StatusCode};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -9,8 +10,12 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use wsmesh_common::protocol::ErrorCode;
 
+use crate::page::{self, Body};
+
 /// Label set `code="bad_json"` and the like.
 type CodeLabel = [(&'static str, &'static str); 1];
+/// Label set `reason="room"` and the like.
+type ReasonLabel = [(&'static str, &'static str); 1];
 
 /// The instance's counters, gauges and histograms.
 #[derive(Debug)]
@@ -34,6 +39,13 @@ pub struct Metrics {
     pub internal_batches: Counter,
     /// Chats dropped because their id was not newer than the room's last.
     pub duplicates_dropped: Counter,
+    /// Clients closed with 1008 for earning too many refusals in a window.
+    pub error_closes: Counter,
+    /// WebSocket requests refused before the upgrade, by reason
+    /// (`unauthenticated` 401, `room` 403).
+    pub auth_refusals: Family<ReasonLabel, Counter>,
+    /// Sockets closed with 4001 because their token expired.
+    pub token_expiries: Counter,
 }
 
 impl Default for Metrics {
@@ -53,6 +65,9 @@ impl Metrics {
         let errors = Family::<CodeLabel, Counter>::default();
         let internal_batches = Counter::default();
         let duplicates_dropped = Counter::default();
+        let error_closes = Counter::default();
+        let auth_refusals = Family::<ReasonLabel, Counter>::default();
+        let token_expiries = Counter::default();
         registry.register("connections", "Open WebSocket connections", connections.clone());
         registry.register(
             "messages_in",
@@ -85,6 +100,24 @@ impl Metrics {
             "Chats dropped as not newer than the room's last delivered id",
             duplicates_dropped.clone(),
         );
+        registry.register(
+            "error_closes",
+            "Clients closed with 1008 after too many refusals in a window",
+            error_closes.clone(),
+        );
+        registry.register(
+            "auth_refusals",
+            "WebSocket requests refused before the upgrade (unauthenticated: 401, room: 403)",
+            auth_refusals.clone(),
+        );
+        registry.register(
+            "token_expiries",
+            "Sockets closed with 4001 because their token expired",
+            token_expiries.clone(),
+        );
+        for reason in ["unauthenticated", "room"] {
+            drop(auth_refusals.get_or_create(&[("reason", reason)]));
+        }
         for code in ErrorCode::ALL {
             // Report zero counts too, so dashboards see every code.
             drop(errors.get_or_create(&[("code", code.as_str())]));
@@ -99,6 +132,9 @@ impl Metrics {
             errors,
             internal_batches,
             duplicates_dropped,
+            error_closes,
+            auth_refusals,
+            token_expiries,
         }
     }
 
@@ -106,6 +142,18 @@ impl Metrics {
     /// message that was dropped (those formats have no error frame).
     pub fn error(&self, code: ErrorCode) {
         self.errors.get_or_create(&[("code", code.as_str())]).inc();
+    }
+
+    /// The `/metrics` response: every metric in the OpenMetrics text format.
+    pub fn response(&self) -> Response<Body> {
+        match self.encode() {
+            Ok(text) => page::with_type(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            ),
+            Err(_) => page::text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n"),
+        }
     }
 
     /// Every metric in the OpenMetrics text format, the body of `/metrics`.
@@ -134,6 +182,9 @@ mod tests {
             "wsmesh_app_redis_latency_seconds_bucket",
             "wsmesh_app_internal_batches_total",
             "wsmesh_app_duplicates_dropped_total",
+            "wsmesh_app_error_closes_total",
+            "wsmesh_app_auth_refusals_total{reason=\"room\"} 0",
+            "wsmesh_app_token_expiries_total",
             "wsmesh_app_errors_total{code=\"bad_json\"} 0",
             "wsmesh_app_errors_total{code=\"rate_limited\"} 1",
         ] {

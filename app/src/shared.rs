@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, InternalToken};
+use crate::auth::Auth;
+use crate::config::{Config, InternalToken, Loaded};
 use crate::drain::Drain;
 use crate::health::{Health, SubscriberClock};
 use crate::hub::Hub;
@@ -20,6 +21,9 @@ pub struct Shared {
     pub config: Config,
     /// The internal listener's bearer token.
     pub token: InternalToken,
+    /// How WebSocket requests are authenticated: `routes` asks it before
+    /// every upgrade.
+    pub auth: Auth,
     /// Redis access: sessions, history, appends and presence counts.
     pub store: Store,
     /// Local room fan-out: hands the subscriber's batches to this instance's
@@ -46,7 +50,8 @@ pub struct Shared {
 
 impl Shared {
     /// Wires the parts; does not touch the network yet.
-    pub fn new(config: Config, token: InternalToken) -> Result<Arc<Shared>, StoreError> {
+    pub fn new(loaded: Loaded) -> Result<Arc<Shared>, StoreError> {
+        let Loaded { config, token, auth } = loaded;
         let metrics = Arc::new(Metrics::new());
         let store = Store::new(&config.redis, metrics.clone())?;
         let hub = Hub::new(config.limits.send_queue, metrics.clone());
@@ -67,6 +72,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             config,
             token,
+            auth,
             store,
             hub,
             presence,

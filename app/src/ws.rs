@@ -16,7 +16,8 @@ use wsmesh_common::chat::Chat;
 use wsmesh_common::protocol::{close, ClientFrame, ErrorCode, ServerFrame};
 use wsmesh_common::stream_id::StreamId;
 
-use crate::conversation::{self, Dialect};
+use crate::auth::Grant;
+use crate::conversation::{self, Dialect, Handled};
 use crate::hub::{Outbound, Start, Subscription};
 use crate::limits::{check_nick, check_send, Refusal, TokenBucket};
 use crate::origin::Verdict;
@@ -37,10 +38,28 @@ struct V1 {
     session: Session,
     /// This socket's send rate; a send without a token gets `rate_limited`.
     bucket: TokenBucket,
+    /// Whether a `nick` frame may change the nick.
+    nick: NickSource,
 }
 
-/// Serves one upgraded v1 socket to the end.
-pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuery>, origin: Verdict) {
+/// Where a v1 socket's nick comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NickSource {
+    /// The session's, changed by `nick` frames (no authentication).
+    Session,
+    /// The token's `name`, fixed: a `nick` frame gets `forbidden`.
+    Token,
+}
+
+/// Serves one upgraded v1 socket to the end; `grant` is its token's, in
+/// jwt mode.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut ws: Ws,
+    query: Result<Connect, BadQuery>,
+    origin: Verdict,
+    grant: Option<Grant>,
+) {
     if origin == Verdict::Refused {
         socket::close(&mut ws, close::POLICY, "origin not allowed").await;
         return;
@@ -59,10 +78,13 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
             return;
         }
     };
-    let session = match shared.store.session(connect.session.as_deref()).await {
+    let mut session = match shared.store.session(connect.session.as_deref()).await {
         Ok(s) => s,
         Err(e) => return unavailable(&shared, &mut ws, &e.to_string()).await,
     };
+    if let Some(grant) = &grant {
+        session.nick = grant.nick.clone();
+    }
     let mut membership = shared.hub.join(&connect.room, Start::Replaying);
     let welcome = ServerFrame::Welcome {
         session: session.token.clone(),
@@ -158,8 +180,12 @@ pub async fn run(shared: Arc<Shared>, mut ws: Ws, query: Result<Connect, BadQuer
         shared: shared.clone(),
         room: connect.room,
         session,
+        nick: match grant {
+            Some(_) => NickSource::Token,
+            None => NickSource::Session,
+        },
     };
-    let written = conversation::run(&shared, &mut ws, &mut membership, &mut v1).await;
+    let written = conversation::run(&shared, &mut ws, &mut membership, &mut v1, grant.as_ref()).await;
     tracing::debug!(
         target: "wsmesh_app::socket_end",
         room = %v1.room,
@@ -225,7 +251,7 @@ pub fn parse_frame(text: &str) -> Result<ClientFrame, Refusal> {
 }
 
 impl V1 {
-    async fn refuse(&self, ws: &mut Ws, r: Refusal) -> Result<(), WriteError> {
+    async fn refuse(&self, ws: &mut Ws, r: Refusal) -> Result<Handled, WriteError> {
         self.shared.metrics.error(r.code);
         socket::send_json(
             ws,
@@ -234,10 +260,11 @@ impl V1 {
                 message: r.message,
             },
         )
-        .await
+        .await?;
+        Ok(Handled::Refused)
     }
 
-    async fn send(&mut self, ws: &mut Ws, body: String, cid: Option<String>) -> Result<(), WriteError> {
+    async fn send(&mut self, ws: &mut Ws, body: String, cid: Option<String>) -> Result<Handled, WriteError> {
         let limits = &self.shared.config.limits;
         if let Err(r) = check_send(limits, &body, cid.as_deref()) {
             return self.refuse(ws, r).await;
@@ -260,10 +287,10 @@ impl V1 {
                 if appended.outcome == Outcome::Stored {
                     self.shared.metrics.messages_in.inc();
                 }
-                match cid {
-                    Some(cid) => socket::send_json(ws, &ServerFrame::Ack { cid, id: appended.id }).await,
-                    None => Ok(()),
+                if let Some(cid) = cid {
+                    socket::send_json(ws, &ServerFrame::Ack { cid, id: appended.id }).await?;
                 }
+                Ok(Handled::Done)
             }
             Err(e) => {
                 tracing::warn!(error = %e, room = %self.room, "send not stored");
@@ -273,14 +300,21 @@ impl V1 {
         }
     }
 
-    async fn nick(&mut self, ws: &mut Ws, nick: String) -> Result<(), WriteError> {
+    async fn nick(&mut self, ws: &mut Ws, nick: String) -> Result<Handled, WriteError> {
+        if self.nick == NickSource::Token {
+            let r = Refusal::new(
+                ErrorCode::Forbidden,
+                "the nick is the token's name and cannot change",
+            );
+            return self.refuse(ws, r).await;
+        }
         if let Err(r) = check_nick(&self.shared.config.limits, &nick) {
             return self.refuse(ws, r).await;
         }
         match self.shared.store.set_nick(&self.session.token, &nick).await {
             Ok(()) => {
                 self.session.nick = nick;
-                Ok(())
+                Ok(Handled::Done)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "nick not stored");
@@ -317,7 +351,7 @@ impl Dialect for V1 {
         }
     }
 
-    async fn receive(&mut self, ws: &mut Ws, text: String) -> Result<(), WriteError> {
+    async fn receive(&mut self, ws: &mut Ws, text: String) -> Result<Handled, WriteError> {
         match parse_frame(&text) {
             Ok(ClientFrame::Send { body, cid }) => self.send(ws, body, cid).await,
             Ok(ClientFrame::Nick { nick }) => self.nick(ws, nick).await,
@@ -325,7 +359,7 @@ impl Dialect for V1 {
         }
     }
 
-    async fn binary(&mut self, ws: &mut Ws) -> Result<(), WriteError> {
+    async fn binary(&mut self, ws: &mut Ws) -> Result<Handled, WriteError> {
         self.refuse(
             ws,
             Refusal::new(ErrorCode::BadJson, "binary frames are not supported"),

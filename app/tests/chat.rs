@@ -9,33 +9,14 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use app::store::PAGE;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::json;
 use support::{
-    close_code, connect_v1, http, next_frame, next_msg, redis, redis_on, send_json, App, RedisExt, TOKEN,
+    close_code, connect_v1, expect_error, forward_next, http, next_frame, next_msg, redis, redis_on,
+    send_json, App, RedisExt, TOKEN,
 };
 use tokio_tungstenite::tungstenite::Message;
 use wsmesh_common::protocol::{ErrorCode, ServerFrame};
-
-/// Forwards the next published chat to the app, like the subscriber.
-async fn forward_next(ps: &mut redis::aio::PubSub, apps: &[&App]) -> String {
-    let msg = tokio::time::timeout(Duration::from_secs(5), ps.on_message().next())
-        .await
-        .expect("a publish within 5 s")
-        .expect("pubsub open");
-    let payload: String = msg.get_payload().expect("payload");
-    for app in apps {
-        assert_eq!(app.post_events(&format!("[{payload}]")), 204);
-    }
-    payload
-}
-
-fn expect_error(frame: ServerFrame, code: ErrorCode) {
-    match frame {
-        ServerFrame::Error { code: got, .. } => assert_eq!(got, code),
-        other => panic!("expected error {code:?}, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn v1_client_gets_welcome_history_ack_and_live_chat_then_resumes() {
@@ -392,9 +373,11 @@ async fn http_routes_page_health_and_internal_auth() {
     );
     assert_eq!(status, 400);
 
-    let (status, text) = http(app.public, "GET", "/metrics", &[], "");
+    // Counters are served on the internal listener, not on the public one.
+    let (status, text) = http(app.internal, "GET", "/metrics", &[], "");
     assert_eq!(status, 200);
     assert!(text.contains("wsmesh_app_internal_batches_total 2"), "{text}");
+    assert_eq!(http(app.public, "GET", "/metrics", &[], "").0, 404);
 }
 
 #[tokio::test]
@@ -564,7 +547,7 @@ async fn a_client_that_stops_reading_is_closed_with_1013_and_others_are_not() {
     // Post ~1 MiB batches until the hub gives up on the socket: its kernel
     // buffers fill, its writer blocks, its queue of 2 overflows. Bounded: at
     // most 80 posts. The test reads nothing from the slow socket meanwhile.
-    let (internal, public) = (app.internal, app.public);
+    let internal = app.internal;
     let kicked = tokio::task::spawn_blocking(move || {
         let body = "x".repeat(64 * 1024);
         let auth = format!("Bearer {TOKEN}");
@@ -575,7 +558,7 @@ async fn a_client_that_stops_reading_is_closed_with_1013_and_others_are_not() {
             let text = serde_json::to_string(&batch).expect("json");
             let (status, _) = http(internal, "POST", "/internal/events", &[("Authorization", &auth)], &text);
             assert_eq!(status, 204);
-            let (_, metrics) = http(public, "GET", "/metrics", &[], "");
+            let (_, metrics) = http(internal, "GET", "/metrics", &[], "");
             if metrics.contains("wsmesh_app_queue_drops_total 1") {
                 return true;
             }

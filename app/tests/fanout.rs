@@ -73,7 +73,7 @@ async fn every_socket_gets_every_later_chat_once_in_order() {
     for r in readers {
         assert_eq!(r.await.expect("reader"), want);
     }
-    let (_, metrics) = support::http(app.public, "GET", "/metrics", &[], "");
+    let (_, metrics) = support::http(app.internal, "GET", "/metrics", &[], "");
     assert!(
         metrics.contains(&format!("wsmesh_app_duplicates_dropped_total {CHATS}")),
         "{metrics}"

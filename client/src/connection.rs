@@ -128,6 +128,11 @@ impl Connection {
         if opts.protocol == Protocol::V1 {
             headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
         }
+        if let Some(token) = &opts.token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ClientError::BadHeader("Authorization".into()))?;
+            headers.insert("Authorization", value);
+        }
         for (name, value) in &opts.headers {
             let bad = || ClientError::BadHeader(name.clone());
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;

@@ -33,6 +33,9 @@ pub struct ConnectOptions {
     pub protocol: Protocol,
     /// Extra request headers, e.g. `Origin`.
     pub headers: Vec<(String, String)>,
+    /// Token for a server in jwt mode, sent as `Authorization: Bearer` (not
+    /// in the URL, which proxies may log).
+    pub token: Option<String>,
     /// Trust for `wss://`; required there, ignored for `ws://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Limit for TCP connect plus TLS plus upgrade.
@@ -54,6 +57,7 @@ impl ConnectOptions {
             session: None,
             protocol: Protocol::V1,
             headers: Vec::new(),
+            token: None,
             tls: None,
             connect_timeout: Duration::from_secs(5),
         }
@@ -86,6 +90,12 @@ impl ConnectOptions {
     /// Adds a request header.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the token sent as `Authorization: Bearer`.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
         self
     }
 

@@ -1,6 +1,6 @@
 //! `ResilientClient` against a scripted in-process server: reconnect after
 //! 1013, resume with `since` and `session`, re-send under the same cid, and
-//! no chat yielded twice.
+//! no chat yielded twice; after 4001 a fresh token from its source.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use wsmesh_client::resilient::{ResilientClient, ResilientConfig};
+use wsmesh_client::resilient::{ResilientClient, ResilientConfig, TokenSource};
 use wsmesh_client::ConnectOptions;
 
 fn chat(id: &str, body: &str) -> serde_json::Value {
@@ -114,4 +114,78 @@ async fn reconnects_after_1013_resuming_with_since_and_session_and_resends_the_o
     let instances: Vec<&str> = stats.connections.iter().map(|c| c.instance.as_str()).collect();
     assert_eq!(instances, ["i0", "i1"]);
     assert!(stats.connections[1].reconnect_took.is_some());
+}
+
+/// Serves two connections and returns each one's `Authorization` header and
+/// URI: the first replays `1-0` and closes with 4001 (token expired), the
+/// second replays `2-0` and stays until the client goes.
+async fn expiring_server(listener: TcpListener) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut heard = (String::new(), String::new());
+        #[allow(clippy::result_large_err)] // tungstenite's callback signature
+        let callback = |req: &Request, mut resp: Response| {
+            let auth = req.headers().get("Authorization").and_then(|v| v.to_str().ok());
+            heard = (auth.unwrap_or_default().to_string(), req.uri().to_string());
+            resp.headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("wsmesh.v1"));
+            Ok(resp)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback).await.unwrap();
+        seen.push(heard);
+        let welcome = serde_json::json!({"type": "welcome", "session": "s1", "nick": "ana",
+            "room": "r", "instance": "i0", "connected_since": 7});
+        ws.send(Message::text(welcome.to_string())).await.unwrap();
+        let chats = [chat(if round == 0 { "1-0" } else { "2-0" }, "x")];
+        let history = serde_json::json!({"type": "history", "room": "r", "chats": chats});
+        ws.send(Message::text(history.to_string())).await.unwrap();
+        if round == 0 {
+            let close = CloseFrame {
+                code: 4001.into(),
+                reason: "token expired".into(),
+            };
+            ws.send(Message::Close(Some(close))).await.unwrap();
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_token_expiry_4001_reconnects_at_once_with_a_fresh_token_and_since() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(expiring_server(listener));
+    let connect = ConnectOptions::new(&format!("ws://127.0.0.1:{port}/ws"))
+        .unwrap()
+        .room("r");
+    let mut config = ResilientConfig::new(connect);
+    // After 4001 the client reconnects within the restart jitter; a backoff of
+    // up to 30 s would usually miss the 10 s this test waits.
+    config.backoff_base = Duration::from_secs(30);
+    config.restart_jitter = Duration::from_millis(20);
+    let minted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = minted.clone();
+    config.tokens = Some(TokenSource::new(move || {
+        format!("t{}", counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+    }));
+    let mut client = ResilientClient::spawn(config);
+    let ids: Vec<String> = client
+        .chats(2, Duration::from_secs(10))
+        .await
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, ["1-0", "2-0"]);
+    drop(client);
+    let rounds = server.await.unwrap();
+    assert_eq!(rounds[0], ("Bearer t0".to_string(), "/ws?room=r".to_string()));
+    assert_eq!(
+        rounds[1],
+        (
+            "Bearer t1".to_string(),
+            "/ws?room=r&since=1-0&session=s1".to_string()
+        )
+    );
 }

@@ -78,11 +78,14 @@ pub enum ErrorCode {
     /// Redis failed: on connect the socket is closed with 1011; on `send` or
     /// `nick` it stays and the client should try again.
     Unavailable,
+    /// The client's token does not allow it (a `nick` frame when the nick
+    /// comes from the token); the socket stays.
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every code, for metrics that report zero counts too.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::TooLarge,
@@ -90,6 +93,7 @@ impl ErrorCode {
         ErrorCode::BadRoom,
         ErrorCode::BadSince,
         ErrorCode::Unavailable,
+        ErrorCode::Forbidden,
     ];
 
     /// The wire name, e.g. `bad_json`.
@@ -102,6 +106,7 @@ impl ErrorCode {
             ErrorCode::BadRoom => "bad_room",
             ErrorCode::BadSince => "bad_since",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -110,13 +115,16 @@ impl ErrorCode {
 pub mod close {
     /// A frame or message over `limits.max_frame_bytes`.
     pub const TOO_BIG: u16 = 1009;
-    /// Policy violation: a refused origin, or a bad `room` or `since` after
-    /// its `error` frame.
+    /// Policy violation: a refused origin, a bad `room` or `since` after
+    /// its `error` frame, or a client that kept earning `error` frames.
     pub const POLICY: u16 = 1008;
     /// Instance draining: reconnect at once (jittered).
     pub const SERVICE_RESTART: u16 = 1012;
     /// Client too slow for the fan-out: reconnect and resume with `since`.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The socket's token expired: get a fresh token and reconnect with
+    /// `since` (a private-use code, RFC 6455 7.4.2).
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 #[cfg(test)]

@@ -11,8 +11,10 @@
 #                                  the apps directly, h2_socket.mjs and two_pages.mjs
 #                                  through the TLS lb, then
 #                                  failover.mjs through the lb (kill -9 of page A's
-#                                  instance, pid from `lab up --pid-dir`); SIGTERMs
-#                                  `lab up` on every exit path, which stops the rest
+#                                  instance, pid from `lab up --pid-dir`); then the same
+#                                  ports again as `lab up --auth` (jwt mode) for
+#                                  auth_page.mjs through the lb; SIGTERMs `lab up` on
+#                                  every exit path, which stops the rest
 #   lab/browser/run.sh two_pages   against WSMESH_URL_A / WSMESH_URL_B (a running cluster)
 #   lab/browser/run.sh failover    same, plus WSMESH_KILL_CMD_<INSTANCE> (see failover.mjs)
 #   lab/browser/run.sh h2_socket   against the lb at WSMESH_URL_A, its admin at WSMESH_LB_ADMIN
@@ -100,7 +102,7 @@ case "${1:-mock}" in
     up=""
     # SIGTERM to `lab up` stops its processes in order (up to 8 s each for apps, then
     # Redis) and removes its temporary configs; SIGKILL after 30 s as a last resort.
-    stop_up() {
+    halt_up() {
       if [ -n "$up" ]; then
         kill -TERM "$up" 2>/dev/null || true
         i=0
@@ -112,22 +114,30 @@ case "${1:-mock}" in
         wait "$up" 2>/dev/null || true
         up=""
       fi
+    }
+    stop_up() {
+      halt_up
       [ $rc -eq 0 ] || { echo "# lab up log (last 40 lines):" >&2; tail -n 40 "$work/up.log" >&2; }
       rm -rf "$work"
     }
+    # Starts `lab up` with the given extra flags (log in $work/up.log) and waits for its
+    # ready line, kept in $ready.
+    start_up() {
+      WSMESH_BIN_DIR=$bin "$bin/lab" up --configs "$root/configs/local" \
+        --port-offset "${WSMESH_PORT_OFFSET:-10000}" --pid-dir "$work/pids" "$@" >"$work/up.log" 2>&1 &
+      up=$!
+      i=0
+      until ready=$(grep -s -m 1 '^ready: ' "$work/up.log"); do
+        kill -0 "$up" 2>/dev/null || { echo "lab up exited before it was ready" >&2; rc=1; exit 1; }
+        i=$((i + 1))
+        [ $i -le 600 ] || { echo "lab up not ready within 60 s" >&2; rc=1; exit 1; }
+        sleep 0.1
+      done
+      echo "# lab up $* $ready"
+    }
     trap 'stop_up' EXIT
     trap 'rc=1; exit 130' INT TERM
-    WSMESH_BIN_DIR=$bin "$bin/lab" up --configs "$root/configs/local" \
-      --port-offset "${WSMESH_PORT_OFFSET:-10000}" --pid-dir "$work/pids" >"$work/up.log" 2>&1 &
-    up=$!
-    i=0
-    until ready=$(grep -s -m 1 '^ready: ' "$work/up.log"); do
-      kill -0 "$up" 2>/dev/null || { echo "lab up exited before it was ready" >&2; rc=1; exit 1; }
-      i=$((i + 1))
-      [ $i -le 600 ] || { echo "lab up not ready within 60 s" >&2; rc=1; exit 1; }
-      sleep 0.1
-    done
-    echo "# lab up $ready"
+    start_up
     # "ready: lb https://127.0.0.1:18443  app1 http://… app2 http://…" → the word after NAME.
     url_of() { printf '%s\n' "$ready" | tr -s ' ' '\n' | awk -v n="$1" 'prev == n { print; exit } { prev = $0 }'; }
     lb=$(url_of lb)/ app1=$(url_of app1)/ app2=$(url_of app2)/
@@ -148,11 +158,20 @@ case "${1:-mock}" in
       node failover.mjs
     # What `lab up` saw of the fault (it never restarts a process: "app1 exited (signal: 9 …)").
     grep ' exited (' "$work/up.log" | sed 's/^/# lab up: /' || true
+    # The same cluster in jwt mode: the ready line's chat URL carries a token, the line
+    # before it names the config `lab token` mints more from.
+    halt_up
+    start_up --auth
+    chat=$(url_of chat)
+    auth_config=$(tr -s ' ' '\n' <"$work/up.log" | awk 'prev == "--config" { print; exit } { prev = $0 }')
+    one WSMESH_SCREENSHOT_DIR="$shots/auth" WSMESH_URL_A="$lb" WSMESH_URL_B="$lb" WSMESH_CA_FILE="$root/certs/dev-ca.pem" \
+      WSMESH_CHAT_URL="$chat" WSMESH_LAB="$bin/lab" WSMESH_AUTH_CONFIG="$auth_config" node auth_page.mjs
     total
     exit $rc
     ;;
   two_pages) exec node two_pages.mjs ;;
   failover) exec node failover.mjs ;;
   h2_socket) exec node h2_socket.mjs ;;
-  *) echo "usage: $0 [mock|cluster|two_pages|failover|h2_socket]" >&2; exit 2 ;;
+  auth_page) exec node auth_page.mjs ;;
+  *) echo "usage: $0 [mock|cluster|two_pages|failover|h2_socket|auth_page]" >&2; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 //! The wsmesh lab: `up` is the `lab up` launcher, `drill`, `bench` and
-//! `netns` run the cluster under faults and load. The processes are started
+//! `netns` run the cluster under faults and load, `token` mints development
+//! tokens for a cluster in jwt mode. The processes are started
 //! by the `wsmesh-testkit` crate, the client it drives them with is the
 //! `wsmesh-client` crate.
 
@@ -7,4 +8,5 @@ pub mod bench;
 pub mod drill;
 pub mod netns;
 pub mod ports;
+pub mod token;
 pub mod up;

@@ -1,10 +1,12 @@
-//! `lab`: start the local cluster (`lab up`) or chat from a terminal (`lab chat`).
+//! `lab`: start the local cluster (`lab up`), chat from a terminal (`lab chat`),
+//! mint a development token (`lab token`), run drills and benchmarks.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lab::token::{self, Minter, TokenSpec};
 use lab::up::{self, Layout, UpOptions};
 use wsmesh_client::line_chat::{self, ChatOptions};
 
@@ -16,9 +18,21 @@ struct Cli {
     command: Command,
 }
 
+/// `lab up --redis`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RedisArg {
+    /// One redis-server.
+    Single,
+    /// A master, two replicas and three Sentinels.
+    Ha,
+    /// A Redis Cluster of three masters and three replicas.
+    Cluster,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Start redis-server, app1/app2, subscriber1/subscriber2 and the lb on the fixed local ports.
+    /// Start redis-server, app1/app2, subscriber1/subscriber2 and the lb on the fixed local ports
+    /// (or N apps, a Sentinel-watched Redis or a Redis Cluster).
     Up {
         /// Directory with the committed configs [default: configs/local; configs/ha with --ha].
         #[arg(long)]
@@ -28,8 +42,20 @@ enum Command {
         /// apps and subscribers finding the master through them. Sends are acked once a replica
         /// holds them, so two replicas: a promoted master keeps one to ack. Redis data is fresh
         /// each run unless --redis-dir is given.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "redis")]
         ha: bool,
+        /// Which Redis: single, ha (the same as --ha) or cluster: six redis-servers on 7001-7006
+        /// (cluster bus 17001-17006, moved by --port-offset) made a 3-master, 3-replica Redis
+        /// Cluster with redis-cli --cluster create (fresh each run); the apps and subscribers use
+        /// it through sharded pub/sub, and the ready line ends with `cluster ip:port,…`.
+        #[arg(long, value_enum)]
+        redis: Option<RedisArg>,
+        /// Run N apps and N subscribers (1-9): app i on 127.0.0.1:900i (internal 910i),
+        /// subscriber i on 920i, the lb balancing over all N. Other than 2 (or with
+        /// --redis cluster) the configs are written into the run directory from the committed
+        /// app1.toml, subscriber1.toml and lb.toml.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=9))]
+        apps: u8,
         /// Redis data directory (AOF persistence) [default: target/lab/redis; with
         /// --port-offset, the temporary directory].
         #[arg(long)]
@@ -44,6 +70,28 @@ enum Command {
         /// Write DIR/<name>.pid for every process (each removed when its process exits).
         #[arg(long, value_name = "DIR")]
         pid_dir: Option<PathBuf>,
+        /// Run the apps in jwt mode with a secret generated into the run directory; the ready
+        /// line then carries a chat URL with a token (mint more with the `lab token` line it prints).
+        #[arg(long)]
+        auth: bool,
+    },
+    /// Mint a development token (HS256) from an app config's secret.
+    Token {
+        /// `sub` claim: who the token is for.
+        #[arg(long)]
+        sub: String,
+        /// `name` claim: the nick [default: the sub].
+        #[arg(long)]
+        name: Option<String>,
+        /// Allowed rooms, comma-separated names or `*` patterns [default: every room].
+        #[arg(long, default_value = "")]
+        rooms: String,
+        /// Validity from now, e.g. 90s, 30m, 1h.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// App config in jwt mode whose first HS256 secret signs the token.
+        #[arg(long, default_value = "configs/local/app1.toml")]
+        config: PathBuf,
     },
     /// Interactive chat: stdin lines are sent, chats printed.
     Chat {
@@ -72,7 +120,7 @@ enum Command {
         /// Directory for report.md, report.json and the charts.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
-        /// Run only these scenarios (1-7), e.g. --only 1 --only 7.
+        /// Run only these scenarios (1-8), e.g. --only 1 --only 8.
         #[arg(long)]
         only: Vec<u8>,
     },
@@ -111,22 +159,46 @@ async fn main() -> anyhow::Result<()> {
         Command::Up {
             configs,
             ha,
+            redis,
+            apps,
             redis_dir,
             start_timeout,
             port_offset,
             pid_dir,
+            auth,
         } => {
-            let layout = if ha { Layout::Ha } else { Layout::Single };
+            let layout = match (ha, redis) {
+                (true, _) | (_, Some(RedisArg::Ha)) => Layout::Ha,
+                (_, Some(RedisArg::Cluster)) => Layout::Cluster,
+                (_, Some(RedisArg::Single) | None) => Layout::Single,
+            };
             up::run(UpOptions {
                 layout,
+                apps: usize::from(apps),
                 configs: configs.unwrap_or_else(|| layout.default_configs()),
                 redis_dir,
                 start_timeout: Duration::from_secs(start_timeout),
                 port_offset,
                 pid_dir,
+                auth,
             })
             .await
             .context("lab up")?
+        }
+        Command::Token {
+            sub,
+            name,
+            rooms,
+            ttl,
+            config,
+        } => {
+            let spec = TokenSpec {
+                sub,
+                name,
+                rooms: token::parse_rooms(&rooms),
+                ttl: lab::drill::parse_duration(&ttl).map_err(anyhow::Error::msg)?,
+            };
+            println!("{}", Minter::from_config(&config)?.mint(&spec)?);
         }
         Command::Chat { url, room, nick, ca } => line_chat::run(ChatOptions { url, room, nick, ca })
             .await

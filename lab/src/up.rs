@@ -11,8 +11,22 @@
 //! With `--ha` (configs in `configs/ha/`) Redis is a master, two replicas
 //! and three Sentinels (see `ha`), the apps and subscribers find the master
 //! through the Sentinels, and the ready line also names the Sentinels.
+//!
+//! With `--auth` the apps run in jwt mode (see `auth`) and the ready line
+//! ends with a chat URL that carries a token.
+//!
+//! With `--apps N` (other than 2) or `--redis cluster` the configs are
+//! written into the run directory from the committed ones (see `fleet`);
+//! on a cluster, six Redis nodes are made a 3-master, 3-replica Redis
+//! Cluster before anything else starts (see `redis_cluster`), and the ready
+//! line also names the nodes.
+//!
+//! (Over 600 lines: the unit tests of the port layouts are a third of it.)
 
+pub(crate) mod auth;
+pub mod fleet;
 pub(crate) mod ha;
+pub mod redis_cluster;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,13 +54,16 @@ pub enum Layout {
     /// A Redis master, two replicas and three Sentinels; the configs name
     /// the Sentinels.
     Ha,
+    /// A Redis Cluster of three masters and three replicas on the fixed
+    /// node ports of `redis_cluster`; the configs are written for it.
+    Cluster,
 }
 
 impl Layout {
     /// The committed configs of this layout.
     pub fn default_configs(self) -> PathBuf {
         match self {
-            Layout::Single => "configs/local".into(),
+            Layout::Single | Layout::Cluster => "configs/local".into(),
             Layout::Ha => "configs/ha".into(),
         }
     }
@@ -75,14 +92,25 @@ pub enum UpError {
     /// `redis-sentinel` is not installed (`--ha`).
     #[error("redis-sentinel not found on PATH: install it with `apt-get install redis-sentinel`")]
     NoSentinel,
-    /// A Redis node's port moved past 65535 (`--ha`).
-    #[error("Redis node port {port} moved by {offset} is past 65535; use a smaller --port-offset")]
-    NodePort {
+    /// `redis-cli` is not installed (`--redis cluster`).
+    #[error("redis-cli not found on PATH: install it with `apt-get install redis-tools`")]
+    NoRedisCli,
+    /// A port that no config file holds moved past 65535.
+    #[error("{what} port {port} moved by {offset} is past 65535; use a smaller --port-offset")]
+    PortPast {
+        /// Whose port.
+        what: String,
         /// The port before the offset.
         port: u16,
         /// The requested offset.
         offset: u16,
     },
+    /// `--apps` out of range.
+    #[error("--apps {0}: from 1 to {max} apps (the port scheme 900i)", max = fleet::MAX_APPS)]
+    Apps(usize),
+    /// `redis-cli --cluster create` failed or the cluster did not settle.
+    #[error("making the Redis Cluster: {0}")]
+    ClusterCreate(String),
     /// The replicas or Sentinels did not settle in time (`--ha`).
     #[error("the Redis replicas and Sentinels were not ready for a failover within {0:?}")]
     NotFailoverReady(Duration),
@@ -123,6 +151,9 @@ pub struct UpOptions {
     pub layout: Layout,
     /// Directory with app1.toml, app2.toml, subscriber1.toml, subscriber2.toml.
     pub configs: PathBuf,
+    /// Apps (each with its subscriber); other than 2, their configs are
+    /// written from the committed first ones (see `fleet`).
+    pub apps: usize,
     /// Redis data directory (AOF lives here between runs); by default
     /// `target/lab/redis`, or the temporary directory with `port_offset` or
     /// the HA layout.
@@ -133,6 +164,8 @@ pub struct UpOptions {
     pub port_offset: Option<u16>,
     /// Write `<dir>/<name>.pid` for every process (removed when it exits).
     pub pid_dir: Option<PathBuf>,
+    /// Run the apps in jwt mode with a generated secret.
+    pub auth: bool,
 }
 
 /// The pid files of `--pid-dir`. A file is removed as soon as its process is
@@ -231,6 +264,8 @@ struct RedisPlan {
     layout: Layout,
     /// `--port-offset`, or 0.
     offset: u16,
+    /// Apps and subscribers in the configs.
+    apps: usize,
 }
 
 /// The process specs of the cluster, from the configs in `configs`: Redis
@@ -255,8 +290,10 @@ fn specs(
             plan.offset,
             redis_dir,
         )?,
+        Layout::Cluster => redis_cluster::specs(&redis_cluster::nodes(plan.offset)?, redis_dir)
+            .map_err(ClusterError::from)?,
     };
-    for i in 1..=2 {
+    for i in 1..=plan.apps {
         let app = configs.join(format!("app{i}.toml"));
         let config: AppConfig = load(&app)?;
         specs.push(cluster::app_spec(
@@ -272,7 +309,7 @@ fn specs(
         let (listens, admin) = lb_listens(&lb, &load(&lb)?)?;
         specs.push(cluster::lb_spec("lb", bins.lb.clone(), &lb, listens, admin));
     }
-    for i in 1..=2 {
+    for i in 1..=plan.apps {
         let sub = configs.join(format!("subscriber{i}.toml"));
         let health = load::<SubscriberConfig>(&sub)?.listen.health;
         specs.push(cluster::subscriber_spec(
@@ -344,7 +381,8 @@ fn on_path(program: &str) -> bool {
 }
 
 /// The `ready` line: the lb's URL first once it exists, then each app's,
-/// then the Sentinels (`sentinels ip:port,ip:port,ip:port`) when there are.
+/// then the Sentinels (`sentinels ip:port,ip:port,ip:port`) or the Redis
+/// Cluster's nodes (`cluster ip:port,…`) when there are.
 fn ready_line(specs: &[ProcessSpec]) -> String {
     let mut parts = Vec::new();
     for kind in [Kind::Lb, Kind::App] {
@@ -355,14 +393,16 @@ fn ready_line(specs: &[ProcessSpec]) -> String {
             }
         }
     }
-    let sentinels: Vec<String> = specs
-        .iter()
-        .flat_map(|s| &s.listens)
-        .filter(|(_, what)| what == "sentinel")
-        .map(|(addr, _)| addr.to_string())
-        .collect();
-    if !sentinels.is_empty() {
-        parts.push(format!("sentinels {}", sentinels.join(",")));
+    for (listen, label) in [("sentinel", "sentinels"), ("redis cluster node", "cluster")] {
+        let addrs: Vec<String> = specs
+            .iter()
+            .flat_map(|s| &s.listens)
+            .filter(|(_, what)| what == listen)
+            .map(|(addr, _)| addr.to_string())
+            .collect();
+        if !addrs.is_empty() {
+            parts.push(format!("{label} {}", addrs.join(",")));
+        }
     }
     format!("ready: {}", parts.join("  "))
 }
@@ -375,16 +415,30 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         lb: cluster::binary("lb")?,
     };
     // Declared before the cluster, so it is removed after every process stopped.
-    let moved = match opts.port_offset {
-        Some(offset) => {
-            let dir = tempfile::Builder::new()
-                .prefix("wsmesh-up-")
-                .tempdir()
-                .map_err(ClusterError::from)?;
+    let offset = opts.port_offset.unwrap_or(0);
+    let nodes = match opts.layout {
+        Layout::Cluster => Some(redis_cluster::nodes(offset)?),
+        Layout::Single | Layout::Ha => None,
+    };
+    let written = opts.apps != 2 || nodes.is_some();
+    let moved = if written || opts.port_offset.is_some() {
+        let dir = tempfile::Builder::new()
+            .prefix("wsmesh-up-")
+            .tempdir()
+            .map_err(ClusterError::from)?;
+        if written {
+            let fleet = fleet::Fleet {
+                apps: opts.apps,
+                offset,
+                cluster: nodes.as_deref(),
+            };
+            fleet::render(&opts.configs, dir.path(), fleet)?;
+        } else {
             shift::render_dir(&opts.configs, dir.path(), offset)?;
-            Some(dir)
         }
-        None => None,
+        Some(dir)
+    } else {
+        None
     };
     // The HA layout's data starts afresh each time (see `ha`) unless asked.
     let fresh = match (&moved, opts.layout, &opts.redis_dir) {
@@ -409,16 +463,26 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
             }),
         ),
     };
+    // Declared after `moved`, so a copy it makes goes first.
+    let auth = match opts.auth {
+        true => Some(auth::AuthRun::prepare(&configs, moved.is_some())?),
+        false => None,
+    };
+    let configs = auth.as_ref().map_or(configs, |a| a.configs.clone());
     if !on_path("redis-server") {
         return Err(UpError::NoRedis);
     }
     if opts.layout == Layout::Ha && !on_path("redis-sentinel") {
         return Err(UpError::NoSentinel);
     }
+    if opts.layout == Layout::Cluster && !on_path("redis-cli") {
+        return Err(UpError::NoRedisCli);
+    }
     std::fs::create_dir_all(&redis_dir).map_err(ClusterError::from)?;
     let plan = RedisPlan {
         layout: opts.layout,
-        offset: opts.port_offset.unwrap_or(0),
+        offset,
+        apps: opts.apps,
     };
     let mut specs = specs(&configs, &redis_dir, &bins, plan)?;
     for spec in &mut specs {
@@ -431,7 +495,11 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
     }
     check_ports(&specs)?;
     check_configs(&specs)?;
-    let ready = ready_line(&specs);
+    let mut ready = ready_line(&specs);
+    if let Some(auth) = &auth {
+        ready = format!("{ready}  {}", auth.chat_entry(&specs)?);
+        println!("{}", auth.hint());
+    }
     let listens: Vec<(SocketAddr, String)> = specs.iter().flat_map(|s| s.listens.clone()).collect();
     let mut pid_files = PidFiles {
         dir: opts.pid_dir,
@@ -443,12 +511,23 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
     let stop = wsmesh_common::signal::terminate();
     tokio::pin!(stop);
     let mut cluster = Cluster::new();
-    for spec in specs {
-        let process = cluster.spawn(spec)?;
-        pid_files.write(process.name(), process.pid())?;
-    }
+    // Redis first: a Redis Cluster is made of running nodes before the
+    // apps and subscribers look for it.
+    let (redis, rest): (Vec<_>, Vec<_>) = specs.into_iter().partition(|s| s.kind == Kind::Redis);
     tokio::select! {
         healthy = async {
+            for spec in redis {
+                let process = cluster.spawn(spec)?;
+                pid_files.write(process.name(), process.pid())?;
+            }
+            cluster.wait_healthy(opts.start_timeout).await?;
+            if let Some(nodes) = &nodes {
+                redis_cluster::create(nodes).await?;
+            }
+            for spec in rest {
+                let process = cluster.spawn(spec)?;
+                pid_files.write(process.name(), process.pid())?;
+            }
             cluster.wait_healthy(opts.start_timeout).await?;
             if opts.layout == Layout::Ha {
                 ha::wait_failover_ready(&listens, opts.start_timeout).await?;
@@ -502,6 +581,7 @@ mod tests {
     const SINGLE: RedisPlan = RedisPlan {
         layout: Layout::Single,
         offset: 0,
+        apps: 2,
     };
 
     fn bins() -> Binaries {
@@ -545,6 +625,7 @@ mod tests {
         let plan = RedisPlan {
             layout: Layout::Ha,
             offset: 10000,
+            apps: 2,
         };
         let specs = specs(dir.path(), dir.path(), &bins(), plan).unwrap();
         assert_eq!(
@@ -559,6 +640,38 @@ mod tests {
         ));
         let sub: SubscriberConfig = configs::load(&dir.path().join("subscriber1.toml")).unwrap();
         assert_eq!(sub.redis.sentinels[2], "127.0.0.1:36392");
+    }
+
+    #[test]
+    fn the_cluster_layout_runs_n_apps_and_six_nodes_and_names_the_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = redis_cluster::nodes(3000).unwrap();
+        let fleet = fleet::Fleet {
+            apps: 4,
+            offset: 3000,
+            cluster: Some(&nodes),
+        };
+        fleet::render(&configs::configs_dir(), dir.path(), fleet).unwrap();
+        let plan = RedisPlan {
+            layout: Layout::Cluster,
+            offset: 3000,
+            apps: 4,
+        };
+        let specs = specs(dir.path(), dir.path(), &bins(), plan).unwrap();
+        assert_eq!(
+            sorted_ports(&specs),
+            vec![
+                10001, 10002, 10003, 10004, 10005, 10006, 11080, 11404, 11443, 12001, 12002, 12003, 12004,
+                12101, 12102, 12103, 12104, 12201, 12202, 12203, 12204, 20001, 20002, 20003, 20004, 20005,
+                20006
+            ]
+        );
+        assert_eq!(
+            ready_line(&specs),
+            "ready: lb https://127.0.0.1:11443  app1 http://127.0.0.1:12001  app2 http://127.0.0.1:12002  \
+             app3 http://127.0.0.1:12003  app4 http://127.0.0.1:12004  cluster 127.0.0.1:10001,\
+             127.0.0.1:10002,127.0.0.1:10003,127.0.0.1:10004,127.0.0.1:10005,127.0.0.1:10006"
+        );
     }
 
     #[test]

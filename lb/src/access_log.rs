@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 
+use crate::source_limits::LimitKind;
 use crate::upstream::SessionGuard;
 
 /// The client's request body as it passes, shared by the body on its way
@@ -43,6 +44,9 @@ pub enum Fault {
     /// The client sent what cannot be served (counted in the frontend's
     /// `request_errors`).
     Client,
+    /// The client went over a per-source limit (429; logged with the
+    /// limit as `limit`).
+    Limit(LimitKind),
     /// The server failed to answer (counted in the server's responses).
     Server,
 }
@@ -52,9 +56,33 @@ impl Fault {
         match self {
             Fault::None => "-",
             Fault::Client => "client",
+            Fault::Limit(_) => "limit",
             Fault::Server => "server",
         }
     }
+
+    /// The per-source limit that refused the request, `-` for none.
+    fn limit(self) -> &'static str {
+        match self {
+            Fault::Limit(kind) => kind.as_str(),
+            _ => "-",
+        }
+    }
+}
+
+/// Logs a connection refused before its TLS handshake by a per-source
+/// limit; `unlogged` refusals of the same source went unlogged before it
+/// (at most one line a second per source).
+pub fn connection_refused(client: SocketAddr, frontend: &str, limit: LimitKind, unlogged: u64) {
+    tracing::info!(
+        target: "access",
+        client = %client,
+        frontend = %frontend,
+        fault = "limit",
+        limit = limit.as_str(),
+        unlogged,
+        "connection refused"
+    );
 }
 
 /// What is known about one request, filled in as it goes.
@@ -124,6 +152,7 @@ impl Exchange {
             retries = self.retries,
             hash_key = self.hash_key(),
             fault = self.fault.as_str(),
+            limit = self.fault.limit(),
             "request"
         );
     }

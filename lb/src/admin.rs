@@ -1,9 +1,14 @@
 //! The admin listener: `/stats` (HTML), `/metrics` (Prometheus),
-//! `GET /api/backends` and `GET /api/frontends` (JSON) and `POST /api/backends/SERVER/state` with
+//! `GET /api/backends`, `GET /api/frontends` and `GET /api/sources` (JSON)
+//! and `POST /api/backends/SERVER/state` with
 //! `{"state":"ready|drain|maint"}` — HAProxy's stats page and runtime API
 //! for this job. Each server lists the hash keys its open sessions were
 //! placed by (`balance = "hash"`), busiest first, at most [`KEYS_SHOWN`].
-//! An optional bearer token guards all of it.
+//! Every request must name this listener and come from no other site
+//! (`guard`); a bearer token, when configured, guards all of it.
+
+mod guard;
+mod sources;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -58,10 +63,11 @@ pub async fn serve(listener: TcpListener, runtime: watch::Receiver<Arc<Runtime>>
             _ = drain.stopping() => return,
         };
         let runtime = runtime.clone();
+        let Ok(local) = tcp.local_addr() else { continue };
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let rt = runtime.borrow().clone();
-                async move { Ok::<_, Infallible>(route(req, rt, peer).await) }
+                async move { Ok::<_, Infallible>(route(req, rt, peer, local).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -104,7 +110,20 @@ fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
     bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
-async fn route(req: Request<Incoming>, rt: Arc<Runtime>, peer: SocketAddr) -> AdminResponse {
+async fn route(
+    req: Request<Incoming>,
+    rt: Arc<Runtime>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> AdminResponse {
+    let listener = guard::Listener {
+        local,
+        names: &rt.config.admin.hosts,
+    };
+    if let Err(refused) = listener.check(req.method(), req.uri(), req.headers()) {
+        tracing::warn!(admin_client = %peer, method = %req.method(), path = %req.uri().path(), reason = %refused, "admin request refused");
+        return error(StatusCode::FORBIDDEN, &refused.to_string());
+    }
     if !authorized(&req, rt.admin_token.as_deref()) {
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         r.headers_mut()
@@ -124,6 +143,10 @@ async fn route(req: Request<Incoming>, rt: Arc<Runtime>, peer: SocketAddr) -> Ad
         },
         (Method::GET, "/api/backends") => json_response(StatusCode::OK, &backends_json(&rt)),
         (Method::GET, "/api/frontends") => json_response(StatusCode::OK, &frontends_json(&rt)),
+        (Method::GET, "/api/sources") => match sources::query(req.uri().query()) {
+            Ok((top, by)) => json_response(StatusCode::OK, &sources::sources_json(&rt, top, by)),
+            Err(e) => error(StatusCode::BAD_REQUEST, &e),
+        },
         (Method::POST, p) => match p
             .strip_prefix("/api/backends/")
             .and_then(|rest| rest.strip_suffix("/state"))
@@ -172,8 +195,8 @@ async fn set_state(req: Request<Incoming>, rt: &Runtime, name: String, peer: Soc
     }
 }
 
-/// `{"frontends":[{"name":…,"connections":…,"tls_handshakes":…,"request_errors":…}]}`,
-/// in name order.
+/// `{"frontends":[{"name":…,"connections":…,"tls_handshakes":…,"request_errors":…,
+/// "limited":{…},"proxy_refused":{…}}]}`, in name order.
 pub fn frontends_json(rt: &Runtime) -> Value {
     let mut frontends: Vec<_> = rt.frontends.iter().collect();
     frontends.sort_by(|a, b| a.1.name.cmp(&b.1.name));
@@ -188,6 +211,11 @@ pub fn frontends_json(rt: &Runtime) -> Value {
                 "connections": c.connections.load(Ordering::Relaxed),
                 "tls_handshakes": c.tls_handshakes.load(Ordering::Relaxed),
                 "request_errors": c.request_errors.load(Ordering::Relaxed),
+                "limited": sources::by_limit(c.limited_by_kind()),
+                "proxy_refused": c
+                    .proxy_refused_by_reason()
+                    .map(|(r, n)| (r.as_str().to_string(), json!(n)))
+                    .collect::<serde_json::Map<_, _>>(),
             })
         })
         .collect();

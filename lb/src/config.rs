@@ -148,11 +148,23 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
-    /// Address of the admin listener; keep it on loopback or a private net.
+    /// Address of the admin listener. Without a token it must be a
+    /// loopback address: the lb refuses to start otherwise.
     pub listen: Spanned<String>,
     /// Bearer token required on every admin request; empty: none.
     /// Overridden by `WSMESH_ADMIN_TOKEN`.
     pub token: String,
+    /// File holding the token (surrounding whitespace ignored), read at
+    /// start and on every reload: the way to keep it out of the config.
+    /// Relative paths are resolved against the config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<Spanned<String>>,
+    /// Names, besides the listener's own address (and `localhost` on
+    /// loopback), that requests may carry in `Host` and `Origin`: `name`
+    /// on the listener's port, or `name:port`. Anything else is refused
+    /// with 403, which stops DNS-rebinding and cross-site requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 impl Default for Admin {
@@ -160,15 +172,41 @@ impl Default for Admin {
         Admin {
             listen: unread("127.0.0.1:8404".into()),
             token: String::new(),
+            token_file: None,
+            hosts: Vec::new(),
         }
     }
 }
 
 impl Admin {
-    /// The token in force: the environment wins over the file.
-    pub fn effective_token(&self) -> Option<String> {
-        wsmesh_common::config::env_override(ADMIN_TOKEN_ENV)
-            .or_else(|| Some(self.token.clone()).filter(|t| !t.is_empty()))
+    /// Whether a token is configured (in the environment, the file or a
+    /// token file), without reading the token file.
+    fn has_token(&self) -> bool {
+        wsmesh_common::config::env_override(ADMIN_TOKEN_ENV).is_some()
+            || !self.token.is_empty()
+            || self.token_file.is_some()
+    }
+
+    /// The token in force: the environment wins over the file's `token`,
+    /// then `token_file` is read.
+    pub fn effective_token(&self, source: &Source) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = wsmesh_common::config::env_override(ADMIN_TOKEN_ENV) {
+            return Ok(Some(t));
+        }
+        if !self.token.is_empty() {
+            return Ok(Some(self.token.clone()));
+        }
+        let Some(file) = &self.token_file else {
+            return Ok(None);
+        };
+        let path = resolve_path(source, file.get_ref());
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| source.error_at(file.span(), format!("token_file {}: {e}", path.display())))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(source.error_at(file.span(), format!("token_file {} is empty", path.display())));
+        }
+        Ok(Some(token.to_string()))
     }
 }
 
@@ -203,9 +241,23 @@ pub struct Frontend {
     /// Connections open at once on this frontend; 0: only the global limit.
     #[serde(default)]
     pub maxconn: usize,
-    /// Path prefixes answered with 403 (`http-request deny if { path_beg … }`).
+    /// Path prefixes answered with 403 (`http-request deny if { path_beg … }`);
+    /// by default the apps' internal endpoints and their metrics.
     #[serde(default = "default_deny")]
     pub deny: Vec<String>,
+    /// Peers whose `X-Forwarded-For` (and PROXY header) is believed: the
+    /// per-source limits then apply to the address they name (the
+    /// rightmost one not in this list). Address blocks, e.g. `10.0.0.0/8`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<Cidr>,
+    /// `"v2"`: every connection starts with a PROXY protocol v2 header
+    /// whose source address becomes the client's; only `trusted_proxies`
+    /// may connect. Default `"none"`.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocol,
+    /// Limits per client address (`[frontend.per_source]`); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_source: Option<PerSource>,
     /// Path prefixes sent to another backend (`use_backend … if { path_beg … }`),
     /// first match wins.
     #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
@@ -464,7 +516,7 @@ fn default_true() -> bool {
     true
 }
 fn default_deny() -> Vec<String> {
-    vec!["/internal/".into()]
+    vec!["/internal/".into(), "/metrics".into()]
 }
 fn default_retries() -> usize {
     3
@@ -559,6 +611,29 @@ impl Config {
         }
         let mut listens = HashSet::new();
         let admin = parse_addr(source, &self.admin.listen)?;
+        if !admin.ip().is_loopback() && !self.admin.has_token() {
+            return Err(source.error_at(
+                self.admin.listen.span(),
+                format!(
+                    "admin.listen {admin} is not a loopback address: set admin.token, \
+                     admin.token_file or {ADMIN_TOKEN_ENV} so the admin API needs a bearer token"
+                ),
+            ));
+        }
+        if !self.admin.token.is_empty() && self.admin.token_file.is_some() {
+            return Err(source.error_at_path(
+                "admin.token_file",
+                "set admin.token or admin.token_file, not both",
+            ));
+        }
+        for (i, h) in self.admin.hosts.iter().enumerate() {
+            if h.parse::<http::uri::Authority>().is_err() || h.contains('@') {
+                return Err(source.error_at_path(
+                    "admin.hosts",
+                    format!("admin.hosts[{i}] {h:?} is not a host name or host:port"),
+                ));
+            }
+        }
         listens.insert(admin);
         let mut backend_names = HashSet::new();
         let mut server_names = HashSet::new();
@@ -685,6 +760,15 @@ impl Config {
                     ));
                 }
             }
+            if f.proxy_protocol == ProxyProtocol::V2 && f.trusted_proxies.is_empty() {
+                return Err(source.error_at_path(
+                    &format!("frontend.{i}.proxy_protocol"),
+                    "proxy_protocol = \"v2\" needs trusted_proxies (the balancers allowed to send it)",
+                ));
+            }
+            if let Some((key, reason)) = f.per_source.as_ref().and_then(PerSource::problem) {
+                return Err(source.error_at_path(&format!("frontend.{i}.per_source.{key}"), reason));
+            }
             if !f.hsts.is_empty() && http::HeaderValue::from_str(&f.hsts).is_err() {
                 return Err(
                     source.error_at_path(&format!("frontend.{i}.hsts"), "hsts is not a valid header value")
@@ -697,7 +781,9 @@ impl Config {
 
 mod build;
 mod hash_key;
+mod sources;
 use build::unread;
 pub use hash_key::{HashKey, HashKeyError};
+pub use sources::{mask, Cidr, PerSource, ProxyProtocol, Rate};
 #[cfg(test)]
 mod tests;

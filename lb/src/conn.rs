@@ -13,6 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::client_io::Switched;
 use crate::drain::{ActiveGuard, Drain};
 use crate::runtime::{Frontend, Runtime};
+use crate::source_limits::SourceConn;
 
 /// Slots a client connection holds; released when the connection and any
 /// tunnel made from it are gone.
@@ -24,6 +25,8 @@ pub struct Permits {
     _frontend: Option<OwnedSemaphorePermit>,
     /// Keeps a graceful stop waiting for this connection.
     _active: ActiveGuard,
+    /// Its slot in its source's `max_conns`, when the frontend has one.
+    _source: Option<SourceConn>,
 }
 
 impl Permits {
@@ -36,6 +39,15 @@ impl Permits {
             _global: global,
             _frontend: frontend,
             _active: active,
+            _source: None,
+        }
+    }
+
+    /// The same slots and the source's.
+    pub fn with_source(self, source: Option<SourceConn>) -> Permits {
+        Permits {
+            _source: source,
+            ..self
         }
     }
 }
@@ -43,7 +55,8 @@ impl Permits {
 /// What a request handler knows about its client connection.
 #[derive(Debug)]
 pub struct ConnCtx {
-    /// Client address, for forwarding headers, `source` balancing and logs.
+    /// Client address (from the PROXY header when the frontend takes one),
+    /// for forwarding headers, `source` balancing, limits and logs.
     pub peer: SocketAddr,
     /// The frontend that accepted the connection.
     pub frontend: Arc<Frontend>,

@@ -1,6 +1,8 @@
 //! Client connections: binding the frontends' addresses, accepting within
 //! the global and per-frontend `maxconn` (a full lb stops accepting, as
-//! HAProxy does, and the kernel queues), the TLS handshake, and serving
+//! HAProxy does, and the kernel queues), the PROXY header and per-source
+//! connection limits (a refused connection is closed before TLS), the TLS
+//! handshake, and serving
 //! HTTP/1.1 or HTTP/2 (by ALPN) on each connection until it ends, idles out
 //! (`timeout client`) or the lb stops.
 //!
@@ -22,12 +24,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::access_log;
 use crate::client_io::{Activity, ClientIo, Switched};
+use crate::config::ProxyProtocol;
 use crate::conn::{ConnCtx, Permits};
 use crate::drain::Drain;
 use crate::head_watch::Watch;
 use crate::proxy;
+use crate::proxy_protocol::{self, Header, ProxyRefusal};
 use crate::runtime::{Frontend, Runtime};
+use crate::source_limits::SourceConn;
 
 /// What every accept loop shares; lives for the whole process.
 #[derive(Debug)]
@@ -145,23 +151,70 @@ async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared
         let Some(fe) = rt.frontends.get(&addr).cloned() else {
             continue;
         };
-        let permits = Arc::new(Permits::new(global, frontend, shared.drain.track()));
+        let permits = Permits::new(global, frontend, shared.drain.track());
         tokio::spawn(serve(tcp, peer, fe, rt, permits, shared.drain.clone()));
+    }
+}
+
+/// The connection's source (from its PROXY header when the frontend takes
+/// one) and its slot within the per-source limits; `None`: the connection
+/// is to be closed, before any TLS, and has been counted (and logged).
+async fn admit(
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    fe: &Frontend,
+    rt: &Runtime,
+) -> Option<(SocketAddr, Option<SourceConn>)> {
+    let policy = &fe.sources;
+    let source = match policy.proxy_protocol {
+        ProxyProtocol::None => peer,
+        ProxyProtocol::V2 => {
+            let header = if policy.is_trusted(peer.ip()) {
+                proxy_protocol::read(tcp, rt.timeouts.http_request)
+                    .await
+                    .map_err(|e| (e.reason(), e.to_string()))
+            } else {
+                Err((ProxyRefusal::Untrusted, "not a trusted proxy".into()))
+            };
+            match header {
+                Ok(Header::Proxied { source }) => source,
+                Ok(Header::Local | Header::Unaddressed) => peer,
+                Err((reason, detail)) => {
+                    fe.counters.proxy_refused(reason);
+                    tracing::debug!(client = %peer, frontend = %fe.name, reason = reason.as_str(), %detail, "PROXY header refused");
+                    return None;
+                }
+            }
+        }
+    };
+    match policy.admit_connection(source.ip()) {
+        Ok(slot) => Some((source, slot)),
+        Err(refused) => {
+            fe.counters.limited(refused.kind);
+            if let Some(unlogged) = refused.log {
+                access_log::connection_refused(source, &fe.name, refused.kind, unlogged);
+            }
+            None
+        }
     }
 }
 
 /// One client connection, from TLS handshake to close.
 async fn serve(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     fe: Arc<Frontend>,
     rt: Arc<Runtime>,
-    permits: Arc<Permits>,
+    permits: Permits,
     drain: Drain,
 ) {
     let _ = tcp.set_nodelay(true);
     fe.counters.connection_accepted();
+    let Some((peer, slot)) = admit(&mut tcp, peer, &fe, &rt).await else {
+        return;
+    };
     let accepted = Instant::now();
+    let permits = Arc::new(permits.with_source(slot));
     let activity = Activity::new();
     let switched = Switched::default();
     let ctx = |th: Duration| {

@@ -1,5 +1,6 @@
 //! `/metrics` in Prometheus text format: per-frontend connections, TLS
-//! handshakes and client errors; per-server state, sessions, bytes,
+//! handshakes, client errors, per-source limit and PROXY refusals and
+//! tracked sources; per-server state, sessions, bytes,
 //! response classes and connect errors. Values are read from the live
 //! counters at scrape time, so there is no second set of numbers to keep
 //! in step.
@@ -78,6 +79,10 @@ pub fn render(rt: &Runtime) -> Result<String, std::fmt::Error> {
     let fe_connections = Family::<Labels, Counter<u64, AtomicU64>>::default();
     let fe_handshakes = Family::<Labels, Counter<u64, AtomicU64>>::default();
     let fe_errors = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    let fe_limited = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    let fe_proxy_refused = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    let fe_sources = Family::<Labels, Gauge>::default();
+    let fe_evicted = Family::<Labels, Counter<u64, AtomicU64>>::default();
     for f in rt.frontends.values() {
         let labels = vec![("frontend".to_string(), f.name.clone())];
         let c = &f.counters;
@@ -90,6 +95,25 @@ pub fn render(rt: &Runtime) -> Result<String, std::fmt::Error> {
         fe_errors
             .get_or_create(&labels)
             .inc_by(c.request_errors.load(Ordering::Relaxed));
+        let with = |key: &str, value: &str| {
+            let mut l = labels.clone();
+            l.push((key.to_string(), value.to_string()));
+            l
+        };
+        for (kind, n) in c.limited_by_kind() {
+            fe_limited.get_or_create(&with("limit", kind.as_str())).inc_by(n);
+        }
+        for (reason, n) in c.proxy_refused_by_reason() {
+            fe_proxy_refused
+                .get_or_create(&with("reason", reason.as_str()))
+                .inc_by(n);
+        }
+        if let Some((_, table)) = &f.sources.limits {
+            fe_sources.get_or_create(&labels).set(table.len() as i64);
+            fe_evicted
+                .get_or_create(&labels)
+                .inc_by(table.evicted.load(Ordering::Relaxed));
+        }
     }
     let mut registry = Registry::with_prefix("lb");
     registry.register(
@@ -106,6 +130,26 @@ pub fn render(rt: &Runtime) -> Result<String, std::fmt::Error> {
         "frontend_request_errors",
         "Requests refused because of the client (framing, limits, timeout http-request, malformed body)",
         fe_errors,
+    );
+    registry.register(
+        "frontend_limited",
+        "Connections and requests refused by a per-source limit, by limit",
+        fe_limited,
+    );
+    registry.register(
+        "frontend_proxy_refused",
+        "Connections closed by the PROXY protocol check (untrusted peer, invalid or missing header)",
+        fe_proxy_refused,
+    );
+    registry.register(
+        "frontend_sources",
+        "Client sources tracked for the per-source limits",
+        fe_sources,
+    );
+    registry.register(
+        "frontend_sources_evicted",
+        "Tracked sources forgotten because the table was full",
+        fe_evicted,
     );
     registry.register("server_up", "1 when the server is up and ready", up);
     registry.register("server_state", "1 for the server's current state", state);

@@ -15,6 +15,7 @@ use wsmesh_common::config::{ConfigError, Source};
 
 use crate::config::{self, parse_addr, resolve_path, Config, Timeouts};
 use crate::frontend_counters::FrontendCounters;
+use crate::source_limits::SourcePolicy;
 use crate::tls;
 use crate::upstream::select::Hashing;
 use crate::upstream::{Backend, Reactions, Server, ServerShared};
@@ -42,6 +43,8 @@ pub struct Frontend {
     pub routes: Vec<(String, Arc<Backend>)>,
     /// Connections, handshakes and client errors; kept across reloads.
     pub counters: Arc<FrontendCounters>,
+    /// Trusted proxies, PROXY protocol and per-source limits.
+    pub sources: SourcePolicy,
 }
 
 /// Everything a reload replaces.
@@ -85,11 +88,8 @@ impl Runtime {
             backends.push(Arc::new(build_backend(b, source, &kept)?));
         }
         let find = |name: &str| backends.iter().find(|b| b.name == name).cloned();
-        let counters_of = |name: &str| {
-            previous
-                .and_then(|p| p.frontends.values().find(|f| f.name == name))
-                .map_or_else(Arc::default, |f| f.counters.clone())
-        };
+        let previous_of = |name: &str| previous.and_then(|p| p.frontends.values().find(|f| f.name == name));
+        let counters_of = |name: &str| previous_of(name).map_or_else(Arc::default, |f| f.counters.clone());
         let mut frontends = HashMap::new();
         for f in &config.frontends {
             let listen = parse_addr(source, &f.listen)?;
@@ -124,6 +124,7 @@ impl Runtime {
                 deny: f.deny.clone(),
                 routes,
                 counters: counters_of(f.name.get_ref()),
+                sources: SourcePolicy::new(f, previous_of(f.name.get_ref()).map(|p| &p.sources)),
             };
             frontends.insert(listen, Arc::new(frontend));
         }
@@ -132,7 +133,7 @@ impl Runtime {
             backends,
             timeouts: config.timeouts.clone(),
             admin_listen: parse_addr(source, &config.admin.listen)?,
-            admin_token: config.admin.effective_token(),
+            admin_token: config.admin.effective_token(source)?,
             config,
         })
     }

@@ -1,5 +1,6 @@
 //! `/stats`: HTML tables like HAProxy's stats page — per frontend its
-//! connections, TLS handshakes and client errors; per server its state,
+//! connections, TLS handshakes, client errors, refusals by per-source
+//! limits and PROXY checks, and its busiest sources; per server its state,
 //! last check and when the state last changed, current / max / total
 //! sessions, bytes in and out, response classes, weight and, for a hash
 //! backend, the keys its open sessions were placed by. Refreshes itself.
@@ -11,7 +12,12 @@ use crate::metrics::CLASSES;
 
 /// Hash keys shown per server on the page (busiest first).
 const KEYS_SHOWN: usize = 20;
-use crate::runtime::Runtime;
+
+/// Sources shown per frontend (busiest first).
+const SOURCES_SHOWN: usize = 20;
+
+use crate::runtime::{Frontend, Runtime};
+use crate::source_limits::{source_name, SortBy};
 
 /// Escapes text for HTML.
 fn esc(s: &str) -> String {
@@ -32,22 +38,44 @@ pub fn render(rt: &Runtime) -> String {
     );
     h.push_str(
         "<h2>frontends</h2><table><tr><th>frontend</th><th>address</th><th>connections</th>\
-         <th>TLS handshakes</th><th>request errors</th></tr>",
+         <th>TLS handshakes</th><th>request errors</th><th>limited</th><th>PROXY refused</th></tr>",
     );
     let mut frontends: Vec<_> = rt.frontends.iter().collect();
     frontends.sort_by(|a, b| a.1.name.cmp(&b.1.name));
-    for (addr, f) in frontends {
+    for (addr, f) in &frontends {
         let c = &f.counters;
+        let counts = |pairs: Vec<(&str, u64)>| {
+            let shown: Vec<String> = pairs
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            if shown.is_empty() {
+                "0".to_string()
+            } else {
+                shown.join(", ")
+            }
+        };
         let _ = write!(
             h,
-            "<tr><td class=\"n\">{}</td><td class=\"n\">{addr}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"n\">{}</td><td class=\"n\">{addr}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             esc(&f.name),
             c.connections.load(Ordering::Relaxed),
             c.tls_handshakes.load(Ordering::Relaxed),
             c.request_errors.load(Ordering::Relaxed),
+            counts(c.limited_by_kind().map(|(k, n)| (k.as_str(), n)).collect()),
+            counts(
+                c.proxy_refused_by_reason()
+                    .map(|(r, n)| (r.as_str(), n))
+                    .collect()
+            ),
         );
     }
     h.push_str("</table>");
+    for (_, f) in &frontends {
+        sources_table(&mut h, f);
+    }
     for b in &rt.backends {
         let _ = write!(
             h,
@@ -113,6 +141,36 @@ pub fn render(rt: &Runtime) -> String {
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// The busiest sources of a frontend with per-source limits.
+fn sources_table(h: &mut String, f: &Frontend) {
+    let Some((shown, tracked)) = f.sources.top(SOURCES_SHOWN, SortBy::RequestRate) else {
+        return;
+    };
+    let ipv6_prefix = f.sources.limits.as_ref().map_or(128, |(l, _)| l.ipv6_prefix);
+    let _ = write!(
+        h,
+        "<h2>frontend {} sources ({tracked} tracked, busiest first)</h2><table><tr><th>source</th>\
+         <th>conns</th><th>conn rate</th><th>request rate</th><th>upgrade rate</th><th>requests</th>\
+         <th>refused</th><th>idle</th></tr>",
+        esc(&f.name)
+    );
+    for v in &shown {
+        let _ = write!(
+            h,
+            "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}s</td></tr>",
+            source_name(v.key, ipv6_prefix),
+            v.conns,
+            v.rates.connections,
+            v.rates.requests,
+            v.rates.upgrades,
+            v.totals.requests,
+            v.refused_total(),
+            v.idle.as_secs(),
+        );
+    }
+    h.push_str("</table>");
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ pub async fn wait_ok(addrs: &[SocketAddr], limit: Duration) -> Result<(), Cluste
 }
 
 /// A field of `CLUSTER INFO`.
-fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+pub fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
     info.lines()
         .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
 }
@@ -176,7 +176,8 @@ fn cmd(parts: &[&str]) -> redis::Cmd {
     cmd
 }
 
-async fn cluster_info(addr: SocketAddr) -> redis::RedisResult<String> {
+/// `CLUSTER INFO` of the node at `addr` (read a field with [`field`]).
+pub async fn cluster_info(addr: SocketAddr) -> redis::RedisResult<String> {
     let mut conn = node_conn(addr).await?;
     redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await
 }
@@ -220,6 +221,47 @@ pub async fn master_of(ask: SocketAddr, key: &str) -> redis::RedisResult<SocketA
         "no master owns the slot",
         format!("{key} (slot {slot})"),
     )))
+}
+
+/// Moves `key`'s slot, with its keys, from its master `from` to the
+/// master `to`, as `redis-cli --cluster reshard` moves one slot: IMPORTING
+/// and MIGRATING, `MIGRATE` of the slot's keys in batches, then `SETSLOT
+/// NODE` on both masters (the others learn it by gossip). Nothing happens
+/// when `from` is `to`.
+pub async fn move_slot(from: SocketAddr, key: &str, to: SocketAddr) -> redis::RedisResult<()> {
+    if from == to {
+        return Ok(());
+    }
+    let mut src = node_conn(from).await?;
+    let mut dst = node_conn(to).await?;
+    let slot: u16 = cmd(&["CLUSTER", "KEYSLOT", key]).query_async(&mut src).await?;
+    let slot = slot.to_string();
+    let src_id: String = cmd(&["CLUSTER", "MYID"]).query_async(&mut src).await?;
+    let dst_id: String = cmd(&["CLUSTER", "MYID"]).query_async(&mut dst).await?;
+    let set = |state: &'static str, id: &str| cmd(&["CLUSTER", "SETSLOT", &slot, state, id]);
+    let _: () = set("IMPORTING", &src_id).query_async(&mut dst).await?;
+    let _: () = set("MIGRATING", &dst_id).query_async(&mut src).await?;
+    loop {
+        let keys: Vec<String> = cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
+            .query_async(&mut src)
+            .await?;
+        if keys.is_empty() {
+            break;
+        }
+        let mut migrate = cmd(&[
+            "MIGRATE",
+            &to.ip().to_string(),
+            &to.port().to_string(),
+            "",
+            "0",
+            "5000",
+            "KEYS",
+        ]);
+        migrate.arg(&keys);
+        let _: () = migrate.query_async(&mut src).await?;
+    }
+    let _: () = set("NODE", &dst_id).query_async(&mut dst).await?;
+    set("NODE", &dst_id).query_async(&mut src).await
 }
 
 /// A running 3-master, 3-replica cluster of a test on free ports; every
@@ -316,66 +358,10 @@ impl RedisCluster {
     }
 
     /// Moves `key`'s slot, with its keys, from its master to the master
-    /// `to`, as `redis-cli --cluster reshard` does one slot: IMPORTING and
-    /// MIGRATING, `MIGRATE` of the slot's keys in batches, then `SETSLOT
-    /// NODE` on both masters (the others learn it by gossip).
+    /// `to` (see [`move_slot`]).
     pub async fn move_slot(&self, key: &str, to: SocketAddr) {
         let from = self.master_of(key).await;
-        if from == to {
-            return;
-        }
-        let mut src = self.conn(from).await;
-        let mut dst = self.conn(to).await;
-        let slot: u16 = cmd(&["CLUSTER", "KEYSLOT", key])
-            .query_async(&mut src)
-            .await
-            .expect("keyslot");
-        let slot = slot.to_string();
-        let src_id: String = cmd(&["CLUSTER", "MYID"])
-            .query_async(&mut src)
-            .await
-            .expect("myid");
-        let dst_id: String = cmd(&["CLUSTER", "MYID"])
-            .query_async(&mut dst)
-            .await
-            .expect("myid");
-        let set = |state: &'static str, id: &str| cmd(&["CLUSTER", "SETSLOT", &slot, state, id]);
-        let _: () = set("IMPORTING", &src_id)
-            .query_async(&mut dst)
-            .await
-            .expect("importing");
-        let _: () = set("MIGRATING", &dst_id)
-            .query_async(&mut src)
-            .await
-            .expect("migrating");
-        loop {
-            let keys: Vec<String> = cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
-                .query_async(&mut src)
-                .await
-                .expect("getkeysinslot");
-            if keys.is_empty() {
-                break;
-            }
-            let mut migrate = cmd(&[
-                "MIGRATE",
-                &to.ip().to_string(),
-                &to.port().to_string(),
-                "",
-                "0",
-                "5000",
-                "KEYS",
-            ]);
-            migrate.arg(&keys);
-            let _: () = migrate.query_async(&mut src).await.expect("migrate");
-        }
-        let _: () = set("NODE", &dst_id)
-            .query_async(&mut dst)
-            .await
-            .expect("setslot node");
-        let _: () = set("NODE", &dst_id)
-            .query_async(&mut src)
-            .await
-            .expect("setslot node");
+        move_slot(from, key, to).await.expect("the slot moves");
     }
 
     /// The node process listening on `addr`, for signals.

@@ -8,7 +8,7 @@ const MINIMAL: &str = "instance = \"app9\"\n[listen]\npublic = \"127.0.0.1:1\"\n
 fn load_text(text: &str) -> Result<(Config, InternalToken), ConfigError> {
     let mut f = tempfile::NamedTempFile::new().expect("tempfile");
     f.write_all(text.as_bytes()).expect("write");
-    load(f.path())
+    load(f.path()).map(|l| (l.config, l.token))
 }
 
 #[test]
@@ -28,7 +28,7 @@ fn shipped_local_configs_are_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../configs/local")
             .join(f);
-        let (c, _) = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let c = load(&path).unwrap_or_else(|e| panic!("{e}")).config;
         assert!(c.instance.starts_with("app"));
     }
 }
@@ -199,4 +199,57 @@ fn a_sentinel_config_written_out_loads_again() {
     );
     let (again, _) = load_text(&written).expect("the written file is valid");
     assert_eq!(again, c);
+}
+
+#[test]
+fn auth_defaults_to_none_and_jwt_loads_its_keys() {
+    let (c, _) = load_text(MINIMAL).expect("loads");
+    assert_eq!(c.auth.mode, AuthMode::None);
+    assert!(!c.listen.public_metrics);
+    assert_eq!(
+        (c.limits.max_errors, c.limits.error_window),
+        (20, Duration::from_secs(10))
+    );
+    let text = format!(
+        "{MINIMAL}[auth]\nmode = \"jwt\"\njwt_hs256_secret = \"{}\"\nissuer = \"sso\"\n",
+        "s".repeat(32)
+    );
+    let mut f = tempfile::NamedTempFile::new().expect("tempfile");
+    f.write_all(text.as_bytes()).expect("write");
+    let loaded = load(f.path()).expect("loads");
+    assert!(matches!(loaded.auth, Auth::Jwt(_)));
+    assert_eq!(loaded.config.auth.issuer.as_deref(), Some("sso"));
+}
+
+#[test]
+fn auth_errors_name_their_key_and_line() {
+    let e = load_text(&format!(
+        "{MINIMAL}[auth]\nmode = \"jwt\"\njwt_hs256_secret = \"short\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.position.map(|p| p.0), Some(9), "{e}");
+    assert!(e.reason.contains("32 characters"), "{e}");
+    let e = load_text(&format!("{MINIMAL}[auth]\nmode = \"jwt\"\n")).unwrap_err();
+    assert_eq!(e.position.map(|p| p.0), Some(8), "{e}");
+    let e = load_text(&format!(
+        "{MINIMAL}[auth]\nmode = \"jwt\"\njwt_public_keys = \"/nonexistent.pem\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.position.map(|p| p.0), Some(9), "{e}");
+    assert!(e.reason.contains("/nonexistent.pem"), "{e}");
+    let e = load_text(&format!("{MINIMAL}[auth]\nmode = \"oauth\"\n")).unwrap_err();
+    assert_eq!(e.position.map(|p| p.0), Some(8), "{e}");
+    let e = load_text(&format!(
+        "{MINIMAL}[auth]\njwt_hs256_secret = \"{}\"\n",
+        "s".repeat(32)
+    ))
+    .unwrap_err();
+    assert!(e.reason.contains("unused"), "{e}");
+    let e = load_text(&format!(
+        "{MINIMAL}[auth]\nrefresh_url = \"javascript:alert(1)\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.position.map(|p| p.0), Some(8), "{e}");
+    let e = load_text(&format!("{MINIMAL}[limits]\nmax_errors = 0\n")).unwrap_err();
+    assert_eq!(e.position.map(|p| p.0), Some(8), "{e}");
 }

@@ -8,12 +8,18 @@
 //   until its `ack` arrives, and re-sent with the same `cid` after every reconnect;
 // - after a drop the page reconnects (exponential backoff with full jitter) and resumes
 //   with `since=<last id seen>`, so nothing is missed.
+// - on a server in jwt mode (docs/security.md) the page takes its token from the URL
+//   fragment (`#token=…`, then removed from the address bar and kept in sessionStorage) or
+//   leaves it to the `wsmesh_token` cookie; the nick is the token's. When the token expires
+//   (close 4001) it asks the refresh URL the server names for a fresh one, or reloads the
+//   page (a login proxy renews the cookie), and resumes with `since` as after any drop.
 //
 // User data only ever reaches the DOM through `textContent`.
 // Test hooks (stable, for lab/browser): #status[data-state|data-instance|data-attempt|data-last-close],
 // #presence[data-online], #app[data-room|data-nick|data-pending], and every message
 // `li[data-id]` (confirmed) or `li[data-cid][data-state=pending|failed]` (own, not acked);
-// `window.wsmeshTest.drop()` closes the socket as a network loss would.
+// #nick[readonly] (the nick is the token's), `window.wsmeshTest.drop()` closes the socket as a
+// network loss would.
 'use strict';
 
 (() => {
@@ -25,7 +31,9 @@
   /** Reconnect backoff: delay = random(0, min(CAP, BASE * 2^attempt)). */
   const BACKOFF_BASE_MS = 250;
   const BACKOFF_CAP_MS = 10000;
-  /** Close 1012 (draining) / 1013 (too slow): reconnect at once, jittered over this. */
+  /** Close 4001: the socket's token expired; get a fresh one and reconnect at once. */
+  const TOKEN_EXPIRED = 4001;
+  /** Close 1012 (draining) / 1013 (too slow) / 4001: reconnect at once, jittered over this. */
   const QUICK_RECONNECT_MS = 500;
   /** A socket that has not said `welcome` by then is given up and retried. */
   const WELCOME_TIMEOUT_MS = 10000;
@@ -47,6 +55,7 @@
     room: 'wsmesh.room',
     client: 'wsmesh.client',
     outbox: 'wsmesh.outbox',
+    token: 'wsmesh.token',
   };
   const ERROR_TEXT = {
     rate_limited: 'slow down — sending again shortly',
@@ -56,6 +65,7 @@
     bad_since: 'could not resume, reloading history',
     bad_json: 'the server did not understand a message',
     unknown_type: 'the server did not understand a message',
+    forbidden: 'your sign-in fixes the nick',
   };
 
   const $ = (id) => document.getElementById(id);
@@ -177,6 +187,8 @@
     flushTimer: null,
     /** Instance name from the last `welcome`. */
     instance: '',
+    /** Nick of the last `welcome`: what a refused nick change falls back to. */
+    welcomeNick: '',
   };
 
   function roomState(room) {
@@ -457,7 +469,49 @@
     if (r.lastId) q.set('since', r.lastId);
     const token = local.get(STORAGE.session);
     if (token) q.set('session', token);
+    const auth = session.get(STORAGE.token);
+    if (auth) q.set('token', auth);
     return `${proto}//${location.host}/ws?${q}`;
+  }
+
+  /** Where a fresh token comes from (`auth.refresh_url`), or '' for a reload. */
+  function refreshUrl() {
+    const meta = document.querySelector('meta[name="wsmesh-token-refresh"]');
+    return (meta && meta.content) || '';
+  }
+
+  /**
+   * After 4001: a fresh token from the refresh URL (text, or JSON `{"token":…}`, asked with
+   * this browser's cookies), then reconnect; without one, reload: the cookie (renewed by the
+   * site's login) carries the next token, and the outbox survives in sessionStorage.
+   */
+  async function renewToken() {
+    const url = refreshUrl();
+    if (url) {
+      try {
+        const resp = await fetch(url, { credentials: 'include', cache: 'no-store' });
+        const text = (await resp.text()).trim();
+        let token = text;
+        if (text.startsWith('{')) token = String(JSON.parse(text).token || '');
+        if (resp.ok && token) {
+          session.set(STORAGE.token, token);
+          scheduleReconnect(TOKEN_EXPIRED);
+          return;
+        }
+      } catch (_) { /* fall through to the usual backoff */ }
+      showNotice('could not renew the sign-in, retrying', 'warn');
+      scheduleReconnect(null);
+      return;
+    }
+    session.del(STORAGE.token);
+    location.reload();
+  }
+
+  /** The token's nick cannot change: show it and lock the field. */
+  function lockNick() {
+    local.del(STORAGE.nick);
+    ui.nick.readOnly = true;
+    ui.nick.title = 'set by your sign-in';
   }
 
   function clearConnTimers() {
@@ -521,6 +575,11 @@
       setPresence(null);
       markOutboxUnsent();
       ui.status.dataset.lastClose = String(ev.code);
+      if (ev.code === TOKEN_EXPIRED) {
+        setStatus('reconnecting', 'sign-in expired, renewing…');
+        renewToken();
+        return;
+      }
       scheduleReconnect(ev.code);
     };
     ws.onerror = () => { /* a close event follows */ };
@@ -533,7 +592,7 @@
       return;
     }
     let delay;
-    if (code === 1012 || code === 1013) {
+    if (code === 1012 || code === 1013 || code === TOKEN_EXPIRED) {
       delay = jitter(QUICK_RECONNECT_MS);
       if (code === 1013) showNotice('connection too slow, catching up…');
     } else {
@@ -567,11 +626,12 @@
     state.instance = String(f.instance || '');
     if (typeof f.session === 'string' && f.session) local.set(STORAGE.session, f.session);
     if (typeof f.nick === 'string') state.nick = f.nick;
+    state.welcomeNick = state.nick;
     if (f.connected_since) ui.status.title = `session since ${new Date(Number(f.connected_since)).toLocaleString()}`;
     setStatus('connected', `connected to ${state.instance || 'server'}`);
     // The nick asked for in this browser wins over the session's (e.g. typed while offline).
     const wanted = local.get(STORAGE.nick);
-    if (wanted && wanted !== state.nick) sendNick(wanted);
+    if (wanted && wanted !== state.nick && !ui.nick.readOnly) sendNick(wanted);
     showNick();
     // Sends wait for `history`, so a message it already holds is not sent again.
     state.connTimers.push(setTimeout(() => { if (state.welcomed && !state.ready) becomeReady(); }, HISTORY_WAIT_MS));
@@ -626,6 +686,10 @@
       if (p) setPendingMark(p, 'failed');
     } else if (code === 'bad_since') {
       roomState(state.room).lastId = null;
+    } else if (code === 'forbidden') {
+      lockNick();
+      state.nick = state.welcomeNick;
+      showNick();
     }
     showNotice(ERROR_TEXT[code] || String(f.message || code || 'error'), code === 'unavailable' || code === 'rate_limited' ? 'warn' : 'error');
   }
@@ -775,7 +839,7 @@
   // For automation: behave as if the network dropped the socket (the page then
   // reconnects and resumes like after any other loss).
   window.wsmeshTest = Object.freeze({
-    drop() { if (state.ws) state.ws.close(4001, 'test drop'); },
+    drop() { if (state.ws) state.ws.close(4000, 'test drop'); },
   });
   ui.list.addEventListener('scroll', () => { if (atBottom()) ui.jump.hidden = true; });
   ui.jump.addEventListener('click', scrollToBottom);
@@ -798,6 +862,18 @@
   // ---- start ---------------------------------------------------------------------
 
   (function start() {
+    // A token in the fragment is kept for this tab and taken out of the address bar
+    // (and so out of bookmarks, history and screenshots).
+    const fragment = new URLSearchParams(location.hash.slice(1));
+    const token = fragment.get('token');
+    if (token) {
+      session.set(STORAGE.token, token);
+      fragment.delete('token');
+      const url = new URL(location.href);
+      url.hash = fragment.toString();
+      try { history.replaceState(null, '', url); } catch (_) { /* file:// */ }
+    }
+    if (session.get(STORAGE.token)) lockNick();
     const params = new URLSearchParams(location.search);
     const fromUrl = params.get('room');
     const saved = local.get(STORAGE.room);

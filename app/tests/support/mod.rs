@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use wsmesh_common::protocol::ServerFrame;
+use wsmesh_common::protocol::{ErrorCode, ServerFrame};
 use wsmesh_testkit::cluster::app_spec;
 use wsmesh_testkit::configs::{self, AppConfig};
 use wsmesh_testkit::ports::free_addr;
@@ -262,4 +262,24 @@ pub async fn close_code(ws: &mut Client) -> u16 {
 
 pub async fn send_json(ws: &mut Client, v: serde_json::Value) {
     ws.send(Message::text(v.to_string())).await.expect("send");
+}
+
+/// Forwards the next published chat to the app, like the subscriber.
+pub async fn forward_next(ps: &mut redis::aio::PubSub, apps: &[&App]) -> String {
+    let msg = tokio::time::timeout(Duration::from_secs(5), ps.on_message().next())
+        .await
+        .expect("a publish within 5 s")
+        .expect("pubsub open");
+    let payload: String = msg.get_payload().expect("payload");
+    for app in apps {
+        assert_eq!(app.post_events(&format!("[{payload}]")), 204);
+    }
+    payload
+}
+
+pub fn expect_error(frame: ServerFrame, code: ErrorCode) {
+    match frame {
+        ServerFrame::Error { code: got, .. } => assert_eq!(got, code),
+        other => panic!("expected error {code:?}, got {other:?}"),
+    }
 }

@@ -1,9 +1,9 @@
 //! `ResilientClient`: a chat client that behaves the way the client protocol
 //! (`docs/protocol.md`) asks real clients to behave, so drills can check the
 //! service's guarantees from the outside. It reconnects with full-jitter
-//! backoff (at once, jittered, on 1012/1013), resumes with `since` and
-//! `session`, re-sends its outbox under the same `cid` until acked, and never
-//! yields a chat twice. Each client is one tokio task, so a drill can run a
+//! backoff (at once, jittered, on 1012/1013 and on 4001 with a fresh token),
+//! resumes with `since` and `session`, re-sends its outbox under the same
+//! `cid` until acked, and never yields a chat twice. Each client is one tokio task, so a drill can run a
 //! thousand of them in one process.
 
 mod dedup;
@@ -50,6 +50,31 @@ pub struct ResilientConfig {
     /// Every chat as it arrived, before dedup, so a drill's ledger sees what
     /// the server really sent (duplicates included) and not what the client hid.
     pub receipts: Option<ReceiptLog>,
+    /// Where each attempt gets its token (a server in jwt mode closes an
+    /// expired one with 4001); `None`: `connect.token` as it is.
+    pub tokens: Option<TokenSource>,
+}
+
+/// Hands out a fresh token per connection attempt.
+#[derive(Clone)]
+pub struct TokenSource(Arc<dyn Fn() -> String + Send + Sync>);
+
+impl TokenSource {
+    /// A source that calls `mint` for every attempt.
+    pub fn new(mint: impl Fn() -> String + Send + Sync + 'static) -> TokenSource {
+        TokenSource(Arc::new(mint))
+    }
+
+    /// A token for the next attempt.
+    pub fn mint(&self) -> String {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSource")
+    }
 }
 
 impl ResilientConfig {
@@ -67,6 +92,7 @@ impl ResilientConfig {
             idle_timeout: Duration::from_secs(15),
             max_attempts: None,
             receipts: None,
+            tokens: None,
         }
     }
 }

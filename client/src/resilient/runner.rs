@@ -86,6 +86,9 @@ impl Runner {
             opts.endpoint = endpoints[next % endpoints.len()].clone();
             opts.since = self.dedup.last.map(|id| id.to_string());
             opts.session = self.session.clone();
+            if let Some(tokens) = &self.config.tokens {
+                opts.token = Some(tokens.mint());
+            }
             let delay = match Connection::connect(&opts).await {
                 Ok(conn) => match self.serve(conn, &mut commands, &mut backoff).await {
                     Ended::Stop => return,
@@ -94,7 +97,12 @@ impl Runner {
                         self.emit(Event::Disconnected(code));
                         // The instance is going away or was lost: the next endpoint first.
                         next += 1;
-                        if matches!(code, Some(close::SERVICE_RESTART | close::TRY_AGAIN_LATER)) {
+                        let at_once = [
+                            close::SERVICE_RESTART,
+                            close::TRY_AGAIN_LATER,
+                            close::TOKEN_EXPIRED,
+                        ];
+                        if code.is_some_and(|c| at_once.contains(&c)) {
                             jitter(self.config.restart_jitter)
                         } else {
                             backoff.next_delay()

@@ -1,5 +1,5 @@
-//! The fixed fast backend behind the proxies in scenarios 1–4: a small
-//! constant response on any path, 200 on `/healthz`, and a WebSocket echo on
+//! The fixed fast backend behind the proxies in scenarios 1–4 and 7: a
+//! small constant response on any path (3 KB on [`PAGE_PATH`]), 200 on `/healthz`, and a WebSocket echo on
 //! any upgrade. It does as little as possible so the numbers measure the
 //! proxy in front of it, and it is the same program behind the lb, behind
 //! HAProxy and for "direct".
@@ -21,6 +21,24 @@ use tokio_tungstenite::WebSocketStream;
 
 /// The response body of every plain request (13 bytes).
 pub const BODY: &[u8] = b"hello, world\n";
+
+/// Path of the page-sized response, about as large as the chat page (`GET /`
+/// of an app): the proxies' cost per response byte shows beside the 13 bytes.
+pub const PAGE_PATH: &str = "/bench/page";
+
+/// Size of the body at [`PAGE_PATH`], bytes.
+pub const PAGE_LEN: usize = 3072;
+
+/// The body at [`PAGE_PATH`]: HTML-like filler of [`PAGE_LEN`] bytes.
+fn page() -> Bytes {
+    static PAGE: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    PAGE.get_or_init(|| {
+        let line = b"<p>wsmesh bench page: a body about the size of the chat page.</p>\n";
+        let body: Vec<u8> = line.iter().copied().cycle().take(PAGE_LEN).collect();
+        Bytes::from(body)
+    })
+    .clone()
+}
 
 /// Serves on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener) {
@@ -94,10 +112,15 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
     if req.uri().path() == "/healthz" {
         return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
     }
-    let mut resp = Response::new(Full::new(Bytes::from_static(BODY)));
+    let (body, content_type) = if req.uri().path() == PAGE_PATH {
+        (page(), "text/html; charset=utf-8")
+    } else {
+        (Bytes::from_static(BODY), "text/plain")
+    };
+    let mut resp = Response::new(Full::new(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain"),
+        header::HeaderValue::from_static(content_type),
     );
     Ok(resp)
 }

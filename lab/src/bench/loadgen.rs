@@ -203,8 +203,14 @@ async fn http_conn(
 }
 
 /// Scenario 1: `conns` keep-alive connections (spread over `targets`), each
-/// sending one request after the other.
-pub async fn http_keepalive(targets: &[Target], sources: Arc<Sources>, conns: usize, budget: Budget) -> Run {
+/// sending one GET of `path` after the other.
+pub async fn http_keepalive(
+    targets: &[Target],
+    sources: Arc<Sources>,
+    conns: usize,
+    path: &'static str,
+    budget: Budget,
+) -> Run {
     let targets: Arc<Vec<Target>> = Arc::new(targets.to_vec());
     drive(conns, budget, move |i, barrier, gate, duration| {
         let target = targets[i % targets.len()].clone();
@@ -223,7 +229,7 @@ pub async fn http_keepalive(targets: &[Target], sources: Arc<Sources>, conns: us
             let deadline = Instant::now() + duration;
             while Instant::now() < deadline && gate.take() {
                 let started = Instant::now();
-                let outcome = match get(&target, "/bench/small", false) {
+                let outcome = match get(&target, path, false) {
                     Ok(req) => exchange(&mut sender, req).await,
                     Err(e) => Err(e.to_string()),
                 };

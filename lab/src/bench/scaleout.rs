@@ -1,4 +1,4 @@
-//! The systems of the scale-out scenario (7), each with N instances behind
+//! The systems of the scale-out scenario (8), each with N instances behind
 //! one lb of its own: wsmesh (N apps, N subscribers) balanced by fewest
 //! sessions or by room, on one Redis or on a 3-master, 3-replica Redis
 //! Cluster, and the node peer (N `server.mjs`, one Redis). A [`Stack`] knows

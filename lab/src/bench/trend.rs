@@ -120,14 +120,14 @@ mod tests {
             ("growing".to_string(), vec![(2.0, 12.0), (4.0, 20.0), (8.0, 40.0)]),
         ];
         let labels = Labels {
-            title: "7 scale-out",
+            title: "8 scale-out",
             subtitle: "lower is better",
             x: "instances",
         };
         let svg = line_chart(labels, &series).unwrap();
         assert!(svg.starts_with("<svg"));
         let texts: Vec<&str> = svg.lines().map(str::trim).collect();
-        for text in ["7 scale-out", "lower is better", "instances", "flat", "growing", "10.5", "40.0", "8"] {
+        for text in ["8 scale-out", "lower is better", "instances", "flat", "growing", "10.5", "40.0", "8"] {
             assert!(texts.contains(&text), "{text} missing");
         }
         assert!(svg.contains("<polyline"), "lines drawn");

@@ -1,10 +1,13 @@
-//! The cluster one drill runs against: Redis, app1/app2, subscriber1/2 (configs
+//! The cluster one drill runs against: Redis (one server, a Sentinel-watched
+//! master with replicas, or a Redis Cluster), app1/app2 (or more),
+//! subscriber1/2 (configs
 //! from `configs/local` on free ports, like `LocalCluster`) and the TLS lb in
 //! front (the committed `configs/local/lb.toml`, listen addresses, servers and
 //! a fresh dev certificate replaced), so clients go through the path users
 //! take. Each process writes to its own log file instead of our stdout: a drill
 //! with a thousand clients would otherwise drown its own table (and `--json`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use wsmesh_client::{ConnectOptions, Endpoint, Scheme};
 use wsmesh_testkit::cluster::{self, Cluster, ClusterError, LocalOptions};
 use wsmesh_testkit::ports;
 use wsmesh_testkit::process::{Output, ProcessSpec};
+use wsmesh_testkit::redis_cluster;
 
 /// Environment overrides that would beat a rendered config.
 const OVERRIDE_VARS: [&str; 3] = ["WSMESH_REDIS_URL", "WSMESH_INTERNAL_TOKEN", "WSMESH_ADMIN_TOKEN"];
@@ -54,6 +58,21 @@ pub enum DrillClusterError {
     /// The old master came back and stayed a master.
     #[error("{0} was not made a replica within {1:?}")]
     NotDemoted(String, Duration),
+    /// The Redis Cluster could not be made.
+    #[error("the Redis Cluster: {0}")]
+    ClusterSetup(String),
+    /// No replica took over a lost Redis Cluster master's slots.
+    #[error("no replica of {0} was promoted within {1:?}")]
+    NoPromotion(SocketAddr, Duration),
+    /// The Redis Cluster did not say `cluster_state:ok` on every live node.
+    #[error("the Redis Cluster was not whole within {0:?}: {1}")]
+    ClusterNotOk(Duration, String),
+    /// A room's channel got no subscriber on its slot's new master.
+    #[error("{0}: no subscriber on its new master {1} within {2:?}")]
+    NotResubscribed(String, SocketAddr, Duration),
+    /// A Redis command of the drill itself failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     /// The store could not be read at the end.
     #[error(transparent)]
     Store(#[from] StoreReadError),
@@ -63,7 +82,7 @@ pub enum DrillClusterError {
 }
 
 /// Which Redis a drill runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RedisLayout {
     /// One redis-server (`redis`), local durability.
     Single,
@@ -71,6 +90,10 @@ pub enum RedisLayout {
     /// apps and subscribers following the Sentinels, replicated durability:
     /// the `lab up --ha` layout on free ports.
     Sentinel,
+    /// `redis-node1…6`, a Redis Cluster of three masters with a replica
+    /// each, the apps and subscribers on it through sharded pub/sub
+    /// (replicated durability: `WAIT 1` on the room's master).
+    Cluster,
 }
 
 /// Where the drill's Redis is.
@@ -84,6 +107,11 @@ pub enum RedisAt {
         nodes: Vec<(String, SocketAddr)>,
         /// The Sentinels.
         sentinels: Vec<SocketAddr>,
+    },
+    /// A Redis Cluster's nodes by process name (masters first, as created).
+    Cluster {
+        /// `(redis-node1, addr)`, …
+        nodes: Vec<(String, SocketAddr)>,
     },
 }
 
@@ -102,6 +130,8 @@ pub struct DrillCluster {
     pub tls: Arc<rustls::ClientConfig>,
     /// Configs, certificates, Redis data and the processes' logs.
     pub dir: PathBuf,
+    /// The apps' process names, `app1`….
+    pub apps: Vec<String>,
     /// Where each app and subscriber serves `/metrics`, by process name.
     metrics: Vec<(String, SocketAddr)>,
     /// Removes `dir` on drop unless the logs are kept (after the processes: field order).
@@ -178,6 +208,37 @@ impl DrillCluster {
                     .collect();
                 (opts, Some(RedisAt::Sentinels { nodes, sentinels }))
             }
+            RedisLayout::Cluster => {
+                let count = redis_cluster::MASTERS * (1 + redis_cluster::REPLICAS_PER_MASTER);
+                let mut nodes = Vec::with_capacity(count);
+                for i in 1..=count {
+                    let name = format!("redis-node{i}");
+                    let (addr, bus) = (ports::free_addr()?, ports::free_loopback_port()?);
+                    let node_dir = data.join(&name);
+                    std::fs::create_dir_all(&node_dir)?;
+                    let spec = redis_cluster::node_spec(&name, addr, bus, &node_dir);
+                    procs.spawn(logged(spec, &log(&name)))?;
+                    nodes.push((name, addr));
+                }
+                procs.wait_healthy(START_LIMIT).await?;
+                let addrs: Vec<SocketAddr> = nodes.iter().map(|(_, a)| *a).collect();
+                redis_cluster::create(&addrs, redis_cluster::REPLICAS_PER_MASTER)
+                    .await
+                    .map_err(|e| DrillClusterError::ClusterSetup(e.to_string()))?;
+                let list: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+                let sub_list = list.clone();
+                let opts = opts
+                    .clone()
+                    .app(move |c| {
+                        c.redis.url = DEFAULT_URL.into();
+                        c.redis.cluster = list.clone();
+                    })
+                    .subscriber(move |c| {
+                        c.redis.url = DEFAULT_URL.into();
+                        c.redis.cluster = sub_list.clone();
+                    });
+                (opts, Some(RedisAt::Cluster { nodes }))
+            }
         };
         let layout = cluster::render_local(&dir, &opts).map_err(ClusterError::from)?;
         let app_bin = cluster::binary("app")?;
@@ -232,7 +293,7 @@ impl DrillCluster {
         let metrics = layout
             .apps
             .iter()
-            .map(|a| (a.name.clone(), a.public))
+            .map(|a| (a.name.clone(), a.internal))
             .chain(
                 layout
                     .subscribers
@@ -248,6 +309,7 @@ impl DrillCluster {
             admin,
             tls,
             dir,
+            apps: layout.apps.iter().map(|a| a.name.clone()).collect(),
             metrics,
             _temp: temp,
         })
@@ -287,26 +349,46 @@ impl DrillCluster {
         Ok(())
     }
 
+    /// `GET /api/backends` of the lb: every server with its sessions and
+    /// the hash keys they were placed by.
+    async fn backends(&self) -> Result<serde_json::Value, DrillClusterError> {
+        let url = format!("http://{}/api/backends", self.admin);
+        let resp = http::request("GET", &url, &[], String::new(), Duration::from_secs(5))
+            .await
+            .map_err(|e| DrillClusterError::Admin(format!("{url}: {e}")))?;
+        serde_json::from_str(&resp.body).map_err(|e| DrillClusterError::Admin(format!("{url}: {e}")))
+    }
+
     /// The app with the most sessions in the lb now (the lb's admin API):
     /// the one whose loss moves the most clients. With room-affinity
     /// balancing a room's members share one app, so a fixed victim could
     /// hold no room at all.
     pub async fn busiest_app(&self) -> Result<String, DrillClusterError> {
-        let url = format!("http://{}/api/backends", self.admin);
-        let resp = http::request("GET", &url, &[], String::new(), Duration::from_secs(5))
-            .await
-            .map_err(|e| DrillClusterError::Admin(format!("{url}: {e}")))?;
-        let json: serde_json::Value = serde_json::from_str(&resp.body)
-            .map_err(|e| DrillClusterError::Admin(format!("{url}: {e}")))?;
-        json["backends"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|b| b["servers"].as_array().into_iter().flatten())
+        let json = self.backends().await?;
+        servers(&json)
             .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["sessions"].as_u64()?)))
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
             .map(|(name, _)| name)
-            .ok_or_else(|| DrillClusterError::Admin(format!("{url}: no server listed")))
+            .ok_or_else(|| DrillClusterError::Admin("/api/backends: no server listed".into()))
+    }
+
+    /// Where the lb placed each room's open sessions (by the hash key it
+    /// shows per server): room → server → sessions.
+    pub async fn room_servers(&self) -> Result<RoomServers, DrillClusterError> {
+        let json = self.backends().await?;
+        let mut rooms = RoomServers::new();
+        for server in servers(&json) {
+            let Some(name) = server["name"].as_str() else { continue };
+            for key in server["hash_keys"].as_array().into_iter().flatten() {
+                let (Some(room), Some(n)) = (key["key"].as_str(), key["sessions"].as_u64()) else {
+                    continue;
+                };
+                if n > 0 {
+                    rooms.entry(room.to_string()).or_default().insert(name.to_string(), n);
+                }
+            }
+        }
+        Ok(rooms)
     }
 
     /// Waits until `name` is healthy again (the lb: until it sees every server up).
@@ -333,7 +415,8 @@ impl DrillCluster {
     /// the lb's server state changes), `name: line`, oldest first per file.
     pub fn log_excerpt(&self, per_file: usize) -> Vec<String> {
         let mut out = Vec::new();
-        for name in ["app1", "app2", "subscriber1", "subscriber2", "lb"] {
+        let names = self.metrics.iter().map(|(n, _)| n.as_str()).chain(["lb"]);
+        for name in names {
             let Ok(text) = std::fs::read_to_string(self.dir.join(format!("{name}.log"))) else {
                 continue;
             };
@@ -362,6 +445,8 @@ impl DrillCluster {
                 }
                 Err(DrillClusterError::NoMaster)
             }
+            // Each slot has its own master: see `slot_master`.
+            RedisAt::Cluster { .. } => Err(DrillClusterError::NoMaster),
         }
     }
 
@@ -385,15 +470,50 @@ impl DrillCluster {
     pub fn node_name(&self, addr: SocketAddr) -> Option<String> {
         match &self.redis {
             RedisAt::Single(a) => (*a == addr).then(|| "redis".to_string()),
-            RedisAt::Sentinels { nodes, .. } => nodes.iter().find(|(_, a)| *a == addr).map(|(n, _)| n.clone()),
+            RedisAt::Sentinels { nodes, .. } | RedisAt::Cluster { nodes } => {
+                nodes.iter().find(|(_, a)| *a == addr).map(|(n, _)| n.clone())
+            }
         }
     }
 
     /// Every committed entry of `rooms`, read from the master now.
     pub async fn stored(&self, rooms: &[String]) -> Result<Stored, DrillClusterError> {
-        let master = self.master().await?;
         let prefix = self.key_prefix();
+        if let RedisAt::Cluster { nodes } = &self.redis {
+            let addrs: Vec<SocketAddr> = nodes.iter().map(|(_, a)| *a).collect();
+            return Ok(store::read_cluster(&addrs, &prefix, rooms).await?);
+        }
+        let master = self.master().await?;
         Ok(store::read(master, None, &prefix, rooms).await?)
+    }
+
+    /// The master that owns `key`'s slot now, as the first Redis Cluster
+    /// node that answers sees it.
+    pub async fn slot_master(&self, key: &str) -> Result<SocketAddr, DrillClusterError> {
+        let RedisAt::Cluster { nodes } = &self.redis else {
+            return self.master().await;
+        };
+        let mut last = None;
+        for (_, addr) in nodes {
+            match redis_cluster::master_of(*addr, key).await {
+                Ok(master) => return Ok(master),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or(DrillClusterError::NoMaster, DrillClusterError::Redis))
+    }
+
+    /// The Redis Cluster's nodes (none on the other layouts).
+    pub fn redis_nodes(&self) -> Vec<SocketAddr> {
+        match &self.redis {
+            RedisAt::Cluster { nodes } => nodes.iter().map(|(_, a)| *a).collect(),
+            RedisAt::Single(_) | RedisAt::Sentinels { .. } => Vec::new(),
+        }
+    }
+
+    /// A room's pub/sub channel, as the apps name it.
+    pub fn channel(&self, room: &str) -> String {
+        wsmesh_redis_wire::Keys::new(self.key_prefix()).channel(room)
     }
 
     /// `redis.prefix` of the apps' configs (as written for this cluster).
@@ -408,7 +528,7 @@ impl DrillCluster {
     /// The apps' `socket ended` lines that contain `needle`, `app: line`.
     pub fn socket_ends(&self, needle: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for name in ["app1", "app2"] {
+        for name in &self.apps {
             let Ok(text) = std::fs::read_to_string(self.dir.join(format!("{name}.log"))) else {
                 continue;
             };
@@ -420,6 +540,18 @@ impl DrillCluster {
         }
         out
     }
+}
+
+/// Room → lb server → open sessions (see `DrillCluster::room_servers`).
+pub type RoomServers = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// Every server of every backend in a `/api/backends` answer.
+fn servers(json: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    json["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|b| b["servers"].as_array().into_iter().flatten())
 }
 
 /// `GET /metrics` over plain HTTP/1.0 on loopback, within 2 s.

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::cluster::{DrillCluster, DrillClusterError, RedisLayout};
+use super::cluster::{DrillCluster, DrillClusterError, RedisLayout, RoomServers};
+use super::slots;
 
 /// A process gets this long to come back healthy (the lb: to see every server up).
 const HEAL_LIMIT: Duration = Duration::from_secs(60);
@@ -26,6 +27,9 @@ const FROZEN_FOR: Duration = Duration::from_secs(7);
 
 /// How long the app stays in lb drain before it is made ready again.
 const DRAINED_FOR: Duration = Duration::from_secs(4);
+
+/// Longest wait for a killed app's rooms to show up on other apps in the lb.
+const MOVE_LIMIT: Duration = Duration::from_secs(15);
 
 /// SIGTERM drain of an app: its `drain.grace` + `drain.window` and a margin.
 const DRAIN_EXIT_LIMIT: Duration = Duration::from_secs(20);
@@ -56,11 +60,18 @@ pub enum Fault {
     /// SIGSTOP the Redis master past the Sentinels' down-after; a replica is
     /// promoted; SIGCONT: the old master must be demoted, not take writes.
     FreezeRedisMaster,
+    /// kill -9 the Redis Cluster master whose rooms have the most sessions;
+    /// its replica takes its slots over; the old one is started again and
+    /// rejoins as a replica.
+    KillClusterMaster,
+    /// Move the slots of the busiest rooms to other Redis Cluster masters
+    /// while they chat; each room's subscriber follows its channel.
+    ReshardDuringChat,
 }
 
 impl Fault {
     /// Every fault, in the order `lab drill --fault all` runs them.
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 11] = [
         Fault::KillApp,
         Fault::DrainApp,
         Fault::LbDrain,
@@ -70,6 +81,8 @@ impl Fault {
         Fault::KillLb,
         Fault::KillRedisMaster,
         Fault::FreezeRedisMaster,
+        Fault::KillClusterMaster,
+        Fault::ReshardDuringChat,
     ];
 
     /// CLI name.
@@ -84,16 +97,21 @@ impl Fault {
             Fault::KillLb => "kill-lb",
             Fault::KillRedisMaster => "kill-redis-master",
             Fault::FreezeRedisMaster => "freeze-redis-master",
+            Fault::KillClusterMaster => "kill-cluster-master",
+            Fault::ReshardDuringChat => "reshard-during-chat",
         }
     }
 }
 
 impl Fault {
-    /// The Redis the fault needs: a master to lose needs Sentinels and replicas.
-    pub fn redis_layout(self) -> RedisLayout {
+    /// The Redis the fault needs: a master to lose needs Sentinels and
+    /// replicas, slots need a Redis Cluster. `None`: any (one server by default).
+    pub fn redis_layout(self) -> Option<RedisLayout> {
         match self {
-            Fault::KillRedisMaster | Fault::FreezeRedisMaster => RedisLayout::Sentinel,
-            _ => RedisLayout::Single,
+            Fault::KillRedisMaster | Fault::FreezeRedisMaster => Some(RedisLayout::Sentinel),
+            Fault::KillClusterMaster | Fault::ReshardDuringChat => Some(RedisLayout::Cluster),
+            Fault::RestartRedis => Some(RedisLayout::Single),
+            _ => None,
         }
     }
 }
@@ -106,7 +124,7 @@ impl fmt::Display for Fault {
 
 /// A fault name that is not one of `Fault::ALL`.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown fault {0:?}; one of: all, kill-app, drain-app, lb-drain, kill-subscriber, restart-redis, freeze-app, kill-lb")]
+#[error("unknown fault {0:?}; one of: all, kill-app, drain-app, lb-drain, kill-subscriber, restart-redis, freeze-app, kill-lb, kill-redis-master, freeze-redis-master, kill-cluster-master, reshard-during-chat")]
 pub struct UnknownFault(pub String);
 
 impl FromStr for Fault {
@@ -125,10 +143,48 @@ impl FromStr for Fault {
 pub struct Timeline {
     /// `(seconds since injection, step)`.
     pub steps: Vec<(f64, String)>,
+    /// What shows that the fault did what it is for.
+    pub evidence: Vec<Evidence>,
+}
+
+/// A fault's effect as seen from outside: the proof that the drill tested
+/// what it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Evidence {
+    /// A replica took over a killed Redis Cluster master's slots.
+    Promoted {
+        /// The killed master's process name.
+        old: String,
+        /// The promoted replica's.
+        new: String,
+        /// Drill rooms whose slots it held.
+        rooms: usize,
+    },
+    /// A room's slot moved to another master, and its channel is subscribed there.
+    SlotMoved {
+        /// The room.
+        room: String,
+        /// The master it left.
+        from: String,
+        /// The master that owns it now.
+        to: String,
+        /// `PUBSUB SHARDNUMSUB` of its channel on `to` afterwards.
+        subscribers: u64,
+    },
+    /// A killed app's room is served by other apps (the lb's hash keys).
+    RoomMoved {
+        /// The room.
+        room: String,
+        /// The killed app.
+        from: String,
+        /// The apps its sessions are on now.
+        to: Vec<String>,
+    },
 }
 
 impl Timeline {
-    fn note(&mut self, t0: Instant, step: impl Into<String>) {
+    pub(super) fn note(&mut self, t0: Instant, step: impl Into<String>) {
         self.steps.push((t0.elapsed().as_secs_f64(), step.into()));
     }
 }
@@ -156,7 +212,14 @@ pub async fn inject_and_heal(fault: Fault, c: &mut DrillCluster) -> Result<Timel
     match fault {
         Fault::KillApp => {
             let app = c.busiest_app().await?;
-            kill_and_start(c, &app, &format!("{app} started"), &mut tl, t0).await?;
+            let before = c.room_servers().await?;
+            let rooms = before.values().filter(|servers| servers.contains_key(&app)).count();
+            c.cluster.get_mut(&app)?.kill9()?;
+            tl.note(t0, format!("{app} killed (SIGKILL), holding {rooms} rooms"));
+            rooms_moved(c, &app, &before, &mut tl, t0).await?;
+            c.cluster.get_mut(&app)?.start()?;
+            tl.note(t0, format!("{app} started"));
+            c.wait_healthy(&app, HEAL_LIMIT).await?;
         }
         Fault::DrainApp => {
             let app = c.busiest_app().await?;
@@ -227,6 +290,12 @@ pub async fn inject_and_heal(fault: Fault, c: &mut DrillCluster) -> Result<Timel
             apps_healthy(c).await?;
             tl.note(t0, format!("apps healthy on {new}"));
         }
+        Fault::KillClusterMaster => {
+            slots::kill_master(c, &mut tl, t0).await?;
+            apps_healthy(c).await?;
+            tl.note(t0, "apps healthy");
+        }
+        Fault::ReshardDuringChat => slots::reshard(c, &mut tl, t0).await?,
     }
     // Whole again means: the lb sees both apps up.
     c.wait_healthy("lb", HEAL_LIMIT).await?;
@@ -284,8 +353,62 @@ async fn demoted(
     Ok(())
 }
 
-/// Both apps answer `/healthz` 200 (their health includes Redis).
+/// Every app answers `/healthz` 200 (their health includes Redis).
 async fn apps_healthy(c: &mut DrillCluster) -> Result<(), DrillClusterError> {
-    c.wait_healthy("app1", HEAL_LIMIT).await?;
-    c.wait_healthy("app2", HEAL_LIMIT).await
+    for app in c.apps.clone() {
+        c.wait_healthy(&app, HEAL_LIMIT).await?;
+    }
+    Ok(())
+}
+
+/// Keeps the killed `app` dead for `DEAD_FOR`, and until each room it held
+/// (by the lb's sessions `before` the kill) has more sessions on other
+/// apps than it had then (at most `MOVE_LIMIT`): with `balance = "hash"` a
+/// room's reconnecting members go to its next server on the ring. Each
+/// room seen moved is evidence; one not seen is noted.
+async fn rooms_moved(
+    c: &DrillCluster,
+    app: &str,
+    before: &RoomServers,
+    tl: &mut Timeline,
+    t0: Instant,
+) -> Result<(), DrillClusterError> {
+    let killed = Instant::now();
+    let mut waiting: Vec<&String> = before
+        .iter()
+        .filter(|(_, servers)| servers.contains_key(app))
+        .map(|(room, _)| room)
+        .collect();
+    loop {
+        let now = c.room_servers().await?;
+        waiting.retain(|room| {
+            let had = |server: &String| before.get(*room).and_then(|s| s.get(server)).copied().unwrap_or(0);
+            let to: Vec<String> = now
+                .get(*room)
+                .into_iter()
+                .flatten()
+                .filter(|(server, n)| *server != app && **n > had(server))
+                .map(|(server, _)| server.clone())
+                .collect();
+            if to.is_empty() {
+                return true;
+            }
+            tl.note(t0, format!("room {room} moved from {app} to {}", to.join(", ")));
+            tl.evidence.push(Evidence::RoomMoved {
+                room: (*room).clone(),
+                from: app.to_string(),
+                to,
+            });
+            false
+        });
+        let elapsed = killed.elapsed();
+        if (waiting.is_empty() && elapsed >= DEAD_FOR) || elapsed >= MOVE_LIMIT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for room in waiting {
+        tl.note(t0, format!("room {room} not seen on another app within {MOVE_LIMIT:?}"));
+    }
+    Ok(())
 }

@@ -16,7 +16,10 @@ use tokio::time::Instant;
 use wsmesh_common::stream_id::StreamId;
 
 use super::ledger::ClientLedger;
-use wsmesh_client::resilient::{ConnectionRecord, Event, ReceiptLog, ResilientClient, ResilientConfig};
+use crate::token::{Minter, TokenSpec};
+use wsmesh_client::resilient::{
+    ConnectionRecord, Event, ReceiptLog, ResilientClient, ResilientConfig, TokenSource,
+};
 use wsmesh_client::ConnectOptions;
 
 /// How the clients behave (beyond where they connect).
@@ -70,6 +73,8 @@ pub struct LoadPlan {
     pub tuning: ClientTuning,
     /// Prefix of room names, unique per drill.
     pub room_prefix: String,
+    /// In jwt mode: what signs each client's tokens and how long they last.
+    pub tokens: Option<(Minter, Duration)>,
 }
 
 /// One client as its task sees it, read by the drill.
@@ -235,6 +240,17 @@ impl Load {
             config.idle_timeout = t.idle_timeout;
             config.max_attempts = Some(t.max_attempts);
             config.receipts = Some(receipts.clone());
+            if let Some((minter, ttl)) = &plan.tokens {
+                let minter = minter.clone();
+                let spec = TokenSpec {
+                    sub: format!("d{i}"),
+                    name: Some(format!("d{i}")),
+                    rooms: Some(vec![room.clone()]),
+                    ttl: *ttl,
+                };
+                // A failed mint (a clock before 1970) leaves no token: a 401, retried.
+                config.tokens = Some(TokenSource::new(move || minter.mint(&spec).unwrap_or_default()));
+            }
             let live = Arc::new(Mutex::new(Live::default()));
             let phase = Duration::from_secs_f64(period.as_secs_f64() * rand::rng().random::<f64>());
             let task = tokio::spawn(drive(

@@ -1,5 +1,6 @@
 //! `lab drill`: zero-loss failover, proven. Each drill starts a fresh cluster
-//! (Redis, two apps, two subscribers, the TLS lb), connects N resilient
+//! (Redis — one server, Sentinels or a Redis Cluster —, two apps or more,
+//! a subscriber per app, the TLS lb), connects N resilient
 //! clients through `wss://` spread over rooms, lets them send at a steady
 //! rate, injects one fault and heals it, stops sending, waits until every
 //! send is acked and every client is connected and caught up, and reconciles
@@ -8,13 +9,15 @@
 //! client that gave up fails the drill.
 //!
 //! `cluster` builds the cluster, `load` runs the clients, `faults` breaks and
-//! heals, `ledger` reconciles, `report` prints.
+//! heals (`slots` the Redis Cluster faults), `ledger` reconciles, `report`
+//! prints.
 
 pub mod cluster;
 pub mod faults;
 pub mod ledger;
 pub mod load;
 pub mod report;
+pub mod slots;
 pub mod store;
 
 use std::collections::BTreeSet;
@@ -27,7 +30,8 @@ pub use faults::Fault;
 use load::{ClientTuning, Ended, Load, LoadPlan};
 pub use report::DrillReport;
 
-use self::cluster::{DrillCluster, DrillClusterError};
+use self::cluster::{DrillCluster, DrillClusterError, RedisLayout};
+use crate::token::Minter;
 use wsmesh_testkit::cluster::LocalOptions;
 
 /// Why a drill could not run (a drill that ran and found losses is not an error).
@@ -98,11 +102,13 @@ impl FromStr for Rate {
     }
 }
 
-/// `60s`, `500ms`, `2m` or a bare number of seconds.
+/// `60s`, `500ms`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("bad duration {s:?}: e.g. 60s, 500ms, 2m");
+    let bad = || format!("bad duration {s:?}: e.g. 60s, 500ms, 2m, 1h");
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
         (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix('m') {
@@ -131,7 +137,8 @@ fn fault_arg(s: &str) -> Result<String, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DrillArgs {
     /// all, kill-app, drain-app, lb-drain, kill-subscriber, restart-redis, freeze-app, kill-lb,
-    /// kill-redis-master or freeze-redis-master (repeatable).
+    /// kill-redis-master, freeze-redis-master, kill-cluster-master or reshard-during-chat
+    /// (repeatable).
     #[arg(long, default_value = "all", value_parser = fault_arg)]
     pub fault: Vec<String>,
     /// Resilient clients connected through the lb during each drill.
@@ -140,6 +147,14 @@ pub struct DrillArgs {
     /// Rooms (clients are spread evenly).
     #[arg(long, default_value_t = 20)]
     pub rooms: usize,
+    /// Apps (each with its subscriber) behind the lb.
+    #[arg(long, default_value_t = 2)]
+    pub apps: usize,
+    /// Redis for the faults that work on any: single, sentinel or cluster. The Redis faults
+    /// pick their own (restart-redis: single; kill/freeze-redis-master: sentinel;
+    /// kill-cluster-master, reshard-during-chat: cluster).
+    #[arg(long, value_enum)]
+    pub redis: Option<RedisLayout>,
     /// Messages per second over all clients (e.g. 200), or per client (e.g. 0.2/client).
     #[arg(long, default_value = "0.2/client")]
     pub rate: String,
@@ -155,6 +170,14 @@ pub struct DrillArgs {
     /// Keep each drill's directory (configs and process logs) and print its path.
     #[arg(long)]
     pub keep_logs: bool,
+    /// Run the apps in jwt mode: each client gets its own token (sub and name d<i>, its
+    /// room only), minted afresh for every connection.
+    #[arg(long)]
+    pub auth: bool,
+    /// With --auth: how long each token is valid; shorter than the drill makes every client
+    /// go through expiry (4001) and a resume with a fresh token.
+    #[arg(long, default_value = "1h")]
+    pub token_ttl: String,
 }
 
 /// A drill's parameters.
@@ -164,6 +187,10 @@ pub struct DrillOptions {
     pub clients: usize,
     /// Rooms the clients are spread over evenly.
     pub rooms: usize,
+    /// Apps (each with its subscriber) behind the lb.
+    pub apps: usize,
+    /// Redis for the faults that do not pick their own; one server when `None`.
+    pub redis: Option<RedisLayout>,
     /// How fast the clients send, together or each.
     pub rate: Rate,
     /// Sending time (extended to cover the fault and its healing).
@@ -174,6 +201,9 @@ pub struct DrillOptions {
     pub keep_logs: bool,
     /// Backoff, re-send and ping timing of every client.
     pub tuning: ClientTuning,
+    /// `Some(ttl)`: the apps run in jwt mode and every client's tokens are
+    /// valid this long.
+    pub token_ttl: Option<Duration>,
 }
 
 impl DrillOptions {
@@ -183,12 +213,34 @@ impl DrillOptions {
         DrillOptions {
             clients: 24,
             rooms: 3,
+            apps: 2,
+            redis: None,
             rate: Rate::PerClient(2.0),
             duration: Duration::from_secs(8),
             quiesce: Duration::from_secs(30),
             keep_logs: false,
             tuning: ClientTuning::default(),
+            token_ttl: None,
         }
+    }
+
+    /// The small size of the scale-out drills: 4 apps on a Redis Cluster,
+    /// 40 clients in 20 rooms, a message a second each, 10 s of sending.
+    pub fn small_cluster() -> DrillOptions {
+        DrillOptions {
+            clients: 40,
+            rooms: 20,
+            apps: 4,
+            redis: Some(RedisLayout::Cluster),
+            rate: Rate::PerClient(1.0),
+            duration: Duration::from_secs(10),
+            ..DrillOptions::small()
+        }
+    }
+
+    /// The Redis a drill of `fault` runs on.
+    pub fn layout(&self, fault: Fault) -> RedisLayout {
+        fault.redis_layout().or(self.redis).unwrap_or(RedisLayout::Single)
     }
 }
 
@@ -203,19 +255,25 @@ impl DrillArgs {
                 faults.push(f.parse().map_err(|e: faults::UnknownFault| e.to_string())?);
             }
         }
-        if self.clients == 0 || self.rooms == 0 {
-            return Err("--clients and --rooms must be at least 1".into());
+        if self.clients == 0 || self.rooms == 0 || self.apps == 0 {
+            return Err("--clients, --rooms and --apps must be at least 1".into());
         }
         Ok((
             faults,
             DrillOptions {
                 clients: self.clients,
                 rooms: self.rooms,
+                apps: self.apps,
+                redis: self.redis,
                 rate: self.rate.parse()?,
                 duration: parse_duration(&self.duration)?,
                 quiesce: parse_duration(&self.quiesce)?,
                 keep_logs: self.keep_logs,
                 tuning: ClientTuning::default(),
+                token_ttl: match self.auth {
+                    true => Some(parse_duration(&self.token_ttl)?),
+                    false => None,
+                },
             },
         ))
     }
@@ -242,20 +300,26 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 }
 
 /// Config changes for drills: the apps must not throttle the load (rate limit,
-/// connection cap) so that what is measured is failover, not admission.
-fn local_options(opts: &DrillOptions) -> LocalOptions {
+/// connection cap) so that what is measured is failover, not admission; with
+/// `minter`, they run in jwt mode with its secret.
+fn local_options(opts: &DrillOptions, minter: Option<Minter>) -> LocalOptions {
     let conns = opts.clients.saturating_mul(4).max(10_000);
-    LocalOptions::default().app(move |c| {
+    LocalOptions::default().apps(opts.apps).app(move |c| {
         c.limits.max_connections = conns;
         c.limits.rate_burst = 1000;
         c.limits.rate_per_sec = 1000.0;
+        if let Some(minter) = &minter {
+            minter.enable(c, None);
+        }
     })
 }
 
 /// Runs one drill.
 pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, DrillError> {
     let err = |source| DrillError::Cluster { fault, source };
-    let mut c = DrillCluster::start(&local_options(opts), opts.keep_logs, fault.redis_layout())
+    let tokens = opts.token_ttl.map(|ttl| (Minter::generate(), ttl));
+    let minter = tokens.as_ref().map(|(m, _)| m.clone());
+    let mut c = DrillCluster::start(&local_options(opts, minter), opts.keep_logs, opts.layout(fault))
         .await
         .map_err(err)?;
     let plan = LoadPlan {
@@ -265,6 +329,7 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
         connect: c.connect_options(),
         tuning: opts.tuning.clone(),
         room_prefix: format!("drill-{}-", fault.name()),
+        tokens,
     };
     let load = Load::start(&plan).await;
     let limit = Duration::from_secs(30) + Duration::from_millis(20 * opts.clients as u64);
@@ -441,6 +506,7 @@ mod tests {
         assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("soon").is_err());
     }
@@ -454,13 +520,19 @@ mod tests {
             fault: vec!["all".into()],
             clients: 2,
             rooms: 1,
+            apps: 2,
+            redis: None,
             rate: "1".into(),
             duration: "1s".into(),
             quiesce: "1s".into(),
             json: false,
             keep_logs: false,
+            auth: true,
+            token_ttl: "30s".into(),
         };
         assert_eq!(args.parse().map(|(f, _)| f.len()), Ok(Fault::ALL.len()));
+        let ttl = args.parse().map(|(_, o)| o.token_ttl);
+        assert_eq!(ttl, Ok(Some(Duration::from_secs(30))));
         let bad = DrillArgs {
             fault: vec!["nope".into()],
             ..args

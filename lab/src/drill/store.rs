@@ -63,44 +63,72 @@ pub async fn read(
     prefix: &str,
     rooms: &[String],
 ) -> Result<Stored, StoreReadError> {
-    let redis = |source| StoreReadError::Redis { master, source };
-    let keys = Keys::new(prefix);
     // A password is random hex (the lab's), nothing to escape in a URL.
     let url = match password {
         Some(p) => format!("redis://:{p}@{master}/"),
         None => format!("redis://{master}/"),
     };
-    let work = async {
-        let client = redis::Client::open(url).map_err(redis)?;
-        let mut conn = client.get_multiplexed_async_connection().await.map_err(redis)?;
-        let mut stored = Stored::default();
-        for room in rooms {
-            let ids = stored.ids.entry(room.clone()).or_default();
-            let mut cids = HashSet::new();
-            let mut after = StreamId::ZERO;
-            loop {
-                let page: StreamRangeReply = wire::range_after(&mut conn, &keys, room, after, PAGE)
-                    .await
-                    .map_err(redis)?;
-                for entry in &page.ids {
-                    let Ok(id) = entry.id.parse::<StreamId>() else { continue };
-                    after = after.max(id);
-                    ids.insert(id);
-                    let Ok(chat) = wire::entry_to_chat(room, entry) else { continue };
-                    if let Some(cid) = chat.cid {
-                        if !cids.insert(cid) {
-                            stored.cids_twice += 1;
-                        }
+    within_limit(master, async {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        read_rooms(&mut conn, prefix, rooms).await
+    })
+    .await
+}
+
+/// Reads every committed entry of `rooms` from a Redis Cluster that
+/// `nodes` belong to: each room from the master of its slot now.
+pub async fn read_cluster(nodes: &[SocketAddr], prefix: &str, rooms: &[String]) -> Result<Stored, StoreReadError> {
+    let first = nodes.first().copied().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let urls: Vec<String> = nodes.iter().map(|a| format!("redis://{a}/")).collect();
+    within_limit(first, async {
+        let client = redis::cluster::ClusterClient::new(urls)?;
+        let mut conn = client.get_async_connection().await?;
+        read_rooms(&mut conn, prefix, rooms).await
+    })
+    .await
+}
+
+/// `read` within `READ_LIMIT`, its errors naming `node`.
+async fn within_limit(
+    node: SocketAddr,
+    read: impl std::future::Future<Output = redis::RedisResult<Stored>>,
+) -> Result<Stored, StoreReadError> {
+    tokio::time::timeout(READ_LIMIT, read)
+        .await
+        .map_err(|_| StoreReadError::Timeout(node))?
+        .map_err(|source| StoreReadError::Redis { master: node, source })
+}
+
+/// Every committed entry of `rooms` over `conn`.
+async fn read_rooms(
+    conn: &mut impl redis::aio::ConnectionLike,
+    prefix: &str,
+    rooms: &[String],
+) -> redis::RedisResult<Stored> {
+    let keys = Keys::new(prefix);
+    let mut stored = Stored::default();
+    for room in rooms {
+        let ids = stored.ids.entry(room.clone()).or_default();
+        let mut cids = HashSet::new();
+        let mut after = StreamId::ZERO;
+        loop {
+            let page: StreamRangeReply = wire::range_after(conn, &keys, room, after, PAGE).await?;
+            for entry in &page.ids {
+                let Ok(id) = entry.id.parse::<StreamId>() else { continue };
+                after = after.max(id);
+                ids.insert(id);
+                let Ok(chat) = wire::entry_to_chat(room, entry) else { continue };
+                if let Some(cid) = chat.cid {
+                    if !cids.insert(cid) {
+                        stored.cids_twice += 1;
                     }
                 }
-                if page.ids.len() < PAGE {
-                    break;
-                }
+            }
+            if page.ids.len() < PAGE {
+                break;
             }
         }
-        Ok(stored)
-    };
-    tokio::time::timeout(READ_LIMIT, work)
-        .await
-        .map_err(|_| StoreReadError::Timeout(master))?
+    }
+    Ok(stored)
 }

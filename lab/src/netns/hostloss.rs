@@ -322,6 +322,7 @@ impl Drill {
             connect,
             tuning: opts.tuning.clone(),
             room_prefix: format!("netns-{}-{}-", self.fault.name(), std::process::id()),
+            tokens: None,
         };
         let rooms: Vec<String> = (0..opts.rooms.max(1))
             .map(|i| format!("{}{i}", plan.room_prefix))

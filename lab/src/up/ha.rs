@@ -40,7 +40,11 @@ pub fn specs(sentinels: &[SocketAddr], offset: u16, dir: &Path) -> Result<Vec<Pr
     for port in NODE_PORTS {
         let port = port
             .checked_add(offset)
-            .ok_or(UpError::NodePort { port, offset })?;
+            .ok_or_else(|| UpError::PortPast {
+                what: "Redis node".into(),
+                port,
+                offset,
+            })?;
         nodes.push(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     }
     specs_at(&nodes, sentinels, TIMING, dir).map_err(|e| UpError::Cluster(e.into()))

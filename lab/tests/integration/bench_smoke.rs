@@ -34,7 +34,7 @@ async fn load_generator_measures_the_backend_directly_and_through_the_lb() {
     let direct = [Target::plain(backend_addr)];
     assert_sane(
         "direct keep-alive",
-        &loadgen::http_keepalive(&direct, sources.clone(), 4, budget()).await,
+        &loadgen::http_keepalive(&direct, sources.clone(), 4, "/bench/small", budget()).await,
     );
     assert_sane(
         "direct echo",
@@ -61,7 +61,7 @@ async fn load_generator_measures_the_backend_directly_and_through_the_lb() {
     let via_lb = [Target::tls(listen, tls)];
     assert_sane(
         "lb keep-alive",
-        &loadgen::http_keepalive(&via_lb, sources.clone(), 4, budget()).await,
+        &loadgen::http_keepalive(&via_lb, sources.clone(), 4, backend::PAGE_PATH, budget()).await,
     );
     assert_sane(
         "lb handshakes",

@@ -7,16 +7,22 @@
 //! each starts six processes and 24 TLS clients, and two at once on the
 //! 2-core CI machine would measure the machine, not failover.
 
-use lab::drill::{self, DrillOptions, Fault};
+use lab::drill::{self, DrillOptions, DrillReport, Fault};
 use tokio::sync::Mutex;
 
 /// Serializes the drills within this test binary.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 async fn drill_is_clean(fault: Fault) {
+    clean_drill(fault, &DrillOptions::small()).await;
+}
+
+/// Runs the drill of `fault` at `size` (one drill at a time) and checks
+/// every loss column of its ledger is 0; returns the report.
+pub(crate) async fn clean_drill(fault: Fault, size: &DrillOptions) -> DrillReport {
     let _turn = ONE_AT_A_TIME.lock().await;
     let _ = drill::raise_nofile_limit();
-    let report = drill::run_one(fault, &DrillOptions::small())
+    let report = drill::run_one(fault, size)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     println!("{}", report.table());
@@ -33,6 +39,7 @@ async fn drill_is_clean(fault: Fault) {
     assert_eq!(t.undecodable, 0, "undecodable frames\n{}", report.table());
     assert!(report.clean(), "{}", report.table());
     assert!(report.quiesced, "not quiet\n{}", report.table());
+    report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ async fn healthy_instances_answer_200_with_json_and_serve_metrics() {
         assert_eq!(health.status, 200);
         let parsed: Result<serde_json::Value, _> = serde_json::from_str(&health.body);
         assert!(parsed.is_ok(), "not JSON: {}", health.body);
-        let metrics = http::get(&format!("{}/metrics", app.http_url()), LIMIT)
+        let metrics = http::get(&format!("{}/metrics", app.internal_url()), LIMIT)
             .await
             .unwrap();
         assert_eq!(metrics.status, 200);

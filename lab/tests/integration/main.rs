@@ -5,6 +5,7 @@
 mod bad_input;
 mod bench_smoke;
 mod chat;
+mod cluster_drills;
 mod configs;
 mod drills;
 mod health;
@@ -20,4 +21,5 @@ mod seed_formats;
 mod sessions;
 mod subscriber_failover;
 mod up;
+mod up_cluster;
 mod up_ha;

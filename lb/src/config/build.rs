@@ -55,6 +55,9 @@ impl Frontend {
             forwarded_headers: default_true(),
             maxconn: 0,
             deny: default_deny(),
+            trusted_proxies: Vec::new(),
+            proxy_protocol: ProxyProtocol::default(),
+            per_source: None,
             routes: Vec::new(),
         }
     }

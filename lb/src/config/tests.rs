@@ -28,7 +28,9 @@ fn minimal_config_gets_haproxy_defaults() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!(c.backends[0].balance, Balance::LeastConn);
     assert_eq!(c.backends[0].retries, 3);
-    assert_eq!(c.frontends[0].deny, vec!["/internal/".to_string()]);
+    assert_eq!(c.frontends[0].deny, ["/internal/", "/metrics"]);
+    assert_eq!(c.frontends[0].proxy_protocol, ProxyProtocol::None);
+    assert_eq!(c.frontends[0].per_source, None);
     assert_eq!(c.admin.listen.get_ref(), "127.0.0.1:8404");
     let check = Check::default();
     assert_eq!(
@@ -300,5 +302,119 @@ fn hash_balance_keys_parse_and_mistakes_name_their_line_and_column() {
     for (from, to, expected) in cases {
         let e = parse(&hashed.replace(from, to)).unwrap_err();
         assert_eq!(e.to_string(), format!("/etc/lb/{expected}"), "{from:?} -> {to:?}");
+    }
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let text = format!("[admin]\nlisten = \"0.0.0.0:8404\"\n{MINIMAL}");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
+    assert!(e.reason.contains("not a loopback address"), "{e}");
+    let with_token = text.replace("[admin]\n", "[admin]\ntoken = \"t\"\n");
+    assert_eq!(parse(&with_token).unwrap().admin.token, "t");
+    let with_file = text.replace("[admin]\n", "[admin]\ntoken_file = \"admin.token\"\n");
+    parse(&with_file).unwrap();
+    let both = with_token.replace("[admin]\n", "[admin]\ntoken_file = \"admin.token\"\n");
+    let e = parse(&both).unwrap_err();
+    assert!(e.reason.contains("not both"), "{e}");
+    assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
+    let e = parse(&format!("[admin]\nhosts = [\"a b\"]\n{MINIMAL}")).unwrap_err();
+    assert!(e.reason.contains("admin.hosts[0]"), "{e}");
+}
+
+#[test]
+fn a_token_file_is_read_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), "s3cret\n").unwrap();
+    let source = Source {
+        file: dir.path().join("lb.toml"),
+        text: String::new(),
+    };
+    let mut admin = Admin {
+        token_file: Some(Spanned::new(0..0, "admin.token".into())),
+        ..Admin::default()
+    };
+    if std::env::var_os(ADMIN_TOKEN_ENV).is_none() {
+        assert_eq!(admin.effective_token(&source).unwrap().as_deref(), Some("s3cret"));
+        admin.token_file = Some(Spanned::new(0..0, "missing.token".into()));
+        assert!(admin.effective_token(&source).is_err());
+    }
+}
+
+const LIMITED: &str = r#"
+[[frontend]]
+name = "web"
+listen = "127.0.0.1:8080"
+backend = "apps"
+trusted_proxies = ["10.0.0.0/8", "192.0.2.1"]
+proxy_protocol = "v2"
+[frontend.per_source]
+max_conns = 20
+conn_rate = "50/10s"
+request_rate = "300/10s"
+upgrade_rate = "20/1m"
+
+[[backend]]
+name = "apps"
+[[backend.server]]
+name = "app1"
+addr = "127.0.0.1:9001"
+"#;
+
+#[test]
+fn per_source_limits_parse_and_write_back() {
+    let c = parse(LIMITED).unwrap();
+    let f = &c.frontends[0];
+    assert_eq!(f.proxy_protocol, ProxyProtocol::V2);
+    assert_eq!(f.trusted_proxies.len(), 2);
+    assert!(f.trusted_proxies[1].contains("192.0.2.1".parse().unwrap()));
+    let p = f.per_source.as_ref().unwrap();
+    assert_eq!(p.max_conns, 20);
+    assert_eq!(p.conn_rate.unwrap().count, 50);
+    assert_eq!(p.upgrade_rate.unwrap().period, Duration::from_secs(60));
+    assert_eq!(
+        (p.max_sources, p.expire, p.ipv6_prefix),
+        (100_000, Duration::from_secs(60), 64)
+    );
+    assert_eq!(parse(&round_trip(LIMITED)).unwrap(), c);
+}
+
+#[test]
+fn per_source_mistakes_name_their_line() {
+    let cases = [
+        (
+            "proxy_protocol = \"v2\"",
+            "proxy_protocol = \"v1\"",
+            7,
+            "unknown variant",
+        ),
+        (
+            "trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\n",
+            "",
+            6,
+            "needs trusted_proxies",
+        ),
+        ("\"10.0.0.0/8\"", "\"10.0.0.0/40\"", 6, "prefix length"),
+        ("\"50/10s\"", "\"50\"", 10, "expected COUNT/PERIOD"),
+        (
+            "upgrade_rate = \"20/1m\"",
+            "upgrade_rate = \"20/1m\"\nexpire = \"30s\"",
+            13,
+            "expire must be at least",
+        ),
+        (
+            "max_conns = 20",
+            "max_conns = 20\nmax_sources = 2",
+            10,
+            "max_sources must be between",
+        ),
+    ];
+    for (from, to, line, reason) in cases {
+        let text = LIMITED.replace(from, to);
+        assert_ne!(text, LIMITED, "{from:?}");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(line), "{from:?}: {e}");
+        assert!(e.reason.contains(reason), "{from:?}: {e}");
     }
 }

@@ -61,8 +61,8 @@ impl Outgoing {
             _ => {}
         }
         if !parts.headers.contains_key(header::HOST) {
-            if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-                parts.headers.insert(header::HOST, h);
+            if let Some(h) = &host {
+                parts.headers.insert(header::HOST, h.clone());
             }
         }
         if ctx.frontend.forwarded_headers {
@@ -70,16 +70,13 @@ impl Outgoing {
                 &mut parts.headers,
                 ctx.peer.ip(),
                 ctx.frontend.tls.is_some(),
-                host.as_deref(),
+                host.as_ref(),
             );
         }
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let (mut head, ()) = Request::builder()
-            .method(parts.method)
-            .uri(path)
-            .version(Version::HTTP_11)
-            .body(())?
-            .into_parts();
+        let (mut head, ()) = Request::new(()).into_parts();
+        head.method = parts.method;
+        head.uri = origin_form(parts.uri)?;
+        head.version = Version::HTTP_11;
         head.headers = parts.headers;
         Ok(Outgoing {
             head,
@@ -102,6 +99,21 @@ impl Outgoing {
         *req.headers_mut() = self.head.headers.clone();
         Some(req)
     }
+}
+
+/// `uri` as a server expects it: path and query only. An HTTP/1 client's
+/// URI usually is that already and is kept without being parsed again.
+fn origin_form(uri: http::Uri) -> Result<http::Uri, http::Error> {
+    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+        return Ok(uri);
+    }
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path);
+    Ok(http::Uri::from_parts(parts)?)
 }
 
 /// How forwarding a request ended.

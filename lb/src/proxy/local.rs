@@ -8,7 +8,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::headers::request_host;
-use crate::access_log::{Exchange, InFlight, LoggedBody};
+use crate::access_log::{Exchange, Fault, InFlight, LoggedBody};
+use crate::source_limits::Refused;
 
 /// Body of responses to clients.
 pub type ClientResponse = Response<LoggedBody>;
@@ -44,6 +45,22 @@ pub fn unavailable(exchange: Exchange, in_flight: InFlight) -> ClientResponse {
     )
 }
 
+/// `429` for a request over a per-source rate, with `Retry-After` (the
+/// rate's period, in whole seconds).
+pub fn too_many(refused: Refused, mut exchange: Exchange, in_flight: InFlight) -> ClientResponse {
+    exchange.fault = Fault::Limit(refused.kind);
+    let mut resp = local(
+        StatusCode::TOO_MANY_REQUESTS,
+        "429 Too Many Requests: slow down.\n",
+        exchange,
+        in_flight,
+    );
+    let secs = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
 /// `301` to the same host on https `port`, path and query kept.
 pub fn redirect(
     req: &Request<Incoming>,
@@ -51,7 +68,9 @@ pub fn redirect(
     exchange: Exchange,
     in_flight: InFlight,
 ) -> ClientResponse {
-    let host = request_host(req.headers(), req.uri()).unwrap_or_default();
+    let host = request_host(req.headers(), req.uri())
+        .and_then(|h| h.to_str().ok().map(str::to_owned))
+        .unwrap_or_default();
     let bare = match host.parse::<http::uri::Authority>() {
         Ok(a) => a.host().to_string(),
         Err(_) => String::new(),

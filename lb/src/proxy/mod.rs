@@ -27,7 +27,7 @@ use crate::tunnel::{self, TunnelCtx};
 use crate::upstream::SessionGuard;
 use forward::{empty, forward, Forwarded, Outgoing};
 use headers::{ambiguous_framing, strip_hop_by_hop};
-use local::{local, redirect, unavailable, ClientResponse};
+use local::{local, redirect, too_many, unavailable, ClientResponse};
 use upgrade::UpgradeKind;
 
 /// Handles one request; never fails (errors become responses).
@@ -51,6 +51,14 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         hash_key: None,
     };
     let fe = &ctx.frontend;
+    let upgrade = upgrade::requested(&req);
+    if let Err(refused) = fe
+        .sources
+        .admit_request(ctx.peer.ip(), req.headers(), upgrade.is_some())
+    {
+        fe.counters.limited(refused.kind);
+        return Ok(too_many(refused, exchange, in_flight));
+    }
     if let Some(port) = fe.redirect_https_port {
         return Ok(redirect(&req, port, exchange, in_flight));
     }
@@ -95,7 +103,6 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         .hashing
         .as_ref()
         .and_then(|h| hash_key::extract(&h.key, req.uri(), req.headers(), ctx.peer.ip()));
-    let upgrade = upgrade::requested(&req);
     let mut req = req;
     let client_upgrade = upgrade.map(|_| hyper::upgrade::on(&mut req));
     let mut outgoing = match Outgoing::new(req, &ctx, upgrade, exchange.body_in.clone()) {

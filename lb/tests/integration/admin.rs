@@ -113,7 +113,8 @@ async fn unknown_server_is_404_and_bad_body_is_400() {
         StatusCode::BAD_REQUEST
     );
     let req = http::Request::post("/api/backends/app1/state")
-        .header("host", "admin")
+        .header("host", admin_host(lb.ports.admin))
+        .header("content-type", "application/json")
         .body(body("not json"))
         .unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], lb.ports.admin).into();
@@ -136,7 +137,7 @@ async fn bearer_token_guards_the_admin_api_when_configured() {
     let _lb = LbProcess::spawn(&opts, ports, |spec| spec.env.clear());
     let addr: SocketAddr = ([127, 0, 0, 1], ports.admin).into();
     let get = |token: Option<&'static str>| async move {
-        let mut req = http::Request::get("/api/backends").header("host", "admin");
+        let mut req = http::Request::get("/api/backends").header("host", admin_host(addr.port()));
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -157,7 +158,7 @@ async fn stats_page_and_metrics_show_the_frontends_and_servers() {
     let addr: SocketAddr = ([127, 0, 0, 1], lb.ports.admin).into();
     let get = |path: &'static str| async move {
         let req = http::Request::get(path)
-            .header("host", "admin")
+            .header("host", admin_host(addr.port()))
             .body(empty())
             .unwrap();
         let (status, headers, body) = http1(addr, req).await.unwrap();

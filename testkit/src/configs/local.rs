@@ -20,6 +20,8 @@ pub struct LocalOptions {
     app: Vec<Edit<AppConfig>>,
     /// Applied to both subscriber configs.
     subscriber: Vec<Edit<SubscriberConfig>>,
+    /// Apps (each with its subscriber) beyond the default two; see `apps`.
+    apps: Option<usize>,
 }
 
 impl fmt::Debug for LocalOptions {
@@ -27,6 +29,7 @@ impl fmt::Debug for LocalOptions {
         f.debug_struct("LocalOptions")
             .field("app_edits", &self.app.len())
             .field("subscriber_edits", &self.subscriber.len())
+            .field("apps", &self.app_count())
             .finish()
     }
 }
@@ -43,6 +46,24 @@ impl LocalOptions {
         self.subscriber.push(Arc::new(edit));
         self
     }
+
+    /// Runs `n` apps and subscribers instead of two; those past the
+    /// committed two are made from `app1.toml` and `subscriber1.toml`.
+    pub fn apps(mut self, n: usize) -> Self {
+        self.apps = Some(n.max(1));
+        self
+    }
+
+    /// How many apps (and subscribers) the layout has.
+    pub fn app_count(&self) -> usize {
+        self.apps.unwrap_or(2)
+    }
+}
+
+/// The committed file that config `i` (1-based) of `kind` is made from:
+/// its own for the committed two, the first one's beyond.
+fn template(kind: &str, i: usize) -> String {
+    format!("{kind}{}.toml", if i <= 2 { i } else { 1 })
 }
 
 /// Addresses of one app of a local cluster.
@@ -78,16 +99,16 @@ impl AppInfo {
 pub struct LocalLayout {
     /// Redis address (all configs point at it).
     pub redis: SocketAddr,
-    /// app1 and app2.
+    /// app1, app2, ….
     pub apps: Vec<AppInfo>,
-    /// subscriber1's and subscriber2's health listeners.
+    /// subscriber1's, subscriber2's, … health listeners.
     pub subscribers: Vec<SocketAddr>,
     /// Internal bearer token (from the committed app1 config).
     pub token: String,
 }
 
 /// Writes `app1.toml`, `app2.toml`, `subscriber1.toml` and `subscriber2.toml`
-/// into `dir`: the committed configs with free loopback ports, Redis on a free
+/// (or as many as `opts.apps` asks for) into `dir`: the committed configs with free loopback ports, Redis on a free
 /// port, and `opts` applied on top.
 pub fn render_local(dir: &Path, opts: &LocalOptions) -> Result<LocalLayout, ConfigError> {
     let io = |e: std::io::Error| ConfigError::new(dir, e);
@@ -96,7 +117,7 @@ pub fn render_local(dir: &Path, opts: &LocalOptions) -> Result<LocalLayout, Conf
     let mut apps = Vec::new();
     let mut subscribers = Vec::new();
     let mut token = String::new();
-    for i in 1..=2 {
+    for i in 1..=opts.app_count() {
         let name = format!("app{i}");
         let info = AppInfo {
             name: name.clone(),
@@ -104,7 +125,7 @@ pub fn render_local(dir: &Path, opts: &LocalOptions) -> Result<LocalLayout, Conf
             internal: ports::free_addr().map_err(io)?,
         };
         let file = format!("{name}.toml");
-        let mut app: AppConfig = committed(&file)?;
+        let mut app: AppConfig = committed(&template("app", i))?;
         if i == 1 {
             token = app.internal.token.clone().unwrap_or_default();
         }
@@ -117,7 +138,7 @@ pub fn render_local(dir: &Path, opts: &LocalOptions) -> Result<LocalLayout, Conf
 
         let health = ports::free_addr().map_err(io)?;
         let file = format!("subscriber{i}.toml");
-        let mut sub: SubscriberConfig = committed(&file)?;
+        let mut sub: SubscriberConfig = committed(&template("subscriber", i))?;
         sub.redis.url = redis_url.clone();
         sub.app.internal_url = info.internal_url();
         sub.listen.health = health;
@@ -159,5 +180,18 @@ mod tests {
         assert_eq!(sub.listen.health, layout.subscribers[1]);
         assert_eq!(sub.queue.batch_max, 7);
         assert_eq!(layout.token, "local-dev-internal-token");
+    }
+
+    #[test]
+    fn more_apps_are_made_from_the_first_ones_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = render_local(dir.path(), &LocalOptions::default().apps(4)).unwrap();
+        assert_eq!(layout.apps.len(), 4);
+        assert_eq!(layout.subscribers.len(), 4);
+        let app: AppConfig = load(&dir.path().join("app4.toml")).unwrap();
+        assert_eq!(app.instance, "app4");
+        assert_eq!(app.listen.public, layout.apps[3].public);
+        let sub: SubscriberConfig = load(&dir.path().join("subscriber4.toml")).unwrap();
+        assert_eq!(sub.app.internal_url, layout.apps[3].internal_url());
     }
 }

@@ -1,7 +1,8 @@
-//! The seven benchmark scenarios and their sizes. `proxy` holds 1–4 (lb vs
-//! HAProxy vs direct on the fast backend), `chat` holds 5–6 (wsmesh vs the
-//! peers), `scale_out` holds 7 (CPU per delivery as instances grow, sized
-//! by its own `ScaleParams`). Each scenario runs every system once per round, alternating, so
+//! The eight benchmark scenarios and their sizes. `proxy` holds 1–4 and 7
+//! (lb vs HAProxy vs direct on the fast backend), `chat` holds 5–6 (wsmesh
+//! vs the peers), `scale_out` holds 8 (CPU per delivery as instances grow,
+//! sized by its own `ScaleParams`). Each scenario runs every system once
+//! per round, alternating, so
 //! drift on the machine hits all systems alike.
 
 pub mod chat;
@@ -27,6 +28,10 @@ pub struct Params {
     pub keepalive_conns: usize,
     /// Concurrent connect loops in scenario 2.
     pub handshake_concurrency: usize,
+    /// HTTP/2 connections in scenario 7.
+    pub h2_conns: usize,
+    /// Requests in flight per HTTP/2 connection in scenario 7.
+    pub h2_streams: usize,
     /// Connection counts of scenario 3.
     pub echo_conns: Vec<usize>,
     /// Idle tunnels in scenario 4.
@@ -65,6 +70,8 @@ impl Params {
             warmup: Duration::from_millis(300),
             keepalive_conns: 32,
             handshake_concurrency: 16,
+            h2_conns: 16,
+            h2_streams: 10,
             echo_conns: vec![1, 100, 1000],
             tunnels: 2000,
             max_ops: 5_000_000,
@@ -90,6 +97,8 @@ impl Params {
             warmup: Duration::from_secs(2),
             keepalive_conns: 64,
             handshake_concurrency: 32,
+            h2_conns: 32,
+            h2_streams: 10,
             echo_conns: vec![1, 100, 1000],
             // 10k asked; each proxied tunnel costs the proxy two descriptors
             // and the open-file limit here is 20000 (see the notes).
@@ -116,9 +125,10 @@ impl Params {
                 self.rounds, self.tunnel_rounds, self.warmup
             ),
             format!(
-                "1: {} keep-alive HTTPS connections, GET of a 13-byte body, {:?} per run",
+                "1: {} keep-alive HTTPS connections, GET of a 13-byte body, and again of a 3 KB body (about the chat page), {:?} per run",
                 self.keepalive_conns, self.duration
             ),
+            "1–3, 7: CPU µs per operation = the proxy process's user + system CPU time (/proc/PID/stat, all threads) over the run ÷ operations that succeeded".to_string(),
             format!(
                 "2: {} loops of connect + full TLS handshake + one request + close, {:?} per run",
                 self.handshake_concurrency, self.duration
@@ -128,6 +138,10 @@ impl Params {
                 self.echo_conns, self.duration
             ),
             format!("4: {} idle WebSocket tunnels, RSS delta of the proxy ÷ tunnels", self.tunnels),
+            format!(
+                "7: h2load, {} HTTP/2 connections (h2 by ALPN) × {} streams in flight, GET of the 13-byte body, {:?} per run; lb and HAProxy only (the backends speak HTTP/1)",
+                self.h2_conns, self.h2_streams, self.duration
+            ),
             format!(
                 "5: {} rooms × {} clients over two instances behind the lb, {} senders; fixed rate {} msg/s, and saturation with {} messages in flight per sender; {:?} per run, deliveries counted for messages sent in the window ({:?} grace)",
                 self.rooms, self.per_room, self.senders, self.offered_rate, self.window, self.chat_duration, self.grace

@@ -1,17 +1,21 @@
-//! Scenarios 1–4: the lb against HAProxy and against no proxy at all, on the
-//! fixed fast backend. 1: keep-alive requests/s and latency; 2: new TLS
-//! connections per second; 3: WebSocket echo at several connection counts;
-//! 4: memory per idle tunnel.
+//! Scenarios 1–4 and 7: the lb against HAProxy and against no proxy at all,
+//! on the fixed fast backend. 1: keep-alive requests/s and latency, with a
+//! 13-byte and a 3 KB body; 2: new TLS connections per second; 3: WebSocket
+//! echo at several connection counts; 4: memory per idle tunnel; 7: HTTP/2
+//! keep-alive with `h2load`. 1–3 and 7 also record each proxy's CPU time
+//! per operation, from process accounting.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Findings, Params};
+use crate::bench::backend::PAGE_PATH;
+use crate::bench::h2load;
 use crate::bench::loadgen::{self, Budget, Run};
 use crate::bench::net::{Sources, Target};
 use crate::bench::proxies::{ProxySystems, DIRECT, LB};
-use crate::bench::sys::rss_bytes;
+use crate::bench::sys::{cpu_micros, rss_bytes};
 
 /// Systems of scenarios 1–3, in run order.
 fn systems(p: &ProxySystems) -> Vec<String> {
@@ -39,20 +43,28 @@ struct Recorded<'a> {
     scenario: &'a str,
     /// Name of the per-second rate (higher is better).
     metric: &'a str,
+    /// Name of the proxy's CPU time per operation (lower is better).
+    cpu: &'a str,
     /// Latency quantiles: metric name, quantile.
     quantiles: &'a [(&'a str, f64)],
 }
 
 /// One throughput scenario: runs `load` on every system of the schedule, logs
-/// each run, and records the errors, the rate and the latency quantiles of the
-/// runs past warm-up.
+/// each run, and records the errors, the rate, the latency quantiles and
+/// (for the proxies) the CPU time per operation of the runs past warm-up.
 async fn throughput<L, Fut>(p: &ProxySystems, params: &Params, f: &mut Findings, rec: Recorded<'_>, load: L)
 where
     L: Fn(Vec<Target>, Budget) -> Fut,
     Fut: Future<Output = Run>,
 {
     for (system, warmup) in schedule(p, params) {
+        let pid = p.pid(&system);
+        let cpu_before = pid.and_then(cpu_micros);
         let run = load(p.targets(&system), budget(params, warmup)).await;
+        let cpu = match (pid.and_then(cpu_micros), cpu_before) {
+            (Some(after), Some(before)) if run.ok > 0 => Some(after.saturating_sub(before) as f64 / run.ok as f64),
+            _ => None,
+        };
         tracing::info!(
             scenario = rec.scenario,
             system,
@@ -60,6 +72,7 @@ where
             rate = run.rate(),
             unit = rec.metric,
             p99 = run.ms(0.99),
+            cpu_us = cpu,
             errors = run.errors,
             "run"
         );
@@ -72,25 +85,42 @@ where
         for (name, q) in rec.quantiles {
             f.metric(rec.scenario, name, false, LB).push(&system, run.ms(*q));
         }
+        if let Some(cpu) = cpu {
+            f.metric(rec.scenario, rec.cpu, false, LB).push(&system, cpu);
+        }
     }
 }
 
-/// Scenario 1.
+/// Scenario 1, once with the 13-byte body and once with the 3 KB page.
 pub async fn keepalive(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f: &mut Findings) {
-    let scenario = "1 https keep-alive";
-    let conns = params.keepalive_conns;
-    let load = |targets: Vec<Target>, budget| {
-        let sources = sources.clone();
-        async move { loadgen::http_keepalive(&targets, sources, conns, budget).await }
-    };
-    let quantiles = [("p50 ms", 0.5), ("p99 ms", 0.99)];
-    let rec = Recorded {
-        scenario,
-        metric: "requests/s",
-        quantiles: &quantiles,
-    };
-    throughput(p, params, f, rec, load).await;
+    // The 13-byte scenario runs first: goals that look for "1 https" find it.
+    for (scenario, path) in [(SCENARIO_1, "/bench/small"), (SCENARIO_1_PAGE, PAGE_PATH)] {
+        let conns = params.keepalive_conns;
+        let load = |targets: Vec<Target>, budget| {
+            let sources = sources.clone();
+            async move { loadgen::http_keepalive(&targets, sources, conns, path, budget).await }
+        };
+        let quantiles = [("p50 ms", 0.5), ("p99 ms", 0.99)];
+        let rec = Recorded {
+            scenario,
+            metric: "requests/s",
+            cpu: CPU_PER_REQUEST,
+            quantiles: &quantiles,
+        };
+        throughput(p, params, f, rec, load).await;
+    }
 }
+
+/// Scenario 1 with the 13-byte body.
+pub const SCENARIO_1: &str = "1 https keep-alive";
+/// Scenario 1 with the 3 KB body.
+pub const SCENARIO_1_PAGE: &str = "1 https keep-alive, 3 KB body";
+/// Scenario 7.
+pub const SCENARIO_7: &str = "7 https/2 keep-alive (h2load)";
+/// The proxy's CPU time per request, µs.
+pub const CPU_PER_REQUEST: &str = "CPU µs/request";
+/// The proxy's CPU time per new TLS connection (handshake + one request), µs.
+pub const CPU_PER_CONNECTION: &str = "CPU µs/connection";
 
 /// Scenario 2.
 pub async fn handshakes(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f: &mut Findings) {
@@ -104,6 +134,7 @@ pub async fn handshakes(p: &ProxySystems, params: &Params, sources: Arc<Sources>
     let rec = Recorded {
         scenario,
         metric: "connections/s",
+        cpu: CPU_PER_CONNECTION,
         quantiles: &[("p99 ms", 0.99)],
     };
     throughput(p, params, f, rec, load).await;
@@ -121,9 +152,52 @@ pub async fn ws_echo(p: &ProxySystems, params: &Params, sources: Arc<Sources>, f
         let rec = Recorded {
             scenario,
             metric: "messages/s",
+            cpu: "CPU µs/message",
             quantiles: &[("p99 ms", 0.99)],
         };
         throughput(p, params, f, rec, load).await;
+    }
+}
+
+/// Scenario 7: `h2load` over HTTP/2 (h2 by ALPN on the TLS frontends) to
+/// the lb and HAProxy, `h2_conns` connections with `h2_streams` requests in
+/// flight on each, GET of the 13-byte body. Direct is left out: the
+/// backends speak HTTP/1 only.
+pub async fn h2(p: &ProxySystems, params: &Params, f: &mut Findings) {
+    let proxies: Vec<String> = systems(p).into_iter().filter(|s| s != DIRECT).collect();
+    let mut order: Vec<(String, bool)> = proxies.iter().map(|s| (s.clone(), true)).collect();
+    for _ in 0..params.rounds {
+        order.extend(proxies.iter().map(|s| (s.clone(), false)));
+    }
+    for (system, warmup) in order {
+        let (Some(pid), Some(target)) = (p.pid(&system), p.targets(&system).first().cloned()) else {
+            continue;
+        };
+        let duration = if warmup { params.warmup } else { params.duration };
+        let before = cpu_micros(pid);
+        let run = h2load::run(target.addr, "/bench/small", params.h2_conns, params.h2_streams, duration).await;
+        let after = cpu_micros(pid);
+        let run = match run {
+            Ok(run) => run,
+            Err(e) => {
+                f.notes.push(format!("{SCENARIO_7}, {system}: {e}"));
+                continue;
+            }
+        };
+        let cpu = match (before, after) {
+            (Some(b), Some(a)) if run.succeeded > 0 => Some(a.saturating_sub(b) as f64 / run.succeeded as f64),
+            _ => None,
+        };
+        tracing::info!(scenario = SCENARIO_7, system, warmup, rate = run.rate, cpu_us = cpu, failed = run.failed, "run");
+        if warmup {
+            continue;
+        }
+        f.errors(SCENARIO_7, &system, run.failed, None);
+        f.metric(SCENARIO_7, "requests/s", true, LB).push(&system, run.rate);
+        f.metric(SCENARIO_7, "mean ms", false, LB).push(&system, run.mean_ms);
+        if let Some(cpu) = cpu {
+            f.metric(SCENARIO_7, CPU_PER_REQUEST, false, LB).push(&system, cpu);
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Scenario 7: scale-out. The same offered chat load (R rooms × M members,
+//! Scenario 8: scale-out. The same offered chat load (R rooms × M members,
 //! S messages/s) on 2, 4 and 8 instances of each design (see
 //! `bench::scaleout`), and what it costs: CPU time (user + system) of every
 //! server process — apps, subscribers, node instances, every Redis node —
@@ -19,7 +19,7 @@ use crate::bench::lbconf::Certs;
 use crate::bench::net::Sources;
 use crate::bench::report::{fmt_num, Goal, Metric};
 use crate::bench::scaleout::{Design, Stack};
-use crate::bench::sys::cpu_time;
+use crate::bench::sys::cpu_micros;
 use crate::bench::trend::{self, Labels, Series};
 
 /// The system the ratio column compares with.
@@ -43,7 +43,7 @@ const FLAT: f64 = 1.25;
 /// The chart's file name in the report directory.
 pub const CHART: &str = "scale-out-cpu-per-delivery.svg";
 
-/// Sizes of scenario 7.
+/// Sizes of scenario 8.
 #[derive(Debug, Clone)]
 pub struct ScaleParams {
     /// Instance counts, each run with every design.
@@ -103,7 +103,7 @@ impl ScaleParams {
     pub fn describe(&self) -> String {
         let designs: Vec<&str> = Design::ALL.iter().map(|d| d.name()).collect();
         format!(
-            "7: {} rooms × {} clients, {} senders at {} msg/s over all ({} deliveries/s), on {:?} instances of each of {}; {} runs of {:?} per stack after a {:?} warm-up, deliveries counted for messages sent in the window ({:?} grace); CPU = utime + stime from /proc/PID/stat over the window (and over {:?} without load after the warm-up: idle CPU); server = apps + subscribers (or node instances) + every Redis node; the load generator is not counted, the lb apart",
+            "8: {} rooms × {} clients, {} senders at {} msg/s over all ({} deliveries/s), on {:?} instances of each of {}; {} runs of {:?} per stack after a {:?} warm-up, deliveries counted for messages sent in the window ({:?} grace); CPU = utime + stime from /proc/PID/stat over the window (and over {:?} without load after the warm-up: idle CPU); server = apps + subscribers (or node instances) + every Redis node; the load generator is not counted, the lb apart",
             self.rooms,
             self.per_room,
             self.senders,
@@ -122,13 +122,13 @@ impl ScaleParams {
 
 /// The scenario name of one instance count.
 fn scenario(instances: usize) -> String {
-    format!("7 scale-out, {instances} instances")
+    format!("8 scale-out, {instances} instances")
 }
 
-/// The instance count of a scenario-7 name.
+/// The instance count of a scenario-8 name.
 fn instances_of(scenario: &str) -> Option<usize> {
     scenario
-        .strip_prefix("7 scale-out, ")?
+        .strip_prefix("8 scale-out, ")?
         .strip_suffix(" instances")?
         .parse()
         .ok()
@@ -142,7 +142,7 @@ struct Cpu {
 }
 
 fn cpu_sum(pids: &[u32]) -> Duration {
-    pids.iter().filter_map(|p| cpu_time(*p)).sum()
+    Duration::from_micros(pids.iter().filter_map(|p| cpu_micros(*p)).sum())
 }
 
 /// One fan-out run on `stack`, with the CPU its processes used from the
@@ -163,7 +163,7 @@ async fn measure(stack: &Stack, shape: FanOut, tag: &str, sources: Arc<Sources>)
     tokio::join!(run, sample)
 }
 
-/// Scenario 7: every instance count, every design, one stack each.
+/// Scenario 8: every instance count, every design, one stack each.
 pub async fn run(
     params: &ScaleParams,
     certs: &Certs,
@@ -263,14 +263,14 @@ fn series(metrics: &[Metric]) -> Vec<Series> {
 }
 
 /// Draws server CPU per delivery against instances, one line per design,
-/// into `dir`; returns the file name, or nothing when scenario 7 did not run.
+/// into `dir`; returns the file name, or nothing when scenario 8 did not run.
 pub fn write_chart(metrics: &[Metric], dir: &std::path::Path) -> std::io::Result<Vec<String>> {
     let series = series(metrics);
     if series.is_empty() {
         return Ok(Vec::new());
     }
     let labels = Labels {
-        title: "7 scale-out: server CPU µs per delivery",
+        title: "8 scale-out: server CPU µs per delivery",
         subtitle: "same offered load; lower is better, flat means adding instances adds no work",
         x: "instances (apps + subscribers, or node processes)",
     };
@@ -300,7 +300,7 @@ pub fn goals(metrics: &[Metric]) -> Vec<Goal> {
                         goal,
                         met: Some(if flat { growth <= FLAT } else { growth > FLAT }),
                         detail: format!(
-                            "7 scale-out {CPU}: {} at {} instances, {} at {} ({}×)",
+                            "8 scale-out {CPU}: {} at {} instances, {} at {} ({}×)",
                             fmt_num(first.1),
                             first.0,
                             fmt_num(last.1),

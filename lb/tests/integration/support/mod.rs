@@ -378,8 +378,11 @@ async fn backend_handle(mut req: Request<Incoming>, state: BackendState) -> Resp
 // ---------------------------------------------------------------- lb
 
 pub mod process;
+pub mod sources;
 #[allow(unused_imports)]
 pub use process::{lb_bin, LbProcess};
+#[allow(unused_imports)]
+pub use sources::*;
 
 /// A change to the built config (a backend option, a route, a token).
 pub type Edit = Arc<dyn Fn(&mut lb::config::Config) + Send + Sync>;
@@ -611,18 +614,33 @@ pub async fn http1(addr: SocketAddr, req: Request<Body>) -> Option<(StatusCode, 
     Some((parts.status, parts.headers, body))
 }
 
-pub async fn admin_get(port: u16, path: &str) -> Option<serde_json::Value> {
-    let req = Request::get(path).header("host", "admin").body(empty()).ok()?;
+/// The `Host` a client of the admin listener on loopback `port` sends (as
+/// curl does for `127.0.0.1:PORT`): the admin API refuses other names.
+pub fn admin_host(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// `GET path` on the admin listener: status and body text.
+pub async fn admin_text(port: u16, path: &str) -> Option<(StatusCode, String)> {
+    let req = Request::get(path)
+        .header("host", admin_host(port))
+        .body(empty())
+        .ok()?;
     let (status, _, body) = http1(SocketAddr::from(([127, 0, 0, 1], port)), req).await?;
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+pub async fn admin_get(port: u16, path: &str) -> Option<serde_json::Value> {
+    let (status, body) = admin_text(port, path).await?;
     if status != StatusCode::OK {
         return None;
     }
-    serde_json::from_slice(&body).ok()
+    serde_json::from_str(&body).ok()
 }
 
 pub async fn admin_set_state(port: u16, server: &str, state: &str) -> StatusCode {
     let req = Request::post(format!("/api/backends/{server}/state"))
-        .header("host", "admin")
+        .header("host", admin_host(port))
         .header("content-type", "application/json")
         .body(full(format!("{{\"state\":\"{state}\"}}")))
         .expect("request");
