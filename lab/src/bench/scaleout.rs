@@ -154,7 +154,8 @@ fn quiet(mut spec: ProcessSpec, dir: &Path) -> ProcessSpec {
     spec.output = Output::File(dir.join(format!("{}.log", spec.name)));
     spec.env.push(("RUST_LOG".into(), "warn".into()));
     spec.env.push(("NO_COLOR".into(), "1".into()));
-    spec.env_remove.extend(["WSMESH_REDIS_URL".into(), "WSMESH_INTERNAL_TOKEN".into()]);
+    spec.env_remove
+        .extend(["WSMESH_REDIS_URL".into(), "WSMESH_INTERNAL_TOKEN".into()]);
     spec
 }
 
@@ -243,7 +244,10 @@ fn start_node(
     for i in 1..=n {
         let name = format!("node{i}");
         let port = free_addr()?;
-        servers.spawn(quiet(peer_app(&name, "node".into(), script.clone(), port, None, &url), dir))?;
+        servers.spawn(quiet(
+            peer_app(&name, "node".into(), script.clone(), port, None, &url),
+            dir,
+        ))?;
         backends.push((name, port));
     }
     Ok(backends)

@@ -40,10 +40,18 @@ pub fn line_chart(labels: Labels<'_>, series: &[Series]) -> std::io::Result<Stri
         root.fill(&WHITE).map_err(draw_error)?;
         let (header, body) = root.split_vertically(HEADER);
         header
-            .draw(&Text::new(labels.title, (10, 8), (FONT, 24).into_font().color(&INK)))
+            .draw(&Text::new(
+                labels.title,
+                (10, 8),
+                (FONT, 24).into_font().color(&INK),
+            ))
             .map_err(draw_error)?;
         header
-            .draw(&Text::new(labels.subtitle, (10, 32), (FONT, 18).into_font().color(&MUTED)))
+            .draw(&Text::new(
+                labels.subtitle,
+                (10, 32),
+                (FONT, 18).into_font().color(&MUTED),
+            ))
             .map_err(draw_error)?;
         let mut chart = ChartBuilder::on(&body)
             .margin_left(10)
@@ -75,7 +83,10 @@ pub fn line_chart(labels: Labels<'_>, series: &[Series]) -> std::io::Result<Stri
         for (i, (name, pts)) in series.iter().enumerate() {
             let colour = PALETTE[i % PALETTE.len()];
             chart
-                .draw_series(std::iter::once(PathElement::new(pts.clone(), colour.stroke_width(3))))
+                .draw_series(std::iter::once(PathElement::new(
+                    pts.clone(),
+                    colour.stroke_width(3),
+                )))
                 .map_err(draw_error)?
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3)));
@@ -127,7 +138,16 @@ mod tests {
         let svg = line_chart(labels, &series).unwrap();
         assert!(svg.starts_with("<svg"));
         let texts: Vec<&str> = svg.lines().map(str::trim).collect();
-        for text in ["8 scale-out", "lower is better", "instances", "flat", "growing", "10.5", "40.0", "8"] {
+        for text in [
+            "8 scale-out",
+            "lower is better",
+            "instances",
+            "flat",
+            "growing",
+            "10.5",
+            "40.0",
+            "8",
+        ] {
             assert!(texts.contains(&text), "{text} missing");
         }
         assert!(svg.contains("<polyline"), "lines drawn");

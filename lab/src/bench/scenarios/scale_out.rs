@@ -179,7 +179,8 @@ pub async fn run(
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(scenario, system, error = %e, "start failed");
-                    f.notes.push(format!("{scenario}, {system}: could not start: {e}"));
+                    f.notes
+                        .push(format!("{scenario}, {system}: could not start: {e}"));
                     continue;
                 }
             };
@@ -288,11 +289,17 @@ pub fn goals(metrics: &[Metric]) -> Vec<Goal> {
         .map(|d| {
             let flat = matches!(d, Design::Hash | Design::HashCluster);
             let goal = if flat {
-                format!("{}: CPU per delivery flat as instances grow (≤ {FLAT}×)", d.name())
+                format!(
+                    "{}: CPU per delivery flat as instances grow (≤ {FLAT}×)",
+                    d.name()
+                )
             } else {
                 format!("{}: CPU per delivery grows with instances (> {FLAT}×)", d.name())
             };
-            let points = series.iter().find(|(s, _)| s == d.name()).map(|(_, p)| p.as_slice());
+            let points = series
+                .iter()
+                .find(|(s, _)| s == d.name())
+                .map(|(_, p)| p.as_slice());
             match points {
                 Some([first, .., last]) if first.1 > 0.0 => {
                     let growth = last.1 / first.1;
@@ -340,8 +347,22 @@ mod tests {
     #[test]
     fn goals_want_affinity_flat_and_the_others_growing() {
         let metrics = [
-            metric(2, &[(Design::Hash, 10.0), (Design::Leastconn, 10.0), (Design::Node, 8.0)]),
-            metric(8, &[(Design::Hash, 11.0), (Design::Leastconn, 30.0), (Design::Node, 8.5)]),
+            metric(
+                2,
+                &[
+                    (Design::Hash, 10.0),
+                    (Design::Leastconn, 10.0),
+                    (Design::Node, 8.0),
+                ],
+            ),
+            metric(
+                8,
+                &[
+                    (Design::Hash, 11.0),
+                    (Design::Leastconn, 30.0),
+                    (Design::Node, 8.5),
+                ],
+            ),
         ];
         let goals = goals(&metrics);
         let met = |d: Design| goals.iter().find(|g| g.goal.starts_with(d.name())).unwrap().met;
