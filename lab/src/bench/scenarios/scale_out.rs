@@ -30,11 +30,6 @@ const CPU: &str = "server CPU µs per delivery";
 const LB_CPU: &str = "lb CPU µs per delivery";
 /// Deliveries ÷ (offered messages × members per room).
 const DELIVERED: &str = "delivered ÷ offered";
-/// Server CPU with no load, per second: what the instances cost by merely
-/// running (the lb's health checks, heartbeats, Redis cron, cluster gossip).
-const IDLE: &str = "idle server CPU ms/s";
-/// How long the idle CPU is measured, per stack.
-const IDLE_WINDOW: Duration = Duration::from_secs(2);
 /// Delivered ÷ offered outside this range: the point does not count.
 const COMPLETE: std::ops::RangeInclusive<f64> = 0.95..=1.05;
 /// Largest growth of CPU per delivery from the fewest to the most instances
@@ -59,11 +54,11 @@ pub struct ScaleParams {
     pub rate: f64,
     /// Measured sending time per run.
     pub duration: Duration,
-    /// One unmeasured run per stack first, this long.
+    /// An unmeasured run on each fresh stack first, this long.
     pub warmup: Duration,
     /// Deliveries still counted after the window, for messages sent in it.
     pub grace: Duration,
-    /// Measured runs per stack.
+    /// Rounds; each starts every stack afresh and measures one run.
     pub rounds: usize,
 }
 
@@ -86,7 +81,7 @@ impl ScaleParams {
             rooms: 64,
             per_room: 8,
             senders: 64,
-            rate: 200.0,
+            rate: 400.0,
             duration: Duration::from_secs(8),
             warmup: Duration::from_secs(2),
             grace: Duration::from_secs(1),
@@ -103,7 +98,7 @@ impl ScaleParams {
     pub fn describe(&self) -> String {
         let designs: Vec<&str> = Design::ALL.iter().map(|d| d.name()).collect();
         format!(
-            "8: {} rooms × {} clients, {} senders at {} msg/s over all ({} deliveries/s), on {:?} instances of each of {}; {} runs of {:?} per stack after a {:?} warm-up, deliveries counted for messages sent in the window ({:?} grace); CPU = utime + stime from /proc/PID/stat over the window (and over {:?} without load after the warm-up: idle CPU); server = apps + subscribers (or node instances) + every Redis node; the load generator is not counted, the lb apart",
+            "8: {} rooms × {} clients, {} senders at {} msg/s over all ({} deliveries/s), on {:?} instances of each of {}; {} rounds, each starting every stack afresh in turn and measuring one run of {:?} after a {:?} warm-up, deliveries counted for messages sent in the window ({:?} grace); CPU = utime + stime from /proc/PID/stat over the window; server = apps + subscribers (or node instances) + every Redis node; the load generator is not counted, the lb apart",
             self.rooms,
             self.per_room,
             self.senders,
@@ -114,8 +109,7 @@ impl ScaleParams {
             self.rounds,
             self.duration,
             self.warmup,
-            self.grace,
-            IDLE_WINDOW
+            self.grace
         )
     }
 }
@@ -163,7 +157,9 @@ async fn measure(stack: &Stack, shape: FanOut, tag: &str, sources: Arc<Sources>)
     tokio::join!(run, sample)
 }
 
-/// Scenario 8: every instance count, every design, one stack each.
+/// Scenario 8. Each round starts every (instance count, design) afresh, in
+/// turn, so drift on the shared machine hits every point alike; a stack
+/// warms up with one short run, then one run is measured.
 pub async fn run(
     params: &ScaleParams,
     certs: &Certs,
@@ -171,79 +167,90 @@ pub async fn run(
     sources: Arc<Sources>,
     f: &mut Findings,
 ) {
-    for &n in &params.instances {
-        let scenario = scenario(n);
-        for design in Design::ALL {
-            let system = design.name();
-            let stack = match Stack::start(design, n, certs, tls.clone()).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(scenario, system, error = %e, "start failed");
-                    f.notes
-                        .push(format!("{scenario}, {system}: could not start: {e}"));
-                    continue;
-                }
-            };
-            for round in 0..=params.rounds {
-                let warmup = round == 0;
-                let shape = FanOut {
-                    rooms: params.rooms,
-                    per_room: params.per_room,
-                    senders: params.senders,
-                    offer: Offer::Rate(params.rate),
-                    duration: if warmup { params.warmup } else { params.duration },
-                    max_msgs: (params.rate * params.duration.as_secs_f64() * 2.0) as u64,
-                    grace: params.grace,
-                };
-                // New rooms per run: no history of an earlier run is replayed.
-                let (run, cpu) = measure(&stack, shape, &format!("s{round}"), sources.clone()).await;
-                let delivered = run.delivered as f64;
-                let offered = params.offered();
-                tracing::info!(
-                    scenario,
-                    system,
-                    warmup,
-                    sent = run.sent,
-                    delivered = run.delivered,
-                    server_cpu_ms = cpu.servers.as_millis() as u64,
-                    lb_cpu_ms = cpu.lb.as_millis() as u64,
-                    errors = run.errors,
-                    "run"
-                );
-                if warmup {
-                    let pids = stack.server_pids();
-                    let before = cpu_sum(&pids);
-                    tokio::time::sleep(IDLE_WINDOW).await;
-                    let idle = cpu_sum(&pids).saturating_sub(before);
-                    f.metric(&scenario, IDLE, false, REFERENCE.name())
-                        .push(system, idle.as_secs_f64() * 1000.0 / IDLE_WINDOW.as_secs_f64());
-                    continue;
-                }
-                f.errors(&scenario, system, run.errors, run.first_error.as_ref());
-                let share = delivered / offered;
-                if !COMPLETE.contains(&share) {
-                    f.notes.push(format!(
-                        "{scenario}, {system}: {} deliveries of {offered:.0} offered ({}): the point does not count",
-                        run.delivered,
-                        fmt_num(share)
-                    ));
-                }
-                f.metric(&scenario, DELIVERED, true, REFERENCE.name())
-                    .push(system, share);
-                if run.delivered > 0 {
-                    let per = |d: Duration| d.as_micros() as f64 / delivered;
-                    f.metric(&scenario, CPU, false, REFERENCE.name())
-                        .push(system, per(cpu.servers));
-                    f.metric(&scenario, LB_CPU, false, REFERENCE.name())
-                        .push(system, per(cpu.lb));
-                }
+    let client = Client { certs, tls, sources };
+    for round in 1..=params.rounds {
+        for &n in &params.instances {
+            for design in Design::ALL {
+                one_stack(params, &client, (round, n, design), f).await;
+                // Let the ports and the CPUs settle before the next stack.
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            tracing::info!(scenario, system, logs = %stack.log_dir().display(), "stopping");
-            drop(stack);
-            // Let the ports and the CPUs settle before the next stack.
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// What the load generator brings to every stack.
+struct Client<'a> {
+    certs: &'a Certs,
+    tls: Arc<rustls::ClientConfig>,
+    sources: Arc<Sources>,
+}
+
+/// Starts `design` with `n` instances, warms it up, measures one run.
+async fn one_stack(
+    params: &ScaleParams,
+    client: &Client<'_>,
+    (round, n, design): (usize, usize, Design),
+    f: &mut Findings,
+) {
+    let scenario = scenario(n);
+    let system = design.name();
+    let stack = match Stack::start(design, n, client.certs, client.tls.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(scenario, system, error = %e, "start failed");
+            f.notes.push(format!(
+                "{scenario}, {system}: round {round} could not start: {e}"
+            ));
+            return;
+        }
+    };
+    let shape = |duration| FanOut {
+        rooms: params.rooms,
+        per_room: params.per_room,
+        senders: params.senders,
+        offer: Offer::Rate(params.rate),
+        duration,
+        max_msgs: (params.rate * params.duration.as_secs_f64() * 2.0) as u64,
+        grace: params.grace,
+    };
+    // Rooms of their own per run: the measured run replays no history.
+    let sources = client.sources.clone();
+    let (warm, _) = measure(&stack, shape(params.warmup), "warm", sources.clone()).await;
+    f.errors(&scenario, system, warm.errors, warm.first_error.as_ref());
+    let (run, cpu) = measure(&stack, shape(params.duration), "run", sources).await;
+    tracing::info!(
+        scenario,
+        system,
+        round,
+        sent = run.sent,
+        delivered = run.delivered,
+        server_cpu_ms = cpu.servers.as_millis() as u64,
+        lb_cpu_ms = cpu.lb.as_millis() as u64,
+        errors = run.errors,
+        logs = %stack.log_dir().display(),
+        "run"
+    );
+    drop(stack);
+    f.errors(&scenario, system, run.errors, run.first_error.as_ref());
+    let delivered = run.delivered as f64;
+    let offered = params.offered();
+    let share = delivered / offered;
+    f.metric(&scenario, DELIVERED, true, REFERENCE.name())
+        .push(system, share);
+    if !COMPLETE.contains(&share) {
+        f.notes.push(format!(
+            "{scenario}, {system}, round {round}: {} deliveries of {offered:.0} offered ({}): left out of the CPU figures",
+            run.delivered,
+            fmt_num(share)
+        ));
+        return;
+    }
+    let per = |d: Duration| d.as_micros() as f64 / delivered;
+    f.metric(&scenario, CPU, false, REFERENCE.name())
+        .push(system, per(cpu.servers));
+    f.metric(&scenario, LB_CPU, false, REFERENCE.name())
+        .push(system, per(cpu.lb));
 }
 
 /// Median server CPU per delivery of every design, by instance count.
