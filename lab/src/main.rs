@@ -120,7 +120,7 @@ enum Command {
         /// Directory for report.md, report.json and the charts.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
-        /// Run only these scenarios (1-7), e.g. --only 1 --only 5.
+        /// Run only these scenarios (1-8), e.g. --only 1 --only 8.
         #[arg(long)]
         only: Vec<u8>,
     },

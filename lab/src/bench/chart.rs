@@ -10,17 +10,17 @@ use plotters::prelude::*;
 use super::report::{fmt_num, Metric};
 
 /// Colours per system, in order of appearance.
-const PALETTE: [RGBColor; 5] = [
+pub(crate) const PALETTE: [RGBColor; 5] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x94, 0x67, 0xbd),
 ];
-const INK: RGBColor = RGBColor(0x20, 0x20, 0x20);
-const MUTED: RGBColor = RGBColor(0x66, 0x66, 0x66);
-const GRID: RGBColor = RGBColor(0xdd, 0xdd, 0xdd);
-const FONT: &str = "sans-serif";
+pub(crate) const INK: RGBColor = RGBColor(0x20, 0x20, 0x20);
+pub(crate) const MUTED: RGBColor = RGBColor(0x66, 0x66, 0x66);
+pub(crate) const GRID: RGBColor = RGBColor(0xdd, 0xdd, 0xdd);
+pub(crate) const FONT: &str = "sans-serif";
 const WIDTH: u32 = 760;
 /// Title and subtitle above the plot.
 const HEADER: u32 = 56;
@@ -28,7 +28,7 @@ const HEADER: u32 = 56;
 const ROW: u32 = 44;
 
 /// A drawing failure, as the I/O error the report writer deals in.
-fn draw_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> std::io::Error {
+pub(crate) fn draw_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 

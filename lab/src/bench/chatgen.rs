@@ -1,4 +1,4 @@
-//! Chat load for scenarios 5 and 6, speaking the `wsmesh.v1` subset every
+//! Chat load for scenarios 5, 6 and 7, speaking the `wsmesh.v1` subset every
 //! chat system implements: R rooms × M clients, S of them senders. A send's
 //! `body` carries the sender and the send time on this process's clock, so
 //! each receiver measures publish → deliver latency itself. Senders either
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -152,11 +152,38 @@ struct ClientPart {
     hist: Histogram<u64>,
 }
 
+/// Where a fan-out run is, for whoever measures the servers over exactly
+/// the sending window (scenario 7 reads their CPU time at both ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Clients are connecting and joining.
+    Joining,
+    /// Every client has joined; the senders send.
+    Sending,
+    /// Sending stopped and the grace for late deliveries is over.
+    Settled,
+}
+
 /// Scenario 5: connects the clients, runs the senders, collects the deliveries.
 pub async fn fan_out(target: &Target, sources: Arc<Sources>, shape: FanOut, tag: &str) -> FanOutRun {
+    let (phase, _) = watch::channel(Phase::Joining);
+    fan_out_watched(target, sources, shape, tag, &phase).await
+}
+
+/// [`fan_out`], announcing each [`Phase`] on `phase` as it begins.
+pub async fn fan_out_watched(
+    target: &Target,
+    sources: Arc<Sources>,
+    shape: FanOut,
+    tag: &str,
+    phase: &watch::Sender<Phase>,
+) -> FanOutRun {
     let clients = shape.rooms * shape.per_room;
     let connect_limit = Duration::from_secs(30);
-    let joined: Vec<(usize, Result<Ws, String>)> = futures_util::stream::iter(0..clients)
+    // Room by room (client i is in room i % rooms), so that a balancer by
+    // fewest sessions spreads each room's members over every server.
+    let order = (0..clients).map(|k| (k % shape.per_room) * shape.rooms + k / shape.per_room);
+    let joined: Vec<(usize, Result<Ws, String>)> = futures_util::stream::iter(order)
         .map(|i| {
             let target = target.clone();
             let sources = sources.clone();
@@ -304,6 +331,7 @@ pub async fn fan_out(target: &Target, sources: Arc<Sources>, shape: FanOut, tag:
         window_start + shape.duration.as_micros() as u64,
         Ordering::Relaxed,
     );
+    phase.send_replace(Phase::Sending);
     let mut hist = histogram();
     let mut delivered = 0;
     for r in readers {
@@ -322,6 +350,7 @@ pub async fn fan_out(target: &Target, sources: Arc<Sources>, shape: FanOut, tag:
             }
         }
     }
+    phase.send_replace(Phase::Settled);
     for w in writers {
         let _ = w.await;
     }

@@ -5,6 +5,8 @@
 //! The path of a run: `proxies` and `peers` start the systems, `scenarios`
 //! drive `loadgen` / `chatgen` at them (systems alternating per round),
 //! `report` summarises and checks the goals, `chart` draws the SVG charts.
+//! Scenario 8 (scale-out) starts a stack per design and size (`scaleout`)
+//! and draws its trend as a line chart (`trend`).
 
 pub mod backend;
 pub mod chart;
@@ -17,13 +19,16 @@ pub mod net;
 pub mod peers;
 pub mod proxies;
 pub mod report;
+pub mod scaleout;
 pub mod scenarios;
 pub mod sys;
+pub mod trend;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use report::{Goal, Metric, Report};
+use scenarios::scale_out::ScaleParams;
 use scenarios::{Findings, Params};
 
 /// Why a bench run could not be done.
@@ -50,7 +55,7 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Where report.md, report.json and the SVG charts go.
     pub out: PathBuf,
-    /// Scenario numbers to run (1–7); empty: all.
+    /// Scenario numbers to run (1–8); empty: all.
     pub only: Vec<u8>,
     /// The command line, for the report.
     pub command: String,
@@ -125,7 +130,19 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
         }
     }
 
-    let goals = goals(&f.metrics);
+    let scale = if opts.quick {
+        ScaleParams::quick()
+    } else {
+        ScaleParams::full()
+    };
+    if wants(&opts, 8) {
+        scenarios::scale_out::run(&scale, &certs, tls.clone(), sources.clone(), &mut f).await;
+    }
+
+    let mut goals = goals(&f.metrics);
+    goals.extend(scenarios::scale_out::goals(&f.metrics));
+    let mut parameters = params.describe();
+    parameters.push(scale.describe());
     let report = Report {
         mode: if opts.quick { "quick" } else { "full" }.into(),
         command: opts.command.clone(),
@@ -133,12 +150,13 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
         seconds: t0.elapsed().as_secs_f64(),
         machine: sys::machine(nofile),
         rounds: params.rounds,
-        parameters: params.describe(),
+        parameters,
         metrics: f.metrics,
         goals,
         notes: f.notes,
     };
-    let charts = chart::write_all(&report.metrics, &opts.out)?;
+    let mut charts = chart::write_all(&report.metrics, &opts.out)?;
+    charts.extend(scenarios::scale_out::write_chart(&report.metrics, &opts.out)?);
     std::fs::write(opts.out.join("report.md"), report.markdown(&charts))?;
     std::fs::write(
         opts.out.join("report.json"),

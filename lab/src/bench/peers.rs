@@ -59,7 +59,7 @@ impl ChatSystems {
 /// A peer's chat app `name`: `program script --port <public>
 /// [--internal-port <internal>] --instance <name> --redis <redis_url>`,
 /// healthy once `/healthz` on `public` answers.
-fn peer_app(
+pub(crate) fn peer_app(
     name: &str,
     program: PathBuf,
     script: PathBuf,

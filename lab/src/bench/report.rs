@@ -214,7 +214,7 @@ impl Report {
         );
         out.push_str("## Results\n\n");
         out.push_str(&self.table());
-        out.push_str("\nThe last column is the reference system's median (the lb in scenarios 1–4 and 6, wsmesh in 5) divided by that system's median.\n\n## Goals\n\n");
+        out.push_str("\nThe last column is the reference system's median (the lb in scenarios 1–4, 6 and 7, wsmesh in 5, wsmesh hash in 8) divided by that system's median.\n\n## Goals\n\n");
         out.push_str(&self.goals_text());
         out.push_str("\n## Parameters\n\n");
         for p in &self.parameters {

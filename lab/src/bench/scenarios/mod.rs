@@ -1,10 +1,13 @@
-//! The seven benchmark scenarios and their sizes. `proxy` holds 1–4 and 7
+//! The eight benchmark scenarios and their sizes. `proxy` holds 1–4 and 7
 //! (lb vs HAProxy vs direct on the fast backend), `chat` holds 5–6 (wsmesh
-//! vs the peers). Each scenario runs every system once per round, alternating, so
+//! vs the peers), `scale_out` holds 8 (CPU per delivery as instances grow,
+//! sized by its own `ScaleParams`). Each scenario runs every system once
+//! per round, alternating, so
 //! drift on the machine hits all systems alike.
 
 pub mod chat;
 pub mod proxy;
+pub mod scale_out;
 
 use std::time::Duration;
 
