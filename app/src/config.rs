@@ -117,7 +117,10 @@ impl RedisConfig {
     /// `durability`, or its default: `replicated` when Sentinels or a
     /// cluster are configured (there is a replica to promote), `local` otherwise.
     pub fn durability(&self) -> Durability {
-        match (self.durability, self.sentinels.is_empty() && self.cluster.is_empty()) {
+        match (
+            self.durability,
+            self.sentinels.is_empty() && self.cluster.is_empty(),
+        ) {
             (Some(d), _) => d,
             (None, false) => Durability::Replicated,
             (None, true) => Durability::Local,

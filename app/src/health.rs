@@ -79,7 +79,10 @@ impl Report {
             (self.draining, Check::Draining),
             (!self.redis.ok, Check::Redis),
             (!self.subscriber.ok, Check::Subscriber),
-            (self.connections.current >= self.connections.threshold, Check::Connections),
+            (
+                self.connections.current >= self.connections.threshold,
+                Check::Connections,
+            ),
         ];
         Verdict {
             status: self.status,

@@ -321,7 +321,10 @@ async fn http_routes_page_health_and_internal_auth() {
     assert_eq!(status, 200, "{text}");
     let public: serde_json::Value =
         serde_json::from_str(text.split("\r\n\r\n").nth(1).expect("body")).expect("json body");
-    assert_eq!(public, serde_json::json!({"status": "ok", "instance": "t1", "failing": []}));
+    assert_eq!(
+        public,
+        serde_json::json!({"status": "ok", "instance": "t1", "failing": []})
+    );
     let (status, text) = http(app.internal, "GET", "/healthz", &[], "");
     assert_eq!(status, 200, "{text}");
     let body: serde_json::Value =

@@ -189,7 +189,10 @@ async fn a_commit_publishes_every_older_uncommitted_entry_in_id_order() {
     let missing = wsmesh_redis_wire::commit(&mut c, &keys, "lobby", &below, &channel)
         .await
         .expect("commit");
-    assert_eq!(missing, None, "an id below the mark this node does not hold is not committed");
+    assert_eq!(
+        missing, None,
+        "an id below the mark this node does not hold is not committed"
+    );
 }
 
 #[tokio::test]

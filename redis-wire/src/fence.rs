@@ -124,7 +124,10 @@ pub struct Fence {
 impl std::fmt::Debug for Fence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fence")
-            .field("sentinels", &self.voters.iter().map(|v| v.addr.to_string()).collect::<Vec<_>>())
+            .field(
+                "sentinels",
+                &self.voters.iter().map(|v| v.addr.to_string()).collect::<Vec<_>>(),
+            )
             .field("limit", &self.limit)
             .finish()
     }
@@ -254,7 +257,11 @@ impl Fence {
         let now = Instant::now();
         if let Some(since) = link.silent_since {
             let gone = now.duration_since(since) >= ASSUME_GONE_AFTER;
-            if gone && link.asked_at.is_some_and(|t| now.duration_since(t) < PROBE_GONE_EVERY) {
+            if gone
+                && link
+                    .asked_at
+                    .is_some_and(|t| now.duration_since(t) < PROBE_GONE_EVERY)
+            {
                 return Heard::Silent(now.duration_since(since));
             }
         }
@@ -263,12 +270,17 @@ impl Fence {
             let conn = match link.conn.as_mut() {
                 Some(c) => c,
                 None => {
-                    let info = voter.addr.connection_info(self.sentinels.sentinel_password.as_deref());
+                    let info = voter
+                        .addr
+                        .connection_info(self.sentinels.sentinel_password.as_deref());
                     let config = AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(self.limit))
                         .set_response_timeout(Some(self.limit));
                     let client = Client::open(info).ok()?;
-                    let conn = client.get_multiplexed_async_connection_with_config(&config).await.ok()?;
+                    let conn = client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .ok()?;
                     link.conn.insert(conn)
                 }
             };
@@ -296,7 +308,10 @@ mod tests {
     use super::*;
 
     fn fields(pairs: &[(&str, &str)]) -> Vec<String> {
-        pairs.iter().flat_map(|(k, v)| [k.to_string(), v.to_string()]).collect()
+        pairs
+            .iter()
+            .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+            .collect()
     }
 
     #[test]
@@ -310,7 +325,11 @@ mod tests {
         .unwrap();
         assert_eq!(a.master, "10.0.0.5:6379");
         assert!(!a.doubts());
-        for flags in ["master,s_down", "master,s_down,o_down", "master,failover_in_progress"] {
+        for flags in [
+            "master,s_down",
+            "master,s_down,o_down",
+            "master,failover_in_progress",
+        ] {
             let a = Answer {
                 flags: flags.into(),
                 ..a.clone()
@@ -330,7 +349,10 @@ mod tests {
         let ours = "10.0.0.2:6379";
         assert_eq!(says(ours, "master").verdict(ours), Verdict::Vouches);
         // The old master resumed and the leader is replacing it: no commit there.
-        assert_eq!(says(ours, "master,failover_in_progress").verdict(ours), Verdict::Disputes);
+        assert_eq!(
+            says(ours, "master,failover_in_progress").verdict(ours),
+            Verdict::Disputes
+        );
         assert_eq!(says(ours, "master,s_down").verdict(ours), Verdict::Disputes);
         // The Sentinels moved on to another master.
         assert_eq!(says("10.0.0.3:6379", "master").verdict(ours), Verdict::Disputes);

@@ -109,8 +109,9 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
             if which("h2load") {
                 scenarios::proxy::h2(&p, &params, &mut f).await;
             } else {
-                f.notes
-                    .push("h2load not installed: scenario 7 left out (make bench installs nghttp2-client)".into());
+                f.notes.push(
+                    "h2load not installed: scenario 7 left out (make bench installs nghttp2-client)".into(),
+                );
             }
         }
         // Last: it restarts the proxies.
@@ -312,7 +313,11 @@ pub fn goals(metrics: &[Metric]) -> Vec<Goal> {
             None,
             Some(1.0),
         ),
-        bound("lb ≤ 6 KiB per idle wss tunnel", find("4 idle", "KiB per tunnel"), 6.0),
+        bound(
+            "lb ≤ 6 KiB per idle wss tunnel",
+            find("4 idle", "KiB per tunnel"),
+            6.0,
+        ),
         check(
             "lb within 20 % of direct on keep-alive requests/s",
             find("1 https", "requests/s"),

@@ -16,14 +16,14 @@ use std::time::Duration;
 use super::store::{self, StoreReadError, Stored};
 use crate::bench::lbconf::{self, Route};
 use crate::up::ha;
-use wsmesh_redis_wire::keys::DEFAULT_URL;
-use wsmesh_testkit::sentinel;
 use wsmesh_client::http;
 use wsmesh_client::{ConnectOptions, Endpoint, Scheme};
+use wsmesh_redis_wire::keys::DEFAULT_URL;
 use wsmesh_testkit::cluster::{self, Cluster, ClusterError, LocalOptions};
 use wsmesh_testkit::ports;
 use wsmesh_testkit::process::{Output, ProcessSpec};
 use wsmesh_testkit::redis_cluster;
+use wsmesh_testkit::sentinel;
 
 /// Environment overrides that would beat a rendered config.
 const OVERRIDE_VARS: [&str; 3] = ["WSMESH_REDIS_URL", "WSMESH_INTERNAL_TOKEN", "WSMESH_ADMIN_TOKEN"];
@@ -173,8 +173,12 @@ impl DrillCluster {
         let (opts, store) = match redis {
             RedisLayout::Single => (opts.clone(), None),
             RedisLayout::Sentinel => {
-                let nodes = (0..3).map(|_| ports::free_addr()).collect::<Result<Vec<_>, _>>()?;
-                let sentinels = (0..3).map(|_| ports::free_addr()).collect::<Result<Vec<_>, _>>()?;
+                let nodes = (0..3)
+                    .map(|_| ports::free_addr())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let sentinels = (0..3)
+                    .map(|_| ports::free_addr())
+                    .collect::<Result<Vec<_>, _>>()?;
                 for spec in ha::specs_at(&nodes, &sentinels, ha::TIMING, &data)? {
                     let name = spec.name.clone();
                     procs.spawn(logged(spec, &log(&name)))?;
@@ -378,13 +382,18 @@ impl DrillCluster {
         let json = self.backends().await?;
         let mut rooms = RoomServers::new();
         for server in servers(&json) {
-            let Some(name) = server["name"].as_str() else { continue };
+            let Some(name) = server["name"].as_str() else {
+                continue;
+            };
             for key in server["hash_keys"].as_array().into_iter().flatten() {
                 let (Some(room), Some(n)) = (key["key"].as_str(), key["sessions"].as_u64()) else {
                     continue;
                 };
                 if n > 0 {
-                    rooms.entry(room.to_string()).or_default().insert(name.to_string(), n);
+                    rooms
+                        .entry(room.to_string())
+                        .or_default()
+                        .insert(name.to_string(), n);
                 }
             }
         }
@@ -463,7 +472,10 @@ impl DrillCluster {
                 _ => None,
             }
         };
-        tokio::time::timeout(Duration::from_secs(1), ask).await.ok().flatten()
+        tokio::time::timeout(Duration::from_secs(1), ask)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The process name of the data node at `addr` (`redis` with one server).

@@ -213,7 +213,10 @@ pub async fn inject_and_heal(fault: Fault, c: &mut DrillCluster) -> Result<Timel
         Fault::KillApp => {
             let app = c.busiest_app().await?;
             let before = c.room_servers().await?;
-            let rooms = before.values().filter(|servers| servers.contains_key(&app)).count();
+            let rooms = before
+                .values()
+                .filter(|servers| servers.contains_key(&app))
+                .count();
             c.cluster.get_mut(&app)?.kill9()?;
             tl.note(t0, format!("{app} killed (SIGKILL), holding {rooms} rooms"));
             rooms_moved(c, &app, &before, &mut tl, t0).await?;
@@ -382,7 +385,13 @@ async fn rooms_moved(
     loop {
         let now = c.room_servers().await?;
         waiting.retain(|room| {
-            let had = |server: &String| before.get(*room).and_then(|s| s.get(server)).copied().unwrap_or(0);
+            let had = |server: &String| {
+                before
+                    .get(*room)
+                    .and_then(|s| s.get(server))
+                    .copied()
+                    .unwrap_or(0)
+            };
             let to: Vec<String> = now
                 .get(*room)
                 .into_iter()
@@ -408,7 +417,10 @@ async fn rooms_moved(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for room in waiting {
-        tl.note(t0, format!("room {room} not seen on another app within {MOVE_LIMIT:?}"));
+        tl.note(
+            t0,
+            format!("room {room} not seen on another app within {MOVE_LIMIT:?}"),
+        );
     }
     Ok(())
 }

@@ -200,7 +200,11 @@ pub fn lost_sample(clients: &[ClientLedger], n: usize) -> Vec<(usize, String, St
 
 /// Up to `n` receipts of ids the store does not hold, as `(client index,
 /// room, id)`: which ids a failover took back after they were broadcast.
-pub fn seen_then_lost_sample(clients: &[ClientLedger], stored: &Stored, n: usize) -> Vec<(usize, String, StreamId)> {
+pub fn seen_then_lost_sample(
+    clients: &[ClientLedger],
+    stored: &Stored,
+    n: usize,
+) -> Vec<(usize, String, StreamId)> {
     let mut out = Vec::new();
     for (i, c) in clients.iter().enumerate() {
         for id in &c.receipts {
@@ -227,7 +231,11 @@ mod tests {
     fn run(clients: &[ClientLedger]) -> Totals {
         let mut stored = Stored::default();
         for c in clients {
-            stored.ids.entry(c.room.clone()).or_default().extend(c.receipts.iter().copied());
+            stored
+                .ids
+                .entry(c.room.clone())
+                .or_default()
+                .extend(c.receipts.iter().copied());
         }
         reconcile(clients, &stored)
     }
@@ -240,7 +248,9 @@ mod tests {
             cids_twice: 1,
             ..Stored::default()
         };
-        stored.ids.insert("r".into(), [id(1), id(3)].into_iter().collect());
+        stored
+            .ids
+            .insert("r".into(), [id(1), id(3)].into_iter().collect());
         let t = reconcile(&[a, b], &stored);
         assert_eq!((t.seen_then_lost, t.cids_twice, t.duplicated), (2, 1, 1), "{t:?}");
         assert_eq!((t.acked_not_stored, t.stored), (1, 2), "{t:?}");

@@ -172,7 +172,12 @@ pub struct Arrived {
 impl Arrived {
     /// Summaries per connection, `connections` long at least.
     fn of(receipts: &[wsmesh_client::resilient::Receipt], connections: usize) -> Vec<Arrived> {
-        let n = receipts.iter().map(|r| r.connection + 1).max().unwrap_or(0).max(connections);
+        let n = receipts
+            .iter()
+            .map(|r| r.connection + 1)
+            .max()
+            .unwrap_or(0)
+            .max(connections);
         let mut out = vec![Arrived::default(); n];
         for r in receipts {
             let a = &mut out[r.connection];

@@ -391,13 +391,20 @@ pub async fn run_one(fault: Fault, opts: &DrillOptions) -> Result<DrillReport, D
         // The apps log a socket's end once they see its close.
         tokio::time::sleep(Duration::from_millis(500)).await;
         for (i, room, id) in ledger::seen_then_lost_sample(&ledgers, &stored, 10) {
-            let newest = stored.ids.get(&room).and_then(|ids| ids.iter().max().copied()).unwrap_or_default();
+            let newest = stored
+                .ids
+                .get(&room)
+                .and_then(|ids| ids.iter().max().copied())
+                .unwrap_or_default();
             lines.push(format!(
                 "seen then lost: client {i} room {room} id {id} (the store holds {} ids of the room, the newest {newest})",
                 stored.ids.get(&room).map_or(0, |ids| ids.len())
             ));
         }
-        let lost_clients: BTreeSet<usize> = ledger::lost_sample(&ledgers, 10).into_iter().map(|(i, _, _)| i).collect();
+        let lost_clients: BTreeSet<usize> = ledger::lost_sample(&ledgers, 10)
+            .into_iter()
+            .map(|(i, _, _)| i)
+            .collect();
         for i in lost_clients {
             lines.extend(arrivals(i, &outcomes[i]));
             lines.extend(c.socket_ends(&format!("nick=d{i} ")));

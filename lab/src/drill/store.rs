@@ -78,8 +78,15 @@ pub async fn read(
 
 /// Reads every committed entry of `rooms` from a Redis Cluster that
 /// `nodes` belong to: each room from the master of its slot now.
-pub async fn read_cluster(nodes: &[SocketAddr], prefix: &str, rooms: &[String]) -> Result<Stored, StoreReadError> {
-    let first = nodes.first().copied().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+pub async fn read_cluster(
+    nodes: &[SocketAddr],
+    prefix: &str,
+    rooms: &[String],
+) -> Result<Stored, StoreReadError> {
+    let first = nodes
+        .first()
+        .copied()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
     let urls: Vec<String> = nodes.iter().map(|a| format!("redis://{a}/")).collect();
     within_limit(first, async {
         let client = redis::cluster::ClusterClient::new(urls)?;
@@ -115,10 +122,14 @@ async fn read_rooms(
         loop {
             let page: StreamRangeReply = wire::range_after(conn, &keys, room, after, PAGE).await?;
             for entry in &page.ids {
-                let Ok(id) = entry.id.parse::<StreamId>() else { continue };
+                let Ok(id) = entry.id.parse::<StreamId>() else {
+                    continue;
+                };
                 after = after.max(id);
                 ids.insert(id);
-                let Ok(chat) = wire::entry_to_chat(room, entry) else { continue };
+                let Ok(chat) = wire::entry_to_chat(room, entry) else {
+                    continue;
+                };
                 if let Some(cid) = chat.cid {
                     if !cids.insert(cid) {
                         stored.cids_twice += 1;

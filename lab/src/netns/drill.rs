@@ -276,7 +276,12 @@ impl Job {
         // A witness that joined after the greetings has them in its history;
         // what counts are the messages sent during the failover.
         let until = Instant::now() + STEP;
-        let during = |chats: &[Chat]| chats.iter().filter(|c| c.body.starts_with("during failover")).count();
+        let during = |chats: &[Chat]| {
+            chats
+                .iter()
+                .filter(|c| c.body.starts_with("during failover"))
+                .count()
+        };
         while during(&witness_chats) < sent.len() && Instant::now() < until {
             witness_chats.extend(witness.chats(1, Duration::from_millis(500)).await);
         }

@@ -33,9 +33,9 @@ use super::topology::{HostTable, LinkSwitch, Names, Role, Topology};
 use super::{check_interrupted, in_client, Inputs, NetnsError};
 use crate::drill::faults::Timeline;
 use crate::drill::ledger::{self, ClientLedger};
-use crate::drill::store;
 use crate::drill::load::{Ended, Load, LoadPlan};
 use crate::drill::report::Latency;
+use crate::drill::store;
 use crate::drill::DrillOptions;
 
 /// A failover drill of `lab netns`.

@@ -58,10 +58,7 @@ impl HostLossReport {
             ("deliveries expected", t.expected.to_string()),
             ("deliveries made", t.made.to_string()),
             ("lost (must be 0)", t.lost.to_string()),
-            (
-                "acked but not stored (must be 0)",
-                t.acked_not_stored.to_string(),
-            ),
+            ("acked but not stored (must be 0)", t.acked_not_stored.to_string()),
             ("seen then lost (must be 0)", t.seen_then_lost.to_string()),
             ("duplicated (must be 0)", t.duplicated.to_string()),
             ("cid stored twice (must be 0)", t.cids_twice.to_string()),

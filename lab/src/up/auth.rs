@@ -48,7 +48,9 @@ impl AuthRun {
         let secret = configs.join("jwt-hs256.secret");
         minter.write_secret(&secret).map_err(ClusterError::from)?;
         // Every app of the run (`--apps N` writes app1 … appN).
-        let apps = (1..).map(|i| configs.join(format!("app{i}.toml"))).take_while(|f| f.exists());
+        let apps = (1..)
+            .map(|i| configs.join(format!("app{i}.toml")))
+            .take_while(|f| f.exists());
         for file in apps {
             let mut app: AppConfig = configs::load(&file).map_err(ClusterError::from)?;
             minter.enable(&mut app, Some(&secret));

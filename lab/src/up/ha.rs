@@ -38,13 +38,11 @@ pub const TIMING: SentinelTiming = SentinelTiming {
 pub fn specs(sentinels: &[SocketAddr], offset: u16, dir: &Path) -> Result<Vec<ProcessSpec>, UpError> {
     let mut nodes = Vec::new();
     for port in NODE_PORTS {
-        let port = port
-            .checked_add(offset)
-            .ok_or_else(|| UpError::PortPast {
-                what: "Redis node".into(),
-                port,
-                offset,
-            })?;
+        let port = port.checked_add(offset).ok_or_else(|| UpError::PortPast {
+            what: "Redis node".into(),
+            port,
+            offset,
+        })?;
         nodes.push(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     }
     specs_at(&nodes, sentinels, TIMING, dir).map_err(|e| UpError::Cluster(e.into()))

@@ -62,7 +62,9 @@ where
         let cpu_before = pid.and_then(cpu_micros);
         let run = load(p.targets(&system), budget(params, warmup)).await;
         let cpu = match (pid.and_then(cpu_micros), cpu_before) {
-            (Some(after), Some(before)) if run.ok > 0 => Some(after.saturating_sub(before) as f64 / run.ok as f64),
+            (Some(after), Some(before)) if run.ok > 0 => {
+                Some(after.saturating_sub(before) as f64 / run.ok as f64)
+            }
             _ => None,
         };
         tracing::info!(
@@ -175,7 +177,14 @@ pub async fn h2(p: &ProxySystems, params: &Params, f: &mut Findings) {
         };
         let duration = if warmup { params.warmup } else { params.duration };
         let before = cpu_micros(pid);
-        let run = h2load::run(target.addr, "/bench/small", params.h2_conns, params.h2_streams, duration).await;
+        let run = h2load::run(
+            target.addr,
+            "/bench/small",
+            params.h2_conns,
+            params.h2_streams,
+            duration,
+        )
+        .await;
         let after = cpu_micros(pid);
         let run = match run {
             Ok(run) => run,
@@ -185,18 +194,31 @@ pub async fn h2(p: &ProxySystems, params: &Params, f: &mut Findings) {
             }
         };
         let cpu = match (before, after) {
-            (Some(b), Some(a)) if run.succeeded > 0 => Some(a.saturating_sub(b) as f64 / run.succeeded as f64),
+            (Some(b), Some(a)) if run.succeeded > 0 => {
+                Some(a.saturating_sub(b) as f64 / run.succeeded as f64)
+            }
             _ => None,
         };
-        tracing::info!(scenario = SCENARIO_7, system, warmup, rate = run.rate, cpu_us = cpu, failed = run.failed, "run");
+        tracing::info!(
+            scenario = SCENARIO_7,
+            system,
+            warmup,
+            rate = run.rate,
+            cpu_us = cpu,
+            failed = run.failed,
+            "run"
+        );
         if warmup {
             continue;
         }
         f.errors(SCENARIO_7, &system, run.failed, None);
-        f.metric(SCENARIO_7, "requests/s", true, LB).push(&system, run.rate);
-        f.metric(SCENARIO_7, "mean ms", false, LB).push(&system, run.mean_ms);
+        f.metric(SCENARIO_7, "requests/s", true, LB)
+            .push(&system, run.rate);
+        f.metric(SCENARIO_7, "mean ms", false, LB)
+            .push(&system, run.mean_ms);
         if let Some(cpu) = cpu {
-            f.metric(SCENARIO_7, CPU_PER_REQUEST, false, LB).push(&system, cpu);
+            f.metric(SCENARIO_7, CPU_PER_REQUEST, false, LB)
+                .push(&system, cpu);
         }
     }
 }
