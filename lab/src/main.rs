@@ -123,6 +123,9 @@ enum Command {
         /// Run only these scenarios (1-8), e.g. --only 1 --only 8.
         #[arg(long)]
         only: Vec<u8>,
+        /// Run the wsmesh apps of the chat scenarios (5, 6) in jwt mode; their clients carry a token.
+        #[arg(long)]
+        auth: bool,
     },
     /// The fixed fast backend of the proxy benchmarks (small response, WebSocket echo).
     Backend {
@@ -205,13 +208,19 @@ async fn main() -> anyhow::Result<()> {
             .context("lab chat")?,
         Command::Netns(args) => std::process::exit(lab::netns::cli(args)),
         Command::Drill(args) => std::process::exit(drill(args).await?),
-        Command::Bench { quick, out, only } => {
+        Command::Bench {
+            quick,
+            out,
+            only,
+            auth,
+        } => {
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let report = lab::bench::run(lab::bench::BenchOptions {
                 quick,
                 out: out.clone(),
                 only,
                 command,
+                auth,
             })
             .await
             .context("lab bench")?;

@@ -98,7 +98,10 @@ pub async fn join(
 ) -> Result<WebSocketStream<Box<dyn Io>>, String> {
     let attempt = async {
         let io = dial(target, sources.pick()).await.map_err(|e| e.to_string())?;
-        let url = format!("{}://{}/ws?room={room}", target.ws_scheme(), target.addr);
+        let mut url = format!("{}://{}/ws?room={room}", target.ws_scheme(), target.addr);
+        if let Some(token) = &target.token {
+            url = format!("{url}&token={token}");
+        }
         let mut req = url.into_client_request().map_err(|e| e.to_string())?;
         req.headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));

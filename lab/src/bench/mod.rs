@@ -59,6 +59,8 @@ pub struct BenchOptions {
     pub only: Vec<u8>,
     /// The command line, for the report.
     pub command: String,
+    /// The wsmesh apps of scenarios 5 and 6 in jwt mode, their clients with a token.
+    pub auth: bool,
 }
 
 fn wants(opts: &BenchOptions, n: u8) -> bool {
@@ -80,6 +82,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
     let certs = lbconf::gen_certs(&dir.path().join("certs"))?;
     let tls = wsmesh_client::tls::client_config(&certs.ca)?;
     let sources = net::Sources::loopback(8);
+    let minter = opts.auth.then(crate::token::Minter::generate);
     let mut f = Findings::default();
     if nofile < 2 * params.tunnels as u64 + 100 {
         f.notes.push(format!(
@@ -121,7 +124,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report, BenchError> {
     }
     if wants(&opts, 5) || wants(&opts, 6) {
         let max_conns = (params.scale_clients as u64 * 2).max(10_000);
-        let c = peers::start(&certs, tls.clone(), dir.path(), max_conns).await?;
+        let c = peers::start(&certs, tls.clone(), dir.path(), max_conns, minter.as_ref()).await?;
         tracing::info!("chat systems up");
         if wants(&opts, 5) {
             scenarios::chat::fan_out(&c, &params, sources.clone(), &mut f).await;

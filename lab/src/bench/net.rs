@@ -41,6 +41,9 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Client TLS configuration and server name; `None` for plain TCP.
     pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// A bearer token the chat clients put in the `/ws` query (`lab bench
+    /// --auth`: the wsmesh apps run in jwt mode).
+    pub token: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Target {
@@ -55,7 +58,11 @@ impl std::fmt::Debug for Target {
 impl Target {
     /// Plain TCP to `addr`.
     pub fn plain(addr: SocketAddr) -> Target {
-        Target { addr, tls: None }
+        Target {
+            addr,
+            tls: None,
+            token: None,
+        }
     }
 
     /// TLS to `addr`, verifying the certificate for `addr`'s IP against `config`'s roots.
@@ -64,6 +71,7 @@ impl Target {
         Target {
             addr,
             tls: Some((config, name)),
+            token: None,
         }
     }
 

@@ -18,6 +18,7 @@ use wsmesh_testkit::process::{Health, Kind, ProcessSpec};
 
 use super::lbconf::{self, Certs, Route};
 use super::net::Target;
+use crate::token::{Minter, TokenSpec};
 
 /// Name of a chat system in the report.
 pub const WSMESH: &str = "wsmesh";
@@ -98,10 +99,15 @@ pub async fn start(
     tls: Arc<rustls::ClientConfig>,
     dir: &Path,
     max_connections: u64,
+    auth: Option<&Minter>,
 ) -> Result<ChatSystems, ClusterError> {
     // Bench load is far above a person's typing: lift the per-connection send
     // budget, and the connection cap for scenario 6.
+    let jwt = auth.cloned();
     let opts = LocalOptions::default().app(move |c| {
+        if let Some(minter) = &jwt {
+            minter.enable(c, None);
+        }
         c.limits.rate_burst = 1_000_000;
         c.limits.rate_per_sec = 1_000_000.0;
         c.limits.max_connections = usize::try_from(max_connections).unwrap_or(usize::MAX);
@@ -184,9 +190,32 @@ pub async fn start(
     lbconf::wait_all_up(admin, Duration::from_secs(30))
         .await
         .map_err(|reason| ConfigError { path: config, reason })?;
+    // One token for every wsmesh client: the bench measures load, not identities.
+    let token = match auth {
+        Some(minter) => Some(Arc::<str>::from(
+            minter
+                .mint(&TokenSpec {
+                    sub: "bench".into(),
+                    name: None,
+                    rooms: None,
+                    ttl: Duration::from_secs(24 * 3600),
+                })
+                .map_err(|e| ConfigError {
+                    path: dir.to_path_buf(),
+                    reason: format!("minting the bench token: {e}"),
+                })?,
+        )),
+        None => None,
+    };
     let targets = routes
         .iter()
-        .map(|r| (r.name.clone(), Target::tls(r.listen, tls.clone())))
+        .map(|r| {
+            let mut target = Target::tls(r.listen, tls.clone());
+            if r.name == WSMESH {
+                target.token = token.clone();
+            }
+            (r.name.clone(), target)
+        })
         .collect();
     Ok(ChatSystems {
         lb,
