@@ -34,7 +34,7 @@ use crate::fill::{FillError, GapFill, Held, Scope};
 use crate::interest::FeedSide;
 use crate::metrics::Metrics;
 use crate::pubsub::{self, ConnectError, Event, Events, Reads, Sink};
-use crate::queue::{Admission, Queue};
+use crate::queue::{Admission, Queue, QueueState};
 use crate::rooms::Rooms;
 use crate::status::{FeedState, Status};
 
@@ -364,6 +364,13 @@ impl Feed {
         mut scope: Scope,
     ) -> Result<(), FeedError> {
         loop {
+            // Chats were dropped from the queue (a refused post, an
+            // overflow) and a fill of every room was asked for: a fill of
+            // only new rooms, started first because the room set changed,
+            // must not reopen the queue without it.
+            if self.queue.state() == QueueState::AwaitingFill {
+                scope = Scope::All;
+            }
             self.metrics.gap_fills.inc();
             self.queue.reopen();
             let mut held = Held::new(self.queue.capacity());

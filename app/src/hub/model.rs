@@ -307,9 +307,11 @@ impl World {
         if new.is_empty() {
             self.confirmed = self.in_force;
         } else {
+            // `Feed::fill`: a fill of every room asked for meanwhile wins.
+            let only = (!self.awaiting_fill).then_some(new);
             self.awaiting_fill = false;
             self.feed = Feed::Filling(Fill {
-                only: Some(new),
+                only,
                 ..Fill::default()
             });
         }
@@ -742,6 +744,31 @@ proptest! {
             prop_assert!(false, "{}", why);
         }
     }
+}
+
+/// A refused post drops its chats and asks for a fill of every room; the
+/// room set changes before the feed starts it. The fill that follows the
+/// change must cover every room, not only the new one, or the refused
+/// chat of room c never reaches its socket.
+#[test]
+fn a_fill_asked_for_after_a_refused_post_survives_a_change_of_rooms() {
+    let steps = [
+        Step::Client(2), // joins room c
+        Step::GiveUp(2), // reads without a confirmed subscription
+        Step::Poll,
+        Step::Resubscribe,
+        Step::Client(2), // its history: empty
+        Step::Feed,
+        Step::Feed,
+        Step::Feed,     // live
+        Step::Store(2), // chat 1 in c, published
+        Step::Feed,
+        Step::Client(3), // joins room a: the room set changes
+        Step::Receive,
+        Step::Take,
+        Step::Refuse, // chat 1 dropped, a fill of every room asked for
+    ];
+    assert_eq!(run(&steps), Ok(()));
 }
 
 /// The gap in the cursors, step by step: the first socket of a room on a
