@@ -39,15 +39,10 @@ fn health(c: &LocalCluster, i: usize) -> SocketAddr {
 
 /// A series' value from a subscriber's `/metrics`.
 async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut text = String::new();
-    tokio::time::timeout(LIMIT, stream.read_to_string(&mut text))
+    let text = wsmesh_client::http::get(&format!("http://{addr}/metrics"), LIMIT)
         .await
         .ok()?
-        .ok()?;
+        .body;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

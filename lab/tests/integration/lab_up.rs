@@ -57,6 +57,20 @@ impl LabUp {
     }
 }
 
+impl LabUp {
+    /// Sends SIGTERM (what Ctrl-C's clean stop does) and reaps the process
+    /// within `limit`; its exit status.
+    pub async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("lab up still running") as libc::pid_t;
+        // SAFETY: kill(2) on our own unreaped child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("lab up exits after SIGTERM")
+            .expect("lab up is reaped")
+    }
+}
+
 /// Forwards every line of `pipe` to `lines` (and to the test's output), so
 /// the child never blocks on a full pipe.
 fn drain(pipe: impl AsyncRead + Unpin + Send + 'static, lines: mpsc::UnboundedSender<String>) {

@@ -42,13 +42,7 @@ async fn lab_up_reports_ready_keeps_running_after_a_crash_and_stops_on_sigterm()
     let app2_health = format!("{}/healthz", app2.http_url());
     http::wait_status(&app2_health, 200, LIMIT).await.unwrap();
 
-    let lab_pid = up.child.id().unwrap() as libc::pid_t;
-    // SAFETY: kill(2) on our own unreaped child.
-    assert_eq!(unsafe { libc::kill(lab_pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(LIMIT, up.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = up.terminate(LIMIT).await;
     assert!(status.success(), "lab up exited with {status}");
     for addr in [
         app2.public,

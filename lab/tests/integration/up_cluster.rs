@@ -287,14 +287,6 @@ async fn lab_up_runs_four_apps_on_a_redis_cluster_and_each_room_meets_on_one_app
     for (_, conn, _) in members {
         conn.close().await;
     }
-    // SAFETY: kill(2) on our own unreaped child.
-    assert_eq!(
-        unsafe { libc::kill(up.child.id().unwrap() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let status = tokio::time::timeout(LIMIT, up.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = up.terminate(LIMIT).await;
     assert!(status.success(), "lab up --redis cluster exited with {status}");
 }

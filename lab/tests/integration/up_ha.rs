@@ -206,14 +206,6 @@ async fn killing_the_redis_master_under_lab_up_ha_loses_nothing() {
     }
     fresh.close().await;
 
-    // SAFETY: kill(2) on our own unreaped child.
-    assert_eq!(
-        unsafe { libc::kill(up.child.id().unwrap() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let status = tokio::time::timeout(LIMIT, up.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = up.terminate(LIMIT).await;
     assert!(status.success(), "lab up --ha exited with {status}");
 }
