@@ -289,15 +289,7 @@ async fn refused_connect_marks_the_server_down_at_once_and_the_request_moves() {
 
 /// Status of a WebSocket upgrade request through the lb (101 or the error).
 async fn upgrade_status(certs: &Certs, lb: &LbProcess) -> StatusCode {
-    let req = http::Request::get("/ws")
-        .header("host", "localhost")
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .body(empty())
-        .unwrap();
-    https_request(certs, lb.ports.https, req).await.0
+    https_request(certs, lb.ports.https, sources::upgrade_request()).await.0
 }
 
 #[tokio::test]
