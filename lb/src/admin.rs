@@ -233,6 +233,7 @@ pub fn backends_json(rt: &Runtime) -> Value {
                 "balance": format!("{:?}", b.balance).to_lowercase(),
                 "hash_key": b.hashing.as_ref().map(|h| h.key.to_string()),
                 "hash_balance_factor": b.hashing.as_ref().map(|h| h.factor),
+                "hash_stick": b.hashing.as_ref().map(|h| h.stick),
                 "servers": b.servers.iter().map(|s| server_json(b, s)).collect::<Vec<_>>(),
             })
         })

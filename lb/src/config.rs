@@ -304,6 +304,21 @@ pub enum Balance {
     Hash,
 }
 
+/// With `balance = "hash"`: whether a key's open sessions hold it on their
+/// server past the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashStick {
+    /// To the usable server holding most of the key's open sessions,
+    /// whatever its load: a room's members stay on one server and the
+    /// bound only places keys that have no open session (new rooms).
+    #[default]
+    OpenSessions,
+    /// Ring and bound alone, as HAProxy's `hash-balance-factor`: past the
+    /// bound, further sessions of a key go to its next server.
+    Off,
+}
+
 /// A group of servers (HAProxy `backend`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -323,6 +338,10 @@ pub struct Backend {
     /// server on the ring; 0: no bound.
     #[serde(default = "default_hash_balance_factor")]
     pub hash_balance_factor: u32,
+    /// With `balance = "hash"`: where a session goes whose key already has
+    /// open sessions.
+    #[serde(default)]
+    pub hash_stick: HashStick,
     /// Further servers tried after a failed connect (`retries`, with
     /// `option redispatch`: each retry goes to the next server).
     #[serde(default = "default_retries")]

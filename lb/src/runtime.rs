@@ -185,7 +185,7 @@ fn build_backend(
         hashing: b
             .hash_key
             .clone()
-            .map(|key| Hashing::new(key, b.hash_balance_factor, &servers)),
+            .map(|key| Hashing::new(key, b.hash_balance_factor, b.hash_stick, &servers)),
         servers,
         rotation: AtomicUsize::new(0),
     })

@@ -55,6 +55,48 @@ impl Design {
     }
 }
 
+/// The lb's servers: name and address.
+type Backends = Vec<(String, SocketAddr)>;
+
+/// The subscriber's counter of chats posted to its app (the sample line's prefix).
+const FORWARDED: &str = "wsmesh_subscriber_forwarded_chats_total ";
+
+/// What a server process of a stack does, for the CPU breakdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A wsmesh app or a node instance: fans chats out to sockets.
+    App,
+    /// A wsmesh subscriber: Redis pub/sub to its app.
+    Subscriber,
+    /// A Redis server or cluster node.
+    Redis,
+}
+
+impl Role {
+    /// In report order.
+    pub const ALL: [Role; 3] = [Role::App, Role::Subscriber, Role::Redis];
+
+    /// The role of a process by the name the stack gave it.
+    fn of(name: &str) -> Role {
+        if name.starts_with("subscriber") {
+            Role::Subscriber
+        } else if name.starts_with("redis") {
+            Role::Redis
+        } else {
+            Role::App
+        }
+    }
+
+    /// The role's name in logs and the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::App => "apps",
+            Role::Subscriber => "subscribers",
+            Role::Redis => "redis",
+        }
+    }
+}
+
 /// Where the Redis of a stack is, as the app and subscriber configs name it.
 enum RedisAt {
     Single(SocketAddr),
@@ -70,6 +112,8 @@ pub struct Stack {
     servers: Cluster,
     /// The lb's TLS frontend.
     pub target: Target,
+    /// Each subscriber's health listener (its `/metrics`); none for node.
+    subscriber_metrics: Vec<SocketAddr>,
     /// Configs, logs and Redis data; removed after the processes (field order).
     dir: tempfile::TempDir,
 }
@@ -96,8 +140,8 @@ impl Stack {
                 RedisAt::Single(addr)
             }
         };
-        let backends = match design {
-            Design::Node => start_node(&mut servers, instances, &redis, dir.path())?,
+        let (backends, subscriber_metrics) = match design {
+            Design::Node => (start_node(&mut servers, instances, &redis, dir.path())?, Vec::new()),
             _ => start_wsmesh(&mut servers, instances, &redis, dir.path())?,
         };
         servers.wait_healthy(Duration::from_secs(60)).await?;
@@ -127,6 +171,7 @@ impl Stack {
             lb,
             servers,
             target: Target::tls(route.listen, tls),
+            subscriber_metrics,
             dir,
         })
     }
@@ -137,9 +182,38 @@ impl Stack {
         self.servers.processes().iter().filter_map(|p| p.pid()).collect()
     }
 
+    /// Pids of the server processes of one role.
+    pub fn role_pids(&self, role: Role) -> Vec<u32> {
+        self.servers
+            .processes()
+            .iter()
+            .filter(|p| Role::of(p.name()) == role)
+            .filter_map(|p| p.pid())
+            .collect()
+    }
+
     /// The lb's pid.
     pub fn lb_pids(&self) -> Vec<u32> {
         self.lb.processes().iter().filter_map(|p| p.pid()).collect()
+    }
+
+    /// Chats the subscribers have forwarded to their apps so far, summed
+    /// (`wsmesh_subscriber_forwarded_chats_total`); `None` for node, which
+    /// has no subscribers, or when a subscriber does not answer.
+    pub async fn forwarded_chats(&self) -> Option<u64> {
+        if self.subscriber_metrics.is_empty() {
+            return None;
+        }
+        let mut sum = 0;
+        for addr in &self.subscriber_metrics {
+            let page = wsmesh_client::http::get(&format!("http://{addr}/metrics"), Duration::from_secs(2))
+                .await
+                .ok()?;
+            sum += page.body.lines().find_map(|l| {
+                l.strip_prefix(FORWARDED)?.trim().parse::<u64>().ok()
+            })?;
+        }
+        Some(sum)
     }
 
     /// Where the processes' logs are.
@@ -177,17 +251,18 @@ async fn start_redis_cluster(servers: &mut Cluster, dir: &Path) -> Result<Vec<St
 }
 
 /// N apps and their subscribers from the committed app1 and subscriber1
-/// configs, on free ports, with the bench's limits; returns the lb's servers.
+/// configs, on free ports, with the bench's limits; returns the lb's servers
+/// and the subscribers' metrics listeners.
 fn start_wsmesh(
     servers: &mut Cluster,
     n: usize,
     redis: &RedisAt,
     dir: &Path,
-) -> Result<Vec<(String, SocketAddr)>, ClusterError> {
+) -> Result<(Backends, Vec<SocketAddr>), ClusterError> {
     let (app_bin, sub_bin) = (binary("app")?, binary("subscriber")?);
     let app_template: AppConfig = configs::committed("app1.toml")?;
     let sub_template: SubscriberConfig = configs::committed("subscriber1.toml")?;
-    let mut backends = Vec::new();
+    let (mut backends, mut metrics) = (Vec::new(), Vec::new());
     for i in 1..=n {
         let name = format!("app{i}");
         let (public, internal, health) = (free_addr()?, free_addr()?, free_addr()?);
@@ -224,17 +299,13 @@ fn start_wsmesh(
         let spec = subscriber_spec(&sub_name, sub_bin.clone(), &sub_file, health);
         servers.spawn(quiet(spec, dir))?;
         backends.push((name, public));
+        metrics.push(health);
     }
-    Ok(backends)
+    Ok((backends, metrics))
 }
 
 /// N node instances on one Redis; returns the lb's servers.
-fn start_node(
-    servers: &mut Cluster,
-    n: usize,
-    redis: &RedisAt,
-    dir: &Path,
-) -> Result<Vec<(String, SocketAddr)>, ClusterError> {
+fn start_node(servers: &mut Cluster, n: usize, redis: &RedisAt, dir: &Path) -> Result<Backends, ClusterError> {
     let RedisAt::Single(addr) = redis else {
         return Err(ConfigError::new(dir, "the node peer runs on one Redis").into());
     };

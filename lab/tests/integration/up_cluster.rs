@@ -3,8 +3,9 @@
 //! configs): four apps and subscribers on a 3-master, 3-replica Redis
 //! Cluster behind the lb, which balances `/ws` by the room
 //! (`balance = "hash"`). With 20 rooms of 3 members, joined one by one:
-//! - all members of a room land on one app, unless bounded load made one
-//!   spill (checked at each join against the lb's bound);
+//! - all members of a room land on one app: bounded load only places a
+//!   room's first member, the others join where the room's sessions are
+//!   (`hash_stick = "open-sessions"`, the default);
 //! - each room's sharded channel has, on the master of its slot, as many
 //!   subscribers as apps hold the room (`PUBSUB SHARDNUMSUB`);
 //! - each subscriber forwards exactly the chats of its app's rooms
@@ -33,8 +34,6 @@ const MEMBERS: usize = 3;
 /// Chats sent into each room.
 const CHATS: usize = 3;
 const LIMIT: Duration = Duration::from_secs(90);
-/// The committed lb's `hash_balance_factor`.
-const FACTOR: u64 = 125;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port + OFFSET))
@@ -96,27 +95,6 @@ async fn rooms_by_server(admin: SocketAddr) -> BTreeMap<String, BTreeMap<String,
     rooms
 }
 
-/// The lb's bounded load: the sessions a server of four equal ones may
-/// hold before a new session (counted in `total + 1`) goes on.
-fn bound(total: u64) -> u64 {
-    (FACTOR * (total + 1)).div_ceil(100 * APPS as u64).max(1)
-}
-
-/// A room member that joined on `on` after one that joined on `before`
-/// (each with the lb's sessions just before its join) may land elsewhere
-/// only if bounded load moved one of them off the room's first server:
-/// either `before`'s server was full at the later join, or `on`'s was
-/// full at the earlier one.
-fn spill_allowed(
-    before: &str,
-    at_before: &BTreeMap<String, u64>,
-    on: &str,
-    at_on: &BTreeMap<String, u64>,
-) -> bool {
-    let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
-    at_on[before] >= bound(total(at_on)) || at_before[on] >= bound(total(at_before))
-}
-
 /// `wsmesh_subscriber_forwarded_chats_total` of subscriber `i` (1-based).
 async fn forwarded(i: usize) -> u64 {
     let url = format!("http://{}/metrics", addr(9200 + i as u16));
@@ -163,36 +141,29 @@ async fn lab_up_runs_four_apps_on_a_redis_cluster_and_each_room_meets_on_one_app
     );
     let admin = addr(8404);
 
-    // Joins, room by room; the lb's sessions before each join.
+    // Joins, room by room: every member where the room's first one is.
     let tls = wsmesh_client::tls::client_config(&ca).unwrap();
     let ws = ConnectOptions::new(&format!("wss://{}/ws", addr(8443)))
         .unwrap()
         .tls(tls);
     let mut members: Vec<(String, Connection, String)> = Vec::new();
-    let mut spills = 0;
     for r in 0..ROOMS {
         let room = format!("upc{r}");
-        let mut earlier: Option<(String, BTreeMap<String, u64>)> = None;
+        let mut first: Option<String> = None;
         for _ in 0..MEMBERS {
-            let at = sessions(admin).await;
             let mut conn = Connection::connect(&ws.clone().room(&room)).await.unwrap();
             let (welcome, _) = conn.join(Duration::from_secs(10)).await.unwrap();
-            if let Some((before, at_before)) = &earlier {
-                if *before != welcome.instance {
-                    spills += 1;
-                    assert!(
-                        spill_allowed(before, at_before, &welcome.instance, &at),
-                        "room {room}: a member on {} after one on {before}, no server at its bound \
-                         (sessions then {at_before:?}, now {at:?})",
-                        welcome.instance
-                    );
-                }
-            }
-            earlier = Some((welcome.instance.clone(), at));
+            let home = first.get_or_insert_with(|| welcome.instance.clone());
+            assert_eq!(
+                *home,
+                welcome.instance,
+                "room {room}: a member on {} after one on {home} (lb sessions now {:?})",
+                welcome.instance,
+                sessions(admin).await
+            );
             members.push((room.clone(), conn, welcome.instance));
         }
     }
-    println!("{spills} spills of {} joins", ROOMS * MEMBERS);
 
     // The lb shows every session under its room, on the app it joined.
     let shown = rooms_by_server(admin).await;

@@ -94,6 +94,7 @@ impl Backend {
             balance: Balance::default(),
             hash_key: None,
             hash_balance_factor: default_hash_balance_factor(),
+            hash_stick: HashStick::default(),
             retries: default_retries(),
             pool_max_idle: default_pool_idle(),
             check: None,

@@ -31,6 +31,11 @@ impl OpenKeys {
         }
     }
 
+    /// Open sessions placed by `key`.
+    pub fn count(&self, key: &str) -> usize {
+        self.map().get(key).copied().unwrap_or(0)
+    }
+
     /// At most `limit` keys, most sessions first (then by key), and how
     /// many distinct keys there are.
     pub fn top(&self, limit: usize) -> (Vec<(Arc<str>, usize)>, usize) {
@@ -56,6 +61,7 @@ mod tests {
         keys.opened(&b);
         keys.opened(&b);
         assert_eq!(keys.top(1), (vec![(b.clone(), 2)], 2));
+        assert_eq!((keys.count("a"), keys.count("b"), keys.count("c")), (1, 2, 0));
         keys.closed(&a);
         keys.closed(&b);
         assert_eq!(keys.top(10), (vec![(b.clone(), 1)], 1));

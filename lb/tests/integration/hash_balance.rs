@@ -1,12 +1,14 @@
 //! `balance = "hash"` on `url_param:room`: one room's sessions meet on one
-//! server, rooms spread by weight, a hot room spills at the bound, a down,
+//! server, rooms spread by weight, a hot room stays together past the bound
+//! while new rooms avoid its server (or spills at the bound with
+//! `hash_stick = "off"`), a down,
 //! drained or full server's rooms move to other servers and come back, a
 //! request without the key is placed by leastconn, and the admin API shows
 //! which keys each server holds.
 
 use std::collections::HashMap;
 
-use lb::config::HashKey;
+use lb::config::{HashKey, HashStick};
 
 use crate::support::*;
 
@@ -85,10 +87,44 @@ async fn one_room_s_members_meet_on_one_server_and_rooms_spread_by_weight() {
 }
 
 #[tokio::test]
-async fn a_hot_room_spills_to_its_next_server_at_the_bound() {
+async fn a_hot_room_stays_together_past_the_bound_and_new_rooms_go_elsewhere() {
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let lb = Lb::start(&hashed(&[&a, &b], &certs, 125, &[1, 1], 0)).await;
+    let rooms = rooms(20);
+    let homes = placement(&certs, lb.https, &rooms).await;
+    let mut held = Vec::new();
+    let mut on = Vec::new();
+    for _ in 0..8 {
+        let (ws, server) = member(&certs, lb.https, "hot").await;
+        on.push(server);
+        held.push(ws);
+    }
+    // Without stickiness the third member would spill (see below).
+    let hot = on[0].clone();
+    assert!(on.iter().all(|s| *s == hot), "{on:?}");
+    // 8 of 8 sessions: past its bound, the hot room's server takes no new room.
+    let moved: Vec<&String> = rooms
+        .iter()
+        .zip(&homes)
+        .filter(|(_, home)| **home == hot)
+        .map(|(r, _)| r)
+        .collect();
+    assert!(!moved.is_empty(), "{homes:?}");
+    for room in moved {
+        let (_ws, server) = member(&certs, lb.https, room).await;
+        assert_ne!(server, hot, "{room} went to the full server");
+    }
+    assert_eq!(lb.servers().await[&hot]["hash_keys"][0]["sessions"], 8);
+}
+
+#[tokio::test]
+async fn without_stickiness_a_hot_room_spills_to_its_next_server_at_the_bound() {
+    let certs = Certs::new();
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    let mut opts = hashed(&[&a, &b], &certs, 125, &[1, 1], 0);
+    opts.edit(|c| c.backends[0].hash_stick = HashStick::Off);
+    let lb = Lb::start(&opts).await;
     let mut on = HashMap::<String, usize>::new();
     let mut held = Vec::new();
     let mut first = None;
@@ -156,7 +192,7 @@ async fn a_drained_or_down_server_s_rooms_move_and_come_back() {
 }
 
 #[tokio::test]
-async fn a_full_server_s_room_goes_to_its_next_server_until_a_slot_frees() {
+async fn a_full_server_s_room_goes_to_its_next_server_and_home_once_it_is_empty() {
     let certs = Certs::new();
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let lb = Lb::start(&hashed(&[&a, &b], &certs, 0, &[1, 1], 1)).await;
@@ -171,11 +207,19 @@ async fn a_full_server_s_room_goes_to_its_next_server_until_a_slot_frees() {
     let room = room.expect("a room on app1 among 50");
     let (first, s1) = member(&certs, lb.https, &room).await;
     assert_eq!(s1, "app1");
-    let (_second, s2) = member(&certs, lb.https, &room).await;
+    let (second, s2) = member(&certs, lb.https, &room).await;
     assert_eq!(s2, "app2", "app1 is full");
     drop(first);
     eventually(5, "app1's slot frees", || async {
         lb.servers().await["app1"]["sessions"] == 0
+    })
+    .await;
+    // The room's open session is on app2: its next member joins it there.
+    let (third, s3) = member(&certs, lb.https, &room).await;
+    assert_eq!(s3, "app2");
+    drop((second, third));
+    eventually(5, "the room's sessions end", || async {
+        lb.servers().await["app2"]["sessions"] == 0
     })
     .await;
     assert_eq!(member(&certs, lb.https, &room).await.1, "app1");

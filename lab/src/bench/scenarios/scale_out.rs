@@ -18,7 +18,7 @@ use crate::bench::chatgen::{self, FanOut, FanOutRun, Offer, Phase};
 use crate::bench::lbconf::Certs;
 use crate::bench::net::Sources;
 use crate::bench::report::{fmt_num, Goal, Metric};
-use crate::bench::scaleout::{Design, Stack};
+use crate::bench::scaleout::{Design, Role, Stack};
 use crate::bench::sys::cpu_micros;
 use crate::bench::trend::{self, Labels, Series};
 
@@ -28,6 +28,9 @@ const REFERENCE: Design = Design::Hash;
 const CPU: &str = "server CPU µs per delivery";
 /// The lb's CPU per delivery.
 const LB_CPU: &str = "lb CPU µs per delivery";
+/// Chats the subscribers posted to their apps ÷ chats sent: how many apps
+/// take each chat in (wsmesh only).
+const FORWARDS: &str = "chats forwarded to apps per chat sent";
 /// Deliveries ÷ (offered messages × members per room).
 const DELIVERED: &str = "delivered ÷ offered";
 /// Delivered ÷ offered outside this range: the point does not count.
@@ -133,6 +136,8 @@ fn instances_of(scenario: &str) -> Option<usize> {
 struct Cpu {
     servers: Duration,
     lb: Duration,
+    /// `servers` by [`Role`], in [`Role::ALL`] order.
+    roles: [Duration; 3],
 }
 
 fn cpu_sum(pids: &[u32]) -> Duration {
@@ -141,17 +146,35 @@ fn cpu_sum(pids: &[u32]) -> Duration {
 
 /// One fan-out run on `stack`, with the CPU its processes used from the
 /// first send to the end of the grace.
-async fn measure(stack: &Stack, shape: FanOut, tag: &str, sources: Arc<Sources>) -> (FanOutRun, Cpu) {
+async fn measure(
+    stack: &Stack,
+    shape: FanOut,
+    tag: &str,
+    sources: Arc<Sources>,
+) -> (FanOutRun, (Cpu, Option<u64>)) {
     let (servers, lb) = (stack.server_pids(), stack.lb_pids());
+    let roles = Role::ALL.map(|r| stack.role_pids(r));
     let (phase, mut seen) = watch::channel(Phase::Joining);
     let sample = async {
+        // Nothing is sent while the clients join: the count before is exact.
+        let forwarded_before = stack.forwarded_chats().await;
         let _ = seen.wait_for(|p| *p != Phase::Joining).await;
-        let before = (cpu_sum(&servers), cpu_sum(&lb));
+        let before = (cpu_sum(&servers), cpu_sum(&lb), roles.each_ref().map(|p| cpu_sum(p)));
         let _ = seen.wait_for(|p| *p == Phase::Settled).await;
-        Cpu {
+        let mut by_role = roles.each_ref().map(|p| cpu_sum(p));
+        for (now, then) in by_role.iter_mut().zip(before.2) {
+            *now = now.saturating_sub(then);
+        }
+        let cpu = Cpu {
             servers: cpu_sum(&servers).saturating_sub(before.0),
             lb: cpu_sum(&lb).saturating_sub(before.1),
-        }
+            roles: by_role,
+        };
+        let forwarded = match (forwarded_before, stack.forwarded_chats().await) {
+            (Some(then), Some(now)) => Some(now.saturating_sub(then)),
+            _ => None,
+        };
+        (cpu, forwarded)
     };
     let run = chatgen::fan_out_watched(&stack.target, sources, shape, tag, &phase);
     tokio::join!(run, sample)
@@ -218,7 +241,7 @@ async fn one_stack(
     let sources = client.sources.clone();
     let (warm, _) = measure(&stack, shape(params.warmup), "warm", sources.clone()).await;
     f.errors(&scenario, system, warm.errors, warm.first_error.as_ref());
-    let (run, cpu) = measure(&stack, shape(params.duration), "run", sources).await;
+    let (run, (cpu, forwarded)) = measure(&stack, shape(params.duration), "run", sources).await;
     tracing::info!(
         scenario,
         system,
@@ -227,6 +250,9 @@ async fn one_stack(
         delivered = run.delivered,
         server_cpu_ms = cpu.servers.as_millis() as u64,
         lb_cpu_ms = cpu.lb.as_millis() as u64,
+        app_cpu_ms = cpu.roles[0].as_millis() as u64,
+        subscriber_cpu_ms = cpu.roles[1].as_millis() as u64,
+        redis_cpu_ms = cpu.roles[2].as_millis() as u64,
         errors = run.errors,
         logs = %stack.log_dir().display(),
         "run"
@@ -251,6 +277,21 @@ async fn one_stack(
         .push(system, per(cpu.servers));
     f.metric(&scenario, LB_CPU, false, REFERENCE.name())
         .push(system, per(cpu.lb));
+    for (role, used) in Role::ALL.into_iter().zip(cpu.roles) {
+        if !used.is_zero() {
+            f.metric(&scenario, &role_metric(role), false, REFERENCE.name())
+                .push(system, per(used));
+        }
+    }
+    if let Some(forwarded) = forwarded.filter(|_| run.sent > 0) {
+        f.metric(&scenario, FORWARDS, false, REFERENCE.name())
+            .push(system, forwarded as f64 / run.sent as f64);
+    }
+}
+
+/// The name of one role's share of the server CPU per delivery.
+fn role_metric(role: Role) -> String {
+    format!("{CPU}: {}", role.name())
 }
 
 /// Median server CPU per delivery of every design, by instance count.

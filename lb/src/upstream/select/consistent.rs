@@ -5,10 +5,18 @@
 //! that is usable and below its bound, so sessions with one key meet on
 //! one server, and when that server leaves (down, drained, full) its keys
 //! move to their next servers on the ring while every other key stays.
+//!
+//! With `hash_stick = "open-sessions"` (the default) the bound places keys,
+//! not sessions: a key that has open sessions goes where most of them are,
+//! whatever that server's load, as long as it is usable (up, ready, below
+//! maxconn). A room's members thus stay together (one app fans its chats
+//! out, not two), also while the lb fills up from nothing, when every bound
+//! is tiny; a server past its bound takes no new keys. An app that is full
+//! says so itself (its capacity threshold) and stops being usable.
 
 use std::sync::Arc;
 
-use crate::config::HashKey;
+use crate::config::{HashKey, HashStick};
 use crate::upstream::Server;
 
 /// Ring points per unit of weight: enough that servers of equal weight get
@@ -23,6 +31,8 @@ pub struct Hashing {
     /// `hash_balance_factor`: percent of a server's weighted share of the
     /// sessions it may hold; 0: no bound.
     pub factor: u32,
+    /// Whether a key's open sessions hold it on their server.
+    pub stick: HashStick,
     /// Ring points, sorted: (position, index into the backend's servers).
     ring: Vec<(u64, usize)>,
 }
@@ -31,7 +41,7 @@ impl Hashing {
     /// The ring of `servers` (configuration order), each with
     /// `weight × POINTS_PER_WEIGHT` points placed by its name, so a server
     /// keeps its points across reloads and other servers' changes.
-    pub fn new(key: HashKey, factor: u32, servers: &[Arc<Server>]) -> Hashing {
+    pub fn new(key: HashKey, factor: u32, stick: HashStick, servers: &[Arc<Server>]) -> Hashing {
         let mut ring = Vec::new();
         for (i, s) in servers.iter().enumerate() {
             for p in 0..s.weight * POINTS_PER_WEIGHT {
@@ -39,7 +49,12 @@ impl Hashing {
             }
         }
         ring.sort_unstable();
-        Hashing { key, factor, ring }
+        Hashing {
+            key,
+            factor,
+            stick,
+            ring,
+        }
     }
 
     /// Indices of the servers on the ring, each once, clockwise from the
@@ -58,8 +73,10 @@ impl Hashing {
 }
 
 /// Order for a request with `key` over `pool` (the usable servers with
-/// their weights), given the backend's `servers` the ring indexes: ring
-/// order from the key, servers below their bound first.
+/// their weights), given the backend's `servers` the ring indexes: the
+/// server holding most of the key's open sessions, if any and the backend
+/// sticks to them, then ring order from the key, servers below their bound
+/// first.
 pub fn order(
     hashing: &Hashing,
     servers: &[Arc<Server>],
@@ -70,20 +87,26 @@ pub fn order(
     let total_weight: u64 = pool.iter().map(|(_, w)| u64::from(*w)).sum();
     let mut below = Vec::new();
     let mut above = Vec::new();
+    // (open sessions of the key, index in `below`/`above`, which of them)
+    let mut home: Option<(usize, usize, bool)> = None;
     for i in hashing.walk(key) {
         let Some((s, w)) = pool.iter().find(|(s, _)| Arc::ptr_eq(s, &servers[i])) else {
             continue;
         };
+        let open = match hashing.stick {
+            HashStick::OpenSessions => s.shared.counters.keys.count(key),
+            HashStick::Off => 0,
+        };
         let under = hashing.factor == 0
             || (s.sessions() as u64) < bound(hashing.factor, total_load, u64::from(*w), total_weight);
-        if under {
-            below.push(s.clone());
-        } else {
-            above.push(s.clone());
+        let list = if under { &mut below } else { &mut above };
+        if open > home.map_or(0, |h| h.0) {
+            home = Some((open, list.len(), under));
         }
+        list.push(s.clone());
     }
-    below.extend(above);
-    below
+    let first = home.map(|(_, at, under)| if under { below.remove(at) } else { above.remove(at) });
+    first.into_iter().chain(below).chain(above).collect()
 }
 
 /// Sessions a server of `weight` may hold before a new one (counted in
@@ -162,24 +185,65 @@ mod tests {
         }
     }
 
+    /// Places one session of `key` as the proxy does: the first
+    /// candidate, with the key listed on it while the guard lives.
+    fn place(b: &crate::upstream::Backend, key: &str) -> SessionGuard {
+        let s = candidates(b, CLIENT, Some(key)).next().unwrap();
+        SessionGuard::open(&s, Some(key.into()))
+    }
+
     #[test]
-    fn a_hot_key_spills_to_its_next_server_at_the_bound() {
-        let b = hash_backend(&[1, 1], 125);
-        let order = names(candidates(&b, CLIENT, Some("hot")));
-        let home = b.servers.iter().find(|s| s.name == order[0]).unwrap().clone();
-        let mut held = Vec::new();
-        let mut placed = Vec::new();
-        for _ in 0..8 {
-            let s = candidates(&b, CLIENT, Some("hot")).next().unwrap();
-            placed.push(s.name.clone());
-            held.push(SessionGuard::open(&s, None));
+    fn without_stickiness_a_hot_key_spills_at_the_bound() {
+        let mut b = hash_backend(&[1, 1], 125);
+        if let Some(h) = b.hashing.as_mut() {
+            h.stick = HashStick::Off;
         }
+        let order = names(candidates(&b, CLIENT, Some("hot")));
+        let placed: Vec<_> = (0..8).map(|_| place(&b, "hot")).collect();
+        let names: Vec<&str> = placed.iter().map(|g| g.server.name.as_str()).collect();
         // Bound for the n-th session: ceil(1.25 × n / 2); the home server
         // takes 1, 2, 2, 3, 4, 4, 5, 5 of the first 1..8.
-        let at_home = placed.iter().filter(|n| **n == home.name).count();
-        assert_eq!(at_home, 5, "{placed:?}");
-        assert_eq!(placed[0], home.name);
-        assert_eq!(placed[2], order[1], "third session spills: {placed:?}");
+        assert_eq!(names.iter().filter(|n| **n == order[0]).count(), 5, "{names:?}");
+        assert_eq!(names[2], order[1], "third session spills: {names:?}");
+    }
+
+    #[test]
+    fn a_server_past_its_bound_takes_no_new_keys() {
+        let b = hash_backend(&[1, 1], 125);
+        let order = names(candidates(&b, CLIENT, Some("hot")));
+        // Sessions without a key load the home server past its bound.
+        let home = b.servers.iter().find(|s| s.name == order[0]).unwrap().clone();
+        let _load: Vec<_> = (0..4).map(|_| SessionGuard::open(&home, None)).collect();
+        let placed = place(&b, "hot");
+        assert_eq!(placed.server.name, order[1], "a new key goes to its next server");
+    }
+
+    #[test]
+    fn a_key_with_open_sessions_stays_together_past_the_bound() {
+        let b = hash_backend(&[1, 1, 1, 1], 125);
+        let home = first(&b, "room");
+        // While the lb fills up from nothing every bound is 1 or 2: without
+        // the key's own sessions counting, the second member would spill.
+        let held: Vec<_> = (0..8).map(|_| place(&b, "room")).collect();
+        let servers: Vec<&str> = held.iter().map(|g| g.server.name.as_str()).collect();
+        assert!(servers.iter().all(|s| *s == home), "{servers:?}");
+    }
+
+    #[test]
+    fn a_key_split_by_a_failover_goes_where_most_of_its_sessions_are() {
+        let b = hash_backend(&[1, 1, 1], 0);
+        let order = names(candidates(&b, CLIENT, Some("room")));
+        let at = |name: &str| b.servers.iter().find(|s| s.name == name).unwrap().clone();
+        // Two sessions on the next server (placed there while home was
+        // away), one back home.
+        let next: Vec<_> = (0..2)
+            .map(|_| SessionGuard::open(&at(&order[1]), Some("room".into())))
+            .collect();
+        let _home = SessionGuard::open(&at(&order[0]), Some("room".into()));
+        assert_eq!(first(&b, "room"), order[1]);
+        // Once they are gone the key goes home again.
+        drop(next);
+        assert_eq!(first(&b, "room"), order[0]);
     }
 
     #[test]

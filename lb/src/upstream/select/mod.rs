@@ -147,7 +147,7 @@ pub(crate) mod tests {
     pub fn hash_backend(weights: &[u32], factor: u32) -> Backend {
         let mut b = backend(Balance::Hash, weights);
         let key = config::HashKey::UrlParam("room".into());
-        b.hashing = Some(Hashing::new(key, factor, &b.servers));
+        b.hashing = Some(Hashing::new(key, factor, config::HashStick::default(), &b.servers));
         b
     }
 
