@@ -246,6 +246,11 @@ async fn attempt_on(
 ) -> Attempt {
     let timeouts = &ctx.runtime.timeouts;
     let t = Instant::now();
+    // Counted (with its hash key) from the choice on, not from the answer:
+    // sessions chosen at once while a connect is under way see each other,
+    // so a burst of a room's members meets on one server and leastconn
+    // does not send a burst to one server.
+    let mut session = SessionGuard::open(server, exchange.hash_key.clone());
     let mut sender = match checkout(server, upgrade, timeouts.connect).await {
         Ok((sender, fresh)) => {
             if fresh {
@@ -264,7 +269,6 @@ async fn attempt_on(
         // Not reached: only replayable requests get a second attempt.
         return Attempt::Fail(StatusCode::BAD_GATEWAY, "502 Bad Gateway.\n");
     };
-    let mut session = SessionGuard::open(server, exchange.hash_key.clone());
     let sent = tokio::select! {
         sent = tokio::time::timeout(timeouts.server, send(server, &mut sender, req, timeouts.connect)) => sent,
         _ = session.shut_down() => {
