@@ -87,27 +87,32 @@ pub async fn splice(client: Upgraded, server: Upgraded, mut ctx: TunnelCtx) {
     let activity = Activity::new();
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
-    let large_held = AtomicUsize::new(0);
+    let held = AtomicUsize::new(0);
     // The server side is the lb's own TCP connection: taken out of hyper
     // (with what hyper read past the 101) so its close can be seen ahead
     // of a backlog the client is not reading.
-    let server = match server.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => parts,
+    let (io, read_buf) = match server.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => (parts.io, parts.read_buf),
         Err(_) => {
             tracing::warn!("server side of an upgrade is not a TCP stream; tunnel not started");
             return;
         }
     };
-    let tcp = server.io.into_inner();
+    // What hyper read past the 101 is a view into its whole read buffer
+    // (8 KiB): copied out and the view dropped, so the tunnel keeps only
+    // those bytes (almost always none) and not the buffer.
+    let read_ahead = read_buf.to_vec();
+    drop(read_buf);
+    let tcp = io.into_inner();
     let probe = EndProbe::of(&tcp);
     let (server_r, server_w) = tcp.into_split();
-    let server_r = std::io::Cursor::new(server.read_buf).chain(server_r);
+    let server_r = std::io::Cursor::new(read_ahead).chain(server_r);
     let (client_r, client_w) = tokio::io::split(TokioIo::new(client));
     let (up_ended, down_ended) = (Notify::new(), Notify::new());
-    let up_dir = Direction::new(&up, &activity, &large_held, &up_ended);
+    let up_dir = Direction::new(&up, &activity, &held, &up_ended);
     let down_dir = Direction {
         source_end: Some(probe),
-        ..Direction::new(&down, &activity, &large_held, &down_ended)
+        ..Direction::new(&down, &activity, &held, &down_ended)
     };
     let to_server = pump(client_r, server_w, &up_dir);
     let to_client = pump(server_r, client_w, &down_dir);
