@@ -20,7 +20,7 @@ mod pump;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -81,8 +81,23 @@ impl End {
     }
 }
 
-/// Runs the tunnel to its end and logs it.
-pub async fn splice(client: Upgraded, server: Upgraded, mut ctx: TunnelCtx) {
+/// Runs the tunnel, once both sides have switched protocols, to its end
+/// and logs it.
+///
+/// This future is what an idle tunnel costs besides its sockets and TLS
+/// state, so it is kept small: the context is boxed (an async fn would
+/// otherwise hold it twice, as argument and as local), the sides are
+/// awaited here rather than by the caller, and one timer serves every
+/// deadline.
+pub async fn splice(client: OnUpgrade, server: OnUpgrade, ctx: Box<TunnelCtx>) {
+    let (client, server) = match tokio::try_join!(client, server) {
+        Ok(sides) => sides,
+        Err(e) => {
+            tracing::warn!(error = %e, "upgrade failed after 101");
+            return;
+        }
+    };
+    let mut ctx = ctx;
     let started = Instant::now();
     let activity = Activity::new();
     let up = AtomicU64::new(0);
@@ -120,7 +135,8 @@ pub async fn splice(client: Upgraded, server: Upgraded, mut ctx: TunnelCtx) {
     let (mut up_done, mut down_done, mut failed) = (false, false, false);
     let mut fin_deadline: Option<tokio::time::Instant> = None;
     let mut grace_deadline: Option<tokio::time::Instant> = None;
-    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let timer = tokio::time::sleep(ctx.tunnel_timeout);
+    tokio::pin!(timer);
     let stopping = ctx.drain.stopping();
     tokio::pin!(stopping);
     let server = ctx.session.server.clone();
@@ -128,6 +144,11 @@ pub async fn splice(client: Upgraded, server: Upgraded, mut ctx: TunnelCtx) {
     tokio::pin!(server_down);
     let end = loop {
         let idle_deadline = tokio::time::Instant::now() + ctx.tunnel_timeout.saturating_sub(activity.idle());
+        let next = [fin_deadline, grace_deadline]
+            .into_iter()
+            .flatten()
+            .fold(idle_deadline, Ord::min);
+        timer.as_mut().reset(next);
         tokio::select! {
             r = &mut to_server, if !up_done => {
                 up_done = true;
@@ -143,17 +164,14 @@ pub async fn splice(client: Upgraded, server: Upgraded, mut ctx: TunnelCtx) {
             _ = down_ended.notified(), if fin_deadline.is_none() => {
                 fin_deadline = Some(tokio::time::Instant::now() + ctx.client_fin);
             }
-            _ = tokio::time::sleep_until(idle_deadline) => {
+            () = &mut timer => {
+                let now = tokio::time::Instant::now();
+                if fin_deadline.is_some_and(|d| d <= now) { break End::HalfClosed; }
+                if grace_deadline.is_some_and(|d| d <= now) { break End::Shutdown; }
                 if activity.idle() >= ctx.tunnel_timeout { break End::Idle; }
-            }
-            _ = tokio::time::sleep_until(fin_deadline.unwrap_or_else(far)), if fin_deadline.is_some() => {
-                break End::HalfClosed;
             }
             _ = &mut stopping, if grace_deadline.is_none() => {
                 grace_deadline = Some(tokio::time::Instant::now() + ctx.grace);
-            }
-            _ = tokio::time::sleep_until(grace_deadline.unwrap_or_else(far)), if grace_deadline.is_some() => {
-                break End::Shutdown;
             }
             _ = &mut server_down => {
                 break End::ServerDown;
