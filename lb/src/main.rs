@@ -24,8 +24,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// only waits on idle tunnels keeps every page the burst emptied (a
 /// quarter of an idle tunnel's memory).
 fn purge_at_once() {
-    // SAFETY: sets a plain integer option; mimalloc reads options with
-    // atomic loads, so this is sound even with other threads allocating.
+    // SAFETY: sets a plain integer option; called first thing in `main`,
+    // before any other thread exists that could read it meanwhile.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
 }
 
