@@ -206,7 +206,7 @@ fn start_tunnel(
     in_flight: InFlight,
 ) {
     let t = &ctx.runtime.timeouts;
-    let tunnel_ctx = TunnelCtx {
+    let tunnel_ctx = Box::new(TunnelCtx {
         exchange,
         session,
         tunnel_timeout: t.tunnel,
@@ -216,11 +216,6 @@ fn start_tunnel(
         _active: ctx.drain.track(),
         _permits: ctx.permits.clone(),
         _in_flight: in_flight,
-    };
-    tokio::spawn(async move {
-        match tokio::try_join!(client, server) {
-            Ok((client, server)) => tunnel::splice(client, server, tunnel_ctx).await,
-            Err(e) => tracing::warn!(error = %e, "upgrade failed after 101"),
-        }
     });
+    tokio::spawn(tunnel::splice(client, server, tunnel_ctx));
 }

@@ -1,14 +1,15 @@
-//! One direction of a tunnel: copying with small buffers while idle,
-//! passing ends on, and what happens when either side goes away.
+//! One direction of a tunnel: copying without holding a buffer while
+//! idle, passing ends on, and what happens when either side goes away.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -20,8 +21,9 @@ pub struct Direction<'a> {
     pub bytes: &'a AtomicU64,
     /// The tunnel's last activity, either way.
     pub activity: &'a Activity,
-    /// Large buffers held by the tunnel.
-    pub large_held: &'a AtomicUsize,
+    /// Backlogs held by the tunnel: bytes read that their destination did
+    /// not take at once.
+    pub held: &'a AtomicUsize,
     /// Told once the direction can carry nothing more: its source ended
     /// (possibly seen ahead of a backlog, through `source_end`) or its
     /// destination failed.
@@ -36,13 +38,13 @@ impl<'a> Direction<'a> {
     pub fn new(
         bytes: &'a AtomicU64,
         activity: &'a Activity,
-        large_held: &'a AtomicUsize,
+        held: &'a AtomicUsize,
         ended: &'a Notify,
     ) -> Direction<'a> {
         Direction {
             bytes,
             activity,
-            large_held,
+            held,
             ended,
             source_end: None,
         }
@@ -86,50 +88,44 @@ impl EndProbe {
 /// How often a write that waits looks whether its source has closed.
 const STALL_PROBE: Duration = Duration::from_millis(250);
 
-/// Bytes a direction reads while it waits for data: inline in the pump's
-/// state, so this is what an idle direction costs.
-const SMALL: usize = 1024;
+/// Bytes per read: a full TLS record's plaintext.
+const CHUNK: usize = 16 * 1024;
 
-/// Bytes per read while data keeps coming.
-const LARGE: usize = 16 * 1024;
+thread_local! {
+    /// The thread's read buffer, shared by every tunnel direction the
+    /// thread drives. A direction borrows it only within one poll (read,
+    /// then write what the destination takes at once), never across a
+    /// wait, so a waiting direction holds no buffer at all.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; CHUNK].into_boxed_slice());
+}
 
-/// A large buffer, counted in `held` while it lives.
-struct Large<'a> {
+/// Runs `f` on the thread's read buffer; on a buffer of its own in the
+/// (unexpected) case that the thread's is in use further up the stack.
+fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut vec![0u8; CHUNK]),
+    })
+}
+
+/// Bytes read that the destination did not take at once, counted in
+/// `held` while they wait.
+struct Backlog<'a> {
     buf: Vec<u8>,
     held: &'a AtomicUsize,
 }
 
-impl<'a> Large<'a> {
-    fn new(held: &'a AtomicUsize) -> Large<'a> {
+impl<'a> Backlog<'a> {
+    fn new(buf: Vec<u8>, held: &'a AtomicUsize) -> Backlog<'a> {
         held.fetch_add(1, Ordering::Relaxed);
-        Large {
-            buf: vec![0u8; LARGE],
-            held,
-        }
+        Backlog { buf, held }
     }
 }
 
-impl Drop for Large<'_> {
+impl Drop for Backlog<'_> {
     fn drop(&mut self) {
         self.held.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Reads what the stream has ready now; `None` when it has nothing (the
-/// read would wait). A read that is not ready consumes nothing, so giving
-/// up on it loses no data.
-async fn read_ready<R>(from: &mut R, buf: &mut [u8]) -> Option<std::io::Result<usize>>
-where
-    R: AsyncRead + Unpin,
-{
-    std::future::poll_fn(|cx| {
-        let mut rb = ReadBuf::new(&mut *buf);
-        match Pin::new(&mut *from).poll_read(cx, &mut rb) {
-            Poll::Pending => Poll::Ready(None),
-            Poll::Ready(r) => Poll::Ready(Some(r.map(|()| rb.filled().len()))),
-        }
-    })
-    .await
 }
 
 /// How copying one direction failed.
@@ -163,60 +159,97 @@ where
             Err(e)
         }
         Err(CopyError::Write(e)) => {
-            let mut sink = [0u8; SMALL];
-            while let Ok(1..) = from.read(&mut sink).await {}
+            let mut discard = |cx: &mut Context<'_>| {
+                with_scratch(|buf| {
+                    let mut rb = ReadBuf::new(buf);
+                    ready!(Pin::new(&mut from).poll_read(cx, &mut rb))?;
+                    Poll::Ready(Ok::<_, std::io::Error>(rb.filled().len()))
+                })
+            };
+            while let Ok(1..) = std::future::poll_fn(&mut discard).await {}
             Err(e)
         }
     }
 }
 
+/// What one read moved.
+enum Moved {
+    /// The source ended.
+    End,
+    /// The destination took all of it.
+    All,
+    /// The destination took part or none of it; the rest, copied out of
+    /// the thread's buffer.
+    Part(Vec<u8>),
+}
+
+/// Reads what the source has into the thread's buffer and writes to the
+/// destination as much as it takes at once, all within one poll.
+fn poll_move<R, W>(from: &mut R, to: &mut W, dir: &Direction<'_>, cx: &mut Context<'_>) -> Poll<Result<Moved, CopyError>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    with_scratch(|buf| {
+        let mut rb = ReadBuf::new(buf);
+        ready!(Pin::new(&mut *from).poll_read(cx, &mut rb)).map_err(CopyError::Read)?;
+        let data = rb.filled();
+        if data.is_empty() {
+            return Poll::Ready(Ok(Moved::End));
+        }
+        dir.activity.touch();
+        let mut at = 0;
+        while at < data.len() {
+            match Pin::new(&mut *to).poll_write(cx, &data[at..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(CopyError::Write(std::io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(n)) => at += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(CopyError::Write(e))),
+                Poll::Pending => break,
+            }
+        }
+        dir.bytes.fetch_add(at as u64, Ordering::Relaxed);
+        Poll::Ready(Ok(if at == data.len() {
+            Moved::All
+        } else {
+            Moved::Part(data[at..].to_vec())
+        }))
+    })
+}
+
 /// Copies one direction until EOF, counting bytes and marking activity.
 ///
 /// Most of a tunnel's life is idle (a chat client waiting for the next
-/// message), so a direction must not keep a large buffer while it waits:
-/// with 16 KiB per direction for the whole life, an idle tunnel cost
-/// 35 KiB where HAProxy, which takes buffers from a pool only while data
-/// is in flight, needs 19 KiB (now: about 15 KiB, mostly TLS state). A generic `AsyncRead` has no way to wait
-/// for readability without reading, so a direction waits by reading into
-/// a small inline buffer (`SMALL`), which holds most messages whole. Only
-/// when that read fills it is more data likely queued: then a `LARGE` heap
-/// buffer is taken and read into for as long as the stream has data ready
-/// at once, and freed as soon as a read would wait. So the large buffer
-/// exists only during a burst, never across a wait for the peer (it may
-/// be held across a wait for the writer, while data is in flight). The
-/// allocator's free lists act as the pool; `large_held` counts the large
-/// buffers this tunnel holds.
+/// message), so a waiting direction must hold no buffer: with 16 KiB per
+/// direction for the whole life, an idle tunnel cost 35 KiB where
+/// HAProxy, which takes buffers from a pool only while data is in flight,
+/// needs 19 KiB. A generic `AsyncRead` has no way to wait for readability
+/// without reading, so a direction waits in a read into the thread's
+/// buffer (`SCRATCH`), which is handed back when the read waits; a read
+/// that succeeds is written on within the same poll. Only what the
+/// destination does not take at once (its peer is slow) is copied into a
+/// buffer of the direction's own (`Backlog`, counted in `held`), freed
+/// once written.
 async fn copy<R, W>(from: &mut R, to: &mut W, dir: &Direction<'_>) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut small = [0u8; SMALL];
     loop {
-        let n = from.read(&mut small).await.map_err(CopyError::Read)?;
-        if n == 0 {
-            return Ok(());
-        }
-        forward(to, &small[..n], dir).await.map_err(CopyError::Write)?;
-        if n < SMALL {
-            continue;
-        }
-        // A full read: likely a burst. Read it in large chunks until the
-        // stream has nothing ready, then free the buffer before waiting.
-        let mut large = Large::new(dir.large_held);
-        while let Some(r) = read_ready(from, &mut large.buf).await {
-            let n = r.map_err(CopyError::Read)?;
-            if n == 0 {
-                return Ok(());
+        match std::future::poll_fn(|cx| poll_move(from, to, dir, cx)).await? {
+            Moved::End => return Ok(()),
+            Moved::All => forward(to, &[], dir).await.map_err(CopyError::Write)?,
+            Moved::Part(rest) => {
+                let rest = Backlog::new(rest, dir.held);
+                forward(to, &rest.buf, dir).await.map_err(CopyError::Write)?;
+                dir.bytes.fetch_add(rest.buf.len() as u64, Ordering::Relaxed);
             }
-            forward(to, &large.buf[..n], dir)
-                .await
-                .map_err(CopyError::Write)?;
         }
     }
 }
 
-/// Writes one read's bytes on and accounts for them.
+/// Writes `data` on (none: only flushes what the destination buffers).
 async fn forward<W>(to: &mut W, data: &[u8], dir: &Direction<'_>) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin,
@@ -235,7 +268,6 @@ where
         (Poll::Pending, Some(probe)) => Box::pin(stalled(write, probe, dir.ended)).await?,
     }
     dir.activity.touch();
-    dir.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -266,7 +298,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::duplex;
+    use tokio::io::{duplex, AsyncReadExt};
 
     /// Bytes that do not repeat at any buffer size.
     fn data(seed: u32, len: usize) -> Vec<u8> {
@@ -280,7 +312,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_direction_without_data_in_flight_holds_no_large_buffer() {
+    async fn a_waiting_direction_holds_no_buffer() {
         let (mut peer, from) = duplex(256 * 1024);
         let (to, mut out) = duplex(256 * 1024);
         let (bytes, activity, held, ended) = (
@@ -292,24 +324,25 @@ mod tests {
         let dir = Direction::new(&bytes, &activity, &held, &ended);
         let p = pump(from, to, &dir);
         tokio::pin!(p);
-        // The whole state of a waiting direction is small.
+        // The whole state of a waiting direction is small: no buffer in it.
         assert!(
-            std::mem::size_of_val(&*p) < 2 * SMALL,
+            std::mem::size_of_val(&*p) < 512,
             "{}",
             std::mem::size_of_val(&*p)
         );
         let wait = Duration::from_millis(50);
-        // No data yet: waiting, no large buffer.
+        // No data yet: waiting, no buffer of its own.
         assert!(tokio::time::timeout(wait, &mut p).await.is_err());
         assert_eq!(held.load(Ordering::Relaxed), 0);
-        // A small message goes through the inline buffer alone.
+        // A small message goes through the thread's buffer alone.
         peer.write_all(b"hello").await.unwrap();
         assert!(tokio::time::timeout(wait, &mut p).await.is_err());
         assert_eq!(held.load(Ordering::Relaxed), 0);
         let mut got = [0u8; 5];
         out.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"hello");
-        // A burst takes a large buffer and frees it once it has passed.
+        // A burst larger than the destination takes at once leaves a
+        // backlog, freed once it has passed.
         let burst = data(7, 100_000);
         peer.write_all(&burst).await.unwrap();
         assert!(tokio::time::timeout(wait, &mut p).await.is_err());
@@ -369,11 +402,11 @@ mod tests {
     }
 
     /// Model test of `pump`: a scripted reader hands out the data in random
-    /// chunks (around the inline buffer's size too, so full reads switch
-    /// to the large buffer and back) with `Pending` between them, and a
+    /// chunks (around the read buffer's size too) with `Pending` between
+    /// them, and a
     /// scripted writer takes random partial writes and flushes, with
     /// `Pending` too. Whatever the interleaving, every byte arrives once,
-    /// in order, the count matches, no large buffer is left held, and EOF
+    /// in order, the count matches, no backlog is left held, and EOF
     /// is passed on.
     mod model {
         use super::*;
@@ -395,8 +428,8 @@ mod tests {
             prop_oneof![
                 2 => Just(Step::Pending),
                 3 => (1usize..64).prop_map(Step::Ready),
-                3 => (SMALL - 2..=SMALL + 2).prop_map(Step::Ready),
-                2 => (SMALL..3 * LARGE).prop_map(Step::Ready),
+                3 => (CHUNK - 2..=CHUNK + 2).prop_map(Step::Ready),
+                2 => (1024..3 * CHUNK).prop_map(Step::Ready),
             ]
         }
 
@@ -514,9 +547,9 @@ mod tests {
                 let mut reads = reads;
                 // At least one step of each script makes progress, or the
                 // pump waits forever.
-                reads.push(Step::Ready(SMALL));
+                reads.push(Step::Ready(1024));
                 let mut writes = writes;
-                writes.push(Step::Ready(LARGE));
+                writes.push(Step::Ready(CHUNK));
                 let reader = Reader { data: sent.clone(), at: 0, script: reads, turn: 0 };
                 let mut writer = Writer { got: Vec::new(), script: writes.into(), shut: false };
                 let (bytes, activity, held, ended) = (AtomicU64::new(0), Activity::new(), AtomicUsize::new(0), Notify::new());
