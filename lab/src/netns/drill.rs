@@ -172,35 +172,21 @@ impl Job {
             return Ok(lines);
         }
 
-        // The drill needs a client on app1 (the victim) and one elsewhere
-        // (the witness); leastconn spreads ana and bob, more clients are
-        // added only when it did not.
-        let mut pool: Vec<(String, ResilientClient, String)> = vec![
-            ("ana".into(), ana, ana_on.clone()),
-            ("bob".into(), bob, bob_on.clone()),
-        ];
-        for i in 0..6 {
-            let on_app1 = pool.iter().any(|(_, _, on)| on == "app1");
-            let elsewhere = pool.iter().any(|(_, _, on)| on != "app1");
-            if on_app1 && elsewhere {
+        // The drill needs a client on app1 (the victim). The lb keeps a
+        // room's members on one app, so rooms are tried until one lives on
+        // app1; its witness joins once app1 is down, on the other app.
+        let mut found = None;
+        for i in 0..8 {
+            let (victim_room, nick) = (format!("{room}-{i}"), format!("cara{i}"));
+            let mut c = self.client(&victim_room, &nick)?;
+            if connected(&mut c, &nick).await? == "app1" {
+                found = Some((nick, c, victim_room));
                 break;
             }
-            let nick = format!("cara{i}");
-            let mut c = self.client(&room, &nick)?;
-            let on = connected(&mut c, &nick).await?;
-            pool.push((nick, c, on));
         }
-        let victim_at = pool
-            .iter()
-            .position(|(_, _, on)| on == "app1")
-            .ok_or_else(|| NetnsError::Check("no client landed on app1 in 8 tries".into()))?;
-        let (victim_nick, mut victim, _) = pool.remove(victim_at);
-        let witness_at = pool
-            .iter()
-            .position(|(_, _, on)| on != "app1")
-            .ok_or_else(|| NetnsError::Check("no client landed off app1 in 8 tries".into()))?;
-        let (witness_nick, mut witness, _) = pool.remove(witness_at);
-        let (victim_nick, witness_nick) = (victim_nick.as_str(), witness_nick.as_str());
+        let (victim_nick, mut victim, room) =
+            found.ok_or_else(|| NetnsError::Check("no room of 8 lived on app1".into()))?;
+        let (victim_nick, witness_nick) = (victim_nick.as_str(), "wes");
         let mut victim_chats: Vec<Chat> = Vec::new();
         let mut witness_chats: Vec<Chat> = Vec::new();
 
@@ -208,6 +194,13 @@ impl Job {
         let t0 = Instant::now();
         self.set_link(false).await?;
         let marked = self.wait_state("app1", "down", Duration::from_secs(20)).await?;
+        let mut witness = self.client(&room, witness_nick)?;
+        let witness_on = connected(&mut witness, witness_nick).await?;
+        if witness_on == "app1" {
+            return Err(NetnsError::Check(
+                "the lb sent a new session to app1 while it was down".into(),
+            ));
+        }
 
         // The witness keeps chatting while the victim's tunnel is dead.
         let mut sent = Vec::new();
@@ -335,7 +328,6 @@ impl Job {
             back.as_secs_f64(),
             t0.elapsed().as_secs_f64()
         ));
-        drop(pool);
         Ok(lines)
     }
 }
