@@ -48,12 +48,7 @@ async fn wsmesh(nodes: Vec<String>) -> LocalCluster {
 
 /// A series' value from a subscriber's `/metrics`.
 async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    let text = wsmesh_client::http::get(&format!("http://{addr}/metrics"), LIMIT)
-        .await
-        .ok()?
-        .body;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    wsmesh_testkit::metrics::scrape(addr, name, LIMIT).await
 }
 
 /// Where subscriber `i` (1-based) serves `/metrics`.

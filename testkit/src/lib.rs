@@ -15,6 +15,7 @@
 pub mod cluster;
 pub mod configs;
 pub mod eventually;
+pub mod metrics;
 pub mod ports;
 pub mod process;
 pub mod redis;

@@ -14,6 +14,7 @@ use lb::config::Balance;
 use wsmesh_redis_wire::keys::DEFAULT_URL;
 use wsmesh_testkit::cluster::{app_spec, binary, redis_spec, subscriber_spec, Cluster, ClusterError};
 use wsmesh_testkit::configs::{self, routes, AppConfig, ConfigError, SubscriberConfig};
+use wsmesh_testkit::metrics;
 use wsmesh_testkit::ports::{free_addr, free_loopback_port};
 use wsmesh_testkit::process::{Output, ProcessSpec};
 use wsmesh_testkit::redis_cluster::{self, MASTERS, REPLICAS_PER_MASTER};
@@ -58,8 +59,8 @@ impl Design {
 /// The lb's servers: name and address.
 type Backends = Vec<(String, SocketAddr)>;
 
-/// The subscriber's counter of chats posted to its app (the sample line's prefix).
-const FORWARDED: &str = "wsmesh_subscriber_forwarded_chats_total ";
+/// The subscriber's counter of chats posted to its app.
+const FORWARDED: &str = "wsmesh_subscriber_forwarded_chats_total";
 
 /// What a server process of a stack does, for the CPU breakdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,12 +177,6 @@ impl Stack {
         })
     }
 
-    /// Pids of everything that serves the chats: apps, subscribers, node
-    /// instances, every Redis node.
-    pub fn server_pids(&self) -> Vec<u32> {
-        self.servers.processes().iter().filter_map(|p| p.pid()).collect()
-    }
-
     /// Pids of the server processes of one role.
     pub fn role_pids(&self, role: Role) -> Vec<u32> {
         self.servers
@@ -206,12 +201,7 @@ impl Stack {
         }
         let mut sum = 0;
         for addr in &self.subscriber_metrics {
-            let page = wsmesh_client::http::get(&format!("http://{addr}/metrics"), Duration::from_secs(2))
-                .await
-                .ok()?;
-            sum += page.body.lines().find_map(|l| {
-                l.strip_prefix(FORWARDED)?.trim().parse::<u64>().ok()
-            })?;
+            sum += metrics::scrape(*addr, FORWARDED, Duration::from_secs(2)).await? as u64;
         }
         Some(sum)
     }

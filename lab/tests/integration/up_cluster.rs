@@ -97,16 +97,12 @@ async fn rooms_by_server(admin: SocketAddr) -> BTreeMap<String, BTreeMap<String,
 
 /// `wsmesh_subscriber_forwarded_chats_total` of subscriber `i` (1-based).
 async fn forwarded(i: usize) -> u64 {
-    let url = format!("http://{}/metrics", addr(9200 + i as u16));
-    let body = http::get(&url, Duration::from_secs(5)).await.unwrap().body;
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix("wsmesh_subscriber_forwarded_chats_total ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no forwarded counter at {url}"))
+    let at = addr(9200 + i as u16);
+    let name = "wsmesh_subscriber_forwarded_chats_total";
+    let n = wsmesh_testkit::metrics::scrape(at, name, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("no {name} at {at}"));
+    n as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -698,8 +698,7 @@ impl Subscriber {
     /// A series' value from `/metrics` (e.g. `wsmesh_subscriber_gap_fills_total`).
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let (_, text) = self.get("/metrics").await?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        wsmesh_testkit::metrics::sample(&text, name)
     }
 
     /// Waits until the series reaches at least `min`.

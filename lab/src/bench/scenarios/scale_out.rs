@@ -134,10 +134,17 @@ fn instances_of(scenario: &str) -> Option<usize> {
 /// CPU used over a run's sending window.
 #[derive(Debug, Clone, Copy)]
 struct Cpu {
-    servers: Duration,
     lb: Duration,
-    /// `servers` by [`Role`], in [`Role::ALL`] order.
+    /// The server processes' by [`Role`], in [`Role::ALL`] order (every
+    /// server process has one role).
     roles: [Duration; 3],
+}
+
+impl Cpu {
+    /// Every server process's: apps, subscribers, node instances, Redis.
+    fn servers(&self) -> Duration {
+        self.roles.iter().sum()
+    }
 }
 
 fn cpu_sum(pids: &[u32]) -> Duration {
@@ -152,22 +159,22 @@ async fn measure(
     tag: &str,
     sources: Arc<Sources>,
 ) -> (FanOutRun, (Cpu, Option<u64>)) {
-    let (servers, lb) = (stack.server_pids(), stack.lb_pids());
+    let lb = stack.lb_pids();
     let roles = Role::ALL.map(|r| stack.role_pids(r));
     let (phase, mut seen) = watch::channel(Phase::Joining);
     let sample = async {
         // Nothing is sent while the clients join: the count before is exact.
         let forwarded_before = stack.forwarded_chats().await;
         let _ = seen.wait_for(|p| *p != Phase::Joining).await;
-        let before = (cpu_sum(&servers), cpu_sum(&lb), roles.each_ref().map(|p| cpu_sum(p)));
+        let lb_before = cpu_sum(&lb);
+        let roles_before = roles.each_ref().map(|p| cpu_sum(p));
         let _ = seen.wait_for(|p| *p == Phase::Settled).await;
         let mut by_role = roles.each_ref().map(|p| cpu_sum(p));
-        for (now, then) in by_role.iter_mut().zip(before.2) {
+        for (now, then) in by_role.iter_mut().zip(roles_before) {
             *now = now.saturating_sub(then);
         }
         let cpu = Cpu {
-            servers: cpu_sum(&servers).saturating_sub(before.0),
-            lb: cpu_sum(&lb).saturating_sub(before.1),
+            lb: cpu_sum(&lb).saturating_sub(lb_before),
             roles: by_role,
         };
         let forwarded = match (forwarded_before, stack.forwarded_chats().await) {
@@ -248,7 +255,7 @@ async fn one_stack(
         round,
         sent = run.sent,
         delivered = run.delivered,
-        server_cpu_ms = cpu.servers.as_millis() as u64,
+        server_cpu_ms = cpu.servers().as_millis() as u64,
         lb_cpu_ms = cpu.lb.as_millis() as u64,
         app_cpu_ms = cpu.roles[0].as_millis() as u64,
         subscriber_cpu_ms = cpu.roles[1].as_millis() as u64,
@@ -274,7 +281,7 @@ async fn one_stack(
     }
     let per = |d: Duration| d.as_micros() as f64 / delivered;
     f.metric(&scenario, CPU, false, REFERENCE.name())
-        .push(system, per(cpu.servers));
+        .push(system, per(cpu.servers()));
     f.metric(&scenario, LB_CPU, false, REFERENCE.name())
         .push(system, per(cpu.lb));
     for (role, used) in Role::ALL.into_iter().zip(cpu.roles) {
