@@ -566,23 +566,10 @@ fn servers(json: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value>
         .flat_map(|b| b["servers"].as_array().into_iter().flatten())
 }
 
-/// `GET /metrics` over plain HTTP/1.0 on loopback, within 2 s.
-async fn metrics_text(addr: SocketAddr) -> std::io::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: drill\r\n\r\n")
-            .await?;
-        let mut raw = Vec::new();
-        tcp.take(1 << 20).read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&raw).into_owned())
-    };
-    let text = tokio::time::timeout(Duration::from_secs(2), exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 2 s"))??;
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map_or(text.clone(), |(_, body)| body.to_string()))
+/// `GET /metrics` on loopback, within 2 s: the page's text.
+async fn metrics_text(addr: SocketAddr) -> Result<String, wsmesh_client::http::HttpError> {
+    let page = wsmesh_client::http::get(&format!("http://{addr}/metrics"), Duration::from_secs(2)).await?;
+    Ok(page.body)
 }
 
 /// The `*_total` samples of a Prometheus text page whose value is not 0.
