@@ -18,10 +18,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::source_limits::LimitKind;
+use crate::upstream::h1::ServerBody;
 use crate::upstream::SessionGuard;
 
 /// The client's request body as it passes, shared by the body on its way
@@ -217,12 +217,46 @@ impl std::fmt::Debug for ServerDownSignal {
     }
 }
 
+/// Where a response body comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// A server's response, read from its connection.
+    Server(ServerBody),
+    /// The lb's own: these bytes (once), or nothing.
+    Local(Option<Bytes>),
+}
+
+impl Source {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self {
+            Source::Server(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::from))),
+            Source::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Server(body) => body.is_end_stream(),
+            Source::Local(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Source::Server(body) => body.size_hint(),
+            Source::Local(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
 /// Response body sent to the client: counts bytes, holds the server
 /// session open until the body is done, and logs the exchange on drop.
 #[derive(Debug)]
 pub struct LoggedBody {
     /// The body itself.
-    inner: BoxBody<Bytes, hyper::Error>,
+    inner: Source,
     /// The server's shutdown signal, while the body is still streaming.
     server_down: Option<ServerDownSignal>,
     /// The request's record; logged on drop.
@@ -237,7 +271,7 @@ pub struct LoggedBody {
 
 impl LoggedBody {
     pub fn new(
-        inner: BoxBody<Bytes, hyper::Error>,
+        inner: Source,
         exchange: Option<Exchange>,
         session: Option<SessionGuard>,
         in_flight: Option<InFlight>,
@@ -263,7 +297,7 @@ impl Body for LoggedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = self.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -281,7 +315,7 @@ impl Body for LoggedBody {
                 }
             }
         }
-        polled.map(|frame| frame.map(|r| r.map_err(BodyError::from)))
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

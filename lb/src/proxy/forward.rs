@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Empty};
+use http::{Request, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
 use super::headers::{add_forwarded, request_host, strip_hop_by_hop};
@@ -17,7 +17,7 @@ use super::upgrade::{to_http1_websocket, UpgradeKind};
 use crate::access_log::{BodyIn, CountedBody, Exchange, Fault};
 use crate::config::RetryOn;
 use crate::conn::ConnCtx;
-use crate::upstream::pool::{self, ConnectError, Sender, UpstreamBody};
+use crate::upstream::h1::{self, Answer, ConnectError, ExchangeError, HeadLimits, RequestBody, ServerConn};
 use crate::upstream::{select, Backend, CheckResult, CheckStatus, Server, SessionGuard};
 
 /// The request as it goes to servers: the head is kept so that a request
@@ -26,7 +26,9 @@ pub struct Outgoing {
     /// Method, origin-form URI, headers as sent.
     head: http::request::Parts,
     /// The body, until it is sent; replayable requests have none.
-    body: Option<UpstreamBody>,
+    body: Option<RequestBody>,
+    /// The body went (at least in part) to a server: it cannot go again.
+    body_sent: bool,
     /// GET or HEAD with no body: safe to send again to another server as
     /// long as no response reached the client (a WebSocket upgrade before
     /// its 101 is one).
@@ -81,23 +83,14 @@ impl Outgoing {
         Ok(Outgoing {
             head,
             body: (!replayable).then(|| CountedBody::new(body, body_in).boxed()),
+            body_sent: false,
             replayable,
         })
     }
 
-    /// The request for the next attempt; `None` once a body was sent.
-    fn next(&mut self) -> Option<Request<UpstreamBody>> {
-        let body = match self.body.take() {
-            Some(body) => body,
-            None if self.replayable => empty(),
-            None => return None,
-        };
-        let mut req = Request::new(body);
-        *req.method_mut() = self.head.method.clone();
-        *req.uri_mut() = self.head.uri.clone();
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = self.head.headers.clone();
-        Some(req)
+    /// Whether the request can still be sent: a body is sent once.
+    fn sendable(&self) -> bool {
+        !self.body_sent
     }
 }
 
@@ -124,9 +117,9 @@ pub enum Forwarded {
     /// A server's response head, with its connection and session.
     Response {
         server: Arc<Server>,
-        sender: Sender,
+        conn: ServerConn,
         session: SessionGuard,
-        response: Response<Incoming>,
+        response: Answer,
     },
     /// No usable answer: the lb answers itself with this.
     Local(StatusCode, &'static str),
@@ -135,7 +128,7 @@ pub enum Forwarded {
 /// What one attempt on one server gave.
 enum Attempt {
     /// A response head (possibly one that `retry_on` retries).
-    Response(Sender, SessionGuard, Response<Incoming>),
+    Response(ServerConn, SessionGuard, Answer),
     /// The connect was refused or timed out; nothing was sent.
     ConnectFailed,
     /// The server closed without answering.
@@ -174,8 +167,8 @@ pub async fn forward(
         // Another try is possible only within `retries` and with a server left.
         let mut can_retry = attempt < backend.retries && candidates.peek().is_some();
         match attempt_on(&server, ctx, upgrade, outgoing, exchange).await {
-            Attempt::Response(sender, session, response) => {
-                let status = response.status();
+            Attempt::Response(conn, session, response) => {
+                let status = response.head.parts.status;
                 server.count_response(status.as_u16());
                 can_retry &= outgoing.replayable;
                 if status == StatusCode::SERVICE_UNAVAILABLE && retry_on(RetryOn::Status503) && can_retry {
@@ -185,7 +178,7 @@ pub async fn forward(
                 }
                 return Forwarded::Response {
                     server,
-                    sender,
+                    conn,
                     session,
                     response,
                 };
@@ -251,26 +244,31 @@ async fn attempt_on(
     // so a burst of a room's members meets on one server and leastconn
     // does not send a burst to one server.
     let mut session = SessionGuard::open(server, exchange.hash_key.clone());
-    let mut sender = match checkout(server, upgrade, timeouts.connect).await {
-        Ok((sender, fresh)) => {
+    let mut conn = match checkout(server, upgrade, timeouts.connect).await {
+        Ok((conn, fresh)) => {
             if fresh {
                 server.connect_succeeded();
             }
             exchange.tc = Some(if fresh { t.elapsed() } else { Duration::ZERO });
             exchange.server = server.name.clone();
-            sender
+            conn
         }
         Err(e) => {
             connect_failed(server, &e);
             return Attempt::ConnectFailed;
         }
     };
-    let Some(req) = outgoing.next() else {
+    if !outgoing.sendable() {
         // Not reached: only replayable requests get a second attempt.
         return Attempt::Fail(StatusCode::BAD_GATEWAY, "502 Bad Gateway.\n");
+    }
+    let limits = &ctx.runtime.config.limits;
+    let limits = HeadLimits {
+        bytes: limits.max_header_bytes,
+        fields: limits.max_headers,
     };
     let sent = tokio::select! {
-        sent = tokio::time::timeout(timeouts.server, send(server, &mut sender, req, timeouts.connect)) => sent,
+        sent = tokio::time::timeout(timeouts.server, send(server, &mut conn, outgoing, limits, timeouts.connect)) => sent,
         _ = session.shut_down() => {
             server.count_response(503);
             return Attempt::ServerDown;
@@ -289,7 +287,11 @@ async fn attempt_on(
                 "504 Gateway Time-out: the server didn't respond in time.\n",
             )
         }
-        Ok(Err(SendError::Http(e))) if e.is_incomplete_message() || e.is_canceled() => {
+        Ok(Err(SendError::Exchange(ExchangeError::ClientBody(e)))) => {
+            tracing::debug!(server = %server.name, error = %e, "the client's request body could not be read");
+            Attempt::ClientBody
+        }
+        Ok(Err(SendError::Exchange(e @ (ExchangeError::Closed | ExchangeError::Read(_))))) => {
             tracing::warn!(server = %server.name, error = %e, "server closed without a response");
             Attempt::Empty
         }
@@ -301,7 +303,7 @@ async fn attempt_on(
                 "502 Bad Gateway: the server returned an invalid or incomplete response.\n",
             )
         }
-        Ok(Ok(resp)) => Attempt::Response(sender, session, resp),
+        Ok(Ok(resp)) => Attempt::Response(conn, session, resp),
     }
 }
 
@@ -311,43 +313,42 @@ async fn checkout(
     server: &Server,
     upgrade: bool,
     connect_timeout: Duration,
-) -> Result<(Sender, bool), ConnectError> {
+) -> Result<(ServerConn, bool), ConnectError> {
     if !upgrade {
-        if let Some(sender) = server.shared.pool.take() {
-            return Ok((sender, false));
+        if let Some(conn) = server.shared.pool.take() {
+            return Ok((conn, false));
         }
     }
-    let stream = pool::connect(server.addr, connect_timeout).await?;
-    Ok((pool::handshake(stream, server.addr).await?, true))
+    Ok((h1::connect(server.addr, connect_timeout).await?, true))
 }
 
 /// Why a request to a chosen server failed.
 #[derive(Debug, thiserror::Error)]
 enum SendError {
     #[error(transparent)]
-    Http(#[from] hyper::Error),
+    Exchange(#[from] ExchangeError),
     #[error("reconnect for a stale pooled connection: {0}")]
     Reconnect(#[from] ConnectError),
 }
 
-/// Sends the request; if a pooled connection turned out closed before the
-/// request went out, once more on a fresh connection.
+/// Sends the request and reads the response head; when a pooled
+/// connection turns out closed before any answer (the server closed it
+/// while idle as the request went out) and the request has no body, once
+/// more on a fresh connection.
 async fn send(
     server: &Server,
-    sender: &mut Sender,
-    req: Request<UpstreamBody>,
+    conn: &mut ServerConn,
+    outgoing: &mut Outgoing,
+    limits: HeadLimits,
     connect_timeout: Duration,
-) -> Result<Response<Incoming>, SendError> {
-    match sender.try_send_request(req).await {
-        Ok(resp) => Ok(resp),
-        Err(mut e) => match e.take_message() {
-            Some(req) => {
-                let fresh = pool::connect(server.addr, connect_timeout).await?;
-                *sender = pool::handshake(fresh, server.addr).await?;
-                Ok(sender.send_request(req).await?)
-            }
-            None => Err(e.into_error().into()),
-        },
+) -> Result<Answer, SendError> {
+    outgoing.body_sent = outgoing.body.is_some();
+    match conn.exchange(&outgoing.head, outgoing.body.take(), limits).await {
+        Err(ExchangeError::Closed) if conn.reused() && outgoing.replayable => {
+            *conn = h1::connect(server.addr, connect_timeout).await?;
+            Ok(conn.exchange(&outgoing.head, None, limits).await?)
+        }
+        r => Ok(r?),
     }
 }
 
@@ -367,8 +368,4 @@ fn connect_failed(server: &Server, e: &ConnectError) {
         code: None,
         detail: format!("client request: {e}"),
     });
-}
-
-pub fn empty() -> UpstreamBody {
-    Empty::new().map_err(|never| match never {}).boxed()
 }

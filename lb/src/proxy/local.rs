@@ -4,11 +4,10 @@
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::headers::request_host;
-use crate::access_log::{Exchange, Fault, InFlight, LoggedBody};
+use crate::access_log::{Exchange, Fault, InFlight, LoggedBody, Source};
 use crate::source_limits::Refused;
 
 /// Body of responses to clients.
@@ -22,9 +21,7 @@ pub fn local(
     in_flight: InFlight,
 ) -> ClientResponse {
     exchange.status = status.as_u16();
-    let body = Full::new(Bytes::from_static(body.as_bytes()))
-        .map_err(|never| match never {})
-        .boxed();
+    let body = Source::Local(Some(Bytes::from_static(body.as_bytes())));
     let mut resp = Response::new(LoggedBody::new(body, Some(exchange), None, Some(in_flight)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

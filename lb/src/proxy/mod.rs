@@ -18,14 +18,14 @@ use std::time::Instant;
 
 use http::header;
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::access_log::{Exchange, Fault, InFlight, LoggedBody};
+use crate::access_log::{Exchange, Fault, InFlight, LoggedBody, Source};
 use crate::conn::ConnCtx;
 use crate::tunnel::{self, TunnelCtx};
+use crate::upstream::h1::{ServerBody, ServerConn};
 use crate::upstream::SessionGuard;
-use forward::{empty, forward, Forwarded, Outgoing};
+use forward::{forward, Forwarded, Outgoing};
 use headers::{ambiguous_framing, strip_hop_by_hop};
 use local::{local, redirect, too_many, unavailable, ClientResponse};
 use upgrade::UpgradeKind;
@@ -118,24 +118,23 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         }
     };
 
-    let (server, sender, session, mut resp) =
+    let (server, conn, session, resp) =
         match forward(&backend, &ctx, upgrade.is_some(), &mut outgoing, &mut exchange).await {
             Forwarded::Response {
                 server,
-                sender,
+                conn,
                 session,
                 response,
-            } => (server, sender, session, response),
+            } => (server, conn, session, response),
             Forwarded::Local(status, body) => return Ok(local(status, body, exchange, in_flight)),
         };
-    let status = resp.status();
+    let status = resp.head.parts.status;
     exchange.status = status.as_u16();
 
     if let (Some(kind), Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
         (upgrade, client_upgrade, status)
     {
-        let server_upgrade = hyper::upgrade::on(&mut resp);
-        let (mut parts, _) = resp.into_parts();
+        let mut parts = resp.head.parts;
         match kind {
             UpgradeKind::Http1 => {
                 ctx.switched.store(true, Ordering::Relaxed);
@@ -146,10 +145,10 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
                 exchange.status = parts.status.as_u16();
             }
         }
-        start_tunnel(client_upgrade, server_upgrade, &ctx, exchange, session, in_flight);
+        start_tunnel(client_upgrade, conn, &ctx, exchange, session, in_flight);
         return Ok(Response::from_parts(
             parts,
-            LoggedBody::new(empty(), None, None, None),
+            LoggedBody::new(Source::Local(None), None, None, None),
         ));
     }
     if upgrade == Some(UpgradeKind::WebSocketOverH2) && status.is_success() {
@@ -163,10 +162,10 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
         ));
     }
 
-    if upgrade.is_none() {
-        server.shared.pool.put(sender);
-    }
-    let (mut parts, body) = resp.into_parts();
+    // An upgrade's connection was opened for it alone.
+    let pool = (upgrade.is_none() && resp.head.keep_alive).then(|| server.shared.pool.clone());
+    let body = ServerBody::new(conn, resp.head.framing, resp.upload, pool);
+    let mut parts = resp.head.parts;
     strip_hop_by_hop(&mut parts.headers);
     if fe.tls.is_some() {
         if let Some(hsts) = &fe.hsts {
@@ -178,7 +177,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(
         parts,
-        LoggedBody::new(body.boxed(), Some(exchange), Some(session), Some(in_flight)),
+        LoggedBody::new(Source::Server(body), Some(exchange), Some(session), Some(in_flight)),
     ))
 }
 
@@ -199,7 +198,7 @@ fn refuse(
 /// Splices the two upgraded streams once both sides have switched.
 fn start_tunnel(
     client: hyper::upgrade::OnUpgrade,
-    server: hyper::upgrade::OnUpgrade,
+    server: ServerConn,
     ctx: &ConnCtx,
     exchange: Exchange,
     session: SessionGuard,

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::access_log::{Exchange, InFlight};
 use crate::client_io::Activity;
 use crate::conn::Permits;
 use crate::drain::{ActiveGuard, Drain};
+use crate::upstream::h1::ServerConn;
 use crate::upstream::SessionGuard;
 use pump::{pump, Direction, EndProbe};
 
@@ -89,9 +89,9 @@ impl End {
 /// otherwise hold it twice, as argument and as local), the sides are
 /// awaited here rather than by the caller, and one timer serves every
 /// deadline.
-pub async fn splice(client: OnUpgrade, server: OnUpgrade, ctx: Box<TunnelCtx>) {
-    let (client, server) = match tokio::try_join!(client, server) {
-        Ok(sides) => sides,
+pub async fn splice(client: OnUpgrade, server: ServerConn, ctx: Box<TunnelCtx>) {
+    let client = match client.await {
+        Ok(client) => client,
         Err(e) => {
             tracing::warn!(error = %e, "upgrade failed after 101");
             return;
@@ -103,22 +103,9 @@ pub async fn splice(client: OnUpgrade, server: OnUpgrade, ctx: Box<TunnelCtx>) {
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
     let held = AtomicUsize::new(0);
-    // The server side is the lb's own TCP connection: taken out of hyper
-    // (with what hyper read past the 101) so its close can be seen ahead
-    // of a backlog the client is not reading.
-    let (io, read_buf) = match server.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => (parts.io, parts.read_buf),
-        Err(_) => {
-            tracing::warn!("server side of an upgrade is not a TCP stream; tunnel not started");
-            return;
-        }
-    };
-    // What hyper read past the 101 is a view into its whole read buffer
-    // (8 KiB): copied out and the view dropped, so the tunnel keeps only
-    // those bytes (almost always none) and not the buffer.
-    let read_ahead = read_buf.to_vec();
-    drop(read_buf);
-    let tcp = io.into_inner();
+    // The server side is the lb's own connection, with whatever the
+    // server sent past its 101 (almost always nothing).
+    let (tcp, read_ahead) = server.into_parts();
     let probe = EndProbe::of(&tcp);
     let (server_r, server_w) = tcp.into_split();
     let server_r = std::io::Cursor::new(read_ahead).chain(server_r);

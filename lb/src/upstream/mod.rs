@@ -6,9 +6,9 @@
 mod backend;
 mod check_result;
 mod counters;
+pub mod h1;
 pub mod health;
 mod open_keys;
-pub mod pool;
 mod rise_fall;
 pub mod select;
 mod server;

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::check_result::{CheckResult, CheckStatus};
 use super::counters::Counters;
-use super::pool::Pool;
+use super::h1::Pool;
 use super::rise_fall::{Health, HealthCounter};
 use crate::config::{self, OnError, OnMarkedDown};
 
@@ -110,7 +110,7 @@ pub struct ServerShared {
     /// What the stats page and metrics show for this server.
     pub counters: Counters,
     /// Idle keep-alive connections to this server.
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
     /// Bumped to close every open session (`on_marked_down` is
     /// `shutdown-sessions` or `shutdown-unreachable`); each session watches
     /// it from its start, so sessions opened afterwards are not affected.
@@ -194,7 +194,7 @@ impl ServerShared {
                 down_cause: None,
             }),
             counters: Counters::default(),
-            pool: Pool::new(pool_max_idle),
+            pool: Arc::new(Pool::new(pool_max_idle)),
             shutdown: watch::Sender::new(0),
         })
     }

@@ -1,0 +1,201 @@
+//! Heads on a server connection: the request head as the lb writes it, and
+//! the response head parsed with `httparse` together with how its body is
+//! framed (RFC 9112 §6.3) and whether the connection can carry another
+//! request after it.
+
+use bytes::{Buf, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Version};
+
+use super::ExchangeError;
+
+/// What the lb adds to a request head about its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyHeader {
+    /// Nothing: the head says it already (`Content-Length`) or there is none.
+    AsIs,
+    /// `Transfer-Encoding: chunked`: a body of unknown length follows.
+    Chunked,
+    /// `Content-Length: 0`: a `POST`-like request without a body.
+    ZeroLength,
+}
+
+/// Bounds of a response head, the same as the request heads' (as
+/// HAProxy's `tune.bufsize` bounds both).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Largest head, in bytes.
+    pub bytes: usize,
+    /// Most header fields.
+    pub fields: usize,
+}
+
+/// How a response's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// None: `HEAD`, `1xx`, `204`, `304`.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the server closes the connection.
+    UntilClose,
+    /// A `101` to an upgrade: what follows is the new protocol.
+    Upgrade,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// Status, version and headers as received.
+    pub parts: http::response::Parts,
+    /// How its body is delimited.
+    pub framing: Framing,
+    /// The connection can carry another request once the body is read.
+    pub keep_alive: bool,
+}
+
+/// Header fields parsed without an allocation; more take one.
+const STACK_FIELDS: usize = 100;
+
+/// Writes the request head: request line, headers, and what `body` adds.
+pub fn encode_request(head: &http::request::Parts, body: BodyHeader, out: &mut Vec<u8>) {
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match body {
+        BodyHeader::AsIs => {}
+        BodyHeader::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        BodyHeader::ZeroLength => out.extend_from_slice(b"content-length: 0\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parses a response head from the start of `buf` and consumes it;
+/// `None` while it is incomplete. `is_head`: the request was a `HEAD`;
+/// `upgrade`: it asked to switch protocols.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    limits: HeadLimits,
+    is_head: bool,
+    upgrade: bool,
+) -> Result<Option<ResponseHead>, ExchangeError> {
+    let mut stack = [httparse::EMPTY_HEADER; STACK_FIELDS];
+    let mut heap = Vec::new();
+    let fields: &mut [httparse::Header<'_>] = if limits.fields <= STACK_FIELDS {
+        &mut stack[..limits.fields]
+    } else {
+        heap.resize(limits.fields, httparse::EMPTY_HEADER);
+        &mut heap
+    };
+    let mut resp = httparse::Response::new(fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= limits.bytes => len,
+        Ok(httparse::Status::Partial) if buf.len() < limits.bytes => return Ok(None),
+        Ok(_) => return Err(ExchangeError::Malformed("response head too large")),
+        Err(httparse::Error::TooManyHeaders) => return Err(ExchangeError::Malformed("too many header fields")),
+        Err(_) => return Err(ExchangeError::Malformed("not an HTTP/1.x response head")),
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(ExchangeError::Malformed("invalid status code"))?;
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| ExchangeError::Malformed("invalid header value"))?;
+        headers.append(name, value);
+    }
+    buf.advance(len);
+    let (framing, mut keep_alive) = framing(status, &mut headers, is_head, upgrade)?;
+    keep_alive &= version == Version::HTTP_11 && !asks_close(&headers);
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(ResponseHead {
+        parts,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The body's framing (RFC 9112 §6.3), and `false` when it leaves the
+/// connection unusable for another request. A response with both
+/// `Transfer-Encoding` and `Content-Length` is read by the former, as the
+/// RFC says, with the length removed and the connection closed after it.
+fn framing(
+    status: StatusCode,
+    headers: &mut HeaderMap,
+    is_head: bool,
+    upgrade: bool,
+) -> Result<(Framing, bool), ExchangeError> {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return match upgrade {
+            true => Ok((Framing::Upgrade, false)),
+            false => Err(ExchangeError::Malformed("101 to a request that did not ask to switch")),
+        };
+    }
+    if status.is_informational() || is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Empty, true));
+    }
+    if let Some(last) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
+        let chunked = last
+            .as_bytes()
+            .rsplit(|b| *b == b',')
+            .next()
+            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        let had_length = headers.remove(header::CONTENT_LENGTH).is_some();
+        return Ok(match chunked {
+            true => (Framing::Chunked, !had_length),
+            false => (Framing::UntilClose, false),
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let n = parse_length(part.trim_ascii()).ok_or(ExchangeError::Malformed("invalid content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ExchangeError::Malformed("conflicting content-length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+/// A `Content-Length` value: digits only, within `u64`.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// Whether the `Connection` header asks to close after this response.
+fn asks_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
