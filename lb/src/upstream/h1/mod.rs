@@ -137,9 +137,10 @@ impl ServerConn {
     }
 
     /// The TCP stream and what was read past the response head, for a
-    /// tunnel after `101`.
-    pub fn into_parts(self) -> (TcpStream, BytesMut) {
-        (self.io, self.buf)
+    /// tunnel after `101`. Those bytes (almost always none) are copied out
+    /// so the tunnel does not keep the whole read buffer for its life.
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.io, self.buf.to_vec())
     }
 
     /// Reads more from the server into the buffer; `Ok(0)` at its close.

@@ -255,4 +255,6 @@ async fn after_101_what_the_server_sent_next_stays_with_the_connection() {
     assert_eq!(head.framing, Framing::Upgrade);
     let (_, ahead) = conn.into_parts();
     assert_eq!(&ahead[..], b"\x81\x02hi");
+    // Only those bytes: a tunnel keeps them for its whole life.
+    assert_eq!(ahead.capacity(), ahead.len());
 }
