@@ -12,19 +12,19 @@ use http::{Request, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
-use super::headers::{add_forwarded, request_host, strip_hop_by_hop};
+use super::headers::{forwarded_lines, request_host, strip_hop_by_hop};
 use super::upgrade::{to_http1_websocket, UpgradeKind};
 use crate::access_log::{BodyIn, CountedBody, Exchange, Fault};
 use crate::config::RetryOn;
 use crate::conn::ConnCtx;
-use crate::upstream::h1::{self, Answer, ConnectError, ExchangeError, HeadLimits, RequestBody, ServerConn};
+use crate::upstream::h1::{self, Answer, ConnectError, ExchangeError, HeadLimits, RequestBody, RequestHead, ServerConn};
 use crate::upstream::{select, Backend, CheckResult, CheckStatus, Server, SessionGuard};
 
 /// The request as it goes to servers: the head is kept so that a request
 /// without a body can be sent again to another server; a body is sent once.
 pub struct Outgoing {
     /// Method, origin-form URI, headers as sent.
-    head: http::request::Parts,
+    head: RequestHead,
     /// The body, until it is sent; replayable requests have none.
     body: Option<RequestBody>,
     /// The body went (at least in part) to a server: it cannot go again.
@@ -67,21 +67,25 @@ impl Outgoing {
                 parts.headers.insert(header::HOST, h.clone());
             }
         }
-        if ctx.frontend.forwarded_headers {
-            add_forwarded(
-                &mut parts.headers,
+        let mut added = Vec::new();
+        let replaced = match ctx.frontend.forwarded_headers {
+            true => forwarded_lines(
+                &parts.headers,
                 ctx.peer.ip(),
                 ctx.frontend.tls.is_some(),
                 host.as_ref(),
-            );
-        }
-        let (mut head, ()) = Request::new(()).into_parts();
-        head.method = parts.method;
-        head.uri = origin_form(parts.uri)?;
-        head.version = Version::HTTP_11;
-        head.headers = parts.headers;
+                &mut added,
+            ),
+            false => &[],
+        };
+        parts.uri = origin_form(parts.uri)?;
+        parts.version = Version::HTTP_11;
         Ok(Outgoing {
-            head,
+            head: RequestHead {
+                parts,
+                replaced,
+                added,
+            },
             body: (!replayable).then(|| CountedBody::new(body, body_in).boxed()),
             body_sent: false,
             replayable,

@@ -3,7 +3,7 @@
 //! framed (RFC 9112 §6.3) and whether the connection can carry another
 //! request after it.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 
@@ -56,22 +56,40 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-/// Header fields parsed without an allocation; more take one.
-const STACK_FIELDS: usize = 100;
+/// Header fields parsed on the stack; a head with more is parsed again
+/// into room for the configured most. Kept small: httparse wants the
+/// array initialised, and a response has a handful of fields.
+const STACK_FIELDS: usize = 32;
+
+/// A request head as it goes to a server.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// Method, target (its path and query are sent) and header fields.
+    pub parts: http::request::Parts,
+    /// Fields of `parts` left out: `added` has their replacements.
+    pub replaced: &'static [HeaderName],
+    /// Header lines (`name: value\r\n`) written after the fields.
+    pub added: Vec<u8>,
+}
 
 /// Writes the request head: request line, headers, and what `body` adds.
-pub fn encode_request(head: &http::request::Parts, body: BodyHeader, out: &mut Vec<u8>) {
-    out.extend_from_slice(head.method.as_str().as_bytes());
+pub fn encode_request(head: &RequestHead, body: BodyHeader, out: &mut Vec<u8>) {
+    let parts = &head.parts;
+    out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
-    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &head.headers {
+    for (name, value) in &parts.headers {
+        if head.replaced.contains(name) {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(&head.added);
     match body {
         BodyHeader::AsIs => {}
         BodyHeader::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -91,14 +109,14 @@ pub fn parse_response(
 ) -> Result<Option<ResponseHead>, ExchangeError> {
     let mut stack = [httparse::EMPTY_HEADER; STACK_FIELDS];
     let mut heap = Vec::new();
-    let fields: &mut [httparse::Header<'_>] = if limits.fields <= STACK_FIELDS {
-        &mut stack[..limits.fields]
-    } else {
+    let mut resp = httparse::Response::new(&mut stack[..limits.fields.min(STACK_FIELDS)]);
+    let mut parsed = resp.parse(buf);
+    if matches!(parsed, Err(httparse::Error::TooManyHeaders)) && limits.fields > STACK_FIELDS {
         heap.resize(limits.fields, httparse::EMPTY_HEADER);
-        &mut heap
-    };
-    let mut resp = httparse::Response::new(fields);
-    let len = match resp.parse(buf) {
+        resp = httparse::Response::new(&mut heap);
+        parsed = resp.parse(buf);
+    }
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) if len <= limits.bytes => len,
         Ok(httparse::Status::Partial) if buf.len() < limits.bytes => return Ok(None),
         Ok(_) => return Err(ExchangeError::Malformed("response head too large")),
@@ -113,14 +131,25 @@ pub fn parse_response(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| ExchangeError::Malformed("invalid header value"))?;
+    // Values are views into the received head, not copies of it.
+    let base = buf.as_ptr() as usize;
+    let fields: Vec<(HeaderName, std::ops::Range<usize>)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
+            let start = h.value.as_ptr() as usize - base;
+            Ok((name, start..start + h.value.len()))
+        })
+        .collect::<Result<_, ExchangeError>>()?;
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, range) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(range))
+            .map_err(|_| ExchangeError::Malformed("invalid header value"))?;
         headers.append(name, value);
     }
-    buf.advance(len);
     let (framing, mut keep_alive) = framing(status, &mut headers, is_head, upgrade)?;
     keep_alive &= version == Version::HTTP_11 && !asks_close(&headers);
     let (mut parts, ()) = http::Response::new(()).into_parts();

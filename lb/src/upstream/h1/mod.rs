@@ -30,7 +30,7 @@ use hyper::body::Body as _;
 use tokio::net::TcpStream;
 
 pub use body::ServerBody;
-pub use head::{Framing, HeadLimits, ResponseHead};
+pub use head::{Framing, HeadLimits, RequestHead, ResponseHead};
 pub use pool::Pool;
 pub use upload::{RequestBody, Upload};
 use upload::UploadError;
@@ -157,10 +157,11 @@ impl ServerConn {
     /// its answer taken, and the connection is not reused.
     pub async fn exchange(
         &mut self,
-        head: &http::request::Parts,
+        request: &RequestHead,
         body: Option<RequestBody>,
         limits: HeadLimits,
     ) -> Result<Answer, ExchangeError> {
+        let head = &request.parts;
         let has_length = head.headers.contains_key(header::CONTENT_LENGTH);
         let body = body.filter(|b| has_length || !b.is_end_stream());
         let chunked = body.is_some() && !has_length;
@@ -176,7 +177,7 @@ impl ServerConn {
             head::BodyHeader::AsIs
         };
         let mut out = Vec::with_capacity(512);
-        head::encode_request(head, framing, &mut out);
+        head::encode_request(request, framing, &mut out);
         let mut upload = Some(Upload::new(out, body, chunked));
         let mut read = HeadRead {
             limits,

@@ -64,7 +64,7 @@ async fn server(answer: &'static [u8], pace: Pace) -> (std::net::SocketAddr, tok
     (addr, task)
 }
 
-fn get(method: Method) -> http::request::Parts {
+fn get(method: Method) -> RequestHead {
     let (mut parts, ()) = Request::builder()
         .method(method)
         .uri("/chat?room=a")
@@ -74,7 +74,11 @@ fn get(method: Method) -> http::request::Parts {
         .into_parts();
     parts.headers.append("x-two", "1".parse().unwrap());
     parts.headers.append("x-two", "2".parse().unwrap());
-    parts
+    RequestHead {
+        parts,
+        replaced: &[],
+        added: Vec::new(),
+    }
 }
 
 /// Sends a request to a server answering `answer` and reads the body.
@@ -102,12 +106,16 @@ async fn fetch(
 async fn the_request_head_is_written_as_http_1_1() {
     let (addr, server) = server(b"HTTP/1.1 204 No Content\r\n\r\n", Pace::ThenClose).await;
     let mut conn = connect(addr, Duration::from_secs(2)).await.unwrap();
-    let head = conn.exchange(&get(Method::POST), None, LIMITS).await.unwrap().head;
+    static REPLACED: [http::HeaderName; 1] = [http::HeaderName::from_static("x-two")];
+    let mut req = get(Method::POST);
+    req.replaced = &REPLACED;
+    req.added = b"x-two: from the lb\r\n".to_vec();
+    let head = conn.exchange(&req, None, LIMITS).await.unwrap().head;
     assert_eq!(head.parts.status, StatusCode::NO_CONTENT);
     let req = server.await.unwrap();
     assert_eq!(
         String::from_utf8(req).unwrap(),
-        "POST /chat?room=a HTTP/1.1\r\nhost: chat.test\r\nx-two: 1\r\nx-two: 2\r\ncontent-length: 0\r\n\r\n"
+        "POST /chat?room=a HTTP/1.1\r\nhost: chat.test\r\nx-two: from the lb\r\ncontent-length: 0\r\n\r\n"
     );
 }
 
@@ -250,7 +258,7 @@ async fn after_101_what_the_server_sent_next_stays_with_the_connection() {
     let (addr, _server) = server(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n\x81\x02hi", Pace::Whole).await;
     let mut conn = connect(addr, Duration::from_secs(2)).await.unwrap();
     let mut req = get(Method::GET);
-    req.headers.insert("upgrade", "websocket".parse().unwrap());
+    req.parts.headers.insert("upgrade", "websocket".parse().unwrap());
     let head = conn.exchange(&req, None, LIMITS).await.unwrap().head;
     assert_eq!(head.framing, Framing::Upgrade);
     let (_, ahead) = conn.into_parts();
