@@ -85,21 +85,25 @@ pub fn connection_refused(client: SocketAddr, frontend: &str, limit: LimitKind, 
     );
 }
 
-/// What is known about one request, filled in as it goes.
+/// What is known about one request, filled in as it goes. Its names and
+/// path are copied only when request lines are written at all (the
+/// `access` target enabled): the record is made for every request.
 #[derive(Debug)]
 pub struct Exchange {
+    /// Request lines are written: the names below are filled in.
+    logged: bool,
     /// Client address.
     pub client: SocketAddr,
     /// Frontend name.
-    pub frontend: String,
-    /// Backend name, `-` when none was involved.
-    pub backend: String,
-    /// Server name, `-` when none was involved.
-    pub server: String,
+    frontend: String,
+    /// Backend name, empty (logged `-`) when none was involved.
+    backend: String,
+    /// Server name, empty (logged `-`) when none was involved.
+    server: String,
     /// Request method.
-    pub method: String,
+    method: http::Method,
     /// Request path (no query).
-    pub path: String,
+    path: String,
     /// Status sent to the client.
     pub status: u16,
     /// TLS handshake time of the connection.
@@ -126,6 +130,53 @@ fn ms(d: Option<Duration>) -> i64 {
 }
 
 impl Exchange {
+    /// The record of a request to `frontend` from `client`, started now.
+    pub fn new(client: SocketAddr, frontend: &str, method: &http::Method, path: &str, th: Duration) -> Exchange {
+        let logged = tracing::enabled!(target: "access", tracing::Level::INFO);
+        let copy = |s: &str| if logged { s.to_owned() } else { String::new() };
+        Exchange {
+            logged,
+            client,
+            frontend: copy(frontend),
+            backend: String::new(),
+            server: String::new(),
+            method: method.clone(),
+            path: copy(path),
+            status: 0,
+            th,
+            started: Instant::now(),
+            tc: None,
+            tr: None,
+            body_in: Arc::default(),
+            retries: 0,
+            fault: Fault::None,
+            hash_key: None,
+        }
+    }
+
+    /// Records the backend chosen.
+    pub fn set_backend(&mut self, name: &str) {
+        if self.logged {
+            name.clone_into(&mut self.backend);
+        }
+    }
+
+    /// Records the server the request went to.
+    pub fn set_server(&mut self, name: &str) {
+        if self.logged {
+            name.clone_into(&mut self.server);
+        }
+    }
+
+    /// A name as logged: `-` when none.
+    fn or_dash(name: &str) -> &str {
+        if name.is_empty() {
+            "-"
+        } else {
+            name
+        }
+    }
+
     /// The hash key as logged: `-` when none.
     fn hash_key(&self) -> &str {
         self.hash_key.as_deref().unwrap_or("-")
@@ -137,8 +188,8 @@ impl Exchange {
             target: "access",
             client = %self.client,
             frontend = %self.frontend,
-            backend = %self.backend,
-            server = %self.server,
+            backend = Self::or_dash(&self.backend),
+            server = Self::or_dash(&self.server),
             method = %self.method,
             path = %self.path,
             status = self.status,
@@ -163,8 +214,8 @@ impl Exchange {
             target: "access",
             client = %self.client,
             frontend = %self.frontend,
-            backend = %self.backend,
-            server = %self.server,
+            backend = Self::or_dash(&self.backend),
+            server = Self::or_dash(&self.server),
             method = %self.method,
             path = %self.path,
             status = self.status,

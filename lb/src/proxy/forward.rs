@@ -254,7 +254,7 @@ async fn attempt_on(
                 server.connect_succeeded();
             }
             exchange.tc = Some(if fresh { t.elapsed() } else { Duration::ZERO });
-            exchange.server = server.name.clone();
+            exchange.set_server(&server.name);
             conn
         }
         Err(e) => {

@@ -51,6 +51,12 @@ pub fn ambiguous_framing(headers: &HeaderMap) -> bool {
     lengths > 1 || (lengths == 1 && headers.contains_key(header::TRANSFER_ENCODING))
 }
 
+/// Whether a name of this length can be one of [`HOP_BY_HOP`]: rules out
+/// almost every field without comparing names.
+fn hop_by_hop_length(len: usize) -> bool {
+    matches!(len, 2 | 7 | 10 | 16 | 17 | 18)
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header
 /// names. One pass over the names finds the ones present, so a message
 /// without any (or with only `Connection`) costs no lookups by name.
@@ -58,6 +64,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = [false; HOP_BY_HOP.len()];
     let mut any = false;
     for name in headers.keys() {
+        if !hop_by_hop_length(name.as_str().len()) {
+            continue;
+        }
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present[i] = true;
             any = true;
@@ -180,6 +189,13 @@ pub fn forwarded_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_length_filter_lets_every_hop_by_hop_name_through() {
+        for name in &HOP_BY_HOP {
+            assert!(hop_by_hop_length(name.as_str().len()), "{name}");
+        }
+    }
 
     #[test]
     fn connection_listed_headers_are_stripped() {

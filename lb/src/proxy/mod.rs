@@ -14,7 +14,6 @@ mod upgrade;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header;
 use http::{Request, Response, StatusCode, Version};
@@ -33,23 +32,7 @@ use upgrade::UpgradeKind;
 /// Handles one request; never fails (errors become responses).
 pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientResponse, Infallible> {
     let in_flight = InFlight::new(&ctx.in_flight);
-    let mut exchange = Exchange {
-        client: ctx.peer,
-        frontend: ctx.frontend.name.clone(),
-        backend: "-".into(),
-        server: "-".into(),
-        method: req.method().to_string(),
-        path: req.uri().path().to_string(),
-        status: 0,
-        th: ctx.th,
-        started: Instant::now(),
-        tc: None,
-        tr: None,
-        body_in: Arc::default(),
-        retries: 0,
-        fault: Fault::None,
-        hash_key: None,
-    };
+    let mut exchange = Exchange::new(ctx.peer, &ctx.frontend.name, req.method(), req.uri().path(), ctx.th);
     let fe = &ctx.frontend;
     let upgrade = upgrade::requested(&req);
     if let Err(refused) = fe
@@ -98,7 +81,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<ClientR
     let Some(backend) = backend else {
         return Ok(unavailable(exchange, in_flight));
     };
-    exchange.backend = backend.name.clone();
+    exchange.set_backend(&backend.name);
     exchange.hash_key = backend
         .hashing
         .as_ref()

@@ -133,12 +133,14 @@ pub fn parse_response(
     };
     // Values are views into the received head, not copies of it.
     let base = buf.as_ptr() as usize;
+    let mut framing_fields = FramingFields::default();
     let fields: Vec<(HeaderName, std::ops::Range<usize>)> = resp
         .headers
         .iter()
         .map(|h| {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
+            framing_fields.see(&name, h.value);
             let start = h.value.as_ptr() as usize - base;
             Ok((name, start..start + h.value.len()))
         })
@@ -150,8 +152,8 @@ pub fn parse_response(
             .map_err(|_| ExchangeError::Malformed("invalid header value"))?;
         headers.append(name, value);
     }
-    let (framing, mut keep_alive) = framing(status, &mut headers, is_head, upgrade)?;
-    keep_alive &= version == Version::HTTP_11 && !asks_close(&headers);
+    let (framing, mut keep_alive) = framing(status, &framing_fields, &mut headers, is_head, upgrade)?;
+    keep_alive &= version == Version::HTTP_11 && !framing_fields.close;
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
@@ -163,12 +165,47 @@ pub fn parse_response(
     }))
 }
 
+/// What the fields say about the body's framing and the connection,
+/// gathered in the pass that parses them (no lookups by name afterwards).
+#[derive(Debug, Default)]
+struct FramingFields {
+    /// `Transfer-Encoding` present: whether its last coding is `chunked`.
+    chunked: Option<bool>,
+    /// `Content-Length`, or why it is unusable.
+    length: Option<Result<u64, &'static str>>,
+    /// `Connection: close`.
+    close: bool,
+}
+
+impl FramingFields {
+    fn see(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == header::TRANSFER_ENCODING {
+            let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONTENT_LENGTH {
+            for part in value.split(|b| *b == b',') {
+                self.length = Some(match (parse_length(part.trim_ascii()), self.length) {
+                    (None, _) => Err("invalid content-length"),
+                    (Some(_), Some(Err(e))) => Err(e),
+                    (Some(n), Some(Ok(l))) if l != n => Err("conflicting content-length values"),
+                    (Some(n), _) => Ok(n),
+                });
+            }
+        } else if name == header::CONNECTION {
+            self.close |= value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+}
+
 /// The body's framing (RFC 9112 §6.3), and `false` when it leaves the
 /// connection unusable for another request. A response with both
 /// `Transfer-Encoding` and `Content-Length` is read by the former, as the
 /// RFC says, with the length removed and the connection closed after it.
 fn framing(
     status: StatusCode,
+    fields: &FramingFields,
     headers: &mut HeaderMap,
     is_head: bool,
     upgrade: bool,
@@ -182,32 +219,21 @@ fn framing(
     if status.is_informational() || is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Empty, true));
     }
-    if let Some(last) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|b| *b == b',')
-            .next()
-            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        let had_length = headers.remove(header::CONTENT_LENGTH).is_some();
+    if let Some(chunked) = fields.chunked {
+        let had_length = fields.length.is_some();
+        if had_length {
+            headers.remove(header::CONTENT_LENGTH);
+        }
         return Ok(match chunked {
             true => (Framing::Chunked, !had_length),
             false => (Framing::UntilClose, false),
         });
     }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let n = parse_length(part.trim_ascii()).ok_or(ExchangeError::Malformed("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ExchangeError::Malformed("conflicting content-length values"));
-            }
-            length = Some(n);
-        }
+    match fields.length {
+        Some(Ok(n)) => Ok((Framing::Length(n), true)),
+        Some(Err(why)) => Err(ExchangeError::Malformed(why)),
+        None => Ok((Framing::UntilClose, false)),
     }
-    Ok(match length {
-        Some(n) => (Framing::Length(n), true),
-        None => (Framing::UntilClose, false),
-    })
 }
 
 /// A `Content-Length` value: digits only, within `u64`.
@@ -218,13 +244,4 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |n, d| {
         d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
     })
-}
-
-/// Whether the `Connection` header asks to close after this response.
-fn asks_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
