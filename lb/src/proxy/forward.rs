@@ -67,7 +67,8 @@ impl Outgoing {
                 parts.headers.insert(header::HOST, h.clone());
             }
         }
-        let mut added = Vec::new();
+        // Room for the four forwarding lines with an IPv6 client and a host.
+        let mut added = Vec::with_capacity(256);
         let replaced = match ctx.frontend.forwarded_headers {
             true => forwarded_lines(
                 &parts.headers,
