@@ -377,6 +377,58 @@ async fn closes_without_answering() -> std::net::SocketAddr {
     addr
 }
 
+/// A server answering its health checks with a plain 200 and every other
+/// request with `answer`, then closing.
+async fn answers_with(answer: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let check = buf[..n].starts_with(b"GET /healthz");
+                let reply: &[u8] = if check {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                } else {
+                    answer
+                };
+                let _ = s.write_all(reply).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_response_head_over_the_limits_is_a_502_of_the_server() {
+    let big: &'static [u8] = Box::leak(
+        format!("HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok", "a".repeat(20_000))
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let many: &'static [u8] = Box::leak(
+        format!("HTTP/1.1 200 OK\r\n{}content-length: 2\r\n\r\nok", "x-n: 1\r\n".repeat(120))
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let certs = Certs::new();
+    let live = Backend::start("app2").await;
+    let mut opts = LbOpts::new(&[&live], &certs);
+    opts.servers[0].1 = answers_with(big).await;
+    let lb = LbProcess::start(&opts).await;
+    assert_eq!(https_get(&certs, lb.ports.https, "/").await.0, StatusCode::BAD_GATEWAY);
+    opts.servers[0].1 = answers_with(many).await;
+    let lb = LbProcess::start(&opts).await;
+    assert_eq!(https_get(&certs, lb.ports.https, "/").await.0, StatusCode::BAD_GATEWAY);
+    // Within the limits the same server is answered through.
+    opts.servers[0].1 = answers_with(b"HTTP/1.1 200 OK\r\nx-n: 1\r\ncontent-length: 2\r\n\r\nok").await;
+    let lb = LbProcess::start(&opts).await;
+    let (status, _, body) = https_get(&certs, lb.ports.https, "/").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+}
+
 #[tokio::test]
 async fn empty_response_is_retried_on_the_other_server_only_with_retry_on() {
     let certs = Certs::new();
