@@ -131,6 +131,8 @@ pub enum Forwarded {
 }
 
 /// What one attempt on one server gave.
+// As `Forwarded`: made once per attempt and matched at once.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
     /// A response head (possibly one that `retry_on` retries).
     Response(ServerConn, SessionGuard, Answer),
