@@ -302,14 +302,26 @@ impl Source {
     }
 }
 
+/// A response body's watch on its server's shutdown signal.
+#[derive(Debug)]
+enum DownWatch {
+    /// Not needed so far: the body has not waited on its server.
+    NotYet,
+    /// Watching (the signal only sees shutdowns after the session opened).
+    Watching(ServerDownSignal),
+    /// The server's sessions were shut down; the body was cut.
+    Fired,
+}
+
 /// Response body sent to the client: counts bytes, holds the server
 /// session open until the body is done, and logs the exchange on drop.
 #[derive(Debug)]
 pub struct LoggedBody {
     /// The body itself.
     inner: Source,
-    /// The server's shutdown signal, while the body is still streaming.
-    server_down: Option<ServerDownSignal>,
+    /// The server's shutdown signal, made when the body first waits on its
+    /// server (most bodies never do: they arrive with their head).
+    server_down: DownWatch,
     /// The request's record; logged on drop.
     exchange: Option<Exchange>,
     /// Bytes sent so far.
@@ -329,9 +341,7 @@ impl LoggedBody {
     ) -> LoggedBody {
         LoggedBody {
             inner,
-            server_down: session
-                .as_ref()
-                .map(|s| ServerDownSignal(Box::pin(s.shut_down_owned()))),
+            server_down: DownWatch::NotYet,
             exchange,
             bytes_out: 0,
             session,
@@ -358,9 +368,13 @@ impl Body for LoggedBody {
             Poll::Ready(_) => {}
             Poll::Pending => {
                 // Only a body still waiting on its server is cut.
-                if let Some(signal) = self.server_down.as_mut() {
+                if let (DownWatch::NotYet, Some(session)) = (&self.server_down, &self.session) {
+                    let signal = ServerDownSignal(Box::pin(session.shut_down_owned()));
+                    self.server_down = DownWatch::Watching(signal);
+                }
+                if let DownWatch::Watching(signal) = &mut self.server_down {
                     if signal.0.as_mut().poll(cx).is_ready() {
-                        self.server_down = None;
+                        self.server_down = DownWatch::Fired;
                         return Poll::Ready(Some(Err(Box::new(ServerDown))));
                     }
                 }

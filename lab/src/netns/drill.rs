@@ -52,6 +52,10 @@ pub(crate) fn lb_states(lb_ns: &str, admin: &str) -> Result<HashMap<String, Stri
     server_states(&body)
 }
 
+/// Rooms tried for one that lives on app1 (each does with even odds once
+/// app1 has room under its bounded load).
+const ROOM_TRIES: usize = 16;
+
 /// Runs the chat check and, when asked, the app-link-down drill; one
 /// summary line per check.
 pub fn run(
@@ -175,17 +179,24 @@ impl Job {
         // The drill needs a client on app1 (the victim). The lb keeps a
         // room's members on one app, so rooms are tried until one lives on
         // app1; its witness joins once app1 is down, on the other app.
+        // The tries that landed elsewhere stay open until then: with ana
+        // and bob on app1 and nothing on app2, app1 is at its bounded-load
+        // share and takes no new room, and the open tries on app2 raise
+        // that share. (With ana and bob on app2, the first try is on app1.)
         let mut found = None;
-        for i in 0..8 {
+        let mut elsewhere = Vec::new();
+        for i in 0..ROOM_TRIES {
             let (victim_room, nick) = (format!("{room}-{i}"), format!("cara{i}"));
             let mut c = self.client(&victim_room, &nick)?;
             if connected(&mut c, &nick).await? == "app1" {
                 found = Some((nick, c, victim_room));
                 break;
             }
+            elsewhere.push(c);
         }
-        let (victim_nick, mut victim, room) =
-            found.ok_or_else(|| NetnsError::Check("no room of 8 lived on app1".into()))?;
+        drop(elsewhere);
+        let (victim_nick, mut victim, room) = found
+            .ok_or_else(|| NetnsError::Check(format!("no room of {ROOM_TRIES} lived on app1")))?;
         let (victim_nick, witness_nick) = (victim_nick.as_str(), "wes");
         let mut victim_chats: Vec<Chat> = Vec::new();
         let mut witness_chats: Vec<Chat> = Vec::new();
