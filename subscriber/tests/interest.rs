@@ -62,6 +62,19 @@ async fn numsub(conn: &mut redis::aio::MultiplexedConnection, room: &str) -> u64
 }
 
 /// Polls `check` until it holds; panics naming `what` after `WAIT`.
+/// Subscribers on `room`'s channel once one is there (or `WAIT` passed).
+/// A join waits for its room's subscription only so long (a loaded
+/// machine may answer later), so a count right after a join may be 0.
+async fn heard(conn: &mut redis::aio::MultiplexedConnection, room: &str) -> u64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut n = numsub(conn, room).await;
+    while n == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        n = numsub(conn, room).await;
+    }
+    n
+}
+
 async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
@@ -82,16 +95,8 @@ async fn each_subscriber_subscribes_and_forwards_only_its_apps_rooms() {
     for (i, room) in rooms.iter().enumerate() {
         members.push(c.join(i % 2, room).await.expect("join"));
     }
-    // A join waits for its room's subscription only so long (a loaded
-    // machine may answer later): poll until it is there, then it is one.
     for room in &rooms {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let mut heard = numsub(&mut conn, room).await;
-        while heard == 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            heard = numsub(&mut conn, room).await;
-        }
-        assert_eq!(heard, 1, "{room} is heard by one subscriber");
+        assert_eq!(heard(&mut conn, room).await, 1, "{room} is heard by one subscriber");
     }
     for (member, room) in members.iter_mut().zip(&rooms) {
         for n in 0..CHATS {
@@ -143,7 +148,7 @@ async fn a_room_whose_last_socket_left_is_unsubscribed_after_the_grace() {
     let first = c.join(0, "fleeting").await.expect("join");
     let second = c.join(0, "fleeting").await.expect("join");
     let stays = c.join(0, "staying").await.expect("join");
-    assert_eq!(numsub(&mut conn, "fleeting").await, 1);
+    assert_eq!(heard(&mut conn, "fleeting").await, 1);
     first.close().await;
     let left = Instant::now();
     second.close().await;
@@ -168,7 +173,7 @@ async fn a_room_whose_last_socket_left_is_unsubscribed_after_the_grace() {
     );
     // Back again: subscribed anew, and its chats flow.
     let mut back = c.join(0, "fleeting").await.expect("join");
-    assert_eq!(numsub(&mut conn, "fleeting").await, 1);
+    assert_eq!(heard(&mut conn, "fleeting").await, 1);
     back.send_chat("again", None).await.expect("send");
     back.chats_until(LIMIT, |ch| ch.body == "again")
         .await
