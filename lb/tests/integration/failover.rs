@@ -361,25 +361,9 @@ async fn a_request_with_a_body_is_not_sent_again_after_a_503() {
     );
 }
 
-/// A server that reads a request and closes the connection unanswered.
-async fn closes_without_answering() -> std::net::SocketAddr {
-    use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-            });
-        }
-    });
-    addr
-}
-
-/// A server answering its health checks with a plain 200 and every other
-/// request with `answer`, then closing.
-async fn answers_with(answer: &'static [u8]) -> std::net::SocketAddr {
+/// A raw TCP server: reads the start of each request and writes what
+/// `reply` gives for it (nothing: no answer), then closes.
+async fn raw_server(reply: impl Fn(&[u8]) -> &'static [u8] + Copy + Send + 'static) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -388,17 +372,29 @@ async fn answers_with(answer: &'static [u8]) -> std::net::SocketAddr {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let n = s.read(&mut buf).await.unwrap_or(0);
-                let check = buf[..n].starts_with(b"GET /healthz");
-                let reply: &[u8] = if check {
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                } else {
-                    answer
-                };
-                let _ = s.write_all(reply).await;
+                let _ = s.write_all(reply(&buf[..n])).await;
             });
         }
     });
     addr
+}
+
+/// A server that reads a request and closes the connection unanswered.
+async fn closes_without_answering() -> std::net::SocketAddr {
+    raw_server(|_| b"").await
+}
+
+/// A server answering its health checks with a plain 200 and every other
+/// request with `answer`.
+async fn answers_with(answer: &'static [u8]) -> std::net::SocketAddr {
+    raw_server(move |request| {
+        if request.starts_with(b"GET /healthz") {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        } else {
+            answer
+        }
+    })
+    .await
 }
 
 #[tokio::test]
