@@ -171,7 +171,7 @@ impl ServerBody {
                 Ok(None)
             }
             State::Trailers(seen) => {
-                let Some(end) = line_end(buf, MAX_TRAILERS - seen)? else {
+                let Some(end) = line_end(buf, MAX_TRAILERS.saturating_sub(seen))? else {
                     return Err(Need::More);
                 };
                 buf.advance(end + 2);

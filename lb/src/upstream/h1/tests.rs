@@ -266,3 +266,19 @@ async fn after_101_what_the_server_sent_next_stays_with_the_connection() {
     // Only those bytes: a tunnel keeps them for its whole life.
     assert_eq!(ahead.capacity(), ahead.len());
 }
+
+#[tokio::test]
+async fn trailers_past_their_bound_fail_the_body() {
+    // Short lines, so that one ends just past the 16 KiB the client reads
+    // of trailers: the bound must hold there too, not underflow.
+    let line = "t:1\r\n".to_string();
+    let answer: &'static [u8] = Box::leak(
+        format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n{}\r\n", line.repeat(3300))
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let (r, pool) = fetch(answer, Pace::Whole, Method::GET).await;
+    let (_, body) = r.unwrap();
+    assert_eq!(body.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    assert!(pool.take().is_none());
+}
