@@ -141,7 +141,13 @@ pub fn parse_response(
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
             framing_fields.see(&name, h.value);
-            let start = h.value.as_ptr() as usize - base;
+            if h.value.is_empty() {
+                return Ok((name, 0..0));
+            }
+            let start = (h.value.as_ptr() as usize)
+                .checked_sub(base)
+                .filter(|start| start + h.value.len() <= len)
+                .ok_or(ExchangeError::Malformed("header value outside the head"))?;
             Ok((name, start..start + h.value.len()))
         })
         .collect::<Result<_, ExchangeError>>()?;

@@ -121,10 +121,12 @@ async fn the_request_head_is_written_as_http_1_1() {
 
 #[tokio::test]
 async fn a_length_body_is_read_and_the_connection_goes_back_to_the_pool() {
-    let (r, pool) = fetch(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello", Pace::Whole, Method::GET).await;
+    let (r, pool) = fetch(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\nX-Empty:\r\nX-Blank:   \r\n\r\nhello", Pace::Whole, Method::GET).await;
     let (head, body) = r.unwrap();
     assert_eq!(head.framing, Framing::Length(5));
     assert_eq!(head.parts.headers["x-a"], "b");
+    assert_eq!(head.parts.headers["x-empty"], "");
+    assert_eq!(head.parts.headers["x-blank"], "");
     assert_eq!(body.unwrap(), "hello");
     let mut again = pool.take().expect("the connection is back in the pool");
     assert!(again.reused());
