@@ -27,8 +27,6 @@ pub struct Outgoing {
     head: RequestHead,
     /// The body, until it is sent; replayable requests have none.
     body: Option<RequestBody>,
-    /// The body went (at least in part) to a server: it cannot go again.
-    body_sent: bool,
     /// GET or HEAD with no body: safe to send again to another server as
     /// long as no response reached the client (a WebSocket upgrade before
     /// its 101 is one).
@@ -88,14 +86,14 @@ impl Outgoing {
                 added,
             },
             body: (!replayable).then(|| CountedBody::new(body, body_in).boxed()),
-            body_sent: false,
             replayable,
         })
     }
 
-    /// Whether the request can still be sent: a body is sent once.
+    /// Whether the request can still be sent: a body is sent once (a
+    /// request that is not replayable has one until it is sent).
     fn sendable(&self) -> bool {
-        !self.body_sent
+        self.replayable || self.body.is_some()
     }
 }
 
@@ -349,7 +347,6 @@ async fn send(
     limits: HeadLimits,
     connect_timeout: Duration,
 ) -> Result<Answer, SendError> {
-    outgoing.body_sent = outgoing.body.is_some();
     match conn.exchange(&outgoing.head, outgoing.body.take(), limits).await {
         Err(ExchangeError::Closed) if conn.reused() && outgoing.replayable => {
             *conn = h1::connect(server.addr, connect_timeout).await?;

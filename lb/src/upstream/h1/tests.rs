@@ -30,7 +30,8 @@ enum Pace {
 
 /// A server that reads one request head and answers `answer`; returns its
 /// address and the request head it read.
-async fn server(answer: &'static [u8], pace: Pace) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+async fn server(answer: &[u8], pace: Pace) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+    let answer = answer.to_vec();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -47,13 +48,13 @@ async fn server(answer: &'static [u8], pace: Pace) -> (std::net::SocketAddr, tok
         }
         match pace {
             Pace::ByteByByte => {
-                for byte in answer {
+                for byte in &answer {
                     s.write_all(&[*byte]).await.unwrap();
                     s.flush().await.unwrap();
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
             }
-            _ => s.write_all(answer).await.unwrap(),
+            _ => s.write_all(&answer).await.unwrap(),
         }
         if pace != Pace::ThenClose {
             // Hold the connection until the client is done with it.
@@ -83,7 +84,7 @@ fn get(method: Method) -> RequestHead {
 
 /// Sends a request to a server answering `answer` and reads the body.
 async fn fetch(
-    answer: &'static [u8],
+    answer: &[u8],
     pace: Pace,
     method: Method,
 ) -> (Result<(ResponseHead, Result<Bytes, std::io::Error>), ExchangeError>, Arc<Pool>) {
@@ -151,7 +152,6 @@ async fn broken_chunk_framing_fails_the_body_and_drops_the_connection() {
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhiXX0\r\n\r\n",
     ] {
-        let answer: &'static [u8] = Box::leak(answer.to_vec().into_boxed_slice());
         let (r, pool) = fetch(answer, Pace::Whole, Method::GET).await;
         let (_, body) = r.unwrap();
         let e = body.expect_err("broken framing must fail the body");
@@ -199,7 +199,6 @@ async fn connection_close_and_http_1_0_are_not_kept() {
         &b"HTTP/1.1 200 OK\r\nconnection: keep-alive, close\r\ncontent-length: 1\r\n\r\nx"[..],
         b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nx",
     ] {
-        let answer: &'static [u8] = Box::leak(answer.to_vec().into_boxed_slice());
         let (r, pool) = fetch(answer, Pace::Whole, Method::GET).await;
         let (head, body) = r.unwrap();
         assert!(!head.keep_alive);
@@ -221,17 +220,13 @@ async fn chunked_with_a_length_is_read_chunked_and_not_kept() {
 
 #[tokio::test]
 async fn malformed_heads_are_refused() {
-    let big: &'static [u8] = Box::leak(
-        format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n", "a".repeat(20_000))
-            .into_bytes()
-            .into_boxed_slice(),
-    );
+    let big = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n", "a".repeat(20_000)).into_bytes();
     for answer in [
         &b"SSH-2.0-OpenSSH\r\n\r\n"[..],
         b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nx",
         b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
         b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
-        big,
+        &big,
     ] {
         let (r, _) = fetch(answer, Pace::Whole, Method::GET).await;
         assert!(matches!(r, Err(ExchangeError::Malformed(_))), "{:?}", String::from_utf8_lossy(&answer[..40.min(answer.len())]));
@@ -273,13 +268,11 @@ async fn after_101_what_the_server_sent_next_stays_with_the_connection() {
 async fn trailers_past_their_bound_fail_the_body() {
     // Short lines, so that one ends just past the 16 KiB the client reads
     // of trailers: the bound must hold there too, not underflow.
-    let line = "t:1\r\n".to_string();
-    let answer: &'static [u8] = Box::leak(
-        format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n{}\r\n", line.repeat(3300))
-            .into_bytes()
-            .into_boxed_slice(),
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n{}\r\n",
+        "t:1\r\n".repeat(3300)
     );
-    let (r, pool) = fetch(answer, Pace::Whole, Method::GET).await;
+    let (r, pool) = fetch(answer.as_bytes(), Pace::Whole, Method::GET).await;
     let (_, body) = r.unwrap();
     assert_eq!(body.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
     assert!(pool.take().is_none());
