@@ -27,6 +27,7 @@ mod runtime;
 mod source_limits;
 mod stats_page;
 mod tls;
+mod tls_records;
 mod tunnel;
 mod upstream;
 mod workers;

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::access_log;
 use crate::client_io::{Activity, ClientIo, Switched};
+use crate::tls_records::RecordWatch;
 use crate::config::ProxyProtocol;
 use crate::conn::{ConnCtx, Permits};
 use crate::drain::Drain;
@@ -234,7 +235,7 @@ async fn serve(
     match &fe.tls {
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-            let stream = match tokio::time::timeout(rt.timeouts.client, acceptor.accept(tcp)).await {
+            let stream = match tokio::time::timeout(rt.timeouts.client, acceptor.accept(RecordWatch::new(tcp))).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(client = %peer, frontend = %fe.name, error = %e, "TLS handshake failed");

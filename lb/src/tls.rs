@@ -108,6 +108,9 @@ pub fn server_config(certs: Vec<LoadedCert>) -> Result<Arc<rustls::ServerConfig>
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { certs }));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // A connection that becomes a tunnel hands its record layer over to
+    // the tunnel (`tls_records`), which needs the traffic keys.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

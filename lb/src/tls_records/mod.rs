@@ -1,0 +1,192 @@
+//! The TLS record layer of a client connection that became a tunnel.
+//!
+//! rustls' buffered connection holds a 4 KiB receive buffer and its whole
+//! handshake state for the connection's life. A tunnel idles for hours
+//! between chat messages and needs neither, so once a connection has
+//! switched protocols its traffic keys are taken out of rustls
+//! ([`hand_over`]) and the tunnel seals and opens records itself, with
+//! rustls' own record protection (the `MessageEncrypter` and
+//! `MessageDecrypter` rustls would have used), holding a buffer only while
+//! a record is in flight.
+//!
+//! The hand-over needs rustls to hold no part of a record: [`RecordWatch`]
+//! follows the record framing of every byte rustls reads, which tells
+//! whether it ends on a record boundary. A connection caught mid-record,
+//! with data not yet read or records not yet sent stays with rustls
+//! ([`Handover::Kept`]).
+//!
+//! Three things this layer does not do, each of which closes the tunnel
+//! (the client reconnects): follow a TLS 1.3 key update from the client
+//! (rustls hands out the keys, not the secrets they derive from; clients
+//! send one after about 2^24 records), renegotiate TLS 1.2, and seal more
+//! records than the cipher's confidentiality limit allows.
+
+mod boundary;
+mod open;
+mod seal;
+#[cfg(test)]
+mod tests;
+
+use rustls::crypto::cipher::{AeadKey, Iv, MessageDecrypter, MessageEncrypter};
+use rustls::{ConnectionTrafficSecrets, ServerConnection, SupportedCipherSuite};
+use tokio::net::TcpStream;
+
+pub use boundary::RecordWatch;
+pub use open::RecordReader;
+pub use seal::RecordWriter;
+
+/// A client's TLS stream as the listener builds it.
+pub type ClientTls = tokio_rustls::server::TlsStream<RecordWatch<TcpStream>>;
+
+/// Header bytes of a record: type, version, length.
+const HEADER: usize = 5;
+
+/// The largest plaintext in one record.
+const MAX_PLAIN: usize = 16 * 1024;
+
+/// The largest record body accepted (TLS 1.2 allows 2048 bytes of
+/// expansion; TLS 1.3 needs less).
+const MAX_BODY: usize = MAX_PLAIN + 2048;
+
+/// The version every record after the handshake carries (TLS 1.3 keeps
+/// TLS 1.2's on the wire).
+const RECORD_VERSION: u16 = 0x0303;
+
+/// What became of a connection offered to [`hand_over`].
+pub enum Handover {
+    /// The tunnel now owns the record layer.
+    Records(RecordReader, RecordWriter),
+    /// rustls keeps the connection, for the reason given.
+    Kept(Box<ClientTls>, Kept),
+}
+
+/// Why a connection stays with rustls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// rustls holds part of a record.
+    MidRecord,
+    /// Received data waits to be read.
+    Unread,
+    /// Records wait to be sent.
+    Unsent,
+    /// The client has closed its side.
+    PeerClosed,
+    /// The connection failed or is still handshaking.
+    NotEstablished,
+}
+
+/// Takes the record layer of `stream` out of rustls, or leaves it there
+/// when that cannot be done without losing a byte. Fails only when rustls
+/// refuses to hand out the keys after every check passed (it was not
+/// configured to), in which case the connection is gone.
+pub fn hand_over(stream: ClientTls) -> std::io::Result<Handover> {
+    let mut stream = stream;
+    let (watch, conn) = stream.get_mut();
+    if !watch.at_boundary() {
+        return Ok(Handover::Kept(Box::new(stream), Kept::MidRecord));
+    }
+    if conn.is_handshaking() {
+        return Ok(Handover::Kept(Box::new(stream), Kept::NotEstablished));
+    }
+    // Every whole record read was processed when it was read; this only
+    // reports what that left.
+    let state = match conn.process_new_packets() {
+        Ok(state) => state,
+        Err(_) => return Ok(Handover::Kept(Box::new(stream), Kept::NotEstablished)),
+    };
+    let why = if state.peer_has_closed() {
+        Some(Kept::PeerClosed)
+    } else if state.plaintext_bytes_to_read() > 0 {
+        Some(Kept::Unread)
+    } else if conn.wants_write() {
+        Some(Kept::Unsent)
+    } else {
+        None
+    };
+    let Some(suite) = conn.negotiated_cipher_suite() else {
+        return Ok(Handover::Kept(Box::new(stream), Kept::NotEstablished));
+    };
+    if let Some(why) = why {
+        return Ok(Handover::Kept(Box::new(stream), why));
+    }
+    let (watch, conn) = stream.into_inner();
+    let tcp = watch.into_inner();
+    let (reader, writer) = protection(conn, suite)?;
+    let (read_half, write_half) = tcp.into_split();
+    Ok(Handover::Records(
+        RecordReader::new(read_half, reader),
+        RecordWriter::new(write_half, writer),
+    ))
+}
+
+/// A direction's record protection and its next sequence number.
+pub(crate) struct Protection<P: ?Sized> {
+    pub(crate) cipher: Box<P>,
+    pub(crate) seq: u64,
+    /// Records this direction may protect with these keys.
+    pub(crate) limit: u64,
+    pub(crate) tls13: bool,
+}
+
+/// The record protection of both directions, from the keys rustls hands out.
+fn protection(
+    conn: ServerConnection,
+    suite: SupportedCipherSuite,
+) -> std::io::Result<(Protection<dyn MessageDecrypter>, Protection<dyn MessageEncrypter>)> {
+    let secrets = conn.dangerous_extract_secrets().map_err(std::io::Error::other)?;
+    let (rx_seq, rx) = secrets.rx;
+    let (tx_seq, tx) = secrets.tx;
+    let (rx_key, rx_iv) = key_and_iv(rx)?;
+    let (tx_key, tx_iv) = key_and_iv(tx)?;
+    let (decrypter, encrypter, tls13, limit) = match suite {
+        SupportedCipherSuite::Tls13(s) => (
+            s.aead_alg.decrypter(rx_key, rx_iv),
+            s.aead_alg.encrypter(tx_key, tx_iv),
+            true,
+            s.common.confidentiality_limit,
+        ),
+        SupportedCipherSuite::Tls12(s) => {
+            // rustls hands out TLS 1.2 IVs as the fixed part followed by
+            // the explicit nonce's start (nothing for ChaCha20).
+            let fixed = s.aead_alg.key_block_shape().fixed_iv_len;
+            let (rx_iv, tx_iv) = (rx_iv.as_ref(), tx_iv.as_ref());
+            let (Some(rx_fixed), Some((tx_fixed, tx_explicit))) = (rx_iv.get(..fixed), split(tx_iv, fixed)) else {
+                return Err(std::io::Error::other("TLS 1.2 key material of an unexpected shape"));
+            };
+            let explicit = &tx_explicit[..s.aead_alg.key_block_shape().explicit_nonce_len.min(tx_explicit.len())];
+            (
+                s.aead_alg.decrypter(rx_key, rx_fixed),
+                s.aead_alg.encrypter(tx_key, tx_fixed, explicit),
+                false,
+                s.common.confidentiality_limit,
+            )
+        }
+    };
+    Ok((
+        Protection {
+            cipher: decrypter,
+            seq: rx_seq,
+            limit: u64::MAX,
+            tls13,
+        },
+        Protection {
+            cipher: encrypter,
+            seq: tx_seq,
+            limit,
+            tls13,
+        },
+    ))
+}
+
+fn split(iv: &[u8], at: usize) -> Option<(&[u8], &[u8])> {
+    (at <= iv.len()).then(|| iv.split_at(at))
+}
+
+fn key_and_iv(secrets: ConnectionTrafficSecrets) -> std::io::Result<(AeadKey, Iv)> {
+    match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => Ok((key, iv)),
+        _ => Err(std::io::Error::other("a cipher the tunnel cannot take over")),
+    }
+}

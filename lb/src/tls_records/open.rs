@@ -1,0 +1,250 @@
+//! Reading a tunnel's client side: records in, plaintext out.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use rustls::crypto::cipher::{InboundOpaqueMessage, MessageDecrypter};
+use rustls::{ContentType, ProtocolVersion};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
+
+use super::{Protection, HEADER, MAX_BODY, RECORD_VERSION};
+
+/// Empty records in a row a client may send (as rustls allows): they cost
+/// work and carry nothing.
+const MAX_EMPTY_RUN: u8 = 32;
+
+/// Alert descriptions that matter here.
+const CLOSE_NOTIFY: u8 = 0;
+const USER_CANCELED: u8 = 90;
+
+/// Room for a record carried over from the last read and a full read.
+const SCRATCH: usize = 2 * (HEADER + MAX_BODY);
+
+thread_local! {
+    /// The thread's buffer for records being opened, shared by every
+    /// tunnel the thread drives and borrowed only within one poll: a
+    /// waiting reader holds no buffer.
+    static RECORDS: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+fn with_records<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    RECORDS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut vec![0u8; SCRATCH]),
+    })
+}
+
+/// How reading ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    Open,
+    /// The client sent `close_notify`: the end of its data.
+    Closed,
+    /// The stream failed; reads fail the same way.
+    Failed(RecordError),
+}
+
+/// Why the client's records could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("TLS record with a malformed header")]
+    BadHeader,
+    #[error("TLS record failed authentication")]
+    Decrypt,
+    #[error("TLS record of a type not allowed here")]
+    UnexpectedType,
+    #[error("TLS handshake message on a tunnel (key update or renegotiation)")]
+    Handshake,
+    #[error("the client sent TLS alert {0}")]
+    Alert(u8),
+    #[error("malformed TLS alert")]
+    BadAlert,
+    #[error("too many empty TLS records in a row")]
+    EmptyRun,
+    #[error("TLS record sequence exhausted")]
+    Exhausted,
+    #[error("the client closed the connection without close_notify")]
+    Truncated,
+}
+
+impl From<RecordError> for io::Error {
+    fn from(e: RecordError) -> io::Error {
+        let kind = match e {
+            RecordError::Truncated => io::ErrorKind::UnexpectedEof,
+            RecordError::Alert(_) => io::ErrorKind::ConnectionAborted,
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// The client's side of a tunnel, read: opens records as they arrive and
+/// hands out their plaintext. Holds no buffer between records, except for
+/// a record that arrived in part or plaintext its reader had no room for.
+pub struct RecordReader {
+    tcp: OwnedReadHalf,
+    open: Protection<dyn MessageDecrypter>,
+    /// Plaintext opened but not yet taken, from `plain_at`.
+    plain: Vec<u8>,
+    plain_at: usize,
+    /// The start of a record not yet complete.
+    partial: Vec<u8>,
+    empty_run: u8,
+    state: ReadState,
+}
+
+impl RecordReader {
+    pub(crate) fn new(tcp: OwnedReadHalf, open: Protection<dyn MessageDecrypter>) -> RecordReader {
+        RecordReader {
+            tcp,
+            open,
+            plain: Vec::new(),
+            plain_at: 0,
+            partial: Vec::new(),
+            empty_run: 0,
+            state: ReadState::Open,
+        }
+    }
+
+    /// The socket, to see whether its peer has closed.
+    pub fn tcp(&self) -> &OwnedReadHalf {
+        &self.tcp
+    }
+
+    /// Reads once from the socket and opens every whole record there is;
+    /// their plaintext goes to `out` as far as it has room, the rest to
+    /// `plain`.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        with_records(|scratch| {
+            let carried = self.partial.len();
+            scratch[..carried].copy_from_slice(&self.partial);
+            let mut rb = ReadBuf::new(&mut scratch[carried..]);
+            ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut rb))?;
+            let n = rb.filled().len();
+            if n == 0 {
+                return Poll::Ready(Err(self.fail(RecordError::Truncated)));
+            }
+            self.partial = Vec::new();
+            let end = carried + n;
+            let mut at = 0;
+            while self.state == ReadState::Open {
+                let len = match record_len(&scratch[at..end]) {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break,
+                    Err(e) => return Poll::Ready(Err(self.fail(e))),
+                };
+                if let Err(e) = self.open_record(&mut scratch[at..at + HEADER + len], out) {
+                    return Poll::Ready(Err(self.fail(e)));
+                }
+                at += HEADER + len;
+            }
+            if self.state == ReadState::Open && at < end {
+                self.partial = scratch[at..end].to_vec();
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+
+    fn fail(&mut self, e: RecordError) -> io::Error {
+        self.state = ReadState::Failed(e);
+        self.partial = Vec::new();
+        e.into()
+    }
+
+    /// Opens one whole record (header included) and passes on what it
+    /// carries.
+    fn open_record(&mut self, record: &mut [u8], out: &mut ReadBuf<'_>) -> Result<(), RecordError> {
+        let typ = ContentType::from(record[0]);
+        let version = ProtocolVersion::from(u16::from_be_bytes([record[1], record[2]]));
+        // TLS 1.3 hides the real type inside; TLS 1.2 shows it.
+        let outer_ok = match typ {
+            ContentType::ApplicationData => true,
+            ContentType::Alert | ContentType::Handshake => !self.open.tls13,
+            _ => false,
+        };
+        if !outer_ok {
+            return Err(RecordError::UnexpectedType);
+        }
+        let seq = self.open.seq;
+        let msg = InboundOpaqueMessage::new(typ, version, &mut record[HEADER..]);
+        let plain = self.open.cipher.decrypt(msg, seq).map_err(|_| RecordError::Decrypt)?;
+        self.open.seq = seq.checked_add(1).ok_or(RecordError::Exhausted)?;
+        match plain.typ {
+            ContentType::ApplicationData if plain.payload.is_empty() => {
+                self.empty_run += 1;
+                if self.empty_run > MAX_EMPTY_RUN {
+                    return Err(RecordError::EmptyRun);
+                }
+            }
+            ContentType::ApplicationData => {
+                self.empty_run = 0;
+                let data = plain.payload;
+                let n = if self.plain.is_empty() {
+                    data.len().min(out.remaining())
+                } else {
+                    0
+                };
+                out.put_slice(&data[..n]);
+                self.plain.extend_from_slice(&data[n..]);
+            }
+            ContentType::Alert => match *plain.payload {
+                [_, CLOSE_NOTIFY] => self.state = ReadState::Closed,
+                [_, USER_CANCELED] => {}
+                [_, description] => return Err(RecordError::Alert(description)),
+                _ => return Err(RecordError::BadAlert),
+            },
+            ContentType::Handshake => return Err(RecordError::Handshake),
+            _ => return Err(RecordError::UnexpectedType),
+        }
+        Ok(())
+    }
+}
+
+/// The body length of the record `buf` starts with, once it is all there;
+/// a header that cannot start a record here is an error as soon as it is
+/// complete.
+fn record_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
+    let Some(header) = buf.get(..HEADER) else {
+        return Ok(None);
+    };
+    let version = u16::from_be_bytes([header[1], header[2]]);
+    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+    if version != RECORD_VERSION || len == 0 || len > MAX_BODY {
+        return Err(RecordError::BadHeader);
+    }
+    Ok((buf.len() >= HEADER + len).then_some(len))
+}
+
+impl AsyncRead for RecordReader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if this.plain_at < this.plain.len() {
+                let n = out.remaining().min(this.plain.len() - this.plain_at);
+                out.put_slice(&this.plain[this.plain_at..this.plain_at + n]);
+                this.plain_at += n;
+                if this.plain_at == this.plain.len() {
+                    this.plain = Vec::new();
+                    this.plain_at = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match this.state {
+                ReadState::Open => {}
+                ReadState::Closed => return Poll::Ready(Ok(())),
+                ReadState::Failed(e) => return Poll::Ready(Err(e.into())),
+            }
+            let before = out.filled().len();
+            ready!(this.poll_fill(cx, out))?;
+            if out.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
