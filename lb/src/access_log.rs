@@ -209,7 +209,9 @@ impl Exchange {
     }
 
     /// Writes the line for a finished tunnel.
-    pub fn log_tunnel(&self, bytes_in: u64, bytes_out: u64, duration: Duration, end: &str) {
+    /// `client_side` says how the tunnel held the client's connection
+    /// (`tls-records`, `tcp`, `rustls` or `stream`).
+    pub fn log_tunnel(&self, bytes_in: u64, bytes_out: u64, duration: Duration, end: &str, client_side: &str) {
         tracing::info!(
             target: "access",
             client = %self.client,
@@ -229,6 +231,7 @@ impl Exchange {
             retries = self.retries,
             hash_key = self.hash_key(),
             end,
+            client_side,
             "tunnel"
         );
     }

@@ -102,6 +102,11 @@ impl<T> ClientIo<T> {
         }
     }
 
+    /// The stream below, once the connection is no longer HTTP.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
     /// HTTP/2 (or anything not watched): activity tracking only.
     pub fn plain(inner: T, activity: Arc<Activity>) -> Self {
         ClientIo {

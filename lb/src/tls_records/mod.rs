@@ -119,20 +119,27 @@ pub fn hand_over(stream: ClientTls) -> std::io::Result<Handover> {
     ))
 }
 
-/// A direction's record protection and its next sequence number.
-pub(crate) struct Protection<P: ?Sized> {
-    pub(crate) cipher: Box<P>,
+/// The client's direction: record protection and the next sequence number.
+pub(crate) struct Opening {
+    pub(crate) cipher: Box<dyn MessageDecrypter>,
     pub(crate) seq: u64,
-    /// Records this direction may protect with these keys.
-    pub(crate) limit: u64,
+    /// TLS 1.3 hides a record's type inside it.
     pub(crate) tls13: bool,
+}
+
+/// The lb's direction: record protection, the next sequence number and
+/// how many records these keys may protect.
+pub(crate) struct Sealing {
+    pub(crate) cipher: Box<dyn MessageEncrypter>,
+    pub(crate) seq: u64,
+    pub(crate) limit: u64,
 }
 
 /// The record protection of both directions, from the keys rustls hands out.
 fn protection(
     conn: ServerConnection,
     suite: SupportedCipherSuite,
-) -> std::io::Result<(Protection<dyn MessageDecrypter>, Protection<dyn MessageEncrypter>)> {
+) -> std::io::Result<(Opening, Sealing)> {
     let secrets = conn.dangerous_extract_secrets().map_err(std::io::Error::other)?;
     let (rx_seq, rx) = secrets.rx;
     let (tx_seq, tx) = secrets.tx;
@@ -163,17 +170,15 @@ fn protection(
         }
     };
     Ok((
-        Protection {
+        Opening {
             cipher: decrypter,
             seq: rx_seq,
-            limit: u64::MAX,
             tls13,
         },
-        Protection {
+        Sealing {
             cipher: encrypter,
             seq: tx_seq,
             limit,
-            tls13,
         },
     ))
 }

@@ -5,12 +5,12 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use rustls::crypto::cipher::{InboundOpaqueMessage, MessageDecrypter};
+use rustls::crypto::cipher::InboundOpaqueMessage;
 use rustls::{ContentType, ProtocolVersion};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 
-use super::{Protection, HEADER, MAX_BODY, RECORD_VERSION};
+use super::{Opening, HEADER, MAX_BODY, RECORD_VERSION};
 
 /// Empty records in a row a client may send (as rustls allows): they cost
 /// work and carry nothing.
@@ -86,32 +86,39 @@ impl From<RecordError> for io::Error {
 /// a record that arrived in part or plaintext its reader had no room for.
 pub struct RecordReader {
     tcp: OwnedReadHalf,
-    open: Protection<dyn MessageDecrypter>,
+    open: Opening,
+    /// What a read left over, rarely anything: kept out of line, so the
+    /// reader a tunnel holds for its whole life stays small.
+    left: Option<Box<Left>>,
+    empty_run: u8,
+    state: ReadState,
+}
+
+/// Bytes a read left for the next.
+#[derive(Default)]
+struct Left {
     /// Plaintext opened but not yet taken, from `plain_at`.
     plain: Vec<u8>,
     plain_at: usize,
     /// The start of a record not yet complete.
     partial: Vec<u8>,
-    empty_run: u8,
-    state: ReadState,
+}
+
+impl Left {
+    fn is_empty(&self) -> bool {
+        self.plain_at == self.plain.len() && self.partial.is_empty()
+    }
 }
 
 impl RecordReader {
-    pub(crate) fn new(tcp: OwnedReadHalf, open: Protection<dyn MessageDecrypter>) -> RecordReader {
+    pub(crate) fn new(tcp: OwnedReadHalf, open: Opening) -> RecordReader {
         RecordReader {
             tcp,
             open,
-            plain: Vec::new(),
-            plain_at: 0,
-            partial: Vec::new(),
+            left: None,
             empty_run: 0,
             state: ReadState::Open,
         }
-    }
-
-    /// The socket, to see whether its peer has closed.
-    pub fn tcp(&self) -> &OwnedReadHalf {
-        &self.tcp
     }
 
     /// Reads once from the socket and opens every whole record there is;
@@ -119,15 +126,18 @@ impl RecordReader {
     /// `plain`.
     fn poll_fill(&mut self, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         with_records(|scratch| {
-            let carried = self.partial.len();
-            scratch[..carried].copy_from_slice(&self.partial);
+            let partial = self.left.as_ref().map_or(&[][..], |l| &l.partial[..]);
+            let carried = partial.len();
+            scratch[..carried].copy_from_slice(partial);
             let mut rb = ReadBuf::new(&mut scratch[carried..]);
             ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut rb))?;
             let n = rb.filled().len();
             if n == 0 {
                 return Poll::Ready(Err(self.fail(RecordError::Truncated)));
             }
-            self.partial = Vec::new();
+            // What was left is now in the scratch buffer; plaintext was
+            // all taken before a read.
+            self.left = None;
             let end = carried + n;
             let mut at = 0;
             while self.state == ReadState::Open {
@@ -142,7 +152,7 @@ impl RecordReader {
                 at += HEADER + len;
             }
             if self.state == ReadState::Open && at < end {
-                self.partial = scratch[at..end].to_vec();
+                self.left.get_or_insert_default().partial = scratch[at..end].to_vec();
             }
             Poll::Ready(Ok(()))
         })
@@ -150,7 +160,7 @@ impl RecordReader {
 
     fn fail(&mut self, e: RecordError) -> io::Error {
         self.state = ReadState::Failed(e);
-        self.partial = Vec::new();
+        self.left = None;
         e.into()
     }
 
@@ -182,13 +192,15 @@ impl RecordReader {
             ContentType::ApplicationData => {
                 self.empty_run = 0;
                 let data = plain.payload;
-                let n = if self.plain.is_empty() {
+                let n = if self.left.is_none() {
                     data.len().min(out.remaining())
                 } else {
                     0
                 };
                 out.put_slice(&data[..n]);
-                self.plain.extend_from_slice(&data[n..]);
+                if n < data.len() {
+                    self.left.get_or_insert_default().plain.extend_from_slice(&data[n..]);
+                }
             }
             ContentType::Alert => match *plain.payload {
                 [_, CLOSE_NOTIFY] => self.state = ReadState::Closed,
@@ -225,13 +237,16 @@ impl AsyncRead for RecordReader {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if this.plain_at < this.plain.len() {
-                let n = out.remaining().min(this.plain.len() - this.plain_at);
-                out.put_slice(&this.plain[this.plain_at..this.plain_at + n]);
-                this.plain_at += n;
-                if this.plain_at == this.plain.len() {
-                    this.plain = Vec::new();
-                    this.plain_at = 0;
+            if let Some(left) = this.left.as_mut().filter(|l| l.plain_at < l.plain.len()) {
+                let n = out.remaining().min(left.plain.len() - left.plain_at);
+                out.put_slice(&left.plain[left.plain_at..left.plain_at + n]);
+                left.plain_at += n;
+                if left.plain_at == left.plain.len() {
+                    left.plain = Vec::new();
+                    left.plain_at = 0;
+                }
+                if left.is_empty() {
+                    this.left = None;
                 }
                 return Poll::Ready(Ok(()));
             }

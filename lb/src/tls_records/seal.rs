@@ -4,12 +4,12 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use rustls::crypto::cipher::{MessageEncrypter, OutboundChunks, OutboundPlainMessage};
+use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
 use rustls::{ContentType, ProtocolVersion};
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
 
-use super::{Protection, MAX_PLAIN};
+use super::{Sealing, MAX_PLAIN};
 
 /// A warning-level `close_notify`.
 const CLOSE_NOTIFY: [u8; 2] = [1, 0];
@@ -20,7 +20,7 @@ const CLOSE_NOTIFY: [u8; 2] = [1, 0];
 /// and the next write waits for that.
 pub struct RecordWriter {
     tcp: OwnedWriteHalf,
-    seal: Protection<dyn MessageEncrypter>,
+    seal: Sealing,
     /// A sealed record not yet all sent, from `unsent_at`.
     unsent: Vec<u8>,
     unsent_at: usize,
@@ -29,7 +29,7 @@ pub struct RecordWriter {
 }
 
 impl RecordWriter {
-    pub(crate) fn new(tcp: OwnedWriteHalf, seal: Protection<dyn MessageEncrypter>) -> RecordWriter {
+    pub(crate) fn new(tcp: OwnedWriteHalf, seal: Sealing) -> RecordWriter {
         RecordWriter {
             tcp,
             seal,

@@ -15,13 +15,13 @@
 //! to a healthy server instead of waiting on a frozen one (a stopped
 //! process or a cut link keeps TCP open forever).
 
+mod client_side;
 mod pump;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
@@ -109,7 +109,14 @@ pub async fn splice(client: OnUpgrade, server: ServerConn, ctx: Box<TunnelCtx>) 
     let probe = EndProbe::of(&tcp);
     let (server_r, server_w) = tcp.into_split();
     let server_r = std::io::Cursor::new(read_ahead).chain(server_r);
-    let (client_r, client_w) = tokio::io::split(TokioIo::new(client));
+    let (client_r, client_w) = match client_side::split(client) {
+        Ok(sides) => sides,
+        Err(e) => {
+            tracing::warn!(error = %e, "the client's TLS could not be taken over after 101");
+            return;
+        }
+    };
+    let client_form = client_r.get_ref().1.form();
     let (up_ended, down_ended) = (Notify::new(), Notify::new());
     let up_dir = Direction::new(&up, &activity, &held, &up_ended);
     let down_dir = Direction {
@@ -173,7 +180,7 @@ pub async fn splice(client: OnUpgrade, server: ServerConn, ctx: Box<TunnelCtx>) 
     counters.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
     counters.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
     ctx.exchange
-        .log_tunnel(bytes_in, bytes_out, started.elapsed(), end.as_str());
+        .log_tunnel(bytes_in, bytes_out, started.elapsed(), end.as_str(), client_form);
 }
 
 #[cfg(test)]
@@ -189,8 +196,10 @@ mod tests {
     fn a_tunnel_task_stays_small() {
         // Every open tunnel holds one for its whole life, so its size is a
         // good part of what an idle tunnel costs (it was 3.3 KiB with the
-        // context held twice and a timer per deadline).
+        // context held twice and a timer per deadline). It holds the
+        // client's TLS record state too (sequence numbers, the boxed
+        // keys), which rustls' connection held before at 7 KiB.
         let size = future_size(splice);
-        assert!(size < 2048, "{size} bytes");
+        assert!(size < 2560, "{size} bytes");
     }
 }

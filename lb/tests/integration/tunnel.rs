@@ -35,6 +35,11 @@ async fn websocket_through_the_lb_keeps_the_subprotocol_and_echoes() {
             .any(|l| l.contains(r#""message":"tunnel""#) && l.contains(r#""status":101"#))
     })
     .await;
+    // The tunnel took the TLS record layer over from rustls, so it held
+    // no TLS buffer while idle.
+    let log = lb.log_text();
+    let line = log.lines().find(|l| l.contains(r#""message":"tunnel""#)).unwrap_or_default();
+    assert!(line.contains(r#""client_side":"tls-records""#), "{line}");
 }
 
 #[tokio::test]
