@@ -51,7 +51,7 @@ pub enum Writer {
 pub fn split(upgraded: Upgraded) -> io::Result<(ClientReader, Writer)> {
     let upgraded = match upgraded.downcast::<Http1Tls>() {
         Ok(parts) => {
-            let ahead = Cursor::new(parts.read_buf);
+            let ahead = read_ahead(parts.read_buf);
             let tls = parts.io.into_inner().into_inner();
             return Ok(match tls_records::hand_over(tls)? {
                 Handover::Records(r, w) => (ahead.chain(Reader::Records(r)), Writer::Records(w)),
@@ -66,7 +66,7 @@ pub fn split(upgraded: Upgraded) -> io::Result<(ClientReader, Writer)> {
     };
     let upgraded = match upgraded.downcast::<Http1Tcp>() {
         Ok(parts) => {
-            let ahead = Cursor::new(parts.read_buf);
+            let ahead = read_ahead(parts.read_buf);
             let (r, w) = parts.io.into_inner().into_inner().into_split();
             return Ok((ahead.chain(Reader::Tcp(r)), Writer::Tcp(w)));
         }
@@ -74,6 +74,16 @@ pub fn split(upgraded: Upgraded) -> io::Result<(ClientReader, Writer)> {
     };
     let (r, w) = tokio::io::split(TokioIo::new(upgraded));
     Ok((Cursor::new(Bytes::new()).chain(Reader::Other(r)), Writer::Other(w)))
+}
+
+/// What the client sent past its request head, out of hyper's read
+/// buffer: a view would keep all of its 8 KiB for the tunnel's life.
+fn read_ahead(bytes: Bytes) -> Cursor<Bytes> {
+    Cursor::new(if bytes.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(&bytes)
+    })
 }
 
 impl Reader {
@@ -125,5 +135,23 @@ impl AsyncWrite for Writer {
             Writer::Tls(w) => Pin::new(w).poll_shutdown(cx),
             Writer::Other(w) => Pin::new(w).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_was_read_ahead_is_copied_out_of_the_read_buffer() {
+        let buffer = Bytes::from(vec![7u8; 8192]);
+        let start = buffer.as_ptr() as usize;
+        let inside = start..start + buffer.len();
+        let view = buffer.slice(100..120);
+        let ahead = read_ahead(view.clone());
+        assert_eq!(ahead.get_ref(), &view);
+        assert!(!inside.contains(&(ahead.get_ref().as_ptr() as usize)), "still a view");
+        let none = read_ahead(buffer.slice(8192..));
+        assert!(none.get_ref().is_empty());
     }
 }
