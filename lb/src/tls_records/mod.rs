@@ -25,6 +25,8 @@ mod boundary;
 mod open;
 mod seal;
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod tests;
 
 use rustls::crypto::cipher::{AeadKey, Iv, MessageDecrypter, MessageEncrypter};

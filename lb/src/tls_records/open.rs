@@ -84,8 +84,8 @@ impl From<RecordError> for io::Error {
 /// The client's side of a tunnel, read: opens records as they arrive and
 /// hands out their plaintext. Holds no buffer between records, except for
 /// a record that arrived in part or plaintext its reader had no room for.
-pub struct RecordReader {
-    tcp: OwnedReadHalf,
+pub struct RecordReader<R = OwnedReadHalf> {
+    tcp: R,
     open: Opening,
     /// What a read left over, rarely anything: kept out of line, so the
     /// reader a tunnel holds for its whole life stays small.
@@ -110,8 +110,8 @@ impl Left {
     }
 }
 
-impl RecordReader {
-    pub(crate) fn new(tcp: OwnedReadHalf, open: Opening) -> RecordReader {
+impl<R: AsyncRead + Unpin> RecordReader<R> {
+    pub(crate) fn new(tcp: R, open: Opening) -> RecordReader<R> {
         RecordReader {
             tcp,
             open,
@@ -192,11 +192,9 @@ impl RecordReader {
             ContentType::ApplicationData => {
                 self.empty_run = 0;
                 let data = plain.payload;
-                let n = if self.left.is_none() {
-                    data.len().min(out.remaining())
-                } else {
-                    0
-                };
+                // `out` fills first and only what it has no room for waits
+                // in `left`, so the order holds.
+                let n = data.len().min(out.remaining());
                 out.put_slice(&data[..n]);
                 if n < data.len() {
                     self.left.get_or_insert_default().plain.extend_from_slice(&data[n..]);
@@ -230,7 +228,7 @@ fn record_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
     Ok((buf.len() >= HEADER + len).then_some(len))
 }
 
-impl AsyncRead for RecordReader {
+impl<R: AsyncRead + Unpin> AsyncRead for RecordReader<R> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if out.remaining() == 0 {

@@ -18,8 +18,8 @@ const CLOSE_NOTIFY: [u8; 2] = [1, 0];
 /// (up to 16 KiB of plaintext), sent at once as far as the socket takes
 /// it. A record the socket did not take whole is held until it has gone,
 /// and the next write waits for that.
-pub struct RecordWriter {
-    tcp: OwnedWriteHalf,
+pub struct RecordWriter<W = OwnedWriteHalf> {
+    tcp: W,
     seal: Sealing,
     /// A sealed record not yet all sent, from `unsent_at`.
     unsent: Vec<u8>,
@@ -28,8 +28,8 @@ pub struct RecordWriter {
     closed: bool,
 }
 
-impl RecordWriter {
-    pub(crate) fn new(tcp: OwnedWriteHalf, seal: Sealing) -> RecordWriter {
+impl<W: AsyncWrite + Unpin> RecordWriter<W> {
+    pub(crate) fn new(tcp: W, seal: Sealing) -> RecordWriter<W> {
         RecordWriter {
             tcp,
             seal,
@@ -85,7 +85,7 @@ impl RecordWriter {
     }
 }
 
-impl AsyncWrite for RecordWriter {
+impl<W: AsyncWrite + Unpin> AsyncWrite for RecordWriter<W> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(this.poll_unsent(cx))?;
