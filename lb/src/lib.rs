@@ -26,6 +26,7 @@ pub mod proxy_protocol;
 mod runtime;
 mod source_limits;
 mod stats_page;
+mod thread_buffer;
 mod tls;
 mod tls_records;
 mod tunnel;

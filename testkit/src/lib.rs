@@ -12,6 +12,7 @@
 //!   the committed `configs/local/*.toml` and written with `toml::to_string`;
 //! - [`cluster`]: a set of real processes and the local test cluster.
 
+pub mod bytes;
 pub mod cluster;
 pub mod configs;
 pub mod eventually;

@@ -13,6 +13,8 @@ use rustls::crypto::ring::cipher_suite as cs;
 use rustls::SupportedCipherSuite;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
+use wsmesh_testkit::bytes::pattern;
+
 use super::{Opening, RecordReader, RecordWriter, Sealing};
 
 /// Both directions' protection for one key, as `protection` builds them
@@ -67,10 +69,6 @@ impl AsyncRead for Script {
     }
 }
 
-fn bytes(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
-}
-
 /// What went wrong with the wire, if anything.
 #[derive(Debug, Clone)]
 enum Damage {
@@ -104,13 +102,13 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let (open, seal) = keys(tls13, chacha, seq);
-        let sent: Vec<u8> = messages.iter().enumerate().flat_map(|(i, &n)| bytes(i as u8, n)).collect();
+        let sent: Vec<u8> = messages.iter().enumerate().flat_map(|(i, &n)| pattern(i as u32, n)).collect();
         // Seal: each write is at most one record; shutdown adds close_notify.
         let mut wire = Vec::new();
         rt.block_on(async {
             let mut w = RecordWriter::new(&mut wire, seal);
             for (i, &n) in messages.iter().enumerate() {
-                w.write_all(&bytes(i as u8, n)).await.expect("seal");
+                w.write_all(&pattern(i as u32, n)).await.expect("seal");
             }
             w.shutdown().await.expect("close_notify");
         });

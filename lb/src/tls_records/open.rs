@@ -1,6 +1,5 @@
 //! Reading a tunnel's client side: records in, plaintext out.
 
-use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -9,6 +8,8 @@ use rustls::crypto::cipher::InboundOpaqueMessage;
 use rustls::{ContentType, ProtocolVersion};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
+
+use crate::thread_buffer::{self, ThreadBuffer};
 
 use super::{Opening, HEADER, MAX_BODY, RECORD_VERSION};
 
@@ -27,14 +28,11 @@ thread_local! {
     /// The thread's buffer for records being opened, shared by every
     /// tunnel the thread drives and borrowed only within one poll: a
     /// waiting reader holds no buffer.
-    static RECORDS: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+    static RECORDS: ThreadBuffer = thread_buffer::new(SCRATCH);
 }
 
 fn with_records<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
-    RECORDS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => f(&mut buf),
-        Err(_) => f(&mut vec![0u8; SCRATCH]),
-    })
+    thread_buffer::with(&RECORDS, SCRATCH, f)
 }
 
 /// How reading ended.

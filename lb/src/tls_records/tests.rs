@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use wsmesh_testkit::bytes::pattern as data;
 
 type Client = rustls::StreamOwned<ClientConnection, std::net::TcpStream>;
 
@@ -99,17 +100,6 @@ fn records(handover: Handover) -> (RecordReader, RecordWriter) {
     }
 }
 
-/// Bytes that do not repeat at any record size.
-fn data(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 const SIZES: [usize; 9] = [1, 2, 100, 4096, 16_383, 16_384, 16_385, 40_000, 70_001];
 
 /// Every suite: the lb echoes through the handed-over record layer what a
@@ -117,7 +107,6 @@ const SIZES: [usize; 9] = [1, 2, 100, 4096, 16_383, 16_384, 16_385, 40_000, 70_0
 /// close with `close_notify`.
 #[tokio::test]
 async fn every_suite_carries_both_ways_and_closes_cleanly() {
-    let (server, cert) = lb_tls();
     let suites: [(SupportedCipherSuite, &'static SupportedProtocolVersion); 6] = [
         (cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13),
         (cs::TLS13_AES_256_GCM_SHA384, &rustls::version::TLS13),
@@ -127,12 +116,7 @@ async fn every_suite_carries_both_ways_and_closes_cleanly() {
         (cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, &rustls::version::TLS12),
     ];
     for (suite, version) in suites {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = client_config(&cert, suite, version);
-        let client = std::thread::spawn(move || {
-            let mut c = connect(addr, config);
-            greet(&mut c);
+        let (mut r, mut w, client) = handed_over(suite, version, move |mut c| {
             assert_eq!(c.conn.negotiated_cipher_suite(), Some(suite));
             for (i, size) in SIZES.into_iter().enumerate() {
                 let piece = data(i as u32, size);
@@ -148,9 +132,8 @@ async fn every_suite_carries_both_ways_and_closes_cleanly() {
             let mut rest = Vec::new();
             c.read_to_end(&mut rest).unwrap();
             assert!(rest.is_empty());
-        });
-        let tls = accept(&listener, server.clone()).await;
-        let (mut r, mut w) = records(hand_over(tls).unwrap());
+        })
+        .await;
         let echoed = tokio::io::copy(&mut r, &mut w).await.unwrap();
         assert_eq!(echoed, SIZES.iter().sum::<usize>() as u64, "{suite:?}");
         w.shutdown().await.unwrap();
@@ -158,26 +141,40 @@ async fn every_suite_carries_both_ways_and_closes_cleanly() {
     }
 }
 
+/// A connection handed over after the first exchange, with `client`
+/// playing the rest of the client's part on a thread of its own.
+async fn handed_over<T: Send + 'static>(
+    suite: SupportedCipherSuite,
+    version: &'static SupportedProtocolVersion,
+    client: impl FnOnce(Client) -> T + Send + 'static,
+) -> (RecordReader, RecordWriter, std::thread::JoinHandle<T>) {
+    let (server, cert) = lb_tls();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = client_config(&cert, suite, version);
+    let client = std::thread::spawn(move || {
+        let mut c = connect(addr, config);
+        greet(&mut c);
+        client(c)
+    });
+    let tls = accept(&listener, server).await;
+    let (r, w) = records(hand_over(tls).unwrap());
+    (r, w, client)
+}
+
 /// A record changed on the way fails authentication; nothing of it is
 /// handed out, and reading stays failed.
 #[tokio::test]
 async fn a_changed_record_is_refused() {
-    let (server, cert) = lb_tls();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = client_config(&cert, cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13);
-    let client = std::thread::spawn(move || {
-        let mut c = connect(addr, config);
-        greet(&mut c);
+    let (mut r, _w, client) = handed_over(cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13, |mut c| {
         c.conn.writer().write_all(b"secret").unwrap();
         let mut record = sealed(&mut c);
         let last = record.len() - 1;
         record[last] ^= 1;
         c.sock.write_all(&record).unwrap();
         c
-    });
-    let tls = accept(&listener, server).await;
-    let (mut r, _w) = records(hand_over(tls).unwrap());
+    })
+    .await;
     let mut buf = [0u8; 64];
     let e = r.read(&mut buf).await.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
@@ -190,21 +187,14 @@ async fn a_changed_record_is_refused() {
 /// instead of handing out what the new keys protect.
 #[tokio::test]
 async fn a_key_update_from_the_client_ends_the_reading() {
-    let (server, cert) = lb_tls();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = client_config(&cert, cs::TLS13_AES_256_GCM_SHA384, &rustls::version::TLS13);
-    let client = std::thread::spawn(move || {
-        let mut c = connect(addr, config);
-        greet(&mut c);
+    let (mut r, _w, client) = handed_over(cs::TLS13_AES_256_GCM_SHA384, &rustls::version::TLS13, |mut c| {
         c.write_all(b"before").unwrap();
         c.conn.refresh_traffic_keys().unwrap();
         c.write_all(b"after").unwrap();
         c.flush().unwrap();
         c
-    });
-    let tls = accept(&listener, server).await;
-    let (mut r, _w) = records(hand_over(tls).unwrap());
+    })
+    .await;
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
     let e = loop {
@@ -223,19 +213,12 @@ async fn a_key_update_from_the_client_ends_the_reading() {
 /// the data may have been cut.
 #[tokio::test]
 async fn a_close_without_close_notify_is_an_error() {
-    let (server, cert) = lb_tls();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = client_config(&cert, cs::TLS13_CHACHA20_POLY1305_SHA256, &rustls::version::TLS13);
-    let client = std::thread::spawn(move || {
-        let mut c = connect(addr, config);
-        greet(&mut c);
+    let (mut r, _w, client) = handed_over(cs::TLS13_CHACHA20_POLY1305_SHA256, &rustls::version::TLS13, |mut c| {
         c.write_all(b"last").unwrap();
         c.flush().unwrap();
         c.sock.shutdown(std::net::Shutdown::Both).unwrap();
-    });
-    let tls = accept(&listener, server).await;
-    let (mut r, _w) = records(hand_over(tls).unwrap());
+    })
+    .await;
     let mut buf = [0u8; 4];
     r.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"last");
@@ -247,19 +230,13 @@ async fn a_close_without_close_notify_is_an_error() {
 /// A header that cannot start a record fails at once, before its body.
 #[tokio::test]
 async fn a_malformed_header_is_refused() {
-    let (server, cert) = lb_tls();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = client_config(&cert, cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, &rustls::version::TLS12);
-    let client = std::thread::spawn(move || {
-        let mut c = connect(addr, config);
-        greet(&mut c);
+    let suite = cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    let (mut r, _w, client) = handed_over(suite, &rustls::version::TLS12, |mut c| {
         // A length beyond any record, then nothing more.
         c.sock.write_all(&[23, 3, 3, 0xFF, 0xFF]).unwrap();
         c
-    });
-    let tls = accept(&listener, server).await;
-    let (mut r, _w) = records(hand_over(tls).unwrap());
+    })
+    .await;
     let mut buf = [0u8; 4];
     let e = r.read(&mut buf).await.unwrap_err();
     assert!(e.to_string().contains("malformed header"), "{e}");

@@ -1,7 +1,6 @@
 //! One direction of a tunnel: copying without holding a buffer while
 //! idle, passing ends on, and what happens when either side goes away.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
@@ -14,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::client_io::Activity;
+use crate::thread_buffer::{self, ThreadBuffer};
 
 /// What one direction shares with the tunnel.
 pub struct Direction<'a> {
@@ -96,16 +96,11 @@ thread_local! {
     /// thread drives. A direction borrows it only within one poll (read,
     /// then write what the destination takes at once), never across a
     /// wait, so a waiting direction holds no buffer at all.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; CHUNK].into_boxed_slice());
+    static SCRATCH: ThreadBuffer = thread_buffer::new(CHUNK);
 }
 
-/// Runs `f` on the thread's read buffer; on a buffer of its own in the
-/// (unexpected) case that the thread's is in use further up the stack.
 fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => f(&mut buf),
-        Err(_) => f(&mut vec![0u8; CHUNK]),
-    })
+    thread_buffer::with(&SCRATCH, CHUNK, f)
 }
 
 /// Bytes read that the destination did not take at once, counted in
@@ -300,16 +295,7 @@ mod tests {
     use super::*;
     use tokio::io::{duplex, AsyncReadExt};
 
-    /// Bytes that do not repeat at any buffer size.
-    fn data(seed: u32, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use wsmesh_testkit::bytes::pattern as data;
 
     #[tokio::test]
     async fn a_waiting_direction_holds_no_buffer() {
