@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::access_log;
 use crate::client_io::{Activity, ClientIo, Switched};
-use crate::tls_records::RecordWatch;
+use crate::tls_records::{RecordWatch, TlsConn};
 use crate::config::ProxyProtocol;
 use crate::conn::{ConnCtx, Permits};
 use crate::drain::Drain;
@@ -248,7 +248,7 @@ async fn serve(
             };
             fe.counters.tls_handshake_done();
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-            serve_http(stream, h2, ctx(accepted.elapsed()), activity).await;
+            serve_http(TlsConn::new(stream), h2, ctx(accepted.elapsed()), activity).await;
         }
         None => serve_http(tcp, false, ctx(Duration::ZERO), activity).await,
     }

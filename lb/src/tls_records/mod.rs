@@ -24,6 +24,7 @@
 mod boundary;
 mod open;
 mod seal;
+mod stream;
 #[cfg(test)]
 mod model;
 #[cfg(test)]
@@ -36,6 +37,7 @@ use tokio::net::TcpStream;
 pub use boundary::RecordWatch;
 pub use open::RecordReader;
 pub use seal::RecordWriter;
+pub use stream::TlsConn;
 
 /// A client's TLS stream as the listener builds it.
 pub type ClientTls = tokio_rustls::server::TlsStream<RecordWatch<TcpStream>>;
@@ -83,42 +85,48 @@ pub enum Kept {
 /// configured to), in which case the connection is gone.
 pub fn hand_over(stream: ClientTls) -> std::io::Result<Handover> {
     let mut stream = stream;
+    match ready(&mut stream) {
+        Ok(()) => {
+            let (r, w) = take(stream)?;
+            Ok(Handover::Records(r, w))
+        }
+        Err(why) => Ok(Handover::Kept(Box::new(stream), why)),
+    }
+}
+
+/// Whether rustls holds nothing of the connection but its keys and state:
+/// no part of a record, no plaintext not yet read, no record not yet sent.
+pub(crate) fn ready(stream: &mut ClientTls) -> Result<(), Kept> {
     let (watch, conn) = stream.get_mut();
     if !watch.at_boundary() {
-        return Ok(Handover::Kept(Box::new(stream), Kept::MidRecord));
+        return Err(Kept::MidRecord);
     }
-    if conn.is_handshaking() {
-        return Ok(Handover::Kept(Box::new(stream), Kept::NotEstablished));
+    if conn.is_handshaking() || conn.negotiated_cipher_suite().is_none() {
+        return Err(Kept::NotEstablished);
     }
     // Every whole record read was processed when it was read; this only
     // reports what that left.
-    let state = match conn.process_new_packets() {
-        Ok(state) => state,
-        Err(_) => return Ok(Handover::Kept(Box::new(stream), Kept::NotEstablished)),
-    };
-    let why = if state.peer_has_closed() {
-        Some(Kept::PeerClosed)
+    let state = conn.process_new_packets().map_err(|_| Kept::NotEstablished)?;
+    if state.peer_has_closed() {
+        Err(Kept::PeerClosed)
     } else if state.plaintext_bytes_to_read() > 0 {
-        Some(Kept::Unread)
+        Err(Kept::Unread)
     } else if conn.wants_write() {
-        Some(Kept::Unsent)
+        Err(Kept::Unsent)
     } else {
-        None
-    };
-    let Some(suite) = conn.negotiated_cipher_suite() else {
-        return Ok(Handover::Kept(Box::new(stream), Kept::NotEstablished));
-    };
-    if let Some(why) = why {
-        return Ok(Handover::Kept(Box::new(stream), why));
+        Ok(())
     }
+}
+
+/// Takes the record layer out of a stream [`ready`] agreed to.
+pub(crate) fn take(stream: ClientTls) -> std::io::Result<(RecordReader, RecordWriter)> {
     let (watch, conn) = stream.into_inner();
-    let tcp = watch.into_inner();
+    let suite = conn
+        .negotiated_cipher_suite()
+        .ok_or_else(|| std::io::Error::other("no cipher suite negotiated"))?;
     let (reader, writer) = protection(conn, suite)?;
-    let (read_half, write_half) = tcp.into_split();
-    Ok(Handover::Records(
-        RecordReader::new(read_half, reader),
-        RecordWriter::new(write_half, writer),
-    ))
+    let (read_half, write_half) = watch.into_inner().into_split();
+    Ok((RecordReader::new(read_half, reader), RecordWriter::new(write_half, writer)))
 }
 
 /// The client's direction: record protection and the next sequence number.

@@ -99,6 +99,7 @@ proptest! {
         reads in prop::collection::vec(prop_oneof![1 => Just(0usize), 3 => 1usize..64, 3 => 1usize..40_000], 1..16),
         out_size in prop_oneof![1usize..16, 16usize..20_000, Just(16 * 1024)],
         damage in damage(),
+        vectored in any::<bool>(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let (open, seal) = keys(tls13, chacha, seq);
@@ -108,7 +109,20 @@ proptest! {
         rt.block_on(async {
             let mut w = RecordWriter::new(&mut wire, seal);
             for (i, &n) in messages.iter().enumerate() {
-                w.write_all(&pattern(i as u32, n)).await.expect("seal");
+                let message = pattern(i as u32, n);
+                if vectored {
+                    // As a response goes out: a head, then the body in two.
+                    let (a, rest) = message.split_at(n.min(200));
+                    let (b, c) = rest.split_at(rest.len() / 2);
+                    let mut parts = [std::io::IoSlice::new(a), std::io::IoSlice::new(b), std::io::IoSlice::new(c)];
+                    let mut parts = &mut parts[..];
+                    while parts.iter().any(|p| !p.is_empty()) {
+                        let n = w.write_vectored(parts).await.expect("seal");
+                        std::io::IoSlice::advance_slices(&mut parts, n);
+                    }
+                } else {
+                    w.write_all(&message).await.expect("seal");
+                }
             }
             w.shutdown().await.expect("close_notify");
         });

@@ -11,13 +11,19 @@ use tokio::net::tcp::OwnedWriteHalf;
 
 use super::{Sealing, MAX_PLAIN};
 
+/// Plaintext sealed for one write at the most: four full records.
+const MAX_BATCH: usize = 4 * MAX_PLAIN;
+
+/// Buffers of one vectored write taken at once.
+const MAX_PARTS: usize = 8;
+
 /// A warning-level `close_notify`.
 const CLOSE_NOTIFY: [u8; 2] = [1, 0];
 
-/// The client's side of a tunnel, written: each write becomes one record
-/// (up to 16 KiB of plaintext), sent at once as far as the socket takes
-/// it. A record the socket did not take whole is held until it has gone,
-/// and the next write waits for that.
+/// A client connection's records, written: each write becomes records of
+/// up to 16 KiB of plaintext (up to four of them), sent at once as far as
+/// the socket takes them. What the socket did not take is held until it
+/// has gone, and the next write waits for that.
 pub struct RecordWriter<W = OwnedWriteHalf> {
     tcp: W,
     seal: Sealing,
@@ -39,7 +45,8 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         }
     }
 
-    fn record(&mut self, typ: ContentType, data: &[u8]) -> io::Result<Vec<u8>> {
+    /// Seals `payload` as one record of type `typ`.
+    fn record(&mut self, typ: ContentType, payload: OutboundChunks<'_>) -> io::Result<Vec<u8>> {
         let seq = self.seal.seq;
         if seq >= self.seal.limit {
             return Err(io::Error::other(
@@ -49,11 +56,32 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         let msg = OutboundPlainMessage {
             typ,
             version: ProtocolVersion::TLSv1_2,
-            payload: OutboundChunks::Single(data),
+            payload,
         };
         let sealed = self.seal.cipher.encrypt(msg, seq).map_err(io::Error::other)?;
         self.seal.seq = seq + 1;
         Ok(sealed.encode())
+    }
+
+    /// Seals what `parts` hold, up to `MAX_BATCH` bytes, as records of at
+    /// most 16 KiB each, one after the other for one write; returns them
+    /// and how many bytes they carry.
+    fn seal_parts(&mut self, parts: &[&[u8]]) -> io::Result<(Vec<u8>, usize)> {
+        let total: usize = parts.iter().map(|p| p.len()).sum::<usize>().min(MAX_BATCH);
+        let mut wire = Vec::new();
+        let mut at = 0;
+        while at < total {
+            let end = (at + MAX_PLAIN).min(total);
+            let chunks = OutboundChunks::Multiple { chunks: parts, start: at, end };
+            let record = self.record(ContentType::ApplicationData, chunks)?;
+            if wire.is_empty() {
+                wire = record;
+            } else {
+                wire.extend_from_slice(&record);
+            }
+            at = end;
+        }
+        Ok((wire, total))
     }
 
     /// Sends what is left of the last record.
@@ -95,10 +123,39 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for RecordWriter<W> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let take = data.len().min(MAX_PLAIN);
-        let record = this.record(ContentType::ApplicationData, &data[..take])?;
-        this.send(cx, record)?;
-        Poll::Ready(Ok(take))
+        let (wire, taken) = this.seal_parts(&[data])?;
+        this.send(cx, wire)?;
+        Poll::Ready(Ok(taken))
+    }
+
+    /// Several buffers (a response's head and body) go into the same
+    /// records and one write.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        ready!(this.poll_unsent(cx))?;
+        if this.closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
+        let mut n = 0;
+        for buf in bufs.iter().filter(|b| !b.is_empty()).take(MAX_PARTS) {
+            parts[n] = buf;
+            n += 1;
+        }
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let (wire, taken) = this.seal_parts(&parts[..n])?;
+        this.send(cx, wire)?;
+        Poll::Ready(Ok(taken))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -112,7 +169,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for RecordWriter<W> {
         ready!(this.poll_unsent(cx))?;
         if !this.closed {
             this.closed = true;
-            let record = this.record(ContentType::Alert, &CLOSE_NOTIFY)?;
+            let record = this.record(ContentType::Alert, OutboundChunks::Single(&CLOSE_NOTIFY))?;
             this.send(cx, record)?;
             ready!(this.poll_unsent(cx))?;
         }

@@ -301,3 +301,40 @@ async fn a_connection_mid_record_or_with_unread_data_stays_with_rustls() {
         tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
     }
 }
+
+/// A served connection leaves rustls at its first read after rustls has
+/// let go of everything but the keys (here: after the first exchange),
+/// and goes on through the lb's records, in both directions, with writes
+/// of several buffers in one go.
+#[tokio::test]
+async fn a_served_connection_goes_over_to_records_at_its_next_read() {
+    let (server, cert) = lb_tls();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = client_config(&cert, cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13);
+    let client = std::thread::spawn(move || {
+        let mut c = connect(addr, config);
+        greet(&mut c);
+        c.write_all(b"second").unwrap();
+        c.flush().unwrap();
+        let mut answer = vec![0u8; 5 + 40_000];
+        c.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer[..5], b"head ");
+        assert!(answer[5..] == data(9, 40_000)[..]);
+    });
+    let mut conn = TlsConn::new(accept(&listener, server).await);
+    assert!(matches!(conn, TlsConn::Rustls(_)));
+    let mut second = [0u8; 6];
+    conn.read_exact(&mut second).await.unwrap();
+    assert_eq!(&second, b"second");
+    assert!(matches!(conn, TlsConn::Records(..)), "still with rustls");
+    let body = data(9, 40_000);
+    let mut bufs = [std::io::IoSlice::new(b"head "), std::io::IoSlice::new(&body)];
+    let mut bufs = &mut bufs[..];
+    while !bufs.is_empty() {
+        let n = conn.write_vectored(bufs).await.unwrap();
+        std::io::IoSlice::advance_slices(&mut bufs, n);
+    }
+    conn.flush().await.unwrap();
+    tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
+}

@@ -18,10 +18,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::client_io::ClientIo;
-use crate::tls_records::{self, ClientTls, Handover, RecordReader, RecordWriter};
+use crate::tls_records::{ClientTls, Handover, RecordReader, RecordWriter, TlsConn};
 
 /// An HTTP/1 connection over TLS, as the listener builds it.
-type Http1Tls = TokioIo<ClientIo<ClientTls>>;
+type Http1Tls = TokioIo<ClientIo<TlsConn>>;
 /// A plain HTTP/1 connection, as the listener builds it.
 type Http1Tcp = TokioIo<ClientIo<TcpStream>>;
 
@@ -53,7 +53,7 @@ pub fn split(upgraded: Upgraded) -> io::Result<(ClientReader, Writer)> {
         Ok(parts) => {
             let ahead = read_ahead(parts.read_buf);
             let tls = parts.io.into_inner().into_inner();
-            return Ok(match tls_records::hand_over(tls)? {
+            return Ok(match tls.hand_over()? {
                 Handover::Records(r, w) => (ahead.chain(Reader::Records(r)), Writer::Records(w)),
                 Handover::Kept(tls, why) => {
                     tracing::debug!(?why, "the tunnel's TLS stays with rustls");
