@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 use proptest::prelude::*;
 use rustls::crypto::cipher::{AeadKey, Iv};
 use rustls::crypto::ring::cipher_suite as cs;
-use rustls::SupportedCipherSuite;
+use rustls::crypto::cipher::OutboundChunks;
+use rustls::{ContentType, SupportedCipherSuite};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use wsmesh_testkit::bytes::pattern;
@@ -158,5 +159,116 @@ proptest! {
             // that fails later; a change or a cut never passes unnoticed.
             prop_assert!(end.is_err(), "damage went unnoticed");
         }
+    }
+}
+
+/// A record a client may send, as the model sees it.
+#[derive(Debug, Clone)]
+enum Sent {
+    Data(usize),
+    Empty,
+    /// An alert with this description (level warning).
+    Alert(u8),
+    /// An alert whose body is not two bytes.
+    BadAlert(usize),
+    /// A handshake message (a key update, a renegotiation).
+    Handshake,
+    /// A content type TLS does not know.
+    Unknown,
+}
+
+fn sent() -> impl Strategy<Value = Sent> {
+    prop_oneof![
+        6 => (1usize..3000).prop_map(Sent::Data),
+        3 => Just(Sent::Empty),
+        1 => prop_oneof![Just(0u8), Just(90u8), any::<u8>()].prop_map(Sent::Alert),
+        1 => prop_oneof![Just(0usize), Just(1usize), 3usize..8].prop_map(Sent::BadAlert),
+        1 => Just(Sent::Handshake),
+        1 => Just(Sent::Unknown),
+    ]
+}
+
+/// How the reading must end.
+#[derive(Debug, PartialEq)]
+enum Ending {
+    /// `close_notify`: a clean end.
+    Closed,
+    /// An error, after everything before the record that caused it.
+    Failed,
+}
+
+/// What the reader must hand out for `records` (then ended by the
+/// stream's close without `close_notify` when nothing ended it before).
+fn expected(records: &[Sent]) -> (Vec<u8>, Ending) {
+    let mut out = Vec::new();
+    let mut empty_run = 0;
+    for (i, r) in records.iter().enumerate() {
+        match r {
+            Sent::Data(n) => {
+                empty_run = 0;
+                out.extend(pattern(i as u32, *n));
+            }
+            Sent::Empty => {
+                empty_run += 1;
+                if empty_run > 32 {
+                    return (out, Ending::Failed);
+                }
+            }
+            Sent::Alert(0) => return (out, Ending::Closed),
+            Sent::Alert(90) => {}
+            Sent::Alert(_) | Sent::BadAlert(_) | Sent::Handshake | Sent::Unknown => return (out, Ending::Failed),
+        }
+    }
+    (out, Ending::Failed)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_record_a_client_may_send_is_taken_as_tls_says(
+        tls13 in any::<bool>(),
+        chacha in any::<bool>(),
+        records in prop::collection::vec(sent(), 1..60),
+        reads in prop::collection::vec(prop_oneof![1 => Just(0usize), 3 => 1usize..40, 3 => 1usize..9000], 1..12),
+        out_size in prop_oneof![1usize..8, 8usize..4096, Just(16 * 1024)],
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let (open, seal) = keys(tls13, chacha, 0);
+        let mut wire = Vec::new();
+        {
+            let mut w = RecordWriter::new(&mut wire, seal);
+            let mut sealed = Vec::new();
+            for (i, r) in records.iter().enumerate() {
+                let (typ, payload) = match r {
+                    Sent::Data(n) => (ContentType::ApplicationData, pattern(i as u32, *n)),
+                    Sent::Empty => (ContentType::ApplicationData, Vec::new()),
+                    Sent::Alert(d) => (ContentType::Alert, vec![1, *d]),
+                    Sent::BadAlert(n) => (ContentType::Alert, vec![1; *n]),
+                    Sent::Handshake => (ContentType::Handshake, vec![24, 0, 0, 1, 0]),
+                    Sent::Unknown => (ContentType::Unknown(0x30), vec![1, 2, 3]),
+                };
+                sealed.extend(w.record(typ, OutboundChunks::Single(&payload)).expect("seal"));
+            }
+            drop(w);
+            wire = sealed;
+        }
+        let (want, ending) = expected(&records);
+        let mut reads = reads;
+        reads.push(1);
+        let mut r = RecordReader::new(Script { data: wire, at: 0, reads, turn: 0 }, open);
+        let mut got = Vec::new();
+        let end = rt.block_on(async {
+            let mut out = vec![0u8; out_size];
+            loop {
+                match r.read(&mut out).await {
+                    Ok(0) => return Ending::Closed,
+                    Ok(n) => got.extend_from_slice(&out[..n]),
+                    Err(_) => return Ending::Failed,
+                }
+            }
+        });
+        prop_assert!(got == want, "{} bytes handed out, {} expected", got.len(), want.len());
+        prop_assert_eq!(end, ending);
     }
 }

@@ -139,15 +139,18 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
             let end = carried + n;
             let mut at = 0;
             while self.state == ReadState::Open {
-                let len = match record_len(&scratch[at..end]) {
-                    Ok(Some(len)) => len,
+                // A record that cannot be taken ends the reading, but only
+                // after what the records before it carried: that was
+                // authenticated and is handed out first.
+                let opened = match record_len(&scratch[at..end]) {
+                    Ok(Some(len)) => self.open_record(&mut scratch[at..at + HEADER + len], out).map(|()| len),
                     Ok(None) => break,
-                    Err(e) => return Poll::Ready(Err(self.fail(e))),
+                    Err(e) => Err(e),
                 };
-                if let Err(e) = self.open_record(&mut scratch[at..at + HEADER + len], out) {
-                    return Poll::Ready(Err(self.fail(e)));
+                match opened {
+                    Ok(len) => at += HEADER + len,
+                    Err(e) => self.state = ReadState::Failed(e),
                 }
-                at += HEADER + len;
             }
             if self.state == ReadState::Open && at < end {
                 self.left.get_or_insert_default().partial = scratch[at..end].to_vec();

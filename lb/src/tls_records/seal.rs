@@ -46,7 +46,7 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
     }
 
     /// Seals `payload` as one record of type `typ`.
-    fn record(&mut self, typ: ContentType, payload: OutboundChunks<'_>) -> io::Result<Vec<u8>> {
+    pub(super) fn record(&mut self, typ: ContentType, payload: OutboundChunks<'_>) -> io::Result<Vec<u8>> {
         let seq = self.seal.seq;
         if seq >= self.seal.limit {
             return Err(io::Error::other(
