@@ -151,8 +151,11 @@ pub struct Watch {
     http_request: Duration,
     /// `limits.max_header_bytes`.
     max_head: usize,
-    /// When the head in progress must be complete; one timer for the
-    /// connection, reset for each head.
+    /// When the head in progress must be complete.
+    due: Instant,
+    /// The timer for `due`: one for the connection, set to `due` only when
+    /// a read finds a head incomplete (almost every head arrives whole in
+    /// one read, and then the timer is never touched).
     deadline: Pin<Box<Sleep>>,
     /// Whether `deadline` applies (a head is in progress).
     armed: bool,
@@ -164,11 +167,13 @@ impl Watch {
     /// A watcher for a new connection: its first head must be complete
     /// within `http_request` from now.
     pub fn new(http_request: Duration, max_head: usize) -> Watch {
+        let due = Instant::now() + http_request;
         Watch {
             phase: Phase::Head(Head::default()),
             http_request,
             max_head,
-            deadline: Box::pin(tokio::time::sleep(http_request)),
+            due,
+            deadline: Box::pin(tokio::time::sleep_until(due)),
             armed: true,
             examined: 0,
         }
@@ -177,7 +182,13 @@ impl Watch {
     /// Whether the head in progress missed its deadline (registers `cx`
     /// to be woken when it does).
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.armed && self.deadline.as_mut().poll(cx).is_ready()
+        if !self.armed {
+            return false;
+        }
+        if self.deadline.deadline() != self.due {
+            self.deadline.as_mut().reset(self.due);
+        }
+        self.deadline.as_mut().poll(cx).is_ready()
     }
 
     /// Follows `bytes`, the next ones the client sent.
@@ -187,7 +198,7 @@ impl Watch {
                 Phase::Unframed => return Ok(()),
                 Phase::Idle => {
                     self.phase = Phase::Head(Head::default());
-                    self.deadline.as_mut().reset(Instant::now() + self.http_request);
+                    self.due = Instant::now() + self.http_request;
                     self.armed = true;
                 }
                 Phase::Head(head) => {
