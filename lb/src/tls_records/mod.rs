@@ -1,25 +1,27 @@
-//! The TLS record layer of a client connection that became a tunnel.
+//! The TLS record layer of a client connection, after rustls made the
+//! handshake.
 //!
-//! rustls' buffered connection holds a 4 KiB receive buffer and its whole
-//! handshake state for the connection's life. A tunnel idles for hours
-//! between chat messages and needs neither, so once a connection has
-//! switched protocols its traffic keys are taken out of rustls
-//! ([`hand_over`]) and the tunnel seals and opens records itself, with
-//! rustls' own record protection (the `MessageEncrypter` and
+//! rustls' buffered connection holds a 4 KiB receive buffer, its whole
+//! handshake state and per-record bookkeeping for the connection's life.
+//! Past the handshake none of it is needed: at the first read where
+//! rustls holds nothing of the connection but its keys ([`TlsConn`]), the
+//! traffic keys are taken out of rustls and the lb seals and opens records
+//! itself, with rustls' own record protection (the `MessageEncrypter` and
 //! `MessageDecrypter` rustls would have used), holding a buffer only while
-//! a record is in flight.
+//! a record is in flight. An idle keep-alive connection or WebSocket
+//! tunnel then holds no TLS buffer, and a request costs less.
 //!
 //! The hand-over needs rustls to hold no part of a record: [`RecordWatch`]
 //! follows the record framing of every byte rustls reads, which tells
 //! whether it ends on a record boundary. A connection caught mid-record,
-//! with data not yet read or records not yet sent stays with rustls
-//! ([`Handover::Kept`]).
+//! with data not yet read or records not yet sent stays with rustls until
+//! a later read; a tunnel made from it keeps rustls ([`Handover::Kept`]).
 //!
-//! Three things this layer does not do, each of which closes the tunnel
-//! (the client reconnects): follow a TLS 1.3 key update from the client
-//! (rustls hands out the keys, not the secrets they derive from; clients
-//! send one after about 2^24 records), renegotiate TLS 1.2, and seal more
-//! records than the cipher's confidentiality limit allows.
+//! Three things this layer does not do, each of which closes the
+//! connection (the client reconnects): follow a TLS 1.3 key update from
+//! the client (rustls hands out the keys, not the secrets they derive
+//! from; clients send one after about 2^24 records), renegotiate TLS 1.2,
+//! and seal more records than the cipher's confidentiality limit allows.
 
 mod boundary;
 mod open;

@@ -121,7 +121,7 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
 
     /// Reads once from the socket and opens every whole record there is;
     /// their plaintext goes to `out` as far as it has room, the rest to
-    /// `plain`.
+    /// `left`, as does the start of a record not yet complete.
     fn poll_fill(&mut self, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         with_records(|scratch| {
             let partial = self.left.as_ref().map_or(&[][..], |l| &l.partial[..]);
