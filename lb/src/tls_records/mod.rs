@@ -79,6 +79,9 @@ pub enum Kept {
     PeerClosed,
     /// The connection failed or is still handshaking.
     NotEstablished,
+    /// The lb has closed its side (or reading failed): what is left of the
+    /// connection stays with rustls.
+    Closing,
 }
 
 /// Takes the record layer of `stream` out of rustls, or leaves it there
@@ -109,6 +112,10 @@ pub(crate) fn ready(stream: &mut ClientTls) -> Result<(), Kept> {
     // Every whole record read was processed when it was read; this only
     // reports what that left.
     let state = conn.process_new_packets().map_err(|_| Kept::NotEstablished)?;
+    // rustls holds its answer to a client's key update back until the next
+    // write (its own keys have already moved on); an empty write puts it
+    // with the records to send, where the check below sees it.
+    let _ = std::io::Write::write(&mut conn.writer(), &[]);
     if state.peer_has_closed() {
         Err(Kept::PeerClosed)
     } else if state.plaintext_bytes_to_read() > 0 {

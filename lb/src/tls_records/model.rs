@@ -181,7 +181,7 @@ fn sent() -> impl Strategy<Value = Sent> {
     prop_oneof![
         6 => (1usize..3000).prop_map(Sent::Data),
         3 => Just(Sent::Empty),
-        1 => prop_oneof![Just(0u8), Just(90u8), any::<u8>()].prop_map(Sent::Alert),
+        1 => prop_oneof![1 => Just(0u8), 3 => Just(90u8), 1 => any::<u8>()].prop_map(Sent::Alert),
         1 => prop_oneof![Just(0usize), Just(1usize), 3usize..8].prop_map(Sent::BadAlert),
         1 => Just(Sent::Handshake),
         1 => Just(Sent::Unknown),
@@ -208,14 +208,14 @@ fn expected(records: &[Sent]) -> (Vec<u8>, Ending) {
                 empty_run = 0;
                 out.extend(pattern(i as u32, *n));
             }
-            Sent::Empty => {
+            // Records carrying nothing: only so many in a row.
+            Sent::Empty | Sent::Alert(90) => {
                 empty_run += 1;
                 if empty_run > 32 {
                     return (out, Ending::Failed);
                 }
             }
             Sent::Alert(0) => return (out, Ending::Closed),
-            Sent::Alert(90) => {}
             Sent::Alert(_) | Sent::BadAlert(_) | Sent::Handshake | Sent::Unknown => return (out, Ending::Failed),
         }
     }

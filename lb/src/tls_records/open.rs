@@ -13,13 +13,15 @@ use crate::thread_buffer::{self, ThreadBuffer};
 
 use super::{Opening, HEADER, MAX_BODY, RECORD_VERSION};
 
-/// Empty records in a row a client may send (as rustls allows): they cost
-/// work and carry nothing.
+/// Records carrying nothing a client may send in a row (empty ones, as
+/// rustls allows, and `user_canceled` alerts): they cost work.
 const MAX_EMPTY_RUN: u8 = 32;
 
 /// Alert descriptions that matter here.
 const CLOSE_NOTIFY: u8 = 0;
 const USER_CANCELED: u8 = 90;
+/// The alert level a `user_canceled` must have.
+const WARNING: u8 = 1;
 
 /// Room for a record carried over from the last read and a full read.
 const SCRATCH: usize = 2 * (HEADER + MAX_BODY);
@@ -60,7 +62,7 @@ pub enum RecordError {
     Alert(u8),
     #[error("malformed TLS alert")]
     BadAlert,
-    #[error("too many empty TLS records in a row")]
+    #[error("too many TLS records carrying nothing in a row")]
     EmptyRun,
     #[error("TLS record sequence exhausted")]
     Exhausted,
@@ -98,13 +100,33 @@ struct Left {
     /// Plaintext opened but not yet taken, from `plain_at`.
     plain: Vec<u8>,
     plain_at: usize,
-    /// The start of a record not yet complete.
+    /// A record not yet complete: its first `partial_len` bytes. Once its
+    /// header is there, the buffer has the whole record's size and the
+    /// rest is read straight into it (a record trickling in is not copied
+    /// again at every read).
     partial: Vec<u8>,
+    partial_len: usize,
 }
 
 impl Left {
     fn is_empty(&self) -> bool {
-        self.plain_at == self.plain.len() && self.partial.is_empty()
+        self.plain_at == self.plain.len() && self.partial_len == 0
+    }
+
+    /// Keeps `bytes`, the start of a record.
+    fn keep_partial(&mut self, bytes: &[u8]) {
+        let size = match bytes.get(..HEADER) {
+            Some(h) => HEADER + usize::from(u16::from_be_bytes([h[3], h[4]])),
+            None => bytes.len(),
+        };
+        self.partial = vec![0; size.max(bytes.len())];
+        self.partial[..bytes.len()].copy_from_slice(bytes);
+        self.partial_len = bytes.len();
+    }
+
+    /// The record's size when its header is there and the rest is not.
+    fn record_in_progress(&self) -> Option<usize> {
+        (self.partial_len >= HEADER && self.partial_len < self.partial.len()).then_some(self.partial.len())
     }
 }
 
@@ -123,8 +145,11 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
     /// their plaintext goes to `out` as far as it has room, the rest to
     /// `left`, as does the start of a record not yet complete.
     fn poll_fill(&mut self, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.left.as_ref().and_then(|l| l.record_in_progress()).is_some() {
+            return self.poll_rest_of_record(cx, out);
+        }
         with_records(|scratch| {
-            let partial = self.left.as_ref().map_or(&[][..], |l| &l.partial[..]);
+            let partial = self.left.as_ref().map_or(&[][..], |l| &l.partial[..l.partial_len]);
             let carried = partial.len();
             scratch[..carried].copy_from_slice(partial);
             let mut rb = ReadBuf::new(&mut scratch[carried..]);
@@ -153,16 +178,52 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
                 }
             }
             if self.state == ReadState::Open && at < end {
-                self.left.get_or_insert_default().partial = scratch[at..end].to_vec();
+                self.left.get_or_insert_default().keep_partial(&scratch[at..end]);
             }
             Poll::Ready(Ok(()))
         })
+    }
+
+    /// Reads the rest of the record in progress into its own buffer, and
+    /// opens it once it is whole.
+    fn poll_rest_of_record(&mut self, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let Some(left) = self.left.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut rb = ReadBuf::new(&mut left.partial[left.partial_len..]);
+        ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        if n == 0 {
+            return Poll::Ready(Err(self.fail(RecordError::Truncated)));
+        }
+        left.partial_len += n;
+        if left.partial_len < left.partial.len() {
+            return Poll::Ready(Ok(()));
+        }
+        // Whole: plaintext was all taken before a read, so nothing else is
+        // left.
+        let mut record = std::mem::take(&mut left.partial);
+        self.left = None;
+        if let Err(e) = self.open_record(&mut record, out) {
+            self.state = ReadState::Failed(e);
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn fail(&mut self, e: RecordError) -> io::Error {
         self.state = ReadState::Failed(e);
         self.left = None;
         e.into()
+    }
+
+    /// Counts a record that carried nothing (an empty one, a
+    /// `user_canceled`): they cost work, so only so many in a row.
+    fn nothing_carried(&mut self) -> Result<(), RecordError> {
+        self.empty_run += 1;
+        if self.empty_run > MAX_EMPTY_RUN {
+            return Err(RecordError::EmptyRun);
+        }
+        Ok(())
     }
 
     /// Opens one whole record (header included) and passes on what it
@@ -184,12 +245,7 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
         let plain = self.open.cipher.decrypt(msg, seq).map_err(|_| RecordError::Decrypt)?;
         self.open.seq = seq.checked_add(1).ok_or(RecordError::Exhausted)?;
         match plain.typ {
-            ContentType::ApplicationData if plain.payload.is_empty() => {
-                self.empty_run += 1;
-                if self.empty_run > MAX_EMPTY_RUN {
-                    return Err(RecordError::EmptyRun);
-                }
-            }
+            ContentType::ApplicationData if plain.payload.is_empty() => self.nothing_carried()?,
             ContentType::ApplicationData => {
                 self.empty_run = 0;
                 let data = plain.payload;
@@ -203,7 +259,7 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
             }
             ContentType::Alert => match *plain.payload {
                 [_, CLOSE_NOTIFY] => self.state = ReadState::Closed,
-                [_, USER_CANCELED] => {}
+                [WARNING, USER_CANCELED] => self.nothing_carried()?,
                 [_, description] => return Err(RecordError::Alert(description)),
                 _ => return Err(RecordError::BadAlert),
             },

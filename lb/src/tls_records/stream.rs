@@ -11,13 +11,17 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{ready, take, ClientTls, Handover, RecordReader, RecordWriter};
+use super::{ready, take, ClientTls, Handover, Kept, RecordReader, RecordWriter};
 
 /// A client's TLS connection, in whichever hands its records are.
 pub enum TlsConn {
     /// Boxed: once the records are handed over, the connection keeps only
     /// the small variant.
     Rustls(Box<ClientTls>),
+    /// rustls', for good: the lb has sent `close_notify` or a read failed,
+    /// so nothing may be handed over (a writer of the lb's own would let
+    /// data follow the `close_notify`).
+    Closing(Box<ClientTls>),
     Records(RecordReader, RecordWriter),
     /// The hand-over failed half way; the connection is gone.
     Lost,
@@ -34,7 +38,17 @@ impl TlsConn {
         match self {
             TlsConn::Records(r, w) => Ok(Handover::Records(r, w)),
             TlsConn::Rustls(tls) => super::hand_over(*tls),
+            TlsConn::Closing(tls) => Ok(Handover::Kept(tls, Kept::Closing)),
             TlsConn::Lost => Err(lost()),
+        }
+    }
+
+    /// rustls keeps the connection for good.
+    fn close(&mut self) {
+        if let TlsConn::Rustls(_) = self {
+            if let TlsConn::Rustls(tls) = std::mem::replace(self, TlsConn::Lost) {
+                *self = TlsConn::Closing(tls);
+            }
         }
     }
 
@@ -66,18 +80,22 @@ impl AsyncRead for TlsConn {
         if let Err(e) = this.try_take() {
             return Poll::Ready(Err(e));
         }
-        match this {
-            TlsConn::Rustls(tls) => Pin::new(tls).poll_read(cx, buf),
-            TlsConn::Records(r, _) => Pin::new(r).poll_read(cx, buf),
-            TlsConn::Lost => Poll::Ready(Err(lost())),
+        let read = match this {
+            TlsConn::Rustls(tls) | TlsConn::Closing(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
+            TlsConn::Records(r, _) => return Pin::new(r).poll_read(cx, buf),
+            TlsConn::Lost => return Poll::Ready(Err(lost())),
+        };
+        if let Poll::Ready(Err(_)) = read {
+            this.close();
         }
+        read
     }
 }
 
 impl AsyncWrite for TlsConn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            TlsConn::Rustls(tls) => Pin::new(tls).poll_write(cx, buf),
+            TlsConn::Rustls(tls) | TlsConn::Closing(tls) => Pin::new(&mut **tls).poll_write(cx, buf),
             TlsConn::Records(_, w) => Pin::new(w).poll_write(cx, buf),
             TlsConn::Lost => Poll::Ready(Err(lost())),
         }
@@ -89,7 +107,7 @@ impl AsyncWrite for TlsConn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            TlsConn::Rustls(tls) => Pin::new(tls).poll_write_vectored(cx, bufs),
+            TlsConn::Rustls(tls) | TlsConn::Closing(tls) => Pin::new(&mut **tls).poll_write_vectored(cx, bufs),
             TlsConn::Records(_, w) => Pin::new(w).poll_write_vectored(cx, bufs),
             TlsConn::Lost => Poll::Ready(Err(lost())),
         }
@@ -101,15 +119,17 @@ impl AsyncWrite for TlsConn {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            TlsConn::Rustls(tls) => Pin::new(tls).poll_flush(cx),
+            TlsConn::Rustls(tls) | TlsConn::Closing(tls) => Pin::new(&mut **tls).poll_flush(cx),
             TlsConn::Records(_, w) => Pin::new(w).poll_flush(cx),
             TlsConn::Lost => Poll::Ready(Err(lost())),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TlsConn::Rustls(tls) => Pin::new(tls).poll_shutdown(cx),
+        let this = self.get_mut();
+        this.close();
+        match this {
+            TlsConn::Rustls(tls) | TlsConn::Closing(tls) => Pin::new(&mut **tls).poll_shutdown(cx),
             TlsConn::Records(_, w) => Pin::new(w).poll_shutdown(cx),
             TlsConn::Lost => Poll::Ready(Err(lost())),
         }

@@ -338,3 +338,68 @@ async fn a_served_connection_goes_over_to_records_at_its_next_read() {
     conn.flush().await.unwrap();
     tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
 }
+
+/// A key update the client asks an answer to, taken in by rustls before
+/// the hand-over: rustls holds its answer back until its next write, with
+/// its own keys already moved on. The answer goes out before the records
+/// are taken over, or the client could not read a thing the lb sends.
+#[tokio::test]
+async fn a_key_update_rustls_took_in_is_answered_before_the_hand_over() {
+    let (server, cert) = lb_tls();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = client_config(&cert, cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13);
+    let client = std::thread::spawn(move || {
+        let mut c = connect(addr, config);
+        greet(&mut c);
+        c.conn.refresh_traffic_keys().unwrap();
+        c.write_all(b"after").unwrap();
+        c.flush().unwrap();
+        let mut reply = [0u8; 5];
+        c.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"reply");
+    });
+    let mut tls = accept(&listener, server).await;
+    let mut after = [0u8; 5];
+    tls.read_exact(&mut after).await.unwrap();
+    assert_eq!(&after, b"after");
+    let mut tls = match hand_over(tls).unwrap() {
+        Handover::Kept(tls, why) => {
+            assert_eq!(why, Kept::Unsent);
+            tls
+        }
+        Handover::Records(..) => panic!("handed over with the key update's answer unsent"),
+    };
+    tls.flush().await.unwrap();
+    let (_r, mut w) = records(hand_over(*tls).unwrap());
+    w.write_all(b"reply").await.unwrap();
+    w.flush().await.unwrap();
+    tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
+}
+
+/// Once the lb has closed its side through rustls, the connection stays
+/// with rustls: no writer of the lb's own may follow the `close_notify`.
+#[tokio::test]
+async fn a_connection_the_lb_closed_stays_with_rustls() {
+    let (server, cert) = lb_tls();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = client_config(&cert, cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13);
+    let client = std::thread::spawn(move || {
+        let mut c = connect(addr, config);
+        greet(&mut c);
+        // The lb's close_notify ends the stream cleanly.
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        c.conn.send_close_notify();
+        c.flush().unwrap();
+    });
+    let mut conn = TlsConn::new(accept(&listener, server).await);
+    conn.shutdown().await.unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!(conn.read(&mut buf).await.unwrap(), 0);
+    assert!(matches!(conn, TlsConn::Closing(_)), "handed over after close_notify");
+    assert!(matches!(conn.hand_over().unwrap(), Handover::Kept(_, Kept::Closing)));
+    tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
+}
