@@ -70,6 +70,28 @@ impl AsyncRead for Script {
     }
 }
 
+/// Reads `wire` back through a reader with `open`, in the scripted reads
+/// and into a buffer of `out_size`: what it handed out, and how it ended.
+fn read_back(wire: Vec<u8>, reads: Vec<usize>, out_size: usize, open: Opening) -> (Vec<u8>, std::io::Result<()>) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let mut reads = reads;
+    // At least one step makes progress, or the reader waits forever.
+    reads.push(1);
+    let mut r = RecordReader::new(Script { data: wire, at: 0, reads, turn: 0 }, open);
+    let mut got = Vec::new();
+    let end = rt.block_on(async {
+        let mut out = vec![0u8; out_size];
+        loop {
+            match r.read(&mut out).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => got.extend_from_slice(&out[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    (got, end)
+}
+
 /// What went wrong with the wire, if anything.
 #[derive(Debug, Clone)]
 enum Damage {
@@ -136,20 +158,7 @@ proptest! {
             }
             Damage::Cut(at) => wire.truncate((wire.len() as f64 * at) as usize),
         }
-        let mut reads = reads;
-        reads.push(1);
-        let mut r = RecordReader::new(Script { data: wire, at: 0, reads, turn: 0 }, open);
-        let mut got = Vec::new();
-        let end = rt.block_on(async {
-            let mut out = vec![0u8; out_size];
-            loop {
-                match r.read(&mut out).await {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => got.extend_from_slice(&out[..n]),
-                    Err(e) => return Err(e),
-                }
-            }
-        });
+        let (got, end) = read_back(wire, reads, out_size, open);
         prop_assert!(got.len() <= sent.len() && got[..] == sent[..got.len()], "not a prefix of what was sent");
         if clean {
             prop_assert!(end.is_ok(), "{:?}", end);
@@ -233,41 +242,25 @@ proptest! {
         reads in prop::collection::vec(prop_oneof![1 => Just(0usize), 3 => 1usize..40, 3 => 1usize..9000], 1..12),
         out_size in prop_oneof![1usize..8, 8usize..4096, Just(16 * 1024)],
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let (open, seal) = keys(tls13, chacha, 0);
+        // Each record sealed as it is, whatever its type (a writer only
+        // ever sends data and close_notify).
+        let mut w = RecordWriter::new(Vec::new(), seal);
         let mut wire = Vec::new();
-        {
-            let mut w = RecordWriter::new(&mut wire, seal);
-            let mut sealed = Vec::new();
-            for (i, r) in records.iter().enumerate() {
-                let (typ, payload) = match r {
-                    Sent::Data(n) => (ContentType::ApplicationData, pattern(i as u32, *n)),
-                    Sent::Empty => (ContentType::ApplicationData, Vec::new()),
-                    Sent::Alert(d) => (ContentType::Alert, vec![1, *d]),
-                    Sent::BadAlert(n) => (ContentType::Alert, vec![1; *n]),
-                    Sent::Handshake => (ContentType::Handshake, vec![24, 0, 0, 1, 0]),
-                    Sent::Unknown => (ContentType::Unknown(0x30), vec![1, 2, 3]),
-                };
-                sealed.extend(w.record(typ, OutboundChunks::Single(&payload)).expect("seal"));
-            }
-            drop(w);
-            wire = sealed;
+        for (i, r) in records.iter().enumerate() {
+            let (typ, payload) = match r {
+                Sent::Data(n) => (ContentType::ApplicationData, pattern(i as u32, *n)),
+                Sent::Empty => (ContentType::ApplicationData, Vec::new()),
+                Sent::Alert(d) => (ContentType::Alert, vec![1, *d]),
+                Sent::BadAlert(n) => (ContentType::Alert, vec![1; *n]),
+                Sent::Handshake => (ContentType::Handshake, vec![24, 0, 0, 1, 0]),
+                Sent::Unknown => (ContentType::Unknown(0x30), vec![1, 2, 3]),
+            };
+            wire.extend(w.record(typ, OutboundChunks::Single(&payload)).expect("seal"));
         }
         let (want, ending) = expected(&records);
-        let mut reads = reads;
-        reads.push(1);
-        let mut r = RecordReader::new(Script { data: wire, at: 0, reads, turn: 0 }, open);
-        let mut got = Vec::new();
-        let end = rt.block_on(async {
-            let mut out = vec![0u8; out_size];
-            loop {
-                match r.read(&mut out).await {
-                    Ok(0) => return Ending::Closed,
-                    Ok(n) => got.extend_from_slice(&out[..n]),
-                    Err(_) => return Ending::Failed,
-                }
-            }
-        });
+        let (got, end) = read_back(wire, reads, out_size, open);
+        let end = if end.is_ok() { Ending::Closed } else { Ending::Failed };
         prop_assert!(got == want, "{} bytes handed out, {} expected", got.len(), want.len());
         prop_assert_eq!(end, ending);
     }

@@ -141,13 +141,14 @@ async fn every_suite_carries_both_ways_and_closes_cleanly() {
     }
 }
 
-/// A connection handed over after the first exchange, with `client`
-/// playing the rest of the client's part on a thread of its own.
-async fn handed_over<T: Send + 'static>(
+/// A connection accepted as the listener does, after the first exchange,
+/// with `client` playing the rest of the client's part on a thread of its
+/// own.
+async fn accepted<T: Send + 'static>(
     suite: SupportedCipherSuite,
     version: &'static SupportedProtocolVersion,
     client: impl FnOnce(Client) -> T + Send + 'static,
-) -> (RecordReader, RecordWriter, std::thread::JoinHandle<T>) {
+) -> (ClientTls, std::thread::JoinHandle<T>) {
     let (server, cert) = lb_tls();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -157,7 +158,16 @@ async fn handed_over<T: Send + 'static>(
         greet(&mut c);
         client(c)
     });
-    let tls = accept(&listener, server).await;
+    (accept(&listener, server).await, client)
+}
+
+/// As [`accepted`], with the record layer handed over.
+async fn handed_over<T: Send + 'static>(
+    suite: SupportedCipherSuite,
+    version: &'static SupportedProtocolVersion,
+    client: impl FnOnce(Client) -> T + Send + 'static,
+) -> (RecordReader, RecordWriter, std::thread::JoinHandle<T>) {
+    let (tls, client) = accepted(suite, version, client).await;
     let (r, w) = records(hand_over(tls).unwrap());
     (r, w, client)
 }
@@ -308,21 +318,16 @@ async fn a_connection_mid_record_or_with_unread_data_stays_with_rustls() {
 /// of several buffers in one go.
 #[tokio::test]
 async fn a_served_connection_goes_over_to_records_at_its_next_read() {
-    let (server, cert) = lb_tls();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = client_config(&cert, cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13);
-    let client = std::thread::spawn(move || {
-        let mut c = connect(addr, config);
-        greet(&mut c);
+    let (tls, client) = accepted(cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13, |mut c| {
         c.write_all(b"second").unwrap();
         c.flush().unwrap();
         let mut answer = vec![0u8; 5 + 40_000];
         c.read_exact(&mut answer).unwrap();
         assert_eq!(&answer[..5], b"head ");
         assert!(answer[5..] == data(9, 40_000)[..]);
-    });
-    let mut conn = TlsConn::new(accept(&listener, server).await);
+    })
+    .await;
+    let mut conn = TlsConn::new(tls);
     assert!(matches!(conn, TlsConn::Rustls(_)));
     let mut second = [0u8; 6];
     conn.read_exact(&mut second).await.unwrap();
@@ -345,21 +350,15 @@ async fn a_served_connection_goes_over_to_records_at_its_next_read() {
 /// are taken over, or the client could not read a thing the lb sends.
 #[tokio::test]
 async fn a_key_update_rustls_took_in_is_answered_before_the_hand_over() {
-    let (server, cert) = lb_tls();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = client_config(&cert, cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13);
-    let client = std::thread::spawn(move || {
-        let mut c = connect(addr, config);
-        greet(&mut c);
+    let (mut tls, client) = accepted(cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13, |mut c| {
         c.conn.refresh_traffic_keys().unwrap();
         c.write_all(b"after").unwrap();
         c.flush().unwrap();
         let mut reply = [0u8; 5];
         c.read_exact(&mut reply).unwrap();
         assert_eq!(&reply, b"reply");
-    });
-    let mut tls = accept(&listener, server).await;
+    })
+    .await;
     let mut after = [0u8; 5];
     tls.read_exact(&mut after).await.unwrap();
     assert_eq!(&after, b"after");
@@ -381,21 +380,16 @@ async fn a_key_update_rustls_took_in_is_answered_before_the_hand_over() {
 /// with rustls: no writer of the lb's own may follow the `close_notify`.
 #[tokio::test]
 async fn a_connection_the_lb_closed_stays_with_rustls() {
-    let (server, cert) = lb_tls();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = client_config(&cert, cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13);
-    let client = std::thread::spawn(move || {
-        let mut c = connect(addr, config);
-        greet(&mut c);
+    let (tls, client) = accepted(cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13, |mut c| {
         // The lb's close_notify ends the stream cleanly.
         let mut rest = Vec::new();
         c.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty());
         c.conn.send_close_notify();
         c.flush().unwrap();
-    });
-    let mut conn = TlsConn::new(accept(&listener, server).await);
+    })
+    .await;
+    let mut conn = TlsConn::new(tls);
     conn.shutdown().await.unwrap();
     let mut buf = [0u8; 4];
     assert_eq!(conn.read(&mut buf).await.unwrap(), 0);
