@@ -108,8 +108,8 @@ pub fn server_config(certs: Vec<LoadedCert>) -> Result<Arc<rustls::ServerConfig>
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { certs }));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    // A connection that becomes a tunnel hands its record layer over to
-    // the tunnel (`tls_records`), which needs the traffic keys.
+    // After the handshake the lb seals and opens a connection's records
+    // itself (`tls_records`), with the traffic keys rustls hands out.
     config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }

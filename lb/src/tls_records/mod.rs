@@ -60,7 +60,7 @@ const RECORD_VERSION: u16 = 0x0303;
 
 /// What became of a connection offered to [`hand_over`].
 pub enum Handover {
-    /// The tunnel now owns the record layer.
+    /// The lb now seals and opens the records itself.
     Records(RecordReader, RecordWriter),
     /// rustls keeps the connection, for the reason given.
     Kept(Box<ClientTls>, Kept),
@@ -174,12 +174,13 @@ fn protection(
         SupportedCipherSuite::Tls12(s) => {
             // rustls hands out TLS 1.2 IVs as the fixed part followed by
             // the explicit nonce's start (nothing for ChaCha20).
-            let fixed = s.aead_alg.key_block_shape().fixed_iv_len;
-            let (rx_iv, tx_iv) = (rx_iv.as_ref(), tx_iv.as_ref());
-            let (Some(rx_fixed), Some((tx_fixed, tx_explicit))) = (rx_iv.get(..fixed), split(tx_iv, fixed)) else {
+            let shape = s.aead_alg.key_block_shape();
+            let (Some(rx_fixed), Some((tx_fixed, tx_rest))) =
+                (rx_iv.as_ref().get(..shape.fixed_iv_len), tx_iv.as_ref().split_at_checked(shape.fixed_iv_len))
+            else {
                 return Err(std::io::Error::other("TLS 1.2 key material of an unexpected shape"));
             };
-            let explicit = &tx_explicit[..s.aead_alg.key_block_shape().explicit_nonce_len.min(tx_explicit.len())];
+            let explicit = &tx_rest[..shape.explicit_nonce_len.min(tx_rest.len())];
             (
                 s.aead_alg.decrypter(rx_key, rx_fixed),
                 s.aead_alg.encrypter(tx_key, tx_fixed, explicit),
@@ -202,15 +203,11 @@ fn protection(
     ))
 }
 
-fn split(iv: &[u8], at: usize) -> Option<(&[u8], &[u8])> {
-    (at <= iv.len()).then(|| iv.split_at(at))
-}
-
 fn key_and_iv(secrets: ConnectionTrafficSecrets) -> std::io::Result<(AeadKey, Iv)> {
     match secrets {
         ConnectionTrafficSecrets::Aes128Gcm { key, iv }
         | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
         | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => Ok((key, iv)),
-        _ => Err(std::io::Error::other("a cipher the tunnel cannot take over")),
+        _ => Err(std::io::Error::other("a cipher the lb cannot take over")),
     }
 }

@@ -1,4 +1,4 @@
-//! Reading a tunnel's client side: records in, plaintext out.
+//! Reading a client connection's records: records in, plaintext out.
 
 use std::io;
 use std::pin::Pin;
@@ -28,7 +28,7 @@ const SCRATCH: usize = 2 * (HEADER + MAX_BODY);
 
 thread_local! {
     /// The thread's buffer for records being opened, shared by every
-    /// tunnel the thread drives and borrowed only within one poll: a
+    /// connection the thread drives and borrowed only within one poll: a
     /// waiting reader holds no buffer.
     static RECORDS: ThreadBuffer = thread_buffer::new(SCRATCH);
 }
@@ -56,7 +56,7 @@ pub enum RecordError {
     Decrypt,
     #[error("TLS record of a type not allowed here")]
     UnexpectedType,
-    #[error("TLS handshake message on a tunnel (key update or renegotiation)")]
+    #[error("TLS handshake message after the hand-over from rustls (key update or renegotiation)")]
     Handshake,
     #[error("the client sent TLS alert {0}")]
     Alert(u8),
@@ -81,14 +81,14 @@ impl From<RecordError> for io::Error {
     }
 }
 
-/// The client's side of a tunnel, read: opens records as they arrive and
+/// A client connection's records, read: opens records as they arrive and
 /// hands out their plaintext. Holds no buffer between records, except for
 /// a record that arrived in part or plaintext its reader had no room for.
 pub struct RecordReader<R = OwnedReadHalf> {
     tcp: R,
     open: Opening,
     /// What a read left over, rarely anything: kept out of line, so the
-    /// reader a tunnel holds for its whole life stays small.
+    /// reader a connection holds for its whole life stays small.
     left: Option<Box<Left>>,
     empty_run: u8,
     state: ReadState,
@@ -124,9 +124,9 @@ impl Left {
         self.partial_len = bytes.len();
     }
 
-    /// The record's size when its header is there and the rest is not.
-    fn record_in_progress(&self) -> Option<usize> {
-        (self.partial_len >= HEADER && self.partial_len < self.partial.len()).then_some(self.partial.len())
+    /// Whether a record's header is there and the rest is not.
+    fn record_in_progress(&self) -> bool {
+        self.partial_len >= HEADER && self.partial_len < self.partial.len()
     }
 }
 
@@ -145,7 +145,7 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
     /// their plaintext goes to `out` as far as it has room, the rest to
     /// `left`, as does the start of a record not yet complete.
     fn poll_fill(&mut self, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.left.as_ref().and_then(|l| l.record_in_progress()).is_some() {
+        if self.left.as_ref().is_some_and(|l| l.record_in_progress()) {
             return self.poll_rest_of_record(cx, out);
         }
         with_records(|scratch| {

@@ -1,4 +1,4 @@
-//! Writing a tunnel's client side: plaintext in, records out.
+//! Writing a client connection's records: plaintext in, records out.
 
 use std::io;
 use std::pin::Pin;
@@ -27,7 +27,7 @@ const CLOSE_NOTIFY: [u8; 2] = [1, 0];
 pub struct RecordWriter<W = OwnedWriteHalf> {
     tcp: W,
     seal: Sealing,
-    /// A sealed record not yet all sent, from `unsent_at`.
+    /// Sealed records not yet all sent, from `unsent_at`.
     unsent: Vec<u8>,
     unsent_at: usize,
     /// `close_notify` is sealed: nothing may follow it.
@@ -50,7 +50,7 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         let seq = self.seal.seq;
         if seq >= self.seal.limit {
             return Err(io::Error::other(
-                "the cipher's record limit is reached and the keys cannot be updated on a tunnel",
+                "the cipher's record limit is reached and the lb cannot update the keys",
             ));
         }
         let msg = OutboundPlainMessage {
@@ -98,6 +98,21 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         Poll::Ready(Ok(()))
     }
 
+    /// Seals what `parts` hold (up to `MAX_BATCH` bytes) once what was
+    /// sealed before has gone, and sends it as far as the socket takes it.
+    fn poll_seal(&mut self, cx: &mut Context<'_>, parts: &[&[u8]]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_unsent(cx))?;
+        if self.closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if parts.iter().all(|p| p.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        let (wire, taken) = self.seal_parts(parts)?;
+        self.send(cx, wire)?;
+        Poll::Ready(Ok(taken))
+    }
+
     /// Sends `record`, keeping what the socket does not take now.
     fn send(&mut self, cx: &mut Context<'_>, record: Vec<u8>) -> io::Result<()> {
         let sent = match Pin::new(&mut self.tcp).poll_write(cx, &record) {
@@ -115,17 +130,7 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for RecordWriter<W> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        ready!(this.poll_unsent(cx))?;
-        if this.closed {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        if data.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        let (wire, taken) = this.seal_parts(&[data])?;
-        this.send(cx, wire)?;
-        Poll::Ready(Ok(taken))
+        self.poll_seal(cx, &[data])
     }
 
     /// Several buffers (a response's head and body) go into the same
@@ -135,23 +140,13 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for RecordWriter<W> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        ready!(this.poll_unsent(cx))?;
-        if this.closed {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
         let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
         let mut n = 0;
         for buf in bufs.iter().filter(|b| !b.is_empty()).take(MAX_PARTS) {
             parts[n] = buf;
             n += 1;
         }
-        if n == 0 {
-            return Poll::Ready(Ok(0));
-        }
-        let (wire, taken) = this.seal_parts(&parts[..n])?;
-        this.send(cx, wire)?;
-        Poll::Ready(Ok(taken))
+        self.poll_seal(cx, &parts[..n])
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -45,11 +45,10 @@ impl TlsConn {
 
     /// rustls keeps the connection for good.
     fn close(&mut self) {
-        if let TlsConn::Rustls(_) = self {
-            if let TlsConn::Rustls(tls) = std::mem::replace(self, TlsConn::Lost) {
-                *self = TlsConn::Closing(tls);
-            }
-        }
+        *self = match std::mem::replace(self, TlsConn::Lost) {
+            TlsConn::Rustls(tls) => TlsConn::Closing(tls),
+            other => other,
+        };
     }
 
     /// Takes the records over from rustls if it holds nothing else now.
